@@ -1,0 +1,60 @@
+//! Loading the classifier from the usual configuration (CLI flags / env):
+//! shared by the binary's hosts and by the notebook.
+
+use std::path::PathBuf;
+
+use crate::model::contract::Preprocessing;
+use crate::model::source::{self, ModelUri, SourceError};
+use crate::model::{Classifier, LoadOptions, ModelError};
+
+/// Which model to load and how to read it.
+#[derive(Debug, Clone, Default)]
+pub struct ModelConfig {
+    /// `s3://…`, `https://…` or a path; `None` → the stock ImageNet VGG16.
+    pub uri: Option<String>,
+    /// Expected SHA-256 (hex); the model is refused if it differs.
+    pub sha256: Option<String>,
+    /// Where the default VGG16 is downloaded from (a mirror may be given).
+    pub default_url: Option<String>,
+    /// Folder caching the default VGG16.
+    pub cache_dir: Option<PathBuf>,
+    pub load: LoadOptions,
+}
+
+/// Why the model could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// Fetches the model and builds the classifier (session build runs on a blocking thread).
+pub async fn load_classifier(cfg: &ModelConfig) -> Result<Classifier, LoadError> {
+    let mut load = cfg.load.clone();
+    let fetched = match cfg.uri.as_deref().filter(|s| !s.trim().is_empty()) {
+        Some(uri) => {
+            let uri: ModelUri = uri.parse()?;
+            tracing::info!(model = %uri, "fetching model");
+            source::fetch(&uri, cfg.sha256.as_deref()).await?
+        }
+        None => {
+            // The zoo VGG16 carries no metadata; it was trained torch-style.
+            load.fallback_preprocessing.get_or_insert_with(Preprocessing::torch);
+            let url = cfg.default_url.as_deref().unwrap_or(source::DEFAULT_MODEL_URL);
+            let cache = cfg.cache_dir.clone().unwrap_or_else(source::cache_dir);
+            source::fetch_default(url, &cache).await?
+        }
+    };
+    let classifier = tokio::task::spawn_blocking(move || Classifier::load(&fetched, &load))
+        .await
+        .map_err(|e| ModelError::Onnx(format!("loader task failed: {e}")))??;
+    let info = classifier.info();
+    tracing::info!(
+        model = %info.uri, sha256 = %info.sha256, bytes = info.size_bytes, kind = info.kind,
+        labels = ?info.labels, fetch_ms = info.fetch_ms, load_ms = info.load_ms, threads = info.threads,
+        "model ready"
+    );
+    Ok(classifier)
+}

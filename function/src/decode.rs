@@ -1,0 +1,193 @@
+//! Turning uploaded bytes into an RGB picture, safely.
+//!
+//! Untrusted input: the format is sniffed from the bytes (never trusted from a
+//! file name or header), dimensions are checked against [`DecodeLimits`] from
+//! the header *before* any pixel buffer is allocated (so a decompression bomb
+//! costs nothing), and EXIF orientation is applied so a phone photo is upright.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, RgbImage};
+
+/// Formats we decode; anything else that `image` recognises is refused as unsupported.
+pub const SUPPORTED_FORMATS: &[ImageFormat] =
+    &[ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP, ImageFormat::Gif, ImageFormat::Bmp];
+
+/// Default cap on width × height (40 megapixels, above any phone camera).
+pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
+/// Default cap on either side, which also bounds very thin pictures.
+pub const DEFAULT_MAX_SIDE: u32 = 16_384;
+
+/// Size limits applied before decoding.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    pub max_pixels: u64,
+    pub max_side: u32,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self { max_pixels: DEFAULT_MAX_PIXELS, max_side: DEFAULT_MAX_SIDE }
+    }
+}
+
+/// Why a picture could not be decoded. Every variant is the client's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("the image is empty (0 bytes)")]
+    Empty,
+    #[error("the data is not a recognised image (expected JPEG, PNG, WebP, GIF or BMP)")]
+    UnknownFormat,
+    #[error("{0} images are not supported (use JPEG, PNG, WebP, GIF or BMP)")]
+    UnsupportedFormat(String),
+    #[error("the image is {width}×{height} pixels; the limit is {max_pixels} pixels and {max_side} per side")]
+    TooLarge { width: u32, height: u32, max_pixels: u64, max_side: u32 },
+    #[error("the image has no pixels ({width}×{height})")]
+    ZeroSized { width: u32, height: u32 },
+    #[error("the image could not be decoded: {0}")]
+    Corrupt(String),
+}
+
+/// Decodes `bytes` into an upright 8-bit RGB picture (grayscale, alpha, 16-bit,
+/// palette and CMYK sources are converted; animations give their first frame).
+pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    let format = image::guess_format(bytes).map_err(|_| DecodeError::UnknownFormat)?;
+    if !SUPPORTED_FORMATS.contains(&format) {
+        return Err(DecodeError::UnsupportedFormat(format!("{format:?}").to_uppercase()));
+    }
+    // Peek at the header alone first: no pixel buffer exists yet, so a
+    // decompression bomb is refused here for the price of reading a few bytes.
+    let mut peek = ImageReader::with_format(Cursor::new(bytes), format);
+    peek.no_limits();
+    let (width, height) = peek.into_dimensions().map_err(|e| map_error(e, limits))?;
+    check_size(width, height, limits)?;
+
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut io_limits = image::Limits::default();
+    io_limits.max_image_width = Some(limits.max_side);
+    io_limits.max_image_height = Some(limits.max_side);
+    // Largest buffer a valid picture within the limits needs (16-bit RGBA), plus slack;
+    // a second line of defence should a decoder's header lie about the size.
+    io_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    reader.limits(io_limits);
+    let mut decoder = reader.into_decoder().map_err(|e| map_error(e, limits))?;
+    let orientation = decoder.orientation().ok();
+    let mut picture = DynamicImage::from_decoder(decoder).map_err(|e| map_error(e, limits))?;
+    if let Some(o) = orientation {
+        picture.apply_orientation(o);
+    }
+    Ok(picture.into_rgb8())
+}
+
+fn check_size(width: u32, height: u32, limits: DecodeLimits) -> Result<(), DecodeError> {
+    if width == 0 || height == 0 {
+        return Err(DecodeError::ZeroSized { width, height });
+    }
+    if width > limits.max_side
+        || height > limits.max_side
+        || u64::from(width) * u64::from(height) > limits.max_pixels
+    {
+        return Err(DecodeError::TooLarge {
+            width,
+            height,
+            max_pixels: limits.max_pixels,
+            max_side: limits.max_side,
+        });
+    }
+    Ok(())
+}
+
+fn map_error(e: ImageError, limits: DecodeLimits) -> DecodeError {
+    match e {
+        ImageError::Limits(_) => DecodeError::TooLarge {
+            width: 0,
+            height: 0,
+            max_pixels: limits.max_pixels,
+            max_side: limits.max_side,
+        },
+        ImageError::Unsupported(u) => DecodeError::Corrupt(u.to_string()),
+        other => DecodeError::Corrupt(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageEncoder, Rgb};
+
+    fn png(img: &DynamicImage) -> Vec<u8> {
+        let mut out = Vec::new();
+        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png).unwrap();
+        out
+    }
+
+    #[test]
+    fn grayscale_and_alpha_become_rgb() {
+        let gray = DynamicImage::ImageLuma8(image::GrayImage::from_pixel(3, 2, image::Luma([77])));
+        let rgb = decode_rgb(&png(&gray), DecodeLimits::default()).unwrap();
+        assert_eq!(rgb.dimensions(), (3, 2));
+        assert_eq!(rgb.get_pixel(1, 1), &Rgb([77, 77, 77]));
+        let rgba = DynamicImage::ImageRgba16(image::ImageBuffer::from_pixel(
+            2,
+            2,
+            image::Rgba([65535u16, 0, 32896, 0]),
+        ));
+        let rgb = decode_rgb(&png(&rgba), DecodeLimits::default()).unwrap();
+        assert_eq!(rgb.get_pixel(0, 0), &Rgb([255, 0, 128]));
+    }
+
+    #[test]
+    fn refuses_garbage_empty_and_unsupported() {
+        assert!(matches!(decode_rgb(b"", DecodeLimits::default()), Err(DecodeError::Empty)));
+        assert!(matches!(
+            decode_rgb(b"hello, this is text", DecodeLimits::default()),
+            Err(DecodeError::UnknownFormat)
+        ));
+        // TIFF magic: recognised, not supported
+        assert!(matches!(
+            decode_rgb(b"II*\0\x08\0\0\0rest", DecodeLimits::default()),
+            Err(DecodeError::UnsupportedFormat(_))
+        ));
+        let mut truncated = png(&DynamicImage::ImageRgb8(RgbImage::from_pixel(64, 64, Rgb([1, 2, 3]))));
+        truncated.truncate(truncated.len() / 2);
+        assert!(matches!(decode_rgb(&truncated, DecodeLimits::default()), Err(DecodeError::Corrupt(_))));
+    }
+
+    /// Standard CRC-32 (PNG chunks), so the forged header below is otherwise valid.
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+
+    /// A tiny PNG whose header declares `w`×`h`.
+    pub(crate) fn forged_png(w: u32, h: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut out)
+            .write_image(&[0u8; 3], 1, 1, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        out[16..20].copy_from_slice(&w.to_be_bytes());
+        out[20..24].copy_from_slice(&h.to_be_bytes());
+        let crc = crc32(&out[12..29]);
+        out[29..33].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_from_its_header() {
+        let err = decode_rgb(&forged_png(50_000, 50_000), DecodeLimits::default()).unwrap_err();
+        assert!(matches!(err, DecodeError::TooLarge { width: 50_000, height: 50_000, .. }), "{err:?}");
+        // Within the side limit but over the pixel budget.
+        let limits = DecodeLimits { max_pixels: 100, max_side: 1000 };
+        let err = decode_rgb(&forged_png(20, 20), limits).unwrap_err();
+        assert!(matches!(err, DecodeError::TooLarge { width: 20, height: 20, .. }), "{err:?}");
+    }
+}

@@ -1,0 +1,65 @@
+//! The one error shape every route answers with:
+//! `{"error": {"code": "...", "message": "..."}}` and a fitting status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::decode::DecodeError;
+
+/// An error answer. `code` is stable and machine-readable; `message` is for people.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is over the limit of {limit} bytes"),
+        )
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "model_unavailable", message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    /// A decoding error for the picture at `index` of `count`.
+    pub fn from_decode(e: DecodeError, index: usize, count: usize) -> Self {
+        let (status, code) = match e {
+            DecodeError::Empty | DecodeError::UnknownFormat | DecodeError::Corrupt(_) | DecodeError::ZeroSized { .. } => {
+                (StatusCode::BAD_REQUEST, "invalid_image")
+            }
+            DecodeError::UnsupportedFormat(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_image_format"),
+            DecodeError::TooLarge { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "image_too_large"),
+        };
+        let message = if count > 1 { format!("image {}: {e}", index + 1) } else { e.to_string() };
+        Self::new(status, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res =
+            (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response();
+        res.extensions_mut().insert(ErrorCode(self.code));
+        res
+    }
+}
+
+/// Carried on error responses so the request log can name the error.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);

@@ -1,0 +1,176 @@
+//! The handlers. Every host (Lambda, `catdog serve`, the notebook's tunnel)
+//! serves exactly these, through [`super::router`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::input::read_images;
+use crate::decode::decode_rgb;
+use crate::model::output::{Prediction, Scores};
+use crate::model::Classifier;
+use crate::state::{AppState, ModelSlot};
+
+/// Timings of one classification request, in milliseconds; also logged.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Timings {
+    pub read: f64,
+    pub decode: f64,
+    pub preprocess: f64,
+    pub inference: f64,
+    pub total: f64,
+    #[serde(skip)]
+    pub images: usize,
+}
+
+#[derive(Serialize)]
+struct ModelRef<'a> {
+    uri: &'a str,
+    sha256: &'a str,
+    kind: &'a str,
+}
+
+#[derive(Serialize)]
+struct Single<'a> {
+    #[serde(flatten)]
+    prediction: &'a Prediction,
+    model: ModelRef<'a>,
+    timings_ms: Timings,
+}
+
+#[derive(Serialize)]
+struct Batch<'a> {
+    predictions: &'a [Prediction],
+    model: ModelRef<'a>,
+    timings_ms: Timings,
+}
+
+fn ready_model(state: &AppState) -> Result<Arc<Classifier>, ApiError> {
+    match state.model() {
+        ModelSlot::Ready(c) => Ok(c),
+        ModelSlot::Loading => Err(ApiError::unavailable("the model is still loading; retry in a few seconds")),
+        ModelSlot::Failed(reason) => Err(ApiError::unavailable(format!("the model failed to load: {reason}"))),
+    }
+}
+
+/// Reads, decodes and classifies the pictures of a request.
+async fn classify_request(state: &AppState, headers: &HeaderMap, body: Body) -> Result<(Arc<Classifier>, Vec<Prediction>, Timings), ApiError> {
+    let started = Instant::now();
+    let model = ready_model(state)?;
+    let images: Vec<Bytes> = read_images(headers, body, &state.limits).await?;
+    let read = started.elapsed().as_secs_f64() * 1e3;
+    let limits = state.limits.decode;
+    let worker = model.clone();
+    // Decoding and inference are CPU-bound: keep them off the async workers.
+    let (predictions, mut timings) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let t0 = Instant::now();
+        let count = images.len();
+        let pictures = images
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| decode_rgb(bytes, limits).map_err(|e| ApiError::from_decode(e, i, count)))
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(images);
+        let decode = t0.elapsed().as_secs_f64() * 1e3;
+        let (predictions, infer) = worker.classify(&pictures).map_err(|e| {
+            tracing::error!(error = %e, "inference failed");
+            ApiError::internal("inference failed; see the server log")
+        })?;
+        Ok((
+            predictions,
+            Timings { decode, preprocess: infer.preprocess, inference: infer.inference, images: count, ..Default::default() },
+        ))
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "classification task failed");
+        ApiError::internal("classification failed; see the server log")
+    })??;
+    timings.read = read;
+    timings.total = started.elapsed().as_secs_f64() * 1e3;
+    Ok((model, predictions, timings))
+}
+
+fn with_timings(mut res: Response, timings: Timings) -> Response {
+    res.extensions_mut().insert(timings);
+    res
+}
+
+/// `POST /predict`: one picture → one answer; several → `{"predictions": [...]}`.
+pub async fn predict(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match classify_request(&state, &headers, body).await {
+        Ok((model, predictions, timings)) => {
+            let info = model.info();
+            let model_ref = ModelRef { uri: &info.uri, sha256: &info.sha256, kind: info.kind };
+            let res = if predictions.len() == 1 {
+                Json(Single { prediction: &predictions[0], model: model_ref, timings_ms: timings }).into_response()
+            } else {
+                Json(Batch { predictions: &predictions, model: model_ref, timings_ms: timings }).into_response()
+            };
+            with_timings(res, timings)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /`: the tutorial's endpoint, kept for its front end:
+/// `{"image": "<base64>"}` → `{"prediction": {"cat": p, "dog": p}}`.
+pub async fn legacy_predict(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match classify_request(&state, &headers, body).await {
+        Ok((_, predictions, timings)) => {
+            let res = if predictions.len() == 1 {
+                Json(json!({"prediction": &predictions[0].scores})).into_response()
+            } else {
+                let all: Vec<&Scores> = predictions.iter().map(|p| &p.scores).collect();
+                Json(json!({"predictions": all})).into_response()
+            };
+            with_timings(res, timings)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /health`: 200 once the model is loaded, 503 with the reason otherwise.
+pub async fn health(State(state): State<AppState>) -> Response {
+    match state.model() {
+        ModelSlot::Ready(c) => {
+            Json(json!({"status": "ok", "model": {"uri": c.info().uri, "sha256": c.info().sha256}})).into_response()
+        }
+        ModelSlot::Loading => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "loading"}))).into_response(),
+        ModelSlot::Failed(reason) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "failed", "reason": reason}))).into_response()
+        }
+    }
+}
+
+/// `GET /model`: labels, input shape, preprocessing, source URI, SHA-256, size.
+pub async fn model_info(State(state): State<AppState>) -> Response {
+    match ready_model(&state) {
+        Ok(c) => Json(c.info().clone()).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+const PAGE: &str = include_str!("../../assets/index.html");
+
+/// `GET /`: the upload page (no external resources: it works offline).
+pub async fn page() -> Response {
+    ([(header::CACHE_CONTROL, "no-cache")], Html(PAGE)).into_response()
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see GET / for the page, POST /predict to classify")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+}

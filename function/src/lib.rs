@@ -1,0 +1,20 @@
+//! catdog: a cat-or-dog image classifier served by one axum router on AWS
+//! Lambda, on a local port and from a notebook.
+//!
+//! - [`model`]: fetching (S3, https, file), the ONNX model contract, the ONNX Runtime session.
+//! - [`decode`] and [`preprocess`]: bytes → upright RGB picture → model tensor.
+//! - [`http`]: the router every host serves; [`state`]: what it shares.
+//! - [`runtime`]: finding the ONNX Runtime library at run time.
+//! - [`app`]: loading a model from the usual configuration, for the binary and the notebook.
+
+pub mod app;
+pub mod decode;
+pub mod http;
+pub mod model;
+pub mod preprocess;
+pub mod runtime;
+pub mod state;
+
+pub use http::router;
+pub use model::Classifier;
+pub use state::{AppState, Limits, ModelSlot};

@@ -1,0 +1,322 @@
+//! The `catdog` binary: the Lambda bootstrap (when `AWS_LAMBDA_RUNTIME_API` is
+//! set), `catdog serve` and `catdog predict`, all on the same router/model code.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use catdog::app::{load_classifier, ModelConfig};
+use catdog::decode::{decode_rgb, DecodeLimits};
+use catdog::model::LoadOptions;
+use catdog::state::{AppState, Limits, ModelSlot};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "catdog", version, about = "Cat or dog? An ONNX image classifier for AWS Lambda, a local server and the command line.")]
+struct Cli {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// Log format: `text` or `json` (default: json on Lambda, text elsewhere).
+    #[arg(long, env = "LOG_FORMAT", global = true)]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the upload page and the HTTP API on a local port.
+    Serve {
+        #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, env = "PORT", default_value_t = 8080)]
+        port: u16,
+    },
+    /// Classify image files (or every image in a folder) and print the answers.
+    Predict {
+        /// One JSON object per line: file, label, confidence, scores.
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true, value_name = "FILE|DIR")]
+        paths: Vec<PathBuf>,
+    },
+    /// Run as the AWS Lambda bootstrap (the default when AWS_LAMBDA_RUNTIME_API is set).
+    Lambda,
+}
+
+#[derive(Args, Debug)]
+struct ModelArgs {
+    /// Model location: s3://bucket/key, https://…, or a file path [default: the ImageNet VGG16 of the ONNX Model Zoo].
+    #[arg(long = "model", env = "MODEL_URI", global = true)]
+    uri: Option<String>,
+    /// Expected SHA-256 of the model; a mismatch is refused.
+    #[arg(long = "model-sha256", env = "MODEL_SHA256", global = true)]
+    sha256: Option<String>,
+    /// Class names as a JSON array, overriding the model's `labels` metadata.
+    #[arg(long = "labels", env = "MODEL_LABELS", global = true)]
+    labels: Option<String>,
+    /// `caffe`, `torch` or a JSON object, overriding the model's `preprocessing` metadata.
+    #[arg(long = "preprocessing", env = "MODEL_PREPROCESSING", global = true)]
+    preprocessing: Option<String>,
+    /// ImageNet models: answer `neither` below this summed cat+dog probability.
+    #[arg(long, env = "NEITHER_BELOW", global = true)]
+    neither_below: Option<f32>,
+    /// ONNX Runtime threads [default: the cores this process may use].
+    #[arg(long, env = "CATDOG_THREADS", global = true)]
+    threads: Option<usize>,
+    /// Path of libonnxruntime.so [default: ORT_DYLIB_PATH, then next to the binary].
+    #[arg(long = "ort-lib", global = true)]
+    ort_lib: Option<PathBuf>,
+    /// Where to download the default VGG16 from (a mirror); verified by its known SHA-256.
+    #[arg(long, env = "DEFAULT_MODEL_URL", global = true)]
+    default_model_url: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct LimitArgs {
+    /// Largest request body in bytes (Lambda's synchronous limit is 6 MB).
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = catdog::state::DEFAULT_MAX_BODY_BYTES, global = true)]
+    max_body_bytes: usize,
+    /// Most pictures in one request.
+    #[arg(long, env = "MAX_BATCH", default_value_t = catdog::state::DEFAULT_MAX_BATCH, global = true)]
+    max_batch: usize,
+    /// Largest picture, in pixels (width × height), refused before decoding.
+    #[arg(long, env = "MAX_PIXELS", default_value_t = catdog::decode::DEFAULT_MAX_PIXELS, global = true)]
+    max_pixels: u64,
+}
+
+impl Cli {
+    fn model_config(&self) -> ModelConfig {
+        ModelConfig {
+            uri: self.model.uri.clone(),
+            sha256: self.model.sha256.clone().filter(|s| !s.is_empty()),
+            default_url: self.model.default_model_url.clone(),
+            cache_dir: None,
+            load: LoadOptions {
+                labels: self.model.labels.clone().filter(|s| !s.is_empty()),
+                preprocessing: self.model.preprocessing.clone().filter(|s| !s.is_empty()),
+                fallback_preprocessing: None,
+                neither_below: self.model.neither_below,
+                threads: self.model.threads,
+                ort_library: self.model.ort_lib.clone(),
+            },
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_body_bytes: self.limits.max_body_bytes,
+            max_batch: self.limits.max_batch.max(1),
+            decode: DecodeLimits { max_pixels: self.limits.max_pixels, ..DecodeLimits::default() },
+        }
+    }
+}
+
+fn init_logging(format: Option<&str>, on_lambda: bool, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let json = match format {
+        Some(f) => f.eq_ignore_ascii_case("json"),
+        None => on_lambda,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).with_current_span(false).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let on_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    let command = match cli.command {
+        Some(ref c) => c,
+        None if on_lambda => &Command::Lambda,
+        None => {
+            eprintln!("catdog: say what to do: `catdog serve`, `catdog predict FILE…` (see `catdog --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    let level = if matches!(command, Command::Predict { .. }) { "warn" } else { "info" };
+    init_logging(cli.log_format.as_deref(), on_lambda, level);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("catdog: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match command {
+            Command::Lambda => run_lambda(&cli).await,
+            Command::Serve { host, port } => serve(&cli, host, *port).await,
+            Command::Predict { json, paths } => predict(&cli, *json, paths).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "fatal");
+            eprintln!("catdog: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Lambda: load the model during the init phase, then hand the router to the runtime.
+async fn run_lambda(cli: &Cli) -> Result<ExitCode> {
+    let classifier = match load_classifier(&cli.model_config()).await {
+        Ok(c) => c,
+        Err(e) => {
+            report_init_error(&e.to_string()).await;
+            return Err(e).context("loading the model during Lambda init");
+        }
+    };
+    let app = catdog::router(AppState::ready(classifier, cli.limits()));
+    lambda_http::run(app).await.map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Tells the Lambda service why init failed, so the invoke error names the cause.
+async fn report_init_error(message: &str) {
+    let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else { return };
+    let url = format!("http://{api}/2018-06-01/runtime/init/error");
+    let body = serde_json::json!({"errorMessage": message, "errorType": "Runtime.InitError"});
+    let sent = reqwest::Client::new()
+        .post(url)
+        .header("Lambda-Runtime-Function-Error-Type", "Runtime.InitError")
+        .json(&body)
+        .timeout(std::time::Duration::from_secs(2))
+        .send()
+        .await;
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "could not report the init error to the Runtime API");
+    }
+}
+
+/// `catdog serve`: listen at once, load the model in the background (503 until ready).
+async fn serve(cli: &Cli, host: &str, port: u16) -> Result<ExitCode> {
+    let state = AppState::loading(cli.limits());
+    let app = catdog::router(state.clone());
+    let addr: SocketAddr = tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("resolving {host}"))?
+        .next()
+        .with_context(|| format!("no address for {host}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(url = %format!("http://{local}/"), "listening");
+    eprintln!("catdog: serving on http://{local}/ (upload page), POST /predict");
+
+    let cfg = cli.model_config();
+    tokio::spawn(async move {
+        match load_classifier(&cfg).await {
+            Ok(c) => state.set_model(ModelSlot::Ready(std::sync::Arc::new(c))),
+            Err(e) => {
+                tracing::error!(error = %e, "model failed to load");
+                state.set_model(ModelSlot::Failed(e.to_string()));
+            }
+        }
+    });
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp"];
+
+/// Files to classify: files as given, folders walked (sorted) for image extensions.
+fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut stack = vec![p.clone()];
+            let mut found = Vec::new();
+            while let Some(dir) = stack.pop() {
+                for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+                    let path = entry?.path();
+                    if path.is_dir() {
+                        stack.push(path);
+                    } else if path
+                        .extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+                    {
+                        found.push(path);
+                    }
+                }
+            }
+            found.sort();
+            out.extend(found);
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            bail!("{}: no such file or folder", p.display());
+        }
+    }
+    Ok(out)
+}
+
+/// `catdog predict`: prints one answer per file; unreadable files are reported and skipped.
+async fn predict(cli: &Cli, json: bool, paths: &[PathBuf]) -> Result<ExitCode> {
+    let files = collect_files(paths)?;
+    if files.is_empty() {
+        bail!("no image files found (looked for {})", IMAGE_EXTENSIONS.join(", "));
+    }
+    let classifier = load_classifier(&cli.model_config()).await.context("loading the model")?;
+    let limits = cli.limits();
+    let mut failures = 0usize;
+    let classifier = std::sync::Arc::new(classifier);
+    for chunk in files.chunks(limits.max_batch) {
+        let chunk = chunk.to_vec();
+        let c = classifier.clone();
+        let results = tokio::task::spawn_blocking(move || {
+            let mut ok = Vec::new();
+            let mut bad = Vec::new();
+            for f in &chunk {
+                match std::fs::read(f).map_err(|e| e.to_string()).and_then(|b| decode_rgb(&b, limits.decode).map_err(|e| e.to_string())) {
+                    Ok(pic) => ok.push((f.clone(), pic)),
+                    Err(e) => bad.push((f.clone(), e)),
+                }
+            }
+            let pictures: Vec<_> = ok.iter().map(|(_, p)| p.clone()).collect();
+            let preds = if pictures.is_empty() { Ok((vec![], Default::default())) } else { c.classify(&pictures) };
+            (ok.into_iter().map(|(f, _)| f).collect::<Vec<_>>(), bad, preds)
+        })
+        .await?;
+        let (ok, bad, preds) = results;
+        for (f, e) in bad {
+            failures += 1;
+            eprintln!("catdog: {}: {e}", f.display());
+        }
+        let (preds, _) = preds.context("inference")?;
+        for (f, p) in ok.iter().zip(preds) {
+            if json {
+                let mut v = serde_json::to_value(&p)?;
+                v["file"] = serde_json::Value::String(f.display().to_string());
+                println!("{v}");
+            } else {
+                println!("{}\t{}\t{:.4}", f.display(), p.label, p.confidence);
+            }
+        }
+    }
+    Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,311 @@
+//! Where a model comes from: `s3://bucket/key`, `https://…` (or `http://`), or
+//! a local path, fetched into memory (never to /tmp: a Lambda's /tmp may not
+//! hold a 528 MB model) and verified against an optional SHA-256.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Instant;
+
+use futures_util::TryStreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+
+/// The stock ImageNet VGG16 from the ONNX Model Zoo (opset 7), used when no model is given.
+pub const DEFAULT_MODEL_URL: &str =
+    "https://github.com/onnx/models/raw/main/validated/vision/classification/vgg/model/vgg16-7.onnx";
+/// Size of [`DEFAULT_MODEL_URL`] in bytes.
+pub const DEFAULT_MODEL_SIZE: u64 = 553_437_328;
+/// SHA-256 of [`DEFAULT_MODEL_URL`].
+pub const DEFAULT_MODEL_SHA256: &str = "f20805a3ecccaa88647bbab4ad011ff2412a9838485ea844de0fcbce349820b9";
+
+/// Why a model could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("invalid model URI {0:?}: expected s3://bucket/key, https://host/path or a file path")]
+    InvalidUri(String),
+    #[error("cannot read model file {path}: {source}")]
+    File { path: PathBuf, source: std::io::Error },
+    #[error("cannot download model from {url}: {message}")]
+    Http { url: String, message: String },
+    #[error("cannot fetch model from {uri}: {message}")]
+    S3 { uri: String, message: String },
+    #[error("model from {uri} has SHA-256 {actual}, expected {expected}: refusing to use it")]
+    Sha256Mismatch { uri: String, expected: String, actual: String },
+    #[error("MODEL_SHA256 must be 64 hex digits (got {0:?})")]
+    BadSha256(String),
+    #[error("cannot write the model cache {path}: {source}")]
+    Cache { path: PathBuf, source: std::io::Error },
+}
+
+/// A parsed model location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelUri {
+    S3 { bucket: String, key: String },
+    Http(String),
+    File(PathBuf),
+}
+
+impl FromStr for ModelUri {
+    type Err = SourceError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(SourceError::InvalidUri(s.into()));
+        }
+        if let Some(rest) = s.strip_prefix("s3://") {
+            return match rest.split_once('/') {
+                Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => {
+                    Ok(Self::S3 { bucket: bucket.into(), key: key.into() })
+                }
+                _ => Err(SourceError::InvalidUri(s.into())),
+            };
+        }
+        if s.starts_with("https://") || s.starts_with("http://") {
+            return reqwest::Url::parse(s)
+                .map(|_| Self::Http(s.into()))
+                .map_err(|_| SourceError::InvalidUri(s.into()));
+        }
+        if let Some(path) = s.strip_prefix("file://") {
+            return Ok(Self::File(PathBuf::from(path)));
+        }
+        if s.contains("://") {
+            return Err(SourceError::InvalidUri(s.into()));
+        }
+        Ok(Self::File(PathBuf::from(s)))
+    }
+}
+
+impl fmt::Display for ModelUri {
+    /// Shows the location without secrets: URL credentials and query strings
+    /// (pre-signed URLs carry signatures there) are left out.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
+            Self::Http(url) => match reqwest::Url::parse(url) {
+                Ok(mut u) => {
+                    let _ = u.set_username("");
+                    let _ = u.set_password(None);
+                    u.set_query(None);
+                    u.set_fragment(None);
+                    write!(f, "{u}")
+                }
+                Err(_) => write!(f, "<invalid url>"),
+            },
+            Self::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Model bytes and where they came from.
+pub struct FetchedModel {
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+    pub uri: String,
+    pub fetch_ms: f64,
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Checks a user-given digest's form, lowercasing it.
+pub fn normalize_sha256(s: &str) -> Result<String, SourceError> {
+    let t = s.trim().to_ascii_lowercase();
+    if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(t)
+    } else {
+        Err(SourceError::BadSha256(s.into()))
+    }
+}
+
+/// Fetches the model into memory and verifies `expected_sha256` if given.
+pub async fn fetch(uri: &ModelUri, expected_sha256: Option<&str>) -> Result<FetchedModel, SourceError> {
+    let expected = expected_sha256.map(normalize_sha256).transpose()?;
+    let started = Instant::now();
+    let bytes = match uri {
+        ModelUri::File(path) => tokio::fs::read(path)
+            .await
+            .map_err(|source| SourceError::File { path: path.clone(), source })?,
+        ModelUri::Http(url) => fetch_http(url, &uri.to_string()).await?,
+        ModelUri::S3 { bucket, key } => fetch_s3(bucket, key).await?,
+    };
+    let fetch_ms = started.elapsed().as_secs_f64() * 1e3;
+    let sha256 = tokio::task::block_in_place(|| sha256_hex(&bytes));
+    if let Some(expected) = expected {
+        if expected != sha256 {
+            return Err(SourceError::Sha256Mismatch { uri: uri.to_string(), expected, actual: sha256 });
+        }
+    }
+    Ok(FetchedModel { bytes, sha256, uri: uri.to_string(), fetch_ms })
+}
+
+fn progress_bar(total: Option<u64>, what: &str) -> ProgressBar {
+    // indicatif draws to stderr and stays silent when that is not a terminal
+    // (Lambda, CI), so no flag is needed.
+    let bar = match total {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::no_length(),
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+async fn fetch_http(url: &str, shown: &str) -> Result<Vec<u8>, SourceError> {
+    let err = |message: String| SourceError::Http { url: shown.to_string(), message };
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| err(e.to_string()))?;
+    let response = client.get(url).send().await.map_err(|e| err(error_chain(&e)))?;
+    if !response.status().is_success() {
+        return Err(err(format!("HTTP {}", response.status())));
+    }
+    let total = response.content_length();
+    let bar = progress_bar(total, "downloading model");
+    let mut bytes = Vec::with_capacity(total.unwrap_or(0).min(4 << 30) as usize);
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.try_next().await.map_err(|e| err(error_chain(&e)))? {
+        bytes.extend_from_slice(&chunk);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(bytes)
+}
+
+/// An S3 client from the standard AWS environment (credential chain,
+/// `AWS_REGION`, `AWS_ENDPOINT_URL_S3`/`AWS_ENDPOINT_URL`). With a custom
+/// endpoint (MinIO, moto, …) path-style addressing is used, as those expect.
+pub async fn s3_client() -> aws_sdk_s3::Client {
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let mut builder = aws_sdk_s3::config::Builder::from(&shared);
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| shared.endpoint_url().map(str::to_string));
+    if let Some(endpoint) = endpoint {
+        builder = builder.endpoint_url(endpoint).force_path_style(true);
+    }
+    aws_sdk_s3::Client::from_conf(builder.build())
+}
+
+async fn fetch_s3(bucket: &str, key: &str) -> Result<Vec<u8>, SourceError> {
+    let uri = format!("s3://{bucket}/{key}");
+    let err = |message: String| SourceError::S3 { uri: uri.clone(), message };
+    let client = s3_client().await;
+    let object = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| err(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
+    let total = object.content_length().and_then(|n| u64::try_from(n).ok());
+    let bar = progress_bar(total, "fetching model");
+    let mut bytes = Vec::with_capacity(total.unwrap_or(0).min(4 << 30) as usize);
+    let mut body = object.body;
+    while let Some(chunk) = body.try_next().await.map_err(|e| err(error_chain(&e)))? {
+        bytes.extend_from_slice(&chunk);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    if let Some(total) = total {
+        if bytes.len() as u64 != total {
+            return Err(err(format!("got {} of {total} bytes", bytes.len())));
+        }
+    }
+    Ok(bytes)
+}
+
+/// Default cache folder for downloaded models (`$XDG_CACHE_HOME/catdog/models`).
+pub fn cache_dir() -> PathBuf {
+    dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("catdog").join("models")
+}
+
+/// The default VGG16: from the cache when present and intact, otherwise
+/// downloaded once from `url` (a mirror may be given) with a progress bar,
+/// verified against the known SHA-256, then stored in `cache`.
+pub async fn fetch_default(url: &str, cache: &Path) -> Result<FetchedModel, SourceError> {
+    let file = cache.join("vgg16-7.onnx");
+    if let Ok(meta) = tokio::fs::metadata(&file).await {
+        if meta.len() == DEFAULT_MODEL_SIZE {
+            if let Ok(m) = fetch(&ModelUri::File(file.clone()), Some(DEFAULT_MODEL_SHA256)).await {
+                return Ok(m);
+            }
+        }
+        tracing::warn!(path = %file.display(), "cached default model is damaged; downloading it again");
+    }
+    let uri: ModelUri = url.parse()?;
+    tracing::info!(url = %uri, "downloading the default model (ImageNet VGG16, 553 MB) once");
+    let model = fetch(&uri, Some(DEFAULT_MODEL_SHA256)).await?;
+    let cache_err = |source| SourceError::Cache { path: file.clone(), source };
+    tokio::fs::create_dir_all(cache).await.map_err(cache_err)?;
+    let part = file.with_extension("onnx.part");
+    tokio::fs::write(&part, &model.bytes).await.map_err(cache_err)?;
+    tokio::fs::rename(&part, &file).await.map_err(cache_err)?;
+    Ok(model)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        let msg = inner.to_string();
+        if !s.contains(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
+        cur = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_kind_of_uri() {
+        assert_eq!(
+            "s3://models/cats/v1.onnx".parse::<ModelUri>().unwrap(),
+            ModelUri::S3 { bucket: "models".into(), key: "cats/v1.onnx".into() }
+        );
+        assert!(matches!("https://x.test/m.onnx".parse::<ModelUri>().unwrap(), ModelUri::Http(_)));
+        assert_eq!("file:///m.onnx".parse::<ModelUri>().unwrap(), ModelUri::File("/m.onnx".into()));
+        assert_eq!("./m.onnx".parse::<ModelUri>().unwrap(), ModelUri::File("./m.onnx".into()));
+        for bad in ["", "s3://bucket", "s3:///key", "ftp://x/y"] {
+            assert!(bad.parse::<ModelUri>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn display_hides_credentials_and_signatures() {
+        let uri: ModelUri = "https://user:pw@x.test/m.onnx?X-Amz-Signature=abc".parse().unwrap();
+        assert_eq!(uri.to_string(), "https://x.test/m.onnx");
+    }
+
+    #[test]
+    fn sha256_is_checked_for_form() {
+        assert!(normalize_sha256(&"A".repeat(64)).is_ok());
+        assert!(normalize_sha256("abc").is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn file_fetch_verifies_digest() {
+        let dir = std::env::temp_dir().join(format!("catdog-src-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.bin");
+        std::fs::write(&path, b"model").unwrap();
+        let uri = ModelUri::File(path);
+        let good = sha256_hex(b"model");
+        assert_eq!(fetch(&uri, Some(&good)).await.unwrap().bytes, b"model");
+        let err = fetch(&uri, Some(&"0".repeat(64))).await.err().unwrap();
+        assert!(matches!(err, SourceError::Sha256Mismatch { .. }));
+    }
+}

@@ -1,0 +1,206 @@
+//! Picture → model input tensor, exactly as the model was trained.
+//!
+//! Resizing follows Pillow (what Keras `load_img` and torchvision use) through
+//! `fast_image_resize`, whose convolution filters reproduce Pillow's; the test
+//! suite compares our tensors with a PIL + numpy reference on real photos.
+
+use std::borrow::Cow;
+
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::RgbImage;
+
+use crate::model::contract::{ColorOrder, Filter, Layout, Preprocessing, ResizeMode};
+
+/// A preprocessing spec with its input layout resolved, ready to run.
+#[derive(Debug, Clone)]
+pub struct Preprocessor {
+    spec: Preprocessing,
+    layout: Layout,
+    /// `lut[c][v]` = value of 8-bit level `v` in model channel `c`: exact, and
+    /// one table lookup per element instead of a multiply and a divide.
+    lut: [[f32; 256]; 3],
+}
+
+impl Preprocessor {
+    pub fn new(spec: Preprocessing, layout: Layout) -> Self {
+        let mut lut = [[0f32; 256]; 3];
+        for (c, table) in lut.iter_mut().enumerate() {
+            for (v, slot) in table.iter_mut().enumerate() {
+                *slot = (v as f32 * spec.scale - spec.mean[c]) / spec.std[c];
+            }
+        }
+        Self { spec, layout, lut }
+    }
+
+    pub fn spec(&self) -> &Preprocessing {
+        &self.spec
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Number of f32 values one picture occupies in the input tensor.
+    pub fn tensor_len(&self) -> usize {
+        3 * self.spec.size[0] as usize * self.spec.size[1] as usize
+    }
+
+    /// Shape of a batch of `n` pictures, in the model's layout.
+    pub fn batch_shape(&self, n: usize) -> [usize; 4] {
+        let [h, w] = self.spec.size.map(|v| v as usize);
+        match self.layout {
+            Layout::Nchw => [n, 3, h, w],
+            Layout::Nhwc => [n, h, w, 3],
+        }
+    }
+
+    /// Writes one picture's tensor into `out` (`tensor_len()` values).
+    pub fn write_tensor(&self, picture: &RgbImage, out: &mut [f32]) {
+        assert_eq!(out.len(), self.tensor_len(), "tensor slot has the wrong size");
+        let [h, w] = self.spec.size.map(|v| v as usize);
+        let (resized, left, top) = self.resize(picture);
+        let stride = resized.width() as usize * 3;
+        let src = resized.as_raw();
+        // model channel c reads source channel order[c]
+        let order = match self.spec.color {
+            ColorOrder::Rgb => [0, 1, 2],
+            ColorOrder::Bgr => [2, 1, 0],
+        };
+        match self.layout {
+            Layout::Nchw => {
+                let plane = h * w;
+                for (c, &sc) in order.iter().enumerate() {
+                    let lut = &self.lut[c];
+                    let dst = &mut out[c * plane..(c + 1) * plane];
+                    for y in 0..h {
+                        let row = &src[(top + y) * stride + left * 3..][..w * 3];
+                        let drow = &mut dst[y * w..(y + 1) * w];
+                        for (d, px) in drow.iter_mut().zip(row.chunks_exact(3)) {
+                            *d = lut[px[sc] as usize];
+                        }
+                    }
+                }
+            }
+            Layout::Nhwc => {
+                for y in 0..h {
+                    let row = &src[(top + y) * stride + left * 3..][..w * 3];
+                    let drow = &mut out[y * w * 3..(y + 1) * w * 3];
+                    for (d, px) in drow.chunks_exact_mut(3).zip(row.chunks_exact(3)) {
+                        for c in 0..3 {
+                            d[c] = self.lut[c][px[order[c]] as usize];
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One picture as its own tensor (convenience for tests and tools).
+    pub fn tensor(&self, picture: &RgbImage) -> Vec<f32> {
+        let mut out = vec![0f32; self.tensor_len()];
+        self.write_tensor(picture, &mut out);
+        out
+    }
+
+    /// Resizes per the spec; returns the picture and the crop's top-left corner.
+    fn resize<'a>(&self, picture: &'a RgbImage) -> (Cow<'a, RgbImage>, usize, usize) {
+        let [h, w] = self.spec.size;
+        let (rw, rh) = match self.spec.resize {
+            ResizeMode::Stretch => (w, h),
+            ResizeMode::ShorterSideCenterCrop => {
+                shorter_side_size(picture.width(), picture.height(), self.spec.resize_shorter.unwrap_or(h.min(w)))
+            }
+        };
+        let resized = if (rw, rh) == picture.dimensions() {
+            Cow::Borrowed(picture)
+        } else {
+            Cow::Owned(resize_rgb(picture, rw, rh, self.spec.filter))
+        };
+        // torchvision CenterCrop: int(round((size - crop) / 2.0)), Python's round-half-even.
+        let left = round_half_even_half(rw.saturating_sub(w));
+        let top = round_half_even_half(rh.saturating_sub(h));
+        (resized, left as usize, top as usize)
+    }
+}
+
+/// Output size of torchvision `Resize(shorter)` for a `width`×`height` picture:
+/// the shorter side becomes `shorter`, the longer one `int(shorter * long / short)`.
+pub fn shorter_side_size(width: u32, height: u32, shorter: u32) -> (u32, u32) {
+    let (short, long) = if width <= height { (width, height) } else { (height, width) };
+    let new_long = (u64::from(shorter) * u64::from(long) / u64::from(short.max(1))) as u32;
+    if width <= height {
+        (shorter, new_long.max(1))
+    } else {
+        (new_long.max(1), shorter)
+    }
+}
+
+/// `round(diff / 2)` with Python's round-half-to-even.
+fn round_half_even_half(diff: u32) -> u32 {
+    let half = diff / 2;
+    if diff % 2 == 1 && half % 2 == 1 {
+        half + 1
+    } else {
+        half
+    }
+}
+
+/// Resizes an RGB picture with Pillow's filter semantics.
+pub fn resize_rgb(picture: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbImage {
+    let src = ImageRef::new(picture.width(), picture.height(), picture.as_raw(), PixelType::U8x3)
+        .expect("an RgbImage buffer always matches its dimensions");
+    let mut dst = Image::new(width, height, PixelType::U8x3);
+    let alg = match filter {
+        Filter::Nearest => ResizeAlg::Nearest,
+        Filter::Bilinear => ResizeAlg::Convolution(FilterType::Bilinear),
+        Filter::Bicubic => ResizeAlg::Convolution(FilterType::CatmullRom),
+        Filter::Lanczos3 => ResizeAlg::Convolution(FilterType::Lanczos3),
+    };
+    Resizer::new()
+        .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(alg))
+        .expect("same pixel type on both sides and non-zero sizes");
+    RgbImage::from_raw(width, height, dst.into_vec()).expect("buffer size matches")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    #[test]
+    fn torchvision_resize_and_crop_arithmetic() {
+        assert_eq!(shorter_side_size(500, 375, 256), (341, 256));
+        assert_eq!(shorter_side_size(375, 500, 256), (256, 341));
+        assert_eq!(shorter_side_size(256, 256, 256), (256, 256));
+        // Python: round(117/2)=58 (58.5 → even), round(115/2)=58 (57.5 → even), round(32/2)=16
+        assert_eq!(round_half_even_half(117), 58);
+        assert_eq!(round_half_even_half(115), 58);
+        assert_eq!(round_half_even_half(32), 16);
+        assert_eq!(round_half_even_half(1), 0);
+    }
+
+    #[test]
+    fn caffe_is_bgr_minus_means_in_either_layout() {
+        let mut spec = Preprocessing::caffe();
+        spec.size = [2, 2];
+        let pic = RgbImage::from_pixel(2, 2, Rgb([200, 100, 50]));
+        let nchw = Preprocessor::new(spec.clone(), Layout::Nchw).tensor(&pic);
+        let b = 50.0 - 103.939f32;
+        let g = 100.0 - 116.779f32;
+        let r = 200.0 - 123.68f32;
+        assert_eq!(nchw, vec![b, b, b, b, g, g, g, g, r, r, r, r]);
+        let nhwc = Preprocessor::new(spec, Layout::Nhwc).tensor(&pic);
+        assert_eq!(&nhwc[..6], &[b, g, r, b, g, r]);
+    }
+
+    #[test]
+    fn torch_normalises_rgb() {
+        let pic = RgbImage::from_pixel(300, 260, Rgb([255, 0, 128]));
+        let t = Preprocessor::new(Preprocessing::torch(), Layout::Nchw).tensor(&pic);
+        let plane = 224 * 224;
+        assert!((t[0] - (1.0 - 0.485) / 0.229).abs() < 1e-6);
+        assert!((t[plane] - (0.0 - 0.456) / 0.224).abs() < 1e-6);
+        assert!((t[2 * plane + 500] - (128.0 / 255.0 - 0.406) / 0.225).abs() < 1e-6);
+    }
+}
