@@ -12,6 +12,7 @@ pub mod decode;
 pub mod http;
 pub mod model;
 pub mod preprocess;
+pub mod resize;
 pub mod runtime;
 pub mod state;
 

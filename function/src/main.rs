@@ -160,8 +160,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "fatal");
-            eprintln!("catdog: {e:#}");
+            if on_lambda {
+                tracing::error!(error = format!("{e:#}"), "fatal");
+            } else {
+                eprintln!("catdog: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }

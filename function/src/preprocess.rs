@@ -1,16 +1,15 @@
 //! Picture → model input tensor, exactly as the model was trained.
 //!
-//! Resizing follows Pillow (what Keras `load_img` and torchvision use) through
-//! `fast_image_resize`, whose convolution filters reproduce Pillow's; the test
-//! suite compares our tensors with a PIL + numpy reference on real photos.
+//! Resizing is Pillow's, exactly (see [`crate::resize`]): what Keras `load_img`
+//! and torchvision use. The test suite compares our tensors with a PIL + numpy
+//! reference on real photos.
 
 use std::borrow::Cow;
 
-use fast_image_resize::images::{Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 
-use crate::model::contract::{ColorOrder, Filter, Layout, Preprocessing, ResizeMode};
+use crate::model::contract::{ColorOrder, Layout, Preprocessing, ResizeMode};
+use crate::resize::resize_rgb;
 
 /// A preprocessing spec with its input layout resolved, ready to run.
 #[derive(Debug, Clone)]
@@ -144,23 +143,6 @@ fn round_half_even_half(diff: u32) -> u32 {
     } else {
         half
     }
-}
-
-/// Resizes an RGB picture with Pillow's filter semantics.
-pub fn resize_rgb(picture: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbImage {
-    let src = ImageRef::new(picture.width(), picture.height(), picture.as_raw(), PixelType::U8x3)
-        .expect("an RgbImage buffer always matches its dimensions");
-    let mut dst = Image::new(width, height, PixelType::U8x3);
-    let alg = match filter {
-        Filter::Nearest => ResizeAlg::Nearest,
-        Filter::Bilinear => ResizeAlg::Convolution(FilterType::Bilinear),
-        Filter::Bicubic => ResizeAlg::Convolution(FilterType::CatmullRom),
-        Filter::Lanczos3 => ResizeAlg::Convolution(FilterType::Lanczos3),
-    };
-    Resizer::new()
-        .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(alg))
-        .expect("same pixel type on both sides and non-zero sizes");
-    RgbImage::from_raw(width, height, dst.into_vec()).expect("buffer size matches")
 }
 
 #[cfg(test)]

@@ -1,1 +1,159 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for the integration tests: where fixtures, shared data and
+//! the built binary are; starting `catdog serve`, moto's S3 server and other
+//! real processes on loopback, and stopping them when a test ends.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Folder of generated fixtures (`make test` builds it).
+pub fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("CATDOG_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/fixtures"));
+    assert!(
+        dir.join("models.json").exists(),
+        "fixtures missing in {}: run the tests with `make test` (it builds them)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    fixtures().join(name)
+}
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The shared data folder (`CATDOG_DATA`, default `../shared/data` beside the
+/// checkout), or `None` — with a "skipped: …" line — where it is absent.
+pub fn shared_data(test: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("CATDOG_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("../shared/data"));
+    if dir.join("catsdogs").is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: {test}: shared data folder {} is absent (set CATDOG_DATA)", dir.display());
+        None
+    }
+}
+
+/// The `catdog` binary built beside this test binary.
+pub fn catdog_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("catdog");
+    assert!(bin.exists(), "{} not built: run `cargo build --workspace` first (make test does)", bin.display());
+    bin
+}
+
+/// Python with the fixture tools (numpy, onnx, onnxruntime, moto).
+pub fn python() -> PathBuf {
+    std::env::var_os("CATDOG_PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into())
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `url` until it answers with `want` (or any status if `None`).
+pub async fn wait_http(url: &str, want: Option<u16>, timeout: Duration) -> reqwest::Response {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(r) = client.get(url).send().await {
+            if want.is_none_or(|w| r.status().as_u16() == w) {
+                return r;
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} did not answer {want:?} within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `catdog serve` on a free port with extra args/env; waits until it listens.
+pub async fn serve(args: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
+    let port = free_port();
+    let mut cmd = Command::new(catdog_bin());
+    cmd.args(["serve", "--port", &port.to_string()]).args(args).stdout(Stdio::null()).stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.env_remove("AWS_LAMBDA_RUNTIME_API");
+    let proc = Proc { child: cmd.spawn().expect("spawn catdog serve"), name: "catdog serve".into() };
+    let base = format!("http://127.0.0.1:{port}");
+    wait_http(&format!("{base}/health"), None, Duration::from_secs(20)).await;
+    (proc, base)
+}
+
+/// Waits until `/health` says ok (the model loads in the background).
+pub async fn wait_ready(base: &str) {
+    wait_http(&format!("{base}/health"), Some(200), Duration::from_secs(60)).await;
+}
+
+/// moto's S3-compatible server on a free loopback port.
+pub async fn moto() -> (Proc, String) {
+    let port = free_port();
+    let py = python();
+    let bin = py.parent().map(|d| d.join("moto_server")).filter(|p| p.exists()).unwrap_or_else(|| "moto_server".into());
+    let child = Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto_server (make test installs it)");
+    let url = format!("http://127.0.0.1:{port}");
+    wait_http(&format!("{url}/moto-api/"), None, Duration::from_secs(30)).await;
+    (Proc { child, name: "moto".into() }, url)
+}
+
+/// Standard AWS env for a loopback S3 server (static test credentials).
+pub fn s3_env(endpoint: &str) -> Vec<(String, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL_S3".into(), endpoint.into()),
+        ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+    ]
+}
+
+/// Creates `bucket` and puts `bytes` at `key` with plain S3 REST calls
+/// (moto accepts unsigned requests), so the test does not share the code under test.
+pub async fn s3_put(endpoint: &str, bucket: &str, key: &str, bytes: Vec<u8>) {
+    let c = reqwest::Client::new();
+    let r = c.put(format!("{endpoint}/{bucket}")).send().await.unwrap();
+    assert!(r.status().is_success() || r.status().as_u16() == 409, "create bucket: {}", r.status());
+    let r = c.put(format!("{endpoint}/{bucket}/{key}")).body(bytes).send().await.unwrap();
+    assert!(r.status().is_success(), "put object: {}", r.status());
+}
+
+/// A solid-colour picture encoded in `format`.
+pub fn solid(rgb: [u8; 3], w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
+    let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(w, h, image::Rgb(rgb)));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+pub const RED: [u8; 3] = [220, 30, 30];
+pub const BLUE: [u8; 3] = [30, 30, 220];
+pub const GREEN: [u8; 3] = [30, 220, 30];
