@@ -58,6 +58,11 @@ pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, Decode
     if !SUPPORTED_FORMATS.contains(&format) {
         return Err(DecodeError::UnsupportedFormat(format!("{format:?}").to_uppercase()));
     }
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        // zune-jpeg fills a cut-off scan with grey and succeeds; a cut-off
+        // upload must be refused, not classified half-grey.
+        return Err(DecodeError::Corrupt("the JPEG data is truncated (no end-of-image marker)".into()));
+    }
     // Peek at the header alone first: no pixel buffer exists yet, so a
     // decompression bomb is refused here for the price of reading a few bytes.
     let mut peek = ImageReader::with_format(Cursor::new(bytes), format);
@@ -80,6 +85,32 @@ pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, Decode
         picture.apply_orientation(o);
     }
     Ok(picture.into_rgb8())
+}
+
+/// True when a JPEG has an end-of-image marker after its first scan.
+///
+/// Walks the marker segments from SOI (so an EXIF thumbnail's own EOI is
+/// skipped over) to the first SOS, then looks for `FF D9` in the rest: inside
+/// entropy-coded data `FF` is always followed by `00` or a restart marker.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let mut i = 2; // after SOI
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xFF {
+            return false;
+        }
+        let marker = bytes[i + 1];
+        if marker == 0xFF {
+            i += 1; // fill byte
+            continue;
+        }
+        let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+        if marker == 0xDA {
+            let scan = &bytes[(i + 2 + len).min(bytes.len())..];
+            return scan.windows(2).any(|w| w == [0xFF, 0xD9]);
+        }
+        i += 2 + len;
+    }
+    false
 }
 
 fn check_size(width: u32, height: u32, limits: DecodeLimits) -> Result<(), DecodeError> {
@@ -122,6 +153,23 @@ mod tests {
         let mut out = Vec::new();
         img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png).unwrap();
         out
+    }
+
+    #[test]
+    fn truncated_jpeg_is_refused_complete_one_is_not() {
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(64, 48, |x, y| Rgb([x as u8 * 4, y as u8 * 5, 7])));
+        let mut jpg = Vec::new();
+        img.write_to(&mut Cursor::new(&mut jpg), ImageFormat::Jpeg).unwrap();
+        assert!(jpeg_is_complete(&jpg));
+        assert_eq!(decode_rgb(&jpg, DecodeLimits::default()).unwrap().dimensions(), (64, 48));
+        for cut in [jpg.len() - 2, jpg.len() / 2, 30] {
+            let err = decode_rgb(&jpg[..cut], DecodeLimits::default()).unwrap_err();
+            assert!(matches!(err, DecodeError::Corrupt(_)), "cut at {cut}: {err:?}");
+        }
+        // trailing bytes after EOI are common (phones append data) and fine
+        let mut trailing = jpg.clone();
+        trailing.extend_from_slice(b"vendor trailer");
+        assert!(decode_rgb(&trailing, DecodeLimits::default()).is_ok());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use image::RgbImage;
 
 use crate::model::contract::{ColorOrder, Layout, Preprocessing, ResizeMode};
-use crate::resize::resize_rgb;
+use crate::resize::resize_rgb_region;
 
 /// A preprocessing spec with its input layout resolved, ready to run.
 #[derive(Debug, Clone)]
@@ -58,7 +58,7 @@ impl Preprocessor {
     pub fn write_tensor(&self, picture: &RgbImage, out: &mut [f32]) {
         assert_eq!(out.len(), self.tensor_len(), "tensor slot has the wrong size");
         let [h, w] = self.spec.size.map(|v| v as usize);
-        let (resized, left, top) = self.resize(picture);
+        let resized = self.resize(picture);
         let stride = resized.width() as usize * 3;
         let src = resized.as_raw();
         // model channel c reads source channel order[c]
@@ -73,7 +73,7 @@ impl Preprocessor {
                     let lut = &self.lut[c];
                     let dst = &mut out[c * plane..(c + 1) * plane];
                     for y in 0..h {
-                        let row = &src[(top + y) * stride + left * 3..][..w * 3];
+                        let row = &src[y * stride..][..w * 3];
                         let drow = &mut dst[y * w..(y + 1) * w];
                         for (d, px) in drow.iter_mut().zip(row.chunks_exact(3)) {
                             *d = lut[px[sc] as usize];
@@ -83,7 +83,7 @@ impl Preprocessor {
             }
             Layout::Nhwc => {
                 for y in 0..h {
-                    let row = &src[(top + y) * stride + left * 3..][..w * 3];
+                    let row = &src[y * stride..][..w * 3];
                     let drow = &mut out[y * w * 3..(y + 1) * w * 3];
                     for (d, px) in drow.chunks_exact_mut(3).zip(row.chunks_exact(3)) {
                         for c in 0..3 {
@@ -102,8 +102,9 @@ impl Preprocessor {
         out
     }
 
-    /// Resizes per the spec; returns the picture and the crop's top-left corner.
-    fn resize<'a>(&self, picture: &'a RgbImage) -> (Cow<'a, RgbImage>, usize, usize) {
+    /// Resizes per the spec, producing only the model's input region
+    /// (the center crop, if any): same pixels as resize-then-crop.
+    fn resize<'a>(&self, picture: &'a RgbImage) -> Cow<'a, RgbImage> {
         let [h, w] = self.spec.size;
         let (rw, rh) = match self.spec.resize {
             ResizeMode::Stretch => (w, h),
@@ -111,15 +112,14 @@ impl Preprocessor {
                 shorter_side_size(picture.width(), picture.height(), self.spec.resize_shorter.unwrap_or(h.min(w)))
             }
         };
-        let resized = if (rw, rh) == picture.dimensions() {
-            Cow::Borrowed(picture)
-        } else {
-            Cow::Owned(resize_rgb(picture, rw, rh, self.spec.filter))
-        };
         // torchvision CenterCrop: int(round((size - crop) / 2.0)), Python's round-half-even.
         let left = round_half_even_half(rw.saturating_sub(w));
         let top = round_half_even_half(rh.saturating_sub(h));
-        (resized, left as usize, top as usize)
+        if (rw, rh) == picture.dimensions() && (rw, rh) == (w, h) {
+            Cow::Borrowed(picture)
+        } else {
+            Cow::Owned(resize_rgb_region(picture, (rw, rh), (left, top, w.min(rw), h.min(rh)), self.spec.filter))
+        }
     }
 }
 

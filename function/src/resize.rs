@@ -17,17 +17,34 @@ const PRECISION_BITS: u32 = 32 - 8 - 2;
 
 /// Resizes an RGB picture to `width`×`height` exactly as Pillow's `Image.resize` does.
 pub fn resize_rgb(picture: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbImage {
+    resize_rgb_region(picture, (width, height), (0, 0, width, height), filter)
+}
+
+/// The `(left, top, w, h)` region of the picture resized to `full` =
+/// `(width, height)`, computed without producing the rest: the same pixels
+/// as resizing whole and then cropping (each output pixel's weights depend
+/// only on its own position), at the cost of the region alone. A 10000×10
+/// strip "resized to shorter side 256" would otherwise be 65 megapixels.
+pub fn resize_rgb_region(
+    picture: &RgbImage,
+    full: (u32, u32),
+    region: (u32, u32, u32, u32),
+    filter: Filter,
+) -> RgbImage {
+    let (full_w, full_h) = full;
+    let (left, top, width, height) = region;
+    assert!(left + width <= full_w && top + height <= full_h, "region outside the resized picture");
     let (support, kernel): (f64, fn(f64) -> f64) = match filter {
-        Filter::Nearest => return nearest(picture, width, height),
+        Filter::Nearest => return nearest(picture, full, region),
         Filter::Bilinear => (1.0, bilinear),
         Filter::Bicubic => (2.0, bicubic),
         Filter::Lanczos3 => (3.0, lanczos),
     };
     let (in_w, in_h) = picture.dimensions();
-    let horiz = Coeffs::new(in_w, width, support, kernel);
-    let vert = Coeffs::new(in_h, height, support, kernel);
-    let need_h = width != in_w;
-    let need_v = height != in_h;
+    let horiz = Coeffs::new(in_w, full_w, left, width, support, kernel);
+    let vert = Coeffs::new(in_h, full_h, top, height, support, kernel);
+    let need_h = full_w != in_w;
+    let need_v = full_h != in_h;
 
     // Rows of the source the vertical pass will read.
     let first_row = vert.bounds[0].0;
@@ -56,11 +73,18 @@ pub fn resize_rgb(picture: &RgbImage, width: u32, height: u32, filter: Filter) -
         }
         (tmp, width, first_row)
     } else {
-        (picture.as_raw().clone(), in_w, 0)
+        // Same width: only the columns of the region, all needed rows.
+        let rows = last_row - first_row;
+        let in_stride = in_w as usize * 3;
+        let mut tmp = Vec::with_capacity(width as usize * rows * 3);
+        for y in first_row..last_row {
+            tmp.extend_from_slice(&picture.as_raw()[y * in_stride + left as usize * 3..][..width as usize * 3]);
+        }
+        (tmp, width, first_row)
     };
     if !need_v {
-        let rows = tmp.len() / (tmp_w as usize * 3);
-        debug_assert_eq!(rows, height as usize);
+        // Same height: the needed rows are exactly the region's rows.
+        debug_assert_eq!(tmp.len(), tmp_w as usize * 3 * height as usize);
         return RgbImage::from_raw(tmp_w, height, tmp).expect("buffer size matches");
     }
     let stride = tmp_w as usize * 3;
@@ -135,17 +159,18 @@ struct Coeffs {
 }
 
 impl Coeffs {
-    /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for the whole input range.
-    fn new(in_size: u32, out_size: u32, filter_support: f64, kernel: fn(f64) -> f64) -> Self {
+    /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for output
+    /// pixels `start..start + count` of a resize from `in_size` to `out_size`.
+    fn new(in_size: u32, out_size: u32, start: u32, count: u32, filter_support: f64, kernel: fn(f64) -> f64) -> Self {
         let scale = f64::from(in_size) / f64::from(out_size);
         let filterscale = scale.max(1.0);
         let support = filter_support * filterscale;
         let ksize = support.ceil() as usize * 2 + 1;
-        let mut bounds = Vec::with_capacity(out_size as usize);
-        let mut fixed = vec![0i32; out_size as usize * ksize];
+        let mut bounds = Vec::with_capacity(count as usize);
+        let mut fixed = vec![0i32; count as usize * ksize];
         let ss = 1.0 / filterscale;
         let mut k = vec![0f64; ksize];
-        for xx in 0..out_size as usize {
+        for (slot_index, xx) in (start as usize..(start + count) as usize).enumerate() {
             let center = (xx as f64 + 0.5) * scale;
             // C's (int) truncation; values here are >= 0 after the clamp
             let xmin = ((center - support + 0.5) as i64).max(0) as usize;
@@ -160,7 +185,7 @@ impl Coeffs {
             for x in 0..n {
                 let w = if ww != 0.0 { k[x] / ww } else { k[x] };
                 let v = w * f64::from(1u32 << PRECISION_BITS);
-                fixed[xx * ksize + x] = if w < 0.0 { (-0.5 + v) as i32 } else { (0.5 + v) as i32 };
+                fixed[slot_index * ksize + x] = if w < 0.0 { (-0.5 + v) as i32 } else { (0.5 + v) as i32 };
             }
             bounds.push((xmin, n));
         }
@@ -168,7 +193,18 @@ impl Coeffs {
     }
 }
 
-fn nearest(picture: &RgbImage, width: u32, height: u32) -> RgbImage {
+fn nearest(picture: &RgbImage, full: (u32, u32), region: (u32, u32, u32, u32)) -> RgbImage {
+    let (left, top, width, height) = region;
+    if full != (width, height) {
+        // Pillow's affine nearest: source = floor((x + 0.5) * scale).
+        let sx = f64::from(picture.width()) / f64::from(full.0);
+        let sy = f64::from(picture.height()) / f64::from(full.1);
+        return RgbImage::from_fn(width, height, |x, y| {
+            let ix = (((f64::from(x + left) + 0.5) * sx) as u32).min(picture.width() - 1);
+            let iy = (((f64::from(y + top) + 0.5) * sy) as u32).min(picture.height() - 1);
+            *picture.get_pixel(ix, iy)
+        });
+    }
     let src = ImageRef::new(picture.width(), picture.height(), picture.as_raw(), PixelType::U8x3)
         .expect("an RgbImage buffer always matches its dimensions");
     let mut dst = Image::new(width, height, PixelType::U8x3);
@@ -191,6 +227,18 @@ mod tests {
                 let out = resize_rgb(&pic, w, h, f);
                 assert_eq!(out.dimensions(), (w, h));
                 assert!(out.pixels().all(|p| *p == Rgb([200, 10, 99])), "{f:?} {w}x{h}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_region_equals_the_crop_of_the_whole() {
+        let pic = RgbImage::from_fn(53, 41, |x, y| Rgb([(x * 7 + y) as u8, (y * 11) as u8, (x * y) as u8]));
+        for f in [Filter::Bilinear, Filter::Bicubic, Filter::Lanczos3, Filter::Nearest] {
+            for (full, region) in [((80, 60), (10, 7, 50, 40)), ((30, 41), (3, 0, 20, 41)), ((53, 20), (0, 5, 53, 10))] {
+                let whole = resize_rgb(&pic, full.0, full.1, f);
+                let crop = image::imageops::crop_imm(&whole, region.0, region.1, region.2, region.3).to_image();
+                assert_eq!(resize_rgb_region(&pic, full, region, f), crop, "{f:?} {full:?} {region:?}");
             }
         }
     }

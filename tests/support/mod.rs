@@ -98,15 +98,56 @@ pub async fn serve(args: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
         cmd.env(k, v);
     }
     cmd.env_remove("AWS_LAMBDA_RUNTIME_API");
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "warn");
+    }
     let proc = Proc { child: cmd.spawn().expect("spawn catdog serve"), name: "catdog serve".into() };
     let base = format!("http://127.0.0.1:{port}");
     wait_http(&format!("{base}/health"), None, Duration::from_secs(20)).await;
     (proc, base)
 }
 
-/// Waits until `/health` says ok (the model loads in the background).
+/// Waits until `/health` says ok (the model loads in the background);
+/// panics at once with the reason if loading failed.
 pub async fn wait_ready(base: &str) {
-    wait_http(&format!("{base}/health"), Some(200), Duration::from_secs(60)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v: serde_json::Value = reqwest::get(format!("{base}/health")).await.unwrap().json().await.unwrap();
+        match v["status"].as_str() {
+            Some("ok") => return,
+            Some("failed") => panic!("model failed to load: {}", v["reason"]),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "model not ready within 60 s: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `/health` says the model failed, and returns the reason.
+pub async fn wait_failed(base: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v: serde_json::Value = reqwest::get(format!("{base}/health")).await.unwrap().json().await.unwrap();
+        match v["status"].as_str() {
+            Some("failed") => return v["reason"].as_str().unwrap().to_string(),
+            Some("ok") => panic!("the model loaded, but it should have been refused"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "model neither failed nor loaded within 60 s: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Serves `bytes` at `http://127.0.0.1:PORT/PATH` until the handle is dropped.
+pub async fn static_http(path: &str, bytes: Vec<u8>) -> (tokio::task::JoinHandle<()>, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = bytes::Bytes::from(bytes);
+    let app = axum::Router::new().route(path, axum::routing::get(move || async move { body.clone() }));
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (task, format!("http://{addr}{path}"))
 }
 
 /// moto's S3-compatible server on a free loopback port.
@@ -136,14 +177,32 @@ pub fn s3_env(endpoint: &str) -> Vec<(String, String)> {
     ]
 }
 
-/// Creates `bucket` and puts `bytes` at `key` with plain S3 REST calls
-/// (moto accepts unsigned requests), so the test does not share the code under test.
+/// Creates `bucket` and puts `bytes` at `key` with Python's boto3 (another
+/// S3 client than the one under test).
 pub async fn s3_put(endpoint: &str, bucket: &str, key: &str, bytes: Vec<u8>) {
-    let c = reqwest::Client::new();
-    let r = c.put(format!("{endpoint}/{bucket}")).send().await.unwrap();
-    assert!(r.status().is_success() || r.status().as_u16() == 409, "create bucket: {}", r.status());
-    let r = c.put(format!("{endpoint}/{bucket}/{key}")).body(bytes).send().await.unwrap();
-    assert!(r.status().is_success(), "put object: {}", r.status());
+    let dir = std::env::temp_dir().join(format!("catdog-put-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("object");
+    std::fs::write(&file, &bytes).unwrap();
+    let script = r#"
+import sys, boto3
+endpoint, bucket, key, path = sys.argv[1:5]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                  aws_secret_access_key="testing", region_name="us-east-1")
+try:
+    s3.create_bucket(Bucket=bucket)
+except s3.exceptions.BucketAlreadyOwnedByYou:
+    pass
+with open(path, "rb") as f:
+    s3.put_object(Bucket=bucket, Key=key, Body=f.read())
+"#;
+    let out = tokio::process::Command::new(python())
+        .args(["-c", script, endpoint, bucket, key, file.to_str().unwrap()])
+        .output()
+        .await
+        .expect("run python boto3");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "s3 put failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A solid-colour picture encoded in `format`.

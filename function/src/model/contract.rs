@@ -168,8 +168,8 @@ impl Preprocessing {
         }
         if self.resize == ResizeMode::ShorterSideCenterCrop {
             match self.resize_shorter {
-                Some(s) if s >= self.size[0].min(self.size[1]) && s <= 8192 => {}
-                _ => return bad("shorter_side_center_crop needs resize_shorter >= min(size)".into()),
+                Some(s) if s >= self.size[0].max(self.size[1]) && s <= 8192 => {}
+                _ => return bad("shorter_side_center_crop needs resize_shorter >= both sides of size (and <= 8192)".into()),
             }
         }
         Ok(())

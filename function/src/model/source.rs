@@ -184,7 +184,14 @@ async fn fetch_http(url: &str, shown: &str) -> Result<Vec<u8>, SourceError> {
 /// endpoint (MinIO, moto, …) path-style addressing is used, as those expect.
 pub async fn s3_client() -> aws_sdk_s3::Client {
     let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
-    let mut builder = aws_sdk_s3::config::Builder::from(&shared);
+    let mut builder = aws_sdk_s3::config::Builder::from(&shared).timeout_config(
+        // A stalled server must not hang start-up for ever; a slow but
+        // moving download of a large model is fine (no total deadline).
+        aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .read_timeout(std::time::Duration::from_secs(30))
+            .build(),
+    );
     let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
         .ok()
         .filter(|s| !s.is_empty())
@@ -205,7 +212,7 @@ async fn fetch_s3(bucket: &str, key: &str) -> Result<Vec<u8>, SourceError> {
         .key(key)
         .send()
         .await
-        .map_err(|e| err(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
+        .map_err(|e| err(s3_error_message(&e)))?;
     let total = object.content_length().and_then(|n| u64::try_from(n).ok());
     let bar = progress_bar(total, "fetching model");
     let mut bytes = Vec::with_capacity(total.unwrap_or(0).min(4 << 30) as usize);
@@ -221,6 +228,21 @@ async fn fetch_s3(bucket: &str, key: &str) -> Result<Vec<u8>, SourceError> {
         }
     }
     Ok(bytes)
+}
+
+/// "Code: message" for service errors (NoSuchKey, AccessDenied, …), the
+/// cause chain for transport errors — without dumping the raw response.
+fn s3_error_message<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+    match (e.code(), e.message()) {
+        (Some(code), Some(msg)) => format!("{code}: {msg}"),
+        (Some(code), None) => code.to_string(),
+        _ => error_chain(e),
+    }
 }
 
 /// Default cache folder for downloaded models (`$XDG_CACHE_HOME/catdog/models`).
