@@ -80,11 +80,46 @@ pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, Decode
     reader.limits(io_limits);
     let mut decoder = reader.into_decoder().map_err(|e| map_error(e, limits))?;
     let orientation = decoder.orientation().ok();
-    let mut picture = DynamicImage::from_decoder(decoder).map_err(|e| map_error(e, limits))?;
+    let exact = if format == ImageFormat::Jpeg { decode_jpeg_like_pillow(bytes, width, height)? } else { None };
+    let mut picture = match exact {
+        Some(rgb) => DynamicImage::ImageRgb8(rgb),
+        None => DynamicImage::from_decoder(decoder).map_err(|e| map_error(e, limits))?,
+    };
     if let Some(o) = orientation {
         picture.apply_orientation(o);
     }
     Ok(picture.into_rgb8())
+}
+
+/// Decodes a YCbCr/grayscale/RGB JPEG with libjpeg-turbo's decoder (the
+/// mozjpeg build), bit-exact with Pillow, which models are trained with;
+/// `None` for CMYK/YCCK, left to `image`. libjpeg reports fatal errors by
+/// unwinding, caught here so bad input never takes the process down.
+fn decode_jpeg_like_pillow(bytes: &[u8], width: u32, height: u32) -> Result<Option<RgbImage>, DecodeError> {
+    let result = std::panic::catch_unwind(|| -> std::io::Result<Option<(usize, usize, Vec<u8>)>> {
+        let d = mozjpeg::Decompress::new_mem(bytes)?;
+        if matches!(d.color_space(), mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK) {
+            return Ok(None);
+        }
+        let mut started = d.rgb()?;
+        let (w, h) = (started.width(), started.height());
+        let pixels = started.read_scanlines::<u8>()?;
+        started.finish()?;
+        Ok(Some((w, h, pixels)))
+    });
+    match result {
+        Ok(Ok(Some((w, h, pixels)))) => {
+            if (w as u32, h as u32) != (width, height) {
+                return Err(DecodeError::Corrupt(format!("JPEG is {w}×{h}, header said {width}×{height}")));
+            }
+            RgbImage::from_raw(w as u32, h as u32, pixels)
+                .map(Some)
+                .ok_or_else(|| DecodeError::Corrupt("JPEG scanlines are short".into()))
+        }
+        Ok(Ok(None)) => Ok(None),
+        Ok(Err(e)) => Err(DecodeError::Corrupt(e.to_string())),
+        Err(_) => Err(DecodeError::Corrupt("the JPEG data is invalid".into())),
+    }
 }
 
 /// True when a JPEG has an end-of-image marker after its first scan.
@@ -153,6 +188,19 @@ mod tests {
         let mut out = Vec::new();
         img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png).unwrap();
         out
+    }
+
+    #[test]
+    fn corrupt_jpeg_scan_is_an_error_not_a_crash() {
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(64, 48, |x, y| Rgb([x as u8 * 4, y as u8 * 5, 7])));
+        let mut jpg = Vec::new();
+        img.write_to(&mut Cursor::new(&mut jpg), ImageFormat::Jpeg).unwrap();
+        // Damage headers and data in many places; every outcome must be a value, never an abort.
+        for i in (2..jpg.len() - 2).step_by(7) {
+            let mut bad = jpg.clone();
+            bad[i] ^= 0x5A;
+            let _ = decode_rgb(&bad, DecodeLimits::default());
+        }
     }
 
     #[test]

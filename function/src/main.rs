@@ -141,6 +141,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if matches!(command, Command::Lambda) && std::env::var_os("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH").is_none() {
+        // The router is mounted at the root: an API Gateway stage ("/prod")
+        // must not become part of the path. Set before any thread starts.
+        std::env::set_var("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true");
+    }
     let level = if matches!(command, Command::Predict { .. }) { "warn" } else { "info" };
     init_logging(cli.log_format.as_deref(), on_lambda, level);
     let runtime = match tokio::runtime::Runtime::new() {
