@@ -46,6 +46,29 @@ if [[ ! -f "$ORT_LIB" ]]; then
   log "ONNX Runtime library: $ORT_LIB"
 fi
 
+# `setup.sh --lambda-lib DIR`: put the library for ORT_ARCH (x86_64 | arm64)
+# into DIR, next to the Lambda bootstrap (catdog looks beside its executable).
+if [[ "${1:-}" == "--lambda-lib" ]]; then
+  dest="${2:?--lambda-lib needs a folder}"
+  case "${ORT_ARCH:-x86_64}" in
+    x86_64) cp "$ORT_LIB" "$dest/" ;;
+    arm64)
+      arm="$CACHE/onnxruntime-$ORT_VERSION-aarch64/libonnxruntime.so.$ORT_VERSION"
+      if [[ ! -f "$arm" ]]; then
+        tmp=$(mktemp -d)
+        "$VENV/bin/pip" download --quiet --no-deps --only-binary=:all: --platform manylinux_2_27_aarch64 \
+          --python-version 3.11 "onnxruntime==$ORT_VERSION" -d "$tmp" >&2
+        (cd "$tmp" && python3 -m zipfile -e onnxruntime-*.whl x >&2)
+        mkdir -p "$(dirname "$arm")"
+        cp "$tmp"/x/onnxruntime/capi/libonnxruntime.so.* "$arm"
+      fi
+      cp "$arm" "$dest/" ;;
+    *) log "unknown ORT_ARCH ${ORT_ARCH}"; exit 2 ;;
+  esac
+  log "ONNX Runtime library copied to $dest"
+  exit 0
+fi
+
 echo "export ORT_DYLIB_PATH='$ORT_LIB'"
 echo "export CATDOG_PYTHON='$VENV/bin/python'"
 echo "export PATH='$VENV/bin':\"\$PATH\""

@@ -19,20 +19,31 @@ fn img(name: &str) -> Vec<u8> {
 }
 
 async fn post(base: &str, path: &str, ctype: Option<&str>, body: Vec<u8>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().post(format!("{base}{path}")).body(body);
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .body(body);
     if let Some(c) = ctype {
         req = req.header("content-type", c);
     }
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
     let text = res.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}")))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}")),
+    )
 }
 
 fn assert_error(got: &(u16, Value), status: u16, code: &str) {
     assert_eq!(got.0, status, "{}", got.1);
     assert_eq!(got.1["error"]["code"], code, "{}", got.1);
-    assert!(got.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", got.1);
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{}",
+        got.1
+    );
 }
 
 /// After an error the server must still answer a good request correctly.
@@ -69,10 +80,18 @@ async fn every_request_form_gets_the_right_answer() {
         let conf = v["confidence"].as_f64().unwrap();
         assert!(conf > 0.5 && conf <= 1.0, "{name}: {v}");
         assert_eq!(v["scores"][want].as_f64().unwrap(), conf);
-        let sum: f64 = v["scores"].as_object().unwrap().values().map(|x| x.as_f64().unwrap()).sum();
+        let sum: f64 = v["scores"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|x| x.as_f64().unwrap())
+            .sum();
         assert!((sum - 1.0).abs() < 1e-4, "{name}: scores sum to {sum}");
         for k in ["decode", "preprocess", "inference", "total"] {
-            assert!(v["timings_ms"][k].as_f64().is_some(), "{name}: no timing {k}: {v}");
+            assert!(
+                v["timings_ms"][k].as_f64().is_some(),
+                "{name}: no timing {k}: {v}"
+            );
         }
         assert!(v["model"]["sha256"].as_str().unwrap().len() == 64);
     }
@@ -82,23 +101,55 @@ async fn every_request_form_gets_the_right_answer() {
     let (_, v) = post(&base, "/predict", Some("image/png"), img("red.png")).await;
     let d = 0.05 * ((220.0 - 123.68) - (30.0 - 103.939));
     let want = 1.0 / (1.0 + f64::exp(-2.0 * d));
-    assert!((v["confidence"].as_f64().unwrap() - want).abs() < 1e-4, "{v} vs {want}");
+    assert!(
+        (v["confidence"].as_f64().unwrap() - want).abs() < 1e-4,
+        "{v} vs {want}"
+    );
 
     // multipart: one file, then several (a batch, in order)
-    let form = Form::new().part("file", Part::bytes(img("red.jpg")).file_name("red.jpg").mime_str("image/jpeg").unwrap());
-    let v: Value = reqwest::Client::new().post(format!("{base}/predict")).multipart(form).send().await.unwrap().json().await.unwrap();
+    let form = Form::new().part(
+        "file",
+        Part::bytes(img("red.jpg"))
+            .file_name("red.jpg")
+            .mime_str("image/jpeg")
+            .unwrap(),
+    );
+    let v: Value = reqwest::Client::new()
+        .post(format!("{base}/predict"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["label"], "cat", "{v}");
     let form = Form::new()
         .text("note", "ignored text field")
         .part("files", Part::bytes(img("blue.png")).file_name("a.png"))
         .part("files", Part::bytes(img("red.png")).file_name("b.png"))
         .part("files", Part::bytes(img("blue.jpg")).file_name("c.jpg"));
-    let v: Value = reqwest::Client::new().post(format!("{base}/predict")).multipart(form).send().await.unwrap().json().await.unwrap();
-    let labels: Vec<&str> = v["predictions"].as_array().unwrap().iter().map(|p| p["label"].as_str().unwrap()).collect();
+    let v: Value = reqwest::Client::new()
+        .post(format!("{base}/predict"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let labels: Vec<&str> = v["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["label"].as_str().unwrap())
+        .collect();
     assert_eq!(labels, ["dog", "cat", "dog"], "{v}");
 
     // JSON: one, several, data: URL
-    let body = serde_json::json!({"image": b64(&img("red.png"))}).to_string().into_bytes();
+    let body = serde_json::json!({"image": b64(&img("red.png"))})
+        .to_string()
+        .into_bytes();
     let (s, v) = post(&base, "/predict", Some("application/json"), body).await;
     assert_eq!((s, v["label"].as_str()), (200, Some("cat")), "{v}");
     let body = serde_json::json!({"images": [b64(&img("blue.png")), format!("data:image/jpeg;base64,{}", b64(&img("red.jpg")))]})
@@ -110,38 +161,82 @@ async fn every_request_form_gets_the_right_answer() {
     assert_eq!(v["predictions"][1]["label"], "cat");
 
     // the tutorial's endpoint and answer shape
-    let body = serde_json::json!({"image": format!("data:image/png;base64,{}", b64(&img("red.png")))}).to_string().into_bytes();
+    let body =
+        serde_json::json!({"image": format!("data:image/png;base64,{}", b64(&img("red.png")))})
+            .to_string()
+            .into_bytes();
     let (s, v) = post(&base, "/", Some("application/json"), body).await;
     assert_eq!(s, 200, "{v}");
     let p = &v["prediction"];
-    assert!(p["cat"].as_f64().unwrap() > p["dog"].as_f64().unwrap(), "{v}");
-    assert_eq!(v.as_object().unwrap().len(), 1, "legacy answer has only `prediction`: {v}");
+    assert!(
+        p["cat"].as_f64().unwrap() > p["dog"].as_f64().unwrap(),
+        "{v}"
+    );
+    assert_eq!(
+        v.as_object().unwrap().len(),
+        1,
+        "legacy answer has only `prediction`: {v}"
+    );
 
     // /health, /model, the page
-    let h: Value = reqwest::get(format!("{base}/health")).await.unwrap().json().await.unwrap();
+    let h: Value = reqwest::get(format!("{base}/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(h["status"], "ok");
-    let m: Value = reqwest::get(format!("{base}/model")).await.unwrap().json().await.unwrap();
+    let m: Value = reqwest::get(format!("{base}/model"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(m["labels"], serde_json::json!(["cat", "dog"]));
     assert_eq!(m["input"]["shape"], serde_json::json!([-1, 224, 224, 3]));
     assert_eq!(m["input"]["layout"], "NHWC");
     assert_eq!(m["preprocessing"]["preset"], "caffe");
     assert_eq!(m["preprocessing"]["color"], "BGR");
     assert_eq!(m["contract_source"]["labels"], "metadata");
-    assert_eq!(m["size_bytes"].as_u64().unwrap(), std::fs::metadata(&model).unwrap().len());
-    let models: Value = serde_json::from_slice(&std::fs::read(fixture("models.json")).unwrap()).unwrap();
+    assert_eq!(
+        m["size_bytes"].as_u64().unwrap(),
+        std::fs::metadata(&model).unwrap().len()
+    );
+    let models: Value =
+        serde_json::from_slice(&std::fs::read(fixture("models.json")).unwrap()).unwrap();
     assert_eq!(m["sha256"], models["tiny_caffe_nhwc.onnx"]);
     let page = reqwest::get(format!("{base}/")).await.unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
     let html = page.text().await.unwrap();
-    assert!(html.contains("<input") && html.contains("type=\"file\"") && html.contains("/predict"), "upload page lacks its form");
-    assert!(!html.contains("http://") && !html.contains("https://"), "the page must not load anything from elsewhere");
+    assert!(
+        html.contains("<input") && html.contains("type=\"file\"") && html.contains("/predict"),
+        "upload page lacks its form"
+    );
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "the page must not load anything from elsewhere"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
     let model = fixture("tiny_caffe_nhwc.onnx");
-    let (_p, base) = serve(&["--model", model.to_str().unwrap(), "--max-batch", "3", "--max-pixels", "50000000"], &[]).await;
+    let (_p, base) = serve(
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            "--max-batch",
+            "3",
+            "--max-pixels",
+            "50000000",
+        ],
+        &[],
+    )
+    .await;
     wait_ready(&base).await;
     let cases: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = vec![
         ("empty body", Some("image/jpeg"), vec![], 400, "empty_body"),
@@ -193,7 +288,8 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
     let got = post(&base, "/predict", Some("image/jpeg"), big.clone()).await;
     assert_error(&got, 413, "payload_too_large");
     // … and streamed without a length (cut off once past the limit)
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
     let res = reqwest::Client::new()
         .post(format!("{base}/predict"))
         .header("content-type", "image/jpeg")
@@ -214,11 +310,21 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
     // routes and methods
     let r = reqwest::get(format!("{base}/nope")).await.unwrap();
     assert_eq!(r.status(), 404);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "not_found");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "not_found"
+    );
     let r = reqwest::get(format!("{base}/predict")).await.unwrap();
     assert_eq!(r.status(), 405);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "method_not_allowed");
-    let r = reqwest::Client::new().delete(format!("{base}/model")).send().await.unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "method_not_allowed"
+    );
+    let r = reqwest::Client::new()
+        .delete(format!("{base}/model"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
     still_serves(&base).await;
 }
@@ -242,7 +348,11 @@ fn forged_png(w: u32, h: u32) -> Vec<u8> {
     for &b in &out[12..29] {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     out[29..33].copy_from_slice(&(!crc).to_be_bytes());
@@ -254,7 +364,11 @@ async fn imagenet_models_answer_cat_dog_or_neither_with_top5() {
     let model = fixture("tiny_imagenet.onnx");
     let (_p, base) = serve(&["--model", model.to_str().unwrap()], &[]).await;
     wait_ready(&base).await;
-    for (name, want, top) in [("red.png", "cat", "tabby"), ("blue.png", "dog", "golden retriever"), ("green.png", "neither", "goldfish")] {
+    for (name, want, top) in [
+        ("red.png", "cat", "tabby"),
+        ("blue.png", "dog", "golden retriever"),
+        ("green.png", "neither", "goldfish"),
+    ] {
         let (s, v) = post(&base, "/predict", Some("image/png"), img(name)).await;
         assert_eq!(s, 200, "{v}");
         assert_eq!(v["label"], want, "{name}: {v}");
@@ -263,7 +377,12 @@ async fn imagenet_models_answer_cat_dog_or_neither_with_top5() {
         let keys: Vec<&String> = v["scores"].as_object().unwrap().keys().collect();
         assert_eq!(keys, ["cat", "dog", "neither"]);
     }
-    let m: Value = reqwest::get(format!("{base}/model")).await.unwrap().json().await.unwrap();
+    let m: Value = reqwest::get(format!("{base}/model"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(m["kind"], "imagenet");
     assert_eq!(m["output"]["classes"], 1000);
 }
@@ -272,18 +391,43 @@ async fn imagenet_models_answer_cat_dog_or_neither_with_top5() {
 async fn model_failures_are_503_with_the_reason_and_overrides_work() {
     // A model without preprocessing metadata is refused, and /health says why.
     let model = fixture("tiny_fixed_batch.onnx");
-    let (_p, base) = serve(&["--model", model.to_str().unwrap(), "--labels", r#"["cat","dog"]"#], &[]).await;
-    let h = wait_http(&format!("{base}/health"), Some(503), Duration::from_secs(30)).await;
+    let (_p, base) = serve(
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            "--labels",
+            r#"["cat","dog"]"#,
+        ],
+        &[],
+    )
+    .await;
+    let h = wait_http(
+        &format!("{base}/health"),
+        Some(503),
+        Duration::from_secs(30),
+    )
+    .await;
     let mut v: Value = h.json().await.unwrap();
     for _ in 0..100 {
         if v["status"] == "failed" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        v = reqwest::get(format!("{base}/health")).await.unwrap().json().await.unwrap();
+        v = reqwest::get(format!("{base}/health"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     }
     assert_eq!(v["status"], "failed", "{v}");
-    assert!(v["reason"].as_str().unwrap().contains("MODEL_PREPROCESSING"), "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("MODEL_PREPROCESSING"),
+        "{v}"
+    );
     let got = post(&base, "/predict", Some("image/png"), img("red.png")).await;
     assert_error(&got, 503, "model_unavailable");
     let r = reqwest::get(format!("{base}/model")).await.unwrap();
@@ -293,16 +437,29 @@ async fn model_failures_are_503_with_the_reason_and_overrides_work() {
     // fixed at 1, so a batch of three runs one by one, in order.
     let (_p2, base) = serve(
         &["--model", model.to_str().unwrap()],
-        &[("MODEL_LABELS", r#"["kitty","doggo"]"#), ("MODEL_PREPROCESSING", "torch")],
+        &[
+            ("MODEL_LABELS", r#"["kitty","doggo"]"#),
+            ("MODEL_PREPROCESSING", "torch"),
+        ],
     )
     .await;
     wait_ready(&base).await;
     let body = serde_json::json!({"images": [b64(&img("red.png")), b64(&img("blue.png")), b64(&img("red.jpg"))]}).to_string().into_bytes();
     let (s, v) = post(&base, "/predict", Some("application/json"), body).await;
     assert_eq!(s, 200, "{v}");
-    let labels: Vec<&str> = v["predictions"].as_array().unwrap().iter().map(|p| p["label"].as_str().unwrap()).collect();
+    let labels: Vec<&str> = v["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["label"].as_str().unwrap())
+        .collect();
     assert_eq!(labels, ["kitty", "doggo", "kitty"]);
-    let m: Value = reqwest::get(format!("{base}/model")).await.unwrap().json().await.unwrap();
+    let m: Value = reqwest::get(format!("{base}/model"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(m["contract_source"]["labels"], "override");
     assert_eq!(m["input"]["shape"][0], 1);
 
@@ -310,8 +467,16 @@ async fn model_failures_are_503_with_the_reason_and_overrides_work() {
     for (name, extra, needle) in [
         ("not_an_image.onnx", vec![], "not an image classifier"),
         ("garbage.onnx", vec![], "not a valid ONNX model"),
-        ("tiny_caffe_nhwc.onnx", vec![("MODEL_SHA256", "0".repeat(64))], "SHA-256"),
-        ("tiny_torch_nchw.onnx", vec![("MODEL_LABELS", r#"["a","b","c"]"#.to_string())], "3 labels"),
+        (
+            "tiny_caffe_nhwc.onnx",
+            vec![("MODEL_SHA256", "0".repeat(64))],
+            "SHA-256",
+        ),
+        (
+            "tiny_torch_nchw.onnx",
+            vec![("MODEL_LABELS", r#"["a","b","c"]"#.to_string())],
+            "3 labels",
+        ),
     ] {
         let env: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let (_p, base) = serve(&["--model", fixture(name).to_str().unwrap()], &env).await;
@@ -326,13 +491,19 @@ async fn model_from_s3_and_from_http() {
     let bytes = std::fs::read(fixture("tiny_torch_nchw.onnx")).unwrap();
     s3_put(&endpoint, "models", "cats/v1.onnx", bytes.clone()).await;
     let env = s3_env(&endpoint);
-    let mut env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut env_ref: Vec<(&str, &str)> =
+        env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     env_ref.push(("MODEL_URI", "s3://models/cats/v1.onnx"));
     let (_p, base) = serve(&[], &env_ref).await;
     wait_ready(&base).await;
     let (s, v) = post(&base, "/predict", Some("image/jpeg"), img("red.jpg")).await;
     assert_eq!((s, v["label"].as_str()), (200, Some("cat")), "{v}");
-    let m: Value = reqwest::get(format!("{base}/model")).await.unwrap().json().await.unwrap();
+    let m: Value = reqwest::get(format!("{base}/model"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(m["uri"], "s3://models/cats/v1.onnx");
     assert_eq!(m["size_bytes"].as_u64().unwrap(), bytes.len() as u64);
 
@@ -341,7 +512,10 @@ async fn model_from_s3_and_from_http() {
     env_ref.push(("MODEL_URI", "s3://models/nope.onnx"));
     let (_p2, base) = serve(&[], &env_ref).await;
     let reason = wait_failed(&base).await;
-    assert!(reason.contains("s3://models/nope.onnx") && reason.contains("NoSuchKey"), "{reason}");
+    assert!(
+        reason.contains("s3://models/nope.onnx") && reason.contains("NoSuchKey"),
+        "{reason}"
+    );
 
     // an http(s) URL, verified against MODEL_SHA256
     let (_web, url) = static_http("/models/v1.onnx", bytes.clone()).await;

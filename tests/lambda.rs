@@ -39,30 +39,50 @@ async fn next(State(api): State<RuntimeApi>) -> impl IntoResponse {
         if let Some((id, event)) = api.queue.lock().unwrap().pop_front() {
             let mut h = HeaderMap::new();
             h.insert("lambda-runtime-aws-request-id", id.parse().unwrap());
-            h.insert("lambda-runtime-deadline-ms", "4102444800000".parse().unwrap());
+            h.insert(
+                "lambda-runtime-deadline-ms",
+                "4102444800000".parse().unwrap(),
+            );
             h.insert(
                 "lambda-runtime-invoked-function-arn",
-                "arn:aws:lambda:us-east-1:123456789012:function:catdog".parse().unwrap(),
+                "arn:aws:lambda:us-east-1:123456789012:function:catdog"
+                    .parse()
+                    .unwrap(),
             );
-            h.insert("lambda-runtime-trace-id", "Root=1-5759e988-bd862e3fe1be46a994272793".parse().unwrap());
+            h.insert(
+                "lambda-runtime-trace-id",
+                "Root=1-5759e988-bd862e3fe1be46a994272793".parse().unwrap(),
+            );
             return (h, event.to_string());
         }
         api.ready.notified().await;
     }
 }
 
-async fn response(State(api): State<RuntimeApi>, Path(id): Path<String>, body: String) -> StatusCode {
-    let _ = api.replies.send(Reply::Response(id, serde_json::from_str(&body).unwrap_or(Value::String(body))));
+async fn response(
+    State(api): State<RuntimeApi>,
+    Path(id): Path<String>,
+    body: String,
+) -> StatusCode {
+    let _ = api.replies.send(Reply::Response(
+        id,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    ));
     StatusCode::ACCEPTED
 }
 
 async fn error(State(api): State<RuntimeApi>, Path(id): Path<String>, body: String) -> StatusCode {
-    let _ = api.replies.send(Reply::Error(id, serde_json::from_str(&body).unwrap_or(Value::String(body))));
+    let _ = api.replies.send(Reply::Error(
+        id,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    ));
     StatusCode::ACCEPTED
 }
 
 async fn init_error(State(api): State<RuntimeApi>, body: String) -> StatusCode {
-    let _ = api.replies.send(Reply::InitError(serde_json::from_str(&body).unwrap_or(Value::String(body))));
+    let _ = api.replies.send(Reply::InitError(
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    ));
     StatusCode::ACCEPTED
 }
 
@@ -76,10 +96,17 @@ struct Harness {
 impl Harness {
     async fn start() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let api = RuntimeApi { queue: Default::default(), ready: Arc::new(Notify::new()), replies: tx };
+        let api = RuntimeApi {
+            queue: Default::default(),
+            ready: Arc::new(Notify::new()),
+            replies: tx,
+        };
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
-            .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(response),
+            )
             .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
             .route("/2018-06-01/runtime/init/error", post(init_error))
             .with_state(api.clone());
@@ -88,12 +115,21 @@ impl Harness {
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Self { api, replies: rx, addr, _server: server }
+        Self {
+            api,
+            replies: rx,
+            addr,
+            _server: server,
+        }
     }
 
     /// Invokes the function with `event` and returns what it answered.
     async fn invoke(&mut self, id: &str, event: Value) -> Reply {
-        self.api.queue.lock().unwrap().push_back((id.to_string(), event));
+        self.api
+            .queue
+            .lock()
+            .unwrap()
+            .push_back((id.to_string(), event));
         self.api.ready.notify_waiters();
         self.api.ready.notify_one();
         tokio::time::timeout(Duration::from_secs(60), self.replies.recv())
@@ -116,7 +152,10 @@ impl Harness {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Proc { child: cmd.spawn().expect("spawn bootstrap"), name: "bootstrap".into() }
+        Proc {
+            child: cmd.spawn().expect("spawn bootstrap"),
+            name: "bootstrap".into(),
+        }
     }
 }
 
@@ -144,11 +183,19 @@ fn http_of(reply: Reply, id: &str) -> (u16, Value) {
             let status = v["statusCode"].as_u64().unwrap() as u16;
             let body = v["body"].as_str().unwrap();
             let body = if v["isBase64Encoded"] == true {
-                String::from_utf8(base64::engine::general_purpose::STANDARD.decode(body).unwrap()).unwrap()
+                String::from_utf8(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(body)
+                        .unwrap(),
+                )
+                .unwrap()
             } else {
                 body.to_string()
             };
-            (status, serde_json::from_str(&body).unwrap_or_else(|_| panic!("body not JSON: {body}")))
+            (
+                status,
+                serde_json::from_str(&body).unwrap_or_else(|_| panic!("body not JSON: {body}")),
+            )
         }
         other => panic!("expected a response, got {other:?}"),
     }
@@ -156,9 +203,18 @@ fn http_of(reply: Reply, id: &str) -> (u16, Value) {
 
 async fn model_in_s3(file: &str) -> (Proc, Vec<(String, String)>) {
     let (moto, endpoint) = moto().await;
-    s3_put(&endpoint, "catdog-models", "v1/model.onnx", std::fs::read(fixture(file)).unwrap()).await;
+    s3_put(
+        &endpoint,
+        "catdog-models",
+        "v1/model.onnx",
+        std::fs::read(fixture(file)).unwrap(),
+    )
+    .await;
     let mut env = s3_env(&endpoint);
-    env.push(("MODEL_URI".into(), "s3://catdog-models/v1/model.onnx".into()));
+    env.push((
+        "MODEL_URI".into(),
+        "s3://catdog-models/v1/model.onnx".into(),
+    ));
     (moto, env)
 }
 
@@ -196,8 +252,19 @@ async fn bootstrap_answers_function_url_and_api_gateway_events() {
 
     // bad input through the Lambda path: a 4xx answer, and the next one is fine
     let id = "bad";
-    let (status, body) = http_of(h.invoke(id, with_body(event("function-url.json"), b"not an image", "image/jpeg")).await, id);
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_image")), "{body}");
+    let (status, body) = http_of(
+        h.invoke(
+            id,
+            with_body(event("function-url.json"), b"not an image", "image/jpeg"),
+        )
+        .await,
+        id,
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_image")),
+        "{body}"
+    );
     let mut ev = event("function-url.json");
     ev["rawPath"] = json!("/health");
     ev["requestContext"]["http"]["method"] = json!("GET");
@@ -205,19 +272,51 @@ async fn bootstrap_answers_function_url_and_api_gateway_events() {
     ev["body"] = Value::Null;
     ev["isBase64Encoded"] = json!(false);
     let (status, body) = http_of(h.invoke("health", ev).await, "health");
-    assert_eq!((status, body["status"].as_str()), (200, Some("ok")), "{body}");
-    let (status, body) = http_of(h.invoke("after", with_body(event("function-url.json"), &red, "image/png")).await, "after");
-    assert_eq!((status, body["label"].as_str()), (200, Some("cat")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ok")),
+        "{body}"
+    );
+    let (status, body) = http_of(
+        h.invoke(
+            "after",
+            with_body(event("function-url.json"), &red, "image/png"),
+        )
+        .await,
+        "after",
+    );
+    assert_eq!(
+        (status, body["label"].as_str()),
+        (200, Some("cat")),
+        "{body}"
+    );
 
     // a request log line per invocation, as JSON (Lambda default)
     let _ = boot.child.kill();
     let out = boot.child.wait_with_output_ref();
-    let logs: Vec<Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    assert!(logs.iter().any(|l| l["message"] == "model ready"), "no model-ready log: {out}");
+    let logs: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        logs.iter().any(|l| l["message"] == "model ready"),
+        "no model-ready log: {out}"
+    );
     let requests: Vec<&Value> = logs.iter().filter(|l| l["message"] == "request").collect();
-    assert!(requests.len() >= 8, "expected a log line per request: {out}");
-    assert!(requests.iter().any(|l| l["inference_ms"].as_f64().is_some()), "{out}");
-    assert!(!out.contains("testing"), "credentials must not reach the logs");
+    assert!(
+        requests.len() >= 8,
+        "expected a log line per request: {out}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|l| l["inference_ms"].as_f64().is_some()),
+        "{out}"
+    );
+    assert!(
+        !out.contains("testing"),
+        "credentials must not reach the logs"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -227,17 +326,28 @@ async fn init_failure_is_reported_to_the_runtime_api() {
     env.push(("MODEL_URI".into(), "s3://catdog-models/missing.onnx".into()));
     let mut h = Harness::start().await;
     let mut boot = h.bootstrap(&env);
-    let reply = tokio::time::timeout(Duration::from_secs(60), h.replies.recv()).await.unwrap().unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(60), h.replies.recv())
+        .await
+        .unwrap()
+        .unwrap();
     match reply {
         Reply::InitError(v) => {
             let msg = v["errorMessage"].as_str().unwrap();
-            assert!(msg.contains("s3://catdog-models/missing.onnx") && msg.contains("NoSuchKey"), "{v}");
+            assert!(
+                msg.contains("s3://catdog-models/missing.onnx") && msg.contains("NoSuchKey"),
+                "{v}"
+            );
             assert_eq!(v["errorType"], "Runtime.InitError");
         }
         other => panic!("expected an init error, got {other:?}"),
     }
-    let status = tokio::task::spawn_blocking(move || boot.child.wait().unwrap()).await.unwrap();
-    assert!(!status.success(), "bootstrap must exit non-zero after an init error");
+    let status = tokio::task::spawn_blocking(move || boot.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        !status.success(),
+        "bootstrap must exit non-zero after an init error"
+    );
 }
 
 trait OutputRef {

@@ -29,9 +29,13 @@ fn label(cat: f64, dog: f64) -> &'static str {
 
 #[test]
 fn mobilenet_answers_equal_python_onnxruntime_on_every_photo() {
-    let Some(data) = shared_data("mobilenet_answers_equal_python_onnxruntime_on_every_photo") else { return };
+    let Some(data) = shared_data("mobilenet_answers_equal_python_onnxruntime_on_every_photo")
+    else {
+        return;
+    };
     let reference: BTreeMap<String, RefAnswer> =
-        serde_json::from_slice(&std::fs::read(fixture("mobilenet_reference.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(fixture("mobilenet_reference.json")).unwrap())
+            .unwrap();
     assert_eq!(reference.len(), 140);
     let out = Command::new(catdog_bin())
         .args(["predict", "--json", "--preprocessing", "torch", "--model"])
@@ -39,7 +43,11 @@ fn mobilenet_answers_equal_python_onnxruntime_on_every_photo() {
         .arg(data.join("catsdogs"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let root = data.join("catsdogs");
     let mut seen = 0;
@@ -48,15 +56,37 @@ fn mobilenet_answers_equal_python_onnxruntime_on_every_photo() {
     for line in stdout.lines() {
         let v: Value = serde_json::from_str(line).unwrap();
         let file = std::path::Path::new(v["file"].as_str().unwrap());
-        let rel = file.strip_prefix(&root).unwrap().to_str().unwrap().to_string();
+        let rel = file
+            .strip_prefix(&root)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
         let want = &reference[&rel];
-        let (cat, dog) = (v["scores"]["cat"].as_f64().unwrap(), v["scores"]["dog"].as_f64().unwrap());
-        assert_eq!(cat >= dog, want.cat >= want.dog, "{rel}: ours {v}, python cat {} dog {}", want.cat, want.dog);
-        assert_eq!(v["label"], label(want.cat, want.dog), "{rel}: ours {v}, python cat {} dog {}", want.cat, want.dog);
+        let (cat, dog) = (
+            v["scores"]["cat"].as_f64().unwrap(),
+            v["scores"]["dog"].as_f64().unwrap(),
+        );
+        assert_eq!(
+            cat >= dog,
+            want.cat >= want.dog,
+            "{rel}: ours {v}, python cat {} dog {}",
+            want.cat,
+            want.dog
+        );
+        assert_eq!(
+            v["label"],
+            label(want.cat, want.dog),
+            "{rel}: ours {v}, python cat {} dog {}",
+            want.cat,
+            want.dog
+        );
         for k in ["label", "confidence", "scores", "imagenet_top5", "file"] {
             assert!(v.get(k).is_some(), "--json lacks {k}");
         }
-        max_diff = max_diff.max((cat - want.cat).abs()).max((dog - want.dog).abs());
+        max_diff = max_diff
+            .max((cat - want.cat).abs())
+            .max((dog - want.dog).abs());
         if rel.starts_with("test/") && v["label"] == rel.split('/').nth(1).unwrap() {
             right += 1;
         }
@@ -74,10 +104,23 @@ fn mobilenet_answers_equal_python_onnxruntime_on_every_photo() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_real_photo_over_http_gets_the_reference_answer() {
-    let Some(data) = shared_data("a_real_photo_over_http_gets_the_reference_answer") else { return };
-    let reference: Value = serde_json::from_slice(&std::fs::read(fixture("mobilenet_reference.json")).unwrap()).unwrap();
+    let Some(data) = shared_data("a_real_photo_over_http_gets_the_reference_answer") else {
+        return;
+    };
+    let reference: Value =
+        serde_json::from_slice(&std::fs::read(fixture("mobilenet_reference.json")).unwrap())
+            .unwrap();
     let model = data.join("models/mobilenetv2-12-int8.onnx");
-    let (_p, base) = serve(&["--model", model.to_str().unwrap(), "--preprocessing", "torch"], &[]).await;
+    let (_p, base) = serve(
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            "--preprocessing",
+            "torch",
+        ],
+        &[],
+    )
+    .await;
     wait_ready(&base).await;
     for rel in ["test/cat/cat.002.jpg", "test/dog/dog.004.jpg"] {
         let bytes = std::fs::read(data.join("catsdogs").join(rel)).unwrap();
@@ -91,7 +134,10 @@ async fn a_real_photo_over_http_gets_the_reference_answer() {
             .json()
             .await
             .unwrap();
-        let want = label(reference[rel]["cat"].as_f64().unwrap(), reference[rel]["dog"].as_f64().unwrap());
+        let want = label(
+            reference[rel]["cat"].as_f64().unwrap(),
+            reference[rel]["dog"].as_f64().unwrap(),
+        );
         assert_eq!(v["label"], want, "{rel}: {v}");
         assert_eq!(v["label"], rel.split('/').nth(1).unwrap(), "{rel}: {v}");
     }

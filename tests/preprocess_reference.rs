@@ -44,9 +44,15 @@ fn tensors_match_pil_numpy_reference() {
         };
         let ours = Preprocessor::new(spec, layout).tensor(&picture);
         let raw = std::fs::read(&r.tensor).unwrap();
-        let want: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let want: Vec<f32> = raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         let (max, mean) = max_abs_diff(&ours, &want);
-        println!("{:5} {:5} max {max:.5} mean {mean:.6}  {}", r.kind, r.preset, r.image);
+        println!(
+            "{:5} {:5} max {max:.5} mean {mean:.6}  {}",
+            r.kind, r.preset, r.image
+        );
         let w = worst.entry((r.kind.clone(), r.preset.clone())).or_default();
         w.0 = w.0.max(max);
         w.1 = w.1.max(mean);
@@ -57,6 +63,9 @@ fn tensors_match_pil_numpy_reference() {
     // JPEG decoding (libjpeg-turbo, as in Pillow) and resizing (Pillow's
     // algorithm) are bit-exact; only f32 arithmetic order could differ.
     for ((kind, preset), (max, _)) in &worst {
-        assert!(*max < 1e-5, "{kind}/{preset}: max abs diff {max} from the PIL + numpy reference");
+        assert!(
+            *max < 1e-5,
+            "{kind}/{preset}: max abs diff {max} from the PIL + numpy reference"
+        );
     }
 }

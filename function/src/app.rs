@@ -41,8 +41,12 @@ pub async fn load_classifier(cfg: &ModelConfig) -> Result<Classifier, LoadError>
         }
         None => {
             // The zoo VGG16 carries no metadata; it was trained torch-style.
-            load.fallback_preprocessing.get_or_insert_with(Preprocessing::torch);
-            let url = cfg.default_url.as_deref().unwrap_or(source::DEFAULT_MODEL_URL);
+            load.fallback_preprocessing
+                .get_or_insert_with(Preprocessing::torch);
+            let url = cfg
+                .default_url
+                .as_deref()
+                .unwrap_or(source::DEFAULT_MODEL_URL);
             let cache = cfg.cache_dir.clone().unwrap_or_else(source::cache_dir);
             source::fetch_default(url, &cache).await?
         }

@@ -10,8 +10,13 @@ use std::io::Cursor;
 use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, RgbImage};
 
 /// Formats we decode; anything else that `image` recognises is refused as unsupported.
-pub const SUPPORTED_FORMATS: &[ImageFormat] =
-    &[ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP, ImageFormat::Gif, ImageFormat::Bmp];
+pub const SUPPORTED_FORMATS: &[ImageFormat] = &[
+    ImageFormat::Jpeg,
+    ImageFormat::Png,
+    ImageFormat::WebP,
+    ImageFormat::Gif,
+    ImageFormat::Bmp,
+];
 
 /// Default cap on width × height (40 megapixels, above any phone camera).
 pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
@@ -27,7 +32,10 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        Self { max_pixels: DEFAULT_MAX_PIXELS, max_side: DEFAULT_MAX_SIDE }
+        Self {
+            max_pixels: DEFAULT_MAX_PIXELS,
+            max_side: DEFAULT_MAX_SIDE,
+        }
     }
 }
 
@@ -41,7 +49,12 @@ pub enum DecodeError {
     #[error("{0} images are not supported (use JPEG, PNG, WebP, GIF or BMP)")]
     UnsupportedFormat(String),
     #[error("the image is {width}×{height} pixels; the limit is {max_pixels} pixels and {max_side} per side")]
-    TooLarge { width: u32, height: u32, max_pixels: u64, max_side: u32 },
+    TooLarge {
+        width: u32,
+        height: u32,
+        max_pixels: u64,
+        max_side: u32,
+    },
     #[error("the image has no pixels ({width}×{height})")]
     ZeroSized { width: u32, height: u32 },
     #[error("the image could not be decoded: {0}")]
@@ -56,12 +69,16 @@ pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, Decode
     }
     let format = image::guess_format(bytes).map_err(|_| DecodeError::UnknownFormat)?;
     if !SUPPORTED_FORMATS.contains(&format) {
-        return Err(DecodeError::UnsupportedFormat(format!("{format:?}").to_uppercase()));
+        return Err(DecodeError::UnsupportedFormat(
+            format!("{format:?}").to_uppercase(),
+        ));
     }
     if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
         // zune-jpeg fills a cut-off scan with grey and succeeds; a cut-off
         // upload must be refused, not classified half-grey.
-        return Err(DecodeError::Corrupt("the JPEG data is truncated (no end-of-image marker)".into()));
+        return Err(DecodeError::Corrupt(
+            "the JPEG data is truncated (no end-of-image marker)".into(),
+        ));
     }
     // Peek at the header alone first: no pixel buffer exists yet, so a
     // decompression bomb is refused here for the price of reading a few bytes.
@@ -80,7 +97,11 @@ pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, Decode
     reader.limits(io_limits);
     let mut decoder = reader.into_decoder().map_err(|e| map_error(e, limits))?;
     let orientation = decoder.orientation().ok();
-    let exact = if format == ImageFormat::Jpeg { decode_jpeg_like_pillow(bytes, width, height)? } else { None };
+    let exact = if format == ImageFormat::Jpeg {
+        decode_jpeg_like_pillow(bytes, width, height)?
+    } else {
+        None
+    };
     let mut picture = match exact {
         Some(rgb) => DynamicImage::ImageRgb8(rgb),
         None => DynamicImage::from_decoder(decoder).map_err(|e| map_error(e, limits))?,
@@ -95,22 +116,32 @@ pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, Decode
 /// mozjpeg build), bit-exact with Pillow, which models are trained with;
 /// `None` for CMYK/YCCK, left to `image`. libjpeg reports fatal errors by
 /// unwinding, caught here so bad input never takes the process down.
-fn decode_jpeg_like_pillow(bytes: &[u8], width: u32, height: u32) -> Result<Option<RgbImage>, DecodeError> {
-    let result = std::panic::catch_unwind(|| -> std::io::Result<Option<(usize, usize, Vec<u8>)>> {
-        let d = mozjpeg::Decompress::new_mem(bytes)?;
-        if matches!(d.color_space(), mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK) {
-            return Ok(None);
-        }
-        let mut started = d.rgb()?;
-        let (w, h) = (started.width(), started.height());
-        let pixels = started.read_scanlines::<u8>()?;
-        started.finish()?;
-        Ok(Some((w, h, pixels)))
-    });
+fn decode_jpeg_like_pillow(
+    bytes: &[u8],
+    width: u32,
+    height: u32,
+) -> Result<Option<RgbImage>, DecodeError> {
+    let result =
+        std::panic::catch_unwind(|| -> std::io::Result<Option<(usize, usize, Vec<u8>)>> {
+            let d = mozjpeg::Decompress::new_mem(bytes)?;
+            if matches!(
+                d.color_space(),
+                mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK
+            ) {
+                return Ok(None);
+            }
+            let mut started = d.rgb()?;
+            let (w, h) = (started.width(), started.height());
+            let pixels = started.read_scanlines::<u8>()?;
+            started.finish()?;
+            Ok(Some((w, h, pixels)))
+        });
     match result {
         Ok(Ok(Some((w, h, pixels)))) => {
             if (w as u32, h as u32) != (width, height) {
-                return Err(DecodeError::Corrupt(format!("JPEG is {w}×{h}, header said {width}×{height}")));
+                return Err(DecodeError::Corrupt(format!(
+                    "JPEG is {w}×{h}, header said {width}×{height}"
+                )));
             }
             RgbImage::from_raw(w as u32, h as u32, pixels)
                 .map(Some)
@@ -186,15 +217,19 @@ mod tests {
 
     fn png(img: &DynamicImage) -> Vec<u8> {
         let mut out = Vec::new();
-        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png).unwrap();
+        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+            .unwrap();
         out
     }
 
     #[test]
     fn corrupt_jpeg_scan_is_an_error_not_a_crash() {
-        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(64, 48, |x, y| Rgb([x as u8 * 4, y as u8 * 5, 7])));
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(64, 48, |x, y| {
+            Rgb([x as u8 * 4, y as u8 * 5, 7])
+        }));
         let mut jpg = Vec::new();
-        img.write_to(&mut Cursor::new(&mut jpg), ImageFormat::Jpeg).unwrap();
+        img.write_to(&mut Cursor::new(&mut jpg), ImageFormat::Jpeg)
+            .unwrap();
         // Damage headers and data in many places; every outcome must be a value, never an abort.
         for i in (2..jpg.len() - 2).step_by(7) {
             let mut bad = jpg.clone();
@@ -205,14 +240,25 @@ mod tests {
 
     #[test]
     fn truncated_jpeg_is_refused_complete_one_is_not() {
-        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(64, 48, |x, y| Rgb([x as u8 * 4, y as u8 * 5, 7])));
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(64, 48, |x, y| {
+            Rgb([x as u8 * 4, y as u8 * 5, 7])
+        }));
         let mut jpg = Vec::new();
-        img.write_to(&mut Cursor::new(&mut jpg), ImageFormat::Jpeg).unwrap();
+        img.write_to(&mut Cursor::new(&mut jpg), ImageFormat::Jpeg)
+            .unwrap();
         assert!(jpeg_is_complete(&jpg));
-        assert_eq!(decode_rgb(&jpg, DecodeLimits::default()).unwrap().dimensions(), (64, 48));
+        assert_eq!(
+            decode_rgb(&jpg, DecodeLimits::default())
+                .unwrap()
+                .dimensions(),
+            (64, 48)
+        );
         for cut in [jpg.len() - 2, jpg.len() / 2, 30] {
             let err = decode_rgb(&jpg[..cut], DecodeLimits::default()).unwrap_err();
-            assert!(matches!(err, DecodeError::Corrupt(_)), "cut at {cut}: {err:?}");
+            assert!(
+                matches!(err, DecodeError::Corrupt(_)),
+                "cut at {cut}: {err:?}"
+            );
         }
         // trailing bytes after EOI are common (phones append data) and fine
         let mut trailing = jpg.clone();
@@ -237,7 +283,10 @@ mod tests {
 
     #[test]
     fn refuses_garbage_empty_and_unsupported() {
-        assert!(matches!(decode_rgb(b"", DecodeLimits::default()), Err(DecodeError::Empty)));
+        assert!(matches!(
+            decode_rgb(b"", DecodeLimits::default()),
+            Err(DecodeError::Empty)
+        ));
         assert!(matches!(
             decode_rgb(b"hello, this is text", DecodeLimits::default()),
             Err(DecodeError::UnknownFormat)
@@ -247,9 +296,16 @@ mod tests {
             decode_rgb(b"II*\0\x08\0\0\0rest", DecodeLimits::default()),
             Err(DecodeError::UnsupportedFormat(_))
         ));
-        let mut truncated = png(&DynamicImage::ImageRgb8(RgbImage::from_pixel(64, 64, Rgb([1, 2, 3]))));
+        let mut truncated = png(&DynamicImage::ImageRgb8(RgbImage::from_pixel(
+            64,
+            64,
+            Rgb([1, 2, 3]),
+        )));
         truncated.truncate(truncated.len() / 2);
-        assert!(matches!(decode_rgb(&truncated, DecodeLimits::default()), Err(DecodeError::Corrupt(_))));
+        assert!(matches!(
+            decode_rgb(&truncated, DecodeLimits::default()),
+            Err(DecodeError::Corrupt(_))
+        ));
     }
 
     /// Standard CRC-32 (PNG chunks), so the forged header below is otherwise valid.
@@ -258,7 +314,11 @@ mod tests {
         for &b in data {
             crc ^= u32::from(b);
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
@@ -280,10 +340,33 @@ mod tests {
     #[test]
     fn a_decompression_bomb_is_refused_from_its_header() {
         let err = decode_rgb(&forged_png(50_000, 50_000), DecodeLimits::default()).unwrap_err();
-        assert!(matches!(err, DecodeError::TooLarge { width: 50_000, height: 50_000, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                DecodeError::TooLarge {
+                    width: 50_000,
+                    height: 50_000,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         // Within the side limit but over the pixel budget.
-        let limits = DecodeLimits { max_pixels: 100, max_side: 1000 };
+        let limits = DecodeLimits {
+            max_pixels: 100,
+            max_side: 1000,
+        };
         let err = decode_rgb(&forged_png(20, 20), limits).unwrap_err();
-        assert!(matches!(err, DecodeError::TooLarge { width: 20, height: 20, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                DecodeError::TooLarge {
+                    width: 20,
+                    height: 20,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 }

@@ -13,7 +13,11 @@ use catdog::state::{AppState, Limits, ModelSlot};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "catdog", version, about = "Cat or dog? An ONNX image classifier for AWS Lambda, a local server and the command line.")]
+#[command(
+    name = "catdog",
+    version,
+    about = "Cat or dog? An ONNX image classifier for AWS Lambda, a local server and the command line."
+)]
 struct Cli {
     #[command(flatten)]
     model: ModelArgs,
@@ -110,7 +114,10 @@ impl Cli {
         Limits {
             max_body_bytes: self.limits.max_body_bytes,
             max_batch: self.limits.max_batch.max(1),
-            decode: DecodeLimits { max_pixels: self.limits.max_pixels, ..DecodeLimits::default() },
+            decode: DecodeLimits {
+                max_pixels: self.limits.max_pixels,
+                ..DecodeLimits::default()
+            },
         }
     }
 }
@@ -122,9 +129,15 @@ fn init_logging(format: Option<&str>, on_lambda: bool, default_level: &str) {
         Some(f) => f.eq_ignore_ascii_case("json"),
         None => on_lambda,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
-        builder.json().flatten_event(true).with_current_span(false).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
     } else {
         builder.init();
     }
@@ -141,12 +154,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if matches!(command, Command::Lambda) && std::env::var_os("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH").is_none() {
+    if matches!(command, Command::Lambda)
+        && std::env::var_os("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH").is_none()
+    {
         // The router is mounted at the root: an API Gateway stage ("/prod")
         // must not become part of the path. Set before any thread starts.
         std::env::set_var("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true");
     }
-    let level = if matches!(command, Command::Predict { .. }) { "warn" } else { "info" };
+    let level = if matches!(command, Command::Predict { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
     init_logging(cli.log_format.as_deref(), on_lambda, level);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -185,13 +204,17 @@ async fn run_lambda(cli: &Cli) -> Result<ExitCode> {
         }
     };
     let app = catdog::router(AppState::ready(classifier, cli.limits()));
-    lambda_http::run(app).await.map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"))?;
+    lambda_http::run(app)
+        .await
+        .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Tells the Lambda service why init failed, so the invoke error names the cause.
 async fn report_init_error(message: &str) {
-    let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else { return };
+    let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else {
+        return;
+    };
     let url = format!("http://{api}/2018-06-01/runtime/init/error");
     let body = serde_json::json!({"errorMessage": message, "errorType": "Runtime.InitError"});
     let sent = reqwest::Client::new()
@@ -215,7 +238,9 @@ async fn serve(cli: &Cli, host: &str, port: u16) -> Result<ExitCode> {
         .with_context(|| format!("resolving {host}"))?
         .next()
         .with_context(|| format!("no address for {host}"))?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(url = %format!("http://{local}/"), "listening");
     eprintln!("catdog: serving on http://{local}/ (upload page), POST /predict");
@@ -230,7 +255,9 @@ async fn serve(cli: &Cli, host: &str, port: u16) -> Result<ExitCode> {
             }
         }
     });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -240,7 +267,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };
@@ -259,15 +287,15 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             let mut stack = vec![p.clone()];
             let mut found = Vec::new();
             while let Some(dir) = stack.pop() {
-                for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+                for entry in
+                    std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+                {
                     let path = entry?.path();
                     if path.is_dir() {
                         stack.push(path);
-                    } else if path
-                        .extension()
-                        .and_then(|e| e.to_str())
-                        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-                    {
+                    } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                        IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+                    }) {
                         found.push(path);
                     }
                 }
@@ -287,9 +315,14 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 async fn predict(cli: &Cli, json: bool, paths: &[PathBuf]) -> Result<ExitCode> {
     let files = collect_files(paths)?;
     if files.is_empty() {
-        bail!("no image files found (looked for {})", IMAGE_EXTENSIONS.join(", "));
+        bail!(
+            "no image files found (looked for {})",
+            IMAGE_EXTENSIONS.join(", ")
+        );
     }
-    let classifier = load_classifier(&cli.model_config()).await.context("loading the model")?;
+    let classifier = load_classifier(&cli.model_config())
+        .await
+        .context("loading the model")?;
     let limits = cli.limits();
     let mut failures = 0usize;
     let classifier = std::sync::Arc::new(classifier);
@@ -300,14 +333,25 @@ async fn predict(cli: &Cli, json: bool, paths: &[PathBuf]) -> Result<ExitCode> {
             let mut ok = Vec::new();
             let mut bad = Vec::new();
             for f in &chunk {
-                match std::fs::read(f).map_err(|e| e.to_string()).and_then(|b| decode_rgb(&b, limits.decode).map_err(|e| e.to_string())) {
+                match std::fs::read(f)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| decode_rgb(&b, limits.decode).map_err(|e| e.to_string()))
+                {
                     Ok(pic) => ok.push((f.clone(), pic)),
                     Err(e) => bad.push((f.clone(), e)),
                 }
             }
             let pictures: Vec<_> = ok.iter().map(|(_, p)| p.clone()).collect();
-            let preds = if pictures.is_empty() { Ok((vec![], Default::default())) } else { c.classify(&pictures) };
-            (ok.into_iter().map(|(f, _)| f).collect::<Vec<_>>(), bad, preds)
+            let preds = if pictures.is_empty() {
+                Ok((vec![], Default::default()))
+            } else {
+                c.classify(&pictures)
+            };
+            (
+                ok.into_iter().map(|(f, _)| f).collect::<Vec<_>>(),
+                bad,
+                preds,
+            )
         })
         .await?;
         let (ok, bad, preds) = results;
@@ -326,5 +370,9 @@ async fn predict(cli: &Cli, json: bool, paths: &[PathBuf]) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

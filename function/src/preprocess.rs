@@ -56,7 +56,11 @@ impl Preprocessor {
 
     /// Writes one picture's tensor into `out` (`tensor_len()` values).
     pub fn write_tensor(&self, picture: &RgbImage, out: &mut [f32]) {
-        assert_eq!(out.len(), self.tensor_len(), "tensor slot has the wrong size");
+        assert_eq!(
+            out.len(),
+            self.tensor_len(),
+            "tensor slot has the wrong size"
+        );
         let [h, w] = self.spec.size.map(|v| v as usize);
         let resized = self.resize(picture);
         let stride = resized.width() as usize * 3;
@@ -108,9 +112,11 @@ impl Preprocessor {
         let [h, w] = self.spec.size;
         let (rw, rh) = match self.spec.resize {
             ResizeMode::Stretch => (w, h),
-            ResizeMode::ShorterSideCenterCrop => {
-                shorter_side_size(picture.width(), picture.height(), self.spec.resize_shorter.unwrap_or(h.min(w)))
-            }
+            ResizeMode::ShorterSideCenterCrop => shorter_side_size(
+                picture.width(),
+                picture.height(),
+                self.spec.resize_shorter.unwrap_or(h.min(w)),
+            ),
         };
         // torchvision CenterCrop: int(round((size - crop) / 2.0)), Python's round-half-even.
         let left = round_half_even_half(rw.saturating_sub(w));
@@ -118,7 +124,12 @@ impl Preprocessor {
         if (rw, rh) == picture.dimensions() && (rw, rh) == (w, h) {
             Cow::Borrowed(picture)
         } else {
-            Cow::Owned(resize_rgb_region(picture, (rw, rh), (left, top, w.min(rw), h.min(rh)), self.spec.filter))
+            Cow::Owned(resize_rgb_region(
+                picture,
+                (rw, rh),
+                (left, top, w.min(rw), h.min(rh)),
+                self.spec.filter,
+            ))
         }
     }
 }
@@ -126,7 +137,11 @@ impl Preprocessor {
 /// Output size of torchvision `Resize(shorter)` for a `width`×`height` picture:
 /// the shorter side becomes `shorter`, the longer one `int(shorter * long / short)`.
 pub fn shorter_side_size(width: u32, height: u32, shorter: u32) -> (u32, u32) {
-    let (short, long) = if width <= height { (width, height) } else { (height, width) };
+    let (short, long) = if width <= height {
+        (width, height)
+    } else {
+        (height, width)
+    };
     let new_long = (u64::from(shorter) * u64::from(long) / u64::from(short.max(1))) as u32;
     if width <= height {
         (shorter, new_long.max(1))

@@ -33,7 +33,10 @@ pub fn resize_rgb_region(
 ) -> RgbImage {
     let (full_w, full_h) = full;
     let (left, top, width, height) = region;
-    assert!(left + width <= full_w && top + height <= full_h, "region outside the resized picture");
+    assert!(
+        left + width <= full_w && top + height <= full_h,
+        "region outside the resized picture"
+    );
     let (support, kernel): (f64, fn(f64) -> f64) = match filter {
         Filter::Nearest => return nearest(picture, full, region),
         Filter::Bilinear => (1.0, bilinear),
@@ -78,7 +81,9 @@ pub fn resize_rgb_region(
         let in_stride = in_w as usize * 3;
         let mut tmp = Vec::with_capacity(width as usize * rows * 3);
         for y in first_row..last_row {
-            tmp.extend_from_slice(&picture.as_raw()[y * in_stride + left as usize * 3..][..width as usize * 3]);
+            tmp.extend_from_slice(
+                &picture.as_raw()[y * in_stride + left as usize * 3..][..width as usize * 3],
+            );
         }
         (tmp, width, first_row)
     };
@@ -161,7 +166,14 @@ struct Coeffs {
 impl Coeffs {
     /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for output
     /// pixels `start..start + count` of a resize from `in_size` to `out_size`.
-    fn new(in_size: u32, out_size: u32, start: u32, count: u32, filter_support: f64, kernel: fn(f64) -> f64) -> Self {
+    fn new(
+        in_size: u32,
+        out_size: u32,
+        start: u32,
+        count: u32,
+        filter_support: f64,
+        kernel: fn(f64) -> f64,
+    ) -> Self {
         let scale = f64::from(in_size) / f64::from(out_size);
         let filterscale = scale.max(1.0);
         let support = filter_support * filterscale;
@@ -185,11 +197,19 @@ impl Coeffs {
             for x in 0..n {
                 let w = if ww != 0.0 { k[x] / ww } else { k[x] };
                 let v = w * f64::from(1u32 << PRECISION_BITS);
-                fixed[slot_index * ksize + x] = if w < 0.0 { (-0.5 + v) as i32 } else { (0.5 + v) as i32 };
+                fixed[slot_index * ksize + x] = if w < 0.0 {
+                    (-0.5 + v) as i32
+                } else {
+                    (0.5 + v) as i32
+                };
             }
             bounds.push((xmin, n));
         }
-        Self { ksize, bounds, fixed }
+        Self {
+            ksize,
+            bounds,
+            fixed,
+        }
     }
 }
 
@@ -205,11 +225,20 @@ fn nearest(picture: &RgbImage, full: (u32, u32), region: (u32, u32, u32, u32)) -
             *picture.get_pixel(ix, iy)
         });
     }
-    let src = ImageRef::new(picture.width(), picture.height(), picture.as_raw(), PixelType::U8x3)
-        .expect("an RgbImage buffer always matches its dimensions");
+    let src = ImageRef::new(
+        picture.width(),
+        picture.height(),
+        picture.as_raw(),
+        PixelType::U8x3,
+    )
+    .expect("an RgbImage buffer always matches its dimensions");
     let mut dst = Image::new(width, height, PixelType::U8x3);
     Resizer::new()
-        .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(ResizeAlg::Nearest))
+        .resize(
+            &src,
+            &mut dst,
+            &ResizeOptions::new().resize_alg(ResizeAlg::Nearest),
+        )
         .expect("same pixel type on both sides and non-zero sizes");
     RgbImage::from_raw(width, height, dst.into_vec()).expect("buffer size matches")
 }
@@ -222,23 +251,48 @@ mod tests {
     #[test]
     fn solid_colours_stay_solid_with_every_filter() {
         let pic = RgbImage::from_pixel(37, 23, Rgb([200, 10, 99]));
-        for f in [Filter::Nearest, Filter::Bilinear, Filter::Bicubic, Filter::Lanczos3] {
+        for f in [
+            Filter::Nearest,
+            Filter::Bilinear,
+            Filter::Bicubic,
+            Filter::Lanczos3,
+        ] {
             for (w, h) in [(10, 10), (80, 50), (37, 5), (3, 23)] {
                 let out = resize_rgb(&pic, w, h, f);
                 assert_eq!(out.dimensions(), (w, h));
-                assert!(out.pixels().all(|p| *p == Rgb([200, 10, 99])), "{f:?} {w}x{h}");
+                assert!(
+                    out.pixels().all(|p| *p == Rgb([200, 10, 99])),
+                    "{f:?} {w}x{h}"
+                );
             }
         }
     }
 
     #[test]
     fn a_region_equals_the_crop_of_the_whole() {
-        let pic = RgbImage::from_fn(53, 41, |x, y| Rgb([(x * 7 + y) as u8, (y * 11) as u8, (x * y) as u8]));
-        for f in [Filter::Bilinear, Filter::Bicubic, Filter::Lanczos3, Filter::Nearest] {
-            for (full, region) in [((80, 60), (10, 7, 50, 40)), ((30, 41), (3, 0, 20, 41)), ((53, 20), (0, 5, 53, 10))] {
+        let pic = RgbImage::from_fn(53, 41, |x, y| {
+            Rgb([(x * 7 + y) as u8, (y * 11) as u8, (x * y) as u8])
+        });
+        for f in [
+            Filter::Bilinear,
+            Filter::Bicubic,
+            Filter::Lanczos3,
+            Filter::Nearest,
+        ] {
+            for (full, region) in [
+                ((80, 60), (10, 7, 50, 40)),
+                ((30, 41), (3, 0, 20, 41)),
+                ((53, 20), (0, 5, 53, 10)),
+            ] {
                 let whole = resize_rgb(&pic, full.0, full.1, f);
-                let crop = image::imageops::crop_imm(&whole, region.0, region.1, region.2, region.3).to_image();
-                assert_eq!(resize_rgb_region(&pic, full, region, f), crop, "{f:?} {full:?} {region:?}");
+                let crop =
+                    image::imageops::crop_imm(&whole, region.0, region.1, region.2, region.3)
+                        .to_image();
+                assert_eq!(
+                    resize_rgb_region(&pic, full, region, f),
+                    crop,
+                    "{f:?} {full:?} {region:?}"
+                );
             }
         }
     }
@@ -255,14 +309,33 @@ mod tests {
 
         let pic = RgbImage::from_fn(5, 3, |x, y| {
             let i = (y * 5 + x) as u32;
-            Rgb([(i * 13 % 256) as u8, (i * 29 % 256) as u8, (i * 51 % 256) as u8])
+            Rgb([
+                (i * 13 % 256) as u8,
+                (i * 29 % 256) as u8,
+                (i * 51 % 256) as u8,
+            ])
         });
         let out = resize_rgb(&pic, 3, 2, Filter::Bilinear);
-        let want: Vec<u8> = [[30, 66, 76], [50, 112, 102], [70, 103, 182], [112, 88, 166], [132, 134, 100], [152, 125, 180]]
-            .concat();
+        let want: Vec<u8> = [
+            [30, 66, 76],
+            [50, 112, 102],
+            [70, 103, 182],
+            [112, 88, 166],
+            [132, 134, 100],
+            [152, 125, 180],
+        ]
+        .concat();
         assert_eq!(out.as_raw(), &want);
         let out = resize_rgb(&pic, 8, 7, Filter::Bicubic);
-        let want: Vec<u8> = [[0, 0, 0], [0, 0, 3], [8, 17, 55], [16, 35, 87], [24, 52, 118], [32, 70, 150]].concat();
+        let want: Vec<u8> = [
+            [0, 0, 0],
+            [0, 0, 3],
+            [8, 17, 55],
+            [16, 35, 87],
+            [24, 52, 118],
+            [32, 70, 150],
+        ]
+        .concat();
         assert_eq!(&out.as_raw()[..18], &want[..]);
     }
 }

@@ -32,7 +32,9 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, RuntimeError> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(p));
     }
-    let exe_dir = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf));
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf));
     for dir in exe_dir.iter().flat_map(|d| [d.clone(), d.join("lib")]) {
         if let Ok(entries) = std::fs::read_dir(&dir) {
             let mut found: Vec<PathBuf> = entries
@@ -54,11 +56,16 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, RuntimeError> {
 }
 
 /// The process-wide ONNX Runtime environment, loading the library on first use.
-pub fn environment(explicit: Option<&Path>) -> Result<&'static ort::environment::Environment, RuntimeError> {
+pub fn environment(
+    explicit: Option<&Path>,
+) -> Result<&'static ort::environment::Environment, RuntimeError> {
     if ENV.get().is_none() {
         let path = find_library(explicit)?;
         if !path.exists() {
-            return Err(RuntimeError::Load { path, message: "no such file".into() });
+            return Err(RuntimeError::Load {
+                path,
+                message: "no such file".into(),
+            });
         }
         let env = ort::init_from(&path)
             .map_err(|e| e.to_string())

@@ -21,7 +21,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: DEFAULT_MAX_BODY_BYTES, max_batch: DEFAULT_MAX_BATCH, decode: DecodeLimits::default() }
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_batch: DEFAULT_MAX_BATCH,
+            decode: DecodeLimits::default(),
+        }
     }
 }
 
@@ -43,12 +47,18 @@ pub struct AppState {
 impl AppState {
     /// A state whose model is still loading; fill it with [`AppState::set_model`].
     pub fn loading(limits: Limits) -> Self {
-        Self { model: Arc::new(RwLock::new(ModelSlot::Loading)), limits }
+        Self {
+            model: Arc::new(RwLock::new(ModelSlot::Loading)),
+            limits,
+        }
     }
 
     /// A state with a model ready.
     pub fn ready(classifier: Classifier, limits: Limits) -> Self {
-        Self { model: Arc::new(RwLock::new(ModelSlot::Ready(Arc::new(classifier)))), limits }
+        Self {
+            model: Arc::new(RwLock::new(ModelSlot::Ready(Arc::new(classifier)))),
+            limits,
+        }
     }
 
     pub fn set_model(&self, slot: ModelSlot) {

@@ -25,7 +25,10 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The shared data folder (`CATDOG_DATA`, default `../shared/data` beside the
@@ -37,7 +40,10 @@ pub fn shared_data(test: &str) -> Option<PathBuf> {
     if dir.join("catsdogs").is_dir() {
         Some(dir)
     } else {
-        eprintln!("skipped: {test}: shared data folder {} is absent (set CATDOG_DATA)", dir.display());
+        eprintln!(
+            "skipped: {test}: shared data folder {} is absent (set CATDOG_DATA)",
+            dir.display()
+        );
         None
     }
 }
@@ -47,18 +53,28 @@ pub fn catdog_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let bin = dir.join("catdog");
-    assert!(bin.exists(), "{} not built: run `cargo build --workspace` first (make test does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build --workspace` first (make test does)",
+        bin.display()
+    );
     bin
 }
 
 /// Python with the fixture tools (numpy, onnx, onnxruntime, moto).
 pub fn python() -> PathBuf {
-    std::env::var_os("CATDOG_PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into())
+    std::env::var_os("CATDOG_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "python3".into())
 }
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A child process killed when dropped.
@@ -84,7 +100,10 @@ pub async fn wait_http(url: &str, want: Option<u16>, timeout: Duration) -> reqwe
                 return r;
             }
         }
-        assert!(Instant::now() < deadline, "{url} did not answer {want:?} within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{url} did not answer {want:?} within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -93,7 +112,10 @@ pub async fn wait_http(url: &str, want: Option<u16>, timeout: Duration) -> reqwe
 pub async fn serve(args: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
     let port = free_port();
     let mut cmd = Command::new(catdog_bin());
-    cmd.args(["serve", "--port", &port.to_string()]).args(args).stdout(Stdio::null()).stderr(Stdio::inherit());
+    cmd.args(["serve", "--port", &port.to_string()])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -101,7 +123,10 @@ pub async fn serve(args: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "warn");
     }
-    let proc = Proc { child: cmd.spawn().expect("spawn catdog serve"), name: "catdog serve".into() };
+    let proc = Proc {
+        child: cmd.spawn().expect("spawn catdog serve"),
+        name: "catdog serve".into(),
+    };
     let base = format!("http://127.0.0.1:{port}");
     wait_http(&format!("{base}/health"), None, Duration::from_secs(20)).await;
     (proc, base)
@@ -112,13 +137,21 @@ pub async fn serve(args: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
 pub async fn wait_ready(base: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let v: serde_json::Value = reqwest::get(format!("{base}/health")).await.unwrap().json().await.unwrap();
+        let v: serde_json::Value = reqwest::get(format!("{base}/health"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         match v["status"].as_str() {
             Some("ok") => return,
             Some("failed") => panic!("model failed to load: {}", v["reason"]),
             _ => {}
         }
-        assert!(Instant::now() < deadline, "model not ready within 60 s: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "model not ready within 60 s: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -127,13 +160,21 @@ pub async fn wait_ready(base: &str) {
 pub async fn wait_failed(base: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let v: serde_json::Value = reqwest::get(format!("{base}/health")).await.unwrap().json().await.unwrap();
+        let v: serde_json::Value = reqwest::get(format!("{base}/health"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         match v["status"].as_str() {
             Some("failed") => return v["reason"].as_str().unwrap().to_string(),
             Some("ok") => panic!("the model loaded, but it should have been refused"),
             _ => {}
         }
-        assert!(Instant::now() < deadline, "model neither failed nor loaded within 60 s: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "model neither failed nor loaded within 60 s: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -143,7 +184,10 @@ pub async fn static_http(path: &str, bytes: Vec<u8>) -> (tokio::task::JoinHandle
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let body = bytes::Bytes::from(bytes);
-    let app = axum::Router::new().route(path, axum::routing::get(move || async move { body.clone() }));
+    let app = axum::Router::new().route(
+        path,
+        axum::routing::get(move || async move { body.clone() }),
+    );
     let task = tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
@@ -154,7 +198,11 @@ pub async fn static_http(path: &str, bytes: Vec<u8>) -> (tokio::task::JoinHandle
 pub async fn moto() -> (Proc, String) {
     let port = free_port();
     let py = python();
-    let bin = py.parent().map(|d| d.join("moto_server")).filter(|p| p.exists()).unwrap_or_else(|| "moto_server".into());
+    let bin = py
+        .parent()
+        .map(|d| d.join("moto_server"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| "moto_server".into());
     let child = Command::new(bin)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
@@ -163,7 +211,13 @@ pub async fn moto() -> (Proc, String) {
         .expect("start moto_server (make test installs it)");
     let url = format!("http://127.0.0.1:{port}");
     wait_http(&format!("{url}/moto-api/"), None, Duration::from_secs(30)).await;
-    (Proc { child, name: "moto".into() }, url)
+    (
+        Proc {
+            child,
+            name: "moto".into(),
+        },
+        url,
+    )
 }
 
 /// Standard AWS env for a loopback S3 server (static test credentials).
@@ -180,7 +234,8 @@ pub fn s3_env(endpoint: &str) -> Vec<(String, String)> {
 /// Creates `bucket` and puts `bytes` at `key` with Python's boto3 (another
 /// S3 client than the one under test).
 pub async fn s3_put(endpoint: &str, bucket: &str, key: &str, bytes: Vec<u8>) {
-    let dir = std::env::temp_dir().join(format!("catdog-put-{}-{}", std::process::id(), free_port()));
+    let dir =
+        std::env::temp_dir().join(format!("catdog-put-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("object");
     std::fs::write(&file, &bytes).unwrap();
@@ -202,7 +257,11 @@ with open(path, "rb") as f:
         .await
         .expect("run python boto3");
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(out.status.success(), "s3 put failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "s3 put failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A solid-colour picture encoded in `format`.

@@ -18,7 +18,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -31,7 +35,11 @@ impl ApiError {
         )
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "model_unavailable", message)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "model_unavailable",
+            message,
+        )
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
@@ -40,21 +48,32 @@ impl ApiError {
     /// A decoding error for the picture at `index` of `count`.
     pub fn from_decode(e: DecodeError, index: usize, count: usize) -> Self {
         let (status, code) = match e {
-            DecodeError::Empty | DecodeError::UnknownFormat | DecodeError::Corrupt(_) | DecodeError::ZeroSized { .. } => {
-                (StatusCode::BAD_REQUEST, "invalid_image")
-            }
-            DecodeError::UnsupportedFormat(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_image_format"),
+            DecodeError::Empty
+            | DecodeError::UnknownFormat
+            | DecodeError::Corrupt(_)
+            | DecodeError::ZeroSized { .. } => (StatusCode::BAD_REQUEST, "invalid_image"),
+            DecodeError::UnsupportedFormat(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_image_format",
+            ),
             DecodeError::TooLarge { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "image_too_large"),
         };
-        let message = if count > 1 { format!("image {}: {e}", index + 1) } else { e.to_string() };
+        let message = if count > 1 {
+            format!("image {}: {e}", index + 1)
+        } else {
+            e.to_string()
+        };
         Self::new(status, code, message)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut res =
-            (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response();
+        let mut res = (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response();
         res.extensions_mut().insert(ErrorCode(self.code));
         res
     }

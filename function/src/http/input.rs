@@ -15,7 +15,11 @@ use super::error::ApiError;
 use crate::state::Limits;
 
 /// Reads the body and returns the encoded pictures, in request order.
-pub async fn read_images(headers: &HeaderMap, body: Body, limits: &Limits) -> Result<Vec<Bytes>, ApiError> {
+pub async fn read_images(
+    headers: &HeaderMap,
+    body: Body,
+    limits: &Limits,
+) -> Result<Vec<Bytes>, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -25,10 +29,16 @@ pub async fn read_images(headers: &HeaderMap, body: Body, limits: &Limits) -> Re
     let kind = match &mime {
         Some(m) if m.type_() == mime::IMAGE => Kind::Raw,
         Some(m) if m.type_() == mime::APPLICATION && m.subtype() == mime::OCTET_STREAM => Kind::Raw,
-        Some(m) if m.type_() == mime::MULTIPART && m.subtype() == mime::FORM_DATA => Kind::Multipart,
+        Some(m) if m.type_() == mime::MULTIPART && m.subtype() == mime::FORM_DATA => {
+            Kind::Multipart
+        }
         Some(m) if m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON) => Kind::Json,
         _ => {
-            let got = if content_type.is_empty() { "no Content-Type".to_string() } else { format!("Content-Type {content_type:?}") };
+            let got = if content_type.is_empty() {
+                "no Content-Type".to_string()
+            } else {
+                format!("Content-Type {content_type:?}")
+            };
             return Err(ApiError::new(
                 axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
@@ -40,20 +50,31 @@ pub async fn read_images(headers: &HeaderMap, body: Body, limits: &Limits) -> Re
         }
     };
 
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
         if len > limits.max_body_bytes as u64 {
             return Err(ApiError::too_large(limits.max_body_bytes));
         }
     }
-    let bytes = axum::body::to_bytes(body, limits.max_body_bytes).await.map_err(|e| {
-        if is_length_limit(&e) {
-            ApiError::too_large(limits.max_body_bytes)
-        } else {
-            ApiError::bad_request("invalid_body", format!("the request body could not be read: {e}"))
-        }
-    })?;
+    let bytes = axum::body::to_bytes(body, limits.max_body_bytes)
+        .await
+        .map_err(|e| {
+            if is_length_limit(&e) {
+                ApiError::too_large(limits.max_body_bytes)
+            } else {
+                ApiError::bad_request(
+                    "invalid_body",
+                    format!("the request body could not be read: {e}"),
+                )
+            }
+        })?;
     if bytes.is_empty() {
-        return Err(ApiError::bad_request("empty_body", "the request body is empty: send a picture"));
+        return Err(ApiError::bad_request(
+            "empty_body",
+            "the request body is empty: send a picture",
+        ));
     }
 
     let images = match kind {
@@ -62,13 +83,20 @@ pub async fn read_images(headers: &HeaderMap, body: Body, limits: &Limits) -> Re
         Kind::Json => json(&bytes)?,
     };
     if images.is_empty() {
-        return Err(ApiError::bad_request("no_image", "the request holds no picture"));
+        return Err(ApiError::bad_request(
+            "no_image",
+            "the request holds no picture",
+        ));
     }
     if images.len() > limits.max_batch {
         return Err(ApiError::new(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             "too_many_images",
-            format!("{} pictures in one request; the limit is {}", images.len(), limits.max_batch),
+            format!(
+                "{} pictures in one request; the limit is {}",
+                images.len(),
+                limits.max_batch
+            ),
         ));
     }
     Ok(images)
@@ -95,15 +123,24 @@ fn is_length_limit(e: &axum::Error) -> bool {
 async fn multipart(content_type: &str, body: Bytes) -> Result<Vec<Bytes>, ApiError> {
     let bad = |m: String| ApiError::bad_request("invalid_multipart", m);
     let boundary = multer::parse_boundary(content_type).map_err(|e| bad(format!("{e}")))?;
-    let stream = futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
+    let stream =
+        futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
     let mut form = multer::Multipart::new(stream, boundary);
     let mut images = Vec::new();
     let mut fields = Vec::new();
-    while let Some(field) = form.next_field().await.map_err(|e| bad(format!("malformed multipart body: {e}")))? {
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| bad(format!("malformed multipart body: {e}")))?
+    {
         let name = field.name().unwrap_or("").to_string();
-        let is_file = field.file_name().is_some() || matches!(name.as_str(), "image" | "images" | "file" | "files");
+        let is_file = field.file_name().is_some()
+            || matches!(name.as_str(), "image" | "images" | "file" | "files");
         fields.push(name);
-        let data = field.bytes().await.map_err(|e| bad(format!("malformed multipart body: {e}")))?;
+        let data = field
+            .bytes()
+            .await
+            .map_err(|e| bad(format!("malformed multipart body: {e}")))?;
         if is_file {
             images.push(data);
         }
@@ -119,10 +156,13 @@ async fn multipart(content_type: &str, body: Bytes) -> Result<Vec<Bytes>, ApiErr
 
 fn json(body: &[u8]) -> Result<Vec<Bytes>, ApiError> {
     let shape = "expected {\"image\": \"<base64>\"} or {\"images\": [\"<base64>\", ...]}";
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })?;
     let wrong = |what: &str| ApiError::bad_request("invalid_json", format!("{what}: {shape}"));
-    let obj = value.as_object().ok_or_else(|| wrong("the JSON body is not an object"))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| wrong("the JSON body is not an object"))?;
     let items: Vec<&serde_json::Value> = match (obj.get("image"), obj.get("images")) {
         (Some(_), Some(_)) => return Err(wrong("give `image` or `images`, not both")),
         (Some(one), None) => vec![one],
@@ -134,8 +174,12 @@ fn json(body: &[u8]) -> Result<Vec<Bytes>, ApiError> {
         .into_iter()
         .enumerate()
         .map(|(i, v)| {
-            let s = v.as_str().ok_or_else(|| wrong(&format!("image {} is not a string", i + 1)))?;
-            decode_base64(s).map_err(|m| ApiError::bad_request("invalid_base64", format!("image {}: {m}", i + 1)))
+            let s = v
+                .as_str()
+                .ok_or_else(|| wrong(&format!("image {} is not a string", i + 1)))?;
+            decode_base64(s).map_err(|m| {
+                ApiError::bad_request("invalid_base64", format!("image {}: {m}", i + 1))
+            })
         })
         .collect()
 }
@@ -150,7 +194,10 @@ pub fn decode_base64(s: &str) -> Result<Bytes, String> {
         },
         None => s,
     };
-    let clean: Vec<u8> = payload.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    let clean: Vec<u8> = payload
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
     if clean.is_empty() {
         return Err("empty base64 string".into());
     }
@@ -179,7 +226,10 @@ mod tests {
     fn base64_forms() {
         assert_eq!(&decode_base64("aGk=").unwrap()[..], b"hi");
         assert_eq!(&decode_base64("aGk").unwrap()[..], b"hi");
-        assert_eq!(&decode_base64("data:image/png;base64,aGk=").unwrap()[..], b"hi");
+        assert_eq!(
+            &decode_base64("data:image/png;base64,aGk=").unwrap()[..],
+            b"hi"
+        );
         assert_eq!(&decode_base64("aG\nk=").unwrap()[..], b"hi");
         assert!(decode_base64("not base64!!").is_err());
         assert!(decode_base64("data:image/png,aGk=").is_err());
@@ -190,9 +240,23 @@ mod tests {
     fn json_shapes() {
         assert_eq!(json(br#"{"image":"aGk="}"#).unwrap().len(), 1);
         assert_eq!(json(br#"{"images":["aGk=","aGk="]}"#).unwrap().len(), 2);
-        for bad in [&br#"[1]"#[..], br#"{"image":1}"#, br#"{"images":"aGk="}"#, br#"{"img":"x"}"#, b"{"] {
-            assert_eq!(json(bad).unwrap_err().code, "invalid_json", "{}", String::from_utf8_lossy(bad));
+        for bad in [
+            &br#"[1]"#[..],
+            br#"{"image":1}"#,
+            br#"{"images":"aGk="}"#,
+            br#"{"img":"x"}"#,
+            b"{",
+        ] {
+            assert_eq!(
+                json(bad).unwrap_err().code,
+                "invalid_json",
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
-        assert_eq!(json(br#"{"image":"%%%"}"#).unwrap_err().code, "invalid_base64");
+        assert_eq!(
+            json(br#"{"image":"%%%"}"#).unwrap_err().code,
+            "invalid_base64"
+        );
     }
 }

@@ -37,7 +37,11 @@ async fn log_request(req: Request, next: Next) -> Response {
     let res = next.run(req).await;
     let ms = started.elapsed().as_secs_f64() * 1e3;
     let status = res.status().as_u16();
-    let error = res.extensions().get::<error::ErrorCode>().map(|c| c.0).unwrap_or("");
+    let error = res
+        .extensions()
+        .get::<error::ErrorCode>()
+        .map(|c| c.0)
+        .unwrap_or("");
     match res.extensions().get::<routes::Timings>() {
         Some(t) => tracing::info!(
             %method, path, status, ms, images = t.images, read_ms = t.read, decode_ms = t.decode,

@@ -57,13 +57,21 @@ struct Batch<'a> {
 fn ready_model(state: &AppState) -> Result<Arc<Classifier>, ApiError> {
     match state.model() {
         ModelSlot::Ready(c) => Ok(c),
-        ModelSlot::Loading => Err(ApiError::unavailable("the model is still loading; retry in a few seconds")),
-        ModelSlot::Failed(reason) => Err(ApiError::unavailable(format!("the model failed to load: {reason}"))),
+        ModelSlot::Loading => Err(ApiError::unavailable(
+            "the model is still loading; retry in a few seconds",
+        )),
+        ModelSlot::Failed(reason) => Err(ApiError::unavailable(format!(
+            "the model failed to load: {reason}"
+        ))),
     }
 }
 
 /// Reads, decodes and classifies the pictures of a request.
-async fn classify_request(state: &AppState, headers: &HeaderMap, body: Body) -> Result<(Arc<Classifier>, Vec<Prediction>, Timings), ApiError> {
+async fn classify_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Arc<Classifier>, Vec<Prediction>, Timings), ApiError> {
     let started = Instant::now();
     let model = ready_model(state)?;
     let images: Vec<Bytes> = read_images(headers, body, &state.limits).await?;
@@ -77,7 +85,9 @@ async fn classify_request(state: &AppState, headers: &HeaderMap, body: Body) -> 
         let pictures = images
             .iter()
             .enumerate()
-            .map(|(i, bytes)| decode_rgb(bytes, limits).map_err(|e| ApiError::from_decode(e, i, count)))
+            .map(|(i, bytes)| {
+                decode_rgb(bytes, limits).map_err(|e| ApiError::from_decode(e, i, count))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         drop(images);
         let decode = t0.elapsed().as_secs_f64() * 1e3;
@@ -87,7 +97,13 @@ async fn classify_request(state: &AppState, headers: &HeaderMap, body: Body) -> 
         })?;
         Ok((
             predictions,
-            Timings { decode, preprocess: infer.preprocess, inference: infer.inference, images: count, ..Default::default() },
+            Timings {
+                decode,
+                preprocess: infer.preprocess,
+                inference: infer.inference,
+                images: count,
+                ..Default::default()
+            },
         ))
     })
     .await
@@ -110,11 +126,25 @@ pub async fn predict(State(state): State<AppState>, headers: HeaderMap, body: Bo
     match classify_request(&state, &headers, body).await {
         Ok((model, predictions, timings)) => {
             let info = model.info();
-            let model_ref = ModelRef { uri: &info.uri, sha256: &info.sha256, kind: info.kind };
+            let model_ref = ModelRef {
+                uri: &info.uri,
+                sha256: &info.sha256,
+                kind: info.kind,
+            };
             let res = if predictions.len() == 1 {
-                Json(Single { prediction: &predictions[0], model: model_ref, timings_ms: timings }).into_response()
+                Json(Single {
+                    prediction: &predictions[0],
+                    model: model_ref,
+                    timings_ms: timings,
+                })
+                .into_response()
             } else {
-                Json(Batch { predictions: &predictions, model: model_ref, timings_ms: timings }).into_response()
+                Json(Batch {
+                    predictions: &predictions,
+                    model: model_ref,
+                    timings_ms: timings,
+                })
+                .into_response()
             };
             with_timings(res, timings)
         }
@@ -124,7 +154,11 @@ pub async fn predict(State(state): State<AppState>, headers: HeaderMap, body: Bo
 
 /// `POST /`: the tutorial's endpoint, kept for its front end:
 /// `{"image": "<base64>"}` → `{"prediction": {"cat": p, "dog": p}}`.
-pub async fn legacy_predict(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn legacy_predict(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     match classify_request(&state, &headers, body).await {
         Ok((_, predictions, timings)) => {
             let res = if predictions.len() == 1 {
@@ -143,12 +177,19 @@ pub async fn legacy_predict(State(state): State<AppState>, headers: HeaderMap, b
 pub async fn health(State(state): State<AppState>) -> Response {
     match state.model() {
         ModelSlot::Ready(c) => {
-            Json(json!({"status": "ok", "model": {"uri": c.info().uri, "sha256": c.info().sha256}})).into_response()
+            Json(json!({"status": "ok", "model": {"uri": c.info().uri, "sha256": c.info().sha256}}))
+                .into_response()
         }
-        ModelSlot::Loading => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "loading"}))).into_response(),
-        ModelSlot::Failed(reason) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "failed", "reason": reason}))).into_response()
-        }
+        ModelSlot::Loading => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "loading"})),
+        )
+            .into_response(),
+        ModelSlot::Failed(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "failed", "reason": reason})),
+        )
+            .into_response(),
     }
 }
 
@@ -168,9 +209,17 @@ pub async fn page() -> Response {
 }
 
 pub async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see GET / for the page, POST /predict to classify")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; see GET / for the page, POST /predict to classify",
+    )
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }

@@ -140,14 +140,19 @@ impl Preprocessing {
     /// Parses a metadata/env value: a preset name or a JSON object.
     pub fn parse(text: &str) -> Result<Self, ContractError> {
         let t = text.trim();
-        let t = t.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(t);
+        let t = t
+            .strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .unwrap_or(t);
         match t {
             "caffe" => return Ok(Self::caffe()),
             "torch" => return Ok(Self::torch()),
             _ => {}
         }
         if !t.starts_with('{') {
-            return Err(ContractError::Preprocessing(format!("unknown preset {t:?}")));
+            return Err(ContractError::Preprocessing(format!(
+                "unknown preset {t:?}"
+            )));
         }
         let p: Preprocessing =
             serde_json::from_str(t).map_err(|e| ContractError::Preprocessing(e.to_string()))?;
@@ -219,8 +224,14 @@ mod tests {
 
     #[test]
     fn presets_by_name_and_quoted() {
-        assert_eq!(Preprocessing::parse("caffe").unwrap(), Preprocessing::caffe());
-        assert_eq!(Preprocessing::parse("\"torch\"").unwrap(), Preprocessing::torch());
+        assert_eq!(
+            Preprocessing::parse("caffe").unwrap(),
+            Preprocessing::caffe()
+        );
+        assert_eq!(
+            Preprocessing::parse("\"torch\"").unwrap(),
+            Preprocessing::torch()
+        );
         assert!(Preprocessing::parse("keras").is_err());
     }
 
@@ -250,7 +261,10 @@ mod tests {
 
     #[test]
     fn labels_are_checked() {
-        assert_eq!(parse_labels(r#"["cat","dog"]"#).unwrap(), vec!["cat", "dog"]);
+        assert_eq!(
+            parse_labels(r#"["cat","dog"]"#).unwrap(),
+            vec!["cat", "dog"]
+        );
         assert!(parse_labels("[]").is_err());
         assert!(parse_labels(r#"["cat","cat"]"#).is_err());
         assert!(parse_labels(r#"{"0":"cat"}"#).is_err());

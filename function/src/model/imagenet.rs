@@ -61,6 +61,12 @@ mod tests {
         p[200] = 0.25;
         p[286] = 0.25; // a cougar is not a house cat
         let g = group(&p);
-        assert_eq!(g, Groups { cat: 0.5, dog: 0.25 });
+        assert_eq!(
+            g,
+            Groups {
+                cat: 0.5,
+                dog: 0.25
+            }
+        );
     }
 }

@@ -133,7 +133,9 @@ pub struct Classifier {
 
 impl std::fmt::Debug for Classifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Classifier").field("info", &self.info).finish()
+        f.debug_struct("Classifier")
+            .field("info", &self.info)
+            .finish()
     }
 }
 
@@ -161,18 +163,26 @@ impl Classifier {
         let (input_name, input_shape) = {
             let inputs = session.inputs();
             if inputs.len() != 1 {
-                return Err(ModelError::NotAnImageModel(format!("it has {} inputs, expected 1", inputs.len())));
+                return Err(ModelError::NotAnImageModel(format!(
+                    "it has {} inputs, expected 1",
+                    inputs.len()
+                )));
             }
             let input = &inputs[0];
             let ty = input.dtype();
             if ty.tensor_type() != Some(ort::value::TensorElementType::Float32) {
-                return Err(ModelError::NotAnImageModel(format!("input `{}` is {ty:?}, expected a float32 tensor", input.name())));
+                return Err(ModelError::NotAnImageModel(format!(
+                    "input `{}` is {ty:?}, expected a float32 tensor",
+                    input.name()
+                )));
             }
             let shape: Vec<i64> = ty.tensor_shape().map(|s| s.to_vec()).unwrap_or_default();
             (input.name().to_string(), shape)
         };
         if input_shape.len() != 4 {
-            return Err(ModelError::NotAnImageModel(format!("input shape {input_shape:?} is not [batch, …] of rank 4")));
+            return Err(ModelError::NotAnImageModel(format!(
+                "input shape {input_shape:?} is not [batch, …] of rank 4"
+            )));
         }
         let (output_name, output_shape) = {
             let out = session
@@ -180,9 +190,18 @@ impl Classifier {
                 .first()
                 .ok_or_else(|| ModelError::NotAnImageModel("it has no outputs".into()))?;
             if out.dtype().tensor_type() != Some(ort::value::TensorElementType::Float32) {
-                return Err(ModelError::NotAnImageModel(format!("output `{}` is not a float32 tensor", out.name())));
+                return Err(ModelError::NotAnImageModel(format!(
+                    "output `{}` is not a float32 tensor",
+                    out.name()
+                )));
             }
-            (out.name().to_string(), out.dtype().tensor_shape().map(|s| s.to_vec()).unwrap_or_default())
+            (
+                out.name().to_string(),
+                out.dtype()
+                    .tensor_shape()
+                    .map(|s| s.to_vec())
+                    .unwrap_or_default(),
+            )
         };
 
         let meta = session.metadata().map_err(onnx_err)?;
@@ -194,14 +213,22 @@ impl Classifier {
         let (spec, pre_source) = match (&opts.preprocessing, &meta_pre) {
             (Some(text), _) => (Preprocessing::parse(text)?, "override"),
             (None, Some(text)) => (Preprocessing::parse(text)?, "metadata"),
-            (None, None) => (opts.fallback_preprocessing.clone().ok_or(ModelError::NoPreprocessing)?, "default"),
+            (None, None) => (
+                opts.fallback_preprocessing
+                    .clone()
+                    .ok_or(ModelError::NoPreprocessing)?,
+                "default",
+            ),
         };
         let layout = resolve_layout(&spec, &input_shape)?;
         let (h_dim, w_dim) = match layout {
             Layout::Nchw => (2, 3),
             Layout::Nhwc => (1, 2),
         };
-        for (dim, want, what) in [(h_dim, spec.size[0], "height"), (w_dim, spec.size[1], "width")] {
+        for (dim, want, what) in [
+            (h_dim, spec.size[0], "height"),
+            (w_dim, spec.size[1], "width"),
+        ] {
             let got = input_shape[dim];
             if got > 0 && got != i64::from(want) {
                 return Err(ContractError::Preprocessing(format!(
@@ -227,7 +254,11 @@ impl Classifier {
                 size_bytes: model.bytes.len() as u64,
                 kind: "labels",
                 labels: vec![],
-                input: TensorInfo { name: input_name, shape: input_shape, layout },
+                input: TensorInfo {
+                    name: input_name,
+                    shape: input_shape,
+                    layout,
+                },
                 output: OutputInfo {
                     name: output_name,
                     classes: 0,
@@ -238,7 +269,10 @@ impl Classifier {
                     },
                 },
                 preprocessing: spec,
-                contract_source: ContractSource { labels: "default", preprocessing: pre_source },
+                contract_source: ContractSource {
+                    labels: "default",
+                    preprocessing: pre_source,
+                },
                 fetch_ms: model.fetch_ms,
                 load_ms: 0.0,
                 threads,
@@ -252,7 +286,9 @@ impl Classifier {
         let classes = rows.first().map_or(0, Vec::len);
         if let Some(&declared) = output_shape.get(1) {
             if declared > 0 && declared as usize != classes {
-                return Err(ModelError::NotAnImageModel(format!("output shape {output_shape:?} but got {classes} values")));
+                return Err(ModelError::NotAnImageModel(format!(
+                    "output shape {output_shape:?} but got {classes} values"
+                )));
             }
         }
         if classes == 0 {
@@ -265,14 +301,21 @@ impl Classifier {
             (Some(text), _) => (Head::Labels(contract::parse_labels(text)?), "override"),
             (None, Some(text)) => (Head::Labels(contract::parse_labels(text)?), "metadata"),
             (None, None) if classes == imagenet::NUM_CLASSES => (
-                Head::ImageNet { neither_below: opts.neither_below.unwrap_or(imagenet::DEFAULT_NEITHER_BELOW) },
+                Head::ImageNet {
+                    neither_below: opts
+                        .neither_below
+                        .unwrap_or(imagenet::DEFAULT_NEITHER_BELOW),
+                },
                 "default",
             ),
             (None, None) => return Err(ModelError::NoLabels(classes)),
         };
         if let Head::Labels(labels) = &head {
             if labels.len() != classes {
-                return Err(ModelError::LabelCount { outputs: classes, labels: labels.len() });
+                return Err(ModelError::LabelCount {
+                    outputs: classes,
+                    labels: labels.len(),
+                });
             }
         } else {
             this.info.kind = "imagenet";
@@ -294,15 +337,25 @@ impl Classifier {
 
     /// Classifies pictures (one batch when the graph allows, else one by one).
     /// Blocking: call it off the async workers.
-    pub fn classify(&self, pictures: &[RgbImage]) -> Result<(Vec<Prediction>, InferTimings), ModelError> {
+    pub fn classify(
+        &self,
+        pictures: &[RgbImage],
+    ) -> Result<(Vec<Prediction>, InferTimings), ModelError> {
         let (rows, timings) = self.run_rows(pictures)?;
         let preds = rows
             .iter()
             .map(|row| {
                 if row.len() != self.classes {
-                    return Err(ModelError::Inference(format!("expected {} outputs, got {}", self.classes, row.len())));
+                    return Err(ModelError::Inference(format!(
+                        "expected {} outputs, got {}",
+                        self.classes,
+                        row.len()
+                    )));
                 }
-                Ok(output::predict(&self.head, &output::probabilities(row, self.output_kind)))
+                Ok(output::predict(
+                    &self.head,
+                    &output::probabilities(row, self.output_kind),
+                ))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok((preds, timings))
@@ -312,7 +365,9 @@ impl Classifier {
     fn run_rows(&self, pictures: &[RgbImage]) -> Result<(Vec<Vec<f32>>, InferTimings), ModelError> {
         let chunk = self.fixed_batch.unwrap_or(pictures.len().max(1));
         if self.fixed_batch.is_some_and(|b| b != 1) && pictures.len() % chunk != 0 {
-            return Err(ModelError::Inference(format!("the model takes batches of exactly {chunk}")));
+            return Err(ModelError::Inference(format!(
+                "the model takes batches of exactly {chunk}"
+            )));
         }
         let mut rows = Vec::with_capacity(pictures.len());
         let mut timings = InferTimings::default();
@@ -325,7 +380,8 @@ impl Classifier {
             }
             let shape = self.preprocessor.batch_shape(group.len()).map(|d| d as i64);
             let t1 = Instant::now();
-            let tensor = TensorRef::from_array_view((shape, &data[..])).map_err(|e| ModelError::Inference(e.to_string()))?;
+            let tensor = TensorRef::from_array_view((shape, &data[..]))
+                .map_err(|e| ModelError::Inference(e.to_string()))?;
             let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
             let outputs = session
                 .run(ort::inputs![tensor])
@@ -334,7 +390,11 @@ impl Classifier {
                 .try_extract_tensor::<f32>()
                 .map_err(|e| ModelError::Inference(e.to_string()))?;
             if values.is_empty() || values.len() % group.len() != 0 {
-                return Err(ModelError::Inference(format!("{} output values for {} pictures", values.len(), group.len())));
+                return Err(ModelError::Inference(format!(
+                    "{} output values for {} pictures",
+                    values.len(),
+                    group.len()
+                )));
             }
             let width = values.len() / group.len();
             rows.extend(values.chunks_exact(width).map(<[f32]>::to_vec));

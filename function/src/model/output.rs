@@ -96,9 +96,15 @@ pub fn probabilities(row: &[f32], kind: Option<OutputKind>) -> Vec<f32> {
 pub fn predict(head: &Head, probs: &[f32]) -> Prediction {
     match head {
         Head::Labels(labels) => {
-            let scores: Vec<(String, f32)> = labels.iter().cloned().zip(probs.iter().copied()).collect();
+            let scores: Vec<(String, f32)> =
+                labels.iter().cloned().zip(probs.iter().copied()).collect();
             let (label, confidence) = argmax(&scores);
-            Prediction { label, confidence, scores: Scores(scores), imagenet_top5: None }
+            Prediction {
+                label,
+                confidence,
+                scores: Scores(scores),
+                imagenet_top5: None,
+            }
         }
         Head::ImageNet { neither_below } => {
             let g = imagenet::group(probs);
@@ -113,7 +119,11 @@ pub fn predict(head: &Head, probs: &[f32]) -> Prediction {
             Prediction {
                 label: label.into(),
                 confidence,
-                scores: Scores(vec![("cat".into(), g.cat), ("dog".into(), g.dog), ("neither".into(), other)]),
+                scores: Scores(vec![
+                    ("cat".into(), g.cat),
+                    ("dog".into(), g.dog),
+                    ("neither".into(), other),
+                ]),
                 imagenet_top5: Some(top_k(probs, 5)),
             }
         }
@@ -167,7 +177,10 @@ mod tests {
         let p = predict(&head, &[0.3, 0.7]);
         assert_eq!(p.label, "dog");
         assert_eq!(p.confidence, 0.7);
-        assert_eq!(serde_json::to_string(&p.scores).unwrap(), r#"{"cat":0.3,"dog":0.7}"#);
+        assert_eq!(
+            serde_json::to_string(&p.scores).unwrap(),
+            r#"{"cat":0.3,"dog":0.7}"#
+        );
     }
 
     #[test]

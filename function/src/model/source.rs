@@ -17,7 +17,8 @@ pub const DEFAULT_MODEL_URL: &str =
 /// Size of [`DEFAULT_MODEL_URL`] in bytes.
 pub const DEFAULT_MODEL_SIZE: u64 = 553_437_328;
 /// SHA-256 of [`DEFAULT_MODEL_URL`].
-pub const DEFAULT_MODEL_SHA256: &str = "f20805a3ecccaa88647bbab4ad011ff2412a9838485ea844de0fcbce349820b9";
+pub const DEFAULT_MODEL_SHA256: &str =
+    "f20805a3ecccaa88647bbab4ad011ff2412a9838485ea844de0fcbce349820b9";
 
 /// Why a model could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -25,17 +26,27 @@ pub enum SourceError {
     #[error("invalid model URI {0:?}: expected s3://bucket/key, https://host/path or a file path")]
     InvalidUri(String),
     #[error("cannot read model file {path}: {source}")]
-    File { path: PathBuf, source: std::io::Error },
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot download model from {url}: {message}")]
     Http { url: String, message: String },
     #[error("cannot fetch model from {uri}: {message}")]
     S3 { uri: String, message: String },
     #[error("model from {uri} has SHA-256 {actual}, expected {expected}: refusing to use it")]
-    Sha256Mismatch { uri: String, expected: String, actual: String },
+    Sha256Mismatch {
+        uri: String,
+        expected: String,
+        actual: String,
+    },
     #[error("MODEL_SHA256 must be 64 hex digits (got {0:?})")]
     BadSha256(String),
     #[error("cannot write the model cache {path}: {source}")]
-    Cache { path: PathBuf, source: std::io::Error },
+    Cache {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A parsed model location.
@@ -56,9 +67,10 @@ impl FromStr for ModelUri {
         }
         if let Some(rest) = s.strip_prefix("s3://") {
             return match rest.split_once('/') {
-                Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => {
-                    Ok(Self::S3 { bucket: bucket.into(), key: key.into() })
-                }
+                Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => Ok(Self::S3 {
+                    bucket: bucket.into(),
+                    key: key.into(),
+                }),
                 _ => Err(SourceError::InvalidUri(s.into())),
             };
         }
@@ -122,13 +134,21 @@ pub fn normalize_sha256(s: &str) -> Result<String, SourceError> {
 }
 
 /// Fetches the model into memory and verifies `expected_sha256` if given.
-pub async fn fetch(uri: &ModelUri, expected_sha256: Option<&str>) -> Result<FetchedModel, SourceError> {
+pub async fn fetch(
+    uri: &ModelUri,
+    expected_sha256: Option<&str>,
+) -> Result<FetchedModel, SourceError> {
     let expected = expected_sha256.map(normalize_sha256).transpose()?;
     let started = Instant::now();
     let bytes = match uri {
-        ModelUri::File(path) => tokio::fs::read(path)
-            .await
-            .map_err(|source| SourceError::File { path: path.clone(), source })?,
+        ModelUri::File(path) => {
+            tokio::fs::read(path)
+                .await
+                .map_err(|source| SourceError::File {
+                    path: path.clone(),
+                    source,
+                })?
+        }
         ModelUri::Http(url) => fetch_http(url, &uri.to_string()).await?,
         ModelUri::S3 { bucket, key } => fetch_s3(bucket, key).await?,
     };
@@ -136,10 +156,19 @@ pub async fn fetch(uri: &ModelUri, expected_sha256: Option<&str>) -> Result<Fetc
     let sha256 = tokio::task::block_in_place(|| sha256_hex(&bytes));
     if let Some(expected) = expected {
         if expected != sha256 {
-            return Err(SourceError::Sha256Mismatch { uri: uri.to_string(), expected, actual: sha256 });
+            return Err(SourceError::Sha256Mismatch {
+                uri: uri.to_string(),
+                expected,
+                actual: sha256,
+            });
         }
     }
-    Ok(FetchedModel { bytes, sha256, uri: uri.to_string(), fetch_ms })
+    Ok(FetchedModel {
+        bytes,
+        sha256,
+        uri: uri.to_string(),
+        fetch_ms,
+    })
 }
 
 fn progress_bar(total: Option<u64>, what: &str) -> ProgressBar {
@@ -150,20 +179,29 @@ fn progress_bar(total: Option<u64>, what: &str) -> ProgressBar {
         None => ProgressBar::no_length(),
     };
     bar.set_style(
-        ProgressStyle::with_template("{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message(what.to_string());
     bar
 }
 
 async fn fetch_http(url: &str, shown: &str) -> Result<Vec<u8>, SourceError> {
-    let err = |message: String| SourceError::Http { url: shown.to_string(), message };
+    let err = |message: String| SourceError::Http {
+        url: shown.to_string(),
+        message,
+    };
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
         .build()
         .map_err(|e| err(e.to_string()))?;
-    let response = client.get(url).send().await.map_err(|e| err(error_chain(&e)))?;
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| err(error_chain(&e)))?;
     if !response.status().is_success() {
         return Err(err(format!("HTTP {}", response.status())));
     }
@@ -183,7 +221,9 @@ async fn fetch_http(url: &str, shown: &str) -> Result<Vec<u8>, SourceError> {
 /// `AWS_REGION`, `AWS_ENDPOINT_URL_S3`/`AWS_ENDPOINT_URL`). With a custom
 /// endpoint (MinIO, moto, …) path-style addressing is used, as those expect.
 pub async fn s3_client() -> aws_sdk_s3::Client {
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
     let mut builder = aws_sdk_s3::config::Builder::from(&shared).timeout_config(
         // A stalled server must not hang start-up for ever; a slow but
         // moving download of a large model is fine (no total deadline).
@@ -204,7 +244,10 @@ pub async fn s3_client() -> aws_sdk_s3::Client {
 
 async fn fetch_s3(bucket: &str, key: &str) -> Result<Vec<u8>, SourceError> {
     let uri = format!("s3://{bucket}/{key}");
-    let err = |message: String| SourceError::S3 { uri: uri.clone(), message };
+    let err = |message: String| SourceError::S3 {
+        uri: uri.clone(),
+        message,
+    };
     let client = s3_client().await;
     let object = client
         .get_object()
@@ -247,7 +290,10 @@ where
 
 /// Default cache folder for downloaded models (`$XDG_CACHE_HOME/catdog/models`).
 pub fn cache_dir() -> PathBuf {
-    dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("catdog").join("models")
+    dirs::cache_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("catdog")
+        .join("models")
 }
 
 /// The default VGG16: from the cache when present and intact, otherwise
@@ -266,10 +312,15 @@ pub async fn fetch_default(url: &str, cache: &Path) -> Result<FetchedModel, Sour
     let uri: ModelUri = url.parse()?;
     tracing::info!(url = %uri, "downloading the default model (ImageNet VGG16, 553 MB) once");
     let model = fetch(&uri, Some(DEFAULT_MODEL_SHA256)).await?;
-    let cache_err = |source| SourceError::Cache { path: file.clone(), source };
+    let cache_err = |source| SourceError::Cache {
+        path: file.clone(),
+        source,
+    };
     tokio::fs::create_dir_all(cache).await.map_err(cache_err)?;
     let part = file.with_extension("onnx.part");
-    tokio::fs::write(&part, &model.bytes).await.map_err(cache_err)?;
+    tokio::fs::write(&part, &model.bytes)
+        .await
+        .map_err(cache_err)?;
     tokio::fs::rename(&part, &file).await.map_err(cache_err)?;
     Ok(model)
 }
@@ -296,11 +347,23 @@ mod tests {
     fn parses_every_kind_of_uri() {
         assert_eq!(
             "s3://models/cats/v1.onnx".parse::<ModelUri>().unwrap(),
-            ModelUri::S3 { bucket: "models".into(), key: "cats/v1.onnx".into() }
+            ModelUri::S3 {
+                bucket: "models".into(),
+                key: "cats/v1.onnx".into()
+            }
         );
-        assert!(matches!("https://x.test/m.onnx".parse::<ModelUri>().unwrap(), ModelUri::Http(_)));
-        assert_eq!("file:///m.onnx".parse::<ModelUri>().unwrap(), ModelUri::File("/m.onnx".into()));
-        assert_eq!("./m.onnx".parse::<ModelUri>().unwrap(), ModelUri::File("./m.onnx".into()));
+        assert!(matches!(
+            "https://x.test/m.onnx".parse::<ModelUri>().unwrap(),
+            ModelUri::Http(_)
+        ));
+        assert_eq!(
+            "file:///m.onnx".parse::<ModelUri>().unwrap(),
+            ModelUri::File("/m.onnx".into())
+        );
+        assert_eq!(
+            "./m.onnx".parse::<ModelUri>().unwrap(),
+            ModelUri::File("./m.onnx".into())
+        );
         for bad in ["", "s3://bucket", "s3:///key", "ftp://x/y"] {
             assert!(bad.parse::<ModelUri>().is_err(), "{bad}");
         }
@@ -308,7 +371,9 @@ mod tests {
 
     #[test]
     fn display_hides_credentials_and_signatures() {
-        let uri: ModelUri = "https://user:pw@x.test/m.onnx?X-Amz-Signature=abc".parse().unwrap();
+        let uri: ModelUri = "https://user:pw@x.test/m.onnx?X-Amz-Signature=abc"
+            .parse()
+            .unwrap();
         assert_eq!(uri.to_string(), "https://x.test/m.onnx");
     }
 

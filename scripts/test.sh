@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The test command (`make test`; CI's .ci/run calls it): installs what is
+# missing, builds the fixtures, builds everything in one profile, runs all tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$SECONDS
+
+eval "$(scripts/setup.sh)"
+export CATDOG_DATA="${CATDOG_DATA:-$(cd .. && pwd)/shared/data}"
+[[ -d "$CATDOG_DATA/catsdogs" ]] || echo "test: shared data not found at $CATDOG_DATA: tests that need it will say 'skipped'"
+
+echo "== fixtures"
+"$CATDOG_PYTHON" tests/fixtures/make_fixtures.py target/fixtures "$CATDOG_DATA"
+
+echo "== build"
+cargo build --workspace --all-targets --locked
+
+echo "== tests"
+cargo test --workspace --locked --no-fail-fast
+
+echo "== all tests passed in $((SECONDS - start)) s"
