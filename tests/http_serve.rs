@@ -213,7 +213,9 @@ async fn every_request_form_gets_the_right_answer() {
         .starts_with("text/html"));
     let html = page.text().await.unwrap();
     assert!(
-        html.contains("<input") && html.contains("type=\"file\"") && html.contains("/predict"),
+        html.contains("<input")
+            && html.contains("type=\"file\"")
+            && html.contains("fetch(\"predict\""),
         "upload page lacks its form"
     );
     assert!(

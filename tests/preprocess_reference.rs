@@ -69,3 +69,45 @@ fn tensors_match_pil_numpy_reference() {
         );
     }
 }
+
+/// EXIF orientation is applied like PIL's `ImageOps.exif_transpose`: the
+/// fixture is stored 40×20 with orientation 6 (rotate 90° to view), so it is
+/// used as 20×40.
+#[test]
+fn exif_orientation_is_applied() {
+    let bytes = std::fs::read(fixture("images/red_exif_rot6.jpg")).unwrap();
+    let picture = decode_rgb(&bytes, DecodeLimits::default()).unwrap();
+    assert_eq!(picture.dimensions(), (20, 40));
+    let plain = decode_rgb(
+        &std::fs::read(fixture("images/red.jpg")).unwrap(),
+        DecodeLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(plain.dimensions(), (300, 200));
+}
+
+/// Every other accepted form becomes the same 8-bit RGB PIL's `convert("RGB")` gives.
+#[test]
+fn grayscale_16bit_palette_alpha_and_cmyk_become_rgb() {
+    let px = |name: &str| {
+        let p = decode_rgb(
+            &std::fs::read(fixture(&format!("images/{name}"))).unwrap(),
+            DecodeLimits::default(),
+        )
+        .unwrap();
+        *p.get_pixel(p.width() / 2, p.height() / 2)
+    };
+    assert_eq!(px("gray.png").0, [128, 128, 128]);
+    assert_eq!(px("red_palette.png").0, [204, 51, 51]); // PIL stored red in its web palette
+    assert_eq!(px("red_rgba.png").0, [220, 30, 30]);
+    // 40000/65535 of full scale ≈ 155.6. (Pillow's own convert("RGB") clips
+    // 16-bit grey to 255 here; we scale, which is what the picture means.)
+    let g16 = px("gray16.png").0;
+    assert!(g16.iter().all(|v| (155..=156).contains(v)), "{g16:?}");
+    let cmyk = px("red_cmyk.jpg").0;
+    assert!(
+        cmyk[0] > 180 && cmyk[1] < 80 && cmyk[2] < 80,
+        "CMYK red decoded as {cmyk:?}"
+    );
+    assert_eq!(px("anim_red_then_blue.gif").0, [220, 30, 30], "first frame");
+}
