@@ -132,9 +132,9 @@ pub async fn serve(args: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
     (proc, base)
 }
 
-/// Waits until `/health` says ok (the model loads in the background);
-/// panics at once with the reason if loading failed.
-pub async fn wait_ready(base: &str) {
+/// Polls `/health` until the model has settled (`ok` or `failed`); returns
+/// that status and, for `failed`, the reason.
+async fn settled_health(base: &str) -> (String, String) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let v: serde_json::Value = reqwest::get(format!("{base}/health"))
@@ -143,40 +143,35 @@ pub async fn wait_ready(base: &str) {
             .json()
             .await
             .unwrap();
-        match v["status"].as_str() {
-            Some("ok") => return,
-            Some("failed") => panic!("model failed to load: {}", v["reason"]),
-            _ => {}
+        if let Some(status @ ("ok" | "failed")) = v["status"].as_str() {
+            return (
+                status.to_string(),
+                v["reason"].as_str().unwrap_or("").to_string(),
+            );
         }
         assert!(
             Instant::now() < deadline,
-            "model not ready within 60 s: {v}"
+            "model neither ready nor failed within 60 s: {v}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
+/// Waits until `/health` says ok (the model loads in the background);
+/// panics at once with the reason if loading failed.
+pub async fn wait_ready(base: &str) {
+    let (status, reason) = settled_health(base).await;
+    assert_eq!(status, "ok", "model failed to load: {reason}");
+}
+
 /// Waits until `/health` says the model failed, and returns the reason.
 pub async fn wait_failed(base: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let v: serde_json::Value = reqwest::get(format!("{base}/health"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        match v["status"].as_str() {
-            Some("failed") => return v["reason"].as_str().unwrap().to_string(),
-            Some("ok") => panic!("the model loaded, but it should have been refused"),
-            _ => {}
-        }
-        assert!(
-            Instant::now() < deadline,
-            "model neither failed nor loaded within 60 s: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (status, reason) = settled_health(base).await;
+    assert_eq!(
+        status, "failed",
+        "the model loaded, but it should have been refused"
+    );
+    reason
 }
 
 /// Serves `bytes` at `http://127.0.0.1:PORT/PATH` until the handle is dropped.
