@@ -207,7 +207,7 @@ async fn fetch_http(url: &str, shown: &str) -> Result<Vec<u8>, SourceError> {
         .get(url)
         .send()
         .await
-        .map_err(|e| err(error_chain(&e)))?;
+        .map_err(|e| err(error_chain(&e.without_url())))?;
     if !response.status().is_success() {
         return Err(err(format!("HTTP {}", response.status())));
     }
@@ -215,7 +215,11 @@ async fn fetch_http(url: &str, shown: &str) -> Result<Vec<u8>, SourceError> {
     let bar = progress_bar(total, "downloading model");
     let mut bytes = Vec::with_capacity(total.unwrap_or(0).min(4 << 30) as usize);
     let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.try_next().await.map_err(|e| err(error_chain(&e)))? {
+    while let Some(chunk) = stream
+        .try_next()
+        .await
+        .map_err(|e| err(error_chain(&e.without_url())))?
+    {
         bytes.extend_from_slice(&chunk);
         bar.inc(chunk.len() as u64);
     }
