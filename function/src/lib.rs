@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod decode;
+pub mod finetune;
 pub mod http;
 pub mod model;
 pub mod preprocess;

@@ -49,6 +49,30 @@ enum Command {
     },
     /// Run as the AWS Lambda bootstrap (the default when AWS_LAMBDA_RUNTIME_API is set).
     Lambda,
+    /// Fine-tune a new head on DIR/train/<label>/* over a frozen ONNX base; writes one self-describing ONNX file.
+    Finetune {
+        /// Base classifier: s3://…, https://… or a path (its last layer must be Gemm/MatMul(+Add)).
+        #[arg(long)]
+        base: String,
+        /// Expected SHA-256 of the base.
+        #[arg(long)]
+        base_sha256: Option<String>,
+        /// Folder with train/<label>/* (and optionally valid/<label>/*).
+        #[arg(long)]
+        data: PathBuf,
+        /// Where to write the fine-tuned model.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        epochs: usize,
+        #[arg(long, default_value_t = 1e-4)]
+        lr: f32,
+        #[arg(long, default_value_t = 10)]
+        batch: usize,
+        /// Seed for weight initialisation and shuffling (same seed, same model).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -179,6 +203,29 @@ fn main() -> ExitCode {
             Command::Lambda => run_lambda(&cli).await,
             Command::Serve { host, port } => serve(&cli, host, *port).await,
             Command::Predict { json, paths } => predict(&cli, *json, paths).await,
+            Command::Finetune { base, base_sha256, data, out, epochs, lr, batch, seed } => {
+                let cfg = catdog::finetune::FinetuneConfig {
+                    base: base.clone(),
+                    base_sha256: base_sha256.clone(),
+                    data: data.clone(),
+                    out: out.clone(),
+                    train: catdog::finetune::train::TrainConfig { epochs: *epochs, lr: *lr, batch: *batch, seed: *seed },
+                    preprocessing: cli.model.preprocessing.clone().filter(|s| !s.is_empty()),
+                };
+                let summary = catdog::finetune::finetune(&cfg).await?;
+                let last = summary.history.last();
+                eprintln!(
+                    "finetune: wrote {} (labels {:?}, {} training pictures, {} skipped; final loss {:.4}, accuracy {:.1}%)",
+                    out.display(),
+                    summary.labels,
+                    summary.train_images,
+                    summary.skipped.len(),
+                    last.map_or(f32::NAN, |s| s.loss),
+                    last.map_or(f32::NAN, |s| s.accuracy * 100.0)
+                );
+                println!("{}", serde_json::to_string(&summary)?);
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {

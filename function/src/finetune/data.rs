@@ -1,0 +1,99 @@
+//! A labelled picture folder: `DIR/<split>/<label>/*`, labels from folder names.
+
+use std::path::{Path, PathBuf};
+
+/// Why a data folder cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{0}: no such folder (expected DIR/train/<label>/ with pictures)")]
+    Missing(PathBuf),
+    #[error("{0}: needs at least two class folders, found {1:?}")]
+    TooFewClasses(PathBuf, Vec<String>),
+    #[error("class folder {0} has no files")]
+    EmptyClass(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{split} has classes {found:?}, but train has {expected:?}")]
+    ClassMismatch {
+        split: String,
+        found: Vec<String>,
+        expected: Vec<String>,
+    },
+}
+
+/// Files of one split with their class index, and the sorted class names.
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub labels: Vec<String>,
+    pub files: Vec<(PathBuf, usize)>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
+    move |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Lists `dir`: one sub-folder per class (sorted by name), every file in it.
+pub fn list_split(dir: &Path) -> Result<Split, DataError> {
+    if !dir.is_dir() {
+        return Err(DataError::Missing(dir.to_path_buf()));
+    }
+    let mut labels: Vec<String> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    labels.sort();
+    if labels.len() < 2 {
+        return Err(DataError::TooFewClasses(dir.to_path_buf(), labels));
+    }
+    let mut files = Vec::new();
+    for (i, label) in labels.iter().enumerate() {
+        let class_dir = dir.join(label);
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&class_dir)
+            .map_err(io(&class_dir))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_file()
+                    && !p
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with('.'))
+            })
+            .collect();
+        if found.is_empty() {
+            return Err(DataError::EmptyClass(class_dir));
+        }
+        found.sort();
+        files.extend(found.into_iter().map(|p| (p, i)));
+    }
+    Ok(Split { labels, files })
+}
+
+/// `DIR/train` and, when present, `DIR/valid` (same classes required).
+pub fn list(dir: &Path) -> Result<(Split, Option<Split>), DataError> {
+    let train = list_split(&dir.join("train"))?;
+    let valid_dir = dir.join("valid");
+    let valid = if valid_dir.is_dir() {
+        let v = list_split(&valid_dir)?;
+        if v.labels != train.labels {
+            return Err(DataError::ClassMismatch {
+                split: "valid".into(),
+                found: v.labels,
+                expected: train.labels,
+            });
+        }
+        Some(v)
+    } else {
+        None
+    };
+    Ok((train, valid))
+}

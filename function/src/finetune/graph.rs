@@ -1,0 +1,335 @@
+//! Reading and editing the ONNX graph of a base classifier (with the
+//! `onnx-protobuf` message types): find the final layer, expose its input as
+//! the feature tensor, and write the model back with a new head.
+
+use onnx_protobuf::tensor_proto::DataType;
+use onnx_protobuf::{
+    AttributeProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto, TensorShapeProto,
+    TypeProto, ValueInfoProto,
+};
+use protobuf::Message;
+
+/// Why a base model cannot be fine-tuned.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    #[error("not a valid ONNX model: {0}")]
+    Parse(String),
+    #[error("the model has no graph or no output")]
+    Empty,
+    #[error("cannot find the final layer: {0}")]
+    NoHead(String),
+}
+
+/// The final layer found in a base graph.
+#[derive(Debug, Clone)]
+pub struct HeadInfo {
+    /// Tensor feeding the final layer: the features we train on.
+    pub feature: String,
+    /// For int8 graphs (QLinearMatMul): the features' scale and zero point.
+    pub quant: Option<(f32, i32)>,
+    /// Width of the feature vector.
+    pub feature_dim: usize,
+    /// Classes of the base head.
+    pub base_classes: usize,
+    /// Indices of the nodes that make up the head (replaced on export).
+    pub nodes: Vec<usize>,
+    /// Op of the final layer (`Gemm`, `MatMul`, `QLinearMatMul`).
+    pub op: String,
+}
+
+pub fn parse(bytes: &[u8]) -> Result<ModelProto, GraphError> {
+    ModelProto::parse_from_bytes(bytes).map_err(|e| GraphError::Parse(e.to_string()))
+}
+
+fn initializer<'a>(model: &'a ModelProto, name: &str) -> Option<&'a TensorProto> {
+    model.graph.initializer.iter().find(|t| t.name == name)
+}
+
+fn scalar_f32(t: &TensorProto) -> Option<f32> {
+    t.float_data.first().copied().or_else(|| {
+        t.raw_data
+            .get(..4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    })
+}
+
+fn scalar_zero_point(t: &TensorProto) -> Option<i32> {
+    t.int32_data.first().copied().or_else(|| {
+        let b = *t.raw_data.first()?;
+        Some(if t.data_type == DataType::INT8 as i32 {
+            i32::from(b as i8)
+        } else {
+            i32::from(b)
+        })
+    })
+}
+
+/// Walks back from the graph output through Softmax / DequantizeLinear /
+/// Identity / (QLinear)Add-with-a-constant to the Gemm, MatMul or
+/// QLinearMatMul whose weight is an initializer: that is the final layer, and
+/// its data input is the feature tensor (fc2's ReLU output for VGG16).
+pub fn find_head(model: &ModelProto) -> Result<HeadInfo, GraphError> {
+    let graph = model.graph.as_ref().ok_or(GraphError::Empty)?;
+    let out = graph.output.first().ok_or(GraphError::Empty)?;
+    let producer = |name: &str| {
+        graph
+            .node
+            .iter()
+            .position(|n| n.output.iter().any(|o| o == name))
+    };
+    let is_const = |name: &str| initializer(model, name).is_some();
+    let mut cur = out.name.clone();
+    let mut nodes = Vec::new();
+    for _ in 0..8 {
+        let idx = producer(&cur)
+            .ok_or_else(|| GraphError::NoHead(format!("no node produces `{cur}`")))?;
+        let n = &graph.node[idx];
+        nodes.push(idx);
+        match n.op_type.as_str() {
+            "Softmax" | "DequantizeLinear" | "Identity" => cur = n.input[0].clone(),
+            "Add" => {
+                cur = match (is_const(&n.input[0]), is_const(&n.input[1])) {
+                    (false, true) => n.input[0].clone(),
+                    (true, false) => n.input[1].clone(),
+                    _ => return Err(GraphError::NoHead("the last Add does not add a constant bias".into())),
+                }
+            }
+            "QLinearAdd" => {
+                cur = match (is_const(&n.input[0]), is_const(&n.input[3])) {
+                    (false, true) => n.input[0].clone(),
+                    (true, false) => n.input[3].clone(),
+                    _ => return Err(GraphError::NoHead("the last QLinearAdd does not add a constant bias".into())),
+                }
+            }
+            "Gemm" | "MatMul" => {
+                let w = initializer(model, &n.input[1])
+                    .ok_or_else(|| GraphError::NoHead(format!("{}'s weight is not a constant", n.op_type)))?;
+                let trans_b = n.attribute.iter().any(|a| a.name == "transB" && a.i == 1);
+                let (f, c) = match (w.dims.as_slice(), trans_b) {
+                    ([c, f], true) | ([f, c], false) => (*f as usize, *c as usize),
+                    _ => return Err(GraphError::NoHead(format!("weight of rank {}", w.dims.len()))),
+                };
+                return Ok(HeadInfo { feature: n.input[0].clone(), quant: None, feature_dim: f, base_classes: c, nodes, op: n.op_type.clone() });
+            }
+            "QLinearMatMul" => {
+                let w = initializer(model, &n.input[3]).ok_or_else(|| GraphError::NoHead("QLinearMatMul weight is not a constant".into()))?;
+                let scale = initializer(model, &n.input[1]).and_then(scalar_f32);
+                let zp = initializer(model, &n.input[2]).and_then(scalar_zero_point);
+                let (Some(scale), Some(zp), [f, c]) = (scale, zp, w.dims.as_slice()) else {
+                    return Err(GraphError::NoHead("QLinearMatMul without constant per-tensor input scale/zero point".into()));
+                };
+                return Ok(HeadInfo {
+                    feature: n.input[0].clone(),
+                    quant: Some((scale, zp)),
+                    feature_dim: *f as usize,
+                    base_classes: *c as usize,
+                    nodes,
+                    op: n.op_type.clone(),
+                });
+            }
+            other => {
+                return Err(GraphError::NoHead(format!(
+                    "the output comes from {other}; expected a Gemm/MatMul(+Add)(+Softmax) classifier layer"
+                )))
+            }
+        }
+    }
+    Err(GraphError::NoHead(
+        "no Gemm/MatMul within 8 nodes of the output".into(),
+    ))
+}
+
+fn tensor_value_info(
+    name: &str,
+    elem: DataType,
+    dims: Option<Vec<(Option<i64>, String)>>,
+) -> ValueInfoProto {
+    let mut tensor = onnx_protobuf::type_proto::Tensor::new();
+    tensor.elem_type = elem as i32;
+    if let Some(dims) = dims {
+        let mut shape = TensorShapeProto::new();
+        for (v, p) in dims {
+            let mut d = onnx_protobuf::tensor_shape_proto::Dimension::new();
+            match v {
+                Some(v) => d.set_dim_value(v),
+                None => d.set_dim_param(p),
+            }
+            shape.dim.push(d);
+        }
+        tensor.shape = protobuf::MessageField::some(shape);
+    }
+    let mut ty = TypeProto::new();
+    ty.set_tensor_type(tensor);
+    let mut vi = ValueInfoProto::new();
+    vi.name = name.to_string();
+    vi.type_ = protobuf::MessageField::some(ty);
+    vi
+}
+
+/// A copy of the model that also outputs the feature tensor.
+pub fn with_feature_output(model: &ModelProto, head: &HeadInfo) -> Result<Vec<u8>, GraphError> {
+    let mut m = model.clone();
+    let elem = if head.quant.is_some() {
+        DataType::UINT8
+    } else {
+        DataType::FLOAT
+    };
+    m.graph
+        .mut_or_insert_default()
+        .output
+        .push(tensor_value_info(&head.feature, elem, None));
+    m.write_to_bytes()
+        .map_err(|e| GraphError::Parse(e.to_string()))
+}
+
+fn float_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.to_string();
+    t.dims = dims.to_vec();
+    t.data_type = DataType::FLOAT as i32;
+    t.raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    t
+}
+
+fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+    let mut n = NodeProto::new();
+    n.op_type = op.to_string();
+    n.name = format!("catdog_head_{}", op.to_lowercase());
+    n.input = inputs.iter().map(|s| s.to_string()).collect();
+    n.output = vec![output.to_string()];
+    n.attribute = attrs;
+    n
+}
+
+fn int_attr(name: &str, v: i64) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.to_string();
+    a.type_ = protobuf::EnumOrUnknown::new(onnx_protobuf::attribute_proto::AttributeType::INT);
+    a.i = v;
+    a
+}
+
+/// The base model with its head replaced by `Gemm(weights [F×C], bias [C])
+/// + Softmax` (after a DequantizeLinear of the features for int8 graphs),
+/// keeping the output name, plus `metadata` (replacing keys of the same name).
+/// Initializers used only by the old head are dropped; all others are kept
+/// untouched.
+pub fn replace_head(
+    model: &ModelProto,
+    head: &HeadInfo,
+    weights: &[f32],
+    bias: &[f32],
+    metadata: &[(&str, String)],
+) -> Result<Vec<u8>, GraphError> {
+    let classes = bias.len();
+    assert_eq!(weights.len(), head.feature_dim * classes, "weights are F×C");
+    let mut m = model.clone();
+    let g = m.graph.mut_or_insert_default();
+    let out_name = g.output[0].name.clone();
+    let first_dim = g.output[0].type_.as_ref().and_then(|t| {
+        t.tensor_type()
+            .shape
+            .as_ref()
+            .and_then(|s| s.dim.first().cloned())
+    });
+
+    let removed: Vec<NodeProto> = head.nodes.iter().map(|&i| g.node[i].clone()).collect();
+    let mut keep = Vec::with_capacity(g.node.len());
+    for (i, n) in std::mem::take(&mut g.node).into_iter().enumerate() {
+        if !head.nodes.contains(&i) {
+            keep.push(n);
+        }
+    }
+    g.node = keep;
+    let still_used: std::collections::HashSet<String> = g
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .collect();
+    let head_inputs: std::collections::HashSet<String> = removed
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .collect();
+    g.initializer
+        .retain(|t| still_used.contains(&t.name) || !head_inputs.contains(&t.name));
+
+    let mut features = head.feature.clone();
+    if let Some((scale, zp)) = head.quant {
+        let scale_name = "catdog_head.features_scale";
+        let zp_name = "catdog_head.features_zero_point";
+        g.initializer.push(float_tensor(scale_name, &[], &[scale]));
+        let mut z = TensorProto::new();
+        z.name = zp_name.to_string();
+        z.data_type = DataType::UINT8 as i32;
+        z.raw_data = vec![zp as u8];
+        g.initializer.push(z);
+        g.node.push(node(
+            "DequantizeLinear",
+            &[&head.feature, scale_name, zp_name],
+            "catdog_head.features",
+            vec![],
+        ));
+        features = "catdog_head.features".to_string();
+    }
+    g.initializer.push(float_tensor(
+        "catdog_head.weight",
+        &[head.feature_dim as i64, classes as i64],
+        weights,
+    ));
+    g.initializer
+        .push(float_tensor("catdog_head.bias", &[classes as i64], bias));
+    g.node.push(node(
+        "Gemm",
+        &[&features, "catdog_head.weight", "catdog_head.bias"],
+        "catdog_head.logits",
+        vec![],
+    ));
+    g.node.push(node(
+        "Softmax",
+        &["catdog_head.logits"],
+        &out_name,
+        vec![int_attr("axis", 1)],
+    ));
+    let batch = first_dim.map(|d| {
+        if d.has_dim_value() {
+            (Some(d.dim_value()), String::new())
+        } else if d.has_dim_param() {
+            (None, d.dim_param().to_string())
+        } else {
+            (None, "N".to_string())
+        }
+    });
+    g.output[0] = tensor_value_info(
+        &out_name,
+        DataType::FLOAT,
+        Some(vec![
+            batch.unwrap_or((None, "N".into())),
+            (Some(classes as i64), String::new()),
+        ]),
+    );
+    // Value infos of the removed tensors would now be stale.
+    let removed_outputs: std::collections::HashSet<String> = removed
+        .iter()
+        .flat_map(|n| n.output.iter().cloned())
+        .collect();
+    g.value_info.retain(|v| !removed_outputs.contains(&v.name));
+
+    for (k, v) in metadata {
+        m.metadata_props.retain(|p| p.key != *k);
+        let mut p = StringStringEntryProto::new();
+        p.key = k.to_string();
+        p.value = v.clone();
+        m.metadata_props.push(p);
+    }
+    m.write_to_bytes()
+        .map_err(|e| GraphError::Parse(e.to_string()))
+}
+
+/// Existing metadata value of a model.
+pub fn metadata(model: &ModelProto, key: &str) -> Option<String> {
+    model
+        .metadata_props
+        .iter()
+        .find(|p| p.key == key)
+        .map(|p| p.value.clone())
+}

@@ -1,0 +1,380 @@
+//! `catdog finetune` on real photos (MobileNetV2 int8 base) and on a
+//! VGG16-shaped model: better than zero-shot, only the head changed, the
+//! written model serves, bad data is reported.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use catdog::finetune::graph;
+use catdog_tests::*;
+use image::ImageFormat;
+use protobuf::Message;
+use serde_json::Value;
+
+fn run(args: &[&str]) -> Output {
+    Command::new(catdog_bin())
+        .args(args)
+        .env_remove("MODEL_URI")
+        .output()
+        .unwrap()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("catdog-ft-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `catdog predict --json` labels by file name.
+fn predict(model: &Path, dir: &Path) -> BTreeMap<String, String> {
+    let out = run(&[
+        "predict",
+        "--json",
+        "--model",
+        model.to_str().unwrap(),
+        dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["file"].as_str().unwrap().to_string(),
+                v["label"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn accuracy(answers: &BTreeMap<String, String>) -> (usize, usize) {
+    let right = answers
+        .iter()
+        .filter(|(f, l)| {
+            Path::new(f)
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                == l.as_str()
+        })
+        .count();
+    (right, answers.len())
+}
+
+#[test]
+fn mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves() {
+    let Some(data) =
+        shared_data("mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves")
+    else {
+        return;
+    };
+    let base = data.join("models/mobilenetv2-12-int8.onnx");
+    let out_dir = tmp("mobilenet");
+    let out = out_dir.join("catdog-mobilenet.onnx");
+    let photos = data.join("catsdogs");
+    let args = [
+        "finetune",
+        "--base",
+        base.to_str().unwrap(),
+        "--preprocessing",
+        "torch",
+        "--data",
+        photos.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "10",
+        "--lr",
+        "1e-3",
+        "--seed",
+        "1",
+    ];
+    let res = run(&args);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        stderr.contains("epoch  10: loss"),
+        "per-epoch figures are printed: {stderr}"
+    );
+    let summary: Value = serde_json::from_slice(&res.stdout).unwrap();
+    assert_eq!(summary["labels"], serde_json::json!(["cat", "dog"]));
+    assert_eq!(summary["train_images"], 94);
+    assert_eq!(summary["feature_dim"], 1280);
+
+    // deterministic: same seed, same bytes
+    let again = out_dir.join("again.onnx");
+    let mut args2 = args;
+    args2[8] = again.to_str().unwrap();
+    assert!(run(&args2).status.success());
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(&again).unwrap(),
+        "--seed makes the model file reproducible"
+    );
+
+    // at least as good as zero-shot ImageNet groups on test/
+    let test = data.join("catsdogs/test");
+    let (tuned, n) = accuracy(&predict(&out, &test));
+    let reference: Value =
+        serde_json::from_slice(&std::fs::read(fixture("mobilenet_reference.json")).unwrap())
+            .unwrap();
+    let zero_shot = reference
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, v)| {
+            k.starts_with("test/")
+                && ((v["cat"].as_f64() >= v["dog"].as_f64()) == k.starts_with("test/cat"))
+        })
+        .count();
+    println!("test/ accuracy: fine-tuned {tuned}/{n}, zero-shot ImageNet groups {zero_shot}/{n}");
+    assert_eq!(n, 46);
+    assert!(
+        tuned >= zero_shot,
+        "fine-tuned {tuned}/46 < zero-shot {zero_shot}/46"
+    );
+
+    // only the head changed: every other initializer byte-identical
+    let before = graph::parse(&std::fs::read(&base).unwrap()).unwrap();
+    let after = graph::parse(&std::fs::read(&out).unwrap()).unwrap();
+    let head = graph::find_head(&before).unwrap();
+    let head_inputs: HashSet<String> = head
+        .nodes
+        .iter()
+        .flat_map(|&i| before.graph.node[i].input.iter().cloned())
+        .collect();
+    let after_inits: BTreeMap<&str, Vec<u8>> = after
+        .graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t.write_to_bytes().unwrap()))
+        .collect();
+    let mut kept = 0;
+    for t in &before.graph.initializer {
+        match after_inits.get(t.name.as_str()) {
+            Some(bytes) => {
+                assert_eq!(
+                    bytes,
+                    &t.write_to_bytes().unwrap(),
+                    "initializer {} changed",
+                    t.name
+                );
+                kept += 1;
+            }
+            None => assert!(
+                head_inputs.contains(&t.name),
+                "{} was removed but is not part of the head",
+                t.name
+            ),
+        }
+    }
+    assert!(
+        kept >= before.graph.initializer.len() - 10,
+        "kept {kept} of {}",
+        before.graph.initializer.len()
+    );
+    let body_nodes = before.graph.node.len() - head.nodes.len();
+    assert_eq!(
+        &after.graph.node[..body_nodes],
+        &before.graph.node[..body_nodes],
+        "the frozen body is untouched"
+    );
+
+    // and it serves with the same answers `predict` gave
+    let (_p, base_url) = tokio_block(serve(&["--model", out.to_str().unwrap()], &[]));
+    tokio_block(wait_ready(&base_url));
+    let m: Value = tokio_block(async {
+        reqwest::get(format!("{base_url}/model"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(m["labels"], serde_json::json!(["cat", "dog"]));
+    assert_eq!(m["contract_source"]["preprocessing"], "metadata");
+    assert_eq!(m["output"]["kind"], "probabilities");
+    let answers = predict(&out, &test);
+    for (file, label) in answers.iter().take(12) {
+        let bytes = std::fs::read(file).unwrap();
+        let v: Value = tokio_block(async {
+            reqwest::Client::new()
+                .post(format!("{base_url}/predict"))
+                .header("content-type", "image/jpeg")
+                .body(bytes)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        });
+        assert_eq!(v["label"].as_str().unwrap(), label, "{file}");
+    }
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+fn tokio_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Reddish "cats" and bluish "dogs" with varied shades and sizes.
+fn colour_dataset(root: &Path, per_class: usize, seed: u32) {
+    for (label, base) in [("cat", [200u8, 40, 40]), ("dog", [40u8, 40, 200])] {
+        let dir = root.join(label);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let k = (i as u32 * 37 + seed * 11) % 50;
+            let rgb = [
+                base[0].saturating_sub(k as u8),
+                base[1] + (k as u8 / 2),
+                base[2].saturating_sub((k as u8) / 3),
+            ];
+            let w = 120 + (i as u32 * 13 % 200);
+            std::fs::write(
+                dir.join(format!("{label}{i:03}.png")),
+                solid(rgb, w, 150, ImageFormat::Png),
+            )
+            .unwrap();
+        }
+    }
+}
+
+#[test]
+fn vgg_shaped_model_goes_through_finetune_predict_and_serve() {
+    let root = tmp("vgg");
+    colour_dataset(&root.join("train"), 12, 1);
+    colour_dataset(&root.join("valid"), 4, 2);
+    colour_dataset(&root.join("test"), 6, 3);
+    let out = root.join("vgg-catdog.onnx");
+    let res = run(&[
+        "finetune",
+        "--base",
+        fixture("tiny_vgg.onnx").to_str().unwrap(),
+        "--data",
+        root.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "30",
+        "--lr",
+        "1e-2",
+        "--batch",
+        "8",
+    ]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&res.stdout).unwrap();
+    assert_eq!(
+        summary["feature_tensor"], "fc2_relu",
+        "the tensor feeding the last Gemm: fc2's ReLU output"
+    );
+    assert_eq!(summary["feature_dim"], 32);
+    assert_eq!(summary["valid_images"], 8);
+    assert!(
+        summary["history"][29]["valid_accuracy"].as_f64().unwrap() >= 0.99,
+        "{}",
+        summary["history"][29]
+    );
+    let (right, n) = accuracy(&predict(&out, &root.join("test")));
+    assert_eq!((right, n), (12, 12));
+    let model = graph::parse(&std::fs::read(&out).unwrap()).unwrap();
+    let meta = |k: &str| graph::metadata(&model, k).unwrap();
+    assert_eq!(meta("labels"), r#"["cat","dog"]"#);
+    assert!(meta("preprocessing").contains("\"preset\":\"caffe\""));
+    assert!(meta("catdog_training").contains("\"history\""));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn bad_data_gets_clear_messages_and_unusable_files_are_skipped_and_counted() {
+    let base = fixture("tiny_vgg.onnx");
+    let ft = |root: &Path| {
+        run(&[
+            "finetune",
+            "--base",
+            base.to_str().unwrap(),
+            "--data",
+            root.to_str().unwrap(),
+            "--out",
+            root.join("m.onnx").to_str().unwrap(),
+            "--epochs",
+            "2",
+        ])
+    };
+    let err = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    let root = tmp("empty");
+    colour_dataset(&root.join("train"), 3, 1);
+    std::fs::create_dir_all(root.join("train/bird")).unwrap();
+    let o = ft(&root);
+    assert!(!o.status.success());
+    assert!(
+        err(&o).contains("class folder")
+            && err(&o).contains("bird")
+            && err(&o).contains("has no files"),
+        "{}",
+        err(&o)
+    );
+
+    let root = tmp("single");
+    colour_dataset(&root.join("train"), 3, 1);
+    std::fs::remove_dir_all(root.join("train/dog")).unwrap();
+    let o = ft(&root);
+    assert!(!o.status.success());
+    assert!(
+        err(&o).contains("needs at least two class folders"),
+        "{}",
+        err(&o)
+    );
+
+    let root = tmp("nodata");
+    let o = ft(&root);
+    assert!(err(&o).contains("no such folder"), "{}", err(&o));
+
+    let root = tmp("junk");
+    colour_dataset(&root.join("train"), 4, 1);
+    std::fs::write(root.join("train/cat/notes.txt"), "not a picture").unwrap();
+    let jpg = std::fs::read(fixture("images/red.jpg")).unwrap();
+    std::fs::write(root.join("train/dog/corrupt.jpg"), &jpg[..jpg.len() / 2]).unwrap();
+    let o = ft(&root);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(err(&o).contains("skipped 2 file(s)"), "{}", err(&o));
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["skipped"].as_array().unwrap().len(), 2);
+    assert_eq!(summary["train_images"], 8);
+
+    // every picture of a class unusable: refused, not a silently one-sided model
+    let root = tmp("allbad");
+    colour_dataset(&root.join("train"), 2, 1);
+    for f in std::fs::read_dir(root.join("train/dog")).unwrap() {
+        std::fs::write(f.unwrap().path(), b"garbage").unwrap();
+    }
+    let o = ft(&root);
+    assert!(!o.status.success());
+    assert!(
+        err(&o).contains("class `dog` has no usable pictures"),
+        "{}",
+        err(&o)
+    );
+}
