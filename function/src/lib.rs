@@ -9,8 +9,10 @@
 
 pub mod app;
 pub mod decode;
+pub mod eval;
 pub mod finetune;
 pub mod http;
+pub mod plot;
 pub mod model;
 pub mod preprocess;
 pub mod resize;

@@ -49,6 +49,17 @@ enum Command {
     },
     /// Run as the AWS Lambda bootstrap (the default when AWS_LAMBDA_RUNTIME_API is set).
     Lambda,
+    /// Score a model (--model / MODEL_URI) on DIR/<label>/*: accuracy, precision/recall, confusion matrix (table + PNG).
+    Eval {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Where to write the confusion-matrix PNG.
+        #[arg(long, default_value = "confusion.png")]
+        png: PathBuf,
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Fine-tune a new head on DIR/train/<label>/* over a frozen ONNX base; writes one self-describing ONNX file.
     Finetune {
         /// Base classifier: s3://…, https://… or a path (its last layer must be Gemm/MatMul(+Add)).
@@ -185,7 +196,7 @@ fn main() -> ExitCode {
         // must not become part of the path. Set before any thread starts.
         std::env::set_var("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true");
     }
-    let level = if matches!(command, Command::Predict { .. }) {
+    let level = if matches!(command, Command::Predict { .. } | Command::Finetune { .. } | Command::Eval { .. }) {
         "warn"
     } else {
         "info"
@@ -203,6 +214,22 @@ fn main() -> ExitCode {
             Command::Lambda => run_lambda(&cli).await,
             Command::Serve { host, port } => serve(&cli, host, *port).await,
             Command::Predict { json, paths } => predict(&cli, *json, paths).await,
+            Command::Eval { json, png, dir } => {
+                let classifier = load_classifier(&cli.model_config()).await.context("loading the model")?;
+                let batch = cli.limits().max_batch;
+                let dir = dir.clone();
+                let report = tokio::task::spawn_blocking(move || catdog::eval::evaluate(&classifier, &dir, batch)).await??;
+                if *json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    print!("{}", report.table());
+                }
+                match catdog::plot::confusion_matrix(&report.labels, &report.predicted_labels, &report.confusion, png) {
+                    Ok(()) => eprintln!("eval: confusion matrix written to {}", png.display()),
+                    Err(e) => eprintln!("eval: could not write {}: {e}", png.display()),
+                }
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Finetune { base, base_sha256, data, out, epochs, lr, batch, seed } => {
                 let cfg = catdog::finetune::FinetuneConfig {
                     base: base.clone(),
@@ -223,6 +250,11 @@ fn main() -> ExitCode {
                     last.map_or(f32::NAN, |s| s.loss),
                     last.map_or(f32::NAN, |s| s.accuracy * 100.0)
                 );
+                let png = out.with_extension("training.png");
+                match catdog::plot::training_curves(&summary.history, &png) {
+                    Ok(()) => eprintln!("finetune: training curves written to {}", png.display()),
+                    Err(e) => eprintln!("finetune: could not write {}: {e}", png.display()),
+                }
                 println!("{}", serde_json::to_string(&summary)?);
                 Ok(ExitCode::SUCCESS)
             }
