@@ -209,17 +209,37 @@ fn mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves() {
     assert_eq!(m["output"]["kind"], "probabilities");
     // `catdog eval` on test/: its answers are what the server answers, file by file
     let png = out_dir.join("confusion.png");
-    let ev = run(&["eval", "--json", "--png", png.to_str().unwrap(), "--model", out.to_str().unwrap(), test.to_str().unwrap()]);
-    assert!(ev.status.success(), "{}", String::from_utf8_lossy(&ev.stderr));
+    let ev = run(&[
+        "eval",
+        "--json",
+        "--png",
+        png.to_str().unwrap(),
+        "--model",
+        out.to_str().unwrap(),
+        test.to_str().unwrap(),
+    ]);
+    assert!(
+        ev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ev.stderr)
+    );
     let report: Value = serde_json::from_slice(&ev.stdout).unwrap();
     assert_eq!(report["total"], 46);
-    assert_eq!(report["correct"].as_u64().unwrap() as usize, tuned, "eval and predict agree");
+    assert_eq!(
+        report["correct"].as_u64().unwrap() as usize,
+        tuned,
+        "eval and predict agree"
+    );
     assert_eq!(report["confusion"].as_array().unwrap().len(), 2);
-    assert_eq!(report["misclassified"].as_array().unwrap().len(), 46 - tuned);
+    assert_eq!(
+        report["misclassified"].as_array().unwrap().len(),
+        46 - tuned
+    );
     assert!(report["per_class"][0]["recall"].as_f64().is_some());
     let cm = image::open(&png).expect("confusion matrix PNG");
     assert!(cm.width() > 200 && cm.height() > 150);
-    let curves = image::open(out.with_extension("training.png")).expect("training curves PNG next to the model");
+    let curves = image::open(out.with_extension("training.png"))
+        .expect("training curves PNG next to the model");
     assert!(curves.width() > 400);
     for a in report["answers"].as_array().unwrap() {
         let file = a["file"].as_str().unwrap();
@@ -237,7 +257,10 @@ fn mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves() {
                 .unwrap()
         });
         assert_eq!(v["label"], a["predicted"], "{file}");
-        assert!((v["confidence"].as_f64().unwrap() - a["confidence"].as_f64().unwrap()).abs() < 1e-5, "{file}");
+        assert!(
+            (v["confidence"].as_f64().unwrap() - a["confidence"].as_f64().unwrap()).abs() < 1e-5,
+            "{file}"
+        );
     }
     let _ = std::fs::remove_dir_all(&out_dir);
 }

@@ -64,7 +64,11 @@ pub struct EvalReport {
 }
 
 /// Scores `classifier` on every picture under `dir/<label>/`.
-pub fn evaluate(classifier: &Classifier, dir: &Path, batch: usize) -> Result<EvalReport, EvalError> {
+pub fn evaluate(
+    classifier: &Classifier,
+    dir: &Path,
+    batch: usize,
+) -> Result<EvalReport, EvalError> {
     let split = data::list_split(dir)?;
     let cols = classifier.info().labels.clone();
     let mut confusion = vec![vec![0usize; cols.len()]; split.labels.len()];
@@ -74,7 +78,10 @@ pub fn evaluate(classifier: &Classifier, dir: &Path, batch: usize) -> Result<Eva
         let mut pictures = Vec::new();
         let mut which = Vec::new();
         for (file, label) in chunk {
-            match std::fs::read(file).map_err(|e| e.to_string()).and_then(|b| decode_rgb(&b, DecodeLimits::default()).map_err(|e| e.to_string())) {
+            match std::fs::read(file)
+                .map_err(|e| e.to_string())
+                .and_then(|b| decode_rgb(&b, DecodeLimits::default()).map_err(|e| e.to_string()))
+            {
                 Ok(p) => {
                     pictures.push(p);
                     which.push((file, *label));
@@ -113,7 +120,11 @@ pub fn evaluate(classifier: &Classifier, dir: &Path, batch: usize) -> Result<Eva
             ClassStats {
                 label: label.clone(),
                 precision: (predicted > 0).then(|| tp as f64 / predicted as f64),
-                recall: if support > 0 { tp as f64 / support as f64 } else { 0.0 },
+                recall: if support > 0 {
+                    tp as f64 / support as f64
+                } else {
+                    0.0
+                },
                 support,
             }
         })
@@ -121,7 +132,12 @@ pub fn evaluate(classifier: &Classifier, dir: &Path, batch: usize) -> Result<Eva
     let misclassified = answers
         .iter()
         .filter(|a| a.label != a.predicted)
-        .map(|a| Miss { file: a.file.clone(), label: a.label.clone(), predicted: a.predicted.clone(), confidence: a.confidence })
+        .map(|a| Miss {
+            file: a.file.clone(),
+            label: a.label.clone(),
+            predicted: a.predicted.clone(),
+            confidence: a.confidence,
+        })
         .collect();
     Ok(EvalReport {
         model: classifier.info().uri.clone(),
@@ -144,13 +160,31 @@ impl EvalReport {
         use std::fmt::Write;
         let mut s = String::new();
         let _ = writeln!(s, "model: {}", self.model);
-        let _ = writeln!(s, "accuracy: {}/{} = {:.1}%", self.correct, self.total, self.accuracy * 100.0);
-        let _ = writeln!(s, "\n{:<12} {:>9} {:>7} {:>8}", "class", "precision", "recall", "support");
+        let _ = writeln!(
+            s,
+            "accuracy: {}/{} = {:.1}%",
+            self.correct,
+            self.total,
+            self.accuracy * 100.0
+        );
+        let _ = writeln!(
+            s,
+            "\n{:<12} {:>9} {:>7} {:>8}",
+            "class", "precision", "recall", "support"
+        );
         for c in &self.per_class {
             let p = c.precision.map_or("-".to_string(), |p| format!("{:.3}", p));
-            let _ = writeln!(s, "{:<12} {:>9} {:>7.3} {:>8}", c.label, p, c.recall, c.support);
+            let _ = writeln!(
+                s,
+                "{:<12} {:>9} {:>7.3} {:>8}",
+                c.label, p, c.recall, c.support
+            );
         }
-        let _ = write!(s, "\nconfusion (rows: true, columns: predicted)\n{:<12}", "");
+        let _ = write!(
+            s,
+            "\nconfusion (rows: true, columns: predicted)\n{:<12}",
+            ""
+        );
         for c in &self.predicted_labels {
             let _ = write!(s, " {c:>8}");
         }
@@ -165,11 +199,20 @@ impl EvalReport {
         if !self.misclassified.is_empty() {
             let _ = writeln!(s, "\nmisclassified ({}):", self.misclassified.len());
             for m in &self.misclassified {
-                let _ = writeln!(s, "  {}  true {} predicted {} ({:.3})", m.file, m.label, m.predicted, m.confidence);
+                let _ = writeln!(
+                    s,
+                    "  {}  true {} predicted {} ({:.3})",
+                    m.file, m.label, m.predicted, m.confidence
+                );
             }
         }
         if !self.skipped.is_empty() {
-            let _ = writeln!(s, "\nskipped ({}): {}", self.skipped.len(), self.skipped.join("; "));
+            let _ = writeln!(
+                s,
+                "\nskipped ({}): {}",
+                self.skipped.len(),
+                self.skipped.join("; ")
+            );
         }
         s
     }

@@ -60,6 +60,13 @@ enum Command {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+    /// Upload a model to S3 (multipart, SHA-256 checked per part); prints MODEL_URI and MODEL_SHA256.
+    /// The file is given with --model FILE.
+    Upload {
+        /// s3://bucket/key
+        #[arg(long)]
+        to: String,
+    },
     /// Fine-tune a new head on DIR/train/<label>/* over a frozen ONNX base; writes one self-describing ONNX file.
     Finetune {
         /// Base classifier: s3://…, https://… or a path (its last layer must be Gemm/MatMul(+Add)).
@@ -196,7 +203,13 @@ fn main() -> ExitCode {
         // must not become part of the path. Set before any thread starts.
         std::env::set_var("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true");
     }
-    let level = if matches!(command, Command::Predict { .. } | Command::Finetune { .. } | Command::Eval { .. }) {
+    let level = if matches!(
+        command,
+        Command::Predict { .. }
+            | Command::Finetune { .. }
+            | Command::Eval { .. }
+            | Command::Upload { .. }
+    ) {
         "warn"
     } else {
         "info"
@@ -214,6 +227,13 @@ fn main() -> ExitCode {
             Command::Lambda => run_lambda(&cli).await,
             Command::Serve { host, port } => serve(&cli, host, *port).await,
             Command::Predict { json, paths } => predict(&cli, *json, paths).await,
+            Command::Upload { to } => {
+                let Some(file) = cli.model.uri.as_deref() else { bail!("say which file to upload: --model FILE") };
+                let p = catdog::model::publish::upload(std::path::Path::new(file), to).await?;
+                eprintln!("upload: {} bytes in {} part(s) to {}", p.bytes, p.parts, p.uri);
+                println!("MODEL_URI={}\nMODEL_SHA256={}", p.uri, p.sha256);
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Eval { json, png, dir } => {
                 let classifier = load_classifier(&cli.model_config()).await.context("loading the model")?;
                 let batch = cli.limits().max_batch;

@@ -31,7 +31,10 @@ fn font() -> bool {
                 }
             }
         }
-        tracing::warn!("no TrueType font found ({}): charts are drawn without text", FONT_PATHS.join(", "));
+        tracing::warn!(
+            "no TrueType font found ({}): charts are drawn without text",
+            FONT_PATHS.join(", ")
+        );
         false
     })
 }
@@ -49,48 +52,93 @@ pub fn training_curves(history: &[EpochStats], path: &Path) -> PlotResult {
     root.fill(&WHITE).map_err(err)?;
     let (left, right) = root.split_horizontally(450);
     let n = history.len().max(1) as f32;
-    let max_loss = history.iter().flat_map(|h| [Some(h.loss), h.valid_loss]).flatten().fold(0.1f32, f32::max) * 1.1;
+    let max_loss = history
+        .iter()
+        .flat_map(|h| [Some(h.loss), h.valid_loss])
+        .flatten()
+        .fold(0.1f32, f32::max)
+        * 1.1;
     for (area, title, ymax, pick_train, pick_valid) in [
-        (&left, "loss", max_loss, (|h: &EpochStats| h.loss) as fn(&EpochStats) -> f32, (|h: &EpochStats| h.valid_loss) as fn(&EpochStats) -> Option<f32>),
-        (&right, "accuracy", 1.0, |h: &EpochStats| h.accuracy, |h: &EpochStats| h.valid_accuracy),
+        (
+            &left,
+            "loss",
+            max_loss,
+            (|h: &EpochStats| h.loss) as fn(&EpochStats) -> f32,
+            (|h: &EpochStats| h.valid_loss) as fn(&EpochStats) -> Option<f32>,
+        ),
+        (
+            &right,
+            "accuracy",
+            1.0,
+            |h: &EpochStats| h.accuracy,
+            |h: &EpochStats| h.valid_accuracy,
+        ),
     ] {
         let mut b = ChartBuilder::on(area);
         b.margin(12).x_label_area_size(30).y_label_area_size(45);
         if text {
             b.caption(title, ("sans-serif", 20));
         }
-        let mut chart = b.build_cartesian_2d(1f32..n.max(2.0), 0f32..ymax).map_err(err)?;
+        let mut chart = b
+            .build_cartesian_2d(1f32..n.max(2.0), 0f32..ymax)
+            .map_err(err)?;
         if text {
             chart.configure_mesh().x_desc("epoch").draw().map_err(err)?;
         } else {
-            chart.configure_mesh().disable_x_mesh().disable_y_mesh().x_labels(0).y_labels(0).draw().map_err(err)?;
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .disable_y_mesh()
+                .x_labels(0)
+                .y_labels(0)
+                .draw()
+                .map_err(err)?;
         }
         let train = chart
-            .draw_series(LineSeries::new(history.iter().map(|h| (h.epoch as f32, pick_train(h))), BLUE.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                history.iter().map(|h| (h.epoch as f32, pick_train(h))),
+                BLUE.stroke_width(2),
+            ))
             .map_err(err)?;
         if text {
-            train.label("train").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
+            train
+                .label("train")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
         }
         if history.iter().any(|h| pick_valid(h).is_some()) {
             let valid = chart
                 .draw_series(LineSeries::new(
-                    history.iter().filter_map(|h| pick_valid(h).map(|v| (h.epoch as f32, v))),
+                    history
+                        .iter()
+                        .filter_map(|h| pick_valid(h).map(|v| (h.epoch as f32, v))),
                     RED.stroke_width(2),
                 ))
                 .map_err(err)?;
             if text {
-                valid.label("valid").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
+                valid
+                    .label("valid")
+                    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
             }
         }
         if text {
-            chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(err)?;
+            chart
+                .configure_series_labels()
+                .border_style(BLACK)
+                .background_style(WHITE)
+                .draw()
+                .map_err(err)?;
         }
     }
     root.present().map_err(err)
 }
 
 /// A confusion matrix: rows are true classes, columns predicted ones.
-pub fn confusion_matrix(rows: &[String], cols: &[String], counts: &[Vec<usize>], path: &Path) -> PlotResult {
+pub fn confusion_matrix(
+    rows: &[String],
+    cols: &[String],
+    counts: &[Vec<usize>],
+    path: &Path,
+) -> PlotResult {
     let text = font();
     let cell = 90i32;
     let (ox, oy) = (150i32, 70i32);
@@ -105,22 +153,46 @@ pub fn confusion_matrix(rows: &[String], cols: &[String], counts: &[Vec<usize>],
             let y = oy + r as i32 * cell;
             let shade = 1.0 - 0.8 * (v as f64 / max);
             let colour = RGBColor((255.0 * shade) as u8, (255.0 * shade) as u8, 255);
-            root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], colour.filled())).map_err(err)?;
-            root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], BLACK)).map_err(err)?;
+            root.draw(&Rectangle::new(
+                [(x, y), (x + cell, y + cell)],
+                colour.filled(),
+            ))
+            .map_err(err)?;
+            root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], BLACK))
+                .map_err(err)?;
             if text {
                 let fg = if shade < 0.5 { WHITE } else { BLACK };
-                root.draw(&Text::new(v.to_string(), (x + cell / 2 - 10, y + cell / 2 - 10), ("sans-serif", 22).into_font().color(&fg)))
-                    .map_err(err)?;
+                root.draw(&Text::new(
+                    v.to_string(),
+                    (x + cell / 2 - 10, y + cell / 2 - 10),
+                    ("sans-serif", 22).into_font().color(&fg),
+                ))
+                .map_err(err)?;
             }
         }
     }
     if text {
-        root.draw(&Text::new("true \\ predicted", (10, 20), ("sans-serif", 16))).map_err(err)?;
+        root.draw(&Text::new(
+            "true \\ predicted",
+            (10, 20),
+            ("sans-serif", 16),
+        ))
+        .map_err(err)?;
         for (c, name) in cols.iter().enumerate() {
-            root.draw(&Text::new(name.clone(), (ox + c as i32 * cell + 8, oy - 25), ("sans-serif", 16))).map_err(err)?;
+            root.draw(&Text::new(
+                name.clone(),
+                (ox + c as i32 * cell + 8, oy - 25),
+                ("sans-serif", 16),
+            ))
+            .map_err(err)?;
         }
         for (r, name) in rows.iter().enumerate() {
-            root.draw(&Text::new(name.clone(), (10, oy + r as i32 * cell + cell / 2 - 8), ("sans-serif", 16))).map_err(err)?;
+            root.draw(&Text::new(
+                name.clone(),
+                (10, oy + r as i32 * cell + cell / 2 - 8),
+                ("sans-serif", 16),
+            ))
+            .map_err(err)?;
         }
     }
     root.present().map_err(err)

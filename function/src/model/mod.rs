@@ -9,6 +9,7 @@
 pub mod contract;
 pub mod imagenet;
 pub mod output;
+pub mod publish;
 pub mod source;
 
 use std::path::PathBuf;

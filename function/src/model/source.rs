@@ -285,7 +285,7 @@ async fn fetch_s3(bucket: &str, key: &str) -> Result<Vec<u8>, SourceError> {
 
 /// "Code: message" for service errors (NoSuchKey, AccessDenied, …), the
 /// cause chain for transport errors — without dumping the raw response.
-fn s3_error_message<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
+pub(crate) fn s3_error_message<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
