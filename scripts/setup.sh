@@ -69,6 +69,24 @@ if [[ "${1:-}" == "--lambda-lib" ]]; then
   exit 0
 fi
 
+# With CATDOG_WITH_KERAS=1 (the test command sets it): a second virtualenv
+# with TensorFlow 2.15 (the last with Keras 2, which tf2onnx 1.16 supports),
+# for models/keras_to_onnx.py and its test. Kept apart: its pinned protobuf
+# and numpy would clash with the tools above.
+if [[ "${CATDOG_WITH_KERAS:-0}" == 1 ]]; then
+  KVENV="$CACHE/venv-keras"
+  KTOOLS=("tensorflow-cpu==2.15.1" "tf2onnx==1.16.1" "numpy<2" "onnx==1.16.2" "protobuf==3.20.3" pillow)
+  if [[ ! -x "$KVENV/bin/python" ]]; then
+    python3 -m venv "$KVENV" >&2
+  fi
+  if [[ ! -f "$KVENV/.catdog-tools" || "$(cat "$KVENV/.catdog-tools")" != "${KTOOLS[*]}" ]]; then
+    log "installing TensorFlow + tf2onnx (about a minute)"
+    "$KVENV/bin/pip" install --quiet "${KTOOLS[@]}" >&2
+    echo "${KTOOLS[*]}" > "$KVENV/.catdog-tools"
+  fi
+  echo "export CATDOG_KERAS_PYTHON='$KVENV/bin/python'"
+fi
+
 echo "export ORT_DYLIB_PATH='$ORT_LIB'"
 echo "export CATDOG_PYTHON='$VENV/bin/python'"
 echo "export PATH='$VENV/bin':\"\$PATH\""

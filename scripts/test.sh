@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
 
-eval "$(scripts/setup.sh)"
+eval "$(CATDOG_WITH_KERAS=1 scripts/setup.sh)"
 export CATDOG_DATA="${CATDOG_DATA:-$(cd .. && pwd)/shared/data}"
 [[ -d "$CATDOG_DATA/catsdogs" ]] || echo "test: shared data not found at $CATDOG_DATA: tests that need it will say 'skipped'"
 
