@@ -140,6 +140,33 @@ fn mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves() {
                 && ((v["cat"].as_f64() >= v["dog"].as_f64()) == k.starts_with("test/cat"))
         })
         .count();
+    // `catdog eval` on the ImageNet base scores the cat/dog groups the same way
+    let ev = run(&[
+        "eval",
+        "--json",
+        "--png",
+        out_dir.join("base.png").to_str().unwrap(),
+        "--preprocessing",
+        "torch",
+        "--model",
+        base.to_str().unwrap(),
+        test.to_str().unwrap(),
+    ]);
+    assert!(
+        ev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ev.stderr)
+    );
+    let base_report: Value = serde_json::from_slice(&ev.stdout).unwrap();
+    assert_eq!(
+        base_report["predicted_labels"],
+        serde_json::json!(["cat", "dog", "neither"])
+    );
+    assert_eq!(
+        base_report["correct"].as_u64().unwrap() as usize,
+        zero_shot,
+        "eval of the ImageNet base = reference zero-shot"
+    );
     println!("test/ accuracy: fine-tuned {tuned}/{n}, zero-shot ImageNet groups {zero_shot}/{n}");
     assert_eq!(n, 46);
     assert!(
@@ -336,11 +363,82 @@ fn vgg_shaped_model_goes_through_finetune_predict_and_serve() {
     );
     let (right, n) = accuracy(&predict(&out, &root.join("test")));
     assert_eq!((right, n), (12, 12));
+    let ev = run(&[
+        "eval",
+        "--json",
+        "--png",
+        root.join("cm.png").to_str().unwrap(),
+        "--model",
+        out.to_str().unwrap(),
+        root.join("test").to_str().unwrap(),
+    ]);
+    assert!(
+        ev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ev.stderr)
+    );
+    let report: Value = serde_json::from_slice(&ev.stdout).unwrap();
+    assert_eq!(
+        (report["correct"].as_u64(), report["total"].as_u64()),
+        (Some(12), Some(12))
+    );
+    assert_eq!(report["confusion"], serde_json::json!([[6, 0], [0, 6]]));
+    let (_p, base_url) = tokio_block(serve(&["--model", out.to_str().unwrap()], &[]));
+    tokio_block(wait_ready(&base_url));
+    for a in report["answers"].as_array().unwrap() {
+        let v: Value = tokio_block(async {
+            reqwest::Client::new()
+                .post(format!("{base_url}/predict"))
+                .header("content-type", "image/png")
+                .body(std::fs::read(a["file"].as_str().unwrap()).unwrap())
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        });
+        assert_eq!(v["label"], a["predicted"]);
+    }
     let model = graph::parse(&std::fs::read(&out).unwrap()).unwrap();
     let meta = |k: &str| graph::metadata(&model, k).unwrap();
     assert_eq!(meta("labels"), r#"["cat","dog"]"#);
     assert!(meta("preprocessing").contains("\"preset\":\"caffe\""));
     assert!(meta("catdog_training").contains("\"history\""));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A MatMul + Softmax head (no Gemm, NHWC, Keras-like) is replaced as well.
+#[test]
+fn matmul_softmax_head_is_replaced_too() {
+    let root = tmp("matmul");
+    colour_dataset(&root.join("train"), 10, 4);
+    colour_dataset(&root.join("test"), 5, 5);
+    let out = root.join("m.onnx");
+    let res = run(&[
+        "finetune",
+        "--base",
+        fixture("tiny_caffe_nhwc.onnx").to_str().unwrap(),
+        "--data",
+        root.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "20",
+        "--lr",
+        "1e-1",
+        "--batch",
+        "5",
+    ]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&res.stdout).unwrap();
+    assert_eq!(summary["feature_tensor"], "pooled");
+    assert_eq!(summary["replaced"], "MatMul (2 nodes)");
+    assert_eq!(accuracy(&predict(&out, &root.join("test"))), (10, 10));
     let _ = std::fs::remove_dir_all(&root);
 }
 
