@@ -18,6 +18,7 @@ pub mod preprocess;
 pub mod resize;
 pub mod runtime;
 pub mod state;
+pub mod tunnel;
 
 pub use http::router;
 pub use model::Classifier;

@@ -38,6 +38,8 @@ enum Command {
         host: String,
         #[arg(long, env = "PORT", default_value_t = 8080)]
         port: u16,
+        #[command(flatten)]
+        ngrok: NgrokArgs,
     },
     /// Classify image files (or every image in a folder) and print the answers.
     Predict {
@@ -91,6 +93,54 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+}
+
+/// A public HTTPS URL through ngrok (token from NGROK_AUTHTOKEN), and who may use it.
+#[derive(Args, Debug, Clone)]
+struct NgrokArgs {
+    /// Also serve the router on a public ngrok URL.
+    #[arg(long, env = "CATDOG_NGROK")]
+    ngrok: bool,
+    /// Reserved ngrok domain to use.
+    #[arg(long, env = "NGROK_DOMAIN")]
+    ngrok_domain: Option<String>,
+    /// Require HTTP basic auth, `user:password` (password 8–128 chars); repeat or comma-separate.
+    #[arg(long, env = "NGROK_BASIC_AUTH", value_delimiter = ',')]
+    ngrok_basic_auth: Vec<String>,
+    /// Require login with this OAuth provider (google, github, microsoft, …).
+    #[arg(long, env = "NGROK_OAUTH_PROVIDER")]
+    ngrok_oauth: Option<String>,
+    /// With --ngrok-oauth: only these emails.
+    #[arg(long, env = "NGROK_OAUTH_ALLOW_EMAILS", value_delimiter = ',')]
+    ngrok_oauth_allow_email: Vec<String>,
+    /// With --ngrok-oauth: only these email domains.
+    #[arg(long, env = "NGROK_OAUTH_ALLOW_DOMAINS", value_delimiter = ',')]
+    ngrok_oauth_allow_domain: Vec<String>,
+    /// Only clients from these networks (CIDR).
+    #[arg(long, env = "NGROK_ALLOW_CIDRS", value_delimiter = ',')]
+    ngrok_allow_cidr: Vec<String>,
+    /// Refuse clients from these networks (CIDR).
+    #[arg(long, env = "NGROK_DENY_CIDRS", value_delimiter = ',')]
+    ngrok_deny_cidr: Vec<String>,
+}
+
+impl NgrokArgs {
+    fn config(&self) -> Result<catdog::tunnel::TunnelConfig, catdog::tunnel::TunnelError> {
+        Ok(catdog::tunnel::TunnelConfig {
+            domain: self.ngrok_domain.clone(),
+            basic_auth: self
+                .ngrok_basic_auth
+                .iter()
+                .map(|s| catdog::tunnel::TunnelConfig::parse_basic_auth(s))
+                .collect::<Result<_, _>>()?,
+            oauth_provider: self.ngrok_oauth.clone(),
+            oauth_allow_emails: self.ngrok_oauth_allow_email.clone(),
+            oauth_allow_domains: self.ngrok_oauth_allow_domain.clone(),
+            allow_cidrs: self.ngrok_allow_cidr.clone(),
+            deny_cidrs: self.ngrok_deny_cidr.clone(),
+            ..Default::default()
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -225,7 +275,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match command {
             Command::Lambda => run_lambda(&cli).await,
-            Command::Serve { host, port } => serve(&cli, host, *port).await,
+            Command::Serve { host, port, ngrok } => serve(&cli, host, *port, ngrok).await,
             Command::Predict { json, paths } => predict(&cli, *json, paths).await,
             Command::Upload { to } => {
                 let Some(file) = cli.model.uri.as_deref() else { bail!("say which file to upload: --model FILE") };
@@ -329,7 +379,7 @@ async fn report_init_error(message: &str) {
 }
 
 /// `catdog serve`: listen at once, load the model in the background (503 until ready).
-async fn serve(cli: &Cli, host: &str, port: u16) -> Result<ExitCode> {
+async fn serve(cli: &Cli, host: &str, port: u16, ngrok: &NgrokArgs) -> Result<ExitCode> {
     let state = AppState::loading(cli.limits());
     let app = catdog::router(state.clone());
     let addr: SocketAddr = tokio::net::lookup_host((host, port))
@@ -344,6 +394,29 @@ async fn serve(cli: &Cli, host: &str, port: u16) -> Result<ExitCode> {
     tracing::info!(url = %format!("http://{local}/"), "listening");
     eprintln!("catdog: serving on http://{local}/ (upload page), POST /predict");
 
+    // The tunnel serves the same router; its failure never stops the local server.
+    if ngrok.ngrok {
+        let config = ngrok.config()?;
+        config.validate()?;
+        let public_app = app.clone();
+        tokio::spawn(async move {
+            match catdog::tunnel::open(&config, public_app).await {
+                Ok(t) => {
+                    eprintln!(
+                        "catdog: public URL {} ({})",
+                        t.url,
+                        config.describe().join(", ")
+                    );
+                    std::future::pending::<()>().await;
+                    drop(t);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "no public URL; the local server keeps running");
+                    eprintln!("catdog: {e}; serving locally only");
+                }
+            }
+        });
+    }
     let cfg = cli.model_config();
     tokio::spawn(async move {
         match load_classifier(&cfg).await {

@@ -1,0 +1,257 @@
+//! A public HTTPS URL for the local router through ngrok (the Rust SDK): the
+//! counterpart of the tutorial's flask-ngrok, used by `catdog serve --ngrok`
+//! and the notebook alike. The tunnel serves the *same* router; without
+//! network or with a bad token it fails within `connect_timeout` with a clear
+//! message and the local server is unaffected.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use ngrok::config::OauthOptions;
+use ngrok::prelude::*;
+
+/// Why the tunnel could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    #[error("no ngrok authtoken: set NGROK_AUTHTOKEN (https://dashboard.ngrok.com/get-started/your-authtoken)")]
+    NoToken,
+    #[error("ngrok: {0}")]
+    Config(String),
+    #[error("ngrok: could not connect within {0:?} (no network, or ngrok unreachable)")]
+    Timeout(Duration),
+    #[error("ngrok: could not connect: {0}")]
+    Connect(String),
+    #[error("ngrok: could not open the endpoint: {0}")]
+    Listen(String),
+}
+
+/// How to open and protect the public endpoint (flags with env fallbacks in the CLI).
+#[derive(Debug, Clone)]
+pub struct TunnelConfig {
+    pub authtoken: Option<String>,
+    /// A reserved domain (optional).
+    pub domain: Option<String>,
+    /// `user:password` pairs; the endpoint asks for one of them.
+    pub basic_auth: Vec<(String, String)>,
+    /// OAuth provider (`google`, `github`, …) people must log in with.
+    pub oauth_provider: Option<String>,
+    pub oauth_allow_emails: Vec<String>,
+    pub oauth_allow_domains: Vec<String>,
+    /// Only these client networks may connect (CIDR), others are refused.
+    pub allow_cidrs: Vec<String>,
+    pub deny_cidrs: Vec<String>,
+    pub connect_timeout: Duration,
+}
+
+impl Default for TunnelConfig {
+    fn default() -> Self {
+        Self {
+            authtoken: std::env::var("NGROK_AUTHTOKEN")
+                .ok()
+                .filter(|s| !s.is_empty()),
+            domain: None,
+            basic_auth: vec![],
+            oauth_provider: None,
+            oauth_allow_emails: vec![],
+            oauth_allow_domains: vec![],
+            allow_cidrs: vec![],
+            deny_cidrs: vec![],
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl TunnelConfig {
+    /// Parses a `user:password` credential (ngrok wants 8–128 character passwords).
+    pub fn parse_basic_auth(s: &str) -> Result<(String, String), TunnelError> {
+        let (user, pass) = s
+            .split_once(':')
+            .ok_or_else(|| TunnelError::Config("basic auth must be user:password".into()))?;
+        if user.is_empty() || !(8..=128).contains(&pass.len()) {
+            return Err(TunnelError::Config(
+                "basic auth needs a user and a password of 8 to 128 characters".into(),
+            ));
+        }
+        Ok((user.to_string(), pass.to_string()))
+    }
+
+    /// Checks what can be checked without the service.
+    pub fn validate(&self) -> Result<(), TunnelError> {
+        for cidr in self.allow_cidrs.iter().chain(&self.deny_cidrs) {
+            let (addr, bits) = cidr
+                .split_once('/')
+                .ok_or_else(|| TunnelError::Config(format!("{cidr:?} is not a CIDR")))?;
+            let ip: std::net::IpAddr = addr
+                .parse()
+                .map_err(|_| TunnelError::Config(format!("{cidr:?} is not a CIDR")))?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            if bits.parse::<u8>().ok().filter(|b| *b <= max).is_none() {
+                return Err(TunnelError::Config(format!(
+                    "{cidr:?} has a bad prefix length"
+                )));
+            }
+        }
+        if self.oauth_provider.is_none()
+            && !(self.oauth_allow_emails.is_empty() && self.oauth_allow_domains.is_empty())
+        {
+            return Err(TunnelError::Config(
+                "OAuth allow lists need an OAuth provider".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The protections, as applied to the endpoint (also for logs: no secrets).
+    pub fn describe(&self) -> Vec<String> {
+        let mut d = Vec::new();
+        if !self.basic_auth.is_empty() {
+            d.push(format!("basic auth ({} user(s))", self.basic_auth.len()));
+        }
+        if let Some(p) = &self.oauth_provider {
+            d.push(format!(
+                "oauth {p} (emails {:?}, domains {:?})",
+                self.oauth_allow_emails, self.oauth_allow_domains
+            ));
+        }
+        if !self.allow_cidrs.is_empty() {
+            d.push(format!("allow {:?}", self.allow_cidrs));
+        }
+        if !self.deny_cidrs.is_empty() {
+            d.push(format!("deny {:?}", self.deny_cidrs));
+        }
+        d
+    }
+}
+
+/// An open tunnel serving the router; dropping it (or [`Tunnel::close`]) stops it.
+pub struct Tunnel {
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tunnel {
+    pub fn close(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Adapts an ngrok endpoint to axum's `Listener`, so `axum::serve` runs the router on it.
+struct NgrokListener(ngrok::tunnel::HttpTunnel);
+
+impl axum::serve::Listener for NgrokListener {
+    type Io = ngrok::conn::EndpointConn;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.try_next().await {
+                Ok(Some(conn)) => {
+                    let addr = conn.remote_addr();
+                    return (conn, addr);
+                }
+                Ok(None) => std::future::pending::<()>().await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ngrok accept failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+}
+
+/// Opens an HTTPS endpoint and serves `router` on it in the background.
+pub async fn open(config: &TunnelConfig, router: axum::Router) -> Result<Tunnel, TunnelError> {
+    config.validate()?;
+    let token = config.authtoken.clone().ok_or(TunnelError::NoToken)?;
+    // Two TLS backends are linked (ring via reqwest, aws-lc-rs via the AWS SDK
+    // and ngrok): name the process default, or rustls refuses to choose.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut builder = ngrok::Session::builder();
+    builder.authtoken(token);
+    let connect = builder.connect();
+    let session = tokio::time::timeout(config.connect_timeout, connect)
+        .await
+        .map_err(|_| TunnelError::Timeout(config.connect_timeout))?
+        .map_err(|e| TunnelError::Connect(e.to_string()))?;
+    let mut endpoint = session.http_endpoint();
+    if let Some(d) = &config.domain {
+        endpoint.domain(d);
+    }
+    for (user, pass) in &config.basic_auth {
+        endpoint.basic_auth(user, pass);
+    }
+    if let Some(provider) = &config.oauth_provider {
+        let mut o = OauthOptions::new(provider);
+        for e in &config.oauth_allow_emails {
+            o.allow_email(e);
+        }
+        for d in &config.oauth_allow_domains {
+            o.allow_domain(d);
+        }
+        endpoint.oauth(o);
+    }
+    for c in &config.allow_cidrs {
+        endpoint.allow_cidr(c);
+    }
+    for c in &config.deny_cidrs {
+        endpoint.deny_cidr(c);
+    }
+    let tunnel = tokio::time::timeout(config.connect_timeout, endpoint.listen())
+        .await
+        .map_err(|_| TunnelError::Timeout(config.connect_timeout))?
+        .map_err(|e| TunnelError::Listen(e.to_string()))?;
+    let url = tunnel.url().to_string();
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(NgrokListener(tunnel), router).await {
+            tracing::error!(error = %e, "ngrok tunnel stopped");
+        }
+    });
+    tracing::info!(url = %url, protections = ?config.describe(), "public URL open");
+    Ok(Tunnel { url, task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protections_are_checked_before_connecting() {
+        assert!(TunnelConfig::parse_basic_auth("me:long-enough").is_ok());
+        assert!(TunnelConfig::parse_basic_auth("me:short").is_err());
+        assert!(TunnelConfig::parse_basic_auth("nopassword").is_err());
+        let mut c = TunnelConfig {
+            authtoken: Some("t".into()),
+            ..TunnelConfig::default()
+        };
+        c.allow_cidrs = vec!["10.0.0.0/8".into(), "2001:db8::/32".into()];
+        assert!(c.validate().is_ok());
+        c.deny_cidrs = vec!["10.0.0.0/40".into()];
+        assert!(c.validate().is_err());
+        let c = TunnelConfig {
+            oauth_allow_emails: vec!["a@b.c".into()],
+            ..TunnelConfig::default()
+        };
+        assert!(c.validate().is_err(), "allow lists without a provider");
+    }
+
+    #[tokio::test]
+    async fn without_a_token_it_says_so() {
+        let c = TunnelConfig {
+            authtoken: None,
+            ..TunnelConfig::default()
+        };
+        let err = open(&c, axum::Router::new()).await.err().unwrap();
+        assert!(matches!(err, TunnelError::NoToken));
+    }
+}
