@@ -271,18 +271,7 @@ fn mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves() {
     for a in report["answers"].as_array().unwrap() {
         let file = a["file"].as_str().unwrap();
         let bytes = std::fs::read(file).unwrap();
-        let v: Value = tokio_block(async {
-            reqwest::Client::new()
-                .post(format!("{base_url}/predict"))
-                .header("content-type", "image/jpeg")
-                .body(bytes)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap()
-        });
+        let v: Value = tokio_block(async { predict_json(&base_url, bytes, "image/jpeg").await });
         assert_eq!(v["label"], a["predicted"], "{file}");
         assert!(
             (v["confidence"].as_f64().unwrap() - a["confidence"].as_f64().unwrap()).abs() < 1e-5,
@@ -387,16 +376,12 @@ fn vgg_shaped_model_goes_through_finetune_predict_and_serve() {
     tokio_block(wait_ready(&base_url));
     for a in report["answers"].as_array().unwrap() {
         let v: Value = tokio_block(async {
-            reqwest::Client::new()
-                .post(format!("{base_url}/predict"))
-                .header("content-type", "image/png")
-                .body(std::fs::read(a["file"].as_str().unwrap()).unwrap())
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap()
+            predict_json(
+                &base_url,
+                std::fs::read(a["file"].as_str().unwrap()).unwrap(),
+                "image/png",
+            )
+            .await
         });
         assert_eq!(v["label"], a["predicted"]);
     }

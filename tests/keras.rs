@@ -69,16 +69,7 @@ async fn converted_keras_model_serves_keras_answers() {
         } else {
             "image/jpeg"
         };
-        let v: Value = reqwest::Client::new()
-            .post(format!("{base}/predict"))
-            .header("content-type", ctype)
-            .body(std::fs::read(pic).unwrap())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = predict_json(&base, std::fs::read(pic).unwrap(), ctype).await;
         let want = &keras[name];
         for (i, label) in ["cat", "dog"].iter().enumerate() {
             let ours = v["scores"][label].as_f64().unwrap();

@@ -124,16 +124,7 @@ async fn a_real_photo_over_http_gets_the_reference_answer() {
     wait_ready(&base).await;
     for rel in ["test/cat/cat.002.jpg", "test/dog/dog.004.jpg"] {
         let bytes = std::fs::read(data.join("catsdogs").join(rel)).unwrap();
-        let v: Value = reqwest::Client::new()
-            .post(format!("{base}/predict"))
-            .header("content-type", "image/jpeg")
-            .body(bytes)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = predict_json(&base, bytes, "image/jpeg").await;
         let want = label(
             reference[rel]["cat"].as_f64().unwrap(),
             reference[rel]["dog"].as_f64().unwrap(),

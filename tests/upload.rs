@@ -46,16 +46,12 @@ async fn upload_prints_what_serve_needs_and_splits_large_models() {
     serve_env.push(("MODEL_SHA256", &sha));
     let (_p, base) = serve(&[], &serve_env).await;
     wait_ready(&base).await;
-    let v: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}/predict"))
-        .header("content-type", "image/png")
-        .body(std::fs::read(fixture("images/red.png")).unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = predict_json(
+        &base,
+        std::fs::read(fixture("images/red.png")).unwrap(),
+        "image/png",
+    )
+    .await;
     assert_eq!(v["label"], "cat", "{v}");
 
     // 40 MiB: three parts, reassembled byte for byte

@@ -259,6 +259,24 @@ with open(path, "rb") as f:
     );
 }
 
+/// POSTs a picture to `{base}/predict` and returns the JSON answer.
+pub async fn predict_json(
+    base: &str,
+    body: impl Into<reqwest::Body>,
+    content_type: &str,
+) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(format!("{base}/predict"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// A solid-colour picture encoded in `format`.
 pub fn solid(rgb: [u8; 3], w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
     let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(w, h, image::Rgb(rgb)));
