@@ -112,6 +112,13 @@ pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, Decode
     Ok(picture.into_rgb8())
 }
 
+/// Reads and decodes a picture file; the error says what went wrong, for
+/// tools that report unusable files and go on (predict, eval, finetune).
+pub fn decode_file(path: &std::path::Path, limits: DecodeLimits) -> Result<RgbImage, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    decode_rgb(&bytes, limits).map_err(|e| e.to_string())
+}
+
 /// Decodes a YCbCr/grayscale/RGB JPEG with libjpeg-turbo's decoder (the
 /// mozjpeg build), bit-exact with Pillow, which models are trained with;
 /// `None` for CMYK/YCCK, left to `image`. libjpeg reports fatal errors by

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::decode::{decode_rgb, DecodeLimits};
+use crate::decode::{decode_file, DecodeLimits};
 use crate::finetune::data;
 use crate::model::Classifier;
 
@@ -78,10 +78,7 @@ pub fn evaluate(
         let mut pictures = Vec::new();
         let mut which = Vec::new();
         for (file, label) in chunk {
-            match std::fs::read(file)
-                .map_err(|e| e.to_string())
-                .and_then(|b| decode_rgb(&b, DecodeLimits::default()).map_err(|e| e.to_string()))
-            {
+            match decode_file(file, DecodeLimits::default()) {
                 Ok(p) => {
                     pictures.push(p);
                     which.push((file, *label));

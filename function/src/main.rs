@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use catdog::app::{load_classifier, ModelConfig};
-use catdog::decode::{decode_rgb, DecodeLimits};
+use catdog::decode::{decode_file, DecodeLimits};
 use catdog::model::LoadOptions;
 use catdog::state::{AppState, Limits, ModelSlot};
 use clap::{Args, Parser, Subcommand};
@@ -505,10 +505,7 @@ async fn predict(cli: &Cli, json: bool, paths: &[PathBuf]) -> Result<ExitCode> {
             let mut ok = Vec::new();
             let mut bad = Vec::new();
             for f in &chunk {
-                match std::fs::read(f)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| decode_rgb(&b, limits.decode).map_err(|e| e.to_string()))
-                {
+                match decode_file(f, limits.decode) {
                     Ok(pic) => ok.push((f.clone(), pic)),
                     Err(e) => bad.push((f.clone(), e)),
                 }

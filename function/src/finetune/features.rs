@@ -8,7 +8,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::graph::HeadInfo;
-use crate::decode::{decode_rgb, DecodeLimits};
+use crate::decode::{decode_file, DecodeLimits};
 use crate::preprocess::Preprocessor;
 
 /// Features of the pictures that decoded; the others are reported, not fatal.
@@ -57,10 +57,7 @@ pub fn extract(
         let mut pictures = Vec::new();
         let mut idx = Vec::new();
         for (k, f) in chunk.iter().enumerate() {
-            match std::fs::read(f)
-                .map_err(|e| e.to_string())
-                .and_then(|b| decode_rgb(&b, DecodeLimits::default()).map_err(|e| e.to_string()))
-            {
+            match decode_file(f, DecodeLimits::default()) {
                 Ok(p) => {
                     pictures.push(p);
                     idx.push(chunk_start + k);

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::model::contract::{Layout, Preprocessing};
+use crate::model::contract::Preprocessing;
 use crate::model::source::{self, ModelUri};
 use crate::preprocess::Preprocessor;
 use train::{EpochStats, TrainConfig};
@@ -150,16 +150,8 @@ fn run(
         (None, None) => return Err(FinetuneError::NoPreprocessing),
     };
     let (_, shape) = input_shape(&model)?;
-    let layout = match spec.layout {
-        Some(l) => l,
-        None if shape[1] == 3 => Layout::Nchw,
-        None if shape[3] == 3 => Layout::Nhwc,
-        None => {
-            return Err(FinetuneError::Input(format!(
-                "cannot tell the layout of {shape:?}"
-            )))
-        }
-    };
+    let layout = crate::model::resolve_layout(&spec, &shape)
+        .map_err(|e| FinetuneError::Input(e.to_string()))?;
     let pre = Preprocessor::new(spec.clone(), layout);
     let fixed_batch = usize::try_from(shape[0]).ok().filter(|n| *n > 0);
     let probe = graph::with_feature_output(&model, &head)?;

@@ -414,7 +414,7 @@ fn spec_w(c: &Classifier) -> u32 {
 }
 
 /// The layout from the spec, or read off the input shape `[N, 3, H, W]` / `[N, H, W, 3]`.
-fn resolve_layout(spec: &Preprocessing, shape: &[i64]) -> Result<Layout, ModelError> {
+pub(crate) fn resolve_layout(spec: &Preprocessing, shape: &[i64]) -> Result<Layout, ModelError> {
     let by_shape = match (shape[1] == 3, shape[3] == 3) {
         (true, false) => Some(Layout::Nchw),
         (false, true) => Some(Layout::Nhwc),
