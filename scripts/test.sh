@@ -16,6 +16,10 @@ if ! command -v chromium > /dev/null || ! command -v chromedriver > /dev/null; t
     || { $SUDO apt-get update -q > /dev/null && $SUDO apt-get install -y -q chromium chromium-driver > /dev/null; }
 fi
 
+echo "== notebook tools (evcxr kernel + Jupyter; built once, then reused)"
+eval "$(scripts/setup_notebook.sh)"
+export CATDOG_REQUIRE_NOTEBOOK=1
+
 echo "== fixtures"
 "$CATDOG_PYTHON" tests/fixtures/make_fixtures.py target/fixtures "$CATDOG_DATA"
 

@@ -9,7 +9,7 @@ use catdog_tests::*;
 use serde_json::Value;
 
 async fn api_label(base: &str, file: &std::path::Path, ctype: &str) -> String {
-    let v: Value = predict_json(&base, std::fs::read(file).unwrap(), ctype).await;
+    let v: Value = predict_json(base, std::fs::read(file).unwrap(), ctype).await;
     v["label"].as_str().unwrap().to_string()
 }
 

@@ -239,7 +239,8 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
     )
     .await;
     wait_ready(&base).await;
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("empty body", Some("image/jpeg"), vec![], 400, "empty_body"),
         ("random bytes", Some("image/jpeg"), (0..2000u32).map(|i| (i * 7919 % 251) as u8).collect(), 400, "invalid_image"),
         ("text named .jpg", Some("image/jpeg"), img("text.jpg"), 400, "invalid_image"),

@@ -21,6 +21,31 @@ pub struct ModelConfig {
     pub load: LoadOptions,
 }
 
+impl ModelConfig {
+    /// The configuration `catdog` reads from its environment variables (the
+    /// CLI flags' fallbacks): `MODEL_URI`, `MODEL_SHA256`, `DEFAULT_MODEL_URL`,
+    /// `MODEL_LABELS`, `MODEL_PREPROCESSING`, `NEITHER_BELOW`, `CATDOG_THREADS`
+    /// (`ORT_DYLIB_PATH` is read when the runtime loads). Empty values count as unset.
+    /// For hosts without a command line, such as the notebook.
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|s| !s.trim().is_empty());
+        ModelConfig {
+            uri: var("MODEL_URI"),
+            sha256: var("MODEL_SHA256"),
+            default_url: var("DEFAULT_MODEL_URL"),
+            cache_dir: None,
+            load: LoadOptions {
+                labels: var("MODEL_LABELS"),
+                preprocessing: var("MODEL_PREPROCESSING"),
+                fallback_preprocessing: None,
+                neither_below: var("NEITHER_BELOW").and_then(|s| s.parse().ok()),
+                threads: var("CATDOG_THREADS").and_then(|s| s.parse().ok()),
+                ort_library: None,
+            },
+        }
+    }
+}
+
 /// Why the model could not be made ready.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

@@ -6,17 +6,23 @@
 //! - [`http`]: the router every host serves; [`state`]: what it shares.
 //! - [`runtime`]: finding the ONNX Runtime library at run time.
 //! - [`app`]: loading a model from the usual configuration, for the binary and the notebook.
+//! - [`files`]: classifying picture files (`catdog predict`, the notebook).
+//! - [`serve`]: the router on a local port in the background; [`tunnel`]: on a public ngrok URL.
+//! - [`notebook`]: inline HTML answers for Jupyter (evcxr).
 
 pub mod app;
 pub mod decode;
 pub mod eval;
+pub mod files;
 pub mod finetune;
 pub mod http;
 pub mod model;
+pub mod notebook;
 pub mod plot;
 pub mod preprocess;
 pub mod resize;
 pub mod runtime;
+pub mod serve;
 pub mod state;
 pub mod tunnel;
 

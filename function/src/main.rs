@@ -1,14 +1,14 @@
 //! The `catdog` binary: the Lambda bootstrap (when `AWS_LAMBDA_RUNTIME_API` is
 //! set), `catdog serve` and `catdog predict`, all on the same router/model code.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use catdog::app::{load_classifier, ModelConfig};
-use catdog::decode::{decode_file, DecodeLimits};
+use catdog::decode::DecodeLimits;
 use catdog::model::LoadOptions;
+use catdog::serve::LocalServer;
 use catdog::state::{AppState, Limits, ModelSlot};
 use clap::{Args, Parser, Subcommand};
 
@@ -382,24 +382,26 @@ async fn report_init_error(message: &str) {
 async fn serve(cli: &Cli, host: &str, port: u16, ngrok: &NgrokArgs) -> Result<ExitCode> {
     let state = AppState::loading(cli.limits());
     let app = catdog::router(state.clone());
-    let addr: SocketAddr = tokio::net::lookup_host((host, port))
+    let bind = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut server = LocalServer::start(app.clone(), &bind)
         .await
-        .with_context(|| format!("resolving {host}"))?
-        .next()
-        .with_context(|| format!("no address for {host}"))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    let local = listener.local_addr()?;
-    tracing::info!(url = %format!("http://{local}/"), "listening");
-    eprintln!("catdog: serving on http://{local}/ (upload page), POST /predict");
+        .with_context(|| format!("listening on {bind}"))?;
+    eprintln!(
+        "catdog: serving on {} (upload page), POST /predict",
+        server.url
+    );
 
     // The tunnel serves the same router; its failure never stops the local server.
+    let mut tunnel_task = None;
     if ngrok.ngrok {
         let config = ngrok.config()?;
         config.validate()?;
         let public_app = app.clone();
-        tokio::spawn(async move {
+        tunnel_task = Some(tokio::spawn(async move {
             match catdog::tunnel::open(&config, public_app).await {
                 Ok(t) => {
                     eprintln!(
@@ -407,15 +409,15 @@ async fn serve(cli: &Cli, host: &str, port: u16, ngrok: &NgrokArgs) -> Result<Ex
                         t.url,
                         config.describe().join(", ")
                     );
-                    std::future::pending::<()>().await;
-                    drop(t);
+                    Some(t)
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "no public URL; the local server keeps running");
                     eprintln!("catdog: {e}; serving locally only");
+                    None
                 }
             }
-        });
+        }));
     }
     let cfg = cli.model_config();
     tokio::spawn(async move {
@@ -427,9 +429,17 @@ async fn serve(cli: &Cli, host: &str, port: u16, ngrok: &NgrokArgs) -> Result<Ex
             }
         }
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    tokio::select! {
+        r = server.wait() => r?,
+        _ = shutdown_signal() => {}
+    }
+    if let Some(task) = tunnel_task {
+        task.abort();
+        if let Ok(Some(t)) = task.await {
+            t.close();
+        }
+    }
+    server.stop().await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -449,94 +459,36 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp"];
-
-/// Files to classify: files as given, folders walked (sorted) for image extensions.
-fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut stack = vec![p.clone()];
-            let mut found = Vec::new();
-            while let Some(dir) = stack.pop() {
-                for entry in
-                    std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
-                {
-                    let path = entry?.path();
-                    if path.is_dir() {
-                        stack.push(path);
-                    } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                        IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
-                    }) {
-                        found.push(path);
-                    }
-                }
-            }
-            found.sort();
-            out.extend(found);
-        } else if p.exists() {
-            out.push(p.clone());
-        } else {
-            bail!("{}: no such file or folder", p.display());
-        }
-    }
-    Ok(out)
-}
-
 /// `catdog predict`: prints one answer per file; unreadable files are reported and skipped.
 async fn predict(cli: &Cli, json: bool, paths: &[PathBuf]) -> Result<ExitCode> {
-    let files = collect_files(paths)?;
+    let files = catdog::files::collect(paths)?;
     if files.is_empty() {
         bail!(
             "no image files found (looked for {})",
-            IMAGE_EXTENSIONS.join(", ")
+            catdog::files::IMAGE_EXTENSIONS.join(", ")
         );
     }
     let classifier = load_classifier(&cli.model_config())
         .await
         .context("loading the model")?;
     let limits = cli.limits();
+    let answers =
+        tokio::task::spawn_blocking(move || catdog::files::classify(&classifier, &files, &limits))
+            .await?
+            .context("inference")?;
     let mut failures = 0usize;
-    let classifier = std::sync::Arc::new(classifier);
-    for chunk in files.chunks(limits.max_batch) {
-        let chunk = chunk.to_vec();
-        let c = classifier.clone();
-        let results = tokio::task::spawn_blocking(move || {
-            let mut ok = Vec::new();
-            let mut bad = Vec::new();
-            for f in &chunk {
-                match decode_file(f, limits.decode) {
-                    Ok(pic) => ok.push((f.clone(), pic)),
-                    Err(e) => bad.push((f.clone(), e)),
-                }
+    for a in answers {
+        match a.outcome {
+            Err(e) => {
+                failures += 1;
+                eprintln!("catdog: {}: {e}", a.path.display());
             }
-            let pictures: Vec<_> = ok.iter().map(|(_, p)| p.clone()).collect();
-            let preds = if pictures.is_empty() {
-                Ok((vec![], Default::default()))
-            } else {
-                c.classify(&pictures)
-            };
-            (
-                ok.into_iter().map(|(f, _)| f).collect::<Vec<_>>(),
-                bad,
-                preds,
-            )
-        })
-        .await?;
-        let (ok, bad, preds) = results;
-        for (f, e) in bad {
-            failures += 1;
-            eprintln!("catdog: {}: {e}", f.display());
-        }
-        let (preds, _) = preds.context("inference")?;
-        for (f, p) in ok.iter().zip(preds) {
-            if json {
+            Ok((_, p)) if json => {
                 let mut v = serde_json::to_value(&p)?;
-                v["file"] = serde_json::Value::String(f.display().to_string());
+                v["file"] = serde_json::Value::String(a.path.display().to_string());
                 println!("{v}");
-            } else {
-                println!("{}\t{}\t{:.4}", f.display(), p.label, p.confidence);
             }
+            Ok((_, p)) => println!("{}\t{}\t{:.4}", a.path.display(), p.label, p.confidence),
         }
     }
     Ok(if failures == 0 {

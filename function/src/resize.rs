@@ -308,7 +308,7 @@ mod tests {
         assert_eq!(out.as_raw(), &vec![71, 71, 71, 121, 121, 121]);
 
         let pic = RgbImage::from_fn(5, 3, |x, y| {
-            let i = (y * 5 + x) as u32;
+            let i = y * 5 + x;
             Rgb([
                 (i * 13 % 256) as u8,
                 (i * 29 % 256) as u8,

@@ -53,10 +53,10 @@ impl AppState {
         }
     }
 
-    /// A state with a model ready.
-    pub fn ready(classifier: Classifier, limits: Limits) -> Self {
+    /// A state with a model ready (owned, or shared with other users of it).
+    pub fn ready(classifier: impl Into<Arc<Classifier>>, limits: Limits) -> Self {
         Self {
-            model: Arc::new(RwLock::new(ModelSlot::Ready(Arc::new(classifier)))),
+            model: Arc::new(RwLock::new(ModelSlot::Ready(classifier.into()))),
             limits,
         }
     }

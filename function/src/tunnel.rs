@@ -63,6 +63,46 @@ impl Default for TunnelConfig {
 }
 
 impl TunnelConfig {
+    /// The configuration from the environment variables `catdog serve --ngrok`
+    /// also reads: `NGROK_AUTHTOKEN`, `NGROK_DOMAIN`, `NGROK_BASIC_AUTH`
+    /// (`user:password`, comma-separated), `NGROK_OAUTH_PROVIDER`,
+    /// `NGROK_OAUTH_ALLOW_EMAILS`, `NGROK_OAUTH_ALLOW_DOMAINS`,
+    /// `NGROK_ALLOW_CIDRS`, `NGROK_DENY_CIDRS` (comma-separated lists).
+    pub fn from_env() -> Result<Self, TunnelError> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`TunnelConfig::from_env`] over any variable lookup (testable without
+    /// touching the process environment).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, TunnelError> {
+        let one = |name: &str| var(name).filter(|s| !s.trim().is_empty());
+        let list = |name: &str| -> Vec<String> {
+            one(name)
+                .map(|s| {
+                    s.split(',')
+                        .map(str::trim)
+                        .filter(|x| !x.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Ok(Self {
+            authtoken: one("NGROK_AUTHTOKEN"),
+            domain: one("NGROK_DOMAIN"),
+            basic_auth: list("NGROK_BASIC_AUTH")
+                .iter()
+                .map(|s| Self::parse_basic_auth(s))
+                .collect::<Result<_, _>>()?,
+            oauth_provider: one("NGROK_OAUTH_PROVIDER"),
+            oauth_allow_emails: list("NGROK_OAUTH_ALLOW_EMAILS"),
+            oauth_allow_domains: list("NGROK_OAUTH_ALLOW_DOMAINS"),
+            allow_cidrs: list("NGROK_ALLOW_CIDRS"),
+            deny_cidrs: list("NGROK_DENY_CIDRS"),
+            ..Self::default()
+        })
+    }
+
     /// Parses a `user:password` credential (ngrok wants 8–128 character passwords).
     pub fn parse_basic_auth(s: &str) -> Result<(String, String), TunnelError> {
         let (user, pass) = s
@@ -243,6 +283,37 @@ mod tests {
             ..TunnelConfig::default()
         };
         assert!(c.validate().is_err(), "allow lists without a provider");
+    }
+
+    #[test]
+    fn the_environment_gives_the_same_settings_as_the_flags() {
+        let env = |name: &str| -> Option<String> {
+            match name {
+                "NGROK_AUTHTOKEN" => Some("tok".into()),
+                "NGROK_BASIC_AUTH" => Some("ann:longpassword, bob:otherpassword".into()),
+                "NGROK_OAUTH_PROVIDER" => Some("github".into()),
+                "NGROK_OAUTH_ALLOW_DOMAINS" => Some("example.com".into()),
+                "NGROK_ALLOW_CIDRS" => Some("10.0.0.0/8,192.168.0.0/16".into()),
+                "NGROK_DOMAIN" => Some(" ".into()),
+                _ => None,
+            }
+        };
+        let c = TunnelConfig::from_vars(env).unwrap();
+        assert_eq!(c.authtoken.as_deref(), Some("tok"));
+        assert_eq!(c.domain, None, "blank means unset");
+        assert_eq!(
+            c.basic_auth,
+            vec![
+                ("ann".to_string(), "longpassword".to_string()),
+                ("bob".to_string(), "otherpassword".to_string())
+            ]
+        );
+        assert_eq!(c.oauth_provider.as_deref(), Some("github"));
+        assert_eq!(c.oauth_allow_domains, ["example.com"]);
+        assert_eq!(c.allow_cidrs, ["10.0.0.0/8", "192.168.0.0/16"]);
+        assert!(c.validate().is_ok());
+        let weak = TunnelConfig::from_vars(|n| (n == "NGROK_BASIC_AUTH").then(|| "a:b".into()));
+        assert!(weak.is_err(), "a short password is refused");
     }
 
     #[tokio::test]

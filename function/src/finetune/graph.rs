@@ -209,8 +209,8 @@ fn int_attr(name: &str, v: i64) -> AttributeProto {
     a
 }
 
-/// The base model with its head replaced by `Gemm(weights [F×C], bias [C])
-/// + Softmax` (after a DequantizeLinear of the features for int8 graphs),
+/// The base model with its head replaced by `Gemm(weights [F×C], bias [C]) →
+/// Softmax` (after a DequantizeLinear of the features for int8 graphs),
 /// keeping the output name, plus `metadata` (replacing keys of the same name).
 /// Initializers used only by the old head are dropped; all others are kept
 /// untouched.

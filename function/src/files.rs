@@ -1,0 +1,133 @@
+//! Classifying picture files: finding them (files as given, folders walked)
+//! and running them through the classifier in batches. Shared by
+//! `catdog predict` and the notebook, so both give the same answers.
+
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+
+use crate::decode::decode_file;
+use crate::model::output::Prediction;
+use crate::model::{Classifier, ModelError};
+use crate::state::Limits;
+
+/// File extensions picked up when a folder is walked.
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp"];
+
+/// Why the list of files could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error("{0}: no such file or folder")]
+    Missing(PathBuf),
+    #[error("reading {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+}
+
+/// Files as given; folders walked recursively for [`IMAGE_EXTENSIONS`], sorted
+/// per folder argument so runs are repeatable.
+pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, FilesError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut stack = vec![p.clone()];
+            let mut found = Vec::new();
+            while let Some(dir) = stack.pop() {
+                let entries =
+                    std::fs::read_dir(&dir).map_err(|e| FilesError::Read(dir.clone(), e))?;
+                for entry in entries {
+                    let path = entry.map_err(|e| FilesError::Read(dir.clone(), e))?.path();
+                    if path.is_dir() {
+                        stack.push(path);
+                    } else if is_image_name(&path) {
+                        found.push(path);
+                    }
+                }
+            }
+            found.sort();
+            out.extend(found);
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            return Err(FilesError::Missing(p.clone()));
+        }
+    }
+    Ok(out)
+}
+
+fn is_image_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// One file's outcome: its upright RGB picture and answer, or why it was skipped.
+#[derive(Debug)]
+pub struct FileAnswer {
+    pub path: PathBuf,
+    pub outcome: Result<(RgbImage, Prediction), String>,
+}
+
+/// Decodes and classifies `files`, `limits.max_batch` at a time. Unreadable
+/// pictures are reported in their [`FileAnswer`] and the rest go on; an
+/// inference failure ends the run. Blocking: call it off async workers.
+pub fn classify(
+    classifier: &Classifier,
+    files: &[PathBuf],
+    limits: &Limits,
+) -> Result<Vec<FileAnswer>, ModelError> {
+    let mut out = Vec::with_capacity(files.len());
+    for chunk in files.chunks(limits.max_batch.max(1)) {
+        let decoded: Vec<(PathBuf, Result<RgbImage, String>)> = chunk
+            .iter()
+            .map(|f| (f.clone(), decode_file(f, limits.decode)))
+            .collect();
+        let pictures: Vec<RgbImage> = decoded
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok().cloned())
+            .collect();
+        let preds = if pictures.is_empty() {
+            Vec::new()
+        } else {
+            classifier.classify(&pictures)?.0
+        };
+        let mut preds = preds.into_iter();
+        for (path, r) in decoded {
+            let outcome = match r {
+                Ok(picture) => {
+                    let p = preds.next().ok_or_else(|| {
+                        ModelError::Inference("fewer answers than pictures".into())
+                    })?;
+                    Ok((picture, p))
+                }
+                Err(e) => Err(e),
+            };
+            out.push(FileAnswer { path, outcome });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_are_walked_for_pictures_and_sorted() {
+        let dir = std::env::temp_dir().join(format!("catdog-files-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("b")).unwrap();
+        for name in ["b/2.JPG", "1.png", "notes.txt", "b/3.webp"] {
+            std::fs::write(dir.join(name), b"x").unwrap();
+        }
+        let got = collect(std::slice::from_ref(&dir)).unwrap();
+        let names: Vec<_> = got
+            .iter()
+            .map(|p| p.strip_prefix(&dir).unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["1.png", "b/2.JPG", "b/3.webp"]);
+        assert!(matches!(
+            collect(&[dir.join("nope")]),
+            Err(FilesError::Missing(_))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

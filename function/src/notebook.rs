@@ -1,0 +1,250 @@
+//! Inline answers for Jupyter notebooks run by the evcxr Rust kernel: each
+//! picture as a card (thumbnail, label, a bar per class) in HTML, plus the
+//! helpers the demo notebook uses to find photos.
+
+use std::fmt::Write as _;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use image::RgbImage;
+
+use crate::files::FileAnswer;
+use crate::model::output::Prediction;
+
+/// Longest side of a thumbnail, in pixels.
+pub const THUMBNAIL_SIDE: u32 = 160;
+
+/// Shows `html` as a rich output of the current evcxr cell (evcxr reads
+/// these markers off stdout; elsewhere they are plain text).
+pub fn display_html(html: &str) {
+    println!("EVCXR_BEGIN_CONTENT text/html\n{html}\nEVCXR_END_CONTENT");
+}
+
+/// A grid of cards, one per file: the answer, or why the file was skipped.
+pub fn answers_html(answers: &[FileAnswer]) -> String {
+    let mut html =
+        String::from("<div style=\"display:flex;flex-wrap:wrap;gap:12px;font-family:sans-serif\">");
+    for a in answers {
+        let name = file_name(&a.path);
+        match &a.outcome {
+            Ok((picture, p)) => html.push_str(&answer_card(&name, picture, p)),
+            Err(e) => {
+                let _ = write!(
+                    html,
+                    "<div class=\"catdog-card\" style=\"width:{THUMBNAIL_SIDE}px;border:1px solid #c33;\
+                     padding:6px\"><b>{}</b><br><span style=\"color:#c33\">{}</span></div>",
+                    escape(&name),
+                    escape(e)
+                );
+            }
+        }
+    }
+    html.push_str("</div>");
+    html
+}
+
+/// One picture's card: thumbnail, label with its probability, a bar per class.
+pub fn answer_card(name: &str, picture: &RgbImage, p: &Prediction) -> String {
+    let mut html = format!(
+        "<div class=\"catdog-card\" data-label=\"{label}\" style=\"width:{THUMBNAIL_SIDE}px;\
+         border:1px solid #ccc;border-radius:6px;padding:6px\">",
+        label = escape(&p.label)
+    );
+    if let Some(src) = thumbnail_data_url(picture) {
+        let _ = write!(
+            html,
+            "<img src=\"{src}\" alt=\"{}\" style=\"display:block;margin:auto;max-width:100%\">",
+            escape(name)
+        );
+    }
+    let _ = write!(
+        html,
+        "<div style=\"font-size:12px;color:#555;overflow:hidden;text-overflow:ellipsis\">{}</div>\
+         <div style=\"font-size:18px\"><b>{}</b> {:.1}%</div>",
+        escape(name),
+        escape(&p.label),
+        p.confidence * 100.0
+    );
+    for (label, prob) in &p.scores.0 {
+        let colour = if *label == p.label { "#2a7" } else { "#bbb" };
+        let _ = write!(
+            html,
+            "<div style=\"font-size:11px\">{} {:.1}%<div class=\"catdog-bar\" \
+             style=\"background:{colour};height:6px;width:{:.1}%\"></div></div>",
+            escape(label),
+            prob * 100.0,
+            (prob * 100.0).clamp(0.0, 100.0)
+        );
+    }
+    html.push_str("</div>");
+    html
+}
+
+/// One line per file, `name → label (confidence)`, for plain-text output.
+pub fn answers_text(answers: &[FileAnswer]) -> String {
+    let mut out = String::new();
+    for a in answers {
+        let name = file_name(&a.path);
+        let _ = match &a.outcome {
+            Ok((_, p)) => writeln!(out, "{name} → {} ({:.4})", p.label, p.confidence),
+            Err(e) => writeln!(out, "{name} → skipped: {e}"),
+        };
+    }
+    out
+}
+
+/// A small JPEG of the picture as a `data:` URL (no files, no network).
+fn thumbnail_data_url(picture: &RgbImage) -> Option<String> {
+    let (w, h) = picture.dimensions();
+    if w == 0 || h == 0 {
+        return None;
+    }
+    let scale = (THUMBNAIL_SIDE as f64 / w.max(h) as f64).min(1.0);
+    let tw = ((w as f64 * scale).round() as u32).max(1);
+    let th = ((h as f64 * scale).round() as u32).max(1);
+    let small = image::imageops::thumbnail(picture, tw, th);
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(Cursor::new(&mut jpeg), 85)
+        .encode_image(&small)
+        .ok()?;
+    Some(format!(
+        "data:image/jpeg;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(jpeg)
+    ))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// No folder of photos was found for the demo.
+#[derive(Debug, thiserror::Error)]
+#[error("no photos found (looked in {0}): set CATDOG_PHOTOS to a folder of pictures")]
+pub struct NoPhotos(String);
+
+/// Where the demo's photos are: `CATDOG_PHOTOS`, else `$CATDOG_DATA/catsdogs/test`,
+/// else the shared data folder beside the checkout (`../shared/data` from the
+/// repository root, tried from the notebook folder and the root).
+pub fn photos_dir() -> Result<PathBuf, NoPhotos> {
+    let mut candidates = Vec::new();
+    if let Some(p) = std::env::var_os("CATDOG_PHOTOS") {
+        candidates.push(PathBuf::from(p));
+    } else {
+        if let Some(d) = std::env::var_os("CATDOG_DATA") {
+            candidates.push(PathBuf::from(d).join("catsdogs/test"));
+        }
+        candidates.push(PathBuf::from("../../shared/data/catsdogs/test"));
+        candidates.push(PathBuf::from("../shared/data/catsdogs/test"));
+    }
+    candidates
+        .iter()
+        .find(|p| p.is_dir())
+        .cloned()
+        .ok_or_else(|| {
+            NoPhotos(
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+        })
+}
+
+/// Up to `n` files spread evenly over `files` (so a sorted cats/dogs folder
+/// gives some of each).
+pub fn spread(files: &[PathBuf], n: usize) -> Vec<PathBuf> {
+    if files.len() <= n {
+        return files.to_vec();
+    }
+    (0..n).map(|i| files[i * files.len() / n].clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::output::Scores;
+
+    fn prediction() -> Prediction {
+        Prediction {
+            label: "cat".into(),
+            confidence: 0.75,
+            scores: Scores(vec![("cat".into(), 0.75), ("dog".into(), 0.25)]),
+            imagenet_top5: None,
+        }
+    }
+
+    #[test]
+    fn a_card_has_the_thumbnail_label_and_one_bar_per_class() {
+        let picture = RgbImage::from_pixel(400, 200, image::Rgb([200, 30, 30]));
+        let html = answer_card("<kitty>.jpg", &picture, &prediction());
+        assert!(html.contains("data:image/jpeg;base64,"));
+        assert!(html.contains("data-label=\"cat\""));
+        assert!(html.contains("<b>cat</b> 75.0%"));
+        assert_eq!(html.matches("catdog-bar").count(), 2);
+        assert!(html.contains("width:25.0%"));
+        assert!(html.contains("&lt;kitty&gt;.jpg") && !html.contains("<kitty>"));
+
+        // The thumbnail keeps the aspect ratio within THUMBNAIL_SIDE.
+        let b64 = html
+            .split("base64,")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap();
+        let jpeg = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        let thumb = image::load_from_memory(&jpeg).unwrap();
+        assert_eq!((thumb.width(), thumb.height()), (160, 80));
+    }
+
+    #[test]
+    fn skipped_files_say_why_and_text_lines_match() {
+        let answers = vec![
+            FileAnswer {
+                path: "a/red.jpg".into(),
+                outcome: Ok((RgbImage::new(2, 2), prediction())),
+            },
+            FileAnswer {
+                path: "a/notes.jpg".into(),
+                outcome: Err("not a picture".into()),
+            },
+        ];
+        let html = answers_html(&answers);
+        assert_eq!(html.matches("class=\"catdog-card\"").count(), 2);
+        assert!(html.contains("not a picture"));
+        assert_eq!(
+            answers_text(&answers),
+            "red.jpg → cat (0.7500)\nnotes.jpg → skipped: not a picture\n"
+        );
+    }
+
+    #[test]
+    fn spread_takes_evenly_from_both_ends() {
+        let files: Vec<PathBuf> = (0..10).map(|i| PathBuf::from(i.to_string())).collect();
+        let names: Vec<_> = spread(&files, 4)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        assert_eq!(names, ["0", "2", "5", "7"]);
+        assert_eq!(spread(&files[..3], 4).len(), 3);
+    }
+}
