@@ -18,10 +18,8 @@ log() { printf 'setup-notebook: %s\n' "$*" >&2; }
 mkdir -p "$CACHE"
 export PATH="$CARGO_BIN:$PATH"
 
-have_evcxr() {
-  command -v evcxr_jupyter > /dev/null && [[ "$(evcxr_jupyter --version 2>/dev/null)" == *"$EVCXR_VERSION"* ]]
-}
-if ! have_evcxr; then
+# evcxr_jupyter has no --version; any installed one is used as it is.
+if ! command -v evcxr_jupyter > /dev/null; then
   log "building evcxr_jupyter $EVCXR_VERSION (cargo install, ~17 min on 2 cores; once)"
   cargo install evcxr_jupyter --version "$EVCXR_VERSION" --locked --quiet >&2
 fi

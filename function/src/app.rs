@@ -53,6 +53,19 @@ pub enum LoadError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error("could not start an async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// [`load_classifier`] for callers without an async runtime (the notebook):
+/// runs it on a runtime of its own and waits. Must not be called from async
+/// code (use `load_classifier` there).
+pub fn load_classifier_blocking(cfg: &ModelConfig) -> Result<Classifier, LoadError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(LoadError::Runtime)?
+        .block_on(load_classifier(cfg))
 }
 
 /// Fetches the model and builds the classifier (session build runs on a blocking thread).

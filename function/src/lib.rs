@@ -26,6 +26,9 @@ pub mod serve;
 pub mod state;
 pub mod tunnel;
 
+/// The router type every host serves (re-exported so hosts such as the
+/// notebook can name it without depending on axum themselves).
+pub use axum::Router;
 pub use http::router;
 pub use model::Classifier;
 pub use state::{AppState, Limits, ModelSlot};

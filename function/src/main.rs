@@ -387,9 +387,8 @@ async fn serve(cli: &Cli, host: &str, port: u16, ngrok: &NgrokArgs) -> Result<Ex
     } else {
         format!("{host}:{port}")
     };
-    let mut server = LocalServer::start(app.clone(), &bind)
-        .await
-        .with_context(|| format!("listening on {bind}"))?;
+    let mut server =
+        LocalServer::start(app.clone(), &bind).with_context(|| format!("listening on {bind}"))?;
     eprintln!(
         "catdog: serving on {} (upload page), POST /predict",
         server.url
@@ -439,7 +438,7 @@ async fn serve(cli: &Cli, host: &str, port: u16, ngrok: &NgrokArgs) -> Result<Ex
             t.close();
         }
     }
-    server.stop().await?;
+    tokio::task::spawn_blocking(move || server.stop()).await??;
     Ok(ExitCode::SUCCESS)
 }
 
