@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Instant;
 
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
@@ -252,6 +252,24 @@ pub async fn s3_client() -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(builder.build())
 }
 
+/// Ranged GETs of this size are fetched in parallel for large objects.
+pub const S3_PART_BYTES: u64 = 16 << 20;
+/// Parallel ranged GETs in flight (`CATDOG_S3_CONCURRENCY`; 1 = one plain GET).
+pub const S3_CONCURRENCY: usize = 8;
+/// Attempts per range: a dropped connection resumes from the last byte received.
+const S3_RANGE_ATTEMPTS: u32 = 4;
+
+fn s3_concurrency() -> usize {
+    std::env::var("CATDOG_S3_CONCURRENCY")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(S3_CONCURRENCY)
+}
+
+/// Fetches an S3 object into memory: one GET for small objects, else
+/// parallel ranged GETs (pinned to the object's ETag, so a replaced object
+/// is refused rather than mixed) written straight into one buffer.
 async fn fetch_s3(bucket: &str, key: &str) -> Result<Vec<u8>, SourceError> {
     let uri = format!("s3://{bucket}/{key}");
     let err = |message: String| SourceError::S3 {
@@ -259,28 +277,110 @@ async fn fetch_s3(bucket: &str, key: &str) -> Result<Vec<u8>, SourceError> {
         message,
     };
     let client = s3_client().await;
-    let object = client
-        .get_object()
+    let concurrency = s3_concurrency();
+    let head = client
+        .head_object()
         .bucket(bucket)
         .key(key)
         .send()
         .await
         .map_err(|e| err(s3_error_message(&e)))?;
-    let total = object.content_length().and_then(|n| u64::try_from(n).ok());
-    let bar = progress_bar(total, "fetching model");
-    let mut bytes = Vec::with_capacity(total.unwrap_or(0).min(4 << 30) as usize);
-    let mut body = object.body;
-    while let Some(chunk) = body.try_next().await.map_err(|e| err(error_chain(&e)))? {
-        bytes.extend_from_slice(&chunk);
-        bar.inc(chunk.len() as u64);
+    let total = head
+        .content_length()
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| err("the object has no length".into()))?;
+    let etag = head.e_tag().map(str::to_string);
+    let bar = progress_bar(Some(total), "fetching model");
+    let mut bytes = vec![0u8; total as usize];
+    let ranges = if concurrency <= 1 || total <= S3_PART_BYTES {
+        1
+    } else {
+        total.div_ceil(S3_PART_BYTES) as usize
+    };
+    let part = if ranges == 1 { total.max(1) } else { S3_PART_BYTES } as usize;
+    // Boxed and collected first: a lazy iterator of borrowing closures trips
+    // the compiler's Send inference for the spawned loader task.
+    let mut jobs = Vec::with_capacity(ranges);
+    for (i, slice) in bytes.chunks_mut(part).enumerate() {
+        let start = (i * part) as u64;
+        let job: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> =
+            Box::pin(fetch_s3_range(&client, bucket, key, etag.as_deref(), start, slice, &bar));
+        jobs.push(job);
     }
+    let mut stream = futures_util::stream::iter(jobs).buffer_unordered(concurrency);
+    while let Some(r) = stream.next().await {
+        r.map_err(&err)?;
+    }
+    drop(stream);
     bar.finish_and_clear();
-    if let Some(total) = total {
-        if bytes.len() as u64 != total {
-            return Err(err(format!("got {} of {total} bytes", bytes.len())));
-        }
-    }
     Ok(bytes)
+}
+
+/// Fills `out` with the object's bytes from `start`, resuming after a
+/// dropped connection from where it stopped (bounded attempts, backoff).
+async fn fetch_s3_range(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    etag: Option<&str>,
+    start: u64,
+    out: &mut [u8],
+    bar: &ProgressBar,
+) -> Result<(), String> {
+    let mut done = 0usize;
+    let mut attempt = 0u32;
+    loop {
+        let from = start + done as u64;
+        let to = start + out.len() as u64 - 1;
+        let mut req = client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .range(format!("bytes={from}-{to}"));
+        if let Some(tag) = etag {
+            req = req.if_match(tag);
+        }
+        let failure = match req.send().await {
+            Ok(object) => {
+                let mut body = object.body;
+                loop {
+                    match body.try_next().await {
+                        Ok(Some(chunk)) => {
+                            let Some(dest) = out.get_mut(done..done + chunk.len()) else {
+                                return Err(format!(
+                                    "the server sent more than the {} bytes asked for",
+                                    out.len()
+                                ));
+                            };
+                            dest.copy_from_slice(&chunk);
+                            done += chunk.len();
+                            bar.inc(chunk.len() as u64);
+                        }
+                        Ok(None) if done == out.len() => return Ok(()),
+                        Ok(None) => break format!("connection closed after {done} of {} bytes", out.len()),
+                        Err(e) => break error_chain(&e),
+                    }
+                }
+            }
+            Err(e) => {
+                let message = s3_error_message(&e);
+                // Not worth retrying: the object is gone, replaced or forbidden.
+                if message.starts_with("PreconditionFailed") {
+                    return Err("the object changed while it was being downloaded".into());
+                }
+                if matches!(e, aws_sdk_s3::error::SdkError::ServiceError(_)) {
+                    return Err(message);
+                }
+                message
+            }
+        };
+        attempt += 1;
+        if attempt >= S3_RANGE_ATTEMPTS {
+            return Err(format!("{failure} (gave up after {attempt} attempts)"));
+        }
+        tracing::warn!(error = %failure, offset = start + done as u64, attempt, "S3 download interrupted; resuming");
+        tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+    }
 }
 
 /// "Code: message" for service errors (NoSuchKey, AccessDenied, …), the
