@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 ARCH ?= x86_64
 
-.PHONY: setup build serve test lint build-CatdogFunction
+.PHONY: setup build serve test lint bench build-CatdogFunction
 
 setup:
 	@scripts/setup.sh > /dev/null
@@ -22,6 +22,10 @@ serve: setup build
 
 test:
 	@scripts/test.sh
+
+# Side-by-side benchmark (bench/README.md): prints a table, writes BENCHMARKS.md + bench/benchmarks.png.
+bench:
+	@bench/run.sh
 
 lint:
 	cargo fmt --all --check

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# `make bench`: installs what the benchmark needs (wrk, Flask, matplotlib,
+# TensorFlow for the tutorial's peer), builds catdog in release mode and the
+# VGG16 models, then runs bench/run.py (extra arguments are passed on).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(CATDOG_WITH_KERAS=1 scripts/setup.sh)"
+DATA="${CATDOG_DATA:-$(cd .. && pwd)/shared/data}"
+[[ -d "$DATA/catsdogs" ]] || { echo "bench: photos not found at $DATA/catsdogs (set CATDOG_DATA)"; exit 2; }
+
+"$CATDOG_PYTHON" -c 'import flask, matplotlib' 2> /dev/null || "$CATDOG_PYTHON" -m pip install -q flask matplotlib
+"$CATDOG_KERAS_PYTHON" -c 'import flask' 2> /dev/null || "$CATDOG_KERAS_PYTHON" -m pip install -q flask
+if ! command -v wrk > /dev/null; then
+  SUDO=$([[ $(id -u) == 0 ]] && echo "" || echo sudo)
+  $SUDO apt-get install -y -q wrk > /dev/null || { $SUDO apt-get update -q > /dev/null && $SUDO apt-get install -y -q wrk > /dev/null; }
+fi
+
+cargo build --release --locked -p catdog
+"$CATDOG_PYTHON" bench/make_vgg16.py target/bench/models "$DATA/catsdogs/train"
+"$CATDOG_PYTHON" bench/run.py --catdog target/release/catdog --models target/bench/models \
+  --photos "$DATA/catsdogs/test" --keras-python "$CATDOG_KERAS_PYTHON" "$@"

@@ -1,0 +1,99 @@
+"""Static int8 quantization of a catdog model with ONNX Runtime's tools:
+QDQ format, per-channel int8 weights, uint8 activations calibrated on real
+pictures preprocessed exactly as the model's contract says (the `caffe` or
+`torch` preset in its metadata). The metadata is carried over, plus
+`catdog_quantization` describing what was done.
+
+Static QDQ is the kind that pays on CPUs: VGG16 runs ~3.7x faster. Dynamic
+quantization (`quantize_dynamic`) turns Convs into ConvInteger and is ~7x
+*slower* there, so it is not offered.
+
+Usage: quantize.py IN.onnx OUT.onnx --calib DIR [--count 32]
+"""
+import argparse
+import json
+import os
+
+import numpy as np
+import onnx
+from PIL import Image, ImageOps
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+STD = np.array([0.229, 0.224, 0.225], np.float32)
+CAFFE_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
+
+
+def torch_hwc(img):
+    """torchvision Resize(256) + CenterCrop(224) + ToTensor + Normalize, HWC."""
+    w, h = img.size
+    if w <= h:
+        nw, nh = 256, int(256 * h / w)
+    else:
+        nw, nh = int(256 * w / h), 256
+    img = img.resize((nw, nh), Image.BILINEAR)
+    left, top = int(round((nw - 224) / 2.0)), int(round((nh - 224) / 2.0))
+    x = np.asarray(img.crop((left, top, left + 224, top + 224)), np.float32) / np.float32(255.0)
+    return (x - MEAN) / STD
+
+
+def caffe_hwc(img):
+    """Keras load_img(target_size=(224, 224)) + vgg16.preprocess_input, HWC BGR."""
+    x = np.asarray(img.resize((224, 224), Image.NEAREST), np.float32)[..., ::-1]
+    return x - CAFFE_MEAN
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model")
+    ap.add_argument("out")
+    ap.add_argument("--calib", required=True, help="folder of pictures (walked recursively)")
+    ap.add_argument("--count", type=int, default=32, help="calibration pictures, spread over the folder")
+    args = ap.parse_args()
+
+    model = onnx.load(args.model, load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    preset = meta.get("preprocessing", "").strip().strip('"')
+    prep = {"caffe": caffe_hwc, "torch": torch_hwc}.get(preset)
+    if prep is None:
+        raise SystemExit(f"{args.model}: preprocessing {preset!r} is not a preset (caffe, torch); "
+                         "quantize.py calibrates only with those")
+    inp = model.graph.input[0]
+    dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+    nchw = dims[1] == 3
+
+    files = []
+    for root, _, names in os.walk(args.calib):
+        files += [os.path.join(root, n) for n in names if n.lower().endswith((".jpg", ".jpeg", ".png"))]
+    files.sort()
+    if not files:
+        raise SystemExit(f"no pictures in {args.calib}")
+    files = files[:: max(1, len(files) // args.count)][: args.count]
+
+    def tensor(path):
+        x = prep(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+        return (x.transpose(2, 0, 1) if nchw else x)[None].astype(np.float32).copy()
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(files)
+
+        def get_next(self):
+            f = next(self.it, None)
+            return None if f is None else {inp.name: tensor(f)}
+
+    quantize_static(args.model, args.out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    q = onnx.load(args.out, load_external_data=False)
+    del q.metadata_props[:]
+    meta["catdog_quantization"] = json.dumps({"method": "static QDQ, per-channel int8 weights, uint8 activations",
+                                              "calibration_pictures": len(files)})
+    for k, v in meta.items():
+        q.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    onnx.save(q, args.out)
+    print(f"{args.out}: {os.path.getsize(args.out) / 1e6:.1f} MB (from {os.path.getsize(args.model) / 1e6:.1f} MB), "
+          f"calibrated on {len(files)} pictures")
+
+
+if __name__ == "__main__":
+    main()
