@@ -11,6 +11,7 @@
 //! - [`notebook`]: inline HTML answers for Jupyter (evcxr).
 
 pub mod app;
+pub mod batcher;
 pub mod decode;
 pub mod eval;
 pub mod files;

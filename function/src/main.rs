@@ -179,6 +179,12 @@ struct LimitArgs {
     /// Most pictures in one request.
     #[arg(long, env = "MAX_BATCH", default_value_t = catdog::state::DEFAULT_MAX_BATCH, global = true)]
     max_batch: usize,
+    /// Micro-batching: how long a request waits for others to share its batch, in ms (0: off).
+    #[arg(long, env = "BATCH_WINDOW_MS", default_value_t = catdog::batcher::DEFAULT_BATCH_WINDOW_MS, global = true)]
+    batch_window_ms: u64,
+    /// Requests that may wait for the model; more get 503 + Retry-After instead of queueing without bound.
+    #[arg(long, env = "MAX_QUEUED", default_value_t = catdog::batcher::DEFAULT_MAX_QUEUED, global = true)]
+    max_queued: usize,
     /// Largest picture, in pixels (width × height), refused before decoding.
     #[arg(long, env = "MAX_PIXELS", default_value_t = catdog::decode::DEFAULT_MAX_PIXELS, global = true)]
     max_pixels: u64,
@@ -209,6 +215,11 @@ impl Cli {
             decode: DecodeLimits {
                 max_pixels: self.limits.max_pixels,
                 ..DecodeLimits::default()
+            },
+            batching: catdog::batcher::BatchPolicy {
+                window: std::time::Duration::from_millis(self.limits.batch_window_ms),
+                max_pictures: self.limits.max_batch.max(1),
+                max_queued: self.limits.max_queued.max(1),
             },
         }
     }

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use crate::batcher::{BatchPolicy, Batcher};
 use crate::decode::DecodeLimits;
 use crate::model::Classifier;
 
@@ -17,6 +18,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub max_batch: usize,
     pub decode: DecodeLimits,
+    /// Micro-batching window and the bound on requests waiting for the model.
+    pub batching: BatchPolicy,
 }
 
 impl Default for Limits {
@@ -25,6 +28,7 @@ impl Default for Limits {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_batch: DEFAULT_MAX_BATCH,
             decode: DecodeLimits::default(),
+            batching: BatchPolicy::default(),
         }
     }
 }
@@ -40,7 +44,7 @@ pub enum ModelSlot {
 /// Shared state of the router; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    model: Arc<RwLock<ModelSlot>>,
+    model: Arc<RwLock<(ModelSlot, Option<Batcher>)>>,
     pub limits: Limits,
 }
 
@@ -48,24 +52,48 @@ impl AppState {
     /// A state whose model is still loading; fill it with [`AppState::set_model`].
     pub fn loading(limits: Limits) -> Self {
         Self {
-            model: Arc::new(RwLock::new(ModelSlot::Loading)),
+            model: Arc::new(RwLock::new((ModelSlot::Loading, None))),
             limits,
         }
     }
 
     /// A state with a model ready (owned, or shared with other users of it).
     pub fn ready(classifier: impl Into<Arc<Classifier>>, limits: Limits) -> Self {
-        Self {
-            model: Arc::new(RwLock::new(ModelSlot::Ready(classifier.into()))),
-            limits,
-        }
+        let state = Self::loading(limits);
+        state.set_model(ModelSlot::Ready(classifier.into()));
+        state
     }
 
+    /// Installs the model (starting its inference thread when it is ready).
     pub fn set_model(&self, slot: ModelSlot) {
-        *self.model.write().unwrap_or_else(|p| p.into_inner()) = slot;
+        let batcher = match &slot {
+            ModelSlot::Ready(c) => Some(Batcher::start(c.clone(), self.batch_policy())),
+            _ => None,
+        };
+        *self.model.write().unwrap_or_else(|p| p.into_inner()) = (slot, batcher);
     }
 
     pub fn model(&self) -> ModelSlot {
-        self.model.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.model
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    /// The model and the queue in front of its inference thread, when ready.
+    pub fn ready_model(&self) -> Result<(Arc<Classifier>, Batcher), ModelSlot> {
+        let guard = self.model.read().unwrap_or_else(|p| p.into_inner());
+        match &*guard {
+            (ModelSlot::Ready(c), Some(b)) => Ok((c.clone(), b.clone())),
+            (slot, _) => Err(slot.clone()),
+        }
+    }
+
+    fn batch_policy(&self) -> BatchPolicy {
+        BatchPolicy {
+            max_pictures: self.limits.batching.max_pictures.max(self.limits.max_batch),
+            ..self.limits.batching
+        }
     }
 }

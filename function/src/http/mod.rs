@@ -45,7 +45,8 @@ async fn log_request(req: Request, next: Next) -> Response {
     match res.extensions().get::<routes::Timings>() {
         Some(t) => tracing::info!(
             %method, path, status, ms, images = t.images, read_ms = t.read, decode_ms = t.decode,
-            preprocess_ms = t.preprocess, inference_ms = t.inference, "request"
+            preprocess_ms = t.preprocess, inference_ms = t.inference, queue_ms = t.queue,
+            batch = t.batch, "request"
         ),
         None => tracing::info!(%method, path, status, ms, error, "request"),
     }

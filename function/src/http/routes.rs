@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::input::read_images;
+use crate::batcher::{BatchError, Batcher};
 use crate::decode::decode_rgb;
 use crate::model::output::{Prediction, Scores};
 use crate::model::Classifier;
@@ -27,9 +28,14 @@ pub struct Timings {
     pub decode: f64,
     pub preprocess: f64,
     pub inference: f64,
+    /// Waiting for the inference thread (behind other batches).
+    pub queue: f64,
     pub total: f64,
     #[serde(skip)]
     pub images: usize,
+    /// Pictures in the micro-batch this request ran in (its own included).
+    #[serde(rename = "batch_images")]
+    pub batch: usize,
 }
 
 #[derive(Serialize)]
@@ -54,13 +60,14 @@ struct Batch<'a> {
     timings_ms: Timings,
 }
 
-fn ready_model(state: &AppState) -> Result<Arc<Classifier>, ApiError> {
-    match state.model() {
-        ModelSlot::Ready(c) => Ok(c),
-        ModelSlot::Loading => Err(ApiError::unavailable(
+fn ready_model(state: &AppState) -> Result<(Arc<Classifier>, Batcher), ApiError> {
+    match state.ready_model() {
+        Ok(ready) => Ok(ready),
+        Err(ModelSlot::Ready(_)) => Err(ApiError::unavailable("the model is being installed")),
+        Err(ModelSlot::Loading) => Err(ApiError::unavailable(
             "the model is still loading; retry in a few seconds",
         )),
-        ModelSlot::Failed(reason) => Err(ApiError::unavailable(format!(
+        Err(ModelSlot::Failed(reason)) => Err(ApiError::unavailable(format!(
             "the model failed to load: {reason}"
         ))),
     }
@@ -73,47 +80,46 @@ async fn classify_request(
     body: Body,
 ) -> Result<(Arc<Classifier>, Vec<Prediction>, Timings), ApiError> {
     let started = Instant::now();
-    let model = ready_model(state)?;
+    let (model, batcher) = ready_model(state)?;
     let images: Vec<Bytes> = read_images(headers, body, &state.limits).await?;
     let read = started.elapsed().as_secs_f64() * 1e3;
     let limits = state.limits.decode;
-    let worker = model.clone();
-    // Decoding and inference are CPU-bound: keep them off the async workers.
-    let (predictions, mut timings) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+    let count = images.len();
+    // Decoding is CPU-bound: keep it off the async workers.
+    let (pictures, decode) = tokio::task::spawn_blocking(move || {
         let t0 = Instant::now();
-        let count = images.len();
         let pictures = images
             .iter()
             .enumerate()
             .map(|(i, bytes)| {
                 decode_rgb(bytes, limits).map_err(|e| ApiError::from_decode(e, i, count))
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        drop(images);
-        let decode = t0.elapsed().as_secs_f64() * 1e3;
-        let (predictions, infer) = worker.classify(&pictures).map_err(|e| {
-            tracing::error!(error = %e, "inference failed");
-            ApiError::internal("inference failed; see the server log")
-        })?;
-        Ok((
-            predictions,
-            Timings {
-                decode,
-                preprocess: infer.preprocess,
-                inference: infer.inference,
-                images: count,
-                ..Default::default()
-            },
-        ))
+            .collect::<Result<Vec<_>, _>>();
+        (pictures, t0.elapsed().as_secs_f64() * 1e3)
     })
     .await
     .map_err(|e| {
-        tracing::error!(error = %e, "classification task failed");
-        ApiError::internal("classification failed; see the server log")
-    })??;
-    timings.read = read;
-    timings.total = started.elapsed().as_secs_f64() * 1e3;
-    Ok((model, predictions, timings))
+        tracing::error!(error = %e, "decoding task failed");
+        ApiError::internal("decoding failed; see the server log")
+    })?;
+    let answer = batcher.classify(pictures?).await.map_err(|e| match e {
+        BatchError::Busy(_) => ApiError::overloaded(e.to_string()),
+        e => {
+            tracing::error!(error = %e, "inference failed");
+            ApiError::internal("inference failed; see the server log")
+        }
+    })?;
+    let timings = Timings {
+        read,
+        decode,
+        preprocess: answer.timings.preprocess,
+        inference: answer.timings.inference,
+        queue: answer.queued_ms,
+        total: started.elapsed().as_secs_f64() * 1e3,
+        images: count,
+        batch: answer.batch_pictures,
+    };
+    Ok((model, answer.predictions, timings))
 }
 
 fn with_timings(mut res: Response, timings: Timings) -> Response {
@@ -196,7 +202,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
 /// `GET /model`: labels, input shape, preprocessing, source URI, SHA-256, size.
 pub async fn model_info(State(state): State<AppState>) -> Response {
     match ready_model(&state) {
-        Ok(c) => Json(c.info().clone()).into_response(),
+        Ok((c, _)) => Json(c.info().clone()).into_response(),
         Err(e) => e.into_response(),
     }
 }

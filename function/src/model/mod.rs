@@ -328,6 +328,11 @@ impl Classifier {
         Ok(this)
     }
 
+    /// The batch size the graph insists on, if any (`None`: any batch size).
+    pub fn fixed_batch(&self) -> Option<usize> {
+        self.fixed_batch
+    }
+
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }

@@ -284,7 +284,15 @@ async fn fetch_s3(bucket: &str, key: &str) -> Result<Vec<u8>, SourceError> {
         .key(key)
         .send()
         .await
-        .map_err(|e| err(s3_error_message(&e)))?;
+        .map_err(|e| {
+            // HEAD answers carry no error body: name the usual S3 codes.
+            let status = e.raw_response().map(|r| r.status().as_u16());
+            err(match status {
+                Some(404) => "NoSuchKey: the object does not exist".into(),
+                Some(403) => "AccessDenied: not allowed to read the object (s3:GetObject)".into(),
+                _ => s3_error_message(&e),
+            })
+        })?;
     let total = head
         .content_length()
         .and_then(|n| u64::try_from(n).ok())
@@ -297,14 +305,27 @@ async fn fetch_s3(bucket: &str, key: &str) -> Result<Vec<u8>, SourceError> {
     } else {
         total.div_ceil(S3_PART_BYTES) as usize
     };
-    let part = if ranges == 1 { total.max(1) } else { S3_PART_BYTES } as usize;
+    let part = if ranges == 1 {
+        total.max(1)
+    } else {
+        S3_PART_BYTES
+    } as usize;
     // Boxed and collected first: a lazy iterator of borrowing closures trips
     // the compiler's Send inference for the spawned loader task.
     let mut jobs = Vec::with_capacity(ranges);
     for (i, slice) in bytes.chunks_mut(part).enumerate() {
         let start = (i * part) as u64;
-        let job: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> =
-            Box::pin(fetch_s3_range(&client, bucket, key, etag.as_deref(), start, slice, &bar));
+        let job: std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>,
+        > = Box::pin(fetch_s3_range(
+            &client,
+            bucket,
+            key,
+            etag.as_deref(),
+            start,
+            slice,
+            &bar,
+        ));
         jobs.push(job);
     }
     let mut stream = futures_util::stream::iter(jobs).buffer_unordered(concurrency);
@@ -357,7 +378,9 @@ async fn fetch_s3_range(
                             bar.inc(chunk.len() as u64);
                         }
                         Ok(None) if done == out.len() => return Ok(()),
-                        Ok(None) => break format!("connection closed after {done} of {} bytes", out.len()),
+                        Ok(None) => {
+                            break format!("connection closed after {done} of {} bytes", out.len())
+                        }
                         Err(e) => break error_chain(&e),
                     }
                 }

@@ -1,0 +1,187 @@
+//! Micro-batching and admission control for inference.
+//!
+//! Requests hand their decoded pictures to one inference thread per model.
+//! The thread takes the first waiting job, gathers whatever else arrives
+//! within a short window (up to the batch limit), runs them as one batch and
+//! sends each request its own answers. The queue in front of it is bounded:
+//! when it is full a request is refused at once (the router answers 503 with
+//! Retry-After) instead of the backlog and memory growing without bound.
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+use tokio::sync::oneshot;
+
+use crate::model::output::Prediction;
+use crate::model::{Classifier, InferTimings, ModelError};
+
+/// How requests are grouped and how many may wait.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchPolicy {
+    /// How long the first job of a batch waits for company (0: no batching).
+    pub window: Duration,
+    /// Most pictures run in one batch.
+    pub max_pictures: usize,
+    /// Most requests waiting for the inference thread; more are refused.
+    pub max_queued: usize,
+}
+
+impl Default for BatchPolicy {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_millis(DEFAULT_BATCH_WINDOW_MS),
+            max_pictures: 16,
+            max_queued: DEFAULT_MAX_QUEUED,
+        }
+    }
+}
+
+/// Default batching window, in milliseconds.
+pub const DEFAULT_BATCH_WINDOW_MS: u64 = 2;
+/// Default bound on requests waiting for inference.
+pub const DEFAULT_MAX_QUEUED: usize = 64;
+
+/// Why a job got no answers.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("too many requests are waiting for the model ({0}); retry shortly")]
+    Busy(usize),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("the inference thread stopped")]
+    Stopped,
+}
+
+/// Answers for one request, and how its batch went.
+#[derive(Debug)]
+pub struct BatchAnswer {
+    pub predictions: Vec<Prediction>,
+    pub timings: InferTimings,
+    /// Pictures in the batch this request ran in (its own included).
+    pub batch_pictures: usize,
+    /// Time spent waiting in the queue before its batch started, ms.
+    pub queued_ms: f64,
+}
+
+struct Job {
+    pictures: Vec<RgbImage>,
+    enqueued: Instant,
+    reply: oneshot::Sender<Result<BatchAnswer, BatchError>>,
+}
+
+/// Hands pictures to the model's inference thread. Cheap to clone; the
+/// thread ends when the last handle is dropped.
+#[derive(Clone)]
+pub struct Batcher {
+    tx: SyncSender<Job>,
+    policy: BatchPolicy,
+}
+
+impl Batcher {
+    /// Starts the inference thread for `classifier`.
+    pub fn start(classifier: Arc<Classifier>, policy: BatchPolicy) -> Self {
+        let (tx, rx) = mpsc::sync_channel(policy.max_queued.max(1));
+        let p = policy;
+        std::thread::Builder::new()
+            .name("catdog-infer".into())
+            .spawn(move || run(classifier, rx, p))
+            .expect("spawning the inference thread");
+        Self { tx, policy }
+    }
+
+    /// Queues `pictures` and waits for their answers; refuses at once when
+    /// the queue is full.
+    pub async fn classify(&self, pictures: Vec<RgbImage>) -> Result<BatchAnswer, BatchError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            pictures,
+            enqueued: Instant::now(),
+            reply,
+        };
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(BatchError::Busy(self.policy.max_queued)),
+            Err(TrySendError::Disconnected(_)) => return Err(BatchError::Stopped),
+        }
+        answer.await.unwrap_or(Err(BatchError::Stopped))
+    }
+}
+
+fn run(classifier: Arc<Classifier>, rx: Receiver<Job>, policy: BatchPolicy) {
+    let max = policy.max_pictures.max(1);
+    // A graph with a fixed batch size runs pictures one group at a time
+    // anyway: waiting for company would only add latency.
+    let batches = classifier.fixed_batch().is_none() && !policy.window.is_zero();
+    // A job that did not fit the previous batch starts the next one.
+    let mut carry: Option<Job> = None;
+    loop {
+        let first = match carry.take() {
+            Some(j) => j,
+            None => match rx.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            },
+        };
+        let mut jobs = vec![first];
+        let mut count = jobs[0].pictures.len();
+        let deadline = Instant::now() + policy.window;
+        while count < max && batches {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let next = if left.is_zero() {
+                rx.try_recv().map_err(|_| RecvTimeoutError::Timeout)
+            } else {
+                rx.recv_timeout(left)
+            };
+            match next {
+                Ok(j) if count + j.pictures.len() <= max => {
+                    count += j.pictures.len();
+                    jobs.push(j);
+                }
+                Ok(j) => {
+                    carry = Some(j);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let sizes: Vec<usize> = jobs.iter().map(|j| j.pictures.len()).collect();
+        let pictures: Vec<RgbImage> = jobs
+            .iter_mut()
+            .flat_map(|j| std::mem::take(&mut j.pictures))
+            .collect();
+        let result = classifier.classify(&pictures);
+        drop(pictures);
+        match result {
+            Ok((predictions, timings)) => {
+                let mut it = predictions.into_iter();
+                for (job, n) in jobs.into_iter().zip(sizes) {
+                    let mine: Vec<Prediction> = it.by_ref().take(n).collect();
+                    let answer = if mine.len() == n {
+                        Ok(BatchAnswer {
+                            predictions: mine,
+                            timings: timings.clone(),
+                            batch_pictures: count,
+                            queued_ms: (started - job.enqueued).as_secs_f64() * 1e3,
+                        })
+                    } else {
+                        Err(BatchError::Model(ModelError::Inference(
+                            "fewer answers than pictures".into(),
+                        )))
+                    };
+                    let _ = job.reply.send(answer);
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for job in jobs {
+                    let _ = job.reply.send(Err(BatchError::Model(ModelError::Inference(
+                        message.clone(),
+                    ))));
+                }
+            }
+        }
+    }
+}
