@@ -172,6 +172,63 @@ def s3_fetch(args, model):
     return out
 
 
+def lambda_cold_start(args, model):
+    """The real binary as a Lambda bootstrap against a stand-in Runtime API on
+    loopback: init (process start to its first /next poll) and the first
+    invocation (the Function URL event with a real photo) until its response."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    event = open(os.path.join(HERE, "..", "events", "function-url.json"), "rb").read()
+    marks = {}
+    done = threading.Event()
+
+    class Api(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            if "next" not in marks:
+                marks["next"] = time.perf_counter()
+                self.send_response(200)
+                self.send_header("Lambda-Runtime-Aws-Request-Id", "bench-1")
+                self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 600000))
+                self.send_header("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:0:function:catdog")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(event)))
+                self.end_headers()
+                self.wfile.write(event)
+            else:
+                done.wait(30)  # park the next poll; the process is killed after
+
+        def do_POST(self):
+            n = int(self.headers.get("Content-Length", 0))
+            marks.setdefault("body", self.rfile.read(n))
+            marks.setdefault("response", time.perf_counter())
+            self.send_response(202)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            done.set()
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    env = {"AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{srv.server_address[1]}", "AWS_LAMBDA_FUNCTION_NAME": "catdog",
+           "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+           "MODEL_URI": model, "RUST_LOG": "warn"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([args.catdog], env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        done.wait(120)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+        srv.shutdown()
+    body = json.loads(marks.get("body", b"{}") or b"{}")
+    ok = body.get("statusCode") == 200
+    return {"init_s": marks["next"] - t0, "first_s": marks["response"] - t0, "ok": ok}
+
+
 def cpu_model():
     for line in open("/proc/cpuinfo"):
         if line.startswith("model name"):
@@ -214,6 +271,13 @@ def main():
         ours = run_contender(f"catdog serve ({label})", [args.catdog, "serve", "--port", str(p), "--model", model],
                              {"RUST_LOG": "warn"}, p, photos, listfile.name, args.seconds)
         results.append(ours)
+        if label == "fp32":
+            # The same binary with micro-batching off: its effect, side by side.
+            p = free_port()
+            results.append(run_contender(f"catdog serve ({label}, no batching)",
+                                         [args.catdog, "serve", "--port", str(p), "--model", model],
+                                         {"RUST_LOG": "warn", "BATCH_WINDOW_MS": "0"}, p, photos, listfile.name,
+                                         args.seconds))
         p = free_port()
         results.append(run_contender(f"Flask + onnxruntime ({label})",
                                      [sys.executable, os.path.join(HERE, "peers/flask_ort.py"), model, str(p)],
@@ -223,11 +287,16 @@ def main():
         results.append(run_contender("Flask + Keras (tutorial, fp32)",
                                      [args.keras_python, os.path.join(HERE, "peers/flask_keras.py"), str(p)],
                                      {}, p, photos, listfile.name, args.seconds))
+    lam = {}
+    for label, model in (("fp32", fp32), ("int8", int8)):
+        lam[label] = lambda_cold_start(args, model)
+        print(f"== Lambda bootstrap ({label}): init {lam[label]['init_s']:.2f} s, first answer "
+              f"{lam[label]['first_s']:.2f} s, ok {lam[label]['ok']}", flush=True)
     s3 = {} if args.skip_s3 else s3_fetch(args, fp32)
-    report(args, results, raw, s3, threads, len(photos))
+    report(args, results, raw, s3, threads, len(photos), lam)
 
 
-def report(args, results, raw, s3, threads, nphotos):
+def report(args, results, raw, s3, threads, nphotos, lam):
     by = {r["name"]: r for r in results}
     lines = [
         "# Benchmarks",
@@ -249,6 +318,13 @@ def report(args, results, raw, s3, threads, nphotos):
     for label in ("fp32", "int8"):
         lines.append(f"| raw session.run ({label}), ready tensor | — | {raw[label]['p50_ms']:.1f} | "
                      f"{raw[label]['p99_ms']:.1f} | — | — | — |")
+    for r in results:
+        t = r["first"].get("timings_ms") if isinstance(r.get("first"), dict) else None
+        if t and r["name"].startswith("catdog serve"):
+            lines.append("")
+            lines.append(f"{r['name']}, where one request's time goes (first photo, ms): read {t['read']:.1f}, "
+                         f"decode {t['decode']:.1f}, preprocess {t['preprocess']:.1f}, inference {t['inference']:.1f}, "
+                         f"total {t['total']:.1f}.")
     lines += ["", "## Ratios and targets", "", "| figure | value | target |", "| --- | ---: | --- |"]
 
     def ratio(a, b):
@@ -266,8 +342,20 @@ def report(args, results, raw, s3, threads, nphotos):
     if k:
         c = by["catdog serve (fp32)"]
         lines.append(f"| fp32: catdog img/s ÷ Flask+Keras img/s (4 clients) | {ratio(c['rps4'], k['rps4']):.2f}× | ≥ 2× |")
+    nb = by.get("catdog serve (fp32, no batching)")
+    if nb:
+        lines.append(f"| fp32: micro-batching on ÷ off, img/s at 4 clients | "
+                     f"{ratio(by['catdog serve (fp32)']['rps4'], nb['rps4']):.2f}× | (gain) |")
     lines.append(f"| catdog int8 img/s ÷ catdog fp32 img/s (4 clients) | "
                  f"{ratio(by['catdog serve (int8)']['rps4'], by['catdog serve (fp32)']['rps4']):.2f}× | ≥ 2× |")
+    ort_lib = os.environ.get("ORT_DYLIB_PATH", "")
+    pkg = os.path.getsize(args.catdog) + (os.path.getsize(ort_lib) if os.path.exists(ort_lib) else 0)
+    lines += ["", "## Lambda bootstrap (stand-in Runtime API on loopback, model on local disk)", "",
+              f"Package: bootstrap {os.path.getsize(args.catdog) / 1e6:.1f} MB + libonnxruntime "
+              f"{(pkg - os.path.getsize(args.catdog)) / 1e6:.1f} MB = {pkg / 1e6:.1f} MB unzipped (the model is not in it: S3).",
+              "", "| model | init (start → first /next) s | first answer s | answer ok |", "| --- | ---: | ---: | --- |"]
+    for label, r in lam.items():
+        lines.append(f"| {label} | {r['init_s']:.2f} | {r['first_s']:.2f} | {r['ok']} |")
     if s3:
         lines += ["", "## Model fetch from S3 (moto server on loopback, fp32 model)", "",
                   "| fetch | seconds |", "| --- | ---: |"]

@@ -75,7 +75,7 @@ pub async fn load_classifier(cfg: &ModelConfig) -> Result<Classifier, LoadError>
         Some(uri) => {
             let uri: ModelUri = uri.parse()?;
             tracing::info!(model = %uri, "fetching model");
-            source::fetch(&uri, cfg.sha256.as_deref()).await?
+            source::fetch_for_session(&uri, cfg.sha256.as_deref()).await?
         }
         None => {
             // The zoo VGG16 carries no metadata; it was trained torch-style.

@@ -162,7 +162,7 @@ fn run(classifier: Arc<Classifier>, rx: Receiver<Job>, policy: BatchPolicy) {
                     let answer = if mine.len() == n {
                         Ok(BatchAnswer {
                             predictions: mine,
-                            timings: timings.clone(),
+                            timings,
                             batch_pictures: count,
                             queued_ms: (started - job.enqueued).as_secs_f64() * 1e3,
                         })

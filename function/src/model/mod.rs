@@ -152,14 +152,17 @@ impl Classifier {
         let threads = opts
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let session = Session::builder(env)
+        let mut builder = Session::builder(env)
             .map_err(onnx_err)?
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(onnx_err)?
             .with_intra_threads(threads)
-            .map_err(onnx_err)?
-            .commit_from_memory(&model.bytes)
             .map_err(onnx_err)?;
+        let session = match &model.path {
+            Some(path) => builder.commit_from_file(path),
+            None => builder.commit_from_memory(&model.bytes),
+        }
+        .map_err(onnx_err)?;
 
         let (input_name, input_shape) = {
             let inputs = session.inputs();
@@ -252,7 +255,7 @@ impl Classifier {
             info: ModelInfo {
                 uri: model.uri.clone(),
                 sha256: model.sha256.clone(),
-                size_bytes: model.bytes.len() as u64,
+                size_bytes: model.size,
                 kind: "labels",
                 labels: vec![],
                 input: TensorInfo {

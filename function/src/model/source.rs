@@ -112,7 +112,13 @@ impl fmt::Display for ModelUri {
 
 /// Model bytes and where they came from.
 pub struct FetchedModel {
+    /// The model, in memory; empty when [`FetchedModel::path`] is set.
     pub bytes: Vec<u8>,
+    /// A local file the runtime reads itself (see [`fetch_for_session`]):
+    /// no copy of the model is held in memory beside the session's own.
+    pub path: Option<PathBuf>,
+    /// Size of the model in bytes.
+    pub size: u64,
     pub sha256: String,
     pub uri: String,
     pub fetch_ms: f64,
@@ -131,6 +137,63 @@ pub fn normalize_sha256(s: &str) -> Result<String, SourceError> {
     } else {
         Err(SourceError::BadSha256(s.into()))
     }
+}
+
+/// Like [`fetch`], but a local file is only hashed (streamed), not read into
+/// memory: ONNX Runtime then reads it itself, which keeps the peak memory of
+/// start-up at one copy of the weights instead of two.
+pub async fn fetch_for_session(
+    uri: &ModelUri,
+    expected_sha256: Option<&str>,
+) -> Result<FetchedModel, SourceError> {
+    let ModelUri::File(path) = uri else {
+        return fetch(uri, expected_sha256).await;
+    };
+    let expected = expected_sha256.map(normalize_sha256).transpose()?;
+    let started = Instant::now();
+    let p = path.clone();
+    let hashed = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&p)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 8 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            size += n as u64;
+        }
+        Ok((hex::encode(hasher.finalize()), size))
+    })
+    .await
+    .map_err(|e| SourceError::File {
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    let (sha256, size) = hashed.map_err(|source| SourceError::File {
+        path: path.clone(),
+        source,
+    })?;
+    if let Some(expected) = expected {
+        if expected != sha256 {
+            return Err(SourceError::Sha256Mismatch {
+                uri: uri.to_string(),
+                expected,
+                actual: sha256,
+            });
+        }
+    }
+    Ok(FetchedModel {
+        bytes: Vec::new(),
+        path: Some(path.clone()),
+        size,
+        sha256,
+        uri: uri.to_string(),
+        fetch_ms: started.elapsed().as_secs_f64() * 1e3,
+    })
 }
 
 /// Fetches the model into memory and verifies `expected_sha256` if given.
@@ -170,7 +233,9 @@ pub async fn fetch(
         }
     }
     Ok(FetchedModel {
+        size: bytes.len() as u64,
         bytes,
+        path: None,
         sha256,
         uri: uri.to_string(),
         fetch_ms,
@@ -527,5 +592,23 @@ mod tests {
         assert_eq!(fetch(&uri, Some(&good)).await.unwrap().bytes, b"model");
         let err = fetch(&uri, Some(&"0".repeat(64))).await.err().unwrap();
         assert!(matches!(err, SourceError::Sha256Mismatch { .. }));
+
+        // For a session, a file is hashed in a stream and left on disk.
+        let big: Vec<u8> = (0..20_000_000u32).map(|i| (i % 251) as u8).collect();
+        let big_path = dir.join("big.bin");
+        std::fs::write(&big_path, &big).unwrap();
+        let big_uri = ModelUri::File(big_path.clone());
+        let f = fetch_for_session(&big_uri, Some(&sha256_hex(&big)))
+            .await
+            .unwrap();
+        assert!(f.bytes.is_empty());
+        assert_eq!(
+            (f.path.as_deref(), f.size),
+            (Some(big_path.as_path()), big.len() as u64)
+        );
+        assert_eq!(f.sha256, sha256_hex(&big));
+        let err = fetch_for_session(&big_uri, Some(&good)).await.err().unwrap();
+        assert!(matches!(err, SourceError::Sha256Mismatch { .. }));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
