@@ -54,6 +54,9 @@ def main():
     model = onnx.load(args.model, load_external_data=False)
     meta = {p.key: p.value for p in model.metadata_props}
     preset = meta.get("preprocessing", "").strip().strip('"')
+    if preset.startswith("{"):
+        # The JSON form catdog finetune writes names the preset it spells out.
+        preset = json.loads(preset).get("preset") or preset
     prep = {"caffe": caffe_hwc, "torch": torch_hwc}.get(preset)
     if prep is None:
         raise SystemExit(f"{args.model}: preprocessing {preset!r} is not a preset (caffe, torch); "
@@ -82,11 +85,15 @@ def main():
             f = next(self.it, None)
             return None if f is None else {inp.name: tensor(f)}
 
-    quantize_static(args.model, args.out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    # Per-channel DequantizeLinear needs its `axis` attribute, added in opset 13.
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=13)
+    per_channel = opset >= 13
+    quantize_static(args.model, args.out, Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     q = onnx.load(args.out, load_external_data=False)
     del q.metadata_props[:]
-    meta["catdog_quantization"] = json.dumps({"method": "static QDQ, per-channel int8 weights, uint8 activations",
+    meta["catdog_quantization"] = json.dumps({"method": f"static QDQ, {'per-channel' if per_channel else 'per-tensor'} "
+                                                        "int8 weights, uint8 activations",
                                               "calibration_pictures": len(files)})
     for k, v in meta.items():
         q.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
