@@ -607,7 +607,10 @@ mod tests {
             (Some(big_path.as_path()), big.len() as u64)
         );
         assert_eq!(f.sha256, sha256_hex(&big));
-        let err = fetch_for_session(&big_uri, Some(&good)).await.err().unwrap();
+        let err = fetch_for_session(&big_uri, Some(&good))
+            .await
+            .err()
+            .unwrap();
         assert!(matches!(err, SourceError::Sha256Mismatch { .. }));
         std::fs::remove_dir_all(&dir).unwrap();
     }

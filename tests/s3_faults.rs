@@ -1,0 +1,121 @@
+//! The S3 model fetch under faults, against moto's S3 server on loopback
+//! behind a TCP proxy that cuts connections mid-body: the ranged download
+//! resumes where it stopped and the bytes (checked by SHA-256) are exact,
+//! with parallel ranges and with one GET. An unreachable server fails fast
+//! with a message naming the object.
+//!
+//! One test function: it sets the process environment the SDK reads.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use catdog::model::source::{fetch, sha256_hex, ModelUri, SourceError};
+use catdog_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A proxy to `upstream` that drops the first `cuts` connections once more
+/// than `after` response bytes went through them. Returns its URL and the
+/// number of connections it cut.
+async fn cutting_proxy(upstream: String, cuts: usize, after: usize) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let cut = Arc::new(AtomicUsize::new(0));
+    let counter = cut.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let upstream = upstream.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let mut sent = 0usize;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    sent += n;
+                    if sent > after
+                        && counter
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                                (c < cuts).then_some(c + 1)
+                            })
+                            .is_ok()
+                    {
+                        break; // drop both halves: the client sees a short body
+                    }
+                }
+                up.abort();
+            });
+        }
+    });
+    (url, cut)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropped_connections_resume_and_unreachable_servers_fail_fast() {
+    let (_moto, endpoint) = moto().await;
+    // 40 MiB of varied bytes: three 16 MiB ranges in parallel mode.
+    let data: Vec<u8> = (0..40u32 * 1024 * 1024)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    s3_put(&endpoint, "faults", "model.onnx", data.clone()).await;
+    let want = sha256_hex(&data);
+    let uri: ModelUri = "s3://faults/model.onnx".parse().unwrap();
+    let upstream = endpoint.trim_start_matches("http://").to_string();
+    for (k, v) in s3_env(&endpoint) {
+        std::env::set_var(k, v);
+    }
+
+    for concurrency in ["8", "1"] {
+        let (proxy, cut) = cutting_proxy(upstream.clone(), 3, 3 << 20).await;
+        std::env::set_var("AWS_ENDPOINT_URL_S3", &proxy);
+        std::env::set_var("CATDOG_S3_CONCURRENCY", concurrency);
+        let fetched = fetch(&uri, Some(&want))
+            .await
+            .unwrap_or_else(|e| panic!("concurrency {concurrency}: {e}"));
+        assert_eq!(fetched.bytes.len(), data.len());
+        assert!(
+            fetched.bytes == data,
+            "concurrency {concurrency}: bytes differ"
+        );
+        assert!(
+            cut.load(Ordering::SeqCst) >= 1,
+            "concurrency {concurrency}: the proxy never cut a connection, so nothing was resumed"
+        );
+    }
+
+    // Nobody listening: a clear error naming the object, in seconds.
+    std::env::set_var(
+        "AWS_ENDPOINT_URL_S3",
+        format!("http://127.0.0.1:{}", free_port()),
+    );
+    let started = Instant::now();
+    let err = fetch(&uri, None).await.err().expect("must fail");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(err, SourceError::S3 { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("s3://faults/model.onnx") && msg.len() < 600,
+        "{msg}"
+    );
+}
