@@ -24,7 +24,7 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// The configuration `catdog` reads from its environment variables (the
     /// CLI flags' fallbacks): `MODEL_URI`, `MODEL_SHA256`, `DEFAULT_MODEL_URL`,
-    /// `MODEL_LABELS`, `MODEL_PREPROCESSING`, `NEITHER_BELOW`, `CATDOG_THREADS`
+    /// `MODEL_LABELS`, `MODEL_PREPROCESSING`, `NEITHER_BELOW`, `CATDOG_THREADS`, `CATDOG_PREPACK`
     /// (`ORT_DYLIB_PATH` is read when the runtime loads). Empty values count as unset.
     /// For hosts without a command line, such as the notebook.
     pub fn from_env() -> Self {
@@ -41,6 +41,7 @@ impl ModelConfig {
                 neither_below: var("NEITHER_BELOW").and_then(|s| s.parse().ok()),
                 threads: var("CATDOG_THREADS").and_then(|s| s.parse().ok()),
                 ort_library: None,
+                prepack: var("CATDOG_PREPACK").and_then(|s| s.parse().ok()),
             },
         }
     }
@@ -68,6 +69,63 @@ pub fn load_classifier_blocking(cfg: &ModelConfig) -> Result<Classifier, LoadErr
         .block_on(load_classifier(cfg))
 }
 
+fn joined<T>(r: Result<T, tokio::task::JoinError>) -> Result<T, LoadError> {
+    r.map_err(|e| LoadError::Model(ModelError::Onnx(format!("loader task failed: {e}"))))
+}
+
+/// A model file on disk: ONNX Runtime reads it itself while its SHA-256 is
+/// computed beside it (the two take about as long, so start-up pays once);
+/// a digest that differs from `expected` still refuses the model.
+async fn load_local(
+    path: &std::path::Path,
+    uri: &ModelUri,
+    expected: Option<&str>,
+    load: LoadOptions,
+) -> Result<Classifier, LoadError> {
+    let expected = expected.map(source::normalize_sha256).transpose()?;
+    let started = std::time::Instant::now();
+    let file_err = |source| SourceError::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    let p = path.to_path_buf();
+    let (size, quantized) =
+        joined(tokio::task::spawn_blocking(move || source::scan_file(&p)).await)?
+            .map_err(file_err)?;
+    let p = path.to_path_buf();
+    let hashing = tokio::task::spawn_blocking(move || {
+        let digest = source::hash_file(&p);
+        (digest, started.elapsed().as_secs_f64() * 1e3)
+    });
+    let model = source::FetchedModel {
+        bytes: Vec::new(),
+        path: Some(path.to_path_buf()),
+        size,
+        quantized,
+        sha256: String::new(),
+        uri: uri.to_string(),
+        fetch_ms: 0.0,
+    };
+    let building = tokio::task::spawn_blocking(move || Classifier::load(&model, &load));
+    let (hashed, built) = tokio::join!(hashing, building);
+    let (digest, hash_ms) = joined(hashed)?;
+    let sha256 = digest.map_err(file_err)?;
+    if let Some(expected) = expected {
+        if expected != sha256 {
+            return Err(SourceError::Sha256Mismatch {
+                uri: uri.to_string(),
+                expected,
+                actual: sha256,
+            }
+            .into());
+        }
+    }
+    let mut classifier = joined(built)??;
+    classifier.set_digest(sha256, hash_ms);
+    log_ready(&classifier);
+    Ok(classifier)
+}
+
 /// Fetches the model and builds the classifier (session build runs on a blocking thread).
 pub async fn load_classifier(cfg: &ModelConfig) -> Result<Classifier, LoadError> {
     let mut load = cfg.load.clone();
@@ -75,7 +133,10 @@ pub async fn load_classifier(cfg: &ModelConfig) -> Result<Classifier, LoadError>
         Some(uri) => {
             let uri: ModelUri = uri.parse()?;
             tracing::info!(model = %uri, "fetching model");
-            source::fetch_for_session(&uri, cfg.sha256.as_deref()).await?
+            if let ModelUri::File(path) = &uri {
+                return load_local(path, &uri, cfg.sha256.as_deref(), load).await;
+            }
+            source::fetch(&uri, cfg.sha256.as_deref()).await?
         }
         None => {
             // The zoo VGG16 carries no metadata; it was trained torch-style.
@@ -92,11 +153,15 @@ pub async fn load_classifier(cfg: &ModelConfig) -> Result<Classifier, LoadError>
     let classifier = tokio::task::spawn_blocking(move || Classifier::load(&fetched, &load))
         .await
         .map_err(|e| ModelError::Onnx(format!("loader task failed: {e}")))??;
+    log_ready(&classifier);
+    Ok(classifier)
+}
+
+fn log_ready(classifier: &Classifier) {
     let info = classifier.info();
     tracing::info!(
         model = %info.uri, sha256 = %info.sha256, bytes = info.size_bytes, kind = info.kind,
         labels = ?info.labels, fetch_ms = info.fetch_ms, load_ms = info.load_ms, threads = info.threads,
         "model ready"
     );
-    Ok(classifier)
 }

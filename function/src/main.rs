@@ -163,6 +163,9 @@ struct ModelArgs {
     /// ONNX Runtime threads [default: the cores this process may use].
     #[arg(long, env = "CATDOG_THREADS", global = true)]
     threads: Option<usize>,
+    /// ONNX Runtime weight pre-packing, true/false [default: on for quantized models only].
+    #[arg(long, env = "CATDOG_PREPACK", global = true)]
+    prepack: Option<bool>,
     /// Path of libonnxruntime.so [default: ORT_DYLIB_PATH, then next to the binary].
     #[arg(long = "ort-lib", global = true)]
     ort_lib: Option<PathBuf>,
@@ -204,6 +207,7 @@ impl Cli {
                 neither_below: self.model.neither_below,
                 threads: self.model.threads,
                 ort_library: self.model.ort_lib.clone(),
+                prepack: self.model.prepack,
             },
         }
     }

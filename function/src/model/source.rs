@@ -114,14 +114,33 @@ impl fmt::Display for ModelUri {
 pub struct FetchedModel {
     /// The model, in memory; empty when [`FetchedModel::path`] is set.
     pub bytes: Vec<u8>,
-    /// A local file the runtime reads itself (see [`fetch_for_session`]):
+    /// A local file the runtime reads itself (see [`scan_file`]):
     /// no copy of the model is held in memory beside the session's own.
     pub path: Option<PathBuf>,
     /// Size of the model in bytes.
     pub size: u64,
+    /// Whether the graph holds quantized operators (see [`looks_quantized`]).
+    pub quantized: bool,
     pub sha256: String,
     pub uri: String,
     pub fetch_ms: f64,
+}
+
+/// Operator names of quantized graphs (QDQ, QOperator and integer ops).
+const QUANTIZED_OPS: &[&[u8]] = &[
+    b"QuantizeLinear",
+    b"QLinear",
+    b"MatMulInteger",
+    b"ConvInteger",
+];
+
+/// Whether ONNX model bytes mention a quantized operator. A byte search, not
+/// a parse: it only steers a load-time setting (weight pre-packing), never
+/// an answer.
+pub fn looks_quantized(bytes: &[u8]) -> bool {
+    QUANTIZED_OPS
+        .iter()
+        .any(|op| memchr::memmem::find(bytes, op).is_some())
 }
 
 /// Lowercase hex SHA-256 of `bytes`.
@@ -139,61 +158,48 @@ pub fn normalize_sha256(s: &str) -> Result<String, SourceError> {
     }
 }
 
-/// Like [`fetch`], but a local file is only hashed (streamed), not read into
-/// memory: ONNX Runtime then reads it itself, which keeps the peak memory of
-/// start-up at one copy of the weights instead of two.
-pub async fn fetch_for_session(
-    uri: &ModelUri,
-    expected_sha256: Option<&str>,
-) -> Result<FetchedModel, SourceError> {
-    let ModelUri::File(path) = uri else {
-        return fetch(uri, expected_sha256).await;
-    };
-    let expected = expected_sha256.map(normalize_sha256).transpose()?;
-    let started = Instant::now();
-    let p = path.clone();
-    let hashed = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
-        use std::io::Read;
-        let mut f = std::fs::File::open(&p)?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 8 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            size += n as u64;
+/// Reads a local model file in 8 MiB blocks, feeding each to `visit`.
+fn read_blocks(path: &Path, mut visit: impl FnMut(&[u8])) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 8 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(size);
         }
-        Ok((hex::encode(hasher.finalize()), size))
-    })
-    .await
-    .map_err(|e| SourceError::File {
-        path: path.clone(),
-        source: std::io::Error::other(e),
-    })?;
-    let (sha256, size) = hashed.map_err(|source| SourceError::File {
-        path: path.clone(),
-        source,
-    })?;
-    if let Some(expected) = expected {
-        if expected != sha256 {
-            return Err(SourceError::Sha256Mismatch {
-                uri: uri.to_string(),
-                expected,
-                actual: sha256,
-            });
-        }
+        visit(&buf[..n]);
+        size += n as u64;
     }
-    Ok(FetchedModel {
-        bytes: Vec::new(),
-        path: Some(path.clone()),
-        size,
-        sha256,
-        uri: uri.to_string(),
-        fetch_ms: started.elapsed().as_secs_f64() * 1e3,
-    })
+}
+
+/// A local model file's size and whether it holds quantized operators: a
+/// quick pass before the session is built (it decides weight pre-packing).
+/// ONNX Runtime then reads the file itself, so no copy of the model is held
+/// in memory beside the session's own.
+pub fn scan_file(path: &Path) -> std::io::Result<(u64, bool)> {
+    // Keep the tail of each block so an operator name split by a block edge is seen.
+    const KEEP: usize = 16;
+    let mut tail: Vec<u8> = Vec::with_capacity(KEEP * 2);
+    let mut quantized = false;
+    let size = read_blocks(path, |block| {
+        if quantized {
+            return;
+        }
+        tail.extend_from_slice(&block[..block.len().min(KEEP)]);
+        quantized = looks_quantized(&tail) || looks_quantized(block);
+        tail.clear();
+        tail.extend_from_slice(&block[block.len().saturating_sub(KEEP)..]);
+    })?;
+    Ok((size, quantized))
+}
+
+/// SHA-256 (hex) of a local file, streamed; run it while the session builds.
+pub fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    read_blocks(path, |block| hasher.update(block))?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Fetches the model into memory and verifies `expected_sha256` if given.
@@ -217,9 +223,10 @@ pub async fn fetch(
     };
     let fetch_ms = started.elapsed().as_secs_f64() * 1e3;
     // ~1 s for 528 MB: off the async workers (works on any runtime flavour).
-    let (bytes, sha256) = tokio::task::spawn_blocking(move || {
+    let (bytes, sha256, quantized) = tokio::task::spawn_blocking(move || {
         let digest = sha256_hex(&bytes);
-        (bytes, digest)
+        let quantized = looks_quantized(&bytes);
+        (bytes, digest, quantized)
     })
     .await
     .expect("hashing does not panic");
@@ -234,6 +241,7 @@ pub async fn fetch(
     }
     Ok(FetchedModel {
         size: bytes.len() as u64,
+        quantized,
         bytes,
         path: None,
         sha256,
@@ -593,25 +601,21 @@ mod tests {
         let err = fetch(&uri, Some(&"0".repeat(64))).await.err().unwrap();
         assert!(matches!(err, SourceError::Sha256Mismatch { .. }));
 
-        // For a session, a file is hashed in a stream and left on disk.
+        // For a session: a quick scan, and a streamed digest.
         let big: Vec<u8> = (0..20_000_000u32).map(|i| (i % 251) as u8).collect();
         let big_path = dir.join("big.bin");
         std::fs::write(&big_path, &big).unwrap();
-        let big_uri = ModelUri::File(big_path.clone());
-        let f = fetch_for_session(&big_uri, Some(&sha256_hex(&big)))
-            .await
-            .unwrap();
-        assert!(f.bytes.is_empty());
-        assert_eq!(
-            (f.path.as_deref(), f.size),
-            (Some(big_path.as_path()), big.len() as u64)
-        );
-        assert_eq!(f.sha256, sha256_hex(&big));
-        let err = fetch_for_session(&big_uri, Some(&good))
-            .await
-            .err()
-            .unwrap();
-        assert!(matches!(err, SourceError::Sha256Mismatch { .. }));
+        assert_eq!(scan_file(&big_path).unwrap(), (big.len() as u64, false));
+        assert_eq!(hash_file(&big_path).unwrap(), sha256_hex(&big));
+
+        // An operator name split across two 8 MiB reads is still seen.
+        let mut q = vec![0u8; 9 << 20];
+        let at = (8 << 20) - 5;
+        q[at..at + 14].copy_from_slice(b"QuantizeLinear");
+        let q_path = dir.join("q.onnx");
+        std::fs::write(&q_path, &q).unwrap();
+        assert_eq!(scan_file(&q_path).unwrap(), (q.len() as u64, true));
+        assert!(looks_quantized(b"..QLinearConv..") && !looks_quantized(b"Conv Gemm Relu"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
