@@ -110,16 +110,7 @@ async fn load_local(
     let (hashed, built) = tokio::join!(hashing, building);
     let (digest, hash_ms) = joined(hashed)?;
     let sha256 = digest.map_err(file_err)?;
-    if let Some(expected) = expected {
-        if expected != sha256 {
-            return Err(SourceError::Sha256Mismatch {
-                uri: uri.to_string(),
-                expected,
-                actual: sha256,
-            }
-            .into());
-        }
-    }
+    source::verify_sha256(&uri.to_string(), expected.as_deref(), &sha256)?;
     let mut classifier = joined(built)??;
     classifier.set_digest(sha256, hash_ms);
     log_ready(&classifier);

@@ -143,6 +143,18 @@ pub fn looks_quantized(bytes: &[u8]) -> bool {
         .any(|op| memchr::memmem::find(bytes, op).is_some())
 }
 
+/// Refuses a model whose digest is not the `expected` one (already normalised).
+pub fn verify_sha256(uri: &str, expected: Option<&str>, actual: &str) -> Result<(), SourceError> {
+    match expected {
+        Some(expected) if expected != actual => Err(SourceError::Sha256Mismatch {
+            uri: uri.to_string(),
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -230,15 +242,7 @@ pub async fn fetch(
     })
     .await
     .expect("hashing does not panic");
-    if let Some(expected) = expected {
-        if expected != sha256 {
-            return Err(SourceError::Sha256Mismatch {
-                uri: uri.to_string(),
-                expected,
-                actual: sha256,
-            });
-        }
-    }
+    verify_sha256(&uri.to_string(), expected.as_deref(), &sha256)?;
     Ok(FetchedModel {
         size: bytes.len() as u64,
         quantized,
