@@ -166,6 +166,10 @@ struct ModelArgs {
     /// ONNX Runtime weight pre-packing, true/false [default: on for quantized models only].
     #[arg(long, env = "CATDOG_PREPACK", global = true)]
     prepack: Option<bool>,
+    /// Hand the model's weights to ONNX Runtime in place instead of letting it
+    /// parse and copy them, true/false [default: true; false is the plain load].
+    #[arg(long, env = "CATDOG_ZERO_COPY", global = true)]
+    zero_copy: Option<bool>,
     /// Path of libonnxruntime.so [default: ORT_DYLIB_PATH, then next to the binary].
     #[arg(long = "ort-lib", global = true)]
     ort_lib: Option<PathBuf>,
@@ -208,6 +212,7 @@ impl Cli {
                 threads: self.model.threads,
                 ort_library: self.model.ort_lib.clone(),
                 prepack: self.model.prepack,
+                zero_copy: self.model.zero_copy,
             },
         }
     }

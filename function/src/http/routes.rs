@@ -41,7 +41,8 @@ pub struct Timings {
 #[derive(Serialize)]
 struct ModelRef<'a> {
     uri: &'a str,
-    sha256: &'a str,
+    /// `null` while a local file's digest is still being computed.
+    sha256: Option<&'a str>,
     kind: &'a str,
 }
 
@@ -134,7 +135,7 @@ pub async fn predict(State(state): State<AppState>, headers: HeaderMap, body: Bo
             let info = model.info();
             let model_ref = ModelRef {
                 uri: &info.uri,
-                sha256: &info.sha256,
+                sha256: model.sha256(),
                 kind: info.kind,
             };
             let res = if predictions.len() == 1 {
@@ -183,7 +184,7 @@ pub async fn legacy_predict(
 pub async fn health(State(state): State<AppState>) -> Response {
     match state.model() {
         ModelSlot::Ready(c) => {
-            Json(json!({"status": "ok", "model": {"uri": c.info().uri, "sha256": c.info().sha256}}))
+            Json(json!({"status": "ok", "model": {"uri": c.info().uri, "sha256": c.sha256()}}))
                 .into_response()
         }
         ModelSlot::Loading => (
@@ -202,7 +203,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
 /// `GET /model`: labels, input shape, preprocessing, source URI, SHA-256, size.
 pub async fn model_info(State(state): State<AppState>) -> Response {
     match ready_model(&state) {
-        Ok((c, _)) => Json(c.info().clone()).into_response(),
+        Ok((c, _)) => Json(c.info_now()).into_response(),
         Err(e) => e.into_response(),
     }
 }

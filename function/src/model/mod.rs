@@ -11,6 +11,7 @@ pub mod imagenet;
 pub mod output;
 pub mod publish;
 pub mod source;
+pub mod weights;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -72,13 +73,18 @@ pub struct LoadOptions {
     /// Measured on VGG16 (bench/README.md): off, an fp32 session builds in
     /// ~1.05 s instead of ~1.5 s at the same speed, while int8 runs 2× slower.
     pub prepack: Option<bool>,
+    /// Local model files: let ONNX Runtime map the weights from the file in
+    /// place (see [`weights`]); `None` = on. Off: it parses and copies them.
+    pub zero_copy: Option<bool>,
 }
 
 /// What `GET /model` shows: enough to know exactly what is answering.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelInfo {
     pub uri: String,
-    pub sha256: String,
+    /// SHA-256 of the model bytes; `None` while a local file's digest is still
+    /// being computed in the background (see [`Classifier::sha256`]).
+    pub sha256: Option<String>,
     pub size_bytes: u64,
     /// `labels` (the model names its classes) or `imagenet` (cat/dog groups).
     pub kind: &'static str,
@@ -134,6 +140,8 @@ pub struct Classifier {
     fixed_batch: Option<usize>,
     classes: usize,
     info: ModelInfo,
+    /// The model's SHA-256, set once known (at load, or later by a background task).
+    digest: std::sync::Arc<std::sync::OnceLock<String>>,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -156,17 +164,32 @@ impl Classifier {
         let threads = opts
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let mut builder = Session::builder(env)
+        let builder = Session::builder(env)
             .map_err(onnx_err)?
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(onnx_err)?
             .with_intra_threads(threads)
-            .map_err(onnx_err)?
-            .with_prepacking(opts.prepack.unwrap_or(model.quantized))
             .map_err(onnx_err)?;
-        let session = match &model.path {
-            Some(path) => builder.commit_from_file(path),
-            None => builder.commit_from_memory(&model.bytes),
+        let mapped = match &model.path {
+            Some(path) if opts.zero_copy.unwrap_or(true) => map_weights(path)?,
+            _ => None,
+        };
+        // Without its weights the graph is a few KB: scanning it is free.
+        let quantized = mapped
+            .as_ref()
+            .map_or(model.quantized, |m| source::looks_quantized(&m.graph));
+        let mut builder = builder
+            .with_prepacking(opts.prepack.unwrap_or(quantized))
+            .map_err(onnx_err)?;
+        let session = match (&model.path, mapped) {
+            (_, Some(mapped)) => {
+                builder = builder
+                    .with_config_entry(EXTERNAL_FOLDER_KEY, mapped.folder)
+                    .map_err(onnx_err)?;
+                builder.commit_from_memory(&mapped.graph)
+            }
+            (Some(path), None) => builder.commit_from_file(path),
+            (None, None) => builder.commit_from_memory(&model.bytes),
         }
         .map_err(onnx_err)?;
 
@@ -258,9 +281,10 @@ impl Classifier {
             output_kind,
             fixed_batch,
             classes: 0,
+            digest: Default::default(),
             info: ModelInfo {
                 uri: model.uri.clone(),
-                sha256: model.sha256.clone(),
+                sha256: None,
                 size_bytes: model.size,
                 kind: "labels",
                 labels: vec![],
@@ -333,6 +357,9 @@ impl Classifier {
         this.info.labels = head.labels();
         this.info.contract_source.labels = labels_source;
         this.head = head;
+        if !model.sha256.is_empty() {
+            let _ = this.digest.set(model.sha256.clone());
+        }
         this.info.load_ms = started.elapsed().as_secs_f64() * 1e3;
         Ok(this)
     }
@@ -345,10 +372,29 @@ impl Classifier {
     /// Records the digest of a model whose file was hashed while the session
     /// was being built (see `app::load_classifier`).
     pub(crate) fn set_digest(&mut self, sha256: String, fetch_ms: f64) {
-        self.info.sha256 = sha256;
+        let _ = self.digest.set(sha256);
         self.info.fetch_ms = fetch_ms;
     }
 
+    /// Where a digest computed after loading is to be put.
+    pub(crate) fn digest_slot(&self) -> std::sync::Arc<std::sync::OnceLock<String>> {
+        std::sync::Arc::clone(&self.digest)
+    }
+
+    /// The model's SHA-256 (hex), or `None` while it is being computed.
+    pub fn sha256(&self) -> Option<&str> {
+        self.digest.get().map(String::as_str)
+    }
+
+    /// [`ModelInfo`] with the digest as known now.
+    pub fn info_now(&self) -> ModelInfo {
+        ModelInfo {
+            sha256: self.sha256().map(str::to_owned),
+            ..self.info.clone()
+        }
+    }
+
+    /// What was known at load; the digest may come later: see [`Classifier::sha256`].
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }
@@ -425,6 +471,53 @@ impl Classifier {
         }
         Ok((rows, timings))
     }
+}
+
+/// ONNX Runtime's session option naming the folder of external data for a
+/// model given from memory.
+const EXTERNAL_FOLDER_KEY: &str = "session.model_external_initializers_file_folder_path";
+
+/// A model file's graph with its weights left in the file (see [`weights`]).
+struct MappedWeights {
+    graph: Vec<u8>,
+    /// The file's folder, where ONNX Runtime resolves the weights' `location`.
+    folder: String,
+}
+
+/// Splits a local model file's weights out of its graph, or `None` when
+/// there is nothing to gain (no large initializer, or a path ONNX Runtime
+/// could not be given as text): then it reads the file itself.
+fn map_weights(path: &std::path::Path) -> Result<Option<MappedWeights>, ModelError> {
+    let file_err = |e: std::io::Error| ModelError::Onnx(format!("cannot read the model file: {e}"));
+    // ONNX Runtime checks that external data stays inside the folder after
+    // resolving links, so name the real file.
+    let real = std::fs::canonicalize(path).map_err(file_err)?;
+    let (Some(folder), Some(name)) = (
+        real.parent().and_then(|p| p.to_str()),
+        real.file_name().and_then(|n| n.to_str()),
+    ) else {
+        return Ok(None);
+    };
+    let file = std::fs::File::open(&real).map_err(file_err)?;
+    // SAFETY: read-only map; only the protobuf framing is read (a few pages),
+    // before the session is built. Replacing the file by renaming is safe;
+    // truncating it in place while serving is not (as for any mapped file,
+    // including ONNX Runtime's own external data).
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(file_err)?;
+    let split = weights::split(&map, weights::MIN_BYTES, name).map_err(onnx_err)?;
+    if split.weights.is_empty() {
+        return Ok(None);
+    }
+    tracing::debug!(
+        moved = split.weights.len(),
+        moved_bytes = split.moved_bytes(),
+        graph_bytes = split.graph.len(),
+        "weights mapped from the model file"
+    );
+    Ok(Some(MappedWeights {
+        graph: split.graph,
+        folder: folder.to_owned(),
+    }))
 }
 
 fn spec_h(c: &Classifier) -> u32 {
