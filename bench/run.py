@@ -278,6 +278,13 @@ def main():
                                          [args.catdog, "serve", "--port", str(p), "--model", model],
                                          {"RUST_LOG": "warn", "BATCH_WINDOW_MS": "0"}, p, photos, listfile.name,
                                          args.seconds))
+        # The same binary loading the model the plain way (ONNX Runtime parses
+        # and copies the weights): the zero-copy load's effect, side by side.
+        p = free_port()
+        results.append(run_contender(f"catdog serve ({label}, plain load)",
+                                     [args.catdog, "serve", "--port", str(p), "--model", model],
+                                     {"RUST_LOG": "warn", "CATDOG_ZERO_COPY": "false"}, p, photos, listfile.name,
+                                     args.seconds))
         p = free_port()
         results.append(run_contender(f"Flask + onnxruntime ({label})",
                                      [sys.executable, os.path.join(HERE, "peers/flask_ort.py"), model, str(p)],
@@ -346,6 +353,12 @@ def report(args, results, raw, s3, threads, nphotos, lam):
     if nb:
         lines.append(f"| fp32: micro-batching on ÷ off, img/s at 4 clients | "
                      f"{ratio(by['catdog serve (fp32)']['rps4'], nb['rps4']):.2f}× | (gain) |")
+    for label in ("fp32", "int8"):
+        pl = by.get(f"catdog serve ({label}, plain load)")
+        if pl:
+            c = by[f"catdog serve ({label})"]
+            lines.append(f"| {label}: zero-copy load ÷ plain load, cold start / peak RSS | "
+                         f"{ratio(c['cold_s'], pl['cold_s']):.2f}× / {ratio(c['rss_mb'], pl['rss_mb']):.2f}× | (gain) |")
     lines.append(f"| catdog int8 img/s ÷ catdog fp32 img/s (4 clients) | "
                  f"{ratio(by['catdog serve (int8)']['rps4'], by['catdog serve (fp32)']['rps4']):.2f}× | ≥ 2× |")
     ort_lib = os.environ.get("ORT_DYLIB_PATH", "")
@@ -376,10 +389,10 @@ def chart(path, results):
     import matplotlib.pyplot as plt
 
     names = [r["name"] for r in results]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    for ax, key, title in zip(axes, ("rps4", "p50_ms", "cold_s"),
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.5))
+    for ax, key, title in zip(axes, ("rps4", "p50_ms", "cold_s", "rss_mb"),
                               ("images/s at 4 clients (higher is better)", "p50 latency, 1 client, ms",
-                               "cold start, s")):
+                               "cold start, s", "peak RSS, MB")):
         ax.barh(names, [r[key] for r in results], color=["#2a7" if n.startswith("catdog") else "#999" for n in names])
         ax.set_title(title)
         ax.invert_yaxis()

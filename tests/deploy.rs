@@ -92,3 +92,67 @@ fn events_are_lambda_http_events_with_a_base64_photo() {
         );
     }
 }
+
+/// The template as CloudFormation reads it (cfn-lint's own YAML decoder,
+/// intrinsic functions as `{"Ref": …}` / `{"Fn::If": …}`), as JSON.
+fn decoded_template() -> serde_json::Value {
+    let script = r#"
+import json, sys
+from cfnlint.decode import decode
+tpl, errors = decode(sys.argv[1])
+if errors:
+    sys.exit(str(errors))
+print(json.dumps(tpl, default=str))
+"#;
+    let out = Command::new(python())
+        .args(["-c", script, "template.yaml"])
+        .current_dir(workspace())
+        .output()
+        .expect("run cfn-lint's decoder");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_public_url_is_capped_and_access_is_scoped() {
+    let t = decoded_template();
+    let params = &t["Parameters"];
+    assert_eq!(params["FunctionUrlAuthType"]["Default"], "AWS_IAM");
+    assert_eq!(
+        params["FunctionUrlAuthType"]["AllowedValues"],
+        serde_json::json!(["AWS_IAM", "NONE"])
+    );
+    assert_eq!(
+        t["Conditions"]["PublicUrl"],
+        serde_json::json!({"Fn::Equals": [{"Ref": "FunctionUrlAuthType"}, "NONE"]})
+    );
+    let f = &t["Resources"]["CatdogFunction"]["Properties"];
+    // NONE → reserved concurrency capped; AWS_IAM → unreserved
+    assert_eq!(
+        f["ReservedConcurrentExecutions"],
+        serde_json::json!({"Fn::If": ["PublicUrl", {"Ref": "PublicReservedConcurrency"}, {"Ref": "AWS::NoValue"}]})
+    );
+    assert_eq!(
+        f["FunctionUrlConfig"]["AuthType"],
+        serde_json::json!({"Ref": "FunctionUrlAuthType"})
+    );
+    // the API key is a NoEcho parameter passed by reference, never a literal
+    assert_eq!(params["ApiKey"]["NoEcho"], true);
+    assert_eq!(
+        f["Environment"]["Variables"]["CATDOG_API_KEY"],
+        serde_json::json!({"Ref": "ApiKey"})
+    );
+    // one statement: read the model object, nothing else
+    let statements = f["Policies"][0]["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 1);
+    assert_eq!(statements[0]["Action"], "s3:GetObject");
+    assert_eq!(
+        statements[0]["Resource"],
+        serde_json::json!({"Fn::Sub": "arn:${AWS::Partition}:s3:::${ModelBucket}/${ModelKey}"})
+    );
+    assert_eq!(f["Policies"].as_array().unwrap().len(), 1);
+}

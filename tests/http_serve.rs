@@ -259,52 +259,8 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
     )
     .await;
     wait_ready(&base).await;
-    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
-    let cases: Vec<Case> = vec![
-        ("empty body", Some("image/jpeg"), vec![], 400, "empty_body"),
-        ("random bytes", Some("image/jpeg"), (0..2000u32).map(|i| (i * 7919 % 251) as u8).collect(), 400, "invalid_image"),
-        ("text named .jpg", Some("image/jpeg"), img("text.jpg"), 400, "invalid_image"),
-        ("truncated JPEG", Some("image/jpeg"), img("truncated.jpg"), 400, "invalid_image"),
-        ("truncated PNG", Some("image/png"), img("truncated.png"), 400, "invalid_image"),
-        ("TIFF", Some("image/tiff"), img("red.tiff"), 415, "unsupported_image_format"),
-        ("text/plain", Some("text/plain"), b"hello".to_vec(), 415, "unsupported_media_type"),
-        ("no content type", None, img("red.png"), 415, "unsupported_media_type"),
-        ("bad JSON", Some("application/json"), b"{\"image\": ".to_vec(), 400, "invalid_json"),
-        ("JSON wrong shape", Some("application/json"), b"{\"picture\": \"x\"}".to_vec(), 400, "invalid_json"),
-        ("JSON wrong type", Some("application/json"), b"{\"image\": 42}".to_vec(), 400, "invalid_json"),
-        ("base64 garbage", Some("application/json"), b"{\"image\": \"@@not base64@@\"}".to_vec(), 400, "invalid_base64"),
-        ("JSON empty list", Some("application/json"), b"{\"images\": []}".to_vec(), 400, "no_image"),
-        ("multipart without boundary", Some("multipart/form-data"), b"--x\r\n".to_vec(), 400, "invalid_multipart"),
-        (
-            "unterminated multipart",
-            Some("multipart/form-data; boundary=XYZ"),
-            b"--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\nabc".to_vec(),
-            400,
-            "invalid_multipart",
-        ),
-        (
-            "multipart with no file",
-            Some("multipart/form-data; boundary=XYZ"),
-            b"--XYZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n--XYZ--\r\n".to_vec(),
-            400,
-            "no_image",
-        ),
-        ("decompression bomb", Some("image/png"), img("bomb_50000x50000.png"), 422, "image_too_large"),
-        (
-            "batch over the limit",
-            Some("application/json"),
-            serde_json::json!({"images": vec![b64(&img("red.png")); 4]}).to_string().into_bytes(),
-            422,
-            "too_many_images",
-        ),
-    ];
-    for (what, ctype, body, status, code) in cases {
-        let got = post(&base, "/predict", ctype, body).await;
-        assert_error(&got, status, code);
-        println!("ok: {what} → {status} {code}");
-        still_serves(&base).await;
-    }
-
+    // The catalogue of bad bodies is tests/catalogue.rs (HTTP and Lambda);
+    // here: what only a raw HTTP connection can do.
     // over the body limit: declared up front, refused before a byte of it is
     // sent (raw TCP: headers only, then read the answer) …
     {

@@ -4,202 +4,11 @@
 //! model fetched from moto's S3 server, fed Function URL (2.0) and API Gateway
 //! REST (1.0) events with base64 bodies.
 
-use std::collections::VecDeque;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::Router;
-use base64::Engine;
+use catdog_tests::lambda_api::*;
 use catdog_tests::*;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, Notify};
-
-#[derive(Debug)]
-enum Reply {
-    Response(String, Value),
-    #[allow(dead_code)] // printed when a test expects another reply
-    Error(String, Value),
-    InitError(Value),
-}
-
-#[derive(Clone)]
-struct RuntimeApi {
-    queue: Arc<Mutex<VecDeque<(String, Value)>>>,
-    ready: Arc<Notify>,
-    replies: mpsc::UnboundedSender<Reply>,
-}
-
-async fn next(State(api): State<RuntimeApi>) -> impl IntoResponse {
-    loop {
-        if let Some((id, event)) = api.queue.lock().unwrap().pop_front() {
-            let mut h = HeaderMap::new();
-            h.insert("lambda-runtime-aws-request-id", id.parse().unwrap());
-            h.insert(
-                "lambda-runtime-deadline-ms",
-                "4102444800000".parse().unwrap(),
-            );
-            h.insert(
-                "lambda-runtime-invoked-function-arn",
-                "arn:aws:lambda:us-east-1:123456789012:function:catdog"
-                    .parse()
-                    .unwrap(),
-            );
-            h.insert(
-                "lambda-runtime-trace-id",
-                "Root=1-5759e988-bd862e3fe1be46a994272793".parse().unwrap(),
-            );
-            return (h, event.to_string());
-        }
-        api.ready.notified().await;
-    }
-}
-
-async fn response(
-    State(api): State<RuntimeApi>,
-    Path(id): Path<String>,
-    body: String,
-) -> StatusCode {
-    let _ = api.replies.send(Reply::Response(
-        id,
-        serde_json::from_str(&body).unwrap_or(Value::String(body)),
-    ));
-    StatusCode::ACCEPTED
-}
-
-async fn error(State(api): State<RuntimeApi>, Path(id): Path<String>, body: String) -> StatusCode {
-    let _ = api.replies.send(Reply::Error(
-        id,
-        serde_json::from_str(&body).unwrap_or(Value::String(body)),
-    ));
-    StatusCode::ACCEPTED
-}
-
-async fn init_error(State(api): State<RuntimeApi>, body: String) -> StatusCode {
-    let _ = api.replies.send(Reply::InitError(
-        serde_json::from_str(&body).unwrap_or(Value::String(body)),
-    ));
-    StatusCode::ACCEPTED
-}
-
-struct Harness {
-    api: RuntimeApi,
-    replies: mpsc::UnboundedReceiver<Reply>,
-    addr: String,
-    _server: tokio::task::JoinHandle<()>,
-}
-
-impl Harness {
-    async fn start() -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let api = RuntimeApi {
-            queue: Default::default(),
-            ready: Arc::new(Notify::new()),
-            replies: tx,
-        };
-        let app = Router::new()
-            .route("/2018-06-01/runtime/invocation/next", get(next))
-            .route(
-                "/2018-06-01/runtime/invocation/{id}/response",
-                post(response),
-            )
-            .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
-            .route("/2018-06-01/runtime/init/error", post(init_error))
-            .with_state(api.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Self {
-            api,
-            replies: rx,
-            addr,
-            _server: server,
-        }
-    }
-
-    /// Invokes the function with `event` and returns what it answered.
-    async fn invoke(&mut self, id: &str, event: Value) -> Reply {
-        self.api
-            .queue
-            .lock()
-            .unwrap()
-            .push_back((id.to_string(), event));
-        self.api.ready.notify_waiters();
-        self.api.ready.notify_one();
-        tokio::time::timeout(Duration::from_secs(60), self.replies.recv())
-            .await
-            .expect("no reply from the function within 60 s")
-            .expect("runtime API closed")
-    }
-
-    fn bootstrap(&self, env: &[(String, String)]) -> Proc {
-        let mut cmd = std::process::Command::new(catdog_bin());
-        cmd.env("AWS_LAMBDA_RUNTIME_API", &self.addr)
-            .env("AWS_LAMBDA_FUNCTION_NAME", "catdog")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "3008")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/catdog")
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Proc {
-            child: cmd.spawn().expect("spawn bootstrap"),
-            name: "bootstrap".into(),
-        }
-    }
-}
-
-fn event(name: &str) -> Value {
-    serde_json::from_slice(&std::fs::read(workspace().join("events").join(name)).unwrap()).unwrap()
-}
-
-fn with_body(mut ev: Value, bytes: &[u8], content_type: &str) -> Value {
-    ev["body"] = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
-    ev["isBase64Encoded"] = Value::Bool(true);
-    if ev["headers"].get("content-type").is_some() {
-        ev["headers"]["content-type"] = json!(content_type);
-    } else {
-        ev["headers"]["Content-Type"] = json!(content_type);
-        ev["multiValueHeaders"]["Content-Type"] = json!([content_type]);
-    }
-    ev
-}
-
-/// The HTTP answer inside a Lambda proxy response: (status, JSON body).
-fn http_of(reply: Reply, id: &str) -> (u16, Value) {
-    match reply {
-        Reply::Response(rid, v) => {
-            assert_eq!(rid, id);
-            let status = v["statusCode"].as_u64().unwrap() as u16;
-            let body = v["body"].as_str().unwrap();
-            let body = if v["isBase64Encoded"] == true {
-                String::from_utf8(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(body)
-                        .unwrap(),
-                )
-                .unwrap()
-            } else {
-                body.to_string()
-            };
-            (
-                status,
-                serde_json::from_str(&body).unwrap_or_else(|_| panic!("body not JSON: {body}")),
-            )
-        }
-        other => panic!("expected a response, got {other:?}"),
-    }
-}
 
 async fn model_in_s3(file: &str) -> (Proc, Vec<(String, String)>) {
     let (moto, endpoint) = moto().await;
@@ -364,4 +173,55 @@ impl OutputRef for std::process::Child {
         }
         s
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_s3_is_retried_then_named_in_the_init_error() {
+    // Nothing listens at the endpoint: 3 tries with 200 ms, 400 ms pauses,
+    // then the init error names the object and the cause.
+    let mut env = s3_env(&format!("http://127.0.0.1:{}", free_port()));
+    env.push((
+        "MODEL_URI".into(),
+        "s3://catdog-models/v1/model.onnx".into(),
+    ));
+    env.push(("CATDOG_FETCH_ATTEMPTS".into(), "3".into()));
+    env.push(("CATDOG_RETRY_PAUSE_MS".into(), "200".into()));
+    let mut h = Harness::start().await;
+    let started = std::time::Instant::now();
+    let mut boot = h.bootstrap(&env);
+    let reply = tokio::time::timeout(Duration::from_secs(60), h.replies.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let elapsed = started.elapsed();
+    match reply {
+        Reply::InitError(v) => {
+            let msg = v["errorMessage"].as_str().unwrap();
+            assert!(msg.contains("s3://catdog-models/v1/model.onnx"), "{v}");
+            assert!(
+                msg.to_lowercase().contains("connect"),
+                "the cause is named: {v}"
+            );
+        }
+        other => panic!("expected an init error, got {other:?}"),
+    }
+    // the pauses were taken (0.2 + 0.4 s), and it still failed well inside
+    // Lambda's 10 s init budget
+    assert!(elapsed >= Duration::from_millis(600), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    let log = tokio::task::spawn_blocking(move || {
+        let _ = boot.child.wait();
+        let mut s = String::new();
+        use std::io::Read;
+        boot.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        s
+    })
+    .await
+    .unwrap();
+    assert_eq!(log.matches("trying again").count(), 2, "{log}");
 }

@@ -119,3 +119,115 @@ async fn dropped_connections_resume_and_unreachable_servers_fail_fast() {
         "{msg}"
     );
 }
+
+/// `catdog serve` with its model in S3 at `endpoint`, quick retry pauses.
+async fn serve_from_s3(endpoint: &str, key: &str) -> (Proc, String) {
+    let mut env: Vec<(String, String)> = s3_env(endpoint);
+    env.push(("MODEL_URI".into(), format!("s3://faults/{key}")));
+    env.push(("CATDOG_FETCH_ATTEMPTS".into(), "2".into()));
+    env.push(("CATDOG_RETRY_PAUSE_MS".into(), "100".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    serve(&[], &env).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_says_why_and_retries_until_s3_comes_back() {
+    // S3 is down when the server starts.
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let (_serve, base) = serve_from_s3(&endpoint, "later.onnx").await;
+    let reason = wait_failed(&base).await;
+    let (status, h) = health(&base).await;
+    assert_eq!(
+        (status, h["status"].as_str()),
+        (503, Some("retrying")),
+        "{h}"
+    );
+    assert!(reason.contains("s3://faults/later.onnx"), "{reason}");
+    let res = reqwest::Client::new()
+        .post(format!("{base}/predict"))
+        .header("content-type", "image/png")
+        .body(std::fs::read(fixture("images/red.png")).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    let v: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "model_unavailable");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("keeps trying"),
+        "{v}"
+    );
+
+    // S3 comes back with the model: the server picks it up by itself.
+    let (_moto, endpoint) = moto_on(port).await;
+    s3_put(
+        &endpoint,
+        "faults",
+        "later.onnx",
+        std::fs::read(fixture("tiny_caffe_nhwc.onnx")).unwrap(),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, h) = health(&base).await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {h}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let v = predict_json(
+        &base,
+        std::fs::read(fixture("images/red.png")).unwrap(),
+        "image/png",
+    )
+    .await;
+    assert_eq!(v["label"], "cat", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_model_bytes_in_s3_are_refused_for_good() {
+    let (_moto, endpoint) = moto().await;
+    let model = std::fs::read(fixture("tiny_vgg.onnx")).unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "truncated.onnx",
+            model[..model.len() / 2].to_vec(),
+            "not a valid ONNX model",
+        ),
+        (
+            "garbage.onnx",
+            std::fs::read(fixture("garbage.onnx")).unwrap(),
+            "not a valid ONNX model",
+        ),
+        (
+            "notimage.onnx",
+            std::fs::read(fixture("not_an_image.onnx")).unwrap(),
+            "not an image classifier",
+        ),
+        ("empty.onnx", Vec::new(), "not a valid ONNX model"),
+    ];
+    for (key, bytes, want) in cases {
+        s3_put(&endpoint, "faults", key, bytes).await;
+        let (_serve, base) = serve_from_s3(&endpoint, key).await;
+        let reason = wait_failed(&base).await;
+        let (status, h) = health(&base).await;
+        assert_eq!(
+            (status, h["status"].as_str()),
+            (503, Some("failed")),
+            "{key}: {h}"
+        );
+        assert!(reason.contains(want), "{key}: {reason}");
+        for leak in ["/work/", "/tmp/", "/root/", "target/"] {
+            assert!(
+                !reason.contains(leak),
+                "{key}: the reason leaks a path: {reason}"
+            );
+        }
+    }
+}

@@ -59,6 +59,92 @@ pub enum LoadError {
     Runtime(std::io::Error),
 }
 
+impl LoadError {
+    /// Whether trying again may succeed: the model could not be fetched
+    /// (network, throttling, server errors, an object not uploaded yet or a
+    /// policy being fixed). Bad bytes, a digest mismatch or a bad setting
+    /// will not get better by themselves.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            LoadError::Source(SourceError::S3 { .. } | SourceError::Http { .. })
+        )
+    }
+}
+
+/// Bounded retries of a failed model fetch, with doubling pauses.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Tries in all (1 = no retry).
+    pub attempts: u32,
+    pub first_pause: std::time::Duration,
+    pub max_pause: std::time::Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 4 tries, pauses 0.5 s, 1 s, 2 s: a blip is ridden out while a Lambda
+    /// init (10 s budget) still fails in time with its cause.
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 4,
+            first_pause: std::time::Duration::from_millis(500),
+            max_pause: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The default, with `CATDOG_FETCH_ATTEMPTS` and `CATDOG_RETRY_PAUSE_MS`
+    /// (first pause) when set.
+    pub fn from_env() -> Self {
+        let mut policy = RetryPolicy::default();
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+        };
+        if let Some(n) = var("CATDOG_FETCH_ATTEMPTS") {
+            policy.attempts = n.clamp(1, 100) as u32;
+        }
+        if let Some(ms) = var("CATDOG_RETRY_PAUSE_MS") {
+            policy.first_pause = std::time::Duration::from_millis(ms.min(60_000));
+        }
+        policy
+    }
+
+    /// The pause after `pause`: doubled, at most `max_pause`.
+    pub fn next_pause(&self, pause: std::time::Duration) -> std::time::Duration {
+        (pause * 2).min(self.max_pause)
+    }
+}
+
+/// [`load_classifier`], tried again after retryable failures (see
+/// [`LoadError::is_retryable`]) as `policy` says; `on_retry` hears of each
+/// failure that will be retried, with the pause before the next try.
+pub async fn load_classifier_with_retries(
+    cfg: &ModelConfig,
+    policy: RetryPolicy,
+    mut on_retry: impl FnMut(&LoadError, u32, std::time::Duration),
+) -> Result<Classifier, LoadError> {
+    let mut pause = policy.first_pause;
+    let mut attempt = 1;
+    loop {
+        match load_classifier(cfg).await {
+            Err(e) if e.is_retryable() && attempt < policy.attempts => {
+                tracing::warn!(
+                    error = %e, attempt, pause_ms = pause.as_millis() as u64,
+                    "model fetch failed; trying again"
+                );
+                on_retry(&e, attempt, pause);
+                tokio::time::sleep(pause).await;
+                pause = policy.next_pause(pause);
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// [`load_classifier`] for callers without an async runtime (the notebook):
 /// runs it on a runtime of its own and waits. Must not be called from async
 /// code (use `load_classifier` there).

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use catdog::app::{load_classifier, ModelConfig};
+use catdog::app::{load_classifier, load_classifier_with_retries, ModelConfig, RetryPolicy};
 use catdog::decode::DecodeLimits;
 use catdog::model::LoadOptions;
 use catdog::serve::LocalServer;
@@ -23,6 +23,8 @@ struct Cli {
     model: ModelArgs,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    access: AccessArgs,
     /// Log format: `text` or `json` (default: json on Lambda, text elsewhere).
     #[arg(long, env = "LOG_FORMAT", global = true)]
     log_format: Option<String>,
@@ -179,6 +181,24 @@ struct ModelArgs {
 }
 
 #[derive(Args, Debug)]
+struct AccessArgs {
+    /// Require this API key (`Authorization: Bearer KEY` or `X-API-Key: KEY`) on
+    /// every route but the page and /health; at least 16 characters. Prefer the
+    /// env var: a flag is visible to other users in `ps`.
+    #[arg(long, env = "CATDOG_API_KEY", global = true, hide_env_values = true)]
+    api_key: Option<String>,
+    /// Web origins allowed to call the API from a browser (CORS), comma-separated,
+    /// e.g. `https://app.example.com`; `*` for any [default: none, CORS off].
+    #[arg(
+        long,
+        env = "CATDOG_CORS_ORIGINS",
+        global = true,
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
+}
+
+#[derive(Args, Debug)]
 struct LimitArgs {
     /// Largest request body in bytes (Lambda's synchronous limit is 6 MB).
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = catdog::state::DEFAULT_MAX_BODY_BYTES, global = true)]
@@ -215,6 +235,11 @@ impl Cli {
                 zero_copy: self.model.zero_copy,
             },
         }
+    }
+
+    fn access(&self) -> Result<catdog::http::access::Access> {
+        catdog::http::access::Access::new(self.access.api_key.as_deref(), &self.access.cors_origins)
+            .context("access settings")
     }
 
     fn limits(&self) -> Limits {
@@ -365,14 +390,27 @@ fn main() -> ExitCode {
 
 /// Lambda: load the model during the init phase, then hand the router to the runtime.
 async fn run_lambda(cli: &Cli) -> Result<ExitCode> {
-    let classifier = match load_classifier(&cli.model_config()).await {
+    let access = match cli.access() {
+        Ok(a) => a,
+        Err(e) => {
+            report_init_error(&format!("{e:#}")).await;
+            return Err(e);
+        }
+    };
+    let classifier = match load_classifier_with_retries(
+        &cli.model_config(),
+        RetryPolicy::from_env(),
+        |_, _, _| {},
+    )
+    .await
+    {
         Ok(c) => c,
         Err(e) => {
             report_init_error(&e.to_string()).await;
             return Err(e).context("loading the model during Lambda init");
         }
     };
-    let app = catdog::router(AppState::ready(classifier, cli.limits()));
+    let app = catdog::router(AppState::ready(classifier, cli.limits()).with_access(access));
     lambda_http::run(app)
         .await
         .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"))?;
@@ -400,7 +438,7 @@ async fn report_init_error(message: &str) {
 
 /// `catdog serve`: listen at once, load the model in the background (503 until ready).
 async fn serve(cli: &Cli, host: &str, port: u16, ngrok: &NgrokArgs) -> Result<ExitCode> {
-    let state = AppState::loading(cli.limits());
+    let state = AppState::loading(cli.limits()).with_access(cli.access()?);
     let app = catdog::router(state.clone());
     let bind = if host.contains(':') {
         format!("[{host}]:{port}")
@@ -440,11 +478,39 @@ async fn serve(cli: &Cli, host: &str, port: u16, ngrok: &NgrokArgs) -> Result<Ex
     }
     let cfg = cli.model_config();
     tokio::spawn(async move {
-        match load_classifier(&cfg).await {
-            Ok(c) => state.set_model(ModelSlot::Ready(std::sync::Arc::new(c))),
-            Err(e) => {
-                tracing::error!(error = %e, "model failed to load");
-                state.set_model(ModelSlot::Failed(e.to_string()));
+        // Bounded tries at start (as on Lambda); then, for failures that may
+        // pass (S3 unreachable, object not there yet), keep trying in the
+        // background with doubling pauses up to a minute, answering 503 with
+        // the reason meanwhile.
+        let policy = RetryPolicy::from_env();
+        let mut pause = policy.first_pause.max(std::time::Duration::from_secs(1));
+        loop {
+            let on_retry =
+                |e: &catdog::app::LoadError, attempt: u32, pause: std::time::Duration| {
+                    state.set_model(ModelSlot::Retrying(format!(
+                        "{e} (try {attempt}; next in {:.1} s)",
+                        pause.as_secs_f64()
+                    )));
+                };
+            match load_classifier_with_retries(&cfg, policy, on_retry).await {
+                Ok(c) => {
+                    state.set_model(ModelSlot::Ready(std::sync::Arc::new(c)));
+                    break;
+                }
+                Err(e) if e.is_retryable() => {
+                    tracing::error!(error = %e, retry_in_s = pause.as_secs(), "model fetch failed; retrying in the background");
+                    state.set_model(ModelSlot::Retrying(format!(
+                        "{e} (next try in {} s)",
+                        pause.as_secs()
+                    )));
+                    tokio::time::sleep(pause).await;
+                    pause = policy.next_pause(pause);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "model failed to load");
+                    state.set_model(ModelSlot::Failed(e.to_string()));
+                    break;
+                }
             }
         }
     });

@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::batcher::{BatchPolicy, Batcher};
 use crate::decode::DecodeLimits;
+use crate::http::access::Access;
 use crate::model::Classifier;
 
 /// Default request body limit: Lambda's 6 MB synchronous payload limit.
@@ -38,6 +39,10 @@ impl Default for Limits {
 pub enum ModelSlot {
     Loading,
     Ready(Arc<Classifier>),
+    /// The fetch failed for a reason that may pass (S3 unreachable, …):
+    /// the server tries again in the background.
+    Retrying(String),
+    /// The model cannot be used (bad bytes, digest mismatch, bad settings).
     Failed(String),
 }
 
@@ -46,6 +51,8 @@ pub enum ModelSlot {
 pub struct AppState {
     model: Arc<RwLock<(ModelSlot, Option<Batcher>)>>,
     pub limits: Limits,
+    /// API key and CORS (default: open, no CORS headers).
+    pub access: Access,
 }
 
 impl AppState {
@@ -54,7 +61,14 @@ impl AppState {
         Self {
             model: Arc::new(RwLock::new((ModelSlot::Loading, None))),
             limits,
+            access: Access::default(),
         }
+    }
+
+    /// The same state with these access settings.
+    pub fn with_access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
     }
 
     /// A state with a model ready (owned, or shared with other users of it).

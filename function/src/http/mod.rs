@@ -1,6 +1,7 @@
 //! The one axum [`Router`] every host serves: Lambda (`lambda_http::run`),
 //! `catdog serve` (`axum::serve`) and the notebook's tunnel.
 
+pub mod access;
 pub mod error;
 pub mod input;
 pub mod routes;
@@ -16,15 +17,24 @@ use axum::Router;
 use crate::state::AppState;
 
 /// Builds the router over `state`.
+/// Access control (API key, CORS) comes from `state.access`; the request log
+/// is the outermost layer, so refused requests are logged too.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut app = Router::new()
         .route("/", get(routes::page).post(routes::legacy_predict))
         .route("/predict", post(routes::predict))
         .route("/health", get(routes::health))
         .route("/model", get(routes::model_info))
         .fallback(routes::not_found)
-        .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(middleware::from_fn(log_request))
+        .method_not_allowed_fallback(routes::method_not_allowed);
+    if let Some(key) = state.access.api_key.clone() {
+        app = app.layer(middleware::from_fn_with_state(key, access::require_key));
+    }
+    // Outside the key check: preflight requests carry no key.
+    if let Some(cors) = state.access.cors_layer() {
+        app = app.layer(cors);
+    }
+    app.layer(middleware::from_fn(log_request))
         .with_state(state)
 }
 

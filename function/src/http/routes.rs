@@ -68,6 +68,12 @@ fn ready_model(state: &AppState) -> Result<(Arc<Classifier>, Batcher), ApiError>
         Err(ModelSlot::Loading) => Err(ApiError::unavailable(
             "the model is still loading; retry in a few seconds",
         )),
+        Err(ModelSlot::Retrying(reason)) => Err(ApiError {
+            retry_after: Some(5),
+            ..ApiError::unavailable(format!(
+                "the model could not be fetched yet ({reason}); the server keeps trying"
+            ))
+        }),
         Err(ModelSlot::Failed(reason)) => Err(ApiError::unavailable(format!(
             "the model failed to load: {reason}"
         ))),
@@ -192,6 +198,15 @@ pub async fn health(State(state): State<AppState>) -> Response {
             Json(json!({"status": "loading"})),
         )
             .into_response(),
+        ModelSlot::Retrying(reason) => {
+            let mut res = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "retrying", "reason": reason})),
+            )
+                .into_response();
+            res.headers_mut().insert(header::RETRY_AFTER, 5.into());
+            res
+        }
         ModelSlot::Failed(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "failed", "reason": reason})),

@@ -191,7 +191,7 @@ impl Classifier {
             (Some(path), None) => builder.commit_from_file(path),
             (None, None) => builder.commit_from_memory(&model.bytes),
         }
-        .map_err(onnx_err)?;
+        .map_err(|e| onnx_err(without_paths(&e.to_string(), model.path.as_deref())))?;
 
         let (input_name, input_shape) = {
             let inputs = session.inputs();
@@ -471,6 +471,35 @@ impl Classifier {
         }
         Ok((rows, timings))
     }
+}
+
+/// ONNX Runtime's message without the model's path (it says "Load model
+/// from /where/it/is failed: …"): errors reach /health, which must not show
+/// the machine's layout.
+fn without_paths(message: &str, path: Option<&std::path::Path>) -> String {
+    let mut message = message.to_string();
+    if let Some(rest) = message
+        .strip_prefix("Load model from ")
+        .and_then(|m| m.split_once(" failed:"))
+        .map(|(_, rest)| rest.trim().to_string())
+    {
+        message = rest;
+    }
+    if let Some(path) = path {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let mut forms = vec![path.to_path_buf()];
+        forms.extend(std::fs::canonicalize(path));
+        for form in forms {
+            let form = form.to_string_lossy();
+            if !form.is_empty() {
+                message = message.replace(form.as_ref(), &name);
+            }
+        }
+    }
+    message
 }
 
 /// ONNX Runtime's session option naming the folder of external data for a

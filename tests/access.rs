@@ -1,0 +1,232 @@
+//! Access control on the real binary: the API key (`CATDOG_API_KEY`) over
+//! HTTP and through the Lambda path, and CORS (off unless origins are given).
+
+use catdog_tests::lambda_api::*;
+use catdog_tests::*;
+use serde_json::{json, Value};
+
+const KEY: &str = "k3y-for-tests-0123456789";
+
+fn img(name: &str) -> Vec<u8> {
+    std::fs::read(fixture(&format!("images/{name}"))).unwrap()
+}
+
+async fn predict_with(base: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}/predict"))
+        .header("content-type", "image/png")
+        .body(img("red.png"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+/// `catdog serve` with the key, its log (info level) going to a file.
+async fn serve_with_key_logged() -> (Proc, String, std::path::PathBuf) {
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("catdog-access-{}.log", std::process::id()));
+    let mut cmd = std::process::Command::new(catdog_bin());
+    cmd.args(["serve", "--port", &port.to_string(), "--model"])
+        .arg(fixture("tiny_caffe_nhwc.onnx"))
+        .env("CATDOG_API_KEY", KEY)
+        .env("RUST_LOG", "info")
+        .env("LOG_FORMAT", "text")
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let proc = Proc {
+        child: cmd.spawn().unwrap(),
+        name: "catdog serve".into(),
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    wait_http(
+        &format!("{base}/health"),
+        None,
+        std::time::Duration::from_secs(20),
+    )
+    .await;
+    (proc, base, log)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_key_is_required_and_checked() {
+    let (mut proc, base, log_file) = serve_with_key_logged().await;
+    wait_ready(&base).await; // /health stays public (probes, load balancers)
+
+    let res = predict_with(&base, &[]).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer realm=\"catdog\"");
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unauthorized");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("X-API-Key"));
+
+    for wrong in [
+        "Bearer nope",
+        "Bearer k3y-for-tests-012345678",
+        "Basic azN5",
+    ] {
+        let res = predict_with(&base, &[("authorization", wrong)]).await;
+        assert_eq!(res.status(), 401, "{wrong}");
+    }
+    let res = predict_with(&base, &[("x-api-key", "k3y-for-tests-01234567890")]).await;
+    assert_eq!(res.status(), 401);
+
+    let auth = format!("Bearer {KEY}");
+    for headers in [[("authorization", auth.as_str())], [("x-api-key", KEY)]] {
+        let res = predict_with(&base, &headers).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.json::<Value>().await.unwrap()["label"], "cat");
+    }
+
+    // the page is public (it asks for the key itself), /model is not
+    let page = reqwest::get(format!("{base}/")).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("X-API-Key"));
+    assert_eq!(
+        reqwest::get(format!("{base}/model"))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let model_info = reqwest::Client::new()
+        .get(format!("{base}/model"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(model_info.status(), 200);
+
+    // refused requests are logged; the key never is
+    let _ = proc.child.kill();
+    let _ = proc.child.wait();
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    let _ = std::fs::remove_file(&log_file);
+    assert!(log.contains("401"), "refused requests are logged: {log}");
+    assert!(!log.contains(KEY), "the API key was logged");
+}
+
+#[test]
+fn a_short_api_key_is_refused_at_start() {
+    let out = std::process::Command::new(catdog_bin())
+        .args(["serve", "--port", "0", "--model"])
+        .arg(fixture("tiny_caffe_nhwc.onnx"))
+        .env("CATDOG_API_KEY", "short")
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at least 16 characters"), "{err}");
+    assert!(!err.contains("short\""), "the key is not echoed: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_is_off_by_default_and_follows_the_allowed_origins() {
+    let model = fixture("tiny_caffe_nhwc.onnx");
+    let (_a, off) = serve(&["--model", model.to_str().unwrap()], &[]).await;
+    let (_b, on) = serve(
+        &["--model", model.to_str().unwrap()],
+        &[
+            (
+                "CATDOG_CORS_ORIGINS",
+                "https://app.example, http://localhost:3000",
+            ),
+            ("CATDOG_API_KEY", KEY),
+        ],
+    )
+    .await;
+    wait_ready(&off).await;
+    wait_ready(&on).await;
+    let client = reqwest::Client::new();
+    let preflight = |base: &str, origin: &str| {
+        client
+            .request(reqwest::Method::OPTIONS, format!("{base}/predict"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "x-api-key, content-type")
+            .send()
+    };
+
+    // off: no CORS header at all, for any origin
+    let res = predict_with(&off, &[("origin", "https://app.example")]).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+    let res = preflight(&off, "https://app.example").await.unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+
+    // on: the preflight needs no key and names the origin and the key header
+    let res = preflight(&on, "https://app.example").await.unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let allowed = res.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(allowed.contains("x-api-key"), "{allowed}");
+    let res = predict_with(
+        &on,
+        &[("origin", "http://localhost:3000"), ("x-api-key", KEY)],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+    // a 401 carries the CORS header too, so the page can read the message
+    let res = predict_with(&on, &[("origin", "https://app.example")]).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    // another origin is not allowed
+    let res = preflight(&on, "https://evil.example").await.unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+}
+
+#[test]
+fn a_malformed_cors_origin_is_refused_at_start() {
+    let out = std::process::Command::new(catdog_bin())
+        .args(["serve", "--port", "0", "--model"])
+        .arg(fixture("tiny_caffe_nhwc.onnx"))
+        .env("CATDOG_CORS_ORIGINS", "https://app.example/path")
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("https://app.example/path"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_key_guards_the_lambda_path_too() {
+    let mut api = Harness::start().await;
+    let env = vec![
+        (
+            "MODEL_URI".to_string(),
+            fixture("tiny_caffe_nhwc.onnx")
+                .to_string_lossy()
+                .into_owned(),
+        ),
+        ("CATDOG_API_KEY".to_string(), KEY.to_string()),
+    ];
+    let _bootstrap = api.bootstrap(&env);
+    let base = with_body(event("function-url.json"), &img("red.png"), "image/png");
+    let (status, body) = http_of(api.invoke("no-key", base.clone()).await, "no-key");
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("unauthorized"))
+    );
+    let mut keyed = base.clone();
+    keyed["headers"]["x-api-key"] = json!(KEY);
+    let (status, body) = http_of(api.invoke("key", keyed).await, "key");
+    assert_eq!((status, &body["label"]), (200, &json!("cat")), "{body}");
+}
