@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 ARCH ?= x86_64
 
-.PHONY: setup build serve test lint bench build-CatdogFunction
+.PHONY: setup build serve test lint bench fuzz build-CatdogFunction
 
 setup:
 	@scripts/setup.sh > /dev/null
@@ -26,6 +26,10 @@ test:
 # Side-by-side benchmark (bench/README.md): prints a table, writes BENCHMARKS.md + bench/benchmarks.png.
 bench:
 	@bench/run.sh
+
+# Bounded fuzzing of request decoding → preprocessing (FUZZ_SECONDS, default 120; needs nightly).
+fuzz:
+	@scripts/fuzz.sh
 
 lint:
 	cargo fmt --all --check

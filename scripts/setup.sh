@@ -13,7 +13,7 @@ CACHE="${CATDOG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/catdog}"
 VENV="$CACHE/venv"
 ORT_DIR="$CACHE/onnxruntime-$ORT_VERSION"
 ORT_LIB="$ORT_DIR/libonnxruntime.so.$ORT_VERSION"
-PY_TOOLS=(numpy pillow "onnx>=1.16" "onnxruntime==$ORT_VERSION" "moto[server]" boto3 "cfn-lint" selenium)
+PY_TOOLS=(numpy pillow "onnx>=1.16" "onnxruntime==$ORT_VERSION" "moto[server]" boto3 "cfn-lint" selenium schemathesis)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 mkdir -p "$CACHE"

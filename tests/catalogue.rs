@@ -337,16 +337,21 @@ async fn catalogue_over_http() {
     let cases = cases();
     assert!(cases.len() >= 25, "the catalogue has {} cases", cases.len());
     for case in &cases {
-        let res = send(
-            case.method,
-            &case.path,
-            case.content_type.as_deref(),
-            case.body.clone(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        let status = res.status().as_u16();
-        let text = res.text().await.unwrap();
+        let (status, text) = if case.body.len() > 6 * 1024 * 1024 {
+            // The server answers 413 from Content-Length and may close before
+            // the client has sent the body: read its answer regardless.
+            raw_post(&base, case).await
+        } else {
+            let res = send(
+                case.method,
+                &case.path,
+                case.content_type.as_deref(),
+                case.body.clone(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            (res.status().as_u16(), res.text().await.unwrap())
+        };
         let body: Value = serde_json::from_str(&text)
             .unwrap_or_else(|_| panic!("{}: not JSON ({status}): {text}", case.name));
         check(case, "HTTP", status, &body);
@@ -377,6 +382,36 @@ async fn catalogue_over_http() {
         .await
         .unwrap();
     assert_eq!(after["label"], "dog", "after a 1 MiB header: {after}");
+}
+
+/// POSTs over a raw TCP connection, ignoring a failed write (the server may
+/// refuse and close early), and returns the status and body it answered.
+async fn raw_post(base: &str, case: &Case) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: test\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        case.path,
+        case.content_type.as_deref().unwrap_or("image/jpeg"),
+        case.body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let _ = tcp.write_all(&case.body).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), tcp.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{}: no HTTP answer: {answer:?}", case.name));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
 }
 
 /// A Function URL event for `case`, from the recorded sample event.

@@ -211,6 +211,64 @@ impl axum::serve::Listener for NgrokListener {
 }
 
 /// Opens an HTTPS endpoint and serves `router` on it in the background.
+/// The endpoint settings the tunnel's protections turn into: one method per
+/// ngrok builder call, so the mapping is tested without the ngrok service.
+pub trait EndpointOptions {
+    fn domain(&mut self, domain: &str);
+    fn basic_auth(&mut self, user: &str, password: &str);
+    fn oauth(&mut self, provider: &str, allow_emails: &[String], allow_domains: &[String]);
+    fn allow_cidr(&mut self, cidr: &str);
+    fn deny_cidr(&mut self, cidr: &str);
+}
+
+impl EndpointOptions for ngrok::config::HttpTunnelBuilder {
+    fn domain(&mut self, domain: &str) {
+        ngrok::config::HttpTunnelBuilder::domain(self, domain);
+    }
+    fn basic_auth(&mut self, user: &str, password: &str) {
+        ngrok::config::HttpTunnelBuilder::basic_auth(self, user, password);
+    }
+    fn oauth(&mut self, provider: &str, allow_emails: &[String], allow_domains: &[String]) {
+        let mut o = OauthOptions::new(provider);
+        for e in allow_emails {
+            o.allow_email(e);
+        }
+        for d in allow_domains {
+            o.allow_domain(d);
+        }
+        ngrok::config::HttpTunnelBuilder::oauth(self, o);
+    }
+    fn allow_cidr(&mut self, cidr: &str) {
+        ngrok::config::HttpTunnelBuilder::allow_cidr(self, cidr);
+    }
+    fn deny_cidr(&mut self, cidr: &str) {
+        ngrok::config::HttpTunnelBuilder::deny_cidr(self, cidr);
+    }
+}
+
+/// Applies the configured protections to an endpoint builder.
+pub fn apply_protections(config: &TunnelConfig, endpoint: &mut impl EndpointOptions) {
+    if let Some(d) = &config.domain {
+        endpoint.domain(d);
+    }
+    for (user, pass) in &config.basic_auth {
+        endpoint.basic_auth(user, pass);
+    }
+    if let Some(provider) = &config.oauth_provider {
+        endpoint.oauth(
+            provider,
+            &config.oauth_allow_emails,
+            &config.oauth_allow_domains,
+        );
+    }
+    for c in &config.allow_cidrs {
+        endpoint.allow_cidr(c);
+    }
+    for c in &config.deny_cidrs {
+        endpoint.deny_cidr(c);
+    }
+}
+
 pub async fn open(config: &TunnelConfig, router: axum::Router) -> Result<Tunnel, TunnelError> {
     config.validate()?;
     let token = config.authtoken.clone().ok_or(TunnelError::NoToken)?;
@@ -225,28 +283,7 @@ pub async fn open(config: &TunnelConfig, router: axum::Router) -> Result<Tunnel,
         .map_err(|_| TunnelError::Timeout(config.connect_timeout))?
         .map_err(|e| TunnelError::Connect(e.to_string()))?;
     let mut endpoint = session.http_endpoint();
-    if let Some(d) = &config.domain {
-        endpoint.domain(d);
-    }
-    for (user, pass) in &config.basic_auth {
-        endpoint.basic_auth(user, pass);
-    }
-    if let Some(provider) = &config.oauth_provider {
-        let mut o = OauthOptions::new(provider);
-        for e in &config.oauth_allow_emails {
-            o.allow_email(e);
-        }
-        for d in &config.oauth_allow_domains {
-            o.allow_domain(d);
-        }
-        endpoint.oauth(o);
-    }
-    for c in &config.allow_cidrs {
-        endpoint.allow_cidr(c);
-    }
-    for c in &config.deny_cidrs {
-        endpoint.deny_cidr(c);
-    }
+    apply_protections(config, &mut endpoint);
     let tunnel = tokio::time::timeout(config.connect_timeout, endpoint.listen())
         .await
         .map_err(|_| TunnelError::Timeout(config.connect_timeout))?
@@ -324,5 +361,64 @@ mod tests {
         };
         let err = open(&c, axum::Router::new()).await.err().unwrap();
         assert!(matches!(err, TunnelError::NoToken));
+    }
+
+    /// Records the builder calls the protections turn into.
+    #[derive(Default)]
+    struct Recorder(Vec<String>);
+
+    impl EndpointOptions for Recorder {
+        fn domain(&mut self, domain: &str) {
+            self.0.push(format!("domain {domain}"));
+        }
+        fn basic_auth(&mut self, user: &str, password: &str) {
+            self.0.push(format!("basic_auth {user}:{password}"));
+        }
+        fn oauth(&mut self, provider: &str, emails: &[String], domains: &[String]) {
+            self.0
+                .push(format!("oauth {provider} {emails:?} {domains:?}"));
+        }
+        fn allow_cidr(&mut self, cidr: &str) {
+            self.0.push(format!("allow_cidr {cidr}"));
+        }
+        fn deny_cidr(&mut self, cidr: &str) {
+            self.0.push(format!("deny_cidr {cidr}"));
+        }
+    }
+
+    #[test]
+    fn settings_become_the_matching_builder_calls() {
+        let vars = |name: &str| {
+            match name {
+                "NGROK_DOMAIN" => Some("cats.ngrok.app"),
+                "NGROK_BASIC_AUTH" => Some("ann:correct-horse-1,bob:battery-staple-2"),
+                "NGROK_OAUTH_PROVIDER" => Some("google"),
+                "NGROK_OAUTH_ALLOW_EMAILS" => Some("ann@example.com"),
+                "NGROK_OAUTH_ALLOW_DOMAINS" => Some("example.org,example.net"),
+                "NGROK_ALLOW_CIDRS" => Some("10.0.0.0/8"),
+                "NGROK_DENY_CIDRS" => Some("10.1.0.0/16"),
+                _ => None,
+            }
+            .map(str::to_string)
+        };
+        let config = TunnelConfig::from_vars(vars).unwrap();
+        config.validate().unwrap();
+        let mut r = Recorder::default();
+        apply_protections(&config, &mut r);
+        assert_eq!(
+            r.0,
+            [
+                "domain cats.ngrok.app",
+                "basic_auth ann:correct-horse-1",
+                "basic_auth bob:battery-staple-2",
+                "oauth google [\"ann@example.com\"] [\"example.org\", \"example.net\"]",
+                "allow_cidr 10.0.0.0/8",
+                "deny_cidr 10.1.0.0/16",
+            ]
+        );
+        // nothing configured: an open endpoint, no call at all
+        let mut r = Recorder::default();
+        apply_protections(&TunnelConfig::from_vars(|_| None).unwrap(), &mut r);
+        assert!(r.0.is_empty());
     }
 }

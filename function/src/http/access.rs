@@ -125,10 +125,16 @@ impl Access {
     }
 }
 
-/// Routes anyone may call even with a key set: the upload page (it asks for
-/// the key itself) and the health check (for load balancers and probes).
-fn is_public(method: &Method, path: &str) -> bool {
-    (method == Method::GET || method == Method::HEAD) && matches!(path, "/" | "/health")
+/// The operations that need the key: classifying and the model's details.
+/// Everything else passes: the page (it asks for the key itself), the health
+/// check (load balancers, probes), the API description, and requests no
+/// route takes, which get their 404/405 and learn nothing.
+fn needs_key(method: &Method, path: &str) -> bool {
+    match path {
+        "/" | "/predict" => method == Method::POST,
+        "/model" => method == Method::GET || method == Method::HEAD,
+        _ => false,
+    }
 }
 
 /// The key presented with a request: `Authorization: Bearer KEY` or `X-API-Key: KEY`.
@@ -145,7 +151,7 @@ fn presented(headers: &HeaderMap) -> Option<&[u8]> {
 
 /// Middleware: 401 unless the request carries the key (when one is set).
 pub async fn require_key(State(key): State<ApiKey>, req: Request, next: Next) -> Response {
-    if is_public(req.method(), req.uri().path()) {
+    if !needs_key(req.method(), req.uri().path()) {
         return next.run(req).await;
     }
     let error = match presented(req.headers()) {

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod error;
 pub mod input;
+pub mod openapi;
 pub mod routes;
 
 use std::time::Instant;
@@ -25,10 +26,13 @@ pub fn router(state: AppState) -> Router {
         .route("/predict", post(routes::predict))
         .route("/health", get(routes::health))
         .route("/model", get(routes::model_info))
+        .route("/openapi.json", get(openapi::openapi_json))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed);
     if let Some(key) = state.access.api_key.clone() {
-        app = app.layer(middleware::from_fn_with_state(key, access::require_key));
+        // On matched routes only: an unknown route or method still gets its
+        // 404/405 (which tell nothing), as the OpenAPI document says.
+        app = app.route_layer(middleware::from_fn_with_state(key, access::require_key));
     }
     // Outside the key check: preflight requests carry no key.
     if let Some(cors) = state.access.cors_layer() {

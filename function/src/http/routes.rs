@@ -22,7 +22,7 @@ use crate::model::Classifier;
 use crate::state::{AppState, ModelSlot};
 
 /// Timings of one classification request, in milliseconds; also logged.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, utoipa::ToSchema)]
 pub struct Timings {
     pub read: f64,
     pub decode: f64,
@@ -135,6 +135,22 @@ fn with_timings(mut res: Response, timings: Timings) -> Response {
 }
 
 /// `POST /predict`: one picture → one answer; several → `{"predictions": [...]}`.
+#[utoipa::path(post, path = "/predict", tag = "classify",
+    request_body(description = "The picture(s): a raw image body, a multipart form with one or more files, or JSON with base64", content(
+        (super::openapi::Picture = "image/jpeg"), (super::openapi::Picture = "image/png"), (super::openapi::Picture = "image/webp"),
+        (super::openapi::Picture = "image/gif"), (super::openapi::Picture = "image/bmp"), (super::openapi::Picture = "application/octet-stream"),
+        (super::openapi::UploadForm = "multipart/form-data"),
+        (super::openapi::JsonPictures = "application/json"))),
+    responses(
+        (status = 200, description = "The answer (one picture) or the answers in order (several)", body = super::openapi::PredictAnswer),
+        (status = 400, description = "Malformed request, or not a picture (`empty_body`, `invalid_image`, `invalid_json`, `invalid_base64`, `invalid_multipart`, `no_image`, `invalid_body`)", body = super::openapi::ErrorBody),
+        (status = 401, description = "API key missing or wrong (`unauthorized`; only when the server sets one)", body = super::openapi::ErrorBody),
+        (status = 413, description = "Body over the limit (`payload_too_large`)", body = super::openapi::ErrorBody),
+        (status = 415, description = "Content-Type not accepted (`unsupported_media_type`) or image format not supported (`unsupported_image_format`)", body = super::openapi::ErrorBody),
+        (status = 422, description = "Picture over the pixel limit (`image_too_large`) or too many pictures (`too_many_images`)", body = super::openapi::ErrorBody),
+        (status = 500, description = "Inference failed (`internal`)", body = super::openapi::ErrorBody),
+        (status = 503, description = "Model not ready (`model_unavailable`) or queue full (`overloaded`, with Retry-After)", body = super::openapi::ErrorBody),
+    ))]
 pub async fn predict(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     match classify_request(&state, &headers, body).await {
         Ok((model, predictions, timings)) => {
@@ -167,6 +183,22 @@ pub async fn predict(State(state): State<AppState>, headers: HeaderMap, body: Bo
 
 /// `POST /`: the tutorial's endpoint, kept for its front end:
 /// `{"image": "<base64>"}` → `{"prediction": {"cat": p, "dog": p}}`.
+#[utoipa::path(post, path = "/", tag = "classify",
+    request_body(description = "The picture(s): a raw image body, a multipart form with one or more files, or JSON with base64", content(
+        (super::openapi::Picture = "image/jpeg"), (super::openapi::Picture = "image/png"), (super::openapi::Picture = "image/webp"),
+        (super::openapi::Picture = "image/gif"), (super::openapi::Picture = "image/bmp"), (super::openapi::Picture = "application/octet-stream"),
+        (super::openapi::UploadForm = "multipart/form-data"),
+        (super::openapi::JsonPictures = "application/json"))),
+    responses(
+        (status = 200, description = "Scores per label", body = super::openapi::LegacyAnswer),
+        (status = 400, description = "Malformed request, or not a picture (`empty_body`, `invalid_image`, `invalid_json`, `invalid_base64`, `invalid_multipart`, `no_image`, `invalid_body`)", body = super::openapi::ErrorBody),
+        (status = 401, description = "API key missing or wrong (`unauthorized`; only when the server sets one)", body = super::openapi::ErrorBody),
+        (status = 413, description = "Body over the limit (`payload_too_large`)", body = super::openapi::ErrorBody),
+        (status = 415, description = "Content-Type not accepted (`unsupported_media_type`) or image format not supported (`unsupported_image_format`)", body = super::openapi::ErrorBody),
+        (status = 422, description = "Picture over the pixel limit (`image_too_large`) or too many pictures (`too_many_images`)", body = super::openapi::ErrorBody),
+        (status = 500, description = "Inference failed (`internal`)", body = super::openapi::ErrorBody),
+        (status = 503, description = "Model not ready (`model_unavailable`) or queue full (`overloaded`, with Retry-After)", body = super::openapi::ErrorBody),
+    ))]
 pub async fn legacy_predict(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -187,10 +219,15 @@ pub async fn legacy_predict(
 }
 
 /// `GET /health`: 200 once the model is loaded, 503 with the reason otherwise.
+#[utoipa::path(get, path = "/health", tag = "meta",
+    responses(
+        (status = 200, description = "Ready", body = super::openapi::HealthBody),
+        (status = 503, description = "Loading, retrying a fetch, or failed; `reason` says why", body = super::openapi::HealthBody),
+    ))]
 pub async fn health(State(state): State<AppState>) -> Response {
     match state.model() {
         ModelSlot::Ready(c) => {
-            Json(json!({"status": "ok", "model": {"uri": c.info().uri, "sha256": c.sha256()}}))
+            Json(json!({"status": "ok", "model": {"uri": c.info().uri, "sha256": c.sha256(), "kind": c.info().kind}}))
                 .into_response()
         }
         ModelSlot::Loading => (
@@ -216,6 +253,12 @@ pub async fn health(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /model`: labels, input shape, preprocessing, source URI, SHA-256, size.
+#[utoipa::path(get, path = "/model", tag = "meta",
+    responses(
+        (status = 200, description = "The model answering", body = crate::model::ModelInfo),
+        (status = 401, description = "API key missing or wrong", body = super::openapi::ErrorBody),
+        (status = 503, description = "Model not ready", body = super::openapi::ErrorBody),
+    ))]
 pub async fn model_info(State(state): State<AppState>) -> Response {
     match ready_model(&state) {
         Ok((c, _)) => Json(c.info_now()).into_response(),
@@ -226,6 +269,8 @@ pub async fn model_info(State(state): State<AppState>) -> Response {
 const PAGE: &str = include_str!("../../assets/index.html");
 
 /// `GET /`: the upload page (no external resources: it works offline).
+#[utoipa::path(get, path = "/", tag = "page",
+    responses((status = 200, description = "The upload page", content_type = "text/html", body = String)))]
 pub async fn page() -> Response {
     ([(header::CACHE_CONTROL, "no-cache")], Html(PAGE)).into_response()
 }

@@ -79,7 +79,7 @@ pub struct LoadOptions {
 }
 
 /// What `GET /model` shows: enough to know exactly what is answering.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ModelInfo {
     pub uri: String,
     /// SHA-256 of the model bytes; `None` while a local file's digest is still
@@ -91,6 +91,8 @@ pub struct ModelInfo {
     pub labels: Vec<String>,
     pub input: TensorInfo,
     pub output: OutputInfo,
+    /// The preprocessing contract (models/README.md).
+    #[schema(value_type = Object)]
     pub preprocessing: Preprocessing,
     /// Where labels and preprocessing came from: `override`, `metadata` or `default`.
     pub contract_source: ContractSource,
@@ -99,15 +101,16 @@ pub struct ModelInfo {
     pub threads: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TensorInfo {
     pub name: String,
     /// Dimensions; -1 where dynamic.
     pub shape: Vec<i64>,
+    #[schema(value_type = String, example = "NCHW")]
     pub layout: Layout,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OutputInfo {
     pub name: String,
     pub classes: usize,
@@ -115,7 +118,7 @@ pub struct OutputInfo {
     pub kind: &'static str,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ContractSource {
     pub labels: &'static str,
     pub preprocessing: &'static str,

@@ -48,7 +48,7 @@ impl Scores {
 }
 
 /// One ImageNet class in a top-k list.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TopClass {
     pub index: usize,
     pub name: String,
@@ -56,11 +56,13 @@ pub struct TopClass {
 }
 
 /// The answer for one picture.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Prediction {
     pub label: String,
     /// Probability of `label`.
     pub confidence: f32,
+    /// Probability per label (they sum to 1).
+    #[schema(value_type = std::collections::HashMap<String, f32>)]
     pub scores: Scores,
     /// For ImageNet models: the five most likely of the 1000 classes.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,126 @@
+//! The OpenAPI document (`GET /openapi.json`, generated from the handlers by
+//! utoipa) against the live server: schemathesis (PyPI) generates requests
+//! from it and checks every answer (status documented, body matching its
+//! schema, no 5xx, content types), with and without an API key.
+
+use catdog_tests::*;
+use serde_json::Value;
+
+const KEY: &str = "openapi-test-key-0123456789";
+
+fn schemathesis() -> std::path::PathBuf {
+    let py = python();
+    py.parent()
+        .map(|d| d.join("schemathesis"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| "schemathesis".into())
+}
+
+/// Runs schemathesis against `base` and panics with its report unless clean.
+/// `positive_data_acceptance` is left out: it expects every schema-valid body
+/// to be accepted, but random bytes (or random base64) are schema-valid and
+/// are not pictures, so the 400 `invalid_image` they get is the right answer.
+async fn run_schemathesis(base: &str, headers: &[&str]) -> String {
+    let mut cmd = tokio::process::Command::new(schemathesis());
+    cmd.args(["run", &format!("{base}/openapi.json")])
+        .args([
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
+        ])
+        .args(["--max-examples", "100", "--seed", "1", "--no-color"])
+        .current_dir(std::env::temp_dir())
+        .env("SCHEMATHESIS_HOOKS", "");
+    for h in headers {
+        cmd.args(["--header", h]);
+    }
+    let out = cmd
+        .output()
+        .await
+        .expect("run schemathesis (make test installs it)");
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!("{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{report}"
+    );
+    assert!(!report.contains("failure"), "{report}");
+    report.into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_document_describes_the_api_and_the_server_keeps_to_it() {
+    let model = fixture("tiny_caffe_nhwc.onnx");
+    let (_p, base) = serve(&["--model", model.to_str().unwrap()], &[]).await;
+    wait_ready(&base).await;
+    let doc: Value = reqwest::get(format!("{base}/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in ["/", "/predict", "/health", "/model", "/openapi.json"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is not documented");
+    }
+    let predict = &doc["paths"]["/predict"]["post"];
+    for status in ["200", "400", "401", "413", "415", "422", "500", "503"] {
+        assert!(
+            predict["responses"].get(status).is_some(),
+            "/predict lacks {status}"
+        );
+    }
+    let content = predict["requestBody"]["content"].as_object().unwrap();
+    for ctype in [
+        "image/jpeg",
+        "image/png",
+        "application/octet-stream",
+        "multipart/form-data",
+        "application/json",
+    ] {
+        assert!(content.contains_key(ctype), "{ctype}");
+    }
+    // The documented example request is answered, with the documented shape.
+    let example = &doc["components"]["schemas"]["JsonPictures"]["example"];
+    let res = reqwest::Client::new()
+        .post(format!("{base}/predict"))
+        .json(example)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["label"], "cat", "{v}");
+
+    let report = run_schemathesis(&base, &[]).await;
+    assert!(report.contains("No issues found"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_an_api_key_the_document_stays_public_and_true() {
+    let model = fixture("tiny_caffe_nhwc.onnx");
+    let (_p, base) = serve(
+        &["--model", model.to_str().unwrap()],
+        &[("CATDOG_API_KEY", KEY)],
+    )
+    .await;
+    wait_ready(&base).await;
+    assert_eq!(
+        reqwest::get(format!("{base}/openapi.json"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let header = format!("X-API-Key: {KEY}");
+    let report = run_schemathesis(&base, &[&header]).await;
+    assert!(report.contains("No issues found"), "{report}");
+    // without the key: every protected answer is the documented 401, and
+    // schemathesis notices it could not get past it
+    let report = run_schemathesis(&base, &[]).await;
+    assert!(
+        report.contains("3 operations returned only 401"),
+        "{report}"
+    );
+}
