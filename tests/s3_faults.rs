@@ -231,3 +231,40 @@ async fn bad_model_bytes_in_s3_are_refused_for_good() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_s3_times_out_and_is_retried_in_the_background() {
+    // Accepts connections and never answers: a stalled S3.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let _hole = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    let mut env: Vec<(String, String)> = s3_env(&endpoint);
+    env.push(("MODEL_URI".into(), "s3://faults/stalled.onnx".into()));
+    env.push(("CATDOG_FETCH_ATTEMPTS".into(), "1".into()));
+    env.push(("CATDOG_S3_READ_TIMEOUT_S".into(), "1".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let started = Instant::now();
+    let (_serve, base) = serve(&[], &env).await;
+    let reason = wait_failed(&base).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(reason.contains("s3://faults/stalled.onnx"), "{reason}");
+    assert!(
+        reason.to_lowercase().contains("timeout") || reason.to_lowercase().contains("timed out"),
+        "{reason}"
+    );
+    let (status, h) = health(&base).await;
+    assert_eq!(
+        (status, h["status"].as_str()),
+        (503, Some("retrying")),
+        "{h}"
+    );
+}

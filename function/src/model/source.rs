@@ -314,9 +314,11 @@ pub async fn s3_client() -> aws_sdk_s3::Client {
     let mut builder = aws_sdk_s3::config::Builder::from(&shared).timeout_config(
         // A stalled server must not hang start-up for ever; a slow but
         // moving download of a large model is fine (no total deadline).
+        // `CATDOG_S3_READ_TIMEOUT_S` (default 30) bounds the wait for bytes
+        // that do not come.
         aws_config::timeout::TimeoutConfig::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
-            .read_timeout(std::time::Duration::from_secs(30))
+            .read_timeout(std::time::Duration::from_secs_f64(s3_read_timeout_s()))
             .build(),
     );
     let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
@@ -327,6 +329,14 @@ pub async fn s3_client() -> aws_sdk_s3::Client {
         builder = builder.endpoint_url(endpoint).force_path_style(true);
     }
     aws_sdk_s3::Client::from_conf(builder.build())
+}
+
+fn s3_read_timeout_s() -> f64 {
+    std::env::var("CATDOG_S3_READ_TIMEOUT_S")
+        .ok()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0 && *t <= 3600.0)
+        .unwrap_or(30.0)
 }
 
 /// Ranged GETs of this size are fetched in parallel for large objects.
