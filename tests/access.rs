@@ -26,13 +26,12 @@ async fn predict_with(base: &str, headers: &[(&str, &str)]) -> reqwest::Response
 async fn serve_with_key_logged() -> (Proc, String, std::path::PathBuf) {
     let port = free_port();
     let log = std::env::temp_dir().join(format!("catdog-access-{}.log", std::process::id()));
-    let mut cmd = std::process::Command::new(catdog_bin());
+    let mut cmd = catdog_command();
     cmd.args(["serve", "--port", &port.to_string(), "--model"])
         .arg(fixture("tiny_caffe_nhwc.onnx"))
         .env("CATDOG_API_KEY", KEY)
         .env("RUST_LOG", "info")
         .env("LOG_FORMAT", "text")
-        .env_remove("AWS_LAMBDA_RUNTIME_API")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
     let proc = Proc {
@@ -112,11 +111,10 @@ async fn the_api_key_is_required_and_checked() {
 
 #[test]
 fn a_short_api_key_is_refused_at_start() {
-    let out = std::process::Command::new(catdog_bin())
+    let out = catdog_command()
         .args(["serve", "--port", "0", "--model"])
         .arg(fixture("tiny_caffe_nhwc.onnx"))
         .env("CATDOG_API_KEY", "short")
-        .env_remove("AWS_LAMBDA_RUNTIME_API")
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -195,11 +193,10 @@ async fn cors_is_off_by_default_and_follows_the_allowed_origins() {
 
 #[test]
 fn a_malformed_cors_origin_is_refused_at_start() {
-    let out = std::process::Command::new(catdog_bin())
+    let out = catdog_command()
         .args(["serve", "--port", "0", "--model"])
         .arg(fixture("tiny_caffe_nhwc.onnx"))
         .env("CATDOG_CORS_ORIGINS", "https://app.example/path")
-        .env_remove("AWS_LAMBDA_RUNTIME_API")
         .output()
         .unwrap();
     assert!(!out.status.success());

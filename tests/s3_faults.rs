@@ -124,7 +124,6 @@ async fn dropped_connections_resume_and_unreachable_servers_fail_fast() {
 async fn serve_from_s3(endpoint: &str, key: &str) -> (Proc, String) {
     let mut env: Vec<(String, String)> = s3_env(endpoint);
     env.push(("MODEL_URI".into(), format!("s3://faults/{key}")));
-    env.push(("CATDOG_FETCH_ATTEMPTS".into(), "2".into()));
     env.push(("CATDOG_RETRY_PAUSE_MS".into(), "100".into()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     serve(&[], &env).await
@@ -245,7 +244,6 @@ async fn a_silent_s3_times_out_and_is_retried_in_the_background() {
     });
     let mut env: Vec<(String, String)> = s3_env(&endpoint);
     env.push(("MODEL_URI".into(), "s3://faults/stalled.onnx".into()));
-    env.push(("CATDOG_FETCH_ATTEMPTS".into(), "1".into()));
     env.push(("CATDOG_S3_READ_TIMEOUT_S".into(), "1".into()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let started = Instant::now();

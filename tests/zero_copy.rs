@@ -3,7 +3,7 @@
 //! parsing and copying (function/src/model/weights.rs). The answers must be
 //! exactly those of the plain load, whatever the model's layout on disk.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use catdog_tests::*;
 use serde_json::Value;
@@ -16,14 +16,12 @@ fn predict(model: &std::path::Path, files: &[String], zero_copy: bool) -> Output
     } else {
         ""
     };
-    let out = Command::new(catdog_bin())
+    let out = catdog_command()
         .arg("predict")
         .arg("--json")
         .arg("--model")
         .arg(model)
         .args(files)
-        .env_remove("AWS_LAMBDA_RUNTIME_API")
-        .env_remove("MODEL_URI")
         .env("RUST_LOG", "catdog=debug")
         .env("CATDOG_ZERO_COPY", zero_copy.to_string())
         .env("MODEL_PREPROCESSING", preprocessing)

@@ -478,39 +478,25 @@ async fn serve(cli: &Cli, host: &str, port: u16, ngrok: &NgrokArgs) -> Result<Ex
     }
     let cfg = cli.model_config();
     tokio::spawn(async move {
-        // Bounded tries at start (as on Lambda); then, for failures that may
-        // pass (S3 unreachable, object not there yet), keep trying in the
-        // background with doubling pauses up to a minute, answering 503 with
-        // the reason meanwhile.
-        let policy = RetryPolicy::from_env();
-        let mut pause = policy.first_pause.max(std::time::Duration::from_secs(1));
-        loop {
-            let on_retry =
-                |e: &catdog::app::LoadError, attempt: u32, pause: std::time::Duration| {
-                    state.set_model(ModelSlot::Retrying(format!(
-                        "{e} (try {attempt}; next in {:.1} s)",
-                        pause.as_secs_f64()
-                    )));
-                };
-            match load_classifier_with_retries(&cfg, policy, on_retry).await {
-                Ok(c) => {
-                    state.set_model(ModelSlot::Ready(std::sync::Arc::new(c)));
-                    break;
-                }
-                Err(e) if e.is_retryable() => {
-                    tracing::error!(error = %e, retry_in_s = pause.as_secs(), "model fetch failed; retrying in the background");
-                    state.set_model(ModelSlot::Retrying(format!(
-                        "{e} (next try in {} s)",
-                        pause.as_secs()
-                    )));
-                    tokio::time::sleep(pause).await;
-                    pause = policy.next_pause(pause);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "model failed to load");
-                    state.set_model(ModelSlot::Failed(e.to_string()));
-                    break;
-                }
+        // The same retry loop as Lambda's init, without its bound: failures
+        // that may pass (S3 unreachable, object not there yet) are tried
+        // again with doubling pauses up to a minute, answering 503 with the
+        // reason meanwhile.
+        let policy = RetryPolicy {
+            attempts: u32::MAX,
+            ..RetryPolicy::from_env()
+        };
+        let on_retry = |e: &catdog::app::LoadError, attempt: u32, pause: std::time::Duration| {
+            state.set_model(ModelSlot::Retrying(format!(
+                "{e} (try {attempt}; next in {:.1} s)",
+                pause.as_secs_f64()
+            )));
+        };
+        match load_classifier_with_retries(&cfg, policy, on_retry).await {
+            Ok(c) => state.set_model(ModelSlot::Ready(std::sync::Arc::new(c))),
+            Err(e) => {
+                tracing::error!(error = %e, "model failed to load");
+                state.set_model(ModelSlot::Failed(e.to_string()));
             }
         }
     });

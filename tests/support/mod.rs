@@ -63,6 +63,15 @@ pub fn catdog_bin() -> PathBuf {
     bin
 }
 
+/// A command running the `catdog` binary as a user's shell would: not as a
+/// Lambda bootstrap and with no model preset from the test's environment.
+pub fn catdog_command() -> Command {
+    let mut cmd = Command::new(catdog_bin());
+    cmd.env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env_remove("MODEL_URI");
+    cmd
+}
+
 /// Python with the fixture tools (numpy, onnx, onnxruntime, moto).
 pub fn python() -> PathBuf {
     std::env::var_os("CATDOG_PYTHON")

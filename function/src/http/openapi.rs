@@ -33,14 +33,30 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
-/// Which model answered.
-#[derive(ToSchema, serde::Serialize)]
-pub struct ModelRef {
-    pub uri: String,
-    /// `null` for a moment after start while a local file's digest is computed.
-    pub sha256: Option<String>,
-    /// `labels` or `imagenet`.
-    pub kind: String,
+/// The error answers of the classifying routes (`POST /predict`, `POST /`).
+#[derive(utoipa::IntoResponses)]
+pub enum RequestErrors {
+    /// Malformed request, or not a picture (`empty_body`, `invalid_image`, `invalid_json`, `invalid_base64`, `invalid_multipart`, `no_image`, `invalid_body`)
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// API key missing or wrong (`unauthorized`; only when the server sets one)
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// Body over the limit (`payload_too_large`)
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// Content-Type not accepted (`unsupported_media_type`) or image format not supported (`unsupported_image_format`)
+    #[response(status = 415)]
+    Unsupported(ErrorBody),
+    /// Picture over the pixel limit (`image_too_large`) or too many pictures (`too_many_images`)
+    #[response(status = 422)]
+    Unprocessable(ErrorBody),
+    /// Inference failed (`internal`)
+    #[response(status = 500)]
+    Internal(ErrorBody),
+    /// Model not ready (`model_unavailable`) or queue full (`overloaded`, with Retry-After)
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
 }
 
 /// The answer for one picture.
@@ -52,7 +68,7 @@ pub struct SingleAnswer {
     pub scores: (),
     #[schema(nullable = false)]
     pub imagenet_top5: Option<Vec<TopClass>>,
-    pub model: ModelRef,
+    pub model: routes::ModelRef<'static>,
     pub timings_ms: routes::Timings,
 }
 
@@ -60,7 +76,7 @@ pub struct SingleAnswer {
 #[derive(ToSchema, serde::Serialize)]
 pub struct BatchAnswer {
     pub predictions: Vec<Prediction>,
-    pub model: ModelRef,
+    pub model: routes::ModelRef<'static>,
     pub timings_ms: routes::Timings,
 }
 
@@ -105,7 +121,7 @@ pub struct HealthBody {
     /// `ok`, `loading`, `retrying` (a fetch failed; the server keeps trying) or `failed`.
     pub status: String,
     #[schema(nullable = false)]
-    pub model: Option<ModelRef>,
+    pub model: Option<routes::ModelRef<'static>>,
     /// Why the model is not ready.
     #[schema(nullable = false)]
     pub reason: Option<String>,
@@ -149,7 +165,7 @@ impl Modify for Security {
     ),
     paths(routes::predict, routes::legacy_predict, routes::health, routes::model_info, routes::page, openapi_json),
     components(schemas(
-        ErrorBody, ErrorDetail, Picture, ModelRef, SingleAnswer, BatchAnswer, PredictAnswer, JsonPictures, UploadForm,
+        ErrorBody, ErrorDetail, Picture, routes::ModelRef, SingleAnswer, BatchAnswer, PredictAnswer, JsonPictures, UploadForm,
         HealthBody, LegacyAnswer, Prediction, TopClass, ModelInfo, TensorInfo, OutputInfo, ContractSource,
         routes::Timings
     )),

@@ -38,12 +38,24 @@ pub struct Timings {
     pub batch: usize,
 }
 
-#[derive(Serialize)]
-struct ModelRef<'a> {
+/// Which model answered (in answers and in `/health`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ModelRef<'a> {
     uri: &'a str,
-    /// `null` while a local file's digest is still being computed.
+    /// `null` for a moment after start while a local file's digest is computed.
     sha256: Option<&'a str>,
+    /// `labels` or `imagenet`.
     kind: &'a str,
+}
+
+impl<'a> ModelRef<'a> {
+    fn of(model: &'a Classifier) -> Self {
+        ModelRef {
+            uri: &model.info().uri,
+            sha256: model.sha256(),
+            kind: model.info().kind,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -143,23 +155,12 @@ fn with_timings(mut res: Response, timings: Timings) -> Response {
         (super::openapi::JsonPictures = "application/json"))),
     responses(
         (status = 200, description = "The answer (one picture) or the answers in order (several)", body = super::openapi::PredictAnswer),
-        (status = 400, description = "Malformed request, or not a picture (`empty_body`, `invalid_image`, `invalid_json`, `invalid_base64`, `invalid_multipart`, `no_image`, `invalid_body`)", body = super::openapi::ErrorBody),
-        (status = 401, description = "API key missing or wrong (`unauthorized`; only when the server sets one)", body = super::openapi::ErrorBody),
-        (status = 413, description = "Body over the limit (`payload_too_large`)", body = super::openapi::ErrorBody),
-        (status = 415, description = "Content-Type not accepted (`unsupported_media_type`) or image format not supported (`unsupported_image_format`)", body = super::openapi::ErrorBody),
-        (status = 422, description = "Picture over the pixel limit (`image_too_large`) or too many pictures (`too_many_images`)", body = super::openapi::ErrorBody),
-        (status = 500, description = "Inference failed (`internal`)", body = super::openapi::ErrorBody),
-        (status = 503, description = "Model not ready (`model_unavailable`) or queue full (`overloaded`, with Retry-After)", body = super::openapi::ErrorBody),
+        super::openapi::RequestErrors,
     ))]
 pub async fn predict(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     match classify_request(&state, &headers, body).await {
         Ok((model, predictions, timings)) => {
-            let info = model.info();
-            let model_ref = ModelRef {
-                uri: &info.uri,
-                sha256: model.sha256(),
-                kind: info.kind,
-            };
+            let model_ref = ModelRef::of(&model);
             let res = if predictions.len() == 1 {
                 Json(Single {
                     prediction: &predictions[0],
@@ -191,13 +192,7 @@ pub async fn predict(State(state): State<AppState>, headers: HeaderMap, body: Bo
         (super::openapi::JsonPictures = "application/json"))),
     responses(
         (status = 200, description = "Scores per label", body = super::openapi::LegacyAnswer),
-        (status = 400, description = "Malformed request, or not a picture (`empty_body`, `invalid_image`, `invalid_json`, `invalid_base64`, `invalid_multipart`, `no_image`, `invalid_body`)", body = super::openapi::ErrorBody),
-        (status = 401, description = "API key missing or wrong (`unauthorized`; only when the server sets one)", body = super::openapi::ErrorBody),
-        (status = 413, description = "Body over the limit (`payload_too_large`)", body = super::openapi::ErrorBody),
-        (status = 415, description = "Content-Type not accepted (`unsupported_media_type`) or image format not supported (`unsupported_image_format`)", body = super::openapi::ErrorBody),
-        (status = 422, description = "Picture over the pixel limit (`image_too_large`) or too many pictures (`too_many_images`)", body = super::openapi::ErrorBody),
-        (status = 500, description = "Inference failed (`internal`)", body = super::openapi::ErrorBody),
-        (status = 503, description = "Model not ready (`model_unavailable`) or queue full (`overloaded`, with Retry-After)", body = super::openapi::ErrorBody),
+        super::openapi::RequestErrors,
     ))]
 pub async fn legacy_predict(
     State(state): State<AppState>,
@@ -227,8 +222,7 @@ pub async fn legacy_predict(
 pub async fn health(State(state): State<AppState>) -> Response {
     match state.model() {
         ModelSlot::Ready(c) => {
-            Json(json!({"status": "ok", "model": {"uri": c.info().uri, "sha256": c.sha256(), "kind": c.info().kind}}))
-                .into_response()
+            Json(json!({"status": "ok", "model": ModelRef::of(&c)})).into_response()
         }
         ModelSlot::Loading => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -143,6 +143,16 @@ pub fn looks_quantized(bytes: &[u8]) -> bool {
         .any(|op| memchr::memmem::find(bytes, op).is_some())
 }
 
+/// Whether a serialized model holds quantized operators, judged from its
+/// graph without the weights (few KB) rather than by reading every weight
+/// byte; the whole bytes only when the framing cannot be walked.
+pub fn model_looks_quantized(model: &[u8]) -> bool {
+    match super::weights::split(model, super::weights::MIN_BYTES, "-") {
+        Ok(split) => looks_quantized(&split.graph),
+        Err(_) => looks_quantized(model),
+    }
+}
+
 /// Refuses a model whose digest is not the `expected` one (already normalised).
 pub fn verify_sha256(uri: &str, expected: Option<&str>, actual: &str) -> Result<(), SourceError> {
     match expected {
@@ -237,7 +247,7 @@ pub async fn fetch(
     // ~1 s for 528 MB: off the async workers (works on any runtime flavour).
     let (bytes, sha256, quantized) = tokio::task::spawn_blocking(move || {
         let digest = sha256_hex(&bytes);
-        let quantized = looks_quantized(&bytes);
+        let quantized = model_looks_quantized(&bytes);
         (bytes, digest, quantized)
     })
     .await
