@@ -1,24 +1,62 @@
 # The two commands a fresh machine needs:
-#   make serve   install what is missing, build, serve the upload page + API on http://127.0.0.1:8080/
-#   make test    install what is missing (ONNX Runtime, Python tools, moto), build, run every test
-# Both take everything from the package registries only (crates.io, PyPI).
+#   make serve      install what serving needs (the ONNX Runtime library, nothing else), build,
+#                   serve the upload page + API on http://127.0.0.1:8080/
+#   make setup      the same set-up without serving: then target/release/catdog works as it is
+#   make test       install what is missing (ONNX Runtime, Python test tools, moto), build, run every test
+# Also:
+#   make install    release build, then $(PREFIX)/bin/catdog + ONNX Runtime in $(PREFIX)/lib/catdog/
+#                   (PREFIX defaults to ~/.local)
+#   make uninstall  removes what make install put there
+# All take everything from the package registries only (crates.io, PyPI).
 
 SHELL := /bin/bash
-ENV = eval "$$(scripts/setup.sh)"
 HOST ?= 127.0.0.1
 PORT ?= 8080
 ARCH ?= x86_64
+PREFIX ?= $(HOME)/.local
+BINDIR = $(PREFIX)/bin
+LIBDIR = $(PREFIX)/lib/catdog
+# Which build `setup`, `serve` and `install` use (`debug` for a quick one).
+PROFILE ?= release
+CARGO_PROFILE = $(if $(filter debug,$(PROFILE)),dev,$(PROFILE))
 
-.PHONY: setup build serve test lint bench fuzz build-CatdogFunction
+.PHONY: runtime setup build serve install install-files uninstall test lint bench fuzz build-CatdogFunction
 
-setup:
+# Only what running catdog needs: the ONNX Runtime shared library, into
+# ~/.cache/catdog/, where the binary finds it with no variable set
+# (`scripts/setup.sh --test-tools` adds the tests' Python virtualenv).
+runtime:
 	@scripts/setup.sh > /dev/null
 
-build:
-	cargo build --release --bin catdog
+# Everything `target/release/catdog` needs: the library and the binary.
+setup: runtime build
 
-serve: setup build
-	@$(ENV) && exec target/release/catdog serve --host $(HOST) --port $(PORT)
+build:
+	cargo build --profile $(CARGO_PROFILE) --bin catdog
+
+serve: setup
+	@exec target/$(PROFILE)/catdog serve --host $(HOST) --port $(PORT)
+
+# catdog finds the library in ../lib/catdog/ relative to its own folder.
+install: setup
+	@$(MAKE) --no-print-directory install-files
+
+# The copying alone, of a binary already built (tests/newcomer.rs runs it).
+install-files:
+	@set -e; lib=$$(eval "$$(scripts/setup.sh)" && echo "$$ORT_DYLIB_PATH"); \
+	install -d "$(BINDIR)" "$(LIBDIR)"; \
+	install -m 0755 target/$(PROFILE)/catdog "$(BINDIR)/catdog"; \
+	rm -f "$(LIBDIR)"/libonnxruntime.so*; \
+	install -m 0755 "$$lib" "$(LIBDIR)/"; \
+	echo "installed $(BINDIR)/catdog"; \
+	echo "installed $(LIBDIR)/$$(basename "$$lib")"; \
+	case ":$$PATH:" in *":$(BINDIR):"*|*":$(BINDIR)/:"*) ;; \
+	  *) echo "note: $(BINDIR) is not on your PATH; add it, e.g. to ~/.profile:"; \
+	     echo "  export PATH=\"$(BINDIR):\$$PATH\"";; esac
+
+uninstall:
+	@rm -fv "$(BINDIR)/catdog" "$(LIBDIR)"/libonnxruntime.so*
+	@rmdir "$(LIBDIR)" 2> /dev/null || true
 
 test:
 	@scripts/test.sh

@@ -4,7 +4,7 @@
 # VGG16 models, then runs bench/run.py (extra arguments are passed on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(CATDOG_WITH_KERAS=1 scripts/setup.sh)"
+eval "$(CATDOG_WITH_KERAS=1 scripts/setup.sh --test-tools)"
 DATA="${CATDOG_DATA:-$(cd .. && pwd)/shared/data}"
 [[ -d "$DATA/catsdogs" ]] || { echo "bench: photos not found at $DATA/catsdogs (set CATDOG_DATA)"; exit 2; }
 

@@ -1,78 +1,171 @@
 #!/usr/bin/env bash
-# Installs what catdog needs at run time and for its tests, from the package
-# registries only (crates.io, PyPI): the ONNX Runtime shared library (taken from
-# PyPI's onnxruntime wheel, since `ort` must not download at build time) and a
-# Python virtualenv with the fixture/reference tools. Idempotent: reuses what is
-# already there, so a second run takes a second.
+# Installs what catdog needs, from the package registries only (PyPI). Idempotent:
+# reuses what is already there, so a second run takes a fraction of a second.
 #
-# Prints nothing to stdout but `export` lines, so `eval "$(scripts/setup.sh)"` works.
+#   scripts/setup.sh                  what serving needs: the ONNX Runtime shared library
+#                                     (`make setup`, `make serve`, `make install`)
+#   scripts/setup.sh --test-tools     also the tests' Python virtualenv (numpy, Pillow, onnx,
+#                                     onnxruntime, moto, cfn-lint, selenium, schemathesis)
+#   scripts/setup.sh --lambda-lib DIR copy the library for ORT_ARCH (x86_64 | arm64) into DIR
+#
+# The library comes from PyPI's onnxruntime wheel (`ort` is built with
+# `load-dynamic`, so nothing is downloaded at build time): `pip download` of the
+# one wheel with the system python3, and only `onnxruntime/capi/libonnxruntime.so.*`
+# taken out of it, into $CACHE/onnxruntime-$ORT_VERSION/ (where catdog finds it by
+# itself). No virtualenv is created for that.
+#
+# CATDOG_WITH_KERAS=1 (the test command and `make bench` set it) adds a second
+# virtualenv with TensorFlow + tf2onnx, and implies --test-tools.
+#
+# Prints nothing to stdout but `export` lines, so `eval "$(scripts/setup.sh)"` works:
+# ORT_DYLIB_PATH always; CATDOG_PYTHON and PATH with the test tools;
+# CATDOG_KERAS_PYTHON with CATDOG_WITH_KERAS=1.
 set -euo pipefail
 
 ORT_VERSION="${ORT_VERSION:-1.31.1}"
+# Wheels are per Python version but carry the same libonnxruntime.so; this only
+# picks which one to fetch, so the system python3's own version does not matter.
+ORT_WHEEL_PYTHON="${ORT_WHEEL_PYTHON:-3.12}"
 CACHE="${CATDOG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/catdog}"
 VENV="$CACHE/venv"
 ORT_DIR="$CACHE/onnxruntime-$ORT_VERSION"
 ORT_LIB="$ORT_DIR/libonnxruntime.so.$ORT_VERSION"
-PY_TOOLS=(numpy pillow "onnx>=1.16" "onnxruntime==$ORT_VERSION" "moto[server]" boto3 "cfn-lint" selenium schemathesis)
+PY_TOOLS=(numpy pillow "onnx>=1.16" "onnxruntime==$ORT_VERSION" "moto[server]" boto3 "cfn-lint" selenium schemathesis cargo-lambda)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
-mkdir -p "$CACHE"
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; }
 
-if [[ ! -x "$VENV/bin/python" ]]; then
-  log "creating virtualenv $VENV"
-  python3 -m venv "$VENV" >&2
-fi
-stamp="$VENV/.catdog-tools"
-want="${PY_TOOLS[*]}"
-if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-  log "installing Python tools: $want"
-  "$VENV/bin/pip" install --quiet "${PY_TOOLS[@]}" >&2
-  echo "$want" > "$stamp"
+test_tools=0
+lambda_dest=""
+[[ "${CATDOG_WITH_KERAS:-0}" == 1 ]] && test_tools=1
+while (($#)); do
+  case "$1" in
+    --test-tools) test_tools=1 ;;
+    --lambda-lib) lambda_dest="${2:?--lambda-lib needs a folder}"; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) log "unknown argument: $1"; usage; exit 2 ;;
+  esac
+  shift
+done
+
+mkdir -p "$CACHE"
+TMP=""
+cleanup() { [[ -z "$TMP" ]] || rm -rf "$TMP"; }
+trap cleanup EXIT
+# Scratch space on the cache's file system, so the final `mv` is atomic and a
+# half-written library never carries the name catdog looks for.
+tmpdir() { [[ -n "$TMP" ]] || TMP=$(mktemp -d "$CACHE/.setup-tmp.XXXXXX"); }
+
+# pip to download with: the system python3's (`pip download` installs nothing),
+# else the test virtualenv's, else a bare throwaway virtualenv (ensurepip).
+PIP=()
+pip_cmd() {
+  ((${#PIP[@]})) && return 0
+  if python3 -m pip --version > /dev/null 2>&1; then
+    PIP=(python3 -m pip)
+  elif [[ -x "$VENV/bin/pip" ]]; then
+    PIP=("$VENV/bin/pip")
+  else
+    tmpdir
+    log "python3 has no pip: making a bare virtualenv for pip (or: apt-get install python3-pip)"
+    python3 -m venv "$TMP/pip-venv" >&2 || { log "cannot get pip: apt-get install python3-pip (or python3-venv)"; exit 2; }
+    PIP=("$TMP/pip-venv/bin/python" -m pip)
+  fi
+}
+
+# fetch_lib ARCH DEST: libonnxruntime.so for ARCH (x86_64 | aarch64) from the
+# manylinux wheel on PyPI, written to DEST.
+fetch_lib() {
+  local arch=$1 dest=$2 dl
+  pip_cmd
+  tmpdir
+  dl=$(mktemp -d "$TMP/wheel.XXXXXX")
+  log "downloading the onnxruntime==$ORT_VERSION wheel ($arch) from PyPI"
+  "${PIP[@]}" download --quiet --no-deps --only-binary=:all: \
+    --platform "manylinux_2_28_$arch" --python-version "$ORT_WHEEL_PYTHON" \
+    "onnxruntime==$ORT_VERSION" -d "$dl" >&2
+  mkdir -p "$(dirname "$dest")"
+  python3 - "$arch" "$dest" "$dl"/onnxruntime-*.whl <<'EOF'
+import os, re, shutil, sys, zipfile
+arch, dest, wheel = sys.argv[1:4]
+with zipfile.ZipFile(wheel) as z:
+    names = [n for n in z.namelist() if re.fullmatch(r"onnxruntime/capi/libonnxruntime\.so\.[0-9.]+", n)]
+    if len(names) != 1:
+        sys.exit(f"setup: {os.path.basename(wheel)} holds no single onnxruntime/capi/libonnxruntime.so.*: {names}")
+    part = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.part{os.getpid()}")
+    with z.open(names[0]) as src, open(part, "wb") as out:
+        shutil.copyfileobj(src, out)
+with open(part, "rb") as f:
+    head = f.read(20)
+machine = {"x86_64": 62, "aarch64": 183}[arch]
+if head[:4] != b"\x7fELF" or int.from_bytes(head[18:20], "little") != machine:
+    os.unlink(part)
+    sys.exit(f"setup: the library in {os.path.basename(wheel)} is not an {arch} ELF file")
+os.chmod(part, 0o755)
+os.replace(part, dest)
+EOF
+}
+
+host_arch=$(uname -m)
+case "$host_arch" in
+  x86_64 | aarch64) ;;
+  arm64) host_arch=aarch64 ;;
+  *) log "no onnxruntime wheel for this machine ($host_arch)"; exit 2 ;;
+esac
+
+if ((test_tools)); then
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    log "creating virtualenv $VENV"
+    python3 -m venv "$VENV" >&2
+  fi
+  stamp="$VENV/.catdog-tools"
+  want="${PY_TOOLS[*]}"
+  if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    log "installing Python tools: $want"
+    "$VENV/bin/pip" install --quiet "${PY_TOOLS[@]}" >&2
+    echo "$want" > "$stamp"
+  fi
 fi
 
 if [[ ! -f "$ORT_LIB" ]]; then
-  # The wheel carries a standalone libonnxruntime.so (needs only glibc/libstdc++).
-  site=$("$VENV/bin/python" -c 'import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))')
-  src=$(ls "$site"/capi/libonnxruntime.so.* 2>/dev/null | head -1 || true)
-  if [[ -z "$src" ]]; then
-    log "downloading onnxruntime==$ORT_VERSION wheel from PyPI"
-    tmp=$(mktemp -d)
-    "$VENV/bin/pip" download --quiet --no-deps "onnxruntime==$ORT_VERSION" -d "$tmp" >&2
-    (cd "$tmp" && python3 -m zipfile -e onnxruntime-*.whl x >&2)
-    src=$(ls "$tmp"/x/onnxruntime/capi/libonnxruntime.so.* | head -1)
+  # The test virtualenv's onnxruntime carries the very same library: reuse it if there.
+  src=""
+  for f in "$VENV"/lib/python3*/site-packages/onnxruntime/capi/"libonnxruntime.so.$ORT_VERSION"; do
+    [[ -f "$f" ]] && { src=$f; break; }
+  done
+  if [[ -n "$src" ]]; then
+    mkdir -p "$ORT_DIR"
+    cp "$src" "$ORT_DIR/.libonnxruntime.part$$" && mv "$ORT_DIR/.libonnxruntime.part$$" "$ORT_LIB"
+  else
+    fetch_lib "$host_arch" "$ORT_LIB"
   fi
-  mkdir -p "$ORT_DIR"
-  cp "$src" "$ORT_LIB.part" && mv "$ORT_LIB.part" "$ORT_LIB"
   log "ONNX Runtime library: $ORT_LIB"
 fi
 
-# `setup.sh --lambda-lib DIR`: put the library for ORT_ARCH (x86_64 | arm64)
-# into DIR, next to the Lambda bootstrap (catdog looks beside its executable).
-if [[ "${1:-}" == "--lambda-lib" ]]; then
-  dest="${2:?--lambda-lib needs a folder}"
+# --lambda-lib DIR: the library for ORT_ARCH into DIR, next to the Lambda
+# bootstrap (catdog looks beside its executable). Another architecture's
+# library is cached in $CACHE/arch-ARCH/, out of the onnxruntime-*/ folders
+# catdog searches for its own.
+if [[ -n "$lambda_dest" ]]; then
   case "${ORT_ARCH:-x86_64}" in
-    x86_64) cp "$ORT_LIB" "$dest/" ;;
-    arm64)
-      arm="$CACHE/onnxruntime-$ORT_VERSION-aarch64/libonnxruntime.so.$ORT_VERSION"
-      if [[ ! -f "$arm" ]]; then
-        tmp=$(mktemp -d)
-        "$VENV/bin/pip" download --quiet --no-deps --only-binary=:all: --platform manylinux_2_27_aarch64 \
-          --python-version 3.11 "onnxruntime==$ORT_VERSION" -d "$tmp" >&2
-        (cd "$tmp" && python3 -m zipfile -e onnxruntime-*.whl x >&2)
-        mkdir -p "$(dirname "$arm")"
-        cp "$tmp"/x/onnxruntime/capi/libonnxruntime.so.* "$arm"
-      fi
-      cp "$arm" "$dest/" ;;
-    *) log "unknown ORT_ARCH ${ORT_ARCH}"; exit 2 ;;
+    x86_64 | amd64) want_arch=x86_64 ;;
+    arm64 | aarch64) want_arch=aarch64 ;;
+    *) log "unknown ORT_ARCH ${ORT_ARCH} (x86_64 | arm64)"; exit 2 ;;
   esac
-  log "ONNX Runtime library copied to $dest"
+  lib="$ORT_LIB"
+  if [[ "$want_arch" != "$host_arch" ]]; then
+    lib="$CACHE/arch-$want_arch/onnxruntime-$ORT_VERSION/libonnxruntime.so.$ORT_VERSION"
+    [[ -f "$lib" ]] || fetch_lib "$want_arch" "$lib"
+  fi
+  mkdir -p "$lambda_dest"
+  cp "$lib" "$lambda_dest/"
+  log "ONNX Runtime library ($want_arch) copied to $lambda_dest"
   exit 0
 fi
 
-# With CATDOG_WITH_KERAS=1 (the test command sets it): a second virtualenv
-# with TensorFlow 2.15 (the last with Keras 2, which tf2onnx 1.16 supports),
-# for models/keras_to_onnx.py and its test. Kept apart: its pinned protobuf
-# and numpy would clash with the tools above.
+# With CATDOG_WITH_KERAS=1: a second virtualenv with TensorFlow 2.15 (the last
+# with Keras 2, which tf2onnx 1.16 supports), for models/keras_to_onnx.py and
+# its test. Kept apart: its pinned protobuf and numpy would clash with the tools above.
 if [[ "${CATDOG_WITH_KERAS:-0}" == 1 ]]; then
   KVENV="$CACHE/venv-keras"
   KTOOLS=("tensorflow-cpu==2.15.1" "tf2onnx==1.16.1" "numpy<2" "onnx==1.16.2" "protobuf==3.20.3" pillow)
@@ -88,5 +181,7 @@ if [[ "${CATDOG_WITH_KERAS:-0}" == 1 ]]; then
 fi
 
 echo "export ORT_DYLIB_PATH='$ORT_LIB'"
-echo "export CATDOG_PYTHON='$VENV/bin/python'"
-echo "export PATH='$VENV/bin':\"\$PATH\""
+if ((test_tools)); then
+  echo "export CATDOG_PYTHON='$VENV/bin/python'"
+  echo "export PATH='$VENV/bin':\"\$PATH\""
+fi

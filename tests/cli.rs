@@ -130,11 +130,13 @@ fn clear_errors_for_missing_things() {
         &[],
     );
     assert!(!out.status.success());
+    // Named by its file name (as on /health: no folders), the cause said once.
+    let err = text(&out.stderr);
     assert!(
-        text(&out.stderr).contains("cannot read model file /no/such/model.onnx"),
-        "{}",
-        text(&out.stderr)
+        err.contains("cannot read model file model.onnx: No such file"),
+        "{err}"
     );
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
 
     let out = catdog(
         &[

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use catdog::model::source::{fetch, sha256_hex, ModelUri, SourceError};
+use catdog::model::source::{
+    fetch_remote, sha256_hex, FetchOptions, FetchedModel, ModelData, ModelUri, SourceError,
+};
 use catdog_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -82,18 +84,25 @@ async fn dropped_connections_resume_and_unreachable_servers_fail_fast() {
         std::env::set_var(k, v);
     }
 
-    for concurrency in ["8", "1"] {
+    for concurrency in [8, 1] {
         let (proxy, cut) = cutting_proxy(upstream.clone(), 3, 3 << 20).await;
-        std::env::set_var("AWS_ENDPOINT_URL_S3", &proxy);
-        std::env::set_var("CATDOG_S3_CONCURRENCY", concurrency);
-        let fetched = fetch(&uri, Some(&want))
+        let opts = FetchOptions {
+            s3_endpoint: Some(proxy),
+            s3_concurrency: concurrency,
+            ..FetchOptions::default()
+        };
+        let (fetched, sha256) = fetch_remote(&uri, Some(&want), &opts)
             .await
             .unwrap_or_else(|e| panic!("concurrency {concurrency}: {e}"));
-        assert_eq!(fetched.bytes.len(), data.len());
-        assert!(
-            fetched.bytes == data,
-            "concurrency {concurrency}: bytes differ"
-        );
+        assert_eq!(sha256, want);
+        let FetchedModel {
+            data: ModelData::Bytes(bytes),
+            ..
+        } = fetched
+        else {
+            panic!("a remote model is fetched into memory")
+        };
+        assert!(bytes == data, "concurrency {concurrency}: bytes differ");
         assert!(
             cut.load(Ordering::SeqCst) >= 1,
             "concurrency {concurrency}: the proxy never cut a connection, so nothing was resumed"
@@ -101,12 +110,15 @@ async fn dropped_connections_resume_and_unreachable_servers_fail_fast() {
     }
 
     // Nobody listening: a clear error naming the object, in seconds.
-    std::env::set_var(
-        "AWS_ENDPOINT_URL_S3",
-        format!("http://127.0.0.1:{}", free_port()),
-    );
+    let nobody = FetchOptions {
+        s3_endpoint: Some(format!("http://127.0.0.1:{}", free_port())),
+        ..FetchOptions::default()
+    };
     let started = Instant::now();
-    let err = fetch(&uri, None).await.err().expect("must fail");
+    let err = fetch_remote(&uri, None, &nobody)
+        .await
+        .err()
+        .expect("must fail");
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "{:?}",

@@ -110,7 +110,7 @@ fn bad_protection_settings_are_refused_at_start() {
         ),
         (
             vec!["--ngrok-oauth-allow-email", "me@example.com"],
-            "need an OAuth provider",
+            "required arguments were not provided:\n  --ngrok-oauth <OAUTH_PROVIDER>",
         ),
     ] {
         let mut cmd = Command::new(catdog_bin());

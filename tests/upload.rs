@@ -72,16 +72,18 @@ async fn upload_prints_what_serve_needs_and_splits_large_models() {
         String::from_utf8_lossy(&out.stderr)
     );
     // read it back with the SDK path the server uses, verifying the digest
-    // (the only test in this binary, so setting the process env is safe)
+    // (the only test in this binary, so setting the process env is safe;
+    // the endpoint comes from the settings, as the server's does)
     for (k, v) in &env {
         std::env::set_var(k, v);
     }
     let uri: catdog::model::source::ModelUri = "s3://catdog-models/big.bin".parse().unwrap();
     let want = catdog::model::source::sha256_hex(&data);
-    let fetched = catdog::model::source::fetch(&uri, Some(&want))
+    let opts = catdog::Settings::from_env().unwrap().fetch_options();
+    let (fetched, sha256) = catdog::model::source::fetch_remote(&uri, Some(&want), &opts)
         .await
         .expect("same bytes back");
-    assert_eq!(fetched.bytes.len(), data.len());
+    assert_eq!((fetched.size, sha256), (data.len() as u64, want));
     let _ = std::fs::remove_file(&big);
 
     // a bucket that does not exist: a clear, short error

@@ -9,39 +9,14 @@
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use image::RgbImage;
 use tokio::sync::oneshot;
 
+use crate::limits::BatchPolicy;
 use crate::model::output::Prediction;
 use crate::model::{Classifier, InferTimings, ModelError};
-
-/// How requests are grouped and how many may wait.
-#[derive(Debug, Clone, Copy)]
-pub struct BatchPolicy {
-    /// How long the first job of a batch waits for company (0: no batching).
-    pub window: Duration,
-    /// Most pictures run in one batch.
-    pub max_pictures: usize,
-    /// Most requests waiting for the inference thread; more are refused.
-    pub max_queued: usize,
-}
-
-impl Default for BatchPolicy {
-    fn default() -> Self {
-        Self {
-            window: Duration::from_millis(DEFAULT_BATCH_WINDOW_MS),
-            max_pictures: 16,
-            max_queued: DEFAULT_MAX_QUEUED,
-        }
-    }
-}
-
-/// Default batching window, in milliseconds.
-pub const DEFAULT_BATCH_WINDOW_MS: u64 = 2;
-/// Default bound on requests waiting for inference.
-pub const DEFAULT_MAX_QUEUED: usize = 64;
 
 /// Why a job got no answers.
 #[derive(Debug, thiserror::Error)]

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::decode::{decode_file, DecodeLimits};
+use crate::files::classify_each;
 use crate::finetune::data;
+use crate::limits::Limits;
 use crate::model::Classifier;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,44 +64,36 @@ pub struct EvalReport {
     pub answers: Vec<Answer>,
 }
 
-/// Scores `classifier` on every picture under `dir/<label>/`.
+/// Scores `classifier` on every picture under `dir/<label>/`, decoding
+/// `limits.max_batch` pictures at a time.
 pub fn evaluate(
     classifier: &Classifier,
     dir: &Path,
-    batch: usize,
+    limits: &Limits,
 ) -> Result<EvalReport, EvalError> {
     let split = data::list_split(dir)?;
     let cols = classifier.info().labels.clone();
     let mut confusion = vec![vec![0usize; cols.len()]; split.labels.len()];
     let mut answers = Vec::new();
     let mut skipped = Vec::new();
-    for chunk in split.files.chunks(batch.max(1)) {
-        let mut pictures = Vec::new();
-        let mut which = Vec::new();
-        for (file, label) in chunk {
-            match decode_file(file, DecodeLimits::default()) {
-                Ok(p) => {
-                    pictures.push(p);
-                    which.push((file, *label));
-                }
-                Err(e) => skipped.push(format!("{}: {e}", file.display())),
+    let files: Vec<PathBuf> = split.files.iter().map(|(f, _)| f.clone()).collect();
+    let mut label_of = split.files.iter().map(|(_, label)| *label);
+    classify_each(classifier, &files, limits, |a| {
+        let label = label_of.next().unwrap_or(0);
+        match a.outcome {
+            Ok((_, p)) => {
+                let col = cols.iter().position(|c| *c == p.label).unwrap_or(0);
+                confusion[label][col] += 1;
+                answers.push(Answer {
+                    file: a.path.display().to_string(),
+                    label: split.labels[label].clone(),
+                    predicted: p.label,
+                    confidence: p.confidence,
+                });
             }
+            Err(e) => skipped.push(format!("{}: {e}", a.path.display())),
         }
-        if pictures.is_empty() {
-            continue;
-        }
-        let (preds, _) = classifier.classify(&pictures)?;
-        for ((file, label), p) in which.into_iter().zip(preds) {
-            let col = cols.iter().position(|c| *c == p.label).unwrap_or(0);
-            confusion[label][col] += 1;
-            answers.push(Answer {
-                file: file.display().to_string(),
-                label: split.labels[label].clone(),
-                predicted: p.label,
-                confidence: p.confidence,
-            });
-        }
-    }
+    })?;
     if answers.is_empty() {
         return Err(EvalError::Nothing(dir.to_path_buf()));
     }

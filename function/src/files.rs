@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 
-use crate::decode::decode_file;
+use crate::decode::{decode_file, DecodeLimits};
+use crate::limits::Limits;
 use crate::model::output::Prediction;
 use crate::model::{Classifier, ModelError};
-use crate::state::Limits;
 
 /// File extensions picked up when a folder is walked.
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp"];
@@ -67,43 +67,95 @@ pub struct FileAnswer {
     pub outcome: Result<(RgbImage, Prediction), String>,
 }
 
-/// Decodes and classifies `files`, `limits.max_batch` at a time. Unreadable
-/// pictures are reported in their [`FileAnswer`] and the rest go on; an
-/// inference failure ends the run. Blocking: call it off async workers.
+/// A chunk of decoded files: the usable pictures with their index in the
+/// file list, and the others with why they were skipped.
+pub struct Decoded {
+    pub pictures: Vec<(usize, RgbImage)>,
+    pub skipped: Vec<(usize, String)>,
+}
+
+/// Decodes `files` `chunk` at a time (so memory holds one chunk of
+/// pictures), handing each chunk to `visit`. The one loop behind
+/// `predict`, `eval` and fine-tuning's feature extraction.
+pub fn decode_chunks<E>(
+    files: &[PathBuf],
+    chunk: usize,
+    limits: DecodeLimits,
+    mut visit: impl FnMut(Decoded) -> Result<(), E>,
+) -> Result<(), E> {
+    for (c, group) in files.chunks(chunk.max(1)).enumerate() {
+        let mut decoded = Decoded {
+            pictures: Vec::new(),
+            skipped: Vec::new(),
+        };
+        for (k, f) in group.iter().enumerate() {
+            let i = c * chunk.max(1) + k;
+            match decode_file(f, limits) {
+                Ok(p) => decoded.pictures.push((i, p)),
+                Err(e) => decoded.skipped.push((i, e)),
+            }
+        }
+        visit(decoded)?;
+    }
+    Ok(())
+}
+
+/// Decodes and classifies `files`, `limits.max_batch` at a time, handing
+/// each file's answer to `visit` in file order. Unreadable pictures are
+/// reported in their [`FileAnswer`] and the rest go on; an inference
+/// failure ends the run. Blocking: call it off async workers.
+pub fn classify_each(
+    classifier: &Classifier,
+    files: &[PathBuf],
+    limits: &Limits,
+    mut visit: impl FnMut(FileAnswer),
+) -> Result<(), ModelError> {
+    decode_chunks(files, limits.max_batch, limits.decode, |chunk| {
+        let (index, pictures): (Vec<usize>, Vec<RgbImage>) = chunk.pictures.into_iter().unzip();
+        let preds = if pictures.is_empty() {
+            Vec::new()
+        } else {
+            classifier.classify(&pictures)?.0
+        };
+        if preds.len() != pictures.len() {
+            return Err(ModelError::Inference("fewer answers than pictures".into()));
+        }
+        let mut answers: Vec<(usize, FileAnswer)> = index
+            .into_iter()
+            .zip(pictures.into_iter().zip(preds))
+            .map(|(i, answer)| {
+                (
+                    i,
+                    FileAnswer {
+                        path: files[i].clone(),
+                        outcome: Ok(answer),
+                    },
+                )
+            })
+            .chain(chunk.skipped.into_iter().map(|(i, e)| {
+                (
+                    i,
+                    FileAnswer {
+                        path: files[i].clone(),
+                        outcome: Err(e),
+                    },
+                )
+            }))
+            .collect();
+        answers.sort_by_key(|(i, _)| *i);
+        answers.into_iter().for_each(|(_, a)| visit(a));
+        Ok(())
+    })
+}
+
+/// [`classify_each`], collected.
 pub fn classify(
     classifier: &Classifier,
     files: &[PathBuf],
     limits: &Limits,
 ) -> Result<Vec<FileAnswer>, ModelError> {
     let mut out = Vec::with_capacity(files.len());
-    for chunk in files.chunks(limits.max_batch.max(1)) {
-        let decoded: Vec<(PathBuf, Result<RgbImage, String>)> = chunk
-            .iter()
-            .map(|f| (f.clone(), decode_file(f, limits.decode)))
-            .collect();
-        let pictures: Vec<RgbImage> = decoded
-            .iter()
-            .filter_map(|(_, r)| r.as_ref().ok().cloned())
-            .collect();
-        let preds = if pictures.is_empty() {
-            Vec::new()
-        } else {
-            classifier.classify(&pictures)?.0
-        };
-        let mut preds = preds.into_iter();
-        for (path, r) in decoded {
-            let outcome = match r {
-                Ok(picture) => {
-                    let p = preds.next().ok_or_else(|| {
-                        ModelError::Inference("fewer answers than pictures".into())
-                    })?;
-                    Ok((picture, p))
-                }
-                Err(e) => Err(e),
-            };
-            out.push(FileAnswer { path, outcome });
-        }
-    }
+    classify_each(classifier, files, limits, |a| out.push(a))?;
     Ok(out)
 }
 

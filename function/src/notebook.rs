@@ -1,6 +1,7 @@
 //! Inline answers for Jupyter notebooks run by the evcxr Rust kernel: each
 //! picture as a card (thumbnail, label, a bar per class) in HTML, plus the
-//! helpers the demo notebook uses to find photos.
+//! helpers the demo notebook uses to find photos. (The notebook serves
+//! through [`crate::host::serve`], like `catdog serve`.)
 
 use std::fmt::Write as _;
 use std::io::Cursor;
@@ -11,6 +12,7 @@ use image::RgbImage;
 
 use crate::files::FileAnswer;
 use crate::model::output::Prediction;
+use crate::settings::Settings;
 
 /// Longest side of a thumbnail, in pixels.
 pub const THUMBNAIL_SIDE: u32 = 160;
@@ -140,20 +142,10 @@ fn escape(s: &str) -> String {
 #[error("no photos found (looked in {0}): set CATDOG_PHOTOS to a folder of pictures")]
 pub struct NoPhotos(String);
 
-/// Where the demo's photos are: `CATDOG_PHOTOS`, else `$CATDOG_DATA/catsdogs/test`,
-/// else the shared data folder beside the checkout (`../shared/data` from the
-/// repository root, tried from the notebook folder and the root).
-pub fn photos_dir() -> Result<PathBuf, NoPhotos> {
-    let mut candidates = Vec::new();
-    if let Some(p) = std::env::var_os("CATDOG_PHOTOS") {
-        candidates.push(PathBuf::from(p));
-    } else {
-        if let Some(d) = std::env::var_os("CATDOG_DATA") {
-            candidates.push(PathBuf::from(d).join("catsdogs/test"));
-        }
-        candidates.push(PathBuf::from("../../shared/data/catsdogs/test"));
-        candidates.push(PathBuf::from("../shared/data/catsdogs/test"));
-    }
+/// Where the demo's photos are: the first folder of
+/// [`Settings::photo_candidates`] that exists.
+pub fn photos_dir(settings: &Settings) -> Result<PathBuf, NoPhotos> {
+    let candidates = settings.photo_candidates();
     candidates
         .iter()
         .find(|p| p.is_dir())

@@ -3,6 +3,9 @@
 //! real processes on loopback, and stopping them when a test ends.
 
 pub mod lambda_api;
+pub mod skips;
+
+pub use skips::{allow_skips, skip_or_fail, ALLOW_SKIPS};
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -34,20 +37,15 @@ pub fn workspace() -> PathBuf {
 }
 
 /// The shared data folder (`CATDOG_DATA`, default `../shared/data` beside the
-/// checkout), or `None` — with a "skipped: …" line — where it is absent.
+/// checkout). Where it is absent the test fails, naming the folder, unless the
+/// run allows skips (`CATDOG_ALLOW_SKIPS=1`): then `None`, with the skip
+/// printed and recorded (see [`skip_or_fail`]).
+#[track_caller]
 pub fn shared_data(test: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("CATDOG_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("../shared/data"));
-    if dir.join("catsdogs").is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipped: {test}: shared data folder {} is absent (set CATDOG_DATA)",
-            dir.display()
-        );
-        None
-    }
+    skips::shared_data_at(test, &dir, allow_skips(), &skips::skip_log())
 }
 
 /// The `catdog` binary built beside this test binary.

@@ -325,6 +325,37 @@ pub fn replace_head(
         .map_err(|e| GraphError::Parse(e.to_string()))
 }
 
+/// The serialized model `graph` with every tensor that refers to external
+/// data in `location` given its bytes back from `base` (the whole model file
+/// those references point into): one self-contained ONNX file.
+pub fn inline_weights(graph: &[u8], base: &[u8], location: &str) -> Result<Vec<u8>, GraphError> {
+    let mut m = parse(graph)?;
+    for t in m.graph.mut_or_insert_default().initializer.iter_mut() {
+        let get = |key: &str| {
+            t.external_data
+                .iter()
+                .find(|e| e.key == key)
+                .map(|e| e.value.clone())
+        };
+        if get("location").as_deref() != Some(location) {
+            continue;
+        }
+        let number = |key: &str| get(key).and_then(|v| v.parse::<usize>().ok());
+        let (offset, length) = (number("offset").unwrap_or(0), number("length"));
+        let bytes = length
+            .and_then(|n| base.get(offset..offset.checked_add(n)?))
+            .ok_or_else(|| {
+                GraphError::Parse(format!("tensor `{}` points outside the model", t.name))
+            })?;
+        t.raw_data = bytes.to_vec();
+        t.external_data.clear();
+        t.data_location =
+            protobuf::EnumOrUnknown::new(onnx_protobuf::tensor_proto::DataLocation::DEFAULT);
+    }
+    m.write_to_bytes()
+        .map_err(|e| GraphError::Parse(e.to_string()))
+}
+
 /// Existing metadata value of a model.
 pub fn metadata(model: &ModelProto, key: &str) -> Option<String> {
     model

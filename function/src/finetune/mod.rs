@@ -13,16 +13,20 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::model::contract::Preprocessing;
-use crate::model::source::{self, ModelUri};
-use crate::preprocess::Preprocessor;
+use crate::model::contract::{self, Preprocessing};
+use crate::model::load::{self, DigestTiming, LoadError, ModelSpec};
+use crate::model::session::{self, Runner, SessionOptions};
+use crate::model::source::FetchedModel;
+use crate::model::{weights, ModelError};
 use train::{EpochStats, TrainConfig};
 
 /// Why fine-tuning failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FinetuneError {
-    #[error(transparent)]
-    Source(#[from] source::SourceError),
+    #[error("the base model: {0}")]
+    Load(#[from] LoadError),
+    #[error("the base model: {0}")]
+    Model(#[from] ModelError),
     #[error(transparent)]
     Graph(#[from] graph::GraphError),
     #[error(transparent)]
@@ -31,29 +35,28 @@ pub enum FinetuneError {
     Contract(#[from] crate::model::contract::ContractError),
     #[error("the base model has no `preprocessing` metadata: pass --preprocessing caffe|torch|JSON (the one it was trained with)")]
     NoPreprocessing,
-    #[error("the base model's input is not an image: {0}")]
-    Input(String),
+    #[error("cannot read the base model: {0}")]
+    Read(std::io::Error),
     #[error("feature extraction failed: {0}")]
     Features(String),
     #[error("class `{0}` has no usable pictures (all were skipped)")]
     NoUsable(String),
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {}: {error}", path.display())]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
 /// What to fine-tune on what.
 #[derive(Debug, Clone)]
 pub struct FinetuneConfig {
-    pub base: String,
-    pub base_sha256: Option<String>,
+    /// The base model (its `preprocessing` override, session and fetch
+    /// options are those of serving).
+    pub base: ModelSpec,
     pub data: PathBuf,
     pub out: PathBuf,
     pub train: TrainConfig,
-    /// Overrides the base's `preprocessing` metadata.
-    pub preprocessing: Option<String>,
 }
 
 /// What `catdog finetune` reports (and stores in the model's `catdog_training`).
@@ -85,81 +88,79 @@ fn training_record(summary: &Summary) -> String {
     v.to_string()
 }
 
-fn input_shape(model: &onnx_protobuf::ModelProto) -> Result<(String, Vec<i64>), FinetuneError> {
-    let g = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| FinetuneError::Input("no graph".into()))?;
-    let inits: std::collections::HashSet<&str> =
-        g.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs: Vec<_> = g
-        .input
-        .iter()
-        .filter(|i| !inits.contains(i.name.as_str()))
-        .collect();
-    let [input] = inputs.as_slice() else {
-        return Err(FinetuneError::Input(format!(
-            "{} inputs, expected 1",
-            inputs.len()
-        )));
+/// The frozen base, opened to also output its feature tensor.
+struct Probe {
+    runner: Runner,
+    head: graph::HeadInfo,
+    /// The base graph without its large weights (they stay in `model`).
+    graph: onnx_protobuf::ModelProto,
+    model: FetchedModel,
+}
+
+/// Finds the base's final layer and builds a session that also outputs its
+/// input, through the same loading path as serving (a file: zero-copy).
+fn open_probe(
+    model: FetchedModel,
+    pre: Option<Preprocessing>,
+    opts: &SessionOptions,
+) -> Result<Probe, FinetuneError> {
+    let view = model.view().map_err(FinetuneError::Read)?;
+    let split = weights::split(&view, weights::MIN_BYTES, &model.location())
+        .map_err(|e| graph::GraphError::Parse(e.to_string()))?;
+    drop(view);
+    let graph = graph::parse(&split.graph)?;
+    let head = graph::find_head(&graph)?;
+    let edit = |g: &[u8]| {
+        graph::parse(g)
+            .and_then(|m| graph::with_feature_output(&m, &head))
+            .map_err(|e| e.to_string())
     };
-    let shape = input
-        .type_
-        .as_ref()
-        .and_then(|t| t.tensor_type().shape.as_ref())
-        .map(|s| {
-            s.dim
-                .iter()
-                .map(|d| if d.has_dim_value() { d.dim_value() } else { -1 })
-                .collect::<Vec<i64>>()
-        })
-        .unwrap_or_default();
-    if shape.len() != 4 {
-        return Err(FinetuneError::Input(format!(
-            "shape {shape:?} is not rank 4"
-        )));
-    }
-    Ok((input.name.clone(), shape))
+    let opened = session::open(&model, opts, Some(&edit))?;
+    let (spec, _) = contract::resolve(
+        pre,
+        opened.metadata.preprocessing.as_deref(),
+        Preprocessing::parse,
+        None,
+    )?
+    .ok_or(FinetuneError::NoPreprocessing)?;
+    let runner = Runner::new(opened.session, spec, &opened.input.1)?;
+    Ok(Probe {
+        runner,
+        head,
+        graph,
+        model,
+    })
 }
 
 /// Fine-tunes and writes `cfg.out`; prints per-epoch figures to stderr.
 pub async fn finetune(cfg: &FinetuneConfig) -> Result<Summary, FinetuneError> {
-    let uri: ModelUri = cfg.base.parse()?;
-    let fetched = source::fetch(&uri, cfg.base_sha256.as_deref()).await?;
     let (train_split, valid_split) = data::list(&cfg.data)?;
+    let pre = cfg.base.contract.preprocessing.clone();
+    let opts = cfg.base.session.clone();
+    let (probe, digest) = load::load_with(&cfg.base, DigestTiming::Now, move |model, _| {
+        Ok(open_probe(model, pre.clone(), &opts))
+    })
+    .await?;
+    let probe = probe?;
+    let base_sha256 = digest.get().cloned().unwrap_or_default();
     let cfg = cfg.clone();
-    tokio::task::spawn_blocking(move || run(&cfg, fetched, train_split, valid_split))
+    tokio::task::spawn_blocking(move || run(&cfg, probe, base_sha256, train_split, valid_split))
         .await
         .map_err(|e| FinetuneError::Features(format!("worker failed: {e}")))?
 }
 
 fn run(
     cfg: &FinetuneConfig,
-    fetched: source::FetchedModel,
+    probe: Probe,
+    base_sha256: String,
     train_split: data::Split,
     valid_split: Option<data::Split>,
 ) -> Result<Summary, FinetuneError> {
-    let model = graph::parse(&fetched.bytes)?;
-    let head = graph::find_head(&model)?;
-    let spec = match (
-        &cfg.preprocessing,
-        graph::metadata(&model, crate::model::contract::KEY_PREPROCESSING),
-    ) {
-        (Some(t), _) => Preprocessing::parse(t)?,
-        (None, Some(t)) => Preprocessing::parse(&t)?,
-        (None, None) => return Err(FinetuneError::NoPreprocessing),
-    };
-    let (_, shape) = input_shape(&model)?;
-    let layout = crate::model::resolve_layout(&spec, &shape)
-        .map_err(|e| FinetuneError::Input(e.to_string()))?;
-    let pre = Preprocessor::new(spec.clone(), layout);
-    let fixed_batch = usize::try_from(shape[0]).ok().filter(|n| *n > 0);
-    let probe = graph::with_feature_output(&model, &head)?;
-
+    let head = &probe.head;
     let t0 = Instant::now();
     let files: Vec<PathBuf> = train_split.files.iter().map(|(p, _)| p.clone()).collect();
-    let tr = features::extract(&probe, &head, &pre, fixed_batch, &files, "train")
-        .map_err(FinetuneError::Features)?;
+    let tr =
+        features::extract(&probe.runner, head, &files, "train").map_err(FinetuneError::Features)?;
     let y: Vec<usize> = tr.kept.iter().map(|&i| train_split.files[i].1).collect();
     for (c, label) in train_split.labels.iter().enumerate() {
         if !y.contains(&c) {
@@ -174,7 +175,7 @@ fn run(
     let valid = match &valid_split {
         Some(v) => {
             let files: Vec<PathBuf> = v.files.iter().map(|(p, _)| p.clone()).collect();
-            let ex = features::extract(&probe, &head, &pre, fixed_batch, &files, "valid")
+            let ex = features::extract(&probe.runner, head, &files, "valid")
                 .map_err(FinetuneError::Features)?;
             skipped.extend(
                 ex.skipped
@@ -226,8 +227,8 @@ fn run(
     let train_s = t1.elapsed().as_secs_f64();
 
     let summary = Summary {
-        base: fetched.uri.clone(),
-        base_sha256: fetched.sha256.clone(),
+        base: probe.model.uri.clone(),
+        base_sha256,
         feature_tensor: head.feature.clone(),
         feature_dim: head.feature_dim,
         replaced: format!("{} ({} nodes)", head.op, head.nodes.len()),
@@ -240,27 +241,33 @@ fn run(
         extract_s,
         train_s,
     };
-    let mut spec_out = spec;
-    spec_out.layout = Some(layout);
+    let mut spec_out = probe.runner.preprocessor().spec().clone();
+    spec_out.layout = Some(probe.runner.preprocessor().layout());
     let metadata = [
         (
-            crate::model::contract::KEY_LABELS,
+            contract::KEY_LABELS,
             serde_json::to_string(&summary.labels).expect("strings serialise"),
         ),
         (
-            crate::model::contract::KEY_PREPROCESSING,
+            contract::KEY_PREPROCESSING,
             serde_json::to_string(&spec_out).expect("spec serialises"),
         ),
-        (
-            crate::model::contract::KEY_OUTPUT,
-            "probabilities".to_string(),
-        ),
+        (contract::KEY_OUTPUT, "probabilities".to_string()),
         ("catdog_training", training_record(&summary)),
     ];
-    let bytes = graph::replace_head(&model, &head, &trained.weights, &trained.bias, &metadata)?;
-    std::fs::write(&cfg.out, bytes).map_err(|source| FinetuneError::Write {
+    let graph = graph::replace_head(
+        &probe.graph,
+        head,
+        &trained.weights,
+        &trained.bias,
+        &metadata,
+    )?;
+    // The weights the new graph still refers to, taken back from the base.
+    let view = probe.model.view().map_err(FinetuneError::Read)?;
+    let bytes = graph::inline_weights(&graph, &view, &probe.model.location())?;
+    std::fs::write(&cfg.out, bytes).map_err(|error| FinetuneError::Write {
         path: cfg.out.clone(),
-        source,
+        error,
     })?;
     Ok(summary)
 }

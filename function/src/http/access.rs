@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::error::ApiError;
+use crate::http::error::ApiError;
 
 /// Shortest API key accepted: shorter ones are guessable.
 pub const MIN_KEY_CHARS: usize = 16;
@@ -39,13 +39,39 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
+/// Checks a key's length (surrounding blanks do not count).
+pub fn check_key(key: &str) -> Result<(), AccessError> {
+    match key.trim().chars().count() {
+        n if n < MIN_KEY_CHARS => Err(AccessError::ShortKey(n)),
+        _ => Ok(()),
+    }
+}
+
+/// Checks that `origin` is a web origin: `scheme://host[:port]`, no path.
+pub fn check_origin(origin: &str) -> Result<(), AccessError> {
+    let origin = origin.trim();
+    if origin == "*" {
+        return Ok(());
+    }
+    let ok = reqwest::Url::parse(origin).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host_str().is_some()
+            && u.path() == "/"
+            && !origin.ends_with('/')
+            && u.query().is_none()
+            && u.username().is_empty()
+    }) && HeaderValue::from_str(origin).is_ok();
+    if ok {
+        Ok(())
+    } else {
+        Err(AccessError::BadOrigin(origin.to_string()))
+    }
+}
+
 impl ApiKey {
     pub fn new(key: &str) -> Result<Self, AccessError> {
-        let key = key.trim();
-        if key.chars().count() < MIN_KEY_CHARS {
-            return Err(AccessError::ShortKey(key.chars().count()));
-        }
-        Ok(Self(Sha256::digest(key.as_bytes()).into()))
+        check_key(key)?;
+        Ok(Self(Sha256::digest(key.trim().as_bytes()).into()))
     }
 
     /// Constant-time check of a presented key.
@@ -81,22 +107,12 @@ impl Access {
             .map(|o| o.trim())
             .filter(|o| !o.is_empty())
         {
-            if origin == "*" {
-                access.cors_any = true;
-                continue;
+            check_origin(origin)?;
+            match HeaderValue::from_str(origin) {
+                _ if origin == "*" => access.cors_any = true,
+                Ok(value) => access.cors_origins.push(value),
+                Err(_) => return Err(AccessError::BadOrigin(origin.to_string())),
             }
-            let ok = reqwest::Url::parse(origin).is_ok_and(|u| {
-                matches!(u.scheme(), "http" | "https")
-                    && u.host_str().is_some()
-                    && u.path() == "/"
-                    && !origin.ends_with('/')
-                    && u.query().is_none()
-                    && u.username().is_empty()
-            });
-            let value = HeaderValue::from_str(origin).ok().filter(|_| ok);
-            access
-                .cors_origins
-                .push(value.ok_or_else(|| AccessError::BadOrigin(origin.to_string()))?);
         }
         Ok(access)
     }
@@ -125,18 +141,6 @@ impl Access {
     }
 }
 
-/// The operations that need the key: classifying and the model's details.
-/// Everything else passes: the page (it asks for the key itself), the health
-/// check (load balancers, probes), the API description, and requests no
-/// route takes, which get their 404/405 and learn nothing.
-fn needs_key(method: &Method, path: &str) -> bool {
-    match path {
-        "/" | "/predict" => method == Method::POST,
-        "/model" => method == Method::GET || method == Method::HEAD,
-        _ => false,
-    }
-}
-
 /// The key presented with a request: `Authorization: Bearer KEY` or `X-API-Key: KEY`.
 fn presented(headers: &HeaderMap) -> Option<&[u8]> {
     if let Some(v) = headers.get(API_KEY_HEADER) {
@@ -149,11 +153,9 @@ fn presented(headers: &HeaderMap) -> Option<&[u8]> {
         .then(|| rest.trim_ascii())
 }
 
-/// Middleware: 401 unless the request carries the key (when one is set).
+/// Middleware of the protected sub-router (built in `http/mod.rs`):
+/// 401 unless the request carries the key.
 pub async fn require_key(State(key): State<ApiKey>, req: Request, next: Next) -> Response {
-    if !needs_key(req.method(), req.uri().path()) {
-        return next.run(req).await;
-    }
     let error = match presented(req.headers()) {
         Some(given) if key.matches(given) => return next.run(req).await,
         Some(_) => ApiError::new(

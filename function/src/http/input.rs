@@ -11,8 +11,8 @@ use axum::http::{header, HeaderMap};
 use base64::Engine;
 use bytes::Bytes;
 
-use super::error::ApiError;
-use crate::state::Limits;
+use crate::http::error::ApiError;
+use crate::limits::Limits;
 
 /// Reads the body and returns the encoded pictures, in request order.
 pub async fn read_images(

@@ -1,7 +1,7 @@
-//! The handlers. Every host (Lambda, `catdog serve`, the notebook's tunnel)
-//! serves exactly these, through [`super::router`].
+//! The handlers. Every host (Lambda, `catdog serve`, the notebook and its
+//! tunnel) serves exactly these, through the router of `http/mod.rs`. Each returns a
+//! wire type of [`crate::http::types`] or an [`ApiError`].
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -10,83 +10,34 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use serde::Serialize;
-use serde_json::json;
 
-use super::error::ApiError;
-use super::input::read_images;
-use crate::batcher::{BatchError, Batcher};
+use crate::batcher::BatchError;
 use crate::decode::decode_rgb;
-use crate::model::output::{Prediction, Scores};
-use crate::model::Classifier;
-use crate::state::{AppState, ModelSlot};
+use crate::http::error::ApiError;
+use crate::http::input::read_images;
+use crate::http::state::{AppState, ModelState, Ready};
+use crate::http::types::{
+    ErrorBody, HealthAnswer, HealthStatus, JsonPictures, LegacyAnswer, ModelRef, Picture,
+    PredictAnswer, RequestErrors, Timings, UploadForm,
+};
+use crate::model::output::Prediction;
 
-/// Timings of one classification request, in milliseconds; also logged.
-#[derive(Debug, Clone, Copy, Default, Serialize, utoipa::ToSchema)]
-pub struct Timings {
-    pub read: f64,
-    pub decode: f64,
-    pub preprocess: f64,
-    pub inference: f64,
-    /// Waiting for the inference thread (behind other batches).
-    pub queue: f64,
-    pub total: f64,
-    #[serde(skip)]
-    pub images: usize,
-    /// Pictures in the micro-batch this request ran in (its own included).
-    #[serde(rename = "batch_images")]
-    pub batch: usize,
-}
+/// Seconds a client is told to wait while the server retries a fetch.
+const RETRY_AFTER_S: u32 = 5;
 
-/// Which model answered (in answers and in `/health`).
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ModelRef<'a> {
-    uri: &'a str,
-    /// `null` for a moment after start while a local file's digest is computed.
-    sha256: Option<&'a str>,
-    /// `labels` or `imagenet`.
-    kind: &'a str,
-}
-
-impl<'a> ModelRef<'a> {
-    fn of(model: &'a Classifier) -> Self {
-        ModelRef {
-            uri: &model.info().uri,
-            sha256: model.sha256(),
-            kind: model.info().kind,
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct Single<'a> {
-    #[serde(flatten)]
-    prediction: &'a Prediction,
-    model: ModelRef<'a>,
-    timings_ms: Timings,
-}
-
-#[derive(Serialize)]
-struct Batch<'a> {
-    predictions: &'a [Prediction],
-    model: ModelRef<'a>,
-    timings_ms: Timings,
-}
-
-fn ready_model(state: &AppState) -> Result<(Arc<Classifier>, Batcher), ApiError> {
-    match state.ready_model() {
-        Ok(ready) => Ok(ready),
-        Err(ModelSlot::Ready(_)) => Err(ApiError::unavailable("the model is being installed")),
-        Err(ModelSlot::Loading) => Err(ApiError::unavailable(
+fn ready_model(state: &AppState) -> Result<Ready, ApiError> {
+    match state.model() {
+        ModelState::Ready(ready) => Ok(ready),
+        ModelState::Loading => Err(ApiError::unavailable(
             "the model is still loading; retry in a few seconds",
         )),
-        Err(ModelSlot::Retrying(reason)) => Err(ApiError {
-            retry_after: Some(5),
+        ModelState::Retrying(reason) => Err(ApiError {
+            retry_after: Some(RETRY_AFTER_S),
             ..ApiError::unavailable(format!(
                 "the model could not be fetched yet ({reason}); the server keeps trying"
             ))
         }),
-        Err(ModelSlot::Failed(reason)) => Err(ApiError::unavailable(format!(
+        ModelState::Failed(reason) => Err(ApiError::unavailable(format!(
             "the model failed to load: {reason}"
         ))),
     }
@@ -97,9 +48,9 @@ async fn classify_request(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(Arc<Classifier>, Vec<Prediction>, Timings), ApiError> {
+) -> Result<(Ready, Vec<Prediction>, Timings), ApiError> {
     let started = Instant::now();
-    let (model, batcher) = ready_model(state)?;
+    let ready = ready_model(state)?;
     let images: Vec<Bytes> = read_images(headers, body, &state.limits).await?;
     let read = started.elapsed().as_secs_f64() * 1e3;
     let limits = state.limits.decode;
@@ -121,13 +72,17 @@ async fn classify_request(
         tracing::error!(error = %e, "decoding task failed");
         ApiError::internal("decoding failed; see the server log")
     })?;
-    let answer = batcher.classify(pictures?).await.map_err(|e| match e {
-        BatchError::Busy(_) => ApiError::overloaded(e.to_string()),
-        e => {
-            tracing::error!(error = %e, "inference failed");
-            ApiError::internal("inference failed; see the server log")
-        }
-    })?;
+    let answer = ready
+        .batcher
+        .classify(pictures?)
+        .await
+        .map_err(|e| match e {
+            BatchError::Busy(_) => ApiError::overloaded(e.to_string()),
+            e => {
+                tracing::error!(error = %e, "inference failed");
+                ApiError::internal("inference failed; see the server log")
+            }
+        })?;
     let timings = Timings {
         read,
         decode,
@@ -138,126 +93,108 @@ async fn classify_request(
         images: count,
         batch: answer.batch_pictures,
     };
-    Ok((model, answer.predictions, timings))
+    Ok((ready, answer.predictions, timings))
 }
 
-fn with_timings(mut res: Response, timings: Timings) -> Response {
+/// An answer, carrying its timings for the request log.
+fn with_timings(body: impl IntoResponse, timings: Timings) -> Response {
+    let mut res = body.into_response();
     res.extensions_mut().insert(timings);
     res
 }
 
-/// `POST /predict`: one picture → one answer; several → `{"predictions": [...]}`.
-#[utoipa::path(post, path = "/predict", tag = "classify",
-    request_body(description = "The picture(s): a raw image body, a multipart form with one or more files, or JSON with base64", content(
-        (super::openapi::Picture = "image/jpeg"), (super::openapi::Picture = "image/png"), (super::openapi::Picture = "image/webp"),
-        (super::openapi::Picture = "image/gif"), (super::openapi::Picture = "image/bmp"), (super::openapi::Picture = "application/octet-stream"),
-        (super::openapi::UploadForm = "multipart/form-data"),
-        (super::openapi::JsonPictures = "application/json"))),
-    responses(
-        (status = 200, description = "The answer (one picture) or the answers in order (several)", body = super::openapi::PredictAnswer),
-        super::openapi::RequestErrors,
-    ))]
-pub async fn predict(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    match classify_request(&state, &headers, body).await {
-        Ok((model, predictions, timings)) => {
-            let model_ref = ModelRef::of(&model);
-            let res = if predictions.len() == 1 {
-                Json(Single {
-                    prediction: &predictions[0],
-                    model: model_ref,
-                    timings_ms: timings,
-                })
-                .into_response()
-            } else {
-                Json(Batch {
-                    predictions: &predictions,
-                    model: model_ref,
-                    timings_ms: timings,
-                })
-                .into_response()
-            };
-            with_timings(res, timings)
-        }
-        Err(e) => e.into_response(),
-    }
+/// A classifying route: the request body every one of them accepts, the
+/// error answers they share, and the 200 answer that is theirs alone.
+macro_rules! classify_route {
+    ($path:literal, $answer:ty, $described:literal, $handler:item) => {
+        #[utoipa::path(post, path = $path, tag = "classify",
+            request_body(description = "The picture(s): a raw image body, a multipart form with one or more files, or JSON with base64", content(
+                (Picture = "image/jpeg"), (Picture = "image/png"), (Picture = "image/webp"),
+                (Picture = "image/gif"), (Picture = "image/bmp"), (Picture = "application/octet-stream"),
+                (UploadForm = "multipart/form-data"),
+                (JsonPictures = "application/json"))),
+            responses((status = 200, description = $described, body = $answer), RequestErrors))]
+        $handler
+    };
 }
 
-/// `POST /`: the tutorial's endpoint, kept for its front end:
-/// `{"image": "<base64>"}` → `{"prediction": {"cat": p, "dog": p}}`.
-#[utoipa::path(post, path = "/", tag = "classify",
-    request_body(description = "The picture(s): a raw image body, a multipart form with one or more files, or JSON with base64", content(
-        (super::openapi::Picture = "image/jpeg"), (super::openapi::Picture = "image/png"), (super::openapi::Picture = "image/webp"),
-        (super::openapi::Picture = "image/gif"), (super::openapi::Picture = "image/bmp"), (super::openapi::Picture = "application/octet-stream"),
-        (super::openapi::UploadForm = "multipart/form-data"),
-        (super::openapi::JsonPictures = "application/json"))),
-    responses(
-        (status = 200, description = "Scores per label", body = super::openapi::LegacyAnswer),
-        super::openapi::RequestErrors,
-    ))]
-pub async fn legacy_predict(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    match classify_request(&state, &headers, body).await {
-        Ok((_, predictions, timings)) => {
-            let res = if predictions.len() == 1 {
-                Json(json!({"prediction": &predictions[0].scores})).into_response()
-            } else {
-                let all: Vec<&Scores> = predictions.iter().map(|p| &p.scores).collect();
-                Json(json!({"predictions": all})).into_response()
-            };
-            with_timings(res, timings)
-        }
-        Err(e) => e.into_response(),
+classify_route!(
+    "/predict",
+    PredictAnswer,
+    "The answer (one picture) or the answers in order (several)",
+    /// `POST /predict`: one picture → one answer; several → `{"predictions": [...]}`.
+    pub async fn predict(
+        State(state): State<AppState>,
+        headers: HeaderMap,
+        body: Body,
+    ) -> Result<Response, ApiError> {
+        let (ready, predictions, timings) = classify_request(&state, &headers, body).await?;
+        let answer = PredictAnswer::new(predictions, ModelRef::of(&ready.classifier), timings);
+        Ok(with_timings(Json(answer), timings))
     }
-}
+);
+
+classify_route!(
+    "/",
+    LegacyAnswer,
+    "Scores per label",
+    /// `POST /`: the tutorial's endpoint, kept for its front end:
+    /// `{"image": "<base64>"}` → `{"prediction": {"cat": p, "dog": p}}`.
+    pub async fn legacy_predict(
+        State(state): State<AppState>,
+        headers: HeaderMap,
+        body: Body,
+    ) -> Result<Response, ApiError> {
+        let (_, predictions, timings) = classify_request(&state, &headers, body).await?;
+        Ok(with_timings(Json(LegacyAnswer::new(predictions)), timings))
+    }
+);
 
 /// `GET /health`: 200 once the model is loaded, 503 with the reason otherwise.
 #[utoipa::path(get, path = "/health", tag = "meta",
     responses(
-        (status = 200, description = "Ready", body = super::openapi::HealthBody),
-        (status = 503, description = "Loading, retrying a fetch, or failed; `reason` says why", body = super::openapi::HealthBody),
+        (status = 200, description = "Ready", body = HealthAnswer),
+        (status = 503, description = "Loading, retrying a fetch, or failed; `reason` says why", body = HealthAnswer),
     ))]
 pub async fn health(State(state): State<AppState>) -> Response {
-    match state.model() {
-        ModelSlot::Ready(c) => {
-            Json(json!({"status": "ok", "model": ModelRef::of(&c)})).into_response()
-        }
-        ModelSlot::Loading => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "loading"})),
-        )
-            .into_response(),
-        ModelSlot::Retrying(reason) => {
-            let mut res = (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "retrying", "reason": reason})),
-            )
-                .into_response();
-            res.headers_mut().insert(header::RETRY_AFTER, 5.into());
-            res
-        }
-        ModelSlot::Failed(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "failed", "reason": reason})),
-        )
-            .into_response(),
+    let (status, model, reason) = match state.model() {
+        ModelState::Ready(r) => (HealthStatus::Ok, Some(ModelRef::of(&r.classifier)), None),
+        ModelState::Loading => (HealthStatus::Loading, None, None),
+        ModelState::Retrying(reason) => (HealthStatus::Retrying, None, Some(reason)),
+        ModelState::Failed(reason) => (HealthStatus::Failed, None, Some(reason)),
+    };
+    let code = if status == HealthStatus::Ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut res = (
+        code,
+        Json(HealthAnswer {
+            status,
+            model,
+            reason,
+        }),
+    )
+        .into_response();
+    if status == HealthStatus::Retrying {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, RETRY_AFTER_S.into());
     }
+    res
 }
 
-/// `GET /model`: labels, input shape, preprocessing, source URI, SHA-256, size.
+/// `GET /model`: labels, input shape, preprocessing, source, SHA-256, size.
 #[utoipa::path(get, path = "/model", tag = "meta",
     responses(
         (status = 200, description = "The model answering", body = crate::model::ModelInfo),
-        (status = 401, description = "API key missing or wrong", body = super::openapi::ErrorBody),
-        (status = 503, description = "Model not ready", body = super::openapi::ErrorBody),
+        (status = 401, description = "API key missing or wrong", body = ErrorBody),
+        (status = 503, description = "Model not ready", body = ErrorBody),
     ))]
-pub async fn model_info(State(state): State<AppState>) -> Response {
-    match ready_model(&state) {
-        Ok((c, _)) => Json(c.info_now()).into_response(),
-        Err(e) => e.into_response(),
-    }
+pub async fn model_info(
+    State(state): State<AppState>,
+) -> Result<Json<crate::model::ModelInfo>, ApiError> {
+    Ok(Json(ready_model(&state)?.classifier.info_now()))
 }
 
 const PAGE: &str = include_str!("../../assets/index.html");

@@ -181,6 +181,22 @@ impl Preprocessing {
     }
 }
 
+/// The one rule for every contract value: what the user gave wins, then the
+/// model's metadata, then the default; with where it came from
+/// (`override`, `metadata` or `default`). `None` when none of them has it.
+pub fn resolve<T>(
+    given: Option<T>,
+    metadata: Option<&str>,
+    parse: impl Fn(&str) -> Result<T, ContractError>,
+    default: Option<T>,
+) -> Result<Option<(T, &'static str)>, ContractError> {
+    Ok(match (given, metadata) {
+        (Some(v), _) => Some((v, "override")),
+        (None, Some(text)) => Some((parse(text)?, "metadata")),
+        (None, None) => default.map(|d| (d, "default")),
+    })
+}
+
 /// Whether the model's output already is a probability distribution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

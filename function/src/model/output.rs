@@ -4,8 +4,8 @@
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
-use super::contract::OutputKind;
-use super::imagenet;
+use crate::model::contract::OutputKind;
+use crate::model::imagenet;
 
 /// How output rows are turned into labelled answers.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPa
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use super::source::{self, ModelUri};
+use crate::model::source::{self, ModelUri};
 
 /// Part size: S3 needs ≥ 5 MiB for all but the last part; 16 MiB keeps a
 /// 528 MB VGG16 at 33 parts.
@@ -33,14 +33,23 @@ pub struct Published {
 }
 
 /// Uploads `file` to `to` (`s3://bucket/key`).
-pub async fn upload(file: &std::path::Path, to: &str) -> Result<Published, PublishError> {
+pub async fn upload(
+    file: &std::path::Path,
+    to: &str,
+    opts: &source::FetchOptions,
+) -> Result<Published, PublishError> {
     let (bucket, key) = match to.parse::<ModelUri>()? {
         ModelUri::S3 { bucket, key } => (bucket, key),
         _ => return Err(PublishError::NotS3(to.to_string())),
     };
     let uri = format!("s3://{bucket}/{key}");
-    let bytes = source::fetch(&ModelUri::File(file.to_path_buf()), None).await?;
-    let client = source::s3_client().await;
+    let model = source::local_file(file)?;
+    let bytes = model.view().map_err(|error| source::SourceError::File {
+        path: file.to_path_buf(),
+        error,
+    })?;
+    let sha256 = source::sha256_hex(&bytes);
+    let client = source::s3_client(opts).await;
     let err = |message: String| PublishError::S3 {
         uri: uri.clone(),
         message,
@@ -50,13 +59,13 @@ pub async fn upload(file: &std::path::Path, to: &str) -> Result<Published, Publi
         .bucket(&bucket)
         .key(&key)
         .checksum_algorithm(ChecksumAlgorithm::Sha256)
-        .metadata("sha256", &bytes.sha256)
+        .metadata("sha256", &sha256)
         .content_type("application/octet-stream")
         .send()
         .await
         .map_err(|e| err(source::s3_error_message(&e)))?;
     let upload_id = created.upload_id().unwrap_or_default().to_string();
-    let bar = indicatif::ProgressBar::new(bytes.bytes.len() as u64);
+    let bar = indicatif::ProgressBar::new(bytes.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "uploading {bar:40} {bytes}/{total_bytes} {bytes_per_sec}",
@@ -65,7 +74,7 @@ pub async fn upload(file: &std::path::Path, to: &str) -> Result<Published, Publi
     );
     let mut parts = Vec::new();
     let result: Result<(), PublishError> = async {
-        for (i, chunk) in bytes.bytes.chunks(PART_BYTES).enumerate() {
+        for (i, chunk) in bytes.chunks(PART_BYTES).enumerate() {
             let number = i as i32 + 1;
             let digest = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(chunk));
             let r = client
@@ -118,8 +127,8 @@ pub async fn upload(file: &std::path::Path, to: &str) -> Result<Published, Publi
     }
     Ok(Published {
         uri,
-        sha256: bytes.sha256,
-        bytes: bytes.bytes.len() as u64,
+        sha256,
+        bytes: bytes.len() as u64,
         parts: parts.len(),
     })
 }

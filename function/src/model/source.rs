@@ -1,6 +1,9 @@
 //! Where a model comes from: `s3://bucket/key`, `https://…` (or `http://`), or
-//! a local path, fetched into memory (never to /tmp: a Lambda's /tmp may not
-//! hold a 528 MB model) and verified against an optional SHA-256.
+//! a local path. A fetched model is either a file (ONNX Runtime maps its
+//! weights: see `model/session.rs`) or bytes in memory (remote models; a
+//! Lambda's /tmp may not hold a 528 MB model), verified against an optional
+//! SHA-256. The default VGG16 is downloaded once into the cache, then used
+//! as a file.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -25,10 +28,10 @@ pub const DEFAULT_MODEL_SHA256: &str =
 pub enum SourceError {
     #[error("invalid model URI {0:?}: expected s3://bucket/key, https://host/path or a file path")]
     InvalidUri(String),
-    #[error("cannot read model file {path}: {source}")]
+    #[error("cannot read model file {}: {error}", file_name(path))]
     File {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("cannot download model from {url}: {message}")]
     Http { url: String, message: String },
@@ -42,10 +45,10 @@ pub enum SourceError {
     },
     #[error("MODEL_SHA256 must be 64 hex digits (got {0:?})")]
     BadSha256(String),
-    #[error("cannot write the model cache {path}: {source}")]
+    #[error("cannot write the model cache {}: {error}", path.display())]
     Cache {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -105,25 +108,102 @@ impl fmt::Display for ModelUri {
                 }
                 Err(_) => write!(f, "<invalid url>"),
             },
-            Self::File(p) => write!(f, "{}", p.display()),
+            // Answers, /health and /model show this: a file name, never
+            // the server's folders.
+            Self::File(p) => f.write_str(&file_name(p)),
         }
     }
 }
 
-/// Model bytes and where they came from.
+/// A model's content: a file ONNX Runtime reads (and maps) itself, or bytes.
+pub enum ModelData {
+    File(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+/// A fetched model and where it came from.
 pub struct FetchedModel {
-    /// The model, in memory; empty when [`FetchedModel::path`] is set.
-    pub bytes: Vec<u8>,
-    /// A local file the runtime reads itself (see [`scan_file`]):
-    /// no copy of the model is held in memory beside the session's own.
-    pub path: Option<PathBuf>,
+    pub data: ModelData,
     /// Size of the model in bytes.
     pub size: u64,
-    /// Whether the graph holds quantized operators (see [`looks_quantized`]).
-    pub quantized: bool,
-    pub sha256: String,
+    /// Where it came from, as shown to users (no secrets, no folders).
     pub uri: String,
     pub fetch_ms: f64,
+}
+
+impl FetchedModel {
+    /// The whole model as bytes: mapped for a file, borrowed otherwise.
+    pub fn view(&self) -> std::io::Result<ModelView<'_>> {
+        Ok(match &self.data {
+            ModelData::File(p) => ModelView::Mapped(map_file(p)?),
+            ModelData::Bytes(b) => ModelView::Bytes(b),
+        })
+    }
+
+    /// The file name weights are found under by external-data references
+    /// (the model file's own name; `-` for bytes).
+    pub fn location(&self) -> String {
+        match &self.data {
+            ModelData::File(p) => std::fs::canonicalize(p)
+                .ok()
+                .and_then(|r| r.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| file_name(p)),
+            ModelData::Bytes(_) => "-".into(),
+        }
+    }
+}
+
+/// A model's bytes, however they are held.
+pub enum ModelView<'a> {
+    Mapped(memmap2::Mmap),
+    Bytes(&'a [u8]),
+}
+
+impl std::ops::Deref for ModelView<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ModelView::Mapped(m) => m,
+            ModelView::Bytes(b) => b,
+        }
+    }
+}
+
+/// Maps a model file read-only.
+pub fn map_file(path: &Path) -> std::io::Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path)?;
+    // SAFETY: read-only map. Replacing the file by renaming is safe;
+    // truncating it in place while it is used is not (as for any mapped
+    // file, including ONNX Runtime's own external data).
+    unsafe { memmap2::Mmap::map(&file) }
+}
+
+/// The last part of a path, for messages and answers.
+pub fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// How S3 is reached.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Parallel ranged GETs in flight (1 = one plain GET).
+    pub s3_concurrency: usize,
+    /// How long to wait for bytes that do not come.
+    pub s3_read_timeout: std::time::Duration,
+    /// A custom endpoint (MinIO, moto, …), addressed path-style.
+    pub s3_endpoint: Option<String>,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        Self {
+            s3_concurrency: S3_CONCURRENCY,
+            s3_read_timeout: std::time::Duration::from_secs(30),
+            s3_endpoint: None,
+        }
+    }
 }
 
 /// Operator names of quantized graphs (QDQ, QOperator and integer ops).
@@ -147,7 +227,7 @@ pub fn looks_quantized(bytes: &[u8]) -> bool {
 /// graph without the weights (few KB) rather than by reading every weight
 /// byte; the whole bytes only when the framing cannot be walked.
 pub fn model_looks_quantized(model: &[u8]) -> bool {
-    match super::weights::split(model, super::weights::MIN_BYTES, "-") {
+    match crate::model::weights::split(model, crate::model::weights::MIN_BYTES, "-") {
         Ok(split) => looks_quantized(&split.graph),
         Err(_) => looks_quantized(model),
     }
@@ -224,43 +304,56 @@ pub fn hash_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Fetches the model into memory and verifies `expected_sha256` if given.
-pub async fn fetch(
+/// Fetches a remote model (`https://`, `s3://`) into memory and verifies
+/// `expected_sha256` if given; returns it with its digest.
+pub async fn fetch_remote(
     uri: &ModelUri,
     expected_sha256: Option<&str>,
-) -> Result<FetchedModel, SourceError> {
+    opts: &FetchOptions,
+) -> Result<(FetchedModel, String), SourceError> {
     let expected = expected_sha256.map(normalize_sha256).transpose()?;
     let started = Instant::now();
     let bytes = match uri {
         ModelUri::File(path) => {
-            tokio::fs::read(path)
-                .await
-                .map_err(|source| SourceError::File {
-                    path: path.clone(),
-                    source,
-                })?
+            return Err(SourceError::File {
+                path: path.clone(),
+                error: std::io::Error::other("a local file is not fetched into memory"),
+            })
         }
         ModelUri::Http(url) => fetch_http(url, &uri.to_string()).await?,
-        ModelUri::S3 { bucket, key } => fetch_s3(bucket, key).await?,
+        ModelUri::S3 { bucket, key } => fetch_s3(bucket, key, opts).await?,
     };
     let fetch_ms = started.elapsed().as_secs_f64() * 1e3;
     // ~1 s for 528 MB: off the async workers (works on any runtime flavour).
-    let (bytes, sha256, quantized) = tokio::task::spawn_blocking(move || {
+    let (bytes, sha256) = tokio::task::spawn_blocking(move || {
         let digest = sha256_hex(&bytes);
-        let quantized = model_looks_quantized(&bytes);
-        (bytes, digest, quantized)
+        (bytes, digest)
     })
     .await
     .expect("hashing does not panic");
     verify_sha256(&uri.to_string(), expected.as_deref(), &sha256)?;
-    Ok(FetchedModel {
+    let model = FetchedModel {
         size: bytes.len() as u64,
-        quantized,
-        bytes,
-        path: None,
-        sha256,
+        data: ModelData::Bytes(bytes),
         uri: uri.to_string(),
         fetch_ms,
+    };
+    Ok((model, sha256))
+}
+
+/// A local model file, not read: ONNX Runtime reads it.
+pub fn local_file(path: &Path) -> Result<FetchedModel, SourceError> {
+    let size = std::fs::metadata(path)
+        .map_err(|error| SourceError::File {
+            path: path.to_path_buf(),
+            error,
+        })?
+        .len();
+    Ok(FetchedModel {
+        data: ModelData::File(path.to_path_buf()),
+        size,
+        uri: ModelUri::File(path.to_path_buf()).to_string(),
+        fetch_ms: 0.0,
     })
 }
 
@@ -282,6 +375,21 @@ fn progress_bar(total: Option<u64>, what: &str) -> ProgressBar {
 }
 
 async fn fetch_http(url: &str, shown: &str) -> Result<Vec<u8>, SourceError> {
+    let mut bytes = Vec::new();
+    stream_http(url, shown, |chunk| {
+        bytes.extend_from_slice(chunk);
+        Ok(())
+    })
+    .await?;
+    Ok(bytes)
+}
+
+/// GETs `url`, handing each chunk to `sink` (with a progress bar).
+async fn stream_http(
+    url: &str,
+    shown: &str,
+    mut sink: impl FnMut(&[u8]) -> Result<(), SourceError>,
+) -> Result<(), SourceError> {
     let err = |message: String| SourceError::Http {
         url: shown.to_string(),
         message,
@@ -298,42 +406,39 @@ async fn fetch_http(url: &str, shown: &str) -> Result<Vec<u8>, SourceError> {
     if !response.status().is_success() {
         return Err(err(format!("HTTP {}", response.status())));
     }
-    let total = response.content_length();
-    let bar = progress_bar(total, "downloading model");
-    let mut bytes = Vec::with_capacity(total.unwrap_or(0).min(4 << 30) as usize);
+    let bar = progress_bar(response.content_length(), "downloading model");
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream
         .try_next()
         .await
         .map_err(|e| err(error_chain(&e.without_url())))?
     {
-        bytes.extend_from_slice(&chunk);
+        sink(&chunk)?;
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    Ok(bytes)
+    Ok(())
 }
 
 /// An S3 client from the standard AWS environment (credential chain,
 /// `AWS_REGION`, `AWS_ENDPOINT_URL_S3`/`AWS_ENDPOINT_URL`). With a custom
 /// endpoint (MinIO, moto, …) path-style addressing is used, as those expect.
-pub async fn s3_client() -> aws_sdk_s3::Client {
+pub async fn s3_client(opts: &FetchOptions) -> aws_sdk_s3::Client {
     let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
         .await;
     let mut builder = aws_sdk_s3::config::Builder::from(&shared).timeout_config(
         // A stalled server must not hang start-up for ever; a slow but
         // moving download of a large model is fine (no total deadline).
-        // `CATDOG_S3_READ_TIMEOUT_S` (default 30) bounds the wait for bytes
-        // that do not come.
+        // `s3_read_timeout` bounds the wait for bytes that do not come.
         aws_config::timeout::TimeoutConfig::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
-            .read_timeout(std::time::Duration::from_secs_f64(s3_read_timeout_s()))
+            .read_timeout(opts.s3_read_timeout)
             .build(),
     );
-    let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
-        .ok()
-        .filter(|s| !s.is_empty())
+    let endpoint = opts
+        .s3_endpoint
+        .clone()
         .or_else(|| shared.endpoint_url().map(str::to_string));
     if let Some(endpoint) = endpoint {
         builder = builder.endpoint_url(endpoint).force_path_style(true);
@@ -341,40 +446,24 @@ pub async fn s3_client() -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(builder.build())
 }
 
-fn s3_read_timeout_s() -> f64 {
-    std::env::var("CATDOG_S3_READ_TIMEOUT_S")
-        .ok()
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|t| *t > 0.0 && *t <= 3600.0)
-        .unwrap_or(30.0)
-}
-
 /// Ranged GETs of this size are fetched in parallel for large objects.
 pub const S3_PART_BYTES: u64 = 16 << 20;
-/// Parallel ranged GETs in flight (`CATDOG_S3_CONCURRENCY`; 1 = one plain GET).
+/// Default parallel ranged GETs in flight (`CATDOG_S3_CONCURRENCY`; 1 = one plain GET).
 pub const S3_CONCURRENCY: usize = 8;
 /// Attempts per range: a dropped connection resumes from the last byte received.
 const S3_RANGE_ATTEMPTS: u32 = 4;
 
-fn s3_concurrency() -> usize {
-    std::env::var("CATDOG_S3_CONCURRENCY")
-        .ok()
-        .and_then(|s| s.parse::<usize>().ok())
-        .filter(|n| *n >= 1)
-        .unwrap_or(S3_CONCURRENCY)
-}
-
 /// Fetches an S3 object into memory: one GET for small objects, else
 /// parallel ranged GETs (pinned to the object's ETag, so a replaced object
 /// is refused rather than mixed) written straight into one buffer.
-async fn fetch_s3(bucket: &str, key: &str) -> Result<Vec<u8>, SourceError> {
+async fn fetch_s3(bucket: &str, key: &str, opts: &FetchOptions) -> Result<Vec<u8>, SourceError> {
     let uri = format!("s3://{bucket}/{key}");
     let err = |message: String| SourceError::S3 {
         uri: uri.clone(),
         message,
     };
-    let client = s3_client().await;
-    let concurrency = s3_concurrency();
+    let client = s3_client(opts).await;
+    let concurrency = opts.s3_concurrency.max(1);
     let head = client
         .head_object()
         .bucket(bucket)
@@ -518,41 +607,59 @@ where
     }
 }
 
-/// Default cache folder for downloaded models (`$XDG_CACHE_HOME/catdog/models`).
-pub fn cache_dir() -> PathBuf {
-    dirs::cache_dir()
-        .unwrap_or_else(std::env::temp_dir)
-        .join("catdog")
-        .join("models")
+/// The default VGG16's file in `cache`, and whether it looks whole (right size;
+/// its digest is checked while it loads).
+pub fn cached_default(cache: &Path) -> (PathBuf, bool) {
+    let file = cache.join("vgg16-7.onnx");
+    let whole = std::fs::metadata(&file).is_ok_and(|m| m.len() == DEFAULT_MODEL_SIZE);
+    (file, whole)
 }
 
-/// The default VGG16: from the cache when present and intact, otherwise
-/// downloaded once from `url` (a mirror may be given) with a progress bar,
-/// verified against the known SHA-256, then stored in `cache`.
-pub async fn fetch_default(url: &str, cache: &Path) -> Result<FetchedModel, SourceError> {
-    let file = cache.join("vgg16-7.onnx");
-    if let Ok(meta) = tokio::fs::metadata(&file).await {
-        if meta.len() == DEFAULT_MODEL_SIZE {
-            if let Ok(m) = fetch(&ModelUri::File(file.clone()), Some(DEFAULT_MODEL_SHA256)).await {
-                return Ok(m);
-            }
-        }
-        tracing::warn!(path = %file.display(), "cached default model is damaged; downloading it again");
-    }
+/// Downloads the default VGG16 once from `url` (a mirror may be given) into
+/// `cache`, hashing it as it arrives: written to a `.part` file, renamed
+/// into place only when its SHA-256 is the known one.
+pub async fn download_default(url: &str, cache: &Path) -> Result<PathBuf, SourceError> {
+    let (file, _) = cached_default(cache);
     let uri: ModelUri = url.parse()?;
     tracing::info!(url = %uri, "downloading the default model (ImageNet VGG16, 553 MB) once");
-    let model = fetch(&uri, Some(DEFAULT_MODEL_SHA256)).await?;
-    let cache_err = |source| SourceError::Cache {
+    let cache_err = |error| SourceError::Cache {
         path: file.clone(),
-        source,
+        error,
     };
-    tokio::fs::create_dir_all(cache).await.map_err(cache_err)?;
+    std::fs::create_dir_all(cache).map_err(cache_err)?;
     let part = file.with_extension("onnx.part");
-    tokio::fs::write(&part, &model.bytes)
-        .await
-        .map_err(cache_err)?;
-    tokio::fs::rename(&part, &file).await.map_err(cache_err)?;
-    Ok(model)
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&part).map_err(cache_err)?);
+    let mut hasher = Sha256::new();
+    let shown = uri.to_string();
+    let result = match &uri {
+        ModelUri::Http(u) => {
+            stream_http(u, &shown, |chunk| {
+                hasher.update(chunk);
+                std::io::Write::write_all(&mut out, chunk).map_err(cache_err)
+            })
+            .await
+        }
+        _ => Err(SourceError::InvalidUri(format!(
+            "{shown} (the default model's mirror must be http(s))"
+        ))),
+    };
+    let flushed = out
+        .into_inner()
+        .map_err(|e| cache_err(e.into_error()))
+        .and_then(|f| f.sync_all().map_err(cache_err));
+    let verified = result.and(flushed).and_then(|()| {
+        verify_sha256(
+            &shown,
+            Some(DEFAULT_MODEL_SHA256),
+            &hex::encode(hasher.finalize()),
+        )
+    });
+    if let Err(e) = verified {
+        let _ = std::fs::remove_file(&part);
+        return Err(e);
+    }
+    std::fs::rename(&part, &file).map_err(cache_err)?;
+    Ok(file)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -613,18 +720,30 @@ mod tests {
         assert!(normalize_sha256("abc").is_err());
     }
 
-    #[tokio::test]
-    async fn file_fetch_verifies_digest() {
+    #[test]
+    fn files_are_named_by_their_file_name_only() {
         let dir = std::env::temp_dir().join(format!("catdog-src-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("m.bin");
         std::fs::write(&path, b"model").unwrap();
-        let uri = ModelUri::File(path);
-        let good = sha256_hex(b"model");
-        assert_eq!(fetch(&uri, Some(&good)).await.unwrap().bytes, b"model");
-        let err = fetch(&uri, Some(&"0".repeat(64))).await.err().unwrap();
-        assert!(matches!(err, SourceError::Sha256Mismatch { .. }));
-
+        let model = local_file(&path).unwrap();
+        assert_eq!((model.uri.as_str(), model.size), ("m.bin", 5));
+        assert_eq!(&*model.view().unwrap(), b"model");
+        let missing = local_file(&dir.join("gone.onnx"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            missing.starts_with("cannot read model file gone.onnx: "),
+            "{missing}"
+        );
+        assert!(!missing.contains(dir.to_str().unwrap()), "{missing}");
+        assert_eq!(missing.matches("os error 2").count(), 1, "{missing}");
+        assert!(verify_sha256("m", Some(&sha256_hex(b"model")), &sha256_hex(b"model")).is_ok());
+        assert!(matches!(
+            verify_sha256("m", Some(&"0".repeat(64)), &sha256_hex(b"model")),
+            Err(SourceError::Sha256Mismatch { .. })
+        ));
         // For a session: a quick scan, and a streamed digest.
         let big: Vec<u8> = (0..20_000_000u32).map(|i| (i % 251) as u8).collect();
         let big_path = dir.join("big.bin");

@@ -1,0 +1,105 @@
+//! The command-line hosts: `predict`, `eval`, `finetune` and `upload`, built
+//! from the settings like every other host. They return what happened; the
+//! binary prints it.
+
+use std::path::{Path, PathBuf};
+
+use crate::eval::{EvalError, EvalReport};
+use crate::files::{FileAnswer, FilesError};
+use crate::finetune::{FinetuneConfig, FinetuneError, Summary};
+use crate::model::load::{self, LoadError};
+use crate::model::publish::{self, PublishError, Published};
+use crate::model::{Classifier, ModelError};
+use crate::settings::{FinetuneArgs, Settings};
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Files(#[from] FilesError),
+    #[error("no image files found (looked for {})", crate::files::IMAGE_EXTENSIONS.join(", "))]
+    NoFiles,
+    #[error("loading the model: {0}")]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+    #[error(transparent)]
+    Finetune(#[from] FinetuneError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error("say which file to upload: --model FILE")]
+    NoUploadFile,
+    #[error("worker failed: {0}")]
+    Worker(String),
+}
+
+async fn classifier(settings: &Settings) -> Result<Classifier, CommandError> {
+    Ok(load::load_classifier_with_retries(
+        &settings.model_spec(),
+        settings.retry_policy(),
+        |_, _, _| {},
+    )
+    .await?)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, CommandError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CommandError::Worker(e.to_string()))
+}
+
+/// `catdog predict FILE|DIR…`: one answer per file; a file that is not a
+/// usable picture gets its reason instead.
+pub async fn predict(
+    settings: &Settings,
+    paths: &[PathBuf],
+) -> Result<Vec<FileAnswer>, CommandError> {
+    let files = crate::files::collect(paths)?;
+    if files.is_empty() {
+        return Err(CommandError::NoFiles);
+    }
+    let classifier = classifier(settings).await?;
+    let limits = settings.limits();
+    Ok(blocking(move || crate::files::classify(&classifier, &files, &limits)).await??)
+}
+
+/// `catdog eval DIR`: the model's scores on `DIR/<label>/*`.
+pub async fn eval(settings: &Settings, dir: &Path) -> Result<EvalReport, CommandError> {
+    let classifier = classifier(settings).await?;
+    let limits = settings.limits();
+    let dir = dir.to_path_buf();
+    Ok(blocking(move || crate::eval::evaluate(&classifier, &dir, &limits)).await??)
+}
+
+/// `catdog finetune`: a new head over a frozen base, written as one ONNX file.
+pub async fn finetune(settings: &Settings, args: &FinetuneArgs) -> Result<Summary, CommandError> {
+    let mut base = settings.model_spec();
+    base.uri = Some(args.base.clone());
+    base.sha256 = args.base_sha256.clone();
+    let cfg = FinetuneConfig {
+        base,
+        data: args.data.clone(),
+        out: args.out.clone(),
+        train: crate::finetune::train::TrainConfig {
+            epochs: args.epochs,
+            lr: args.lr,
+            batch: args.batch,
+            seed: args.seed,
+        },
+    };
+    Ok(crate::finetune::finetune(&cfg).await?)
+}
+
+/// `catdog upload --model FILE --to s3://…`.
+pub async fn upload(settings: &Settings, to: &str) -> Result<Published, CommandError> {
+    let file = settings
+        .model
+        .uri
+        .as_deref()
+        .ok_or(CommandError::NoUploadFile)?;
+    Ok(publish::upload(Path::new(file), to, &settings.fetch_options()).await?)
+}

@@ -1,0 +1,136 @@
+//! The Lambda host: the model is loaded during the init phase (a fetch that
+//! may pass is retried, bounded), then the router is handed to the runtime
+//! (`lambda_http::run`). An init failure is reported to the Runtime API's
+//! `/init/error`, so the invoke names its cause instead of timing out.
+
+use std::time::Duration;
+
+use crate::http::access::AccessError;
+use crate::http::state::AppState;
+use crate::model::load::{self, LoadError};
+use crate::settings::Settings;
+
+/// Why the bootstrap stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LambdaError {
+    #[error("access settings: {0}")]
+    Access(#[from] AccessError),
+    #[error("loading the model during Lambda init: {0}")]
+    Load(#[from] LoadError),
+    #[error("the Lambda runtime stopped: {0}")]
+    Runtime(String),
+}
+
+/// Runs the bootstrap until the Runtime API goes away.
+pub async fn run(settings: &Settings) -> Result<(), LambdaError> {
+    let api = settings.process.lambda_runtime_api.as_deref();
+    let ready = async {
+        let access = settings.access()?;
+        let classifier = load::load_classifier_with_retries(
+            &settings.model_spec(),
+            settings.retry_policy(),
+            |_, _, _| {},
+        )
+        .await?;
+        Ok::<_, LambdaError>(AppState::ready(classifier, settings.limits(), access))
+    };
+    let state = match ready.await {
+        Ok(state) => state,
+        Err(e) => {
+            if let Some(api) = api {
+                report_init_error(api, &e.to_string()).await;
+            }
+            return Err(e);
+        }
+    };
+    lambda_http::run(crate::http::router(state))
+        .await
+        .map_err(|e| LambdaError::Runtime(e.to_string()))
+}
+
+/// Tells the Lambda service why init failed. `api` is `AWS_LAMBDA_RUNTIME_API`
+/// as Lambda gives it (`host:port`) or as emulators do (`http://host:port/base`):
+/// read by the runtime's own client, which accepts both.
+pub async fn report_init_error(api: &str, message: &str) {
+    match send_init_error(api, message).await {
+        Ok(status) if status.is_success() => {}
+        Ok(status) => tracing::warn!(%status, "the Runtime API refused the init error report"),
+        Err(e) => tracing::warn!(error = %e, "could not report the init error to the Runtime API"),
+    }
+}
+
+async fn send_init_error(api: &str, message: &str) -> Result<http::StatusCode, String> {
+    let base: http::Uri = api
+        .parse()
+        .map_err(|e| format!("AWS_LAMBDA_RUNTIME_API {api:?}: {e}"))?;
+    if base.authority().is_none() {
+        return Err(format!("AWS_LAMBDA_RUNTIME_API {api:?} names no host"));
+    }
+    let client = lambda_runtime_api_client::Client::builder()
+        .with_endpoint(base)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let body =
+        serde_json::json!({"errorMessage": message, "errorType": "Runtime.InitError"}).to_string();
+    let request = http::Request::post("/2018-06-01/runtime/init/error")
+        .header("lambda-runtime-function-error-type", "Runtime.InitError")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(lambda_runtime_api_client::body::Body::from(body))
+        .map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(Duration::from_secs(2), client.call(request))
+        .await
+        .map_err(|_| "no answer within 2 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(response.status())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A Runtime API stand-in that records the paths it is sent to.
+    async fn recorder() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let log = log.clone();
+            async move {
+                let path = req.uri().path().to_string();
+                let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+                    .await
+                    .unwrap_or_default();
+                log.lock()
+                    .unwrap()
+                    .push((path, String::from_utf8_lossy(&body).into_owned()));
+                axum::http::StatusCode::ACCEPTED
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (addr.to_string(), seen)
+    }
+
+    #[tokio::test]
+    async fn the_init_error_reaches_the_api_in_both_forms_of_its_address() {
+        let (addr, seen) = recorder().await;
+        // As Lambda gives it, and as cargo-lambda's emulator does (scheme and base path).
+        for api in [addr.clone(), format!("http://{addr}/.rt")] {
+            assert_eq!(
+                send_init_error(&api, "no model").await.unwrap(),
+                http::StatusCode::ACCEPTED,
+                "{api}"
+            );
+        }
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen[0].0, "/2018-06-01/runtime/init/error");
+        assert_eq!(seen[1].0, "/.rt/2018-06-01/runtime/init/error");
+        for (_, body) in &seen {
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(v["errorMessage"], "no model");
+            assert_eq!(v["errorType"], "Runtime.InitError");
+        }
+        assert!(send_init_error("/no/host", "x").await.is_err());
+    }
+}

@@ -1,0 +1,15 @@
+//! The hosts: where the one router (or the classifier behind it) runs. Each
+//! is a library function built from [`crate::settings::Settings`]; the
+//! binary only parses, dispatches and prints.
+//!
+//! - [`lambda`]: the AWS Lambda bootstrap.
+//! - [`serve`]: a local port (`catdog serve` and the notebook), with
+//!   [`tunnel`] for a public ngrok URL.
+//! - [`commands`]: `predict`, `eval`, `finetune` and `upload` on the command line.
+//! - [`logging`]: the log subscriber every host installs.
+
+pub mod commands;
+pub mod lambda;
+pub mod logging;
+pub mod serve;
+pub mod tunnel;

@@ -1,0 +1,90 @@
+//! What every request handler shares: the model (which may still be loading,
+//! or may have failed), the request limits and the access settings.
+
+use std::sync::{Arc, RwLock};
+
+use crate::batcher::Batcher;
+use crate::http::access::Access;
+use crate::limits::{BatchPolicy, Limits};
+use crate::model::Classifier;
+
+/// A model ready to answer: the classifier and the queue in front of its
+/// inference thread, always together.
+#[derive(Clone)]
+pub struct Ready {
+    pub classifier: Arc<Classifier>,
+    pub batcher: Batcher,
+}
+
+/// Where the model stands.
+#[derive(Clone)]
+pub enum ModelState {
+    Loading,
+    Ready(Ready),
+    /// The fetch failed for a reason that may pass (S3 unreachable, …):
+    /// the server tries again in the background.
+    Retrying(String),
+    /// The model cannot be used (bad bytes, digest mismatch, bad settings).
+    Failed(String),
+}
+
+/// Shared state of the router; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    model: Arc<RwLock<ModelState>>,
+    pub limits: Limits,
+    /// API key and CORS (default: open, no CORS headers).
+    pub access: Access,
+}
+
+impl AppState {
+    /// A state whose model is still loading; fill it with [`AppState::set_ready`].
+    pub fn loading(limits: Limits, access: Access) -> Self {
+        Self {
+            model: Arc::new(RwLock::new(ModelState::Loading)),
+            limits,
+            access,
+        }
+    }
+
+    /// A state with a model ready (owned, or shared with other users of it).
+    pub fn ready(classifier: impl Into<Arc<Classifier>>, limits: Limits, access: Access) -> Self {
+        let state = Self::loading(limits, access);
+        state.set_ready(classifier.into());
+        state
+    }
+
+    /// Installs a loaded model, starting its inference thread.
+    pub fn set_ready(&self, classifier: Arc<Classifier>) {
+        let batcher = Batcher::start(classifier.clone(), self.batch_policy());
+        self.set(ModelState::Ready(Ready {
+            classifier,
+            batcher,
+        }));
+    }
+
+    /// A fetch failed and will be tried again.
+    pub fn set_retrying(&self, reason: String) {
+        self.set(ModelState::Retrying(reason));
+    }
+
+    /// The model cannot be used.
+    pub fn set_failed(&self, reason: String) {
+        self.set(ModelState::Failed(reason));
+    }
+
+    fn set(&self, state: ModelState) {
+        *self.model.write().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    pub fn model(&self) -> ModelState {
+        self.model.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn batch_policy(&self) -> BatchPolicy {
+        BatchPolicy {
+            max_pictures: self.limits.batching.max_pictures.max(self.limits.max_batch),
+            ..self.limits.batching
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The limits every request is held to (documented in the README's "Errors
+//! and limits"), and how requests share the inference thread.
+
+use std::time::Duration;
+
+use crate::decode::DecodeLimits;
+
+/// Default request body limit: Lambda's 6 MB synchronous payload limit.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+/// Default maximum pictures per request.
+pub const DEFAULT_MAX_BATCH: usize = 16;
+/// Default batching window, in milliseconds.
+pub const DEFAULT_BATCH_WINDOW_MS: u64 = 2;
+/// Default bound on requests waiting for inference.
+pub const DEFAULT_MAX_QUEUED: usize = 64;
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_batch: usize,
+    pub decode: DecodeLimits,
+    /// Micro-batching window and the bound on requests waiting for the model.
+    pub batching: BatchPolicy,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_batch: DEFAULT_MAX_BATCH,
+            decode: DecodeLimits::default(),
+            batching: BatchPolicy::default(),
+        }
+    }
+}
+
+/// How requests are grouped and how many may wait.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchPolicy {
+    /// How long the first job of a batch waits for company (0: no batching).
+    pub window: Duration,
+    /// Most pictures run in one batch.
+    pub max_pictures: usize,
+    /// Most requests waiting for the inference thread; more are refused.
+    pub max_queued: usize,
+}
+
+impl Default for BatchPolicy {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_millis(DEFAULT_BATCH_WINDOW_MS),
+            max_pictures: DEFAULT_MAX_BATCH,
+            max_queued: DEFAULT_MAX_QUEUED,
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The classifier: a session runner plus the contract that says how to feed
+//! it and read it.
+//!
+//! [`Classifier::load`] builds the session, resolves the contract (overrides >
+//! ONNX metadata > defaults), checks it against the graph's input/output and
+//! runs one warm-up inference, so a model that cannot answer is refused at
+//! start, never on a user's request.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use image::RgbImage;
+use serde::Serialize;
+
+use crate::model::contract::{self, Layout, OutputKind, Preprocessing};
+use crate::model::error::ModelError;
+use crate::model::imagenet;
+use crate::model::output::{self, Head, Prediction};
+use crate::model::session::{self, InferTimings, Runner, SessionOptions};
+use crate::model::source::FetchedModel;
+use crate::preprocess::Preprocessor;
+
+/// Where a model's SHA-256 goes once known (at load, or later from a
+/// background task for a local file whose digest is only informational).
+pub type DigestSlot = Arc<OnceLock<String>>;
+
+/// Contract values given by the user (they win over the model's metadata),
+/// and the default used when neither gives preprocessing.
+#[derive(Debug, Clone, Default)]
+pub struct ContractOverrides {
+    /// `MODEL_LABELS`.
+    pub labels: Option<Vec<String>>,
+    /// `MODEL_PREPROCESSING`.
+    pub preprocessing: Option<Preprocessing>,
+    /// Threshold for `neither` with ImageNet models.
+    pub neither_below: Option<f32>,
+    /// When neither the override nor the metadata gives preprocessing (the
+    /// stock zoo VGG16 carries none; it is torch-style).
+    pub default_preprocessing: Option<Preprocessing>,
+}
+
+/// What `GET /model` shows: enough to know exactly what is answering.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ModelInfo {
+    pub uri: String,
+    /// SHA-256 of the model bytes; `None` while a local file's digest is still
+    /// being computed in the background (see [`Classifier::sha256`]).
+    pub sha256: Option<String>,
+    pub size_bytes: u64,
+    /// `labels` (the model names its classes) or `imagenet` (cat/dog groups).
+    pub kind: &'static str,
+    pub labels: Vec<String>,
+    pub input: TensorInfo,
+    pub output: OutputInfo,
+    /// The preprocessing contract (models/README.md).
+    #[schema(value_type = Object)]
+    pub preprocessing: Preprocessing,
+    /// Where labels and preprocessing came from: `override`, `metadata` or `default`.
+    pub contract_source: ContractSource,
+    pub fetch_ms: f64,
+    pub load_ms: f64,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TensorInfo {
+    pub name: String,
+    /// Dimensions; -1 where dynamic.
+    pub shape: Vec<i64>,
+    #[schema(value_type = String, example = "NCHW")]
+    pub layout: Layout,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OutputInfo {
+    pub name: String,
+    pub classes: usize,
+    /// `logits`, `probabilities`, or `auto` (decided per answer).
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ContractSource {
+    pub labels: &'static str,
+    pub preprocessing: &'static str,
+}
+
+/// A loaded model, safe to share between threads.
+pub struct Classifier {
+    runner: Runner,
+    head: Head,
+    output_kind: Option<OutputKind>,
+    classes: usize,
+    info: ModelInfo,
+    digest: DigestSlot,
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl Classifier {
+    /// Builds the session and resolves the contract. `digest` holds the
+    /// model's SHA-256, now or once known.
+    pub fn load(
+        model: &FetchedModel,
+        contract: &ContractOverrides,
+        opts: &SessionOptions,
+        digest: DigestSlot,
+    ) -> Result<Self, ModelError> {
+        let started = Instant::now();
+        let opened = session::open(model, opts, None)?;
+        let (spec, pre_source) = contract::resolve(
+            contract.preprocessing.clone(),
+            opened.metadata.preprocessing.as_deref(),
+            Preprocessing::parse,
+            contract.default_preprocessing.clone(),
+        )?
+        .ok_or(ModelError::NoPreprocessing)?;
+        let output_kind = opened
+            .metadata
+            .output
+            .as_deref()
+            .map(OutputKind::parse)
+            .transpose()?;
+        let (output_name, output_shape) = {
+            let out = opened
+                .session
+                .outputs()
+                .first()
+                .ok_or_else(|| ModelError::NotAnImageModel("it has no outputs".into()))?;
+            if out.dtype().tensor_type() != Some(ort::value::TensorElementType::Float32) {
+                return Err(ModelError::NotAnImageModel(format!(
+                    "output `{}` is not a float32 tensor",
+                    out.name()
+                )));
+            }
+            (
+                out.name().to_string(),
+                out.dtype()
+                    .tensor_shape()
+                    .map(|s| s.to_vec())
+                    .unwrap_or_default(),
+            )
+        };
+        let (input_name, input_shape) = opened.input;
+        let runner = Runner::new(opened.session, spec.clone(), &input_shape)?;
+        let layout = runner.preprocessor().layout();
+
+        // Warm-up: proves the graph runs on our tensor and tells the class
+        // count even when the output shape is dynamic.
+        let [h, w] = spec.size;
+        let classes = run_rows(&runner, std::slice::from_ref(&RgbImage::new(w, h)))?
+            .0
+            .first()
+            .map_or(0, Vec::len);
+        if let Some(&declared) = output_shape.get(1) {
+            if declared > 0 && declared as usize != classes {
+                return Err(ModelError::NotAnImageModel(format!(
+                    "output shape {output_shape:?} but got {classes} values"
+                )));
+            }
+        }
+        if classes == 0 {
+            return Err(ModelError::NotAnImageModel("the output is empty".into()));
+        }
+        let labels = contract::resolve(
+            contract.labels.clone(),
+            opened.metadata.labels.as_deref(),
+            contract::parse_labels,
+            None,
+        )?;
+        let (head, labels_source) = match labels {
+            Some((labels, _)) if labels.len() != classes => {
+                return Err(ModelError::LabelCount {
+                    outputs: classes,
+                    labels: labels.len(),
+                })
+            }
+            Some((labels, from)) => (Head::Labels(labels), from),
+            None if classes == imagenet::NUM_CLASSES => (
+                Head::ImageNet {
+                    neither_below: contract
+                        .neither_below
+                        .unwrap_or(imagenet::DEFAULT_NEITHER_BELOW),
+                },
+                "default",
+            ),
+            None => return Err(ModelError::NoLabels(classes)),
+        };
+        let info = ModelInfo {
+            uri: model.uri.clone(),
+            sha256: None,
+            size_bytes: model.size,
+            kind: if matches!(head, Head::ImageNet { .. }) {
+                "imagenet"
+            } else {
+                "labels"
+            },
+            labels: head.labels(),
+            input: TensorInfo {
+                name: input_name,
+                shape: input_shape,
+                layout,
+            },
+            output: OutputInfo {
+                name: output_name,
+                classes,
+                kind: match output_kind {
+                    Some(OutputKind::Logits) => "logits",
+                    Some(OutputKind::Probabilities) => "probabilities",
+                    None => "auto",
+                },
+            },
+            preprocessing: spec,
+            contract_source: ContractSource {
+                labels: labels_source,
+                preprocessing: pre_source,
+            },
+            fetch_ms: model.fetch_ms,
+            load_ms: started.elapsed().as_secs_f64() * 1e3,
+            threads: opened.threads,
+        };
+        Ok(Self {
+            runner,
+            head,
+            output_kind,
+            classes,
+            info,
+            digest,
+        })
+    }
+
+    /// The batch size the graph insists on, if any (`None`: any batch size).
+    pub fn fixed_batch(&self) -> Option<usize> {
+        self.runner.fixed_batch()
+    }
+
+    /// The model's SHA-256 (hex), or `None` while it is being computed.
+    pub fn sha256(&self) -> Option<&str> {
+        self.digest.get().map(String::as_str)
+    }
+
+    /// [`ModelInfo`] with the digest as known now.
+    pub fn info_now(&self) -> ModelInfo {
+        ModelInfo {
+            sha256: self.sha256().map(str::to_owned),
+            ..self.info.clone()
+        }
+    }
+
+    /// What was known at load; the digest may come later: see [`Classifier::sha256`].
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn preprocessor(&self) -> &Preprocessor {
+        self.runner.preprocessor()
+    }
+
+    /// Classifies pictures (one batch when the graph allows, else in groups).
+    /// Blocking: call it off the async workers.
+    pub fn classify(
+        &self,
+        pictures: &[RgbImage],
+    ) -> Result<(Vec<Prediction>, InferTimings), ModelError> {
+        let (rows, timings) = run_rows(&self.runner, pictures)?;
+        let preds = rows
+            .iter()
+            .map(|row| {
+                if row.len() != self.classes {
+                    return Err(ModelError::Inference(format!(
+                        "expected {} outputs, got {}",
+                        self.classes,
+                        row.len()
+                    )));
+                }
+                Ok(output::predict(
+                    &self.head,
+                    &output::probabilities(row, self.output_kind),
+                ))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((preds, timings))
+    }
+}
+
+/// The first output's rows, one per picture.
+fn run_rows(
+    runner: &Runner,
+    pictures: &[RgbImage],
+) -> Result<(Vec<Vec<f32>>, InferTimings), ModelError> {
+    runner.run(pictures, |outputs, n| {
+        let (_, values) = outputs[0]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| e.to_string())?;
+        session::rows(values, n)
+    })
+}
