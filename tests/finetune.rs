@@ -92,13 +92,10 @@ fn mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves() {
         photos.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
-        "--epochs",
-        "10",
-        "--lr",
-        "1e-3",
         "--seed",
         "1",
     ];
+    // The defaults: no training flag at all.
     let res = run(&args);
     assert!(
         res.status.success(),
@@ -107,13 +104,26 @@ fn mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves() {
     );
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert!(
-        stderr.contains("epoch  10: loss"),
+        stderr.contains("epoch   1: loss") && stderr.contains("valid loss"),
         "per-epoch figures are printed: {stderr}"
     );
     let summary: Value = serde_json::from_slice(&res.stdout).unwrap();
     assert_eq!(summary["labels"], serde_json::json!(["cat", "dog"]));
-    assert_eq!(summary["train_images"], 94);
+    // No valid/ folder: 20% of each class carved from the 94 training photos.
+    assert_eq!(summary["valid_source"], "carved");
+    assert_eq!(summary["train_images"], 76);
+    assert_eq!(summary["valid_images"], 18);
+    assert_eq!(summary["init"], "zero-shot");
     assert_eq!(summary["feature_dim"], 1280);
+    assert!(
+        summary["weak"] == false && summary["valid_accuracy"].as_f64().unwrap() >= 0.9,
+        "{summary}"
+    );
+    let best = summary["best_epoch"].as_u64().unwrap();
+    assert!(
+        best >= 1 && best as usize <= summary["history"].as_array().unwrap().len(),
+        "{summary}"
+    );
 
     // deterministic: same seed, same bytes
     let again = out_dir.join("again.onnx");
@@ -173,6 +183,8 @@ fn mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves() {
         tuned >= zero_shot,
         "fine-tuned {tuned}/46 < zero-shot {zero_shot}/46"
     );
+    // The bar for the defaults on shared test/: at least 97.8% (45/46).
+    assert!(tuned >= 45, "fine-tuned with the defaults: {tuned}/46");
 
     // only the head changed: every other initializer byte-identical
     let before = graph::parse(&std::fs::read(&base).unwrap()).unwrap();
@@ -212,6 +224,11 @@ fn mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves() {
         kept >= before.graph.initializer.len() - 10,
         "kept {kept} of {}",
         before.graph.initializer.len()
+    );
+    assert_eq!(
+        kept,
+        before.graph.initializer.len(),
+        "a zero-shot head keeps the base's own head: nothing removed"
     );
     let body_nodes = before.graph.node.len() - head.nodes.len();
     assert_eq!(
@@ -441,6 +458,8 @@ fn bad_data_gets_clear_messages_and_unusable_files_are_skipped_and_counted() {
             root.join("m.onnx").to_str().unwrap(),
             "--epochs",
             "2",
+            // About the data's messages, not the result: a weak head is written.
+            "--allow-weak",
         ])
     };
     let err = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
@@ -483,7 +502,10 @@ fn bad_data_gets_clear_messages_and_unusable_files_are_skipped_and_counted() {
     assert!(err(&o).contains("skipped 2 file(s)"), "{}", err(&o));
     let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(summary["skipped"].as_array().unwrap().len(), 2);
-    assert_eq!(summary["train_images"], 8);
+    assert_eq!(
+        summary["train_images"].as_u64().unwrap() + summary["valid_images"].as_u64().unwrap(),
+        8
+    );
 
     // every picture of a class unusable: refused, not a silently one-sided model
     let root = tmp("allbad");
@@ -498,4 +520,178 @@ fn bad_data_gets_clear_messages_and_unusable_files_are_skipped_and_counted() {
         "{}",
         err(&o)
     );
+}
+
+/// `catdog finetune` on the tiny VGG-shaped base (1000 outputs, so the head
+/// starts from its grouped cat/dog classes), with extra flags.
+fn finetune_tiny(root: &Path, extra: &[&str]) -> Output {
+    let base = fixture("tiny_vgg.onnx");
+    let out = root.join("m.onnx");
+    let mut args = vec![
+        "finetune",
+        "--base",
+        base.to_str().unwrap(),
+        "--data",
+        root.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+#[test]
+fn a_weak_result_is_refused_unless_allowed() {
+    // Both classes hold the same pictures: nothing can be learned.
+    let root = tmp("weak");
+    colour_dataset(&root.join("train/cat"), 6, 1);
+    colour_dataset(&root.join("train/dog"), 6, 1);
+    for label in ["cat", "dog"] {
+        for f in std::fs::read_dir(root.join("train").join(label)).unwrap() {
+            let dir = f.unwrap().path();
+            for img in std::fs::read_dir(&dir).unwrap() {
+                let img = img.unwrap().path();
+                let name = format!(
+                    "{}_{}",
+                    dir.file_name().unwrap().to_str().unwrap(),
+                    img.file_name().unwrap().to_str().unwrap()
+                );
+                std::fs::rename(&img, root.join("train").join(label).join(name)).unwrap();
+            }
+            std::fs::remove_dir(&dir).unwrap();
+        }
+    }
+    let out = root.join("m.onnx");
+    let o = finetune_tiny(&root, &["--epochs", "30"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a coin flip must not pass: {err}");
+    assert!(
+        err.contains("the fine-tuned head is weak, so it was not written"),
+        "{err}"
+    );
+    assert!(
+        err.contains("below the floor of 90.0% (--min-accuracy)") && err.contains("--allow-weak"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing is written");
+
+    let o = finetune_tiny(&root, &["--epochs", "30", "--allow-weak"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("WARNING: writing a weak head (--allow-weak)"),
+        "{err}"
+    );
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["weak"], true);
+    assert!(out.exists());
+
+    // The floor is a setting.
+    let o = finetune_tiny(
+        &root,
+        &[
+            "--epochs",
+            "30",
+            "--min-accuracy",
+            "0.0",
+            "--init",
+            "random",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn validation_comes_from_valid_or_a_seeded_stratified_split() {
+    // No valid/: 20% of each class (2 of 10) carved from train/, by the seed.
+    let root = tmp("carve");
+    colour_dataset(&root.join("train"), 10, 1);
+    let o = finetune_tiny(&root, &["--epochs", "3", "--allow-weak"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (
+            s["valid_source"].as_str(),
+            s["train_images"].as_u64(),
+            s["valid_images"].as_u64()
+        ),
+        (Some("carved"), Some(16), Some(4))
+    );
+    let first = std::fs::read(root.join("m.onnx")).unwrap();
+    assert!(finetune_tiny(&root, &["--epochs", "3", "--allow-weak"])
+        .status
+        .success());
+    assert!(
+        first == std::fs::read(root.join("m.onnx")).unwrap(),
+        "same seed, same split, same file"
+    );
+    // Its own folder when there is one: every train/ photo trains.
+    colour_dataset(&root.join("valid"), 3, 2);
+    let o = finetune_tiny(&root, &["--epochs", "3", "--allow-weak"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (
+            s["valid_source"].as_str(),
+            s["train_images"].as_u64(),
+            s["valid_images"].as_u64()
+        ),
+        (Some("folder"), Some(20), Some(6))
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("validation photos (valid/)"));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn the_zero_shot_start_answers_as_the_base_on_real_photos() {
+    let Some(data) = shared_data("the_zero_shot_start_answers_as_the_base_on_real_photos") else {
+        return;
+    };
+    let root = tmp("zero-shot");
+    let out = root.join("start.onnx");
+    let base = data.join("models/mobilenetv2-12-int8.onnx");
+    let photos = data.join("catsdogs");
+    // No training step at all: the head as it starts.
+    let o = run(&[
+        "finetune",
+        "--base",
+        base.to_str().unwrap(),
+        "--preprocessing",
+        "torch",
+        "--data",
+        photos.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "0",
+        "--allow-weak",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Python onnxruntime's answers of the base (fixtures): summed cat and dog groups.
+    let reference: Value =
+        serde_json::from_slice(&std::fs::read(fixture("mobilenet_reference.json")).unwrap())
+            .unwrap();
+    let mut compared = 0;
+    for split in ["train", "test"] {
+        let answers = predict(&out, &photos.join(split));
+        for (file, label) in &answers {
+            let rel = Path::new(file)
+                .strip_prefix(&photos)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
+            let r = &reference[&rel];
+            let (cat, dog) = (r["cat"].as_f64().unwrap(), r["dog"].as_f64().unwrap());
+            if (cat - dog).abs() < 1e-4 {
+                continue; // a tie within rounding says nothing
+            }
+            let base_choice = if cat > dog { "cat" } else { "dog" };
+            assert_eq!(label, base_choice, "{rel}: cat {cat} dog {dog}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 135, "compared {compared} photos");
+    let _ = std::fs::remove_dir_all(&root);
 }

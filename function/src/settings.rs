@@ -14,6 +14,7 @@ use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::decode::DecodeLimits;
+use crate::finetune::Init;
 use crate::http::access::{self, Access};
 use crate::limits::{BatchPolicy, Limits};
 use crate::model::contract::{self, Preprocessing};
@@ -89,15 +90,40 @@ pub struct FinetuneArgs {
     /// Where to write the fine-tuned model.
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 5)]
+    /// Most epochs; training stops earlier once the validation loss has not
+    /// improved for --patience epochs, and the best epoch is kept.
+    #[arg(long, default_value_t = 300)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-3)]
     pub lr: f32,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     pub batch: usize,
-    /// Seed for weight initialisation and shuffling (same seed, same model).
+    /// Seed for the split, initialisation and shuffling (same seed, same model file).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// How the new head starts: `auto` (from the base's zero-shot cat/dog choice
+    /// when the base is an ImageNet classifier and the labels are cat and dog,
+    /// else random), `zero-shot` or `random`.
+    #[arg(long, value_enum, default_value_t = Init::Auto)]
+    pub init: Init,
+    /// Decoupled weight decay, pulling the head back toward its start.
+    #[arg(long, default_value_t = 1e-2)]
+    pub weight_decay: f32,
+    /// Epochs without a better validation loss before training stops.
+    #[arg(long, default_value_t = 20)]
+    pub patience: usize,
+    /// Most optimizer steps in all (bounds the run on large data sets).
+    #[arg(long, default_value_t = 5000)]
+    pub max_steps: usize,
+    /// Share of each class of train/ held out for validation when there is no valid/ folder.
+    #[arg(long, default_value_t = 0.2, value_parser = parse_fraction)]
+    pub valid_fraction: f64,
+    /// Refuse (exit non-zero, write nothing) below this validation accuracy (0–1).
+    #[arg(long, default_value_t = 0.9, value_parser = parse_fraction)]
+    pub min_accuracy: f64,
+    /// Write the model even when it is weak (below the floor, or below the base's zero-shot choice).
+    #[arg(long)]
+    pub allow_weak: bool,
 }
 
 /// Every setting of every host.
@@ -545,6 +571,13 @@ fn parse_probability(s: &str) -> Result<f32, String> {
     match s.trim().parse::<f32>() {
         Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
         _ => Err(format!("{s:?} is not a probability between 0 and 1")),
+    }
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(p) if (0.0..1.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a fraction between 0 and 1")),
     }
 }
 

@@ -78,6 +78,63 @@ pub fn list_split(dir: &Path) -> Result<Split, DataError> {
     Ok(Split { labels, files })
 }
 
+/// Where the validation photos come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValidSource {
+    /// `DIR/valid/<label>/*`.
+    Folder,
+    /// Carved from `train/`: seeded, stratified.
+    Carved,
+}
+
+/// `DIR/train` and a validation split: `DIR/valid` when it exists (same
+/// classes required), else `fraction` of each class of `train/` set aside
+/// (seeded and stratified: at least one photo per class, never the last).
+pub fn train_and_valid(
+    dir: &Path,
+    fraction: f64,
+    seed: u64,
+) -> Result<(Split, Split, ValidSource), DataError> {
+    let (train, valid) = list(dir)?;
+    if let Some(valid) = valid {
+        return Ok((train, valid, ValidSource::Folder));
+    }
+    let mut rng = super::train::Rng::new(seed ^ 0x5EED_CA7D_0600);
+    let (mut kept, mut carved) = (Vec::new(), Vec::new());
+    for class in 0..train.labels.len() {
+        let mut files: Vec<(PathBuf, usize)> = train
+            .files
+            .iter()
+            .filter(|(_, c)| *c == class)
+            .cloned()
+            .collect();
+        rng.shuffle(&mut files);
+        let n = files.len();
+        let take = if n < 2 {
+            0
+        } else {
+            ((n as f64 * fraction).round() as usize).clamp(1, n - 1)
+        };
+        carved.extend(files.drain(..take));
+        kept.extend(files);
+    }
+    kept.sort();
+    carved.sort();
+    let labels = train.labels;
+    Ok((
+        Split {
+            labels: labels.clone(),
+            files: kept,
+        },
+        Split {
+            labels,
+            files: carved,
+        },
+        ValidSource::Carved,
+    ))
+}
+
 /// `DIR/train` and, when present, `DIR/valid` (same classes required).
 pub fn list(dir: &Path) -> Result<(Split, Option<Split>), DataError> {
     let train = list_split(&dir.join("train"))?;

@@ -16,6 +16,25 @@ pub struct Extracted {
     pub kept: Vec<usize>,
     /// Files skipped, with why.
     pub skipped: Vec<(PathBuf, String)>,
+    /// With a prior: per kept picture, each new class's score from the
+    /// base's logits (log-sum-exp over its group of base classes).
+    pub prior: Option<Vec<Vec<f32>>>,
+}
+
+/// The base's logits to read, and the groups of base classes per new class.
+pub struct PriorSpec<'a> {
+    pub logits: &'a str,
+    pub groups: &'a [Vec<i64>],
+}
+
+/// `log Σ exp(row[i])` over the group: the group's score, stable.
+pub fn group_score(row: &[f32], group: &[i64]) -> f32 {
+    let values: Vec<f32> = group
+        .iter()
+        .filter_map(|&i| row.get(i as usize).copied())
+        .collect();
+    let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    max + values.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
 }
 
 /// Pictures decoded and run at a time when the graph does not fix a batch size.
@@ -25,6 +44,7 @@ const CHUNK: usize = 16;
 pub fn extract(
     runner: &Runner,
     head: &HeadInfo,
+    prior: Option<&PriorSpec>,
     files: &[PathBuf],
     what: &str,
 ) -> Result<Extracted, String> {
@@ -38,6 +58,7 @@ pub fn extract(
         features: Vec::new(),
         kept: Vec::new(),
         skipped: Vec::new(),
+        prior: prior.map(|_| Vec::new()),
     };
     let chunk = runner.fixed_batch().unwrap_or(CHUNK);
     decode_chunks(files, chunk, DecodeLimits::default(), |decoded| {
@@ -73,13 +94,30 @@ pub fn extract(
                             head.feature_dim
                         ));
                     }
-                    Ok(flat
-                        .chunks_exact(head.feature_dim)
-                        .map(<[f32]>::to_vec)
-                        .collect())
+                    let features = flat.chunks_exact(head.feature_dim).map(<[f32]>::to_vec);
+                    let priors: Vec<Option<Vec<f32>>> = match prior {
+                        Some(spec) => {
+                            let (_, logits) = outputs[spec.logits]
+                                .try_extract_tensor::<f32>()
+                                .map_err(|e| e.to_string())?;
+                            crate::model::session::rows(logits, n)?
+                                .iter()
+                                .map(|row| {
+                                    Some(spec.groups.iter().map(|g| group_score(row, g)).collect())
+                                })
+                                .collect()
+                        }
+                        None => vec![None; n],
+                    };
+                    Ok(features.zip(priors).collect::<Vec<_>>())
                 })
                 .map_err(|e| e.to_string())?;
-            out.features.extend(rows);
+            for (features, prior) in rows {
+                out.features.push(features);
+                if let (Some(all), Some(p)) = (out.prior.as_mut(), prior) {
+                    all.push(p);
+                }
+            }
             out.kept.extend(kept);
         }
         bar.inc(chunk as u64);

@@ -166,20 +166,65 @@ fn tensor_value_info(
     vi
 }
 
-/// A copy of the model that also outputs the feature tensor.
-pub fn with_feature_output(model: &ModelProto, head: &HeadInfo) -> Result<Vec<u8>, GraphError> {
+/// The tensor holding the base's raw class scores: the graph output, or the
+/// input of a final Softmax.
+pub fn logits_tensor(model: &ModelProto) -> Option<String> {
+    let g = model.graph.as_ref()?;
+    let out = &g.output.first()?.name;
+    match g.node.iter().find(|n| n.output.iter().any(|o| o == out)) {
+        Some(n) if n.op_type == "Softmax" => n.input.first().cloned(),
+        _ => Some(out.clone()),
+    }
+}
+
+/// A copy of the model that also outputs the feature tensor and, when given,
+/// the base's logits (float).
+pub fn with_feature_output(
+    model: &ModelProto,
+    head: &HeadInfo,
+    logits: Option<&str>,
+) -> Result<Vec<u8>, GraphError> {
     let mut m = model.clone();
     let elem = if head.quant.is_some() {
         DataType::UINT8
     } else {
         DataType::FLOAT
     };
-    m.graph
-        .mut_or_insert_default()
-        .output
-        .push(tensor_value_info(&head.feature, elem, None));
+    let g = m.graph.mut_or_insert_default();
+    g.output.push(tensor_value_info(&head.feature, elem, None));
+    if let Some(l) = logits.filter(|l| !g.output.iter().any(|o| o.name == *l)) {
+        g.output.push(tensor_value_info(l, DataType::FLOAT, None));
+    }
     m.write_to_bytes()
         .map_err(|e| GraphError::Parse(e.to_string()))
+}
+
+/// A head that starts from the base's own answer: each new class's score is
+/// the log-sum-exp of the base's logits over its group of base classes.
+#[derive(Debug, Clone)]
+pub struct Prior {
+    /// The base's logits tensor (see [`logits_tensor`]).
+    pub logits: String,
+    /// Per new class, the base classes it gathers.
+    pub groups: Vec<Vec<i64>>,
+}
+
+fn int64_tensor(name: &str, values: &[i64]) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.to_string();
+    t.dims = vec![values.len() as i64];
+    t.data_type = DataType::INT64 as i32;
+    t.raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    t
+}
+
+/// The default domain's opset version of the model.
+fn opset(model: &ModelProto) -> i64 {
+    model
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map_or(1, |o| o.version)
 }
 
 fn float_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
@@ -194,7 +239,7 @@ fn float_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
 fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
     let mut n = NodeProto::new();
     n.op_type = op.to_string();
-    n.name = format!("catdog_head_{}", op.to_lowercase());
+    n.name = format!("{output}_{}", op.to_lowercase());
     n.input = inputs.iter().map(|s| s.to_string()).collect();
     n.output = vec![output.to_string()];
     n.attribute = attrs;
@@ -214,13 +259,19 @@ fn int_attr(name: &str, v: i64) -> AttributeProto {
 /// keeping the output name, plus `metadata` (replacing keys of the same name).
 /// Initializers used only by the old head are dropped; all others are kept
 /// untouched.
+///
+/// With a `prior`, the base's head stays: the new scores are the prior
+/// (group log-sum-exp of the base's logits) plus the trained correction
+/// `Gemm(features)`, then Softmax.
 pub fn replace_head(
     model: &ModelProto,
     head: &HeadInfo,
     weights: &[f32],
     bias: &[f32],
+    prior: Option<&Prior>,
     metadata: &[(&str, String)],
 ) -> Result<Vec<u8>, GraphError> {
+    let opset = opset(model);
     let classes = bias.len();
     assert_eq!(weights.len(), head.feature_dim * classes, "weights are F×C");
     let mut m = model.clone();
@@ -233,10 +284,23 @@ pub fn replace_head(
             .and_then(|s| s.dim.first().cloned())
     });
 
-    let removed: Vec<NodeProto> = head.nodes.iter().map(|&i| g.node[i].clone()).collect();
+    // With a prior only a final Softmax goes (the base's logits are used);
+    // without one, the whole old head.
+    let drop: Vec<usize> = match prior {
+        Some(_) => head
+            .nodes
+            .iter()
+            .copied()
+            .filter(|&i| {
+                g.node[i].op_type == "Softmax" && g.node[i].output.contains(&out_name)
+            })
+            .collect(),
+        None => head.nodes.clone(),
+    };
+    let removed: Vec<NodeProto> = drop.iter().map(|&i| g.node[i].clone()).collect();
     let mut keep = Vec::with_capacity(g.node.len());
     for (i, n) in std::mem::take(&mut g.node).into_iter().enumerate() {
-        if !head.nodes.contains(&i) {
+        if !drop.contains(&i) {
             keep.push(n);
         }
     }
@@ -278,12 +342,83 @@ pub fn replace_head(
     ));
     g.initializer
         .push(float_tensor("catdog_head.bias", &[classes as i64], bias));
+    let gemm_out = if prior.is_some() {
+        "catdog_head.correction"
+    } else {
+        "catdog_head.logits"
+    };
     g.node.push(node(
         "Gemm",
         &[&features, "catdog_head.weight", "catdog_head.bias"],
-        "catdog_head.logits",
+        gemm_out,
         vec![],
     ));
+    if let Some(prior) = prior {
+        // The base's logits keep flowing; when they were the graph output,
+        // they take another name so the output can be ours.
+        let mut logits = prior.logits.clone();
+        if logits == out_name {
+            logits = "catdog_head.base_logits".to_string();
+            for n in g.node.iter_mut() {
+                for t in n.output.iter_mut().chain(n.input.iter_mut()) {
+                    if *t == out_name {
+                        *t = logits.clone();
+                    }
+                }
+            }
+        }
+        let mut groups = Vec::new();
+        for (c, classes) in prior.groups.iter().enumerate() {
+            let idx = format!("catdog_head.group{c}.classes");
+            g.initializer.push(int64_tensor(&idx, classes));
+            let gathered = format!("catdog_head.group{c}.logits");
+            g.node.push(node(
+                "Gather",
+                &[&logits, &idx],
+                &gathered,
+                vec![int_attr("axis", 1)],
+            ));
+            let score = format!("catdog_head.group{c}.score");
+            // ReduceLogSumExp takes its axes as an attribute before opset 18, as an input since.
+            if opset >= 18 {
+                let axes = format!("catdog_head.group{c}.axes");
+                g.initializer.push(int64_tensor(&axes, &[1]));
+                g.node.push(node(
+                    "ReduceLogSumExp",
+                    &[&gathered, &axes],
+                    &score,
+                    vec![int_attr("keepdims", 1)],
+                ));
+            } else {
+                let mut axes = AttributeProto::new();
+                axes.name = "axes".into();
+                axes.type_ = protobuf::EnumOrUnknown::new(
+                    onnx_protobuf::attribute_proto::AttributeType::INTS,
+                );
+                axes.ints = vec![1];
+                g.node.push(node(
+                    "ReduceLogSumExp",
+                    &[&gathered],
+                    &score,
+                    vec![axes, int_attr("keepdims", 1)],
+                ));
+            }
+            groups.push(score);
+        }
+        let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
+        g.node.push(node(
+            "Concat",
+            &refs,
+            "catdog_head.prior",
+            vec![int_attr("axis", 1)],
+        ));
+        g.node.push(node(
+            "Add",
+            &["catdog_head.prior", gemm_out],
+            "catdog_head.logits",
+            vec![],
+        ));
+    }
     g.node.push(node(
         "Softmax",
         &["catdog_head.logits"],

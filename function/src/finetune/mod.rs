@@ -17,7 +17,7 @@ use crate::model::contract::{self, Preprocessing};
 use crate::model::load::{self, DigestTiming, LoadError, ModelSpec};
 use crate::model::session::{self, Runner, SessionOptions};
 use crate::model::source::FetchedModel;
-use crate::model::{weights, ModelError};
+use crate::model::{imagenet, weights, ModelError};
 use train::{EpochStats, TrainConfig};
 
 /// Why fine-tuning failed.
@@ -46,6 +46,40 @@ pub enum FinetuneError {
         path: PathBuf,
         error: std::io::Error,
     },
+    #[error("--init zero-shot needs an ImageNet base (1000 outputs) and the labels cat and dog; here: {0}")]
+    NoZeroShot(String),
+    #[error(
+        "the fine-tuned head is weak, so it was not written: {reason}. Try more photos per class, a valid/ folder \
+         that looks like the photos it will see, --init zero-shot on an ImageNet base, or more training (--epochs, --lr); \
+         --allow-weak writes it anyway"
+    )]
+    Weak {
+        reason: String,
+        summary: Box<Summary>,
+    },
+}
+
+/// How the new head starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Init {
+    /// From the base's own cat-vs-dog choice when it applies (ImageNet base,
+    /// labels cat and dog), else random.
+    Auto,
+    /// From the base's grouped cat and dog classes: before any step the head
+    /// answers exactly as the base's zero-shot choice.
+    ZeroShot,
+    /// Glorot-random weights (Keras `Dense`), as the tutorial.
+    Random,
+}
+
+/// When a result is good enough to write.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Acceptance {
+    /// Lowest validation accuracy accepted.
+    pub min_accuracy: f64,
+    /// Write a weak head anyway (and say so).
+    pub allow_weak: bool,
 }
 
 /// What to fine-tune on what.
@@ -57,6 +91,10 @@ pub struct FinetuneConfig {
     pub data: PathBuf,
     pub out: PathBuf,
     pub train: TrainConfig,
+    pub init: Init,
+    /// Share of each class of train/ set aside for validation when there is no valid/.
+    pub valid_fraction: f64,
+    pub accept: Acceptance,
 }
 
 /// What `catdog finetune` reports (and stores in the model's `catdog_training`).
@@ -70,9 +108,21 @@ pub struct Summary {
     pub labels: Vec<String>,
     pub train_images: usize,
     pub valid_images: usize,
+    /// `folder` (valid/) or `carved` (from train/).
+    pub valid_source: data::ValidSource,
+    /// How the head started: `zero-shot` or `random`.
+    pub init: Init,
     pub skipped: Vec<String>,
     pub config: TrainConfig,
     pub history: Vec<EpochStats>,
+    /// The epoch whose head was kept (lowest validation loss).
+    pub best_epoch: usize,
+    /// Validation accuracy of the kept head.
+    pub valid_accuracy: f64,
+    /// The base's zero-shot cat-vs-dog accuracy on the same validation photos (ImageNet bases).
+    pub base_valid_accuracy: Option<f64>,
+    /// Written although weak (--allow-weak).
+    pub weak: bool,
     pub extract_s: f64,
     pub train_s: f64,
 }
@@ -95,6 +145,8 @@ struct Probe {
     /// The base graph without its large weights (they stay in `model`).
     graph: onnx_protobuf::ModelProto,
     model: FetchedModel,
+    /// The base's logits tensor (ImageNet bases).
+    logits: Option<String>,
 }
 
 /// Finds the base's final layer and builds a session that also outputs its
@@ -110,9 +162,13 @@ fn open_probe(
     drop(view);
     let graph = graph::parse(&split.graph)?;
     let head = graph::find_head(&graph)?;
+    // An ImageNet base's logits, for a head that starts from its answer.
+    let logits = (head.base_classes == imagenet::NUM_CLASSES)
+        .then(|| graph::logits_tensor(&graph))
+        .flatten();
     let edit = |g: &[u8]| {
         graph::parse(g)
-            .and_then(|m| graph::with_feature_output(&m, &head))
+            .and_then(|m| graph::with_feature_output(&m, &head, logits.as_deref()))
             .map_err(|e| e.to_string())
     };
     let opened = session::open(&model, opts, Some(&edit))?;
@@ -129,12 +185,32 @@ fn open_probe(
         head,
         graph,
         model,
+        logits,
     })
+}
+
+/// The base classes each label gathers, when the head can start from the
+/// base's zero-shot choice: an ImageNet base and the labels cat and dog.
+fn zero_shot_groups(labels: &[String], logits: Option<&str>) -> Result<Vec<Vec<i64>>, String> {
+    if logits.is_none() {
+        return Err("the base is not an ImageNet classifier with 1000 outputs".into());
+    }
+    let group = |label: &str| match label.to_ascii_lowercase().trim_end_matches('s') {
+        "cat" => Some(imagenet::CAT_CLASSES.map(|i| i as i64).collect::<Vec<_>>()),
+        "dog" => Some(imagenet::DOG_CLASSES.map(|i| i as i64).collect()),
+        _ => None,
+    };
+    let groups: Option<Vec<Vec<i64>>> = labels.iter().map(|l| group(l)).collect();
+    match groups {
+        Some(g) if g.len() == 2 && g[0] != g[1] => Ok(g),
+        _ => Err(format!("the labels are {labels:?}, not cat and dog")),
+    }
 }
 
 /// Fine-tunes and writes `cfg.out`; prints per-epoch figures to stderr.
 pub async fn finetune(cfg: &FinetuneConfig) -> Result<Summary, FinetuneError> {
-    let (train_split, valid_split) = data::list(&cfg.data)?;
+    let (train_split, valid_split, valid_source) =
+        data::train_and_valid(&cfg.data, cfg.valid_fraction, cfg.train.seed)?;
     let pre = cfg.base.contract.preprocessing.clone();
     let opts = cfg.base.session.clone();
     let (probe, digest) = load::load_with(&cfg.base, DigestTiming::Now, move |model, _| {
@@ -144,9 +220,18 @@ pub async fn finetune(cfg: &FinetuneConfig) -> Result<Summary, FinetuneError> {
     let probe = probe?;
     let base_sha256 = digest.get().cloned().unwrap_or_default();
     let cfg = cfg.clone();
-    tokio::task::spawn_blocking(move || run(&cfg, probe, base_sha256, train_split, valid_split))
-        .await
-        .map_err(|e| FinetuneError::Features(format!("worker failed: {e}")))?
+    tokio::task::spawn_blocking(move || {
+        run(
+            &cfg,
+            probe,
+            base_sha256,
+            train_split,
+            valid_split,
+            valid_source,
+        )
+    })
+    .await
+    .map_err(|e| FinetuneError::Features(format!("worker failed: {e}")))?
 }
 
 fn run(
@@ -154,39 +239,52 @@ fn run(
     probe: Probe,
     base_sha256: String,
     train_split: data::Split,
-    valid_split: Option<data::Split>,
+    valid_split: data::Split,
+    valid_source: data::ValidSource,
 ) -> Result<Summary, FinetuneError> {
     let head = &probe.head;
+    let groups = match (
+        cfg.init,
+        zero_shot_groups(&train_split.labels, probe.logits.as_deref()),
+    ) {
+        (Init::Random, _) => None,
+        (_, Ok(groups)) => Some(groups),
+        (Init::ZeroShot, Err(why)) => return Err(FinetuneError::NoZeroShot(why)),
+        (Init::Auto, Err(_)) => None,
+    };
+    let init = if groups.is_some() {
+        Init::ZeroShot
+    } else {
+        Init::Random
+    };
+    let spec = groups
+        .as_ref()
+        .zip(probe.logits.as_deref())
+        .map(|(groups, logits)| features::PriorSpec { logits, groups });
+
     let t0 = Instant::now();
-    let files: Vec<PathBuf> = train_split.files.iter().map(|(p, _)| p.clone()).collect();
-    let tr =
-        features::extract(&probe.runner, head, &files, "train").map_err(FinetuneError::Features)?;
-    let y: Vec<usize> = tr.kept.iter().map(|&i| train_split.files[i].1).collect();
+    let mut skipped = Vec::new();
+    let mut extract = |split: &data::Split,
+                       what: &str|
+     -> Result<(features::Extracted, Vec<usize>), FinetuneError> {
+        let files: Vec<PathBuf> = split.files.iter().map(|(p, _)| p.clone()).collect();
+        let ex = features::extract(&probe.runner, head, spec.as_ref(), &files, what)
+            .map_err(FinetuneError::Features)?;
+        skipped.extend(
+            ex.skipped
+                .iter()
+                .map(|(p, e)| format!("{}: {e}", p.display())),
+        );
+        let y = ex.kept.iter().map(|&i| split.files[i].1).collect();
+        Ok((ex, y))
+    };
+    let (tr, y) = extract(&train_split, "train")?;
+    let (va, vy) = extract(&valid_split, "valid")?;
     for (c, label) in train_split.labels.iter().enumerate() {
         if !y.contains(&c) {
             return Err(FinetuneError::NoUsable(label.clone()));
         }
     }
-    let mut skipped: Vec<String> = tr
-        .skipped
-        .iter()
-        .map(|(p, e)| format!("{}: {e}", p.display()))
-        .collect();
-    let valid = match &valid_split {
-        Some(v) => {
-            let files: Vec<PathBuf> = v.files.iter().map(|(p, _)| p.clone()).collect();
-            let ex = features::extract(&probe.runner, head, &files, "valid")
-                .map_err(FinetuneError::Features)?;
-            skipped.extend(
-                ex.skipped
-                    .iter()
-                    .map(|(p, e)| format!("{}: {e}", p.display())),
-            );
-            let vy: Vec<usize> = ex.kept.iter().map(|&i| v.files[i].1).collect();
-            Some((ex.features, vy))
-        }
-        None => None,
-    };
     let extract_s = t0.elapsed().as_secs_f64();
     if !skipped.is_empty() {
         eprintln!(
@@ -194,19 +292,56 @@ fn run(
             skipped.len()
         );
     }
+    let train_set = train::Set {
+        x: &tr.features,
+        y: &y,
+        prior: tr.prior.as_deref(),
+    };
+    let valid_set = train::Set {
+        x: &va.features,
+        y: &vy,
+        prior: va.prior.as_deref(),
+    };
+    let base_valid_accuracy = va.prior.as_ref().map(|prior| {
+        let right = prior
+            .iter()
+            .zip(&vy)
+            .filter(|(p, &y)| train::argmax(p) == y)
+            .count();
+        right as f64 / vy.len().max(1) as f64
+    });
+    eprintln!(
+        "finetune: {} training and {} validation photos ({}), head starts {}{}",
+        y.len(),
+        vy.len(),
+        match valid_source {
+            data::ValidSource::Folder => "valid/",
+            data::ValidSource::Carved => "carved from train/",
+        },
+        match init {
+            Init::ZeroShot => "from the base's zero-shot choice",
+            _ => "random",
+        },
+        base_valid_accuracy.map_or(String::new(), |a| format!(
+            " (zero-shot validation accuracy {:.1}%)",
+            a * 100.0
+        )),
+    );
 
     let t1 = Instant::now();
     let bar = indicatif::ProgressBar::new(cfg.train.epochs as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("training {bar:40} epoch {pos}/{len}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "training {bar:40} epoch {pos}/{len} (stops early when validation stops improving)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    let valid_opt = (!vy.is_empty()).then_some(valid_set);
     let (trained, history) = train::train(
-        &tr.features,
-        &y,
+        train_set,
         train_split.labels.len(),
         cfg.train,
-        valid.as_ref().map(|(x, y)| (x.as_slice(), y.as_slice())),
+        valid_opt,
         |s| {
             bar.suspend(|| {
                 let valid = match (s.valid_loss, s.valid_accuracy) {
@@ -225,22 +360,70 @@ fn run(
     );
     bar.finish_and_clear();
     let train_s = t1.elapsed().as_secs_f64();
+    let (_, valid_accuracy) = trained.evaluate(valid_set);
+    let best_epoch = history
+        .iter()
+        .filter_map(|h| h.valid_loss.map(|l| (h.epoch, l)))
+        .fold(
+            (history.last().map_or(0, |h| h.epoch), f32::INFINITY),
+            |b, (e, l)| if l < b.1 - 1e-6 { (e, l) } else { b },
+        )
+        .0;
 
+    let mut weak = None;
+    if (valid_accuracy as f64) + 1e-6 < cfg.accept.min_accuracy {
+        weak = Some(format!(
+            "validation accuracy {:.1}% is below the floor of {:.1}% (--min-accuracy)",
+            valid_accuracy * 100.0,
+            cfg.accept.min_accuracy * 100.0
+        ));
+    } else if let Some(base) = base_valid_accuracy.filter(|b| (valid_accuracy as f64) + 1e-6 < *b) {
+        weak = Some(format!(
+            "validation accuracy {:.1}% is below the base's own zero-shot choice ({:.1}%) on the same photos",
+            valid_accuracy * 100.0,
+            base * 100.0
+        ));
+    }
     let summary = Summary {
         base: probe.model.uri.clone(),
         base_sha256,
         feature_tensor: head.feature.clone(),
         feature_dim: head.feature_dim,
-        replaced: format!("{} ({} nodes)", head.op, head.nodes.len()),
+        replaced: match init {
+            Init::ZeroShot => format!(
+                "{} ({} nodes) kept, grouped, plus a trained correction",
+                head.op,
+                head.nodes.len()
+            ),
+            _ => format!("{} ({} nodes)", head.op, head.nodes.len()),
+        },
         labels: train_split.labels.clone(),
         train_images: y.len(),
-        valid_images: valid.as_ref().map_or(0, |(_, vy)| vy.len()),
+        valid_images: vy.len(),
+        valid_source,
+        init,
         skipped,
         config: cfg.train,
         history,
+        best_epoch,
+        valid_accuracy: valid_accuracy as f64,
+        base_valid_accuracy,
+        weak: weak.is_some(),
         extract_s,
         train_s,
     };
+    match &weak {
+        Some(reason) if !cfg.accept.allow_weak => {
+            return Err(FinetuneError::Weak {
+                reason: reason.clone(),
+                summary: Box::new(summary),
+            })
+        }
+        Some(reason) => {
+            eprintln!("finetune: WARNING: writing a weak head (--allow-weak): {reason}")
+        }
+        None => {}
+    }
     let mut spec_out = probe.runner.preprocessor().spec().clone();
     spec_out.layout = Some(probe.runner.preprocessor().layout());
     let metadata = [
@@ -255,11 +438,15 @@ fn run(
         (contract::KEY_OUTPUT, "probabilities".to_string()),
         ("catdog_training", training_record(&summary)),
     ];
+    let prior = groups
+        .zip(probe.logits.clone())
+        .map(|(groups, logits)| graph::Prior { logits, groups });
     let graph = graph::replace_head(
         &probe.graph,
         head,
         &trained.weights,
         &trained.bias,
+        prior.as_ref(),
         &metadata,
     )?;
     // The weights the new graph still refers to, taken back from the base.

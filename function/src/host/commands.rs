@@ -89,6 +89,15 @@ pub async fn finetune(settings: &Settings, args: &FinetuneArgs) -> Result<Summar
             lr: args.lr,
             batch: args.batch,
             seed: args.seed,
+            weight_decay: args.weight_decay,
+            patience: args.patience,
+            max_steps: args.max_steps,
+        },
+        init: args.init,
+        valid_fraction: args.valid_fraction,
+        accept: crate::finetune::Acceptance {
+            min_accuracy: args.min_accuracy,
+            allow_weak: args.allow_weak,
         },
     };
     Ok(crate::finetune::finetune(&cfg).await?)
