@@ -695,3 +695,34 @@ fn the_zero_shot_start_answers_as_the_base_on_real_photos() {
     assert!(compared >= 135, "compared {compared} photos");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn cross_validation_prints_the_candidates_and_writes_nothing() {
+    let root = tmp("cv");
+    colour_dataset(&root.join("train"), 10, 3);
+    let o = finetune_tiny(&root, &["--cv", "3", "--epochs", "5"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.starts_with("3-fold cross-validation on 20 photos"),
+        "{out}"
+    );
+    assert!(
+        out.contains("the base's zero-shot choice, no training: "),
+        "{out}"
+    );
+    // 2 starts × 3 weight decays × 2 label smoothings × mirror or not.
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("| zero-shot |") || l.starts_with("| random |"))
+            .count(),
+        24,
+        "{out}"
+    );
+    assert!(
+        out.contains("/20 = "),
+        "each row scores all 20 photos once: {out}"
+    );
+    assert!(!root.join("m.onnx").exists(), "measuring writes no model");
+    let _ = std::fs::remove_dir_all(&root);
+}

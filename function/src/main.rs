@@ -33,6 +33,15 @@ fn main() -> ExitCode {
             | Command::Eval { .. }
             | Command::Upload { .. }
     );
+    if quiet {
+        // Printing commands end quietly when their reader does (`| head`),
+        // as other command-line tools do; servers keep Rust's default.
+        #[cfg(unix)]
+        // SAFETY: restores the default action of one signal before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     logging::init(&settings, if quiet { "warn" } else { "info" });
     let outcome = tokio::runtime::Runtime::new()
         .context("cannot start the async runtime")
@@ -81,7 +90,15 @@ async fn run(settings: &Settings, command: Command) -> Result<ExitCode> {
             }
         }
         Command::Finetune(args) => {
-            let summary = commands::finetune(settings, &args).await?;
+            let summary = match commands::finetune(settings, &args).await {
+                Err(commands::CommandError::Finetune(
+                    catdog::finetune::FinetuneError::CrossValidated(report),
+                )) => {
+                    print!("{report}");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                other => other?,
+            };
             let last = summary.history.last();
             eprintln!(
                 "finetune: wrote {} (labels {:?}, {} training pictures, {} skipped; final loss {:.4}, accuracy {:.1}%)",

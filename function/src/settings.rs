@@ -124,6 +124,17 @@ pub struct FinetuneArgs {
     /// Write the model even when it is weak (below the floor, or below the base's zero-shot choice).
     #[arg(long)]
     pub allow_weak: bool,
+    /// Label smoothing of the training targets (0–1).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    pub label_smoothing: f64,
+    /// Also train on each photo's mirror image (its features through the base):
+    /// measured to win by cross-validation (models/README.md); `false` halves extraction.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub mirror: bool,
+    /// Measure the candidate settings by K-fold cross-validation on train/ and
+    /// valid/ (never test/) and print the table; nothing is written.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u16).range(2..=20).map(usize::from))]
+    pub cv: Option<usize>,
 }
 
 /// Every setting of every host.

@@ -46,6 +46,7 @@ pub fn extract(
     head: &HeadInfo,
     prior: Option<&PriorSpec>,
     files: &[PathBuf],
+    mirror: bool,
     what: &str,
 ) -> Result<Extracted, String> {
     let bar = ProgressBar::new(files.len() as u64);
@@ -66,8 +67,14 @@ pub fn extract(
             bar.suspend(|| tracing::warn!(file = %files[i].display(), error = %e, "skipping a file that is not a usable picture"));
             out.skipped.push((files[i].clone(), e));
         }
-        let (kept, pictures): (Vec<usize>, Vec<image::RgbImage>) =
+        let (kept, mut pictures): (Vec<usize>, Vec<image::RgbImage>) =
             decoded.pictures.into_iter().unzip();
+        if mirror {
+            // Augmentation: the left-right mirror of each picture, through the base.
+            for p in pictures.iter_mut() {
+                image::imageops::flip_horizontal_in_place(p);
+            }
+        }
         if !pictures.is_empty() {
             let (rows, _) = runner
                 .run(&pictures, |outputs, n| {

@@ -291,9 +291,7 @@ pub fn replace_head(
             .nodes
             .iter()
             .copied()
-            .filter(|&i| {
-                g.node[i].op_type == "Softmax" && g.node[i].output.contains(&out_name)
-            })
+            .filter(|&i| g.node[i].op_type == "Softmax" && g.node[i].output.contains(&out_name))
             .collect(),
         None => head.nodes.clone(),
     };

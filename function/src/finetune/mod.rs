@@ -3,6 +3,7 @@
 //! softmax head is trained on those features; the base graph is written back
 //! with that head and our metadata, as one self-describing ONNX file.
 
+pub mod cv;
 pub mod data;
 pub mod features;
 pub mod graph;
@@ -57,6 +58,9 @@ pub enum FinetuneError {
         reason: String,
         summary: Box<Summary>,
     },
+    /// `--cv K`: the measurement is the outcome; nothing is written.
+    #[error("cross-validation done (nothing written)")]
+    CrossValidated(cv::Report),
 }
 
 /// How the new head starts.
@@ -95,6 +99,10 @@ pub struct FinetuneConfig {
     /// Share of each class of train/ set aside for validation when there is no valid/.
     pub valid_fraction: f64,
     pub accept: Acceptance,
+    /// Also train on each photo's mirror image.
+    pub augment: bool,
+    /// Measure the candidate settings by k-fold cross-validation instead of training.
+    pub cv: Option<usize>,
 }
 
 /// What `catdog finetune` reports (and stores in the model's `catdog_training`).
@@ -112,6 +120,8 @@ pub struct Summary {
     pub valid_source: data::ValidSource,
     /// How the head started: `zero-shot` or `random`.
     pub init: Init,
+    /// Trained on each photo's mirror image too.
+    pub augment: bool,
     pub skipped: Vec<String>,
     pub config: TrainConfig,
     pub history: Vec<EpochStats>,
@@ -265,25 +275,52 @@ fn run(
     let t0 = Instant::now();
     let mut skipped = Vec::new();
     let mut extract = |split: &data::Split,
+                       mirror: bool,
                        what: &str|
      -> Result<(features::Extracted, Vec<usize>), FinetuneError> {
         let files: Vec<PathBuf> = split.files.iter().map(|(p, _)| p.clone()).collect();
-        let ex = features::extract(&probe.runner, head, spec.as_ref(), &files, what)
+        let ex = features::extract(&probe.runner, head, spec.as_ref(), &files, mirror, what)
             .map_err(FinetuneError::Features)?;
-        skipped.extend(
-            ex.skipped
-                .iter()
-                .map(|(p, e)| format!("{}: {e}", p.display())),
-        );
+        if !mirror {
+            skipped.extend(
+                ex.skipped
+                    .iter()
+                    .map(|(p, e)| format!("{}: {e}", p.display())),
+            );
+        }
         let y = ex.kept.iter().map(|&i| split.files[i].1).collect();
         Ok((ex, y))
     };
-    let (tr, y) = extract(&train_split, "train")?;
-    let (va, vy) = extract(&valid_split, "valid")?;
+    let (mut tr, mut y) = extract(&train_split, false, "train")?;
+    let (va, vy) = extract(&valid_split, false, "valid")?;
     for (c, label) in train_split.labels.iter().enumerate() {
         if !y.contains(&c) {
             return Err(FinetuneError::NoUsable(label.clone()));
         }
+    }
+    let train_images = y.len();
+    if let Some(k) = cfg.cv {
+        // Measuring, not training: the candidates by k-fold cross-validation
+        // over train/ and valid/ (never test/), each photo also mirrored.
+        let (trm, _) = extract(&train_split, true, "train, mirrored")?;
+        let (vam, _) = extract(&valid_split, true, "valid, mirrored")?;
+        let pool = cv::Pool::new(&[(&tr, &y), (&va, &vy)], &[&trm, &vam]);
+        let report = cv::run(
+            &pool,
+            train_split.labels.len(),
+            k,
+            cfg.train,
+            groups.is_some(),
+        );
+        return Err(FinetuneError::CrossValidated(report));
+    }
+    if cfg.augment {
+        let (trm, ym) = extract(&train_split, true, "train, mirrored")?;
+        tr.features.extend(trm.features);
+        if let (Some(p), Some(pm)) = (tr.prior.as_mut(), trm.prior) {
+            p.extend(pm);
+        }
+        y.extend(ym);
     }
     let extract_s = t0.elapsed().as_secs_f64();
     if !skipped.is_empty() {
@@ -311,8 +348,13 @@ fn run(
         right as f64 / vy.len().max(1) as f64
     });
     eprintln!(
-        "finetune: {} training and {} validation photos ({}), head starts {}{}",
-        y.len(),
+        "finetune: {} training{} and {} validation photos ({}), head starts {}{}",
+        train_images,
+        if cfg.augment {
+            " (+ their mirror images)"
+        } else {
+            ""
+        },
         vy.len(),
         match valid_source {
             data::ValidSource::Folder => "valid/",
@@ -398,10 +440,11 @@ fn run(
             _ => format!("{} ({} nodes)", head.op, head.nodes.len()),
         },
         labels: train_split.labels.clone(),
-        train_images: y.len(),
+        train_images,
         valid_images: vy.len(),
         valid_source,
         init,
+        augment: cfg.augment,
         skipped,
         config: cfg.train,
         history,

@@ -26,6 +26,8 @@ pub struct TrainConfig {
     pub patience: usize,
     /// Most optimizer steps in all (bounds the run on large data sets).
     pub max_steps: usize,
+    /// Label smoothing: the target puts this much mass evenly on all classes.
+    pub label_smoothing: f32,
 }
 
 /// One epoch's figures.
@@ -194,9 +196,13 @@ pub fn train(
                 let yi = train.y[i];
                 loss_sum -= p[yi].max(1e-12).ln();
                 right += usize::from(argmax(&p) == yi);
-                // d(CE)/dz = p - onehot(y)
+                // d(CE)/dz = p - target, target = (1 - ε)·onehot(y) + ε/C
                 let mut dz = p;
-                dz[yi] -= 1.0;
+                let spread = cfg.label_smoothing / classes as f32;
+                for d in dz.iter_mut() {
+                    *d -= spread;
+                }
+                dz[yi] -= 1.0 - cfg.label_smoothing;
                 for (f, xv) in train.x[i].iter().enumerate() {
                     if *xv != 0.0 {
                         let g = &mut grad[f * classes..(f + 1) * classes];
@@ -288,6 +294,7 @@ mod tests {
             weight_decay: 0.0,
             patience: 5,
             max_steps: 10_000,
+            label_smoothing: 0.0,
         };
         let set = Set {
             x: &x,
@@ -328,6 +335,7 @@ mod tests {
             weight_decay: 1e-3,
             patience: 50,
             max_steps: 7,
+            label_smoothing: 0.0,
         };
         let (head, hist) = train(set, 2, cfg, Some(set), |_| {});
         assert!(

@@ -92,6 +92,7 @@ pub async fn finetune(settings: &Settings, args: &FinetuneArgs) -> Result<Summar
             weight_decay: args.weight_decay,
             patience: args.patience,
             max_steps: args.max_steps,
+            label_smoothing: args.label_smoothing as f32,
         },
         init: args.init,
         valid_fraction: args.valid_fraction,
@@ -99,6 +100,8 @@ pub async fn finetune(settings: &Settings, args: &FinetuneArgs) -> Result<Summar
             min_accuracy: args.min_accuracy,
             allow_weak: args.allow_weak,
         },
+        augment: args.mirror,
+        cv: args.cv,
     };
     Ok(crate::finetune::finetune(&cfg).await?)
 }

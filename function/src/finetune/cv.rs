@@ -1,0 +1,264 @@
+//! `catdog finetune --cv K`: the candidate settings measured by stratified
+//! k-fold cross-validation on the cached features of train/ and valid/ (never
+//! test/), to choose the defaults by measurement. Each fold trains as
+//! `finetune` does (early stopping on a fifth of the training folds) and is
+//! scored on the held-out fold.
+
+use serde::Serialize;
+
+use super::features::Extracted;
+use super::train::{self, Rng, Set, TrainConfig};
+
+/// The photos' features, each with its mirror image's.
+pub struct Pool {
+    x: Vec<Vec<f32>>,
+    y: Vec<usize>,
+    prior: Option<Vec<Vec<f32>>>,
+    /// Mirror images, aligned with `x` (empty when they did not align).
+    xm: Vec<Vec<f32>>,
+    prior_m: Option<Vec<Vec<f32>>>,
+}
+
+impl Pool {
+    /// Pools sets of (features, labels) with their mirrored extractions.
+    pub fn new(sets: &[(&Extracted, &Vec<usize>)], mirrored: &[&Extracted]) -> Self {
+        let mut pool = Pool {
+            x: vec![],
+            y: vec![],
+            prior: Some(vec![]),
+            xm: vec![],
+            prior_m: Some(vec![]),
+        };
+        for ((ex, y), m) in sets.iter().zip(mirrored) {
+            pool.x.extend(ex.features.iter().cloned());
+            pool.y.extend(y.iter().copied());
+            pool.xm.extend(m.features.iter().cloned());
+            match (pool.prior.as_mut(), &ex.prior) {
+                (Some(p), Some(e)) => p.extend(e.iter().cloned()),
+                _ => pool.prior = None,
+            }
+            match (pool.prior_m.as_mut(), &m.prior) {
+                (Some(p), Some(e)) => p.extend(e.iter().cloned()),
+                _ => pool.prior_m = None,
+            }
+        }
+        if pool.xm.len() != pool.x.len() {
+            pool.xm.clear();
+        }
+        pool
+    }
+}
+
+/// One candidate's settings.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Candidate {
+    pub zero_shot: bool,
+    pub weight_decay: f32,
+    pub label_smoothing: f32,
+    pub mirror: bool,
+}
+
+/// One candidate's cross-validated score.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub candidate: Candidate,
+    pub correct: usize,
+    pub total: usize,
+    pub mean_loss: f32,
+}
+
+/// Every candidate's score, best first, and the base's zero-shot choice.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub folds: usize,
+    pub photos: usize,
+    pub zero_shot_correct: Option<usize>,
+    pub rows: Vec<Row>,
+}
+
+/// Runs every candidate over `k` stratified folds.
+pub fn run(pool: &Pool, classes: usize, k: usize, base: TrainConfig, zero_shot: bool) -> Report {
+    let k = k.max(2);
+    // Stratified folds: each class shuffled by the seed, dealt round-robin.
+    let mut fold = vec![0usize; pool.y.len()];
+    let mut rng = Rng::new(base.seed ^ 0xC0FF_EE00);
+    for c in 0..classes {
+        let mut idx: Vec<usize> = (0..pool.y.len()).filter(|&i| pool.y[i] == c).collect();
+        rng.shuffle(&mut idx);
+        for (n, i) in idx.into_iter().enumerate() {
+            fold[i] = n % k;
+        }
+    }
+    let mut candidates = Vec::new();
+    for zs in if zero_shot {
+        vec![true, false]
+    } else {
+        vec![false]
+    } {
+        for wd in [0.0, 1e-2, 1e-1] {
+            for ls in [0.0, 0.1] {
+                for mirror in [false, true] {
+                    if mirror && pool.xm.is_empty() {
+                        continue;
+                    }
+                    candidates.push(Candidate {
+                        zero_shot: zs,
+                        weight_decay: wd,
+                        label_smoothing: ls,
+                        mirror,
+                    });
+                }
+            }
+        }
+    }
+    let mut rows: Vec<Row> = candidates
+        .iter()
+        .map(|c| score(pool, classes, k, &fold, base, *c))
+        .collect();
+    rows.sort_by(|a, b| {
+        b.correct
+            .cmp(&a.correct)
+            .then(a.mean_loss.total_cmp(&b.mean_loss))
+    });
+    let zero_shot_correct = pool.prior.as_ref().map(|p| {
+        p.iter()
+            .zip(&pool.y)
+            .filter(|(p, &y)| train::argmax(p) == y)
+            .count()
+    });
+    Report {
+        folds: k,
+        photos: pool.y.len(),
+        zero_shot_correct,
+        rows,
+    }
+}
+
+fn score(
+    pool: &Pool,
+    classes: usize,
+    k: usize,
+    fold: &[usize],
+    base: TrainConfig,
+    c: Candidate,
+) -> Row {
+    let cfg = TrainConfig {
+        weight_decay: c.weight_decay,
+        label_smoothing: c.label_smoothing,
+        ..base
+    };
+    let (mut correct, mut total, mut loss) = (0, 0, 0.0f32);
+    let pick = |idx: &[usize], mirrored: bool| {
+        let (xs, ps) = if mirrored {
+            (&pool.xm, &pool.prior_m)
+        } else {
+            (&pool.x, &pool.prior)
+        };
+        let x: Vec<Vec<f32>> = idx.iter().map(|&i| xs[i].clone()).collect();
+        let y: Vec<usize> = idx.iter().map(|&i| pool.y[i]).collect();
+        let p: Option<Vec<Vec<f32>>> = ps
+            .as_ref()
+            .filter(|_| c.zero_shot)
+            .map(|ps| idx.iter().map(|&i| ps[i].clone()).collect());
+        (x, y, p)
+    };
+    for f in 0..k {
+        let held: Vec<usize> = (0..pool.y.len()).filter(|&i| fold[i] == f).collect();
+        let rest: Vec<usize> = (0..pool.y.len()).filter(|&i| fold[i] != f).collect();
+        // A fifth of the training folds stops training early, as `finetune` does.
+        let inner: Vec<usize> = rest
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(n, _)| n % 5 == 0)
+            .map(|(_, i)| i)
+            .collect();
+        let fit: Vec<usize> = rest
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(n, _)| n % 5 != 0)
+            .map(|(_, i)| i)
+            .collect();
+        let (mut x, mut y, mut p) = pick(&fit, false);
+        if c.mirror {
+            let (xm, ym, pm) = pick(&fit, true);
+            x.extend(xm);
+            y.extend(ym);
+            if let (Some(p), Some(pm)) = (p.as_mut(), pm) {
+                p.extend(pm);
+            }
+        }
+        let (vx, vy, vp) = pick(&inner, false);
+        let (hx, hy, hp) = pick(&held, false);
+        let fit_set = Set {
+            x: &x,
+            y: &y,
+            prior: p.as_deref(),
+        };
+        let valid = Set {
+            x: &vx,
+            y: &vy,
+            prior: vp.as_deref(),
+        };
+        let (head, _) = train::train(fit_set, classes, cfg, Some(valid), |_| {});
+        let held_set = Set {
+            x: &hx,
+            y: &hy,
+            prior: hp.as_deref(),
+        };
+        let (l, a) = head.evaluate(held_set);
+        correct += (a * hy.len() as f32).round() as usize;
+        total += hy.len();
+        loss += l * hy.len() as f32;
+    }
+    Row {
+        candidate: c,
+        correct,
+        total,
+        mean_loss: loss / total.max(1) as f32,
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{}-fold cross-validation on {} photos (train/ and valid/; test/ untouched)\n",
+            self.folds, self.photos
+        )?;
+        if let Some(z) = self.zero_shot_correct {
+            writeln!(
+                f,
+                "the base's zero-shot choice, no training: {z}/{} = {:.1}%\n",
+                self.photos,
+                pct(z, self.photos)
+            )?;
+        }
+        writeln!(
+            f,
+            "| start | weight decay | label smoothing | mirror | accuracy | held-out loss |"
+        )?;
+        writeln!(f, "| --- | --- | --- | --- | --- | --- |")?;
+        for r in &self.rows {
+            let c = r.candidate;
+            writeln!(
+                f,
+                "| {} | {} | {} | {} | {}/{} = {:.1}% | {:.4} |",
+                if c.zero_shot { "zero-shot" } else { "random" },
+                c.weight_decay,
+                c.label_smoothing,
+                if c.mirror { "yes" } else { "no" },
+                r.correct,
+                r.total,
+                pct(r.correct, r.total),
+                r.mean_loss
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn pct(n: usize, d: usize) -> f64 {
+    n as f64 * 100.0 / d.max(1) as f64
+}
