@@ -81,20 +81,8 @@ fn mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves() {
     let base = data.join("models/mobilenetv2-12-int8.onnx");
     let out_dir = tmp("mobilenet");
     let out = out_dir.join("catdog-mobilenet.onnx");
-    let photos = data.join("catsdogs");
-    let args = [
-        "finetune",
-        "--base",
-        base.to_str().unwrap(),
-        "--preprocessing",
-        "torch",
-        "--data",
-        photos.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--seed",
-        "1",
-    ];
+    let args = mobilenet_args(&data, &out);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // The defaults: no training flag at all.
     let res = run(&args);
     assert!(
@@ -127,7 +115,7 @@ fn mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves() {
 
     // deterministic: same seed, same bytes
     let again = out_dir.join("again.onnx");
-    let mut args2 = args;
+    let mut args2 = args.clone();
     args2[8] = again.to_str().unwrap();
     assert!(run(&args2).status.success());
     assert!(
@@ -296,6 +284,28 @@ fn mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves() {
         );
     }
     let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+/// `catdog finetune` of the shared MobileNetV2 on the shared photos into
+/// `out`, with the default training flags and seed 1 (`args[8]` is `out`).
+fn mobilenet_args(data: &Path, out: &Path) -> Vec<String> {
+    let base = data.join("models/mobilenetv2-12-int8.onnx");
+    let photos = data.join("catsdogs");
+    [
+        "finetune",
+        "--base",
+        base.to_str().unwrap(),
+        "--preprocessing",
+        "torch",
+        "--data",
+        photos.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--seed",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn tokio_block<F: std::future::Future>(f: F) -> F::Output {
@@ -602,44 +612,41 @@ fn a_weak_result_is_refused_unless_allowed() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// Fine-tunes the tiny base on `root` for 3 epochs; where the validation
+/// photos came from, and the training and validation counts, and stderr.
+fn split_of(root: &Path) -> ((String, u64, u64), String) {
+    let o = finetune_tiny(root, &["--epochs", "3", "--allow-weak"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let n = |k: &str| s[k].as_u64().unwrap();
+    (
+        (
+            s["valid_source"].as_str().unwrap().to_string(),
+            n("train_images"),
+            n("valid_images"),
+        ),
+        err,
+    )
+}
+
 #[test]
 fn validation_comes_from_valid_or_a_seeded_stratified_split() {
     // No valid/: 20% of each class (2 of 10) carved from train/, by the seed.
     let root = tmp("carve");
     colour_dataset(&root.join("train"), 10, 1);
-    let o = finetune_tiny(&root, &["--epochs", "3", "--allow-weak"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(
-        (
-            s["valid_source"].as_str(),
-            s["train_images"].as_u64(),
-            s["valid_images"].as_u64()
-        ),
-        (Some("carved"), Some(16), Some(4))
-    );
+    assert_eq!(split_of(&root).0, ("carved".to_string(), 16, 4));
     let first = std::fs::read(root.join("m.onnx")).unwrap();
-    assert!(finetune_tiny(&root, &["--epochs", "3", "--allow-weak"])
-        .status
-        .success());
+    split_of(&root);
     assert!(
         first == std::fs::read(root.join("m.onnx")).unwrap(),
         "same seed, same split, same file"
     );
     // Its own folder when there is one: every train/ photo trains.
     colour_dataset(&root.join("valid"), 3, 2);
-    let o = finetune_tiny(&root, &["--epochs", "3", "--allow-weak"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(
-        (
-            s["valid_source"].as_str(),
-            s["train_images"].as_u64(),
-            s["valid_images"].as_u64()
-        ),
-        (Some("folder"), Some(20), Some(6))
-    );
-    assert!(String::from_utf8_lossy(&o.stderr).contains("validation photos (valid/)"));
+    let (split, err) = split_of(&root);
+    assert_eq!(split, ("folder".to_string(), 20, 6));
+    assert!(err.contains("validation photos (valid/)"), "{err}");
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -650,23 +657,12 @@ fn the_zero_shot_start_answers_as_the_base_on_real_photos() {
     };
     let root = tmp("zero-shot");
     let out = root.join("start.onnx");
-    let base = data.join("models/mobilenetv2-12-int8.onnx");
     let photos = data.join("catsdogs");
-    // No training step at all: the head as it starts.
-    let o = run(&[
-        "finetune",
-        "--base",
-        base.to_str().unwrap(),
-        "--preprocessing",
-        "torch",
-        "--data",
-        photos.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--epochs",
-        "0",
-        "--allow-weak",
-    ]);
+    // No training step at all: the head as it starts (the same command as the
+    // defaults test, `--seed 1` and all, with no epoch).
+    let mut start_args = mobilenet_args(&data, &out);
+    start_args.extend(["--epochs", "0", "--allow-weak"].map(String::from));
+    let o = run(&start_args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // Python onnxruntime's answers of the base (fixtures): summed cat and dog groups.
     let reference: Value =
