@@ -65,6 +65,10 @@ pub struct Row {
     pub correct: usize,
     pub total: usize,
     pub mean_loss: f32,
+    /// The same heads, answering with the mean of the photo's and its
+    /// mirror image's probabilities (test-time flip averaging).
+    pub tta_correct: Option<usize>,
+    pub tta_mean_loss: Option<f32>,
 }
 
 /// Every candidate's score, best first, and the base's zero-shot choice.
@@ -148,6 +152,7 @@ fn score(
         ..base
     };
     let (mut correct, mut total, mut loss) = (0, 0, 0.0f32);
+    let (mut tta_correct, mut tta_loss) = (0usize, 0.0f32);
     let pick = |idx: &[usize], mirrored: bool| {
         let (xs, ps) = if mirrored {
             (&pool.xm, &pool.prior_m)
@@ -211,12 +216,25 @@ fn score(
         correct += (a * hy.len() as f32).round() as usize;
         total += hy.len();
         loss += l * hy.len() as f32;
+        if !pool.xm.is_empty() {
+            let (mx, _, mp) = pick(&held, true);
+            for (i, &y) in hy.iter().enumerate() {
+                let p = head.probabilities(&hx[i], hp.as_ref().map(|p| p[i].as_slice()));
+                let q = head.probabilities(&mx[i], mp.as_ref().map(|p| p[i].as_slice()));
+                let mean: Vec<f32> = p.iter().zip(&q).map(|(a, b)| (a + b) / 2.0).collect();
+                tta_loss -= mean[y].max(1e-12).ln();
+                tta_correct += usize::from(train::argmax(&mean) == y);
+            }
+        }
     }
+    let tta = !pool.xm.is_empty();
     Row {
         candidate: c,
         correct,
         total,
         mean_loss: loss / total.max(1) as f32,
+        tta_correct: tta.then_some(tta_correct),
+        tta_mean_loss: tta.then(|| tta_loss / total.max(1) as f32),
     }
 }
 
@@ -237,14 +255,14 @@ impl std::fmt::Display for Report {
         }
         writeln!(
             f,
-            "| start | weight decay | label smoothing | mirror | accuracy | held-out loss |"
+            "| start | weight decay | label smoothing | mirror | accuracy | held-out loss | with flip averaging |"
         )?;
-        writeln!(f, "| --- | --- | --- | --- | --- | --- |")?;
+        writeln!(f, "| --- | --- | --- | --- | --- | --- | --- |")?;
         for r in &self.rows {
             let c = r.candidate;
             writeln!(
                 f,
-                "| {} | {} | {} | {} | {}/{} = {:.1}% | {:.4} |",
+                "| {} | {} | {} | {} | {}/{} = {:.1}% | {:.4} | {} |",
                 if c.zero_shot { "zero-shot" } else { "random" },
                 c.weight_decay,
                 c.label_smoothing,
@@ -252,7 +270,11 @@ impl std::fmt::Display for Report {
                 r.correct,
                 r.total,
                 pct(r.correct, r.total),
-                r.mean_loss
+                r.mean_loss,
+                match (r.tta_correct, r.tta_mean_loss) {
+                    (Some(n), Some(l)) => format!("{n}/{}, loss {l:.4}", r.total),
+                    _ => "-".into(),
+                }
             )?;
         }
         Ok(())
