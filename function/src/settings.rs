@@ -578,27 +578,31 @@ fn parse_preprocessing(s: &str) -> Result<Preprocessing, String> {
     Preprocessing::parse(s).map_err(|e| e.to_string())
 }
 
-fn parse_probability(s: &str) -> Result<f32, String> {
-    match s.trim().parse::<f32>() {
-        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
-        _ => Err(format!("{s:?} is not a probability between 0 and 1")),
+/// A number within `range`; `what` names it in the refusal.
+fn number_in<T>(s: &str, range: impl std::ops::RangeBounds<T>, what: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd,
+{
+    match s.trim().parse::<T>() {
+        Ok(v) if range.contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not {what}")),
     }
+}
+
+fn parse_probability(s: &str) -> Result<f32, String> {
+    number_in(s, 0.0..=1.0, "a probability between 0 and 1")
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(p) if (0.0..1.0).contains(&p) => Ok(p),
-        _ => Err(format!("{s:?} is not a fraction between 0 and 1")),
-    }
+    number_in(s, 0.0..=1.0, "a fraction between 0 and 1")
 }
 
 fn parse_timeout_s(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(t) if t > 0.0 && t <= 3600.0 => Ok(t),
-        _ => Err(format!(
-            "{s:?} is not a number of seconds between 0 and 3600"
-        )),
-    }
+    number_in(
+        s,
+        f64::MIN_POSITIVE..=3600.0,
+        "a number of seconds between 0 and 3600",
+    )
 }
 
 fn parse_url(s: &str) -> Result<String, String> {

@@ -4,6 +4,7 @@
 //! and fine-tuning's feature extraction, so both load and run a model the
 //! same way.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -70,12 +71,13 @@ pub struct Opened {
 const EXTERNAL_FOLDER_KEY: &str = "session.model_external_initializers_file_folder_path";
 
 /// What ONNX Runtime is handed.
-enum Graph {
+enum Graph<'a> {
     /// It reads the file itself.
     File(PathBuf),
-    /// A serialized graph; its external data (if any) lies in `folder`.
+    /// A serialized graph (a remote model's bytes are borrowed, not copied);
+    /// its external data (if any) lies in `folder`.
     Memory {
-        graph: Vec<u8>,
+        graph: Cow<'a, [u8]>,
         folder: Option<String>,
     },
 }
@@ -92,14 +94,14 @@ pub fn open(
     let graph = match (graph, edit) {
         (g, None) => g,
         (Graph::Memory { graph, folder }, Some(edit)) => Graph::Memory {
-            graph: edit(&graph).map_err(ModelError::Onnx)?,
+            graph: Cow::Owned(edit(&graph).map_err(ModelError::Onnx)?),
             folder,
         },
         (Graph::File(path), Some(edit)) => {
             let bytes = std::fs::read(&path)
                 .map_err(|e| ModelError::Onnx(format!("cannot read the model file: {e}")))?;
             Graph::Memory {
-                graph: edit(&bytes).map_err(ModelError::Onnx)?,
+                graph: Cow::Owned(edit(&bytes).map_err(ModelError::Onnx)?),
                 folder: folder_of(&path),
             }
         }
@@ -146,40 +148,31 @@ pub fn open(
 
 /// The graph to hand ONNX Runtime, and whether it is quantized (which
 /// decides pre-packing): judged from the graph without its weights, a few KB.
-fn graph_of(model: &FetchedModel, zero_copy: bool) -> Result<(Graph, bool), ModelError> {
-    match &model.data {
-        ModelData::Bytes(bytes) => Ok((
-            Graph::Memory {
-                graph: bytes.clone(),
+fn graph_of(model: &FetchedModel, zero_copy: bool) -> Result<(Graph<'_>, bool), ModelError> {
+    let path = match &model.data {
+        ModelData::Bytes(bytes) => {
+            let graph = Graph::Memory {
+                graph: Cow::Borrowed(bytes),
                 folder: None,
-            },
-            source::model_looks_quantized(bytes),
-        )),
-        ModelData::File(path) if zero_copy => match map_weights(path)? {
-            Some(mapped) => {
-                let quantized = source::looks_quantized(&mapped.graph);
-                Ok((
-                    Graph::Memory {
-                        graph: mapped.graph,
-                        folder: Some(mapped.folder),
-                    },
-                    quantized,
-                ))
-            }
-            None => {
-                let quantized = source::scan_file(path)
-                    .map_err(|e| ModelError::Onnx(format!("cannot read the model file: {e}")))?
-                    .1;
-                Ok((Graph::File(path.clone()), quantized))
-            }
-        },
-        ModelData::File(path) => {
-            let quantized = source::scan_file(path)
-                .map_err(|e| ModelError::Onnx(format!("cannot read the model file: {e}")))?
-                .1;
-            Ok((Graph::File(path.clone()), quantized))
+            };
+            return Ok((graph, source::model_looks_quantized(bytes)));
+        }
+        ModelData::File(path) => path,
+    };
+    if zero_copy {
+        if let Some(mapped) = map_weights(path)? {
+            let quantized = source::looks_quantized(&mapped.graph);
+            let graph = Graph::Memory {
+                graph: Cow::Owned(mapped.graph),
+                folder: Some(mapped.folder),
+            };
+            return Ok((graph, quantized));
         }
     }
+    let quantized = source::scan_file(path)
+        .map_err(|e| ModelError::Onnx(format!("cannot read the model file: {e}")))?
+        .1;
+    Ok((Graph::File(path.clone()), quantized))
 }
 
 /// The session's one float32 image input of rank 4.
