@@ -707,12 +707,12 @@ fn cross_validation_prints_the_candidates_and_writes_nothing() {
         out.contains("the base's zero-shot choice, no training: "),
         "{out}"
     );
-    // 2 starts × 3 weight decays × 2 label smoothings × mirror or not.
+    // 2 starts × 3 weight decays × 2 label smoothings × (mirror, crops) on or off.
     assert_eq!(
         out.lines()
             .filter(|l| l.starts_with("| zero-shot |") || l.starts_with("| random |"))
             .count(),
-        24,
+        48,
         "{out}"
     );
     assert!(

@@ -6,46 +6,57 @@
 
 use serde::Serialize;
 
-use super::features::Extracted;
+use super::features::{Extracted, View};
 use super::train::{self, Rng, Set, TrainConfig};
 
-/// The photos' features, each with its mirror image's.
+/// The photos' features, with each augmented copy's.
 pub struct Pool {
     x: Vec<Vec<f32>>,
     y: Vec<usize>,
     prior: Option<Vec<Vec<f32>>>,
-    /// Mirror images, aligned with `x` (empty when they did not align).
-    xm: Vec<Vec<f32>>,
-    prior_m: Option<Vec<Vec<f32>>>,
+    /// Augmented copies, each aligned with `x` (copies that did not align are dropped).
+    views: Vec<(View, Vec<Vec<f32>>, Option<Vec<Vec<f32>>>)>,
+}
+
+/// Appends `ex` to (features, priors); priors go away when one set has none.
+fn append(x: &mut Vec<Vec<f32>>, prior: &mut Option<Vec<Vec<f32>>>, ex: &Extracted) {
+    x.extend(ex.features.iter().cloned());
+    match (prior.as_mut(), &ex.prior) {
+        (Some(p), Some(e)) => p.extend(e.iter().cloned()),
+        _ => *prior = None,
+    }
 }
 
 impl Pool {
-    /// Pools sets of (features, labels) with their mirrored extractions.
-    pub fn new(sets: &[(&Extracted, &Vec<usize>)], mirrored: &[&Extracted]) -> Self {
+    /// Pools sets of (features, labels) with, per view, the same sets' augmented extractions.
+    pub fn new<const N: usize>(
+        sets: &[(&Extracted, &Vec<usize>); N],
+        views: &[(View, [Extracted; N])],
+    ) -> Self {
         let mut pool = Pool {
             x: vec![],
             y: vec![],
             prior: Some(vec![]),
-            xm: vec![],
-            prior_m: Some(vec![]),
+            views: vec![],
         };
-        for ((ex, y), m) in sets.iter().zip(mirrored) {
-            pool.x.extend(ex.features.iter().cloned());
+        for (ex, y) in sets {
+            append(&mut pool.x, &mut pool.prior, ex);
             pool.y.extend(y.iter().copied());
-            pool.xm.extend(m.features.iter().cloned());
-            match (pool.prior.as_mut(), &ex.prior) {
-                (Some(p), Some(e)) => p.extend(e.iter().cloned()),
-                _ => pool.prior = None,
-            }
-            match (pool.prior_m.as_mut(), &m.prior) {
-                (Some(p), Some(e)) => p.extend(e.iter().cloned()),
-                _ => pool.prior_m = None,
-            }
         }
-        if pool.xm.len() != pool.x.len() {
-            pool.xm.clear();
+        for (view, extracted) in views {
+            let (mut x, mut prior) = (vec![], Some(vec![]));
+            for ex in extracted {
+                append(&mut x, &mut prior, ex);
+            }
+            if x.len() == pool.x.len() {
+                pool.views.push((*view, x, prior));
+            }
         }
         pool
+    }
+
+    fn has(&self, wanted: impl Fn(View) -> bool) -> bool {
+        self.views.iter().any(|(v, _, _)| wanted(*v))
     }
 }
 
@@ -56,6 +67,7 @@ pub struct Candidate {
     pub weight_decay: f32,
     pub label_smoothing: f32,
     pub mirror: bool,
+    pub crop: bool,
 }
 
 /// One candidate's cross-validated score.
@@ -101,8 +113,10 @@ pub fn run(pool: &Pool, classes: usize, k: usize, base: TrainConfig, zero_shot: 
     } {
         for wd in [0.0, 1e-2, 1e-1] {
             for ls in [0.0, 0.1] {
-                for mirror in [false, true] {
-                    if mirror && pool.xm.is_empty() {
+                for (mirror, crop) in [(false, false), (true, false), (false, true), (true, true)] {
+                    if (mirror && !pool.has(|v| v == View::Mirror))
+                        || (crop && !pool.has(|v| matches!(v, View::Crop(_))))
+                    {
                         continue;
                     }
                     candidates.push(Candidate {
@@ -110,6 +124,7 @@ pub fn run(pool: &Pool, classes: usize, k: usize, base: TrainConfig, zero_shot: 
                         weight_decay: wd,
                         label_smoothing: ls,
                         mirror,
+                        crop,
                     });
                 }
             }
@@ -153,12 +168,13 @@ fn score(
     };
     let (mut correct, mut total, mut loss) = (0, 0, 0.0f32);
     let (mut tta_correct, mut tta_loss) = (0usize, 0.0f32);
-    let pick = |idx: &[usize], mirrored: bool| {
-        let (xs, ps) = if mirrored {
-            (&pool.xm, &pool.prior_m)
-        } else {
-            (&pool.x, &pool.prior)
-        };
+    let tta = pool.has(|v| v == View::Mirror);
+    let pick = |idx: &[usize], view: View| {
+        let (xs, ps) = pool
+            .views
+            .iter()
+            .find(|(v, _, _)| *v == view)
+            .map_or((&pool.x, &pool.prior), |(_, x, p)| (x, p));
         let x: Vec<Vec<f32>> = idx.iter().map(|&i| xs[i].clone()).collect();
         let y: Vec<usize> = idx.iter().map(|&i| pool.y[i]).collect();
         let p: Option<Vec<Vec<f32>>> = ps
@@ -185,17 +201,22 @@ fn score(
             .filter(|(n, _)| n % 5 != 0)
             .map(|(_, i)| i)
             .collect();
-        let (mut x, mut y, mut p) = pick(&fit, false);
-        if c.mirror {
-            let (xm, ym, pm) = pick(&fit, true);
+        let (mut x, mut y, mut p) = pick(&fit, View::Original);
+        let views = super::Augment {
+            mirror: c.mirror,
+            crop: c.crop,
+        }
+        .views();
+        for view in views {
+            let (xm, ym, pm) = pick(&fit, view);
             x.extend(xm);
             y.extend(ym);
             if let (Some(p), Some(pm)) = (p.as_mut(), pm) {
                 p.extend(pm);
             }
         }
-        let (vx, vy, vp) = pick(&inner, false);
-        let (hx, hy, hp) = pick(&held, false);
+        let (vx, vy, vp) = pick(&inner, View::Original);
+        let (hx, hy, hp) = pick(&held, View::Original);
         let fit_set = Set {
             x: &x,
             y: &y,
@@ -216,8 +237,8 @@ fn score(
         correct += (a * hy.len() as f32).round() as usize;
         total += hy.len();
         loss += l * hy.len() as f32;
-        if !pool.xm.is_empty() {
-            let (mx, _, mp) = pick(&held, true);
+        if tta {
+            let (mx, _, mp) = pick(&held, View::Mirror);
             for (i, &y) in hy.iter().enumerate() {
                 let p = head.probabilities(&hx[i], hp.as_ref().map(|p| p[i].as_slice()));
                 let q = head.probabilities(&mx[i], mp.as_ref().map(|p| p[i].as_slice()));
@@ -227,7 +248,6 @@ fn score(
             }
         }
     }
-    let tta = !pool.xm.is_empty();
     Row {
         candidate: c,
         correct,
@@ -255,18 +275,19 @@ impl std::fmt::Display for Report {
         }
         writeln!(
             f,
-            "| start | weight decay | label smoothing | mirror | accuracy | held-out loss | with flip averaging |"
+            "| start | weight decay | label smoothing | mirror | crops | accuracy | held-out loss | with flip averaging |"
         )?;
-        writeln!(f, "| --- | --- | --- | --- | --- | --- | --- |")?;
+        writeln!(f, "| --- | --- | --- | --- | --- | --- | --- | --- |")?;
         for r in &self.rows {
             let c = r.candidate;
             writeln!(
                 f,
-                "| {} | {} | {} | {} | {}/{} = {:.1}% | {:.4} | {} |",
+                "| {} | {} | {} | {} | {} | {}/{} = {:.1}% | {:.4} | {} |",
                 if c.zero_shot { "zero-shot" } else { "random" },
                 c.weight_decay,
                 c.label_smoothing,
                 if c.mirror { "yes" } else { "no" },
+                if c.crop { "yes" } else { "no" },
                 r.correct,
                 r.total,
                 pct(r.correct, r.total),

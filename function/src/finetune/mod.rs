@@ -86,6 +86,37 @@ pub struct Acceptance {
     pub allow_weak: bool,
 }
 
+/// Augmentation: extra copies of each training photo, each run through the base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Augment {
+    /// The left-right mirror image.
+    pub mirror: bool,
+    /// The four corner crops keeping 80% of each side.
+    pub crop: bool,
+}
+
+impl Augment {
+    pub fn views(self) -> Vec<features::View> {
+        let mut views = Vec::new();
+        if self.mirror {
+            views.push(features::View::Mirror);
+        }
+        if self.crop {
+            views.extend(features::View::CROPS);
+        }
+        views
+    }
+
+    fn describe(self) -> &'static str {
+        match (self.mirror, self.crop) {
+            (false, false) => "",
+            (true, false) => " (+ their mirror images)",
+            (false, true) => " (+ 4 corner crops each)",
+            (true, true) => " (+ their mirror images and 4 corner crops each)",
+        }
+    }
+}
+
 /// What to fine-tune on what.
 #[derive(Debug, Clone)]
 pub struct FinetuneConfig {
@@ -99,8 +130,8 @@ pub struct FinetuneConfig {
     /// Share of each class of train/ set aside for validation when there is no valid/.
     pub valid_fraction: f64,
     pub accept: Acceptance,
-    /// Also train on each photo's mirror image.
-    pub augment: bool,
+    /// Which extra copies of each training photo to train on.
+    pub augment: Augment,
     /// Measure the candidate settings by k-fold cross-validation instead of training.
     pub cv: Option<usize>,
 }
@@ -120,8 +151,8 @@ pub struct Summary {
     pub valid_source: data::ValidSource,
     /// How the head started: `zero-shot` or `random`.
     pub init: Init,
-    /// Trained on each photo's mirror image too.
-    pub augment: bool,
+    /// The extra copies of each training photo trained on.
+    pub augment: Augment,
     pub skipped: Vec<String>,
     pub config: TrainConfig,
     pub history: Vec<EpochStats>,
@@ -275,13 +306,13 @@ fn run(
     let t0 = Instant::now();
     let mut skipped = Vec::new();
     let mut extract = |split: &data::Split,
-                       mirror: bool,
+                       view: features::View,
                        what: &str|
      -> Result<(features::Extracted, Vec<usize>), FinetuneError> {
         let files: Vec<PathBuf> = split.files.iter().map(|(p, _)| p.clone()).collect();
-        let ex = features::extract(&probe.runner, head, spec.as_ref(), &files, mirror, what)
+        let ex = features::extract(&probe.runner, head, spec.as_ref(), &files, view, what)
             .map_err(FinetuneError::Features)?;
-        if !mirror {
+        if view == features::View::Original {
             skipped.extend(
                 ex.skipped
                     .iter()
@@ -291,8 +322,8 @@ fn run(
         let y = ex.kept.iter().map(|&i| split.files[i].1).collect();
         Ok((ex, y))
     };
-    let (mut tr, mut y) = extract(&train_split, false, "train")?;
-    let (va, vy) = extract(&valid_split, false, "valid")?;
+    let (mut tr, mut y) = extract(&train_split, features::View::Original, "train")?;
+    let (va, vy) = extract(&valid_split, features::View::Original, "valid")?;
     for (c, label) in train_split.labels.iter().enumerate() {
         if !y.contains(&c) {
             return Err(FinetuneError::NoUsable(label.clone()));
@@ -301,10 +332,18 @@ fn run(
     let train_images = y.len();
     if let Some(k) = cfg.cv {
         // Measuring, not training: the candidates by k-fold cross-validation
-        // over train/ and valid/ (never test/), each photo also mirrored.
-        let (trm, _) = extract(&train_split, true, "train, mirrored")?;
-        let (vam, _) = extract(&valid_split, true, "valid, mirrored")?;
-        let pool = cv::Pool::new(&[(&tr, &y), (&va, &vy)], &[&trm, &vam]);
+        // over train/ and valid/ (never test/), with every augmented copy.
+        let all = Augment {
+            mirror: true,
+            crop: true,
+        };
+        let mut views = Vec::new();
+        for view in all.views() {
+            let (t, _) = extract(&train_split, view, "train")?;
+            let (v, _) = extract(&valid_split, view, "valid")?;
+            views.push((view, [t, v]));
+        }
+        let pool = cv::Pool::new(&[(&tr, &y), (&va, &vy)], &views);
         let report = cv::run(
             &pool,
             train_split.labels.len(),
@@ -314,10 +353,10 @@ fn run(
         );
         return Err(FinetuneError::CrossValidated(report));
     }
-    if cfg.augment {
-        let (trm, ym) = extract(&train_split, true, "train, mirrored")?;
-        tr.features.extend(trm.features);
-        if let (Some(p), Some(pm)) = (tr.prior.as_mut(), trm.prior) {
+    for view in cfg.augment.views() {
+        let (more, ym) = extract(&train_split, view, "train")?;
+        tr.features.extend(more.features);
+        if let (Some(p), Some(pm)) = (tr.prior.as_mut(), more.prior) {
             p.extend(pm);
         }
         y.extend(ym);
@@ -350,11 +389,7 @@ fn run(
     eprintln!(
         "finetune: {} training{} and {} validation photos ({}), head starts {}{}",
         train_images,
-        if cfg.augment {
-            " (+ their mirror images)"
-        } else {
-            ""
-        },
+        cfg.augment.describe(),
         vy.len(),
         match valid_source {
             data::ValidSource::Folder => "valid/",

@@ -100,7 +100,10 @@ pub async fn finetune(settings: &Settings, args: &FinetuneArgs) -> Result<Summar
             min_accuracy: args.min_accuracy,
             allow_weak: args.allow_weak,
         },
-        augment: args.mirror,
+        augment: crate::finetune::Augment {
+            mirror: args.mirror,
+            crop: args.crop,
+        },
         cv: args.cv,
     };
     Ok(crate::finetune::finetune(&cfg).await?)
