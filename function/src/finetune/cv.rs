@@ -15,7 +15,14 @@ pub struct Pool {
     y: Vec<usize>,
     prior: Option<Vec<Vec<f32>>>,
     /// Augmented copies, each aligned with `x` (copies that did not align are dropped).
-    views: Vec<(View, Vec<Vec<f32>>, Option<Vec<Vec<f32>>>)>,
+    views: Vec<Copies>,
+}
+
+/// One augmentation's copy of every pooled photo.
+struct Copies {
+    view: View,
+    x: Vec<Vec<f32>>,
+    prior: Option<Vec<Vec<f32>>>,
 }
 
 /// Appends `ex` to (features, priors); priors go away when one set has none.
@@ -49,14 +56,18 @@ impl Pool {
                 append(&mut x, &mut prior, ex);
             }
             if x.len() == pool.x.len() {
-                pool.views.push((*view, x, prior));
+                pool.views.push(Copies {
+                    view: *view,
+                    x,
+                    prior,
+                });
             }
         }
         pool
     }
 
     fn has(&self, wanted: impl Fn(View) -> bool) -> bool {
-        self.views.iter().any(|(v, _, _)| wanted(*v))
+        self.views.iter().any(|c| wanted(c.view))
     }
 }
 
@@ -173,8 +184,8 @@ fn score(
         let (xs, ps) = pool
             .views
             .iter()
-            .find(|(v, _, _)| *v == view)
-            .map_or((&pool.x, &pool.prior), |(_, x, p)| (x, p));
+            .find(|c| c.view == view)
+            .map_or((&pool.x, &pool.prior), |c| (&c.x, &c.prior));
         let x: Vec<Vec<f32>> = idx.iter().map(|&i| xs[i].clone()).collect();
         let y: Vec<usize> = idx.iter().map(|&i| pool.y[i]).collect();
         let p: Option<Vec<Vec<f32>>> = ps
