@@ -96,13 +96,17 @@ async fn dropped_connections_resume_and_unreachable_servers_fail_fast() {
             .unwrap_or_else(|e| panic!("concurrency {concurrency}: {e}"));
         assert_eq!(sha256, want);
         let FetchedModel {
-            data: ModelData::Bytes(bytes),
+            data: ModelData::File(path),
+            download: Some(guard),
             ..
         } = fetched
         else {
-            panic!("a remote model is fetched into memory")
+            panic!("a remote model is written into the download folder")
         };
+        let bytes = std::fs::read(&path).unwrap();
         assert!(bytes == data, "concurrency {concurrency}: bytes differ");
+        drop(guard);
+        assert!(!path.exists(), "the download goes with the model");
         assert!(
             cut.load(Ordering::SeqCst) >= 1,
             "concurrency {concurrency}: the proxy never cut a connection, so nothing was resumed"

@@ -169,3 +169,131 @@ fn real_int8_mobilenet_answers_exactly_like_a_plain_load() {
     );
     assert_eq!(answers(&mapped), answers(&predict(&model, &files, false)));
 }
+
+/// `catdog predict --json` on `uri` with the S3 environment of `endpoint`,
+/// downloads going to `dir`.
+fn predict_remote(
+    uri: &str,
+    files: &[String],
+    env: &[(String, String)],
+    dir: &std::path::Path,
+    sha256: Option<&str>,
+) -> Output {
+    let mut cmd = catdog_command();
+    cmd.arg("predict")
+        .arg("--json")
+        .arg("--model")
+        .arg(uri)
+        .args(files)
+        .env("RUST_LOG", "catdog=debug")
+        .env("CATDOG_DOWNLOAD_DIR", dir)
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    if uri.ends_with("mobilenetv2-12-int8.onnx") {
+        cmd.env("MODEL_PREPROCESSING", "torch");
+    }
+    if let Some(s) = sha256 {
+        cmd.env("MODEL_SHA256", s);
+    }
+    cmd.output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_model_is_mapped_from_its_download_and_answers_like_the_local_file() {
+    let Some(data) =
+        shared_data("an_s3_model_is_mapped_from_its_download_and_answers_like_the_local_file")
+    else {
+        return;
+    };
+    let (_s3, endpoint) = moto().await;
+    let env = s3_env(&endpoint);
+    let dir = std::env::temp_dir().join(format!("catdog-dl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let photos: Vec<String> = ["cat", "dog"]
+        .iter()
+        .flat_map(|c| std::fs::read_dir(data.join("catsdogs/test").join(c)).unwrap())
+        .map(|e| e.unwrap().path().display().to_string())
+        .take(12)
+        .collect();
+    for (local, moved_want) in [
+        (fixture("tiny_vgg.onnx"), 2),
+        (data.join("models/mobilenetv2-12-int8.onnx"), 0),
+    ] {
+        let name = local.file_name().unwrap().to_string_lossy().into_owned();
+        let files = if name == "tiny_vgg.onnx" {
+            images()
+        } else {
+            photos.clone()
+        };
+        let bytes = std::fs::read(&local).unwrap();
+        s3_put(&endpoint, "models", &name, bytes.clone()).await;
+        let uri = format!("s3://models/{name}");
+
+        let from_s3 = predict_remote(&uri, &files, &env, &dir, None);
+        let log = String::from_utf8_lossy(&from_s3.stderr);
+        assert!(from_s3.status.success(), "{log}");
+        let from_file = predict(&local, &files, true);
+        assert_eq!(
+            answers(&from_s3),
+            answers(&from_file),
+            "{name}: S3 and the local file answer differently"
+        );
+        assert_eq!(answers(&from_s3).len(), files.len());
+        // The download took the local file's zero-copy path.
+        let moved_s3 = moved(&from_s3).unwrap_or_else(|| panic!("{name}: not mapped: {log}"));
+        assert_eq!(moved_s3, moved(&from_file).unwrap(), "{name}");
+        if moved_want > 0 {
+            assert_eq!(moved_s3, moved_want, "{name}");
+        }
+        assert!(log.contains("SHA-256 computed on the way"), "{log}");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "{name}: the download is not left behind"
+        );
+
+        // A digest that does not match: refused before anything is built, nothing left.
+        let wrong = "0".repeat(64);
+        let refused = predict_remote(&uri, &files, &env, &dir, Some(&wrong));
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success());
+        assert!(
+            err.contains("refusing to use it") && err.contains(&uri),
+            "{err}"
+        );
+        assert!(
+            !err.contains("weights mapped from the model file"),
+            "built before verifying: {err}"
+        );
+        assert!(refused.stdout.is_empty());
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "{name}: a refused download is removed"
+        );
+        // The right digest is accepted.
+        let digest = catdog::model::source::sha256_hex(&bytes);
+        let ok = predict_remote(&uri, &files, &env, &dir, Some(&digest));
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        assert_eq!(answers(&ok), answers(&from_file));
+    }
+
+    // A download folder that cannot hold the model: a clear refusal saying what to change.
+    let out = predict_remote(
+        "s3://models/tiny_vgg.onnx",
+        &images(),
+        &env,
+        std::path::Path::new("/proc/catdog-no-such"),
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("CATDOG_DOWNLOAD_DIR") && err.contains("EphemeralStorage"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

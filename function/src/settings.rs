@@ -209,10 +209,11 @@ pub struct LimitSettings {
     #[arg(long, env = "MAX_BATCH", default_value_t = crate::limits::DEFAULT_MAX_BATCH, global = true,
           value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from))]
     pub max_batch: usize,
-    /// Micro-batching: how long a request waits for others to share its batch, in ms (0: off).
-    #[arg(long, env = "BATCH_WINDOW_MS", default_value_t = crate::limits::DEFAULT_BATCH_WINDOW_MS, global = true,
-          value_parser = clap::value_parser!(u64).range(0..=1000))]
-    pub batch_window_ms: u64,
+    /// Micro-batching: how long a request waits for others to share its batch, in ms (0: off)
+    /// [default: 2; 0 on Lambda, where an instance serves one request at a time, so no
+    /// company can come].
+    #[arg(long, env = "BATCH_WINDOW_MS", global = true, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub batch_window_ms: Option<u64>,
     /// Requests that may wait for the model; more get 503 + Retry-After instead of queueing without bound.
     #[arg(long, env = "MAX_QUEUED", default_value_t = crate::limits::DEFAULT_MAX_QUEUED, global = true,
           value_parser = clap::value_parser!(u32).range(1..=100_000).map(|n| n as usize))]
@@ -250,6 +251,11 @@ pub struct FetchSettings {
     /// S3 endpoint (MinIO, moto, …): path-style addressing is then used. The AWS SDK's own variable.
     #[arg(long, env = "AWS_ENDPOINT_URL_S3", global = true, value_parser = parse_url)]
     pub s3_endpoint: Option<String>,
+    /// Folder remote models are written into as they download, then mapped
+    /// from (`/tmp` on Lambda: size the function's EphemeralStorage to the model)
+    /// [default: the system's temporary folder].
+    #[arg(long, env = "CATDOG_DOWNLOAD_DIR", global = true)]
+    pub download_dir: Option<PathBuf>,
     /// Tries of a model fetch that failed for a reason that may pass (Lambda init; `serve` retries without end).
     #[arg(long, env = "CATDOG_FETCH_ATTEMPTS", default_value_t = 4, global = true,
           value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -489,6 +495,11 @@ impl Settings {
             s3_concurrency: self.fetch.s3_concurrency,
             s3_read_timeout: Duration::from_secs_f64(self.fetch.s3_read_timeout_s),
             s3_endpoint: self.fetch.s3_endpoint.clone(),
+            download_dir: self
+                .fetch
+                .download_dir
+                .clone()
+                .unwrap_or_else(std::env::temp_dir),
         }
     }
 
@@ -512,7 +523,11 @@ impl Settings {
                 ..DecodeLimits::default()
             },
             batching: BatchPolicy {
-                window: Duration::from_millis(l.batch_window_ms),
+                window: Duration::from_millis(l.batch_window_ms.unwrap_or(if self.on_lambda() {
+                    0
+                } else {
+                    crate::limits::DEFAULT_BATCH_WINDOW_MS
+                })),
                 max_pictures: l.max_batch,
                 max_queued: l.max_queued,
             },
@@ -707,6 +722,32 @@ mod tests {
         assert_eq!(s.serve.port, 8080);
         assert_eq!(s.retry_policy().attempts, 4);
         assert!(s.session_options().zero_copy);
+    }
+
+    #[test]
+    fn lambda_does_not_wait_for_company_that_cannot_come() {
+        let lambda = parse(&["--lambda-runtime-api", "127.0.0.1:9001"]).unwrap();
+        assert_eq!(lambda.limits().batching.window, Duration::ZERO);
+        let asked = parse(&[
+            "--lambda-runtime-api",
+            "127.0.0.1:9001",
+            "--batch-window-ms",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(
+            asked.limits().batching.window,
+            Duration::from_millis(5),
+            "an explicit window is kept"
+        );
+        assert_eq!(
+            parse(&["--batch-window-ms", "0"])
+                .unwrap()
+                .limits()
+                .batching
+                .window,
+            Duration::ZERO
+        );
     }
 
     #[test]

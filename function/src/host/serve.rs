@@ -70,11 +70,20 @@ impl Server {
                     pause.as_secs_f64()
                 ));
             };
-            match load::load_classifier_with_retries(&spec, policy, on_retry).await {
-                Ok(c) => state.set_ready(Arc::new(c)),
-                Err(e) => {
+            // A bug in loading must not leave the server "loading" for ever.
+            let loading = load::load_classifier_with_retries(&spec, policy, on_retry);
+            match futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(loading)).await
+            {
+                Ok(Ok(c)) => state.set_ready(Arc::new(c)),
+                Ok(Err(e)) => {
                     tracing::error!(error = %e, "model failed to load");
                     state.set_failed(e.to_string());
+                }
+                Err(_) => {
+                    tracing::error!("model loading panicked");
+                    state.set_failed(
+                        "internal error while loading the model (see the server log)".into(),
+                    );
                 }
             }
         });

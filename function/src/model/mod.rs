@@ -12,6 +12,7 @@ pub mod output;
 pub mod publish;
 pub mod session;
 pub mod source;
+pub mod spool;
 pub mod weights;
 
 pub use classifier::{

@@ -4,7 +4,6 @@
 //! and fine-tuning's feature extraction, so both load and run a model the
 //! same way.
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -16,7 +15,7 @@ use ort::value::TensorRef;
 
 use crate::model::contract::{self, ContractError, Layout, Preprocessing};
 use crate::model::error::{inference_err, onnx_err, ModelError};
-use crate::model::source::{self, FetchedModel, ModelData};
+use crate::model::source::{self, FetchedModel};
 use crate::model::weights;
 use crate::preprocess::Preprocessor;
 
@@ -71,13 +70,12 @@ pub struct Opened {
 const EXTERNAL_FOLDER_KEY: &str = "session.model_external_initializers_file_folder_path";
 
 /// What ONNX Runtime is handed.
-enum Graph<'a> {
+enum Graph {
     /// It reads the file itself.
     File(PathBuf),
-    /// A serialized graph (a remote model's bytes are borrowed, not copied);
-    /// its external data (if any) lies in `folder`.
+    /// A serialized graph whose external data (if any) lies in `folder`.
     Memory {
-        graph: Cow<'a, [u8]>,
+        graph: Vec<u8>,
         folder: Option<String>,
     },
 }
@@ -94,14 +92,14 @@ pub fn open(
     let graph = match (graph, edit) {
         (g, None) => g,
         (Graph::Memory { graph, folder }, Some(edit)) => Graph::Memory {
-            graph: Cow::Owned(edit(&graph).map_err(ModelError::Onnx)?),
+            graph: edit(&graph).map_err(ModelError::Onnx)?,
             folder,
         },
         (Graph::File(path), Some(edit)) => {
             let bytes = std::fs::read(&path)
                 .map_err(|e| ModelError::Onnx(format!("cannot read the model file: {e}")))?;
             Graph::Memory {
-                graph: Cow::Owned(edit(&bytes).map_err(ModelError::Onnx)?),
+                graph: edit(&bytes).map_err(ModelError::Onnx)?,
                 folder: folder_of(&path),
             }
         }
@@ -114,10 +112,7 @@ pub fn open(
         .map_err(onnx_err)?
         .with_prepacking(opts.prepack.unwrap_or(quantized))
         .map_err(onnx_err)?;
-    let path = match &model.data {
-        ModelData::File(p) => Some(p.as_path()),
-        ModelData::Bytes(_) => None,
-    };
+    let path = Some(model.path());
     let session = match graph {
         Graph::File(path) => builder.commit_from_file(path),
         Graph::Memory { graph, folder } => {
@@ -148,22 +143,13 @@ pub fn open(
 
 /// The graph to hand ONNX Runtime, and whether it is quantized (which
 /// decides pre-packing): judged from the graph without its weights, a few KB.
-fn graph_of(model: &FetchedModel, zero_copy: bool) -> Result<(Graph<'_>, bool), ModelError> {
-    let path = match &model.data {
-        ModelData::Bytes(bytes) => {
-            let graph = Graph::Memory {
-                graph: Cow::Borrowed(bytes),
-                folder: None,
-            };
-            return Ok((graph, source::model_looks_quantized(bytes)));
-        }
-        ModelData::File(path) => path,
-    };
+fn graph_of(model: &FetchedModel, zero_copy: bool) -> Result<(Graph, bool), ModelError> {
+    let path = model.path();
     if zero_copy {
         if let Some(mapped) = map_weights(path)? {
             let quantized = source::looks_quantized(&mapped.graph);
             let graph = Graph::Memory {
-                graph: Cow::Owned(mapped.graph),
+                graph: mapped.graph,
                 folder: Some(mapped.folder),
             };
             return Ok((graph, quantized));
@@ -172,7 +158,7 @@ fn graph_of(model: &FetchedModel, zero_copy: bool) -> Result<(Graph<'_>, bool), 
     let quantized = source::scan_file(path)
         .map_err(|e| ModelError::Onnx(format!("cannot read the model file: {e}")))?
         .1;
-    Ok((Graph::File(path.clone()), quantized))
+    Ok((Graph::File(path.to_path_buf()), quantized))
 }
 
 /// The session's one float32 image input of rank 4.

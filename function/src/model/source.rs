@@ -1,9 +1,10 @@
 //! Where a model comes from: `s3://bucket/key`, `https://…` (or `http://`), or
-//! a local path. A fetched model is either a file (ONNX Runtime maps its
-//! weights: see `model/session.rs`) or bytes in memory (remote models; a
-//! Lambda's /tmp may not hold a 528 MB model), verified against an optional
-//! SHA-256. The default VGG16 is downloaded once into the cache, then used
-//! as a file.
+//! a local path. A fetched model is always a file, so that ONNX Runtime maps
+//! its weights (see `model/session.rs`): remote models are written into a
+//! download folder as they arrive (`/tmp` on Lambda: `model/spool.rs`),
+//! hashed on the way and verified against an optional SHA-256 before
+//! anything is built from them. The default VGG16 is downloaded once into
+//! the cache.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,8 @@ use std::time::Instant;
 use futures_util::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
+
+use crate::model::spool::{self, Spool, SpoolError, Spooled, SpooledFile};
 
 /// The stock ImageNet VGG16 from the ONNX Model Zoo (opset 7), used when no model is given.
 pub const DEFAULT_MODEL_URL: &str =
@@ -45,6 +48,8 @@ pub enum SourceError {
     },
     #[error("MODEL_SHA256 must be 64 hex digits (got {0:?})")]
     BadSha256(String),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
     #[error("cannot write the model cache {}: {error}", path.display())]
     Cache {
         path: PathBuf,
@@ -115,15 +120,17 @@ impl fmt::Display for ModelUri {
     }
 }
 
-/// A model's content: a file ONNX Runtime reads (and maps) itself, or bytes.
+/// A model's content: a file ONNX Runtime reads (and maps) itself.
 pub enum ModelData {
     File(PathBuf),
-    Bytes(Vec<u8>),
 }
 
 /// A fetched model and where it came from.
 pub struct FetchedModel {
     pub data: ModelData,
+    /// A downloaded model's file, removed when the model is dropped (ONNX
+    /// Runtime's own mapping of the weights outlives the name).
+    pub download: Option<SpooledFile>,
     /// Size of the model in bytes.
     pub size: u64,
     /// Where it came from, as shown to users (no secrets, no folders).
@@ -132,40 +139,26 @@ pub struct FetchedModel {
 }
 
 impl FetchedModel {
-    /// The whole model as bytes: mapped for a file, borrowed otherwise.
-    pub fn view(&self) -> std::io::Result<ModelView<'_>> {
-        Ok(match &self.data {
-            ModelData::File(p) => ModelView::Mapped(map_file(p)?),
-            ModelData::Bytes(b) => ModelView::Bytes(b),
-        })
+    /// The model file.
+    pub fn path(&self) -> &Path {
+        match &self.data {
+            ModelData::File(p) => p,
+        }
+    }
+
+    /// The whole model as bytes, mapped.
+    pub fn view(&self) -> std::io::Result<memmap2::Mmap> {
+        map_file(self.path())
     }
 
     /// The file name weights are found under by external-data references
-    /// (the model file's own name; `-` for bytes).
+    /// (the model file's own name, links resolved).
     pub fn location(&self) -> String {
-        match &self.data {
-            ModelData::File(p) => std::fs::canonicalize(p)
-                .ok()
-                .and_then(|r| r.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| file_name(p)),
-            ModelData::Bytes(_) => "-".into(),
-        }
-    }
-}
-
-/// A model's bytes, however they are held.
-pub enum ModelView<'a> {
-    Mapped(memmap2::Mmap),
-    Bytes(&'a [u8]),
-}
-
-impl std::ops::Deref for ModelView<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            ModelView::Mapped(m) => m,
-            ModelView::Bytes(b) => b,
-        }
+        let p = self.path();
+        std::fs::canonicalize(p)
+            .ok()
+            .and_then(|r| r.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| file_name(p))
     }
 }
 
@@ -194,6 +187,8 @@ pub struct FetchOptions {
     pub s3_read_timeout: std::time::Duration,
     /// A custom endpoint (MinIO, moto, …), addressed path-style.
     pub s3_endpoint: Option<String>,
+    /// Where remote models are written (`/tmp` on Lambda).
+    pub download_dir: PathBuf,
 }
 
 impl Default for FetchOptions {
@@ -202,6 +197,7 @@ impl Default for FetchOptions {
             s3_concurrency: S3_CONCURRENCY,
             s3_read_timeout: std::time::Duration::from_secs(30),
             s3_endpoint: None,
+            download_dir: std::env::temp_dir(),
         }
     }
 }
@@ -221,16 +217,6 @@ pub fn looks_quantized(bytes: &[u8]) -> bool {
     QUANTIZED_OPS
         .iter()
         .any(|op| memchr::memmem::find(bytes, op).is_some())
-}
-
-/// Whether a serialized model holds quantized operators, judged from its
-/// graph without the weights (few KB) rather than by reading every weight
-/// byte; the whole bytes only when the framing cannot be walked.
-pub fn model_looks_quantized(model: &[u8]) -> bool {
-    match crate::model::weights::split(model, crate::model::weights::MIN_BYTES, "-") {
-        Ok(split) => looks_quantized(&split.graph),
-        Err(_) => looks_quantized(model),
-    }
 }
 
 /// Refuses a model whose digest is not the `expected` one (already normalised).
@@ -304,8 +290,9 @@ pub fn hash_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Fetches a remote model (`https://`, `s3://`) into memory and verifies
-/// `expected_sha256` if given; returns it with its digest.
+/// Fetches a remote model (`https://`, `s3://`) into a file in
+/// `opts.download_dir`, hashing it on the way, and verifies
+/// `expected_sha256` if given before returning it with its digest.
 pub async fn fetch_remote(
     uri: &ModelUri,
     expected_sha256: Option<&str>,
@@ -313,28 +300,35 @@ pub async fn fetch_remote(
 ) -> Result<(FetchedModel, String), SourceError> {
     let expected = expected_sha256.map(normalize_sha256).transpose()?;
     let started = Instant::now();
-    let bytes = match uri {
+    let spooled = match uri {
         ModelUri::File(path) => {
             return Err(SourceError::File {
                 path: path.clone(),
-                error: std::io::Error::other("a local file is not fetched into memory"),
+                error: std::io::Error::other("a local file is not downloaded"),
             })
         }
-        ModelUri::Http(url) => fetch_http(url, &uri.to_string()).await?,
+        ModelUri::Http(url) => fetch_http(url, &uri.to_string(), &opts.download_dir).await?,
         ModelUri::S3 { bucket, key } => fetch_s3(bucket, key, opts).await?,
     };
     let fetch_ms = started.elapsed().as_secs_f64() * 1e3;
-    // ~1 s for 528 MB: off the async workers (works on any runtime flavour).
-    let (bytes, sha256) = tokio::task::spawn_blocking(move || {
-        let digest = sha256_hex(&bytes);
-        (bytes, digest)
-    })
-    .await
-    .expect("hashing does not panic");
+    let Spooled {
+        file,
+        sha256,
+        digest_wait_ms,
+    } = spooled;
+    let size = std::fs::metadata(file.path())
+        .map_err(|e| SourceError::Spool(SpoolError::Write(e)))?
+        .len();
+    tracing::info!(
+        model = %uri, bytes = size, fetch_ms, digest_wait_ms,
+        "model downloaded (SHA-256 computed on the way)"
+    );
+    // Refused before anything is built from it; the file goes with `file`.
     verify_sha256(&uri.to_string(), expected.as_deref(), &sha256)?;
     let model = FetchedModel {
-        size: bytes.len() as u64,
-        data: ModelData::Bytes(bytes),
+        data: ModelData::File(file.path().to_path_buf()),
+        download: Some(file),
+        size,
         uri: uri.to_string(),
         fetch_ms,
     };
@@ -351,6 +345,7 @@ pub fn local_file(path: &Path) -> Result<FetchedModel, SourceError> {
         .len();
     Ok(FetchedModel {
         data: ModelData::File(path.to_path_buf()),
+        download: None,
         size,
         uri: ModelUri::File(path.to_path_buf()).to_string(),
         fetch_ms: 0.0,
@@ -374,14 +369,23 @@ fn progress_bar(total: Option<u64>, what: &str) -> ProgressBar {
     bar
 }
 
-async fn fetch_http(url: &str, shown: &str) -> Result<Vec<u8>, SourceError> {
-    let mut bytes = Vec::new();
+/// Streams an https model into a new file in `dir`, hashing it on the way.
+async fn fetch_http(url: &str, shown: &str, dir: &Path) -> Result<Spooled, SourceError> {
+    let (file, path) = spool::create_file(dir)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut hasher = Sha256::new();
     stream_http(url, shown, |chunk| {
-        bytes.extend_from_slice(chunk);
-        Ok(())
+        hasher.update(chunk);
+        std::io::Write::write_all(&mut out, chunk).map_err(|e| SpoolError::Write(e).into())
     })
     .await?;
-    Ok(bytes)
+    out.into_inner()
+        .map_err(|e| SpoolError::Write(e.into_error()))?;
+    Ok(Spooled {
+        file: path,
+        sha256: hex::encode(hasher.finalize()),
+        digest_wait_ms: 0.0,
+    })
 }
 
 /// GETs `url`, handing each chunk to `sink` (with a progress bar).
@@ -448,15 +452,18 @@ pub async fn s3_client(opts: &FetchOptions) -> aws_sdk_s3::Client {
 
 /// Ranged GETs of this size are fetched in parallel for large objects.
 pub const S3_PART_BYTES: u64 = 16 << 20;
-/// Default parallel ranged GETs in flight (`CATDOG_S3_CONCURRENCY`; 1 = one plain GET).
-pub const S3_CONCURRENCY: usize = 8;
+/// Default parallel ranged GETs in flight (`CATDOG_S3_CONCURRENCY`; 1 = one
+/// plain GET): AWS's guidance is a connection per 85–90 MB/s, so 16 carry a
+/// 528 MB model in well under a second where the network allows.
+pub const S3_CONCURRENCY: usize = 16;
 /// Attempts per range: a dropped connection resumes from the last byte received.
 const S3_RANGE_ATTEMPTS: u32 = 4;
 
-/// Fetches an S3 object into memory: one GET for small objects, else
-/// parallel ranged GETs (pinned to the object's ETag, so a replaced object
-/// is refused rather than mixed) written straight into one buffer.
-async fn fetch_s3(bucket: &str, key: &str, opts: &FetchOptions) -> Result<Vec<u8>, SourceError> {
+/// Fetches an S3 object into a file: one GET for small objects (or
+/// concurrency 1), else parallel ranged GETs (pinned to the object's ETag, so
+/// a replaced object is refused rather than mixed), each written at its
+/// offset as it arrives.
+async fn fetch_s3(bucket: &str, key: &str, opts: &FetchOptions) -> Result<Spooled, SourceError> {
     let uri = format!("s3://{bucket}/{key}");
     let err = |message: String| SourceError::S3 {
         uri: uri.clone(),
@@ -484,23 +491,17 @@ async fn fetch_s3(bucket: &str, key: &str, opts: &FetchOptions) -> Result<Vec<u8
         .and_then(|n| u64::try_from(n).ok())
         .ok_or_else(|| err("the object has no length".into()))?;
     let etag = head.e_tag().map(str::to_string);
-    let bar = progress_bar(Some(total), "fetching model");
-    let mut bytes = vec![0u8; total as usize];
-    let ranges = if concurrency <= 1 || total <= S3_PART_BYTES {
-        1
-    } else {
-        total.div_ceil(S3_PART_BYTES) as usize
-    };
-    let part = if ranges == 1 {
+    let part = if concurrency <= 1 || total <= S3_PART_BYTES {
         total.max(1)
     } else {
         S3_PART_BYTES
-    } as usize;
+    };
+    let spool = Spool::create(&opts.download_dir, total, part)?;
+    let bar = progress_bar(Some(total), "fetching model");
     // Boxed and collected first: a lazy iterator of borrowing closures trips
     // the compiler's Send inference for the spawned loader task.
-    let mut jobs = Vec::with_capacity(ranges);
-    for (i, slice) in bytes.chunks_mut(part).enumerate() {
-        let start = (i * part) as u64;
+    let mut jobs = Vec::with_capacity(spool.parts());
+    for i in 0..spool.parts() {
         let job: std::pin::Pin<
             Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>,
         > = Box::pin(fetch_s3_range(
@@ -508,8 +509,7 @@ async fn fetch_s3(bucket: &str, key: &str, opts: &FetchOptions) -> Result<Vec<u8
             bucket,
             key,
             etag.as_deref(),
-            start,
-            slice,
+            spool.writer(i),
             &bar,
         ));
         jobs.push(job);
@@ -520,25 +520,26 @@ async fn fetch_s3(bucket: &str, key: &str, opts: &FetchOptions) -> Result<Vec<u8
     }
     drop(stream);
     bar.finish_and_clear();
-    Ok(bytes)
+    Ok(spool.finish()?)
 }
 
-/// Fills `out` with the object's bytes from `start`, resuming after a
-/// dropped connection from where it stopped (bounded attempts, backoff).
+/// Writes one part of the object through `out`, resuming after a dropped
+/// connection from where it stopped (bounded attempts, backoff).
 async fn fetch_s3_range(
     client: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
     etag: Option<&str>,
-    start: u64,
-    out: &mut [u8],
+    mut out: spool::PartWriter<'_>,
     bar: &ProgressBar,
 ) -> Result<(), String> {
-    let mut done = 0usize;
+    if out.is_empty() {
+        return Ok(()); // an empty object: nothing to ask for
+    }
     let mut attempt = 0u32;
     loop {
-        let from = start + done as u64;
-        let to = start + out.len() as u64 - 1;
+        let from = out.start() + out.written();
+        let to = out.start() + out.len() - 1;
         let mut req = client
             .get_object()
             .bucket(bucket)
@@ -553,19 +554,16 @@ async fn fetch_s3_range(
                 loop {
                     match body.try_next().await {
                         Ok(Some(chunk)) => {
-                            let Some(dest) = out.get_mut(done..done + chunk.len()) else {
-                                return Err(format!(
-                                    "the server sent more than the {} bytes asked for",
-                                    out.len()
-                                ));
-                            };
-                            dest.copy_from_slice(&chunk);
-                            done += chunk.len();
+                            out.write(&chunk).map_err(|e| e.to_string())?;
                             bar.inc(chunk.len() as u64);
                         }
-                        Ok(None) if done == out.len() => return Ok(()),
+                        Ok(None) if out.written() == out.len() => return Ok(()),
                         Ok(None) => {
-                            break format!("connection closed after {done} of {} bytes", out.len())
+                            break format!(
+                                "connection closed after {} of {} bytes",
+                                out.written(),
+                                out.len()
+                            )
                         }
                         Err(e) => break error_chain(&e),
                     }
@@ -587,7 +585,7 @@ async fn fetch_s3_range(
         if attempt >= S3_RANGE_ATTEMPTS {
             return Err(format!("{failure} (gave up after {attempt} attempts)"));
         }
-        tracing::warn!(error = %failure, offset = start + done as u64, attempt, "S3 download interrupted; resuming");
+        tracing::warn!(error = %failure, offset = out.start() + out.written(), attempt, "S3 download interrupted; resuming");
         tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
     }
 }

@@ -1,0 +1,383 @@
+//! A remote model written straight into a file as its bytes arrive (each S3
+//! range at its own offset), so that it then takes the local file's
+//! zero-copy load (ONNX Runtime maps the weights) instead of being built from
+//! a buffer ONNX Runtime copies. Its SHA-256 is computed while the bytes
+//! arrive, by a thread that follows the written prefix through the page
+//! cache, so that verification costs little more than the download itself.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+/// A file being filled with a model's bytes, in parts written in any order.
+pub struct Spool {
+    file: File,
+    path: SpooledFile,
+    shared: Arc<Shared>,
+    hasher: Option<JoinHandle<Option<String>>>,
+}
+
+/// What writers and the hashing thread share.
+struct Shared {
+    total: u64,
+    part: u64,
+    /// Bytes written so far at the start of each part (written in order within a part).
+    written: Vec<AtomicU64>,
+    stop: AtomicBool,
+}
+
+/// The spooled file's path; the file is removed when this is dropped (ONNX
+/// Runtime keeps its own mapping of the weights, which outlives the name).
+#[derive(Debug)]
+pub struct SpooledFile(PathBuf);
+
+impl SpooledFile {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for SpooledFile {
+    fn drop(&mut self) {
+        // Empty once handed over by `Spool::finish`.
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+/// A finished spool: the file, its digest, and how long the digest kept the
+/// caller waiting after the last byte arrived.
+pub struct Spooled {
+    pub file: SpooledFile,
+    pub sha256: String,
+    pub digest_wait_ms: f64,
+}
+
+/// Why a model could not be spooled.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error(
+        "cannot write the model into {dir}: {error} — it needs {needed} of free space there \
+         (on Lambda raise EphemeralStorage in template.yaml; elsewhere set CATDOG_DOWNLOAD_DIR)"
+    )]
+    Create {
+        dir: String,
+        needed: String,
+        error: std::io::Error,
+    },
+    #[error("cannot write the downloaded model: {0}")]
+    Write(std::io::Error),
+    #[error("the downloaded model is incomplete (part {0})")]
+    Incomplete(usize),
+}
+
+impl Spool {
+    /// A new file of `total` bytes in `dir`, filled in parts of `part` bytes
+    /// (the last may be shorter). The space is reserved up front, so a full
+    /// disk is found before anything is downloaded.
+    pub fn create(dir: &Path, total: u64, part: u64) -> Result<Spool, SpoolError> {
+        let create_err = |error| SpoolError::Create {
+            dir: dir.display().to_string(),
+            needed: format!("{:.0} MB", total as f64 / 1e6),
+            error,
+        };
+        std::fs::create_dir_all(dir).map_err(create_err)?;
+        let (file, path) = create_unique(dir).map_err(create_err)?;
+        let path = SpooledFile(path);
+        reserve(&file, total).map_err(create_err)?;
+        let part = part.max(1);
+        let parts = total.div_ceil(part).max(1) as usize;
+        let shared = Arc::new(Shared {
+            total,
+            part,
+            written: (0..parts).map(|_| AtomicU64::new(0)).collect(),
+            stop: AtomicBool::new(false),
+        });
+        let reader = file.try_clone().map_err(create_err)?;
+        let hasher = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("catdog-digest".into())
+                .spawn(move || hash_as_written(&reader, &shared))
+                .map_err(create_err)?
+        };
+        Ok(Spool {
+            file,
+            path,
+            shared,
+            hasher: Some(hasher),
+        })
+    }
+
+    /// How many parts there are.
+    pub fn parts(&self) -> usize {
+        self.shared.written.len()
+    }
+
+    /// Part `i`'s offset and length.
+    pub fn part_range(&self, i: usize) -> (u64, u64) {
+        self.shared.range(i)
+    }
+
+    /// The writer of part `i`: bytes go to the file at their offset, in order.
+    pub fn writer(&self, i: usize) -> PartWriter<'_> {
+        let (start, len) = self.shared.range(i);
+        PartWriter {
+            spool: self,
+            part: i,
+            start,
+            len,
+        }
+    }
+
+    /// Waits for the digest of the whole (every part written) and hands the file over.
+    pub fn finish(mut self) -> Result<Spooled, SpoolError> {
+        for i in 0..self.parts() {
+            if self.shared.written[i].load(Ordering::Acquire) != self.shared.range(i).1 {
+                return Err(SpoolError::Incomplete(i));
+            }
+        }
+        let waited = Instant::now();
+        let hasher = self.hasher.take().expect("finished once");
+        hasher.thread().unpark();
+        let sha256 =
+            hasher.join().ok().flatten().ok_or_else(|| {
+                SpoolError::Write(std::io::Error::other("the digest thread failed"))
+            })?;
+        let digest_wait_ms = waited.elapsed().as_secs_f64() * 1e3;
+        // `self` is dropped below; take the path out so the file stays.
+        let file = SpooledFile(std::mem::take(&mut self.path.0));
+        Ok(Spooled {
+            file,
+            sha256,
+            digest_wait_ms,
+        })
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        // An abandoned spool (a failed download): stop the digest thread; the
+        // file goes with `self.path` (unless `finish` took it).
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(h) = self.hasher.take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+    }
+}
+
+impl Shared {
+    fn range(&self, i: usize) -> (u64, u64) {
+        let start = i as u64 * self.part;
+        (start, self.part.min(self.total.saturating_sub(start)))
+    }
+}
+
+/// Writes one part's bytes in order (a resumed range continues where it stopped).
+pub struct PartWriter<'a> {
+    spool: &'a Spool,
+    part: usize,
+    start: u64,
+    len: u64,
+}
+
+impl PartWriter<'_> {
+    /// This part's offset in the file.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Bytes of this part written so far.
+    pub fn written(&self) -> u64 {
+        self.spool.shared.written[self.part].load(Ordering::Acquire)
+    }
+
+    /// This part's length.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends `chunk`; refuses more bytes than the part holds.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), SpoolError> {
+        let done = self.written();
+        if done + chunk.len() as u64 > self.len {
+            return Err(SpoolError::Write(std::io::Error::other(format!(
+                "the server sent more than the {} bytes asked for",
+                self.len
+            ))));
+        }
+        // A write into the page cache: microseconds per chunk, fine on an async worker.
+        self.spool
+            .file
+            .write_all_at(chunk, self.start + done)
+            .map_err(SpoolError::Write)?;
+        self.spool.shared.written[self.part].store(done + chunk.len() as u64, Ordering::Release);
+        if let Some(h) = &self.spool.hasher {
+            h.thread().unpark();
+        }
+        Ok(())
+    }
+}
+
+/// Hashes the file in order as its parts fill, reading back through the page
+/// cache (no copy of the model is held in memory). `None` if stopped or failed.
+fn hash_as_written(file: &File, shared: &Shared) -> Option<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 4 << 20];
+    for i in 0..shared.written.len() {
+        let (start, len) = shared.range(i);
+        let mut hashed = 0u64;
+        while hashed < len {
+            if shared.stop.load(Ordering::Acquire) {
+                return None;
+            }
+            let ready = shared.written[i].load(Ordering::Acquire);
+            if ready == hashed {
+                // Woken by each write; the timeout only bounds a missed wake-up.
+                std::thread::park_timeout(std::time::Duration::from_millis(50));
+                continue;
+            }
+            while hashed < ready {
+                let n = (ready - hashed).min(buf.len() as u64) as usize;
+                file.read_exact_at(&mut buf[..n], start + hashed).ok()?;
+                hasher.update(&buf[..n]);
+                hashed += n as u64;
+            }
+        }
+    }
+    Some(hex::encode(hasher.finalize()))
+}
+
+/// A new, empty download file in `dir` (for a stream of unknown length),
+/// removed when its guard is dropped.
+pub fn create_file(dir: &Path) -> Result<(File, SpooledFile), SpoolError> {
+    let create_err = |error| SpoolError::Create {
+        dir: dir.display().to_string(),
+        needed: "the model's size".into(),
+        error,
+    };
+    std::fs::create_dir_all(dir).map_err(create_err)?;
+    let (file, path) = create_unique(dir).map_err(create_err)?;
+    Ok((file, SpooledFile(path)))
+}
+
+/// A new file in `dir` that no one else has (O_EXCL), readable and writable.
+fn create_unique(dir: &Path) -> std::io::Result<(File, PathBuf)> {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    loop {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = dir.join(format!(
+            "catdog-model-{}-{}-{nanos:x}.onnx",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => return Ok((f, path)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reserves `len` bytes of disk for the file, so that a full disk fails now.
+fn reserve(file: &File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: a plain syscall on an open descriptor we own.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+    match rc {
+        0 => Ok(()),
+        // File systems without fallocate: size the file; a full disk then shows at write.
+        libc::EOPNOTSUPP | libc::EINVAL => file.set_len(len),
+        e => Err(std::io::Error::from_raw_os_error(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize) -> Vec<u8> {
+        (0..n as u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn parts_written_in_any_order_give_the_file_and_its_digest() {
+        let dir = std::env::temp_dir().join(format!("catdog-spool-test-{}", std::process::id()));
+        let bytes = data(10 * 1024 + 7);
+        let spool = Spool::create(&dir, bytes.len() as u64, 1024).unwrap();
+        assert_eq!(spool.parts(), 11);
+        // Last part first, each in two writes: the digest still follows file order.
+        for i in (0..spool.parts()).rev() {
+            let (start, len) = spool.part_range(i);
+            let part = &bytes[start as usize..(start + len) as usize];
+            let mut w = spool.writer(i);
+            let (a, b) = part.split_at(part.len() / 3);
+            w.write(a).unwrap();
+            w.write(b).unwrap();
+            assert!(w.write(&[0]).is_err(), "no byte beyond the part");
+        }
+        let done = spool.finish().unwrap();
+        assert_eq!(std::fs::read(done.file.path()).unwrap(), bytes);
+        assert_eq!(done.sha256, crate::model::source::sha256_hex(&bytes));
+        let path = done.file.path().to_path_buf();
+        drop(done);
+        assert!(!path.exists(), "the file goes with its guard");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_unfinished_or_abandoned_spool_leaves_nothing() {
+        let dir = std::env::temp_dir().join(format!("catdog-spool-test2-{}", std::process::id()));
+        let spool = Spool::create(&dir, 3000, 1000).unwrap();
+        spool.writer(0).write(&[1; 1000]).unwrap();
+        assert!(matches!(spool.finish(), Err(SpoolError::Incomplete(1))));
+        let spool = Spool::create(&dir, 3000, 1000).unwrap();
+        spool.writer(2).write(&[1; 10]).unwrap();
+        drop(spool);
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "no file left behind"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_disk_too_small_is_refused_before_downloading_with_what_to_change() {
+        // /dev/full-like: a folder that cannot be created.
+        let e = Spool::create(Path::new("/proc/catdog-no"), 1 << 20, 1024)
+            .err()
+            .unwrap();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("EphemeralStorage") && msg.contains("CATDOG_DOWNLOAD_DIR"),
+            "{msg}"
+        );
+    }
+}
