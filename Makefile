@@ -77,12 +77,17 @@ lint:
 # the binary as `bootstrap` plus the ONNX Runtime library it loads from its own folder.
 # cargo-lambda (PyPI `cargo-lambda`) builds against Amazon Linux's glibc; without it
 # a plain release build is used (fine when this machine's glibc is not newer than AL2023's).
+# Its zig comes from the `ziglang` package beside it, which cargo-lambda runs with
+# `python3 -m ziglang`: pointed at cargo-lambda's own python3, so another virtualenv
+# first on PATH (the SAM CLI's, Jupyter's) does not hide it.
 build-CatdogFunction:
 	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set (sam build sets it)"; exit 2; }
 	@if command -v cargo-lambda > /dev/null; then \
+	  py="$$(dirname "$$(command -v cargo-lambda)")/python3"; \
+	  if [ -z "$$CARGO_ZIGBUILD_PYTHON_PATH" ] && [ -x "$$py" ]; then export CARGO_ZIGBUILD_PYTHON_PATH="$$py"; fi; \
 	  cargo lambda build --release --bin catdog $$([ "$(ARCH)" = arm64 ] && echo --arm64) && \
-	  cp target/lambda/catdog/bootstrap "$(ARTIFACTS_DIR)/bootstrap"; \
+	  cp "$${CARGO_TARGET_DIR:-target}/lambda/catdog/bootstrap" "$(ARTIFACTS_DIR)/bootstrap"; \
 	else \
-	  cargo build --release --bin catdog && cp target/release/catdog "$(ARTIFACTS_DIR)/bootstrap"; \
+	  cargo build --release --bin catdog && cp "$${CARGO_TARGET_DIR:-target}/release/catdog" "$(ARTIFACTS_DIR)/bootstrap"; \
 	fi
 	@ORT_ARCH=$(ARCH) scripts/setup.sh --lambda-lib "$(ARTIFACTS_DIR)"

@@ -33,6 +33,9 @@ echo "== notebook tools (evcxr kernel + Jupyter; built once, then reused)"
 eval "$(scripts/setup_notebook.sh)"
 export CATDOG_REQUIRE_NOTEBOOK=1
 
+echo "== SAM CLI (tests/deploy.rs runs \`sam build\`; installed once, then reused)"
+eval "$(scripts/setup_sam.sh)"
+
 echo "== fixtures"
 "$CATDOG_PYTHON" tests/fixtures/make_fixtures.py target/fixtures "$CATDOG_DATA"
 

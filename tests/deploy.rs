@@ -1,10 +1,19 @@
 //! Deployment artefacts: the SAM template passes cfn-lint and says what the
-//! README promises; the events are valid Lambda events; `sam build`'s make
-//! target exists.
+//! README promises; the events are valid Lambda events; and what `sam build`
+//! packages (the real SAM CLI, offline, no Docker) is what ships: its
+//! `bootstrap` and ONNX Runtime library need no newer glibc than Amazon Linux
+//! 2023's, and, run under cargo-lambda's Lambda emulator in an environment
+//! holding only what Lambda and the template give it, answer the Function URL
+//! event in `events/` as `catdog predict` answers the same photo.
 
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use catdog_tests::*;
+
+#[path = "support/emulator.rs"]
+mod emulator;
 
 fn template() -> String {
     std::fs::read_to_string(workspace().join("template.yaml")).unwrap()
@@ -41,6 +50,8 @@ fn template_has_the_promised_parts() {
         "FunctionUrlConfig:",
         "AuthType: !Ref FunctionUrlAuthType",
         "MemorySize: !Ref MemorySize",
+        // the model is downloaded into /tmp, then mapped: /tmp must hold it
+        "Size: !Ref EphemeralStorage",
         "MODEL_URI: !Sub \"s3://${ModelBucket}/${ModelKey}\"",
         "Action: s3:GetObject",
         // the read policy names the model object, not the bucket or a wildcard
@@ -52,25 +63,6 @@ fn template_has_the_promised_parts() {
     assert!(
         !t.contains("s3:::*") && !t.contains("s3:*"),
         "S3 access must be scoped to the model"
-    );
-}
-
-#[test]
-fn sam_build_target_exists_and_packages_the_runtime_library() {
-    let out = Command::new("make")
-        .args(["-n", "build-CatdogFunction", "ARTIFACTS_DIR=/tmp/artifacts"])
-        .current_dir(workspace())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let plan = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        plan.contains("bootstrap") && plan.contains("--lambda-lib"),
-        "{plan}"
     );
 }
 
@@ -155,4 +147,358 @@ fn a_public_url_is_capped_and_access_is_scoped() {
         serde_json::json!({"Fn::Sub": "arn:${AWS::Partition}:s3:::${ModelBucket}/${ModelKey}"})
     );
     assert_eq!(f["Policies"].as_array().unwrap().len(), 1);
+}
+
+/// Amazon Linux 2023's glibc, what `provided.al2023` runs the bootstrap with.
+const AL2023_GLIBC: [u32; 2] = [2, 34];
+
+/// cargo's target folder for this checkout (`CARGO_TARGET_DIR`, else `target/`).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(|d| workspace().join(d))
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+/// The SAM CLI: `$CATDOG_SAM`, else where `scripts/setup_sam.sh` installs it
+/// (`make test` runs it), else `sam` on PATH; `None` if none runs.
+fn sam_cli() -> Option<PathBuf> {
+    let cache = std::env::var_os("CATDOG_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("catdog")))
+        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/catdog")));
+    let candidates = std::env::var_os("CATDOG_SAM")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(cache.map(|c| c.join("venv-sam/bin/sam")))
+        .chain([PathBuf::from("sam")]);
+    candidates.into_iter().find(|sam| runs(sam, &["--version"]))
+}
+
+/// Whether `tool ARGS` (a version query) runs and succeeds.
+fn runs(tool: &Path, args: &[&str]) -> bool {
+    Command::new(tool)
+        .args(args)
+        .env("SAM_CLI_TELEMETRY", "0")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The highest `GLIBC_x.y[.z]` symbol version an ELF file needs (`objdump -T`).
+fn glibc_needed(file: &Path) -> Vec<u32> {
+    let out = Command::new("objdump")
+        .arg("-T")
+        .arg(file)
+        .output()
+        .expect("run objdump (binutils, which Rust's linker needs too)");
+    assert!(
+        out.status.success(),
+        "objdump -T {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("GLIBC_")
+        .skip(1)
+        .filter_map(|rest| {
+            let v: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            v.split('.')
+                .map(|n| n.parse::<u32>().ok())
+                .collect::<Option<Vec<u32>>>()
+        })
+        .max()
+        .unwrap_or_else(|| panic!("{} names no GLIBC_ version", file.display()))
+}
+
+/// Resolves a template value (a literal, `!Ref P` or `!Sub "…${P}…"`) with
+/// the parameter values given, else the template's defaults.
+fn resolve(
+    value: &serde_json::Value,
+    template: &serde_json::Value,
+    given: &[(&str, &str)],
+) -> String {
+    let param = |name: &str| -> String {
+        if let Some((_, v)) = given.iter().find(|(k, _)| *k == name) {
+            return v.to_string();
+        }
+        match &template["Parameters"][name]["Default"] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => panic!("no value for template parameter {name}"),
+            other => other.to_string(),
+        }
+    };
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        v if v["Ref"].is_string() => param(v["Ref"].as_str().unwrap()),
+        v if v["Fn::Sub"].is_string() => {
+            let mut out = String::new();
+            let mut rest = v["Fn::Sub"].as_str().unwrap();
+            while let Some(at) = rest.find("${") {
+                let end = rest[at..].find('}').expect("unclosed ${ in Fn::Sub") + at;
+                out.push_str(&rest[..at]);
+                out.push_str(&param(&rest[at + 2..end]));
+                rest = &rest[end + 1..];
+            }
+            out + rest
+        }
+        other => panic!("template value this test cannot resolve: {other}"),
+    }
+}
+
+/// The environment variables template.yaml gives the function, for these
+/// parameter values.
+fn function_environment(given: &[(&str, &str)]) -> Vec<(String, String)> {
+    let t = decoded_template();
+    let vars = t["Resources"]["CatdogFunction"]["Properties"]["Environment"]["Variables"]
+        .as_object()
+        .expect("the function's Environment.Variables");
+    vars.iter()
+        .map(|(k, v)| (k.clone(), resolve(v, &t, given)))
+        .collect()
+}
+
+/// `sam build` as a user runs it from the checkout (samconfig.toml: build in
+/// the source folder, so cargo's target/ is reused), with the output in
+/// `build_dir`; SAM's telemetry off, no standard input, no container.
+fn sam_build(sam: &Path, cargo_lambda: &Path, build_dir: &Path) -> Duration {
+    // cargo-lambda first on PATH, as `make test` has it: the make target
+    // builds with it (zig, Amazon Linux's glibc) when it finds it.
+    let mut path =
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect::<Vec<_>>();
+    if let Some(dir) = cargo_lambda.parent().filter(|d| !d.as_os_str().is_empty()) {
+        path.insert(0, dir.to_path_buf());
+    }
+    let mut cmd = Command::new(sam);
+    cmd.args(["build", "--build-dir"])
+        .arg(build_dir)
+        .current_dir(workspace())
+        .env("PATH", std::env::join_paths(path).unwrap())
+        .env("SAM_CLI_TELEMETRY", "0")
+        .stdin(Stdio::null());
+    // What cargo sets for this test binary alone is no user's environment.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if ["CARGO_PKG_", "CARGO_BIN_EXE_", "CARGO_MANIFEST_"]
+            .iter()
+            .any(|p| key.starts_with(p))
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&key.as_ref())
+        {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    let started = Instant::now();
+    let out = cmd.output().expect("run sam build");
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "sam build failed after {took:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+/// `cargo lambda invoke` of the function `_` with an event file: Lambda's raw
+/// answer (for an HTTP event, `statusCode`, `headers`, `body`, …).
+async fn invoke_event(cargo_lambda: &Path, port: u16, event: &Path) -> serde_json::Value {
+    let call = tokio::process::Command::new(cargo_lambda)
+        .args(["lambda", "invoke", "_", "--invoke-address", "127.0.0.1"])
+        .args(["--invoke-port", &port.to_string(), "--data-file"])
+        .arg(event)
+        .stdin(Stdio::null())
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), call)
+        .await
+        .expect("cargo lambda invoke answered within 120 s")
+        .expect("run cargo lambda invoke");
+    assert!(
+        out.status.success(),
+        "cargo lambda invoke failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "invoke answer is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// The answers' numbers, as the f32 the model computed (the JSON of the
+/// Lambda answer and of `predict --json` print it with different digits).
+fn f32_of(v: &serde_json::Value) -> f32 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}")) as f32
+}
+
+/// The package that ships is the one tested: `sam build` (the real SAM CLI,
+/// its make target, cargo-lambda's release build), then the built folder's
+/// `bootstrap` — with the ONNX Runtime library beside it, needing no newer
+/// glibc than AL2023's — under cargo-lambda's emulator, in an environment
+/// holding only the Lambda variables, the template's variables and S3
+/// settings, with the model on an S3 server. It answers
+/// `events/function-url.json` as `catdog predict --json` answers its photo.
+///
+/// The first build takes minutes (a release build with LTO, through zig);
+/// later ones reuse target/ and take seconds.
+#[tokio::test(flavor = "multi_thread")]
+async fn sam_build_output_answers_the_function_url_event_like_predict() {
+    const TEST: &str = "deploy::sam_build_output_answers_the_function_url_event_like_predict";
+    let Some(sam) = sam_cli() else {
+        return skip_or_fail(
+            TEST,
+            "the SAM CLI is not installed (scripts/setup_sam.sh installs it; make test runs that)",
+        );
+    };
+    let cargo_lambda = emulator::cargo_lambda();
+    if !runs(&cargo_lambda, &["lambda", "--version"]) {
+        return skip_or_fail(
+            TEST,
+            "cargo-lambda is not installed (scripts/setup.sh --test-tools installs it; make test runs that)",
+        );
+    }
+
+    let build_dir = target_dir().join("sam-build");
+    let took = sam_build(&sam, &cargo_lambda, &build_dir);
+    eprintln!("sam build took {:.1} s", took.as_secs_f64());
+    let artifacts = build_dir.join("CatdogFunction");
+    let bootstrap = artifacts.join("bootstrap");
+    let libs: Vec<PathBuf> = std::fs::read_dir(&artifacts)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+        })
+        .collect();
+    assert!(
+        bootstrap.is_file(),
+        "no bootstrap in {}",
+        artifacts.display()
+    );
+    assert_eq!(libs.len(), 1, "one libonnxruntime.so beside it: {libs:?}");
+    // Built in the checkout (samconfig.toml's build_in_source), not in a copy
+    // of it: the packaged bootstrap is cargo-lambda's output here.
+    assert!(
+        std::fs::read(&bootstrap).unwrap()
+            == std::fs::read(target_dir().join("lambda/catdog/bootstrap")).unwrap(),
+        "the bootstrap was not built in the checkout's target/ (samconfig.toml build_in_source)"
+    );
+
+    for file in [&bootstrap, &libs[0]] {
+        let needs = glibc_needed(file);
+        let dotted = needs.iter().map(u32::to_string).collect::<Vec<_>>();
+        eprintln!("{} needs GLIBC_{}", file.display(), dotted.join("."));
+        assert!(
+            needs.as_slice() <= AL2023_GLIBC.as_slice(),
+            "{} needs glibc {needs:?}, newer than Amazon Linux 2023's {AL2023_GLIBC:?}",
+            file.display()
+        );
+    }
+
+    // The model on an S3 server. (With the simulated S3 instead of moto:
+    // `let Some((_s3, endpoint)) = s3s(TEST, S3SimOptions::default()).await else { return };`)
+    let (_s3, endpoint) = moto().await;
+    let model = std::fs::read(fixture("tiny_torch_nchw.onnx")).unwrap();
+    let digest = catdog::model::source::sha256_hex(&model);
+    s3_put(&endpoint, "catdog-models", "models/catdog.onnx", model).await;
+
+    let (_emulator, port) = emulator::start().await;
+    let scratch = std::env::temp_dir().join(format!("catdog-sam-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let log = scratch.join("bootstrap.log");
+    // `env -i`: only what Lambda gives a function (its variables, the
+    // template's, credentials and region), plus the loopback S3 endpoint.
+    let boot = Proc {
+        child: Command::new(&bootstrap)
+            .env_clear()
+            .envs(emulator::runtime_env(port))
+            .env("LAMBDA_TASK_ROOT", &artifacts)
+            .env("_HANDLER", "bootstrap")
+            .env("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin")
+            .envs(function_environment(&[
+                ("ModelBucket", "catdog-models"),
+                ("ModelSha256", &digest),
+            ]))
+            .envs(s3_env(&endpoint))
+            .current_dir(&artifacts)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the built bootstrap"),
+        name: "sam-built bootstrap".into(),
+    };
+    let event = workspace().join("events/function-url.json");
+    let answer = invoke_event(&cargo_lambda, port, &event).await;
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        answer["statusCode"],
+        200,
+        "{answer}\nbootstrap log:\n{}",
+        logged()
+    );
+    let got: serde_json::Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(got["model"]["uri"], "s3://catdog-models/models/catdog.onnx");
+    assert_eq!(got["model"]["sha256"], digest.as_str());
+
+    // It loaded the library packaged beside it, nothing of this machine's.
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", boot.child.id())).unwrap();
+    let lib = libs[0].canonicalize().unwrap();
+    assert!(
+        maps.contains(lib.to_str().unwrap()),
+        "the bootstrap did not map {}",
+        lib.display()
+    );
+    assert!(
+        !maps
+            .lines()
+            .any(|l| l.contains("libonnxruntime") && !l.contains(lib.to_str().unwrap())),
+        "another ONNX Runtime library is mapped too"
+    );
+    drop(boot);
+
+    // The same photo and model through `catdog predict --json` (debug build).
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&event).unwrap()).unwrap();
+    use base64::Engine;
+    let photo = scratch.join("event-photo.jpg");
+    std::fs::write(
+        &photo,
+        base64::engine::general_purpose::STANDARD
+            .decode(v["body"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let out = catdog_command()
+        .args(["predict", "--json", "--model"])
+        .arg(fixture("tiny_torch_nchw.onnx"))
+        .arg(&photo)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let _ = std::fs::remove_dir_all(&scratch);
+    assert_eq!(got["label"], want["label"], "lambda {got}\npredict {want}");
+    assert_eq!(
+        f32_of(&got["confidence"]),
+        f32_of(&want["confidence"]),
+        "lambda {got}\npredict {want}"
+    );
+    for (label, score) in want["scores"].as_object().unwrap() {
+        assert_eq!(f32_of(&got["scores"][label]), f32_of(score), "{label}");
+    }
 }

@@ -197,6 +197,32 @@ pub struct InferTimings {
 /// A session with its preprocessing: runs pictures in the batches the graph
 /// takes. Calls take turns on the one session (ONNX Runtime parallelises
 /// inside one run; `run` needs `&mut`).
+/// Inference runs under way in this process (every session shares the cores).
+static RUNS_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Whether no inference is running: background work (the informational
+/// digest) waits for this, because on a small machine one stolen core slice
+/// stalls every thread of ONNX Runtime's parallel loops and shows as a tail.
+pub fn inference_idle() -> bool {
+    RUNS_IN_FLIGHT.load(std::sync::atomic::Ordering::Relaxed) == 0
+}
+
+/// Counts a run in flight while alive.
+struct InFlight;
+
+impl InFlight {
+    fn new() -> Self {
+        RUNS_IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        RUNS_IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 pub struct Runner {
     session: Mutex<Session>,
     pre: Preprocessor,
@@ -259,6 +285,7 @@ impl Runner {
                 "the model takes batches of exactly {chunk}"
             )));
         }
+        let _in_flight = InFlight::new();
         let mut rows = Vec::with_capacity(pictures.len());
         let mut timings = InferTimings::default();
         let per = self.pre.tensor_len();

@@ -290,6 +290,29 @@ pub fn hash_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// SHA-256 (hex) of a local file in 1 MiB steps (under a millisecond each),
+/// each taken only when `may_run()` says so, checked every `pause`.
+pub fn hash_file_when(
+    path: &Path,
+    may_run: impl Fn() -> bool,
+    pause: std::time::Duration,
+) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut hasher = Sha256::new();
+    loop {
+        while !may_run() {
+            std::thread::sleep(pause);
+        }
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
 /// Fetches a remote model (`https://`, `s3://`) into a file in
 /// `opts.download_dir`, hashing it on the way, and verifies
 /// `expected_sha256` if given before returning it with its digest.
