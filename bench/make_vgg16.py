@@ -64,11 +64,12 @@ def build():
 if not os.path.exists(fp32):
     print(f"building {fp32} (random weights)", flush=True)
     build()
-if not os.path.exists(int8):
+fp32_only = os.environ.get("BENCH_FP32_ONLY") == "1"  # bench/run.sh --only-s3
+if not os.path.exists(int8) and not fp32_only:
     print(f"quantizing to {int8} (static int8, calibrated on {PHOTOS})", flush=True)
     import subprocess
     here = os.path.dirname(os.path.abspath(__file__))
     subprocess.run([sys.executable, os.path.join(here, "..", "models", "quantize.py"), fp32, int8,
                     "--calib", PHOTOS, "--count", "16"], check=True)
-for p in (fp32, int8):
+for p in (fp32,) if fp32_only else (fp32, int8):
     print(f"{p}: {os.path.getsize(p) / 1e6:.0f} MB")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: installs what the benchmark needs (wrk, Flask, matplotlib,
-# TensorFlow for the tutorial's peer), builds catdog in release mode and the
-# VGG16 models, then runs bench/run.py (extra arguments are passed on).
+# TensorFlow for the tutorial's peer, s3s-fs), builds catdog in release mode,
+# the S3 simulation's proxy and the VGG16 models, then runs bench/run.py (extra
+# arguments are passed on: e.g. `bench/run.sh --only-s3`, `--s3-mbps 90`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(CATDOG_WITH_KERAS=1 scripts/setup.sh --test-tools)"
@@ -16,6 +17,13 @@ if ! command -v wrk > /dev/null; then
 fi
 
 cargo build --release --locked -p catdog
-"$CATDOG_PYTHON" bench/make_vgg16.py target/bench/models "$DATA/catsdogs/train"
+# The simulated S3's bandwidth/first-byte proxy, in the dev profile the tests
+# build anyway (a no-op after `make test`): its time goes to system calls, and
+# dependencies (tokio) are optimised in dev builds too.
+cargo build --locked -p catdog-tests --bin s3_throttle
+only_s3=0
+for a in "$@"; do [[ $a == --only-s3 ]] && only_s3=1; done
+# --only-s3 needs the fp32 model only: skip quantizing the int8 copy.
+BENCH_FP32_ONLY=$only_s3 "$CATDOG_PYTHON" bench/make_vgg16.py target/bench/models "$DATA/catsdogs/train"
 "$CATDOG_PYTHON" bench/run.py --catdog target/release/catdog --models target/bench/models \
   --photos "$DATA/catsdogs/test" --keras-python "$CATDOG_KERAS_PYTHON" "$@"

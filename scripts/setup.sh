@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Installs what catdog needs, from the package registries only (PyPI). Idempotent:
-# reuses what is already there, so a second run takes a fraction of a second.
+# Installs what catdog needs, from the package registries only (PyPI, crates.io).
+# Idempotent: reuses what is already there, so a second run takes a fraction of a second.
 #
 #   scripts/setup.sh                  what serving needs: the ONNX Runtime shared library
 #                                     (`make setup`, `make serve`, `make install`)
-#   scripts/setup.sh --test-tools     also the tests' Python virtualenv (numpy, Pillow, onnx,
-#                                     onnxruntime, moto, cfn-lint, selenium, schemathesis)
+#   scripts/setup.sh --test-tools     also the tests' Python virtualenv (numpy, Pillow, onnx, onnxruntime,
+#                                     moto, cfn-lint, selenium, schemathesis) and s3s-fs (cargo install)
 #   scripts/setup.sh --lambda-lib DIR copy the library for ORT_ARCH (x86_64 | arm64) into DIR
 #
 # The library comes from PyPI's onnxruntime wheel (`ort` is built with
@@ -124,6 +124,13 @@ if ((test_tools)); then
     log "installing Python tools: $want"
     "$VENV/bin/pip" install --quiet "${PY_TOOLS[@]}" >&2
     echo "$want" > "$stamp"
+  fi
+  # s3s-fs: the S3 server of the simulated S3 (tests/s3_sim.rs, `make bench`), which
+  # reads only the range asked for. Only 0.14.1 builds with current Rust; a few
+  # minutes of compiling, once. The tests also look in cargo's bin folder.
+  if ! command -v s3s-fs > /dev/null && [[ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]]; then
+    log "installing s3s-fs 0.14.1 with cargo (a few minutes, once)"
+    cargo install --quiet s3s-fs --version 0.14.1 --features binary --locked >&2
   fi
 fi
 

@@ -12,9 +12,6 @@ use std::time::{Duration, Instant};
 
 use catdog_tests::*;
 
-#[path = "support/emulator.rs"]
-mod emulator;
-
 fn template() -> String {
     std::fs::read_to_string(workspace().join("template.yaml")).unwrap()
 }
@@ -359,7 +356,7 @@ async fn sam_build_output_answers_the_function_url_event_like_predict() {
             "the SAM CLI is not installed (scripts/setup_sam.sh installs it; make test runs that)",
         );
     };
-    let cargo_lambda = emulator::cargo_lambda();
+    let cargo_lambda = catdog_tests::emulator::cargo_lambda();
     if !runs(&cargo_lambda, &["lambda", "--version"]) {
         return skip_or_fail(
             TEST,
@@ -406,14 +403,15 @@ async fn sam_build_output_answers_the_function_url_event_like_predict() {
         );
     }
 
-    // The model on an S3 server. (With the simulated S3 instead of moto:
-    // `let Some((_s3, endpoint)) = s3s(TEST, S3SimOptions::default()).await else { return };`)
-    let (_s3, endpoint) = moto().await;
+    // The model on the simulated S3 (s3s-fs behind the bandwidth/first-byte proxy).
+    let Some((_s3, endpoint)) = s3s(TEST, S3SimOptions::default()).await else {
+        return;
+    };
     let model = std::fs::read(fixture("tiny_torch_nchw.onnx")).unwrap();
     let digest = catdog::model::source::sha256_hex(&model);
     s3_put(&endpoint, "catdog-models", "models/catdog.onnx", model).await;
 
-    let (_emulator, port) = emulator::start().await;
+    let (_emulator, port) = catdog_tests::emulator::start().await;
     let scratch = std::env::temp_dir().join(format!("catdog-sam-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
     let log = scratch.join("bootstrap.log");
@@ -422,7 +420,7 @@ async fn sam_build_output_answers_the_function_url_event_like_predict() {
     let boot = Proc {
         child: Command::new(&bootstrap)
             .env_clear()
-            .envs(emulator::runtime_env(port))
+            .envs(catdog_tests::emulator::runtime_env(port))
             .env("LAMBDA_TASK_ROOT", &artifacts)
             .env("_HANDLER", "bootstrap")
             .env("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin")

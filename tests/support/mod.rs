@@ -1,7 +1,9 @@
 //! Shared helpers for the integration tests: where fixtures, shared data and
-//! the built binary are; starting `catdog serve`, moto's S3 server and other
-//! real processes on loopback, and stopping them when a test ends.
+//! the built binary are; starting `catdog serve`, moto's S3 server, a
+//! simulated S3 (s3s-fs behind a throttle) and other real processes on
+//! loopback, and stopping them when a test ends.
 
+pub mod emulator;
 pub mod lambda_api;
 pub mod skips;
 
@@ -237,6 +239,146 @@ pub async fn moto_on(port: u16) -> (Proc, String) {
     )
 }
 
+/// How the simulated S3 ([`s3s`]) behaves, per connection: the bandwidth cap
+/// (server→client, megabytes per second; 0 = none) and the delay of each
+/// response's first byte after its request.
+#[derive(Debug, Clone, Copy)]
+pub struct S3SimOptions {
+    pub mbps: f64,
+    pub first_byte_ms: u64,
+}
+
+impl Default for S3SimOptions {
+    /// About one S3 GET stream as a Lambda function sees it: ~90 MB/s, ~20 ms
+    /// to the first byte.
+    fn default() -> Self {
+        Self {
+            mbps: 90.0,
+            first_byte_ms: 20,
+        }
+    }
+}
+
+/// An S3 that behaves like S3 for reads: s3s-fs (which reads only the range
+/// asked for) on loopback, behind `s3_throttle` (per-connection cap, first-byte
+/// delay). Both are stopped and the root folder removed when it is dropped.
+pub struct S3Sim {
+    /// The folder s3s-fs serves; each subfolder is a bucket. Put objects
+    /// through S3 (PUT), not by copying files in: an object without the
+    /// ETag s3s-fs saves on PUT is hashed whole on every GET.
+    pub root: PathBuf,
+    /// s3s-fs itself, without the throttle (quick set-up of big objects).
+    pub direct: String,
+    procs: Vec<Proc>,
+}
+
+impl S3Sim {
+    /// Creates `bucket` (a folder in the root; `create_bucket` works too).
+    pub fn bucket(&self, bucket: &str) {
+        std::fs::create_dir_all(self.root.join(bucket)).unwrap();
+    }
+}
+
+impl Drop for S3Sim {
+    fn drop(&mut self) {
+        self.procs.clear(); // kills and reaps both
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// The `s3s-fs` binary (`scripts/setup.sh --test-tools` installs it with
+/// cargo): on `PATH`, else in cargo's bin folder.
+fn s3s_fs_bin() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>());
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|d| d.join("bin"));
+    on_path
+        .chain(cargo_bin)
+        .map(|d| d.join("s3s-fs"))
+        .find(|p| p.is_file())
+}
+
+/// The `s3_throttle` proxy built beside this test binary (a bin of this crate).
+pub fn s3_throttle_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("s3_throttle");
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build --workspace --all-targets` first (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Starts the simulated S3 ([`S3Sim`]) with the credentials of [`s3_env`],
+/// and returns it with the throttled endpoint URL (what clients should use).
+/// Where s3s-fs is not installed: fails, or with `CATDOG_ALLOW_SKIPS=1`
+/// records the skip for `test` and returns `None`.
+pub async fn s3s(test: &str, opts: S3SimOptions) -> Option<(S3Sim, String)> {
+    let Some(s3s_fs) = s3s_fs_bin() else {
+        skip_or_fail(
+            test,
+            "s3s-fs is not installed (scripts/setup.sh --test-tools installs it: \
+             cargo install s3s-fs --version 0.14.1 --features binary --locked)",
+        );
+        return None;
+    };
+    let root =
+        std::env::temp_dir().join(format!("catdog-s3s-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&root).unwrap();
+    let port = free_port();
+    let server = Proc {
+        child: Command::new(&s3s_fs)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", "testing", "--secret-key", "testing"])
+            .arg(&root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", s3s_fs.display())),
+        name: "s3s-fs".into(),
+    };
+    let direct = format!("http://127.0.0.1:{port}");
+    // Any answer will do (an unsigned GET / is refused): it is listening.
+    wait_http(&direct, None, Duration::from_secs(20)).await;
+
+    let mut proxy = Command::new(s3_throttle_bin())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--mbps", &opts.mbps.to_string()])
+        .args(["--first-byte-ms", &opts.first_byte_ms.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start s3_throttle");
+    // Its first stdout line is the address it bound (port 0: its own pick).
+    let stdout = proxy.stdout.take().expect("piped stdout");
+    let proxy = Proc {
+        child: proxy,
+        name: "s3_throttle".into(),
+    };
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    let addr = line.trim();
+    assert!(!addr.is_empty(), "s3_throttle printed no address");
+    Some((
+        S3Sim {
+            root,
+            direct,
+            procs: vec![proxy, server],
+        },
+        format!("http://{addr}"),
+    ))
+}
+
 /// Standard AWS env for a loopback S3 server (static test credentials).
 pub fn s3_env(endpoint: &str) -> Vec<(String, String)> {
     vec![
@@ -263,8 +405,8 @@ s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
                   aws_secret_access_key="testing", region_name="us-east-1")
 try:
     s3.create_bucket(Bucket=bucket)
-except s3.exceptions.BucketAlreadyOwnedByYou:
-    pass
+except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+    pass  # moto says the first, s3s-fs the second
 with open(path, "rb") as f:
     s3.put_object(Bucket=bucket, Key=key, Body=f.read())
 "#;
