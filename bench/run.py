@@ -276,7 +276,11 @@ def s3_section(args, model, photo):
         def peer(p):
             return [sys.executable, os.path.join(HERE, "peers/flask_ort.py"), sim.uri, str(p)]
 
+        def catdog_file(p):
+            return [args.catdog, "serve", "--port", str(p), "--model", model]
+
         runs = [
+            ("catdog serve, the same model from a local file (reference)", catdog_file, {}, sim.env),
             ("catdog serve, one GET (CATDOG_S3_CONCURRENCY=1)", catdog, {"CATDOG_S3_CONCURRENCY": "1"}, sim.env),
             ("catdog serve, 16 parallel ranged GETs (CATDOG_S3_CONCURRENCY=16)", catdog,
              {"CATDOG_S3_CONCURRENCY": "16"}, sim.env),
@@ -299,7 +303,7 @@ def s3_section(args, model, photo):
                 # catdog's own figure (the "model ready" line; /model as a fallback); the peer prints its own.
                 log = stderr_text(proc)
                 fetch = fetch_ms_in_log(log)
-                if fetch is None and name.startswith("catdog"):
+                if fetch is None and name.startswith("catdog") and "local file" not in name:
                     fetch = model_info(p).get("fetch_ms")
                 m = re.search(r"peer: fetched \S+ in ([0-9.]+) s", log)
                 fetch = float(m.group(1)) if m else fetch / 1e3 if fetch is not None else None
@@ -310,7 +314,9 @@ def s3_section(args, model, photo):
             extra_txt = f", fetch {fetch:.2f} s ({size / 1e6 / fetch:.0f} MB/s)" if fetch else ""
             print(f"   cold start {cold:.2f} s{extra_txt}, peak RSS {rss:.0f} MB, "
                   f"CPU of the simulated S3 {sim_cpu:.1f} s", flush=True)
-        out["lambda"] = lambda_cold_start(args, sim.uri, {**sim.env, "RUST_LOG": "info"})
+        # The package `sam build` makes when there is one (bench/run.sh builds it), else the release binary.
+        out["lambda"] = lambda_cold_start(args, sim.uri, {**sim.env, "RUST_LOG": "info"}, args.lambda_bootstrap)
+        out["lambda"]["binary"] = "sam build artifact" if args.lambda_bootstrap else "release binary"
         lam = out["lambda"]
         print(f"== Lambda bootstrap, model from the simulated S3: init {lam['init_s']:.2f} s"
               + (f" (fetch {lam['fetch_s']:.2f} s)" if lam.get("fetch_s") else "")
@@ -320,7 +326,7 @@ def s3_section(args, model, photo):
     return out
 
 
-def lambda_cold_start(args, model, extra_env=None):
+def lambda_cold_start(args, model, extra_env=None, binary=None):
     """The real binary as a Lambda bootstrap against a stand-in Runtime API on
     loopback: init (process start to its first /next poll) and the first
     invocation (the Function URL event with a real photo) until its response."""
@@ -365,7 +371,7 @@ def lambda_cold_start(args, model, extra_env=None):
            "MODEL_URI": model, "RUST_LOG": "warn", **(extra_env or {})}
     log = tempfile.TemporaryFile()
     t0 = time.perf_counter()
-    proc = subprocess.Popen([args.catdog], env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([binary or args.catdog], env={**os.environ, **env}, stdout=subprocess.DEVNULL,
                             stderr=log, start_new_session=True)
     proc.log = log
     try:
@@ -406,6 +412,8 @@ def main():
                     help="simulated S3: each response's first byte this long after its request (default 20)")
     ap.add_argument("--s3s-fs", default=shutil.which("s3s-fs") or os.path.expanduser("~/.cargo/bin/s3s-fs"),
                     help="the s3s-fs binary (scripts/setup.sh --test-tools installs it)")
+    ap.add_argument("--lambda-bootstrap", default=None,
+                    help="the bootstrap `sam build` made (with its libonnxruntime beside it), measured as Lambda too")
     ap.add_argument("--s3-throttle", default=os.path.join(HERE, "..", "target", "debug", "s3_throttle"),
                     help="the proxy binary (tests/src/bin/s3_throttle.rs; bench/run.sh builds it)")
     args = ap.parse_args()
@@ -416,6 +424,8 @@ def main():
             if not os.access(b, os.X_OK):
                 ap.error(f"{b} not found: scripts/setup.sh --test-tools installs s3s-fs, "
                          "`cargo build -p catdog-tests --bin s3_throttle` builds the proxy (or pass --skip-s3)")
+    if args.lambda_bootstrap and not os.access(args.lambda_bootstrap, os.X_OK):
+        ap.error(f"{args.lambda_bootstrap} not found: run `sam build --build-dir target/sam-build` first")
     args.out = args.out or ("target/bench/BENCHMARKS-s3.md" if args.only_s3 else "BENCHMARKS.md")
 
     photos = []
@@ -442,7 +452,7 @@ def main():
     results = []
     raw = {}
     for label, model in (("fp32", fp32), ("int8", int8)):
-        r = json.loads(subprocess.run([sys.executable, os.path.join(HERE, "peers/raw_ort.py"), model, "30"],
+        r = json.loads(subprocess.run([sys.executable, os.path.join(HERE, "peers/raw_ort.py"), model, "60"],
                                       capture_output=True, text=True, check=True).stdout)
         raw[label] = r
         print(f"== raw session.run {label}: p50 {r['p50_ms']:.1f} ms", flush=True)
@@ -475,8 +485,12 @@ def main():
                                      [args.keras_python, os.path.join(HERE, "peers/flask_keras.py"), str(p)],
                                      {}, p, photos, listfile.name, args.seconds))
     lam = {}
-    for label, model in (("fp32", fp32), ("int8", int8)):
-        lam[label] = lambda_cold_start(args, model)
+    runs = [("fp32", fp32, None), ("int8", int8, None)]
+    if args.lambda_bootstrap:
+        runs += [("fp32, sam build artifact", fp32, args.lambda_bootstrap),
+                 ("int8, sam build artifact", int8, args.lambda_bootstrap)]
+    for label, model, binary in runs:
+        lam[label] = lambda_cold_start(args, model, None, binary)
         print(f"== Lambda bootstrap ({label}): init {lam[label]['init_s']:.2f} s, first answer "
               f"{lam[label]['first_s']:.2f} s, ok {lam[label]['ok']}", flush=True)
     s3 = {} if args.skip_s3 else s3_section(args, fp32, photos[0])
@@ -503,8 +517,8 @@ def report(args, results, raw, s3, threads, nphotos, lam):
         lines.append(f"| {r['name']} | {r['cold_s']:.2f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
                      f"{r['rps4']:.2f} | {r['rss_mb']:.0f} | {r['errors']} |")
     for label in ("fp32", "int8"):
-        lines.append(f"| raw session.run ({label}), ready tensor | — | {raw[label]['p50_ms']:.1f} | "
-                     f"{raw[label]['p99_ms']:.1f} | — | — | — |")
+        lines.append(f"| raw session.run ({label}), ready tensor, one after another | — | {raw[label]['p50_ms']:.1f} | "
+                     f"{raw[label]['p99_ms']:.1f} | {raw[label]['ips']:.2f} | — | — |")
     for r in results:
         t = r["first"].get("timings_ms") if isinstance(r.get("first"), dict) else None
         if t and r["name"].startswith("catdog serve"):
@@ -521,6 +535,9 @@ def report(args, results, raw, s3, threads, nphotos, lam):
         c, f = by[f"catdog serve ({label})"], by[f"Flask + onnxruntime ({label})"]
         lines += [
             f"| {label}: catdog p50 / raw session.run p50 | {ratio(c['p50_ms'], raw[label]['p50_ms']):.2f}× | ≤ 1.05× |",
+            f"| {label}: catdog p99 / raw session.run p99 (1 client) | {ratio(c['p99_ms'], raw[label]['p99_ms']):.2f}× | ≤ 1.15× |",
+            f"| {label}: catdog img/s at 4 clients ÷ raw session.run img/s (one after another) | "
+            f"{ratio(c['rps4'], raw[label]['ips']):.2f}× | ≥ 0.97× |",
             f"| {label}: catdog img/s ÷ Flask+onnxruntime img/s (4 clients) | {ratio(c['rps4'], f['rps4']):.2f}× | ≥ 1.3× |",
             f"| {label}: catdog cold start ÷ Flask+onnxruntime | {ratio(c['cold_s'], f['cold_s']):.2f}× | ≤ 0.33× |",
             f"| {label}: catdog peak RSS ÷ Flask+onnxruntime | {ratio(c['rss_mb'], f['rss_mb']):.2f}× | ≤ 0.7× |",
@@ -544,6 +561,8 @@ def report(args, results, raw, s3, threads, nphotos, lam):
     ort_lib = os.environ.get("ORT_DYLIB_PATH", "")
     pkg = os.path.getsize(args.catdog) + (os.path.getsize(ort_lib) if os.path.exists(ort_lib) else 0)
     lines += ["", "## Lambda bootstrap (stand-in Runtime API on loopback, model on local disk)", "",
+              "The release binary, and the package `sam build` makes (bootstrap + its libonnxruntime, built by "
+              "cargo-lambda for Amazon Linux's glibc) when bench/run.sh could build it.", "",
               f"Package: bootstrap {os.path.getsize(args.catdog) / 1e6:.1f} MB + libonnxruntime "
               f"{(pkg - os.path.getsize(args.catdog)) / 1e6:.1f} MB = {pkg / 1e6:.1f} MB unzipped (the model is not in it: S3).",
               "", "| model | init (start → first /next) s | first answer s | answer ok |", "| --- | ---: | ---: | --- |"]
@@ -581,6 +600,7 @@ def s3_report(s3):
         lines.append(f"| {r['name']} | {r['cold_s']:.2f} | {fetch} | {rate} | {r['rss_mb']:.0f} | "
                      f"{r['sim_cpu_s']:.1f} |")
     one, par = row("catdog serve, one GET"), row("catdog serve, 16 parallel ranged GETs (")
+    local = row("catdog serve, the same model from a local file")
     py_file, py_bytes = row("Python: boto3 download_file"), row("Python: get_object")
     lines += ["", "| figure | value | target |", "| --- | ---: | --- |"]
     if one and par:
@@ -592,11 +612,14 @@ def s3_report(s3):
     if par and py_bytes:
         lines.append(f"| cold start: catdog (16 ranges) ÷ Python get_object().read() | "
                      f"{ratio(par['cold_s'], py_bytes['cold_s']):.2f}× | ≤ 0.2× |")
+    if par and local:
+        lines.append(f"| peak RSS: catdog serving from S3 (16 ranges) ÷ from the local file | "
+                     f"{ratio(par['rss_mb'], local['rss_mb']):.2f}× | ≤ 1.15× |")
     lam = s3.get("lambda")
     if lam:
         fetch = f", of which fetch {lam['fetch_s']:.2f} s" if lam.get("fetch_s") else ""
-        lines += ["", f"Lambda bootstrap (stand-in Runtime API, MODEL_URI on the simulated S3, catdog's default "
-                      f"concurrency): init {lam['init_s']:.2f} s{fetch}; first answer {lam['first_s']:.2f} s; "
+        lines += ["", f"Lambda bootstrap ({lam.get('binary', 'release binary')}; stand-in Runtime API, MODEL_URI on "
+                      f"the simulated S3, catdog's default concurrency): init {lam['init_s']:.2f} s{fetch}; first answer {lam['first_s']:.2f} s; "
                       f"answer ok: {lam['ok']}."]
     return lines
 
