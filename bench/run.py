@@ -308,9 +308,13 @@ def s3_section(args, model, photo):
                 m = re.search(r"peer: fetched \S+ in ([0-9.]+) s", log)
                 fetch = float(m.group(1)) if m else fetch / 1e3 if fetch is not None else None
                 rss = peak_rss_mb(proc.pid)
+                # What verifying costs: the wait for the digest after the last byte arrived.
+                m = re.search(r"digest_wait_ms\W{1,3}([0-9.]+)", re.sub(r"\x1b\[[0-9;]*m", "", log))
+                digest_wait = float(m.group(1)) if m else None
             finally:
                 stop(proc)
-            out["rows"].append({"name": name, "cold_s": cold, "fetch_s": fetch, "rss_mb": rss, "sim_cpu_s": sim_cpu})
+            out["rows"].append({"name": name, "cold_s": cold, "fetch_s": fetch, "rss_mb": rss, "sim_cpu_s": sim_cpu,
+                                "digest_wait_ms": digest_wait})
             extra_txt = f", fetch {fetch:.2f} s ({size / 1e6 / fetch:.0f} MB/s)" if fetch else ""
             print(f"   cold start {cold:.2f} s{extra_txt}, peak RSS {rss:.0f} MB, "
                   f"CPU of the simulated S3 {sim_cpu:.1f} s", flush=True)
@@ -592,13 +596,14 @@ def s3_report(s3):
              "Cold start is process start → first correct answer to a POST of a test photo; catdog's fetch "
              "time is its own (`fetch_ms` of the \"model ready\" log line). See bench/README.md for what this "
              "simulation can and cannot show.", "",
-             "| contender | cold start (s) | fetch (s) | fetch MB/s | peak RSS (MB) | CPU of s3s-fs + proxy (s) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| contender | cold start (s) | fetch (s) | fetch MB/s | digest wait after the last byte (ms) | peak RSS (MB) | CPU of s3s-fs + proxy (s) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in s3["rows"]:
         f = r["fetch_s"]
         fetch, rate = (f"{f:.2f}", f"{s3['size_mb'] / f:.0f}") if f else ("—", "—")
-        lines.append(f"| {r['name']} | {r['cold_s']:.2f} | {fetch} | {rate} | {r['rss_mb']:.0f} | "
-                     f"{r['sim_cpu_s']:.1f} |")
+        dw = r.get("digest_wait_ms")
+        lines.append(f"| {r['name']} | {r['cold_s']:.2f} | {fetch} | {rate} | "
+                     f"{'—' if dw is None else f'{dw:.1f}'} | {r['rss_mb']:.0f} | {r['sim_cpu_s']:.1f} |")
     one, par = row("catdog serve, one GET"), row("catdog serve, 16 parallel ranged GETs (")
     local = row("catdog serve, the same model from a local file")
     py_file, py_bytes = row("Python: boto3 download_file"), row("Python: get_object")
