@@ -477,16 +477,11 @@ async fn sam_build_output_answers_the_function_url_event_like_predict() {
             .unwrap(),
     )
     .unwrap();
-    let out = catdog_command()
-        .args(["predict", "--json", "--model"])
-        .arg(fixture("tiny_torch_nchw.onnx"))
-        .arg(&photo)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeed(
+        catdog_command()
+            .args(["predict", "--json", "--model"])
+            .arg(fixture("tiny_torch_nchw.onnx"))
+            .arg(&photo),
     );
     let want: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let _ = std::fs::remove_dir_all(&scratch);

@@ -24,29 +24,19 @@ async fn converted_keras_model_serves_keras_answers() {
         pictures.push(data.join("catsdogs/test/cat/cat.001.jpg"));
         pictures.push(data.join("catsdogs/test/dog/dog.001.jpg"));
     }
-    let out = Command::new(&python)
-        .arg(workspace().join("tests/fixtures/keras_fixture.py"))
-        .arg(&dir)
-        .args(&pictures)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        Command::new(&python)
+            .arg(workspace().join("tests/fixtures/keras_fixture.py"))
+            .arg(&dir)
+            .args(&pictures),
     );
     let onnx = dir.join("tutorial.onnx");
-    let out = Command::new(&python)
-        .arg(workspace().join("models/keras_to_onnx.py"))
-        .arg(dir.join("tutorial.h5"))
-        .arg(&onnx)
-        .args(["--labels", r#"["cat","dog"]"#])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        Command::new(&python)
+            .arg(workspace().join("models/keras_to_onnx.py"))
+            .arg(dir.join("tutorial.h5"))
+            .arg(&onnx)
+            .args(["--labels", r#"["cat","dog"]"#]),
     );
 
     let keras: Value =

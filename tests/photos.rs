@@ -37,16 +37,11 @@ fn mobilenet_answers_equal_python_onnxruntime_on_every_photo() {
         serde_json::from_slice(&std::fs::read(fixture("mobilenet_reference.json")).unwrap())
             .unwrap();
     assert_eq!(reference.len(), 140);
-    let out = Command::new(catdog_bin())
-        .args(["predict", "--json", "--preprocessing", "torch", "--model"])
-        .arg(data.join("models/mobilenetv2-12-int8.onnx"))
-        .arg(data.join("catsdogs"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeed(
+        Command::new(catdog_bin())
+            .args(["predict", "--json", "--preprocessing", "torch", "--model"])
+            .arg(data.join("models/mobilenetv2-12-int8.onnx"))
+            .arg(data.join("catsdogs")),
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let root = data.join("catsdogs");

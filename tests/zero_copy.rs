@@ -16,21 +16,16 @@ fn predict(model: &std::path::Path, files: &[String], zero_copy: bool) -> Output
     } else {
         ""
     };
-    let out = catdog_command()
-        .arg("predict")
-        .arg("--json")
-        .arg("--model")
-        .arg(model)
-        .args(files)
-        .env("RUST_LOG", "catdog=debug")
-        .env("CATDOG_ZERO_COPY", zero_copy.to_string())
-        .env("MODEL_PREPROCESSING", preprocessing)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeed(
+        catdog_command()
+            .arg("predict")
+            .arg("--json")
+            .arg("--model")
+            .arg(model)
+            .args(files)
+            .env("RUST_LOG", "catdog=debug")
+            .env("CATDOG_ZERO_COPY", zero_copy.to_string())
+            .env("MODEL_PREPROCESSING", preprocessing),
     );
     out
 }

@@ -72,6 +72,20 @@ pub fn catdog_command() -> Command {
     cmd
 }
 
+/// Runs `cmd` to the end; fails the test with its stderr unless it succeeded.
+pub fn succeed(cmd: &mut Command) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Python with the fixture tools (numpy, onnx, onnxruntime, moto).
 pub fn python() -> PathBuf {
     std::env::var_os("CATDOG_PYTHON")
