@@ -483,7 +483,7 @@ impl Settings {
         SessionOptions {
             threads: self.model.threads.map(usize::from),
             // Pre-packed weights cost a transient copy at load (fp32 VGG16:
-            // +0.3 s, peak +200 MB) and make batched runs ~11% faster (ONNX
+            // +0.5–1.0 s of cold start, peak +120 MB) and 4 clients get 9–11% more throughput (ONNX
             // Runtime repacks a 411 MB fc1 for every batch otherwise): worth it
             // for a server; on Lambda (one request at a time, cold starts seen
             // by users) only for quantized models, which need it.
