@@ -34,8 +34,11 @@ struct Shared {
 
 /// The spooled file's path; the file is removed when this is dropped (ONNX
 /// Runtime keeps its own mapping of the weights, which outlives the name).
+/// It holds an exclusive lock on the file while alive, so that a file left
+/// by a process that died mid-download (a Lambda init killed at its time
+/// limit keeps /tmp for the next try) is known as stale and removed.
 #[derive(Debug)]
-pub struct SpooledFile(PathBuf);
+pub struct SpooledFile(PathBuf, Option<File>);
 
 impl SpooledFile {
     pub fn path(&self) -> &Path {
@@ -50,6 +53,47 @@ impl Drop for SpooledFile {
             let _ = std::fs::remove_file(&self.0);
         }
     }
+}
+
+/// Name prefix and suffix of download files.
+const PREFIX: &str = "catdog-model-";
+const SUFFIX: &str = ".onnx";
+
+/// Takes `file`'s exclusive lock without waiting; false if someone holds it.
+fn try_lock(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on an open descriptor.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Removes download files in `dir` that no live spool holds (left by a
+/// process that died); returns the bytes freed.
+fn sweep_stale(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut freed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(PREFIX) && name.ends_with(SUFFIX)) {
+            continue;
+        }
+        let path = entry.path();
+        // A lock is per open file: our own live spools refuse it too.
+        if let Ok(f) = File::open(&path) {
+            if try_lock(&f) {
+                let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                if std::fs::remove_file(&path).is_ok() {
+                    freed += size;
+                }
+            }
+        }
+    }
+    if freed > 0 {
+        tracing::info!(bytes = freed, dir = %dir.display(), "removed model downloads left by a process that stopped");
+    }
+    freed
 }
 
 /// A finished spool: the file, its digest, and how long the digest kept the
@@ -89,8 +133,8 @@ impl Spool {
             error,
         };
         std::fs::create_dir_all(dir).map_err(create_err)?;
+        sweep_stale(dir);
         let (file, path) = create_unique(dir).map_err(create_err)?;
-        let path = SpooledFile(path);
         reserve(&file, total).map_err(create_err)?;
         let part = part.max(1);
         let parts = total.div_ceil(part).max(1) as usize;
@@ -152,8 +196,8 @@ impl Spool {
                 SpoolError::Write(std::io::Error::other("the digest thread failed"))
             })?;
         let digest_wait_ms = waited.elapsed().as_secs_f64() * 1e3;
-        // `self` is dropped below; take the path out so the file stays.
-        let file = SpooledFile(std::mem::take(&mut self.path.0));
+        // `self` is dropped below; take the path (and its lock) out so the file stays.
+        let file = SpooledFile(std::mem::take(&mut self.path.0), self.path.1.take());
         Ok(Spooled {
             file,
             sha256,
@@ -269,12 +313,13 @@ pub fn create_file(dir: &Path) -> Result<(File, SpooledFile), SpoolError> {
         error,
     };
     std::fs::create_dir_all(dir).map_err(create_err)?;
-    let (file, path) = create_unique(dir).map_err(create_err)?;
-    Ok((file, SpooledFile(path)))
+    sweep_stale(dir);
+    create_unique(dir).map_err(create_err)
 }
 
-/// A new file in `dir` that no one else has (O_EXCL), readable and writable.
-fn create_unique(dir: &Path) -> std::io::Result<(File, PathBuf)> {
+/// A new file in `dir` that no one else has (O_EXCL), readable and writable,
+/// with its guard holding the file's lock.
+fn create_unique(dir: &Path) -> std::io::Result<(File, SpooledFile)> {
     use std::sync::atomic::AtomicUsize;
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     loop {
@@ -283,7 +328,7 @@ fn create_unique(dir: &Path) -> std::io::Result<(File, PathBuf)> {
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
         let path = dir.join(format!(
-            "catdog-model-{}-{}-{nanos:x}.onnx",
+            "{PREFIX}{}-{}-{nanos:x}{SUFFIX}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
@@ -293,7 +338,13 @@ fn create_unique(dir: &Path) -> std::io::Result<(File, PathBuf)> {
             .create_new(true)
             .open(&path)
         {
-            Ok(f) => return Ok((f, path)),
+            Ok(f) => {
+                // A new file: nobody else can hold its lock yet. The guard
+                // keeps its own descriptor, so the lock lives as long as it.
+                let held = f.try_clone()?;
+                try_lock(&held);
+                return Ok((f, SpooledFile(path, Some(held))));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
@@ -364,6 +415,33 @@ mod tests {
             std::fs::read_dir(&dir).unwrap().count(),
             0,
             "no file left behind"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn downloads_left_by_a_stopped_process_are_removed_and_live_ones_kept() {
+        let dir = std::env::temp_dir().join(format!("catdog-spool-test3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // As a killed process leaves it: nobody holds its lock.
+        let stale = dir.join("catdog-model-99999-0-0.onnx");
+        std::fs::write(&stale, [0u8; 4096]).unwrap();
+        let other = dir.join("notes.txt");
+        std::fs::write(&other, "kept").unwrap();
+        let live = Spool::create(&dir, 10, 10).unwrap();
+        assert!(!stale.exists(), "the stale download is removed");
+        assert!(other.exists(), "other files are not touched");
+        live.writer(0).write(&[7; 10]).unwrap();
+        let done = live.finish().unwrap();
+        // A second download while the first is still in use keeps the first.
+        let (_file, second) = create_file(&dir).unwrap();
+        assert!(done.file.path().exists(), "a live download is kept");
+        drop(done);
+        drop(second);
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "only notes.txt is left"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
