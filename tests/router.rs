@@ -187,6 +187,31 @@ async fn a_batch_is_answered_in_order_and_the_tutorial_route_keeps_its_shape() {
     assert!(one["prediction"]["dog"].as_f64().unwrap() > 0.5, "{one}");
     let (_, _, many) = call(router(&[]), post("/", "application/json", json)).await;
     assert_eq!(many["predictions"].as_array().unwrap().len(), 3, "{many}");
+
+    // The tutorial's jQuery page: `$.post(url, JSON.stringify({image}))` sends
+    // jQuery's default form Content-Type (or none at all from other clients);
+    // PNG arrives with its data: URL prefix.
+    for ctype in [
+        Some("application/x-www-form-urlencoded; charset=UTF-8"),
+        Some("text/plain"),
+        None,
+    ] {
+        for (rgb, prefix, want) in [(BLUE, "data:image/png;base64,", "dog"), (RED, "", "cat")] {
+            let mut req = Request::post("/");
+            if let Some(c) = ctype {
+                req = req.header(header::CONTENT_TYPE, c);
+            }
+            let body = format!("{{\"image\": \"{prefix}{}\"}}", b(rgb));
+            let (status, _, v) = call(router(&[]), req.body(Body::from(body)).unwrap()).await;
+            assert_eq!(status, StatusCode::OK, "{ctype:?}: {v}");
+            let p = &v["prediction"];
+            let other = if want == "cat" { "dog" } else { "cat" };
+            assert!(
+                p[want].as_f64().unwrap() > p[other].as_f64().unwrap(),
+                "{ctype:?} {prefix:?}: {v}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -228,6 +253,35 @@ async fn bad_requests_get_their_code_and_status() {
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             &["--max-body-bytes", "1024"],
+        ),
+        // Over the limit is 413 whatever the Content-Type: streamed (no
+        // length) and declared.
+        (
+            post("/predict", "text/plain", vec![0u8; 2048]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            &["--max-body-bytes", "1024"],
+        ),
+        (
+            Request::post("/predict")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::CONTENT_LENGTH, "2048")
+                .body(Body::from(vec![0u8; 2048]))
+                .unwrap(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            &["--max-body-bytes", "1024"],
+        ),
+        // Only the tutorial's route reads other Content-Types as JSON.
+        (
+            post(
+                "/predict",
+                "application/x-www-form-urlencoded; charset=UTF-8",
+                "{\"image\": \"x\"}",
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            &[],
         ),
         (
             post("/predict", "application/json", too_many),

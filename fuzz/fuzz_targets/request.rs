@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue};
 use catdog::decode::{decode_rgb, DecodeLimits};
-use catdog::http::input::read_images;
+use catdog::http::input::{read_images, OtherTypes};
 use catdog::model::contract::{Layout, Preprocessing};
 use catdog::preprocess::Preprocessor;
 use catdog::state::Limits;
@@ -58,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
     let ctype = CONTENT_TYPES[selector as usize % CONTENT_TYPES.len()];
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     let limits = limits();
-    let Ok(images) = RUNTIME.block_on(read_images(&headers, Body::from(body.to_vec()), &limits)) else {
+    let Ok(images) = RUNTIME.block_on(read_images(&headers, Body::from(body.to_vec()), &limits, OtherTypes::Refuse)) else {
         return;
     };
     assert!(!images.is_empty() && images.len() <= limits.max_batch);

@@ -14,11 +14,23 @@ use bytes::Bytes;
 use crate::http::error::ApiError;
 use crate::limits::Limits;
 
+/// How a route reads a body whose Content-Type is none of the accepted ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtherTypes {
+    /// Refused with 415 (every route but the tutorial's).
+    Refuse,
+    /// Read as JSON, as the tutorial's Flask backend did
+    /// (`request.get_json(force=True)`): its jQuery page posts JSON with
+    /// jQuery's default `application/x-www-form-urlencoded`.
+    AsJson,
+}
+
 /// Reads the body and returns the encoded pictures, in request order.
 pub async fn read_images(
     headers: &HeaderMap,
     body: Body,
     limits: &Limits,
+    other: OtherTypes,
 ) -> Result<Vec<Bytes>, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -33,23 +45,12 @@ pub async fn read_images(
             Kind::Multipart
         }
         Some(m) if m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON) => Kind::Json,
-        _ => {
-            let got = if content_type.is_empty() {
-                "no Content-Type".to_string()
-            } else {
-                format!("Content-Type {content_type:?}")
-            };
-            return Err(ApiError::new(
-                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                format!(
-                    "{got} is not accepted: send the picture as image/* (or application/octet-stream), \
-                     multipart/form-data, or application/json {{\"image\": \"<base64>\"}}"
-                ),
-            ));
-        }
+        _ if other == OtherTypes::AsJson => Kind::Json,
+        _ => Kind::Unsupported,
     };
 
+    // The size limit comes first, whatever the Content-Type: an over-limit
+    // body is a 413 even when it would also be a 415.
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
@@ -70,6 +71,21 @@ pub async fn read_images(
                 )
             }
         })?;
+    if kind == Kind::Unsupported {
+        let got = if content_type.is_empty() {
+            "no Content-Type".to_string()
+        } else {
+            format!("Content-Type {content_type:?}")
+        };
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "{got} is not accepted: send the picture as image/* (or application/octet-stream), \
+                 multipart/form-data, or application/json {{\"image\": \"<base64>\"}}"
+            ),
+        ));
+    }
     if bytes.is_empty() {
         return Err(ApiError::bad_request(
             "empty_body",
@@ -81,6 +97,7 @@ pub async fn read_images(
         Kind::Raw => vec![bytes],
         Kind::Multipart => multipart(&content_type, bytes).await?,
         Kind::Json => json(&bytes)?,
+        Kind::Unsupported => unreachable!("refused above"),
     };
     if images.is_empty() {
         return Err(ApiError::bad_request(
@@ -102,10 +119,13 @@ pub async fn read_images(
     Ok(images)
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Raw,
     Multipart,
     Json,
+    /// Refused, once the body is known to be within the limit.
+    Unsupported,
 }
 
 fn is_length_limit(e: &axum::Error) -> bool {

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use crate::batcher::BatchError;
 use crate::decode::decode_rgb;
 use crate::http::error::ApiError;
-use crate::http::input::read_images;
+use crate::http::input::{read_images, OtherTypes};
 use crate::http::state::{AppState, ModelState, Ready};
 use crate::http::types::{
     ErrorBody, HealthAnswer, HealthStatus, JsonPictures, LegacyAnswer, ModelRef, Picture,
@@ -48,10 +48,11 @@ async fn classify_request(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
+    other: OtherTypes,
 ) -> Result<(Ready, Vec<Prediction>, Timings), ApiError> {
     let started = Instant::now();
     let ready = ready_model(state)?;
-    let images: Vec<Bytes> = read_images(headers, body, &state.limits).await?;
+    let images: Vec<Bytes> = read_images(headers, body, &state.limits, other).await?;
     let read = started.elapsed().as_secs_f64() * 1e3;
     let limits = state.limits.decode;
     let count = images.len();
@@ -128,7 +129,8 @@ classify_route!(
         headers: HeaderMap,
         body: Body,
     ) -> Result<Response, ApiError> {
-        let (ready, predictions, timings) = classify_request(&state, &headers, body).await?;
+        let (ready, predictions, timings) =
+            classify_request(&state, &headers, body, OtherTypes::Refuse).await?;
         let answer = PredictAnswer::new(predictions, ModelRef::of(&ready.classifier), timings);
         Ok(with_timings(Json(answer), timings))
     }
@@ -145,7 +147,9 @@ classify_route!(
         headers: HeaderMap,
         body: Body,
     ) -> Result<Response, ApiError> {
-        let (_, predictions, timings) = classify_request(&state, &headers, body).await?;
+        // Any other Content-Type is read as JSON, as the tutorial's backend did.
+        let (_, predictions, timings) =
+            classify_request(&state, &headers, body, OtherTypes::AsJson).await?;
         Ok(with_timings(Json(LegacyAnswer::new(predictions)), timings))
     }
 );
