@@ -501,3 +501,80 @@ async fn model_from_s3_and_from_http() {
     let (s, v) = post(&base, "/predict", Some("image/png"), img("blue.png")).await;
     assert_eq!((s, v["label"].as_str()), (200, Some("dog")), "{v}");
 }
+
+/// Clients that write their whole body before reading the answer (Python's
+/// urllib) must read the 413 too: the server answers early, then drains the
+/// rest of the body (bounded) before closing, as nginx's lingering close.
+#[tokio::test(flavor = "multi_thread")]
+async fn write_first_clients_read_the_413_for_any_over_limit_body() {
+    let model = fixture("tiny_torch_nchw.onnx");
+    let (_p, base) = serve(&["--model", model.to_str().unwrap()], &[]).await;
+    wait_ready(&base).await;
+    let script = r#"
+import json, os, sys, urllib.error, urllib.request
+import requests
+base, tries = sys.argv[1], int(sys.argv[2])
+body = os.urandom(7 * 1024 * 1024)  # over the 6 MiB default
+def chunks():
+    for i in range(0, len(body), 65536):
+        yield body[i:i + 65536]
+def urllib_post(chunked, ctype):
+    headers = {"Content-Type": ctype}
+    data = body
+    if chunked:
+        headers["Transfer-Encoding"] = "chunked"
+        data = chunks()
+    try:
+        urllib.request.urlopen(urllib.request.Request(base + "/predict", data=data, headers=headers), timeout=60)
+        return "answered"
+    except urllib.error.HTTPError as e:
+        return [e.code, json.loads(e.read())["error"]["code"]]
+    except Exception as e:
+        return type(e).__name__ + ": " + str(e)
+def requests_post(chunked, ctype):
+    r = requests.post(base + "/predict", data=chunks() if chunked else body, headers={"Content-Type": ctype}, timeout=60)
+    return [r.status_code, r.json()["error"]["code"]]
+out = {}
+for name, post in [("urllib", urllib_post), ("requests", requests_post)]:
+    for chunked in (False, True):
+        for ctype in ("image/jpeg", "text/plain"):
+            out[f"{name} chunked={chunked} {ctype}"] = [post(chunked, ctype) for _ in range(tries)]
+print(json.dumps(out))
+"#;
+    let out = succeed(std::process::Command::new(python()).args(["-c", script, &base, "10"]));
+    let results: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = serde_json::json!([413, "payload_too_large"]);
+    for (case, answers) in results.as_object().unwrap() {
+        for a in answers.as_array().unwrap() {
+            assert_eq!(a, &want, "{case}: {answers}");
+        }
+    }
+    assert_eq!(results.as_object().unwrap().len(), 8);
+
+    // curl, with a length and chunked.
+    let file = std::env::temp_dir().join(format!("catdog-7mb-{}", std::process::id()));
+    std::fs::write(&file, vec![7u8; 7 * 1024 * 1024]).unwrap();
+    for extra in [&[][..], &["-H", "Transfer-Encoding: chunked"][..]] {
+        let out = succeed(
+            std::process::Command::new("curl")
+                .args([
+                    "-s",
+                    "-w",
+                    "\n%{http_code}",
+                    "-H",
+                    "Content-Type: image/jpeg",
+                ])
+                .args(extra)
+                .arg("--data-binary")
+                .arg(format!("@{}", file.display()))
+                .arg(format!("{base}/predict")),
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (json, code) = text.rsplit_once('\n').unwrap();
+        assert_eq!(code, "413", "{extra:?}: {text}");
+        let v: Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["error"]["code"], "payload_too_large", "{extra:?}");
+    }
+    let _ = std::fs::remove_file(&file);
+    still_serves(&base).await;
+}

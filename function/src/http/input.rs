@@ -56,21 +56,11 @@ pub async fn read_images(
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
     {
         if len > limits.max_body_bytes as u64 {
+            linger(body.into_data_stream());
             return Err(ApiError::too_large(limits.max_body_bytes));
         }
     }
-    let bytes = axum::body::to_bytes(body, limits.max_body_bytes)
-        .await
-        .map_err(|e| {
-            if is_length_limit(&e) {
-                ApiError::too_large(limits.max_body_bytes)
-            } else {
-                ApiError::bad_request(
-                    "invalid_body",
-                    format!("the request body could not be read: {e}"),
-                )
-            }
-        })?;
+    let bytes = read_limited(body, limits.max_body_bytes).await?;
     if kind == Kind::Unsupported {
         let got = if content_type.is_empty() {
             "no Content-Type".to_string()
@@ -119,6 +109,54 @@ pub async fn read_images(
     Ok(images)
 }
 
+/// After an early 413, what is left of the body is read and thrown away in
+/// the background, up to these bounds, before the connection closes (as
+/// nginx's lingering close): clients that write their whole body before
+/// reading (Python's urllib) then read the answer instead of a broken pipe.
+/// The body is never kept: only counted.
+const LINGER_BYTES: usize = 64 << 20;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Drains `rest` in the background, bounded by [`LINGER_BYTES`] and [`LINGER_TIME`].
+fn linger(mut rest: axum::body::BodyDataStream) {
+    use futures_util::StreamExt;
+    tokio::spawn(async move {
+        let mut read = 0usize;
+        let _ = tokio::time::timeout(LINGER_TIME, async {
+            while let Some(Ok(chunk)) = rest.next().await {
+                read += chunk.len();
+                if read > LINGER_BYTES {
+                    break;
+                }
+            }
+        })
+        .await;
+        tracing::debug!(bytes = read, "drained the rest of an over-limit body");
+    });
+}
+
+/// The whole body, refused with 413 as soon as it grows past `limit` (the
+/// rest is then drained in the background, never stored).
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request(
+                "invalid_body",
+                format!("the request body could not be read: {e}"),
+            )
+        })?;
+        if buf.len() + chunk.len() > limit {
+            linger(stream);
+            return Err(ApiError::too_large(limit));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Raw,
@@ -126,17 +164,6 @@ enum Kind {
     Json,
     /// Refused, once the body is known to be within the limit.
     Unsupported,
-}
-
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut cur: Option<&dyn std::error::Error> = Some(e);
-    while let Some(err) = cur {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
 }
 
 /// Every file field (a field with a file name, or named image/images/file/files).
