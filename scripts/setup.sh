@@ -187,6 +187,21 @@ if [[ "${CATDOG_WITH_KERAS:-0}" == 1 ]]; then
   echo "export CATDOG_KERAS_PYTHON='$KVENV/bin/python'"
 fi
 
+# The tutorial's front end uses jQuery 3.3.1: from npm, for tests/browser.rs's
+# page that makes the tutorial's exact call.
+if ((test_tools)); then
+  NPMDIR="$CACHE/npm-jquery"
+  if [[ ! -f "$NPMDIR/node_modules/jquery/dist/jquery.min.js" ]]; then
+    if command -v npm > /dev/null; then
+      log "installing jquery@3.3.1 from npm (the tutorial's page)"
+      npm install --silent --prefix "$NPMDIR" jquery@3.3.1 >&2
+    else
+      log "npm is missing (apt-get install npm): the tutorial-page browser test will fail"
+    fi
+  fi
+  echo "export CATDOG_JQUERY='$NPMDIR/node_modules/jquery/dist/jquery.min.js'"
+fi
+
 echo "export ORT_DYLIB_PATH='$ORT_LIB'"
 if ((test_tools)); then
   echo "export CATDOG_PYTHON='$VENV/bin/python'"

@@ -116,3 +116,97 @@ async fn upload_page_works_in_headless_chromium() {
         assert!(img.width() >= 800, "{shot}");
     }
 }
+
+/// The tutorial's own page (its jQuery 3.3.1 `$.post` of the JSON text, sent
+/// as `application/x-www-form-urlencoded`), served from another origin
+/// allowed by `CATDOG_CORS_ORIGINS`, shows catdog's figures for a JPEG and
+/// for a PNG (which keeps its `data:image/png;base64,` prefix).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tutorials_own_page_shows_predictions_from_another_origin() {
+    const TEST: &str = "browser::the_tutorials_own_page_shows_predictions_from_another_origin";
+    let Some(jquery) = std::env::var_os("CATDOG_JQUERY")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.exists())
+    else {
+        skip_or_fail(
+            TEST,
+            "jQuery 3.3.1 from npm is missing (scripts/setup.sh --test-tools installs it)",
+        );
+        return;
+    };
+    // The page's own origin: a plain static server on another port.
+    let dir = std::env::temp_dir().join(format!("catdog-tutorial-page-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        workspace().join("tests/browser/tutorial_page/index.html"),
+        dir.join("index.html"),
+    )
+    .unwrap();
+    std::fs::copy(&jquery, dir.join("jquery.min.js")).unwrap();
+    let page_port = free_port();
+    let _page = Proc {
+        child: Command::new(python())
+            .args([
+                "-m",
+                "http.server",
+                &page_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+        name: "page server".into(),
+    };
+    let origin = format!("http://127.0.0.1:{page_port}");
+    wait_http(
+        &format!("{origin}/index.html"),
+        Some(200),
+        std::time::Duration::from_secs(20),
+    )
+    .await;
+
+    let model = fixture("tiny_caffe_nhwc.onnx");
+    let (_p, base) = serve(
+        &["--model", model.to_str().unwrap()],
+        &[("CATDOG_CORS_ORIGINS", origin.as_str())],
+    )
+    .await;
+    wait_ready(&base).await;
+    let (jpeg, png) = (fixture("images/red.jpg"), fixture("images/blue.png"));
+    let out = tokio::task::spawn_blocking({
+        let (page, backend) = (format!("{origin}/index.html"), format!("{base}/"));
+        let (jpeg, png) = (jpeg.clone(), png.clone());
+        move || {
+            succeed(
+                Command::new(python())
+                    .arg(workspace().join("tests/browser/tutorial_page.py"))
+                    .args([&page, &backend])
+                    .arg(&jpeg)
+                    .arg(&png),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (picture, ctype, want) in [(&jpeg, "image/jpeg", "cat"), (&png, "image/png", "dog")] {
+        let name = picture.file_name().unwrap().to_string_lossy().into_owned();
+        let page = &shown[&name];
+        let api = predict_json(&base, std::fs::read(picture).unwrap(), ctype).await;
+        assert_eq!(api["label"], want, "{api}");
+        for label in ["cat", "dog"] {
+            let (on_page, from_api) =
+                (page[label].as_f64(), api["scores"][label].as_f64().unwrap());
+            assert!(
+                on_page.is_some_and(|p| (p - from_api).abs() < 1e-6),
+                "{name}: the page shows {page}, the API says {}",
+                api["scores"]
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
