@@ -127,14 +127,13 @@ impl Spool {
     /// (the last may be shorter). The space is reserved up front, so a full
     /// disk is found before anything is downloaded.
     pub fn create(dir: &Path, total: u64, part: u64) -> Result<Spool, SpoolError> {
+        let needed = format!("{:.0} MB", total as f64 / 1e6);
         let create_err = |error| SpoolError::Create {
             dir: dir.display().to_string(),
-            needed: format!("{:.0} MB", total as f64 / 1e6),
+            needed: needed.clone(),
             error,
         };
-        std::fs::create_dir_all(dir).map_err(create_err)?;
-        sweep_stale(dir);
-        let (file, path) = create_unique(dir).map_err(create_err)?;
+        let (file, path) = new_file(dir, &needed)?;
         reserve(&file, total).map_err(create_err)?;
         let part = part.max(1);
         let parts = total.div_ceil(part).max(1) as usize;
@@ -307,9 +306,14 @@ fn hash_as_written(file: &File, shared: &Shared) -> Option<String> {
 /// A new, empty download file in `dir` (for a stream of unknown length),
 /// removed when its guard is dropped.
 pub fn create_file(dir: &Path) -> Result<(File, SpooledFile), SpoolError> {
+    new_file(dir, "the model's size")
+}
+
+/// A new download file in `dir` (created if needed), after removing stale ones.
+fn new_file(dir: &Path, needed: &str) -> Result<(File, SpooledFile), SpoolError> {
     let create_err = |error| SpoolError::Create {
         dir: dir.display().to_string(),
-        needed: "the model's size".into(),
+        needed: needed.to_string(),
         error,
     };
     std::fs::create_dir_all(dir).map_err(create_err)?;
