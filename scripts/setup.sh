@@ -5,7 +5,8 @@
 #   scripts/setup.sh                  what serving needs: the ONNX Runtime shared library
 #                                     (`make setup`, `make serve`, `make install`)
 #   scripts/setup.sh --test-tools     also the tests' Python virtualenv (numpy, Pillow, onnx, onnxruntime,
-#                                     moto, cfn-lint, selenium, schemathesis) and s3s-fs (cargo install)
+#                                     moto, cfn-lint, selenium, schemathesis, tritonclient, kserve,
+#                                     prometheus_client, jsonschema) and s3s-fs (cargo install)
 #   scripts/setup.sh --lambda-lib DIR copy the library for ORT_ARCH (x86_64 | arm64) into DIR
 #
 # The library comes from PyPI's onnxruntime wheel (`ort` is built with
@@ -30,7 +31,7 @@ CACHE="${CATDOG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/catdog}"
 VENV="$CACHE/venv"
 ORT_DIR="$CACHE/onnxruntime-$ORT_VERSION"
 ORT_LIB="$ORT_DIR/libonnxruntime.so.$ORT_VERSION"
-PY_TOOLS=(numpy pillow "onnx>=1.16" "onnxruntime==$ORT_VERSION" "moto[server]" boto3 "cfn-lint" selenium schemathesis cargo-lambda)
+PY_TOOLS=(numpy pillow "onnx>=1.16" "onnxruntime==$ORT_VERSION" "moto[server]" boto3 "cfn-lint" selenium schemathesis cargo-lambda "tritonclient[http]" kserve prometheus_client jsonschema)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; }

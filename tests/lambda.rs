@@ -225,3 +225,81 @@ async fn unreachable_s3_is_retried_then_named_in_the_init_error() {
     .unwrap();
     assert_eq!(log.matches("trying again").count(), 2, "{log}");
 }
+
+/// On Lambda each request's figures also go out as a CloudWatch Embedded
+/// Metric Format line on stdout (one per request, one when the model is
+/// ready), checked against the EMF specification by tests/clients/check_emf.py.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_request_writes_one_emf_line_of_the_specified_shape() {
+    let (_moto, env) = model_in_s3("tiny_torch_nchw.onnx").await;
+    let mut h = Harness::start().await;
+    let out_path = std::env::temp_dir().join(format!("catdog-emf-{}.log", std::process::id()));
+    let mut boot = h.bootstrap_to(&env, std::fs::File::create(&out_path).unwrap().into());
+    let red = std::fs::read(fixture("images/red.png")).unwrap();
+    let mut sent = Vec::new();
+    for (id, body, ctype) in [
+        ("a", &red[..], "image/png"),
+        ("b", &b"not an image"[..], "image/jpeg"),
+        ("c", &red[..], "image/png"),
+    ] {
+        let (status, _) = http_of(
+            h.invoke(id, with_body(event("function-url.json"), body, ctype))
+                .await,
+            id,
+        );
+        sent.push(status);
+    }
+    assert_eq!(sent, [200, 400, 200]);
+    let _ = boot.child.kill();
+    let _ = boot.child.wait();
+    let text = std::fs::read(&out_path).unwrap();
+    let _ = std::fs::remove_file(&out_path);
+
+    use std::io::Write;
+    let mut check = std::process::Command::new(python())
+        .arg(workspace().join("tests/clients/check_emf.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    check.stdin.take().unwrap().write_all(&text).unwrap();
+    let checked = check.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&checked.stderr),
+        String::from_utf8_lossy(&text)
+    );
+    let docs: Vec<Value> = serde_json::from_slice(&checked.stdout).unwrap();
+    let requests: Vec<&Value> = docs.iter().filter(|d| d.get("Route").is_some()).collect();
+    let statuses: Vec<u64> = requests
+        .iter()
+        .map(|d| d["Status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [200, 400, 200], "one line per request: {docs:?}");
+    for d in &requests {
+        assert_eq!(d["Route"], "/predict");
+        assert_eq!(d["_aws"]["CloudWatchMetrics"][0]["Namespace"], "catdog");
+        assert_eq!(d["Requests"], 1.0);
+        assert_eq!(d["Model"], "catdog");
+    }
+    assert!(
+        requests[0]["InferenceTime"].as_f64().unwrap() > 0.0,
+        "{:?}",
+        requests[0]
+    );
+    assert_eq!(requests[1]["ClientErrors"], 1.0);
+    assert!(
+        requests[1].get("InferenceTime").is_none(),
+        "no stages for a refused picture"
+    );
+    let model: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d.get("ModelLoadTime").is_some())
+        .collect();
+    assert_eq!(model.len(), 1, "one model line: {docs:?}");
+    assert_eq!(model[0]["ModelUriScheme"], "s3");
+    assert!(model[0]["ModelFetchTime"].as_f64().unwrap() > 0.0);
+    assert_eq!(docs.len(), 4, "nothing else on stdout: {docs:?}");
+}

@@ -11,12 +11,13 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError
 use std::sync::Arc;
 use std::time::Instant;
 
-use image::RgbImage;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::oneshot;
 
 use crate::limits::BatchPolicy;
 use crate::model::output::Prediction;
 use crate::model::{Classifier, InferTimings, ModelError};
+use crate::preprocess::Input;
 
 /// Why a job got no answers.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +42,7 @@ pub struct BatchAnswer {
 }
 
 struct Job {
-    pictures: Vec<RgbImage>,
+    pictures: Vec<Input>,
     enqueued: Instant,
     reply: oneshot::Sender<Result<BatchAnswer, BatchError>>,
 }
@@ -55,20 +56,21 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the inference thread for `classifier`.
-    pub fn start(classifier: Arc<Classifier>, policy: BatchPolicy) -> Self {
+    /// Starts the inference thread for `classifier`; each run's size is
+    /// observed in `batch_sizes`.
+    pub fn start(classifier: Arc<Classifier>, policy: BatchPolicy, batch_sizes: Histogram) -> Self {
         let (tx, rx) = mpsc::sync_channel(policy.max_queued.max(1));
         let p = policy;
         std::thread::Builder::new()
             .name("catdog-infer".into())
-            .spawn(move || run(classifier, rx, p))
+            .spawn(move || run(classifier, rx, p, batch_sizes))
             .expect("spawning the inference thread");
         Self { tx, policy }
     }
 
     /// Queues `pictures` and waits for their answers; refuses at once when
     /// the queue is full.
-    pub async fn classify(&self, pictures: Vec<RgbImage>) -> Result<BatchAnswer, BatchError> {
+    pub async fn classify(&self, pictures: Vec<Input>) -> Result<BatchAnswer, BatchError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             pictures,
@@ -84,7 +86,12 @@ impl Batcher {
     }
 }
 
-fn run(classifier: Arc<Classifier>, rx: Receiver<Job>, policy: BatchPolicy) {
+fn run(
+    classifier: Arc<Classifier>,
+    rx: Receiver<Job>,
+    policy: BatchPolicy,
+    batch_sizes: Histogram,
+) {
     let max = policy.max_pictures.max(1);
     // A graph with a fixed batch size runs pictures one group at a time
     // anyway: waiting for company would only add latency.
@@ -123,10 +130,11 @@ fn run(classifier: Arc<Classifier>, rx: Receiver<Job>, policy: BatchPolicy) {
         }
         let started = Instant::now();
         let sizes: Vec<usize> = jobs.iter().map(|j| j.pictures.len()).collect();
-        let pictures: Vec<RgbImage> = jobs
+        let pictures: Vec<Input> = jobs
             .iter_mut()
             .flat_map(|j| std::mem::take(&mut j.pictures))
             .collect();
+        batch_sizes.observe(count as f64);
         let result = classifier.classify(&pictures);
         drop(pictures);
         match result {

@@ -7,8 +7,9 @@
 //!
 //! - [`settings`]: every flag and environment variable, parsed once.
 //! - [`host`]: the Lambda bootstrap, the local server (+ ngrok tunnel), the CLI commands.
-//! - [`http`]: the router, its wire types, access control; [`batcher`]: the
-//!   inference thread requests share; [`limits`]: what a request may hold.
+//! - [`http`]: the router, its wire types, access control, the Open Inference
+//!   Protocol routes; [`batcher`]: the inference thread requests share;
+//!   [`limits`]: what a request may hold; [`metrics`]: `/metrics` and EMF lines.
 //! - [`model`]: fetching, the ONNX model contract, sessions, the classifier.
 //! - [`decode`], [`resize`] and [`preprocess`]: bytes → upright RGB picture → model tensor.
 //! - [`files`]: classifying picture files in chunks (predict, eval, the
@@ -25,6 +26,7 @@ pub mod finetune;
 pub mod host;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod model;
 pub mod notebook;
 pub mod plot;

@@ -11,6 +11,48 @@ use image::RgbImage;
 use crate::model::contract::{ColorOrder, Layout, Preprocessing, ResizeMode};
 use crate::resize::resize_rgb_region;
 
+/// One picture's worth of model input: a decoded picture, preprocessed as
+/// the model's contract says, or a tensor the client already preprocessed.
+#[derive(Debug, Clone)]
+pub enum Input {
+    Picture(RgbImage),
+    Tensor(Tensor),
+}
+
+/// One picture's input tensor as a client sent it: checked to have the
+/// model's size and only finite values, so a batch can take it as it is.
+#[derive(Debug, Clone)]
+pub struct Tensor(Vec<f32>);
+
+/// Why a client's tensor cannot be one picture's input.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TensorError {
+    #[error("{got} values, but one picture's input holds {want}")]
+    Size { got: usize, want: usize },
+    #[error("value {index} is not a finite number")]
+    NotFinite { index: usize },
+}
+
+/// Something that can fill one picture's slot of a batch tensor.
+pub trait Row {
+    fn write_row(&self, pre: &Preprocessor, out: &mut [f32]);
+}
+
+impl Row for RgbImage {
+    fn write_row(&self, pre: &Preprocessor, out: &mut [f32]) {
+        pre.write_tensor(self, out);
+    }
+}
+
+impl Row for Input {
+    fn write_row(&self, pre: &Preprocessor, out: &mut [f32]) {
+        match self {
+            Input::Picture(p) => pre.write_tensor(p, out),
+            Input::Tensor(Tensor(values)) => out.copy_from_slice(values),
+        }
+    }
+}
+
 /// A preprocessing spec with its input layout resolved, ready to run.
 #[derive(Debug, Clone)]
 pub struct Preprocessor {
@@ -97,6 +139,20 @@ impl Preprocessor {
                 }
             }
         }
+    }
+
+    /// Checks a client's preprocessed values as one picture's input.
+    pub fn check_tensor(&self, values: Vec<f32>) -> Result<Tensor, TensorError> {
+        if values.len() != self.tensor_len() {
+            return Err(TensorError::Size {
+                got: values.len(),
+                want: self.tensor_len(),
+            });
+        }
+        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+            return Err(TensorError::NotFinite { index });
+        }
+        Ok(Tensor(values))
     }
 
     /// One picture as its own tensor (convenience for tests and tools).

@@ -176,6 +176,10 @@ pub struct ModelSettings {
     /// `caffe`, `torch` or a JSON object, overriding the model's `preprocessing` metadata.
     #[arg(long = "preprocessing", env = "MODEL_PREPROCESSING", global = true, value_parser = parse_preprocessing)]
     pub preprocessing: Option<Preprocessing>,
+    /// The model's name on the Open Inference Protocol routes (/v2/models/NAME)
+    /// [default: the model's `name` metadata, else catdog].
+    #[arg(long = "model-name", env = "MODEL_NAME", global = true, value_parser = parse_model_name)]
+    pub name: Option<String>,
     /// ImageNet models: answer `neither` below this summed cat+dog probability (0–1).
     #[arg(long, env = "NEITHER_BELOW", global = true, value_parser = parse_probability)]
     pub neither_below: Option<f32>,
@@ -340,6 +344,11 @@ pub struct ProcessSettings {
     /// Log filter, e.g. `info` or `catdog=debug` (tracing's EnvFilter syntax).
     #[arg(long = "log", env = "RUST_LOG", global = true)]
     pub log_filter: Option<String>,
+    /// Write each request's figures to stdout as a CloudWatch Embedded Metric
+    /// Format line, true/false [default: on Lambda, where /metrics cannot add up
+    /// instances; off elsewhere].
+    #[arg(long, env = "CATDOG_EMF", global = true)]
+    pub emf: Option<bool>,
     /// Set by AWS Lambda: run as its bootstrap.
     #[arg(long, env = "AWS_LAMBDA_RUNTIME_API", hide = true, global = true)]
     pub lambda_runtime_api: Option<String>,
@@ -451,6 +460,11 @@ impl Settings {
         self.process.lambda_runtime_api.is_some()
     }
 
+    /// Whether requests' figures go out as CloudWatch EMF lines (see [`ProcessSettings::emf`]).
+    pub fn emf(&self) -> bool {
+        self.process.emf.unwrap_or_else(|| self.on_lambda())
+    }
+
     /// catdog's cache folder (see [`ProcessSettings::cache_dir`]).
     pub fn cache_dir(&self) -> PathBuf {
         self.process
@@ -471,6 +485,7 @@ impl Settings {
                 labels: m.labels.clone().map(|l| l.0),
                 preprocessing: m.preprocessing.clone(),
                 neither_below: m.neither_below,
+                name: m.name.clone(),
                 default_preprocessing: None,
             },
             session: self.session_options(),
@@ -600,6 +615,10 @@ fn parse_labels(s: &str) -> Result<Labels, String> {
     contract::parse_labels(s)
         .map(Labels)
         .map_err(|e| e.to_string())
+}
+
+fn parse_model_name(s: &str) -> Result<String, String> {
+    crate::model::contract::parse_name(s).map_err(|e| format!("MODEL_NAME: {e}"))
 }
 
 fn parse_preprocessing(s: &str) -> Result<Preprocessing, String> {
@@ -742,6 +761,13 @@ mod tests {
             "Lambda: quantized models only"
         );
         assert_eq!(parse(&[]).unwrap().session_options().prepack, Some(true));
+        assert!(lambda.emf(), "Lambda: figures as EMF lines");
+        assert!(!parse(&[]).unwrap().emf(), "elsewhere: /metrics only");
+        assert!(
+            !parse(&["--lambda-runtime-api", "127.0.0.1:9001", "--emf", "false"])
+                .unwrap()
+                .emf()
+        );
         let asked = parse(&[
             "--lambda-runtime-api",
             "127.0.0.1:9001",
@@ -768,6 +794,7 @@ mod tests {
     fn bad_values_are_refused_with_the_flag_named() {
         for (args, says) in [
             (&["--model-sha256", "abc"][..], "64 hex digits"),
+            (&["--model-name", "a/b"][..], "MODEL_NAME"),
             (&["--api-key", "short"][..], "at least 16 characters"),
             (&["--preprocessing", "keras"][..], "unknown preset"),
             (&["--labels", "cat,dog"][..], "JSON array"),

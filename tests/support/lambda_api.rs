@@ -138,6 +138,11 @@ impl Harness {
     }
 
     pub fn bootstrap(&self, env: &[(String, String)]) -> Proc {
+        self.bootstrap_to(env, Stdio::null())
+    }
+
+    /// [`Harness::bootstrap`] with its stdout (the EMF lines) sent to `stdout`.
+    pub fn bootstrap_to(&self, env: &[(String, String)], stdout: Stdio) -> Proc {
         let mut cmd = std::process::Command::new(catdog_bin());
         cmd.env("AWS_LAMBDA_RUNTIME_API", &self.addr)
             .env("AWS_LAMBDA_FUNCTION_NAME", "catdog")
@@ -146,7 +151,7 @@ impl Harness {
             .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/catdog")
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);

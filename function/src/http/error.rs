@@ -6,9 +6,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::decode::DecodeError;
-use crate::http::types::{ErrorBody, ErrorDetail};
+use crate::http::types::{ErrorBody, ErrorDetail, OipErrorBody};
 
-/// An error answer. `code` is stable and machine-readable; `message` is for people.
+/// An error answer. `code` is stable and machine-readable; `message` is for
+/// people. It rides on its response as an extension, so the request log can
+/// name it and the Open Inference Protocol routes can re-shape it.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -82,7 +84,7 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code,
-                message: self.message,
+                message: self.message.clone(),
             },
         };
         let mut res = (self.status, Json(body)).into_response();
@@ -90,11 +92,28 @@ impl IntoResponse for ApiError {
             res.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
-        res.extensions_mut().insert(ErrorCode(self.code));
+        res.extensions_mut().insert(self);
         res
     }
 }
 
-/// Carried on error responses so the request log can name the error.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorCode(pub &'static str);
+/// An error answer in the Open Inference Protocol's shape, `{"error":
+/// "<message>"}` (what tritonclient and the kserve SDK read), keeping its
+/// status and headers (`Retry-After`, `WWW-Authenticate`, CORS). Answers
+/// that are not errors pass unchanged.
+pub fn in_oip_shape(res: Response) -> Response {
+    let Some(error) = res.extensions().get::<ApiError>().cloned() else {
+        return res;
+    };
+    let (mut parts, _) = res.into_parts();
+    let body = serde_json::to_vec(&OipErrorBody {
+        error: error.message,
+    })
+    .unwrap_or_default();
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
+}

@@ -1,4 +1,5 @@
-//! Reading the pictures out of a `/predict` request, in every accepted form:
+//! Reading request bodies within the size limit, and the pictures out of a
+//! `/predict` request, in every accepted form:
 //! a raw image body, `multipart/form-data` with one or more files, or JSON
 //! `{"image": "<base64>"}` / `{"images": [...]}` (`data:` URLs accepted).
 //!
@@ -51,16 +52,7 @@ pub async fn read_images(
 
     // The size limit comes first, whatever the Content-Type: an over-limit
     // body is a 413 even when it would also be a 415.
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-    {
-        if len > limits.max_body_bytes as u64 {
-            linger(body.into_data_stream());
-            return Err(ApiError::too_large(limits.max_body_bytes));
-        }
-    }
-    let bytes = read_limited(body, limits.max_body_bytes).await?;
+    let bytes = read_body(headers, body, limits.max_body_bytes).await?;
     if kind == Kind::Unsupported {
         let got = if content_type.is_empty() {
             "no Content-Type".to_string()
@@ -133,6 +125,22 @@ fn linger(mut rest: axum::body::BodyDataStream) {
         .await;
         tracing::debug!(bytes = read, "drained the rest of an over-limit body");
     });
+}
+
+/// The whole body, within `limit` bytes: refused with 413 from its declared
+/// `Content-Length` before reading, or as soon as a streamed body passes the
+/// limit (the rest is then drained in the background, never stored).
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            linger(body.into_data_stream());
+            return Err(ApiError::too_large(limit));
+        }
+    }
+    read_limited(body, limit).await
 }
 
 /// The whole body, refused with 413 as soon as it grows past `limit` (the

@@ -2,16 +2,18 @@
 //! `catdog serve` and the notebook (`axum::serve`), and the ngrok tunnel.
 
 pub mod access;
+pub mod classify;
 pub mod error;
 pub mod input;
 pub mod openapi;
 pub mod routes;
 pub mod state;
 pub mod types;
+pub mod v2;
 
 use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
@@ -20,6 +22,7 @@ use utoipa_axum::routes;
 
 use crate::http::access::Access;
 use crate::http::state::AppState;
+use crate::metrics;
 
 /// Builds the router over `state`. Its structure says who may call what: the
 /// public sub-router (the page, the health check, the API description) and
@@ -33,11 +36,12 @@ pub fn router(state: AppState) -> Router {
     openapi::publish(&doc);
     let mut app = routes
         .fallback(routes::not_found)
-        .method_not_allowed_fallback(routes::method_not_allowed);
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(middleware::from_fn(oip_errors));
     if let Some(cors) = state.access.cors_layer() {
         app = app.layer(cors);
     }
-    app.layer(middleware::from_fn(log_request))
+    app.layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
@@ -46,11 +50,20 @@ fn api(access: &Access) -> OpenApiRouter<AppState> {
     let public = OpenApiRouter::new()
         .routes(routes!(routes::page))
         .routes(routes!(routes::health))
-        .routes(routes!(openapi::openapi_json));
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(v2::server_metadata))
+        .routes(routes!(v2::server_live))
+        .routes(routes!(v2::server_ready))
+        .routes(routes!(v2::model_ready));
     let mut protected = OpenApiRouter::new()
         .routes(routes!(routes::predict))
         .routes(routes!(routes::legacy_predict))
-        .routes(routes!(routes::model_info));
+        .routes(routes!(routes::model_info))
+        .routes(routes!(routes::metrics))
+        .routes(routes!(v2::model_metadata))
+        .routes(routes!(v2::model_version_metadata))
+        .routes(routes!(v2::infer))
+        .routes(routes!(v2::infer_version));
     openapi::require_key(protected.get_openapi_mut());
     if let Some(key) = access.api_key.clone() {
         protected = protected.route_layer(middleware::from_fn_with_state(key, access::require_key));
@@ -60,27 +73,68 @@ fn api(access: &Access) -> OpenApiRouter<AppState> {
         .merge(protected)
 }
 
-/// One structured log line per request, with its timings. Only the path is
-/// logged (no query string, no headers), so tokens never reach the logs.
-async fn log_request(req: Request, next: Next) -> Response {
+/// Errors under `/v2` (handlers', the key check's, unknown routes') in the
+/// Open Inference Protocol's shape.
+async fn oip_errors(req: Request, next: Next) -> Response {
+    let v2 = v2::is_v2_path(req.uri().path());
+    let res = next.run(req).await;
+    if v2 {
+        error::in_oip_shape(res)
+    } else {
+        res
+    }
+}
+
+/// One structured log line per request, with its timings, and the same
+/// figures into the metrics (and, on Lambda, an EMF line). Only the path is
+/// logged (no query string, no headers), so tokens never reach the logs;
+/// the metrics name the route's template, never the path.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
+    let in_flight = state.metrics.start_request();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(metrics::UNMATCHED_ROUTE.to_string(), |m| {
+            m.as_str().to_string()
+        });
     let res = next.run(req).await;
+    drop(in_flight);
     let ms = started.elapsed().as_secs_f64() * 1e3;
     let status = res.status().as_u16();
     let error = res
         .extensions()
-        .get::<error::ErrorCode>()
-        .map(|c| c.0)
-        .unwrap_or("");
-    match res.extensions().get::<types::Timings>() {
+        .get::<error::ApiError>()
+        .map_or("", |e| e.code);
+    let timings = res.extensions().get::<types::Timings>().copied();
+    match timings {
         Some(t) => tracing::info!(
             %method, path, status, ms, images = t.images, read_ms = t.read, decode_ms = t.decode,
             preprocess_ms = t.preprocess, inference_ms = t.inference, queue_ms = t.queue,
             batch = t.batch, "request"
         ),
         None => tracing::info!(%method, path, status, ms, error, "request"),
+    }
+    let observed = metrics::Observed {
+        route: &route,
+        method: method.as_str(),
+        status,
+        total_ms: ms,
+        stages: timings.map(|t| metrics::Stages {
+            read: t.read,
+            queue: t.queue,
+            decode: t.decode,
+            preprocess: t.preprocess,
+            inference: t.inference,
+            images: t.images,
+            batch: t.batch,
+        }),
+    };
+    state.metrics.observe(&observed);
+    if state.emf {
+        metrics::emf::emit_request(&observed, state.model_labels().as_ref());
     }
     res
 }

@@ -11,8 +11,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 
-use crate::batcher::BatchError;
-use crate::decode::decode_rgb;
+use crate::http::classify::{classify, ready_model, Payload, RETRY_AFTER_S};
 use crate::http::error::ApiError;
 use crate::http::input::{read_images, OtherTypes};
 use crate::http::state::{AppState, ModelState, Ready};
@@ -21,27 +20,6 @@ use crate::http::types::{
     PredictAnswer, RequestErrors, Timings, UploadForm,
 };
 use crate::model::output::Prediction;
-
-/// Seconds a client is told to wait while the server retries a fetch.
-const RETRY_AFTER_S: u32 = 5;
-
-fn ready_model(state: &AppState) -> Result<Ready, ApiError> {
-    match state.model() {
-        ModelState::Ready(ready) => Ok(ready),
-        ModelState::Loading => Err(ApiError::unavailable(
-            "the model is still loading; retry in a few seconds",
-        )),
-        ModelState::Retrying(reason) => Err(ApiError {
-            retry_after: Some(RETRY_AFTER_S),
-            ..ApiError::unavailable(format!(
-                "the model could not be fetched yet ({reason}); the server keeps trying"
-            ))
-        }),
-        ModelState::Failed(reason) => Err(ApiError::unavailable(format!(
-            "the model failed to load: {reason}"
-        ))),
-    }
-}
 
 /// Reads, decodes and classifies the pictures of a request.
 async fn classify_request(
@@ -54,51 +32,19 @@ async fn classify_request(
     let ready = ready_model(state)?;
     let images: Vec<Bytes> = read_images(headers, body, &state.limits, other).await?;
     let read = started.elapsed().as_secs_f64() * 1e3;
-    let limits = state.limits.decode;
-    let count = images.len();
-    // Decoding is CPU-bound: keep it off the async workers.
-    let (pictures, decode) = tokio::task::spawn_blocking(move || {
-        let t0 = Instant::now();
-        let pictures = images
-            .iter()
-            .enumerate()
-            .map(|(i, bytes)| {
-                decode_rgb(bytes, limits).map_err(|e| ApiError::from_decode(e, i, count))
-            })
-            .collect::<Result<Vec<_>, _>>();
-        (pictures, t0.elapsed().as_secs_f64() * 1e3)
-    })
-    .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "decoding task failed");
-        ApiError::internal("decoding failed; see the server log")
-    })?;
-    let answer = ready
-        .batcher
-        .classify(pictures?)
-        .await
-        .map_err(|e| match e {
-            BatchError::Busy(_) => ApiError::overloaded(e.to_string()),
-            e => {
-                tracing::error!(error = %e, "inference failed");
-                ApiError::internal("inference failed; see the server log")
-            }
-        })?;
-    let timings = Timings {
+    let (predictions, timings) = classify(
+        &ready,
+        Payload::Encoded(images),
+        &state.limits,
+        started,
         read,
-        decode,
-        preprocess: answer.timings.preprocess,
-        inference: answer.timings.inference,
-        queue: answer.queued_ms,
-        total: started.elapsed().as_secs_f64() * 1e3,
-        images: count,
-        batch: answer.batch_pictures,
-    };
-    Ok((ready, answer.predictions, timings))
+    )
+    .await?;
+    Ok((ready, predictions, timings))
 }
 
-/// An answer, carrying its timings for the request log.
-fn with_timings(body: impl IntoResponse, timings: Timings) -> Response {
+/// An answer, carrying its timings for the request log and the metrics.
+pub(crate) fn with_timings(body: impl IntoResponse, timings: Timings) -> Response {
     let mut res = body.into_response();
     res.extensions_mut().insert(timings);
     res
@@ -199,6 +145,22 @@ pub async fn model_info(
     State(state): State<AppState>,
 ) -> Result<Json<crate::model::ModelInfo>, ApiError> {
     Ok(Json(ready_model(&state)?.classifier.info_now()))
+}
+
+/// `GET /metrics`: requests, stage timings, batch sizes, the model, in the
+/// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String),
+        (status = 401, description = "API key missing or wrong", body = ErrorBody),
+    ))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    state.metrics.set_model(state.model_labels());
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        state.metrics.encode(),
+    )
+        .into_response()
 }
 
 const PAGE: &str = include_str!("../../assets/index.html");

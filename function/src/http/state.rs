@@ -1,11 +1,13 @@
 //! What every request handler shares: the model (which may still be loading,
-//! or may have failed), the request limits and the access settings.
+//! or may have failed), the request limits, the access settings and the
+//! metrics.
 
 use std::sync::{Arc, RwLock};
 
 use crate::batcher::Batcher;
 use crate::http::access::Access;
 use crate::limits::{BatchPolicy, Limits};
+use crate::metrics::{self, emf, Metrics, ModelLabels};
 use crate::model::Classifier;
 
 /// A model ready to answer: the classifier and the queue in front of its
@@ -35,6 +37,10 @@ pub struct AppState {
     pub limits: Limits,
     /// API key and CORS (default: open, no CORS headers).
     pub access: Access,
+    /// What `GET /metrics` shows.
+    pub metrics: Arc<Metrics>,
+    /// Also write each request's figures as a CloudWatch EMF line (Lambda).
+    pub emf: bool,
 }
 
 impl AppState {
@@ -44,7 +50,15 @@ impl AppState {
             model: Arc::new(RwLock::new(ModelState::Loading)),
             limits,
             access,
+            metrics: Arc::new(Metrics::new()),
+            emf: false,
         }
+    }
+
+    /// With each request's figures also written as CloudWatch EMF lines.
+    pub fn with_emf(mut self, on: bool) -> Self {
+        self.emf = on;
+        self
     }
 
     /// A state with a model ready (owned, or shared with other users of it).
@@ -56,7 +70,16 @@ impl AppState {
 
     /// Installs a loaded model, starting its inference thread.
     pub fn set_ready(&self, classifier: Arc<Classifier>) {
-        let batcher = Batcher::start(classifier.clone(), self.batch_policy());
+        let batcher = Batcher::start(
+            classifier.clone(),
+            self.batch_policy(),
+            self.metrics.batch_size(),
+        );
+        let info = classifier.info();
+        self.metrics.model_loaded(info.fetch_ms, info.load_ms);
+        if self.emf {
+            emf::emit_model(&model_labels(&classifier), info.fetch_ms, info.load_ms);
+        }
         self.set(ModelState::Ready(Ready {
             classifier,
             batcher,
@@ -81,10 +104,28 @@ impl AppState {
         self.model.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The model answering now, as the metrics label it.
+    pub fn model_labels(&self) -> Option<ModelLabels> {
+        match self.model() {
+            ModelState::Ready(r) => Some(model_labels(&r.classifier)),
+            _ => None,
+        }
+    }
+
     fn batch_policy(&self) -> BatchPolicy {
         BatchPolicy {
             max_pictures: self.limits.batching.max_pictures.max(self.limits.max_batch),
             ..self.limits.batching
         }
+    }
+}
+
+fn model_labels(c: &Classifier) -> ModelLabels {
+    ModelLabels {
+        name: c.name().to_string(),
+        version: c.version().unwrap_or_default().to_string(),
+        sha256: c.sha256().unwrap_or_default().to_string(),
+        uri_scheme: metrics::uri_scheme(&c.info().uri).to_string(),
+        kind: c.info().kind.to_string(),
     }
 }

@@ -171,6 +171,13 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// `{"error": "<message>"}`: every error of the Open Inference Protocol
+/// routes (`/v2/…`), as that protocol has it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OipErrorBody {
+    pub error: String,
+}
+
 /// The error answers of the classifying routes (`POST /predict`, `POST /`).
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)] // read by the schema derive only

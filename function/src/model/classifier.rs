@@ -18,7 +18,7 @@ use crate::model::imagenet;
 use crate::model::output::{self, Head, Prediction};
 use crate::model::session::{self, InferTimings, Runner, SessionOptions};
 use crate::model::source::FetchedModel;
-use crate::preprocess::Preprocessor;
+use crate::preprocess::{Preprocessor, Row};
 
 /// Where a model's SHA-256 goes once known (at load, or later from a
 /// background task for a local file whose digest is only informational).
@@ -34,6 +34,8 @@ pub struct ContractOverrides {
     pub preprocessing: Option<Preprocessing>,
     /// Threshold for `neither` with ImageNet models.
     pub neither_below: Option<f32>,
+    /// `MODEL_NAME`: the name on the Open Inference Protocol routes.
+    pub name: Option<String>,
     /// When neither the override nor the metadata gives preprocessing (the
     /// stock zoo VGG16 carries none; it is torch-style).
     pub default_preprocessing: Option<Preprocessing>,
@@ -42,6 +44,9 @@ pub struct ContractOverrides {
 /// What `GET /model` shows: enough to know exactly what is answering.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ModelInfo {
+    /// The model's name on the Open Inference Protocol routes (`/v2/models/{name}`):
+    /// `MODEL_NAME`, else the model's `name` metadata, else `catdog`.
+    pub name: String,
     pub uri: String,
     /// SHA-256 of the model bytes; `None` while a local file's digest is still
     /// being computed in the background (see [`Classifier::sha256`]).
@@ -81,9 +86,14 @@ pub struct OutputInfo {
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ContractSource {
+    pub name: &'static str,
     pub labels: &'static str,
     pub preprocessing: &'static str,
 }
+
+/// Hex digits of the SHA-256 that make a model's version (as short as a
+/// Docker image ID, and as unlikely to collide between two models of one name).
+pub const VERSION_CHARS: usize = 12;
 
 /// A loaded model, safe to share between threads.
 pub struct Classifier {
@@ -192,7 +202,15 @@ impl Classifier {
             ),
             None => return Err(ModelError::NoLabels(classes)),
         };
+        let (name, name_source) = contract::resolve(
+            contract.name.clone(),
+            opened.metadata.name.as_deref(),
+            contract::parse_name,
+            Some(contract::DEFAULT_NAME.to_string()),
+        )?
+        .unwrap_or_else(|| (contract::DEFAULT_NAME.to_string(), "default"));
         let info = ModelInfo {
+            name,
             uri: model.uri.clone(),
             sha256: None,
             size_bytes: model.size,
@@ -218,6 +236,7 @@ impl Classifier {
             },
             preprocessing: spec,
             contract_source: ContractSource {
+                name: name_source,
                 labels: labels_source,
                 preprocessing: pre_source,
             },
@@ -245,6 +264,18 @@ impl Classifier {
         self.digest.get().map(String::as_str)
     }
 
+    /// The model's name on the Open Inference Protocol routes.
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// The model's version on the Open Inference Protocol routes: the first
+    /// [`VERSION_CHARS`] hex digits of its SHA-256, `None` while that is
+    /// still being computed.
+    pub fn version(&self) -> Option<&str> {
+        self.sha256().map(|s| &s[..VERSION_CHARS.min(s.len())])
+    }
+
     /// [`ModelInfo`] with the digest as known now.
     pub fn info_now(&self) -> ModelInfo {
         ModelInfo {
@@ -264,9 +295,9 @@ impl Classifier {
 
     /// Classifies pictures (one batch when the graph allows, else in groups).
     /// Blocking: call it off the async workers.
-    pub fn classify(
+    pub fn classify<R: Row>(
         &self,
-        pictures: &[RgbImage],
+        pictures: &[R],
     ) -> Result<(Vec<Prediction>, InferTimings), ModelError> {
         let (rows, timings) = run_rows(&self.runner, pictures)?;
         let preds = rows
@@ -290,9 +321,9 @@ impl Classifier {
 }
 
 /// The first output's rows, one per picture.
-fn run_rows(
+fn run_rows<R: Row>(
     runner: &Runner,
-    pictures: &[RgbImage],
+    pictures: &[R],
 ) -> Result<(Vec<Vec<f32>>, InferTimings), ModelError> {
     runner.run(pictures, |outputs, n| {
         let (_, values) = outputs[0]

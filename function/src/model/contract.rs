@@ -12,6 +12,11 @@ pub const KEY_LABELS: &str = "labels";
 pub const KEY_PREPROCESSING: &str = "preprocessing";
 /// Metadata key saying whether outputs are `"logits"` or `"probabilities"`.
 pub const KEY_OUTPUT: &str = "output";
+/// Metadata key naming the model on the Open Inference Protocol routes
+/// (`/v2/models/{name}`); [`DEFAULT_NAME`] without it.
+pub const KEY_NAME: &str = "name";
+/// The model's name when neither the settings nor the metadata give one.
+pub const DEFAULT_NAME: &str = "catdog";
 
 /// Why a model's contract could not be understood.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +27,8 @@ pub enum ContractError {
     Preprocessing(String),
     #[error("`output` must be \"logits\" or \"probabilities\" (got {0:?})")]
     Output(String),
+    #[error("`name` must be 1 to 128 letters, digits, `_`, `-` or `.`, not starting with `.` (got {0:?})")]
+    Name(String),
 }
 
 /// Tensor memory layout of the model's image input.
@@ -197,6 +204,21 @@ pub fn resolve<T>(
     })
 }
 
+/// Checks a model name: it is a path segment of the `/v2/models/{name}` routes.
+pub fn parse_name(text: &str) -> Result<String, ContractError> {
+    let name = text.trim();
+    let ok = (1..=128).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err(ContractError::Name(name.to_string()))
+    }
+}
+
 /// Whether the model's output already is a probability distribution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -284,5 +306,13 @@ mod tests {
         assert!(parse_labels("[]").is_err());
         assert!(parse_labels(r#"["cat","cat"]"#).is_err());
         assert!(parse_labels(r#"{"0":"cat"}"#).is_err());
+    }
+
+    #[test]
+    fn names_are_path_segments() {
+        assert_eq!(parse_name(" catdog-v2.1 ").unwrap(), "catdog-v2.1");
+        for bad in ["", "a/b", "..", ".hidden", "café", "a b", &"x".repeat(129)] {
+            assert!(parse_name(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use image::RgbImage;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionOutputs};
 use ort::value::TensorRef;
@@ -17,7 +16,7 @@ use crate::model::contract::{self, ContractError, Layout, Preprocessing};
 use crate::model::error::{inference_err, onnx_err, ModelError};
 use crate::model::source::{self, FetchedModel};
 use crate::model::weights;
-use crate::preprocess::Preprocessor;
+use crate::preprocess::{Preprocessor, Row};
 
 /// How sessions are built.
 #[derive(Debug, Clone, Default)]
@@ -54,6 +53,7 @@ pub struct Metadata {
     pub labels: Option<String>,
     pub preprocessing: Option<String>,
     pub output: Option<String>,
+    pub name: Option<String>,
 }
 
 /// A built session and what it says about itself.
@@ -131,6 +131,7 @@ pub fn open(
         labels: meta.custom(contract::KEY_LABELS),
         preprocessing: meta.custom(contract::KEY_PREPROCESSING),
         output: meta.custom(contract::KEY_OUTPUT),
+        name: meta.custom(contract::KEY_NAME),
     };
     drop(meta);
     Ok(Opened {
@@ -274,9 +275,9 @@ impl Runner {
     /// Runs `pictures` (one batch when the graph allows, else in groups of its
     /// fixed size); `read` turns one group's outputs into one row per picture.
     /// Blocking: call it off the async workers.
-    pub fn run<T>(
+    pub fn run<T, R: Row>(
         &self,
-        pictures: &[RgbImage],
+        pictures: &[R],
         mut read: impl FnMut(&SessionOutputs<'_>, usize) -> Result<Vec<T>, String>,
     ) -> Result<(Vec<T>, InferTimings), ModelError> {
         let chunk = self.fixed_batch.unwrap_or(pictures.len().max(1));
@@ -293,7 +294,7 @@ impl Runner {
             let t0 = Instant::now();
             let mut data = vec![0f32; per * group.len()];
             for (pic, slot) in group.iter().zip(data.chunks_exact_mut(per)) {
-                self.pre.write_tensor(pic, slot);
+                pic.write_row(&self.pre, slot);
             }
             let shape = self.pre.batch_shape(group.len()).map(|d| d as i64);
             let t1 = Instant::now();

@@ -1,0 +1,280 @@
+//! The Open Inference Protocol (v2 REST), as KServe, Triton, Seldon MLServer
+//! and TorchServe speak it, on the same router as `/predict`: standard
+//! clients (tritonclient, the kserve SDK) and gateways work against catdog.
+//!
+//! The model is one, named by its metadata (default `catdog`), its version
+//! the first digits of its SHA-256. It takes one input: encoded pictures as
+//! BYTES (`image`), or its own FP32 input tensor for clients that preprocess
+//! themselves; it answers `probabilities` (FP32 `[n, classes]`, `/predict`'s
+//! `scores`) and `label` (BYTES `[n]`). Errors are the protocol's
+//! `{"error": "..."}` (the router re-shapes them for every `/v2` path), and
+//! `/predict`'s limits apply.
+
+pub mod tensor;
+pub mod types;
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::http::classify::{classify, ready_model};
+use crate::http::error::ApiError;
+use crate::http::input::read_body;
+use crate::http::state::{AppState, ModelState, Ready};
+use crate::http::types::OipErrorBody;
+use crate::http::v2::types::{
+    InferRequest, InferResponse, ModelMetadata, Readiness, ServerLive, ServerMetadata,
+    TensorMetadata,
+};
+
+/// The protocol extensions catdog speaks.
+pub const EXTENSIONS: [&str; 2] = ["binary_tensor_data", "classification"];
+
+/// Whether `path` is one of the protocol's (its errors then take its shape).
+pub fn is_v2_path(path: &str) -> bool {
+    path == "/v2" || path.starts_with("/v2/")
+}
+
+/// The model `name` (and `version`, if given) names, or why not.
+fn find(state: &AppState, name: &str, version: Option<&str>) -> Result<Ready, ApiError> {
+    let ready = ready_model(state)?;
+    let model = &ready.classifier;
+    if name != model.name() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_model",
+            format!(
+                "unknown model `{name}`: this server serves `{}`",
+                model.name()
+            ),
+        ));
+    }
+    if let Some(asked) = version {
+        match model.version() {
+            None => return Err(ApiError {
+                retry_after: Some(1),
+                ..ApiError::unavailable(
+                    "the model's version (its SHA-256) is still being computed; retry in a moment",
+                )
+            }),
+            Some(v) if asked == v || Some(asked) == model.sha256() => {}
+            Some(v) => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_version",
+                    format!("model `{name}` has no version `{asked}`; it serves version `{v}`"),
+                ))
+            }
+        }
+    }
+    Ok(ready)
+}
+
+/// `GET /v2`: who answers, and which protocol extensions it speaks.
+#[utoipa::path(get, path = "/v2", tag = "v2",
+    responses((status = 200, description = "Server metadata", body = ServerMetadata)))]
+pub async fn server_metadata() -> Json<ServerMetadata> {
+    Json(ServerMetadata {
+        name: "catdog".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        extensions: EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+    })
+}
+
+/// `GET /v2/health/live`: the server answers.
+#[utoipa::path(get, path = "/v2/health/live", tag = "v2",
+    responses((status = 200, description = "Live", body = ServerLive)))]
+pub async fn server_live() -> Json<ServerLive> {
+    Json(ServerLive { live: true })
+}
+
+fn readiness(ready: bool) -> Response {
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(Readiness { ready })).into_response()
+}
+
+/// `GET /v2/health/ready`: 200 once the model is loaded, 503 before (as `/health`).
+#[utoipa::path(get, path = "/v2/health/ready", tag = "v2",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "The model is loading, retrying a fetch, or failed (`GET /health` says why)", body = Readiness),
+    ))]
+pub async fn server_ready(State(state): State<AppState>) -> Response {
+    readiness(matches!(state.model(), ModelState::Ready(_)))
+}
+
+/// `GET /v2/models/{name}/ready`.
+#[utoipa::path(get, path = "/v2/models/{name}/ready", tag = "v2",
+    params(("name" = String, Path, description = "The model's name")),
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 404, description = "No model of that name", body = OipErrorBody),
+        (status = 503, description = "Not loaded (yet)", body = Readiness),
+    ))]
+pub async fn model_ready(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    match find(&state, &name, None) {
+        Ok(_) => Ok(readiness(true)),
+        Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => Ok(readiness(false)),
+        Err(e) => Err(e),
+    }
+}
+
+fn metadata(ready: &Ready) -> ModelMetadata {
+    let model = &ready.classifier;
+    let (inputs, outputs) = tensor::signature(model);
+    let list = |v: Vec<(String, &str, Vec<i64>)>| {
+        v.into_iter()
+            .map(|(name, datatype, shape)| TensorMetadata {
+                name,
+                datatype: datatype.into(),
+                shape,
+            })
+            .collect()
+    };
+    ModelMetadata {
+        name: model.name().to_string(),
+        versions: model.version().map(str::to_owned).into_iter().collect(),
+        platform: "onnxruntime_onnx".into(),
+        inputs: list(inputs),
+        outputs: list(outputs),
+    }
+}
+
+/// `GET /v2/models/{name}`: its versions, inputs and outputs.
+#[utoipa::path(get, path = "/v2/models/{name}", tag = "v2",
+    params(("name" = String, Path, description = "The model's name")),
+    responses(
+        (status = 200, description = "Model metadata", body = ModelMetadata),
+        (status = 401, description = "API key missing or wrong", body = OipErrorBody),
+        (status = 404, description = "No model of that name", body = OipErrorBody),
+        (status = 503, description = "Model not ready", body = OipErrorBody),
+    ))]
+pub async fn model_metadata(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ModelMetadata>, ApiError> {
+    Ok(Json(metadata(&find(&state, &name, None)?)))
+}
+
+/// `GET /v2/models/{name}/versions/{version}`.
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}", tag = "v2",
+    params(("name" = String, Path, description = "The model's name"),
+           ("version" = String, Path, description = "Its version (the SHA-256 prefix, or the whole digest)")),
+    responses(
+        (status = 200, description = "Model metadata", body = ModelMetadata),
+        (status = 401, description = "API key missing or wrong", body = OipErrorBody),
+        (status = 404, description = "No such model or version", body = OipErrorBody),
+        (status = 503, description = "Model not ready, or its version not computed yet", body = OipErrorBody),
+    ))]
+pub async fn model_version_metadata(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<ModelMetadata>, ApiError> {
+    Ok(Json(metadata(&find(&state, &name, Some(&version))?)))
+}
+
+async fn infer_with(
+    state: AppState,
+    name: &str,
+    version: Option<&str>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let ready = find(&state, name, version)?;
+    if let Some(encoding) = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.eq_ignore_ascii_case("identity"))
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("Content-Encoding {encoding:?} is not accepted: send the request uncompressed"),
+        ));
+    }
+    let bytes = read_body(&headers, body, state.limits.max_body_bytes).await?;
+    let read = started.elapsed().as_secs_f64() * 1e3;
+    let request = tensor::parse(&headers, &bytes, &ready.classifier, state.limits.max_batch)?;
+    drop(bytes);
+    let (predictions, timings) =
+        classify(&ready, request.payload, &state.limits, started, read).await?;
+    let res = tensor::respond(
+        &ready.classifier,
+        request.id,
+        &request.outputs,
+        &predictions,
+    );
+    Ok(crate::http::routes::with_timings(res, timings))
+}
+
+/// A classifying route of the protocol: its request body, and its answers.
+macro_rules! infer_route {
+    ($path:literal, $params:tt, $handler:item) => {
+        #[utoipa::path(post, path = $path, tag = "v2",
+            params $params,
+            request_body(description = "An inference request: JSON, or (binary tensor data extension) JSON of `Inference-Header-Content-Length` bytes followed by each binary input's bytes", content(
+                (InferRequest = "application/json"),
+                (Vec<u8> = "application/octet-stream"))),
+            responses(
+                (status = 200, description = "The outputs: JSON, or (binary outputs asked) JSON of `Inference-Header-Content-Length` bytes followed by the binary outputs", content(
+                    (InferResponse = "application/json"),
+                    (Vec<u8> = "application/octet-stream"))),
+                (status = 400, description = "Malformed request, unknown input or output, wrong shape, or not a picture", body = OipErrorBody),
+                (status = 401, description = "API key missing or wrong", body = OipErrorBody),
+                (status = 404, description = "No such model or version", body = OipErrorBody),
+                (status = 413, description = "Body over the limit", body = OipErrorBody),
+                (status = 415, description = "Compressed body, or image format not supported", body = OipErrorBody),
+                (status = 422, description = "Picture over the pixel limit, or too many pictures", body = OipErrorBody),
+                (status = 500, description = "Inference failed", body = OipErrorBody),
+                (status = 503, description = "Model not ready, or queue full (Retry-After)", body = OipErrorBody),
+            ))]
+        $handler
+    };
+}
+
+infer_route!(
+    "/v2/models/{name}/infer",
+    (("name" = String, Path, description = "The model's name")),
+    /// `POST /v2/models/{name}/infer`.
+    pub async fn infer(
+        State(state): State<AppState>,
+        Path(name): Path<String>,
+        headers: HeaderMap,
+        body: Body,
+    ) -> Result<Response, ApiError> {
+        infer_with(state, &name, None, headers, body).await
+    }
+);
+
+infer_route!(
+    "/v2/models/{name}/versions/{version}/infer",
+    (
+        ("name" = String, Path, description = "The model's name"),
+        (
+            "version" = String,
+            Path,
+            description = "Its version (the SHA-256 prefix, or the whole digest)"
+        )
+    ),
+    /// `POST /v2/models/{name}/versions/{version}/infer`.
+    pub async fn infer_version(
+        State(state): State<AppState>,
+        Path((name, version)): Path<(String, String)>,
+        headers: HeaderMap,
+        body: Body,
+    ) -> Result<Response, ApiError> {
+        infer_with(state, &name, Some(&version), headers, body).await
+    }
+);

@@ -1,0 +1,584 @@
+//! Tensors on the wire: an infer request's body (JSON, or JSON followed by
+//! binary tensor data) into a [`Payload`] and the outputs it asks for, and
+//! predictions into the answer, in JSON or binary as asked.
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::http::classify::Payload;
+use crate::http::error::ApiError;
+use crate::http::input::decode_base64;
+use crate::http::v2::types::{InferRequest, InferResponse, Parameters, ResponseOutput, TensorData};
+use crate::model::output::Prediction;
+use crate::model::Classifier;
+
+/// The binary tensor data extension's header: the length of the JSON part.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// The input of encoded pictures (BYTES).
+pub const IMAGE_INPUT: &str = "image";
+/// The output of probabilities, `[n, classes]` in `/model`'s label order.
+pub const PROBABILITIES: &str = "probabilities";
+/// The output of labels, `[n]`.
+pub const LABEL: &str = "label";
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_inference_request", message)
+}
+
+/// An output to answer with, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wanted {
+    pub output: Output,
+    pub binary: bool,
+    /// Top K as `"probability:index:label"` strings (Triton's classification extension).
+    pub classification: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Probabilities,
+    Label,
+}
+
+/// What an infer request asks.
+pub struct Parsed {
+    pub id: Option<String>,
+    pub payload: Payload,
+    pub outputs: Vec<Wanted>,
+}
+
+/// The model's FP32 input: its name and one picture's dimensions.
+fn tensor_input(model: &Classifier) -> (&str, Vec<usize>) {
+    (
+        model.info().input.name.as_str(),
+        model.preprocessor().batch_shape(1)[1..].to_vec(),
+    )
+}
+
+/// The inputs and outputs the model metadata lists.
+pub fn signature(
+    model: &Classifier,
+) -> (
+    Vec<(String, &'static str, Vec<i64>)>,
+    Vec<(String, &'static str, Vec<i64>)>,
+) {
+    let (name, dims) = tensor_input(model);
+    let mut tensor_shape = vec![-1i64];
+    tensor_shape.extend(dims.iter().map(|&d| d as i64));
+    let classes = model.info().labels.len() as i64;
+    (
+        vec![
+            (IMAGE_INPUT.to_string(), "BYTES", vec![-1]),
+            (name.to_string(), "FP32", tensor_shape),
+        ],
+        vec![
+            (PROBABILITIES.to_string(), "FP32", vec![-1, classes]),
+            (LABEL.to_string(), "BYTES", vec![-1]),
+        ],
+    )
+}
+
+/// Reads an infer request's body for `model`, taking at most `max_batch` pictures.
+pub fn parse(
+    headers: &HeaderMap,
+    body: &Bytes,
+    model: &Classifier,
+    max_batch: usize,
+) -> Result<Parsed, ApiError> {
+    let json_len = match headers.get(HEADER_LENGTH) {
+        None => body.len(),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&n| n <= body.len())
+            .ok_or_else(|| {
+                bad(format!(
+                    "Inference-Header-Content-Length {v:?} is not a length within the body's {} bytes",
+                    body.len()
+                ))
+            })?,
+    };
+    if json_len == 0 {
+        return Err(ApiError::bad_request(
+            "empty_body",
+            "the request body is empty: send an inference request",
+        ));
+    }
+    let request: InferRequest = serde_json::from_slice(&body[..json_len]).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the inference request is not valid: {e}"),
+        )
+    })?;
+    let mut binary = body.slice(json_len..);
+
+    let (tensor_name, dims) = tensor_input(model);
+    let accepted = format!(
+        "`{IMAGE_INPUT}` (BYTES: encoded pictures) or `{tensor_name}` (FP32, shape [n, {}])",
+        dims.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let [input] = &request.inputs[..] else {
+        return Err(bad(format!(
+            "{} inputs given; this model takes one: {accepted}",
+            request.inputs.len()
+        )));
+    };
+    if input.shape.iter().any(|&d| d < 0) {
+        return Err(bad(format!(
+            "input `{}` has a negative dimension in shape {:?}",
+            input.name, input.shape
+        )));
+    }
+    let shape: Vec<usize> = input.shape.iter().map(|&d| d as usize).collect();
+    let elements = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|_| !shape.is_empty())
+        .ok_or_else(|| {
+            bad(format!(
+                "input `{}` has no usable shape ({:?})",
+                input.name, input.shape
+            ))
+        })?;
+    let raw = match binary_size(input.parameters.as_ref(), &input.name)? {
+        Some(size) => {
+            if input.data.is_some() {
+                return Err(bad(format!(
+                    "input `{}` has both `data` and `binary_data_size`",
+                    input.name
+                )));
+            }
+            if size > binary.len() {
+                return Err(bad(format!(
+                    "input `{}` says {size} bytes of binary data, but {} follow the JSON",
+                    input.name,
+                    binary.len()
+                )));
+            }
+            Some(binary.split_to(size))
+        }
+        None => None,
+    };
+    if !binary.is_empty() {
+        return Err(bad(format!(
+            "{} bytes follow the JSON that no input claims",
+            binary.len()
+        )));
+    }
+    let data = || -> Result<Vec<&Value>, ApiError> {
+        let data = input.data.as_ref().ok_or_else(|| {
+            bad(format!(
+                "input `{}` has neither `data` nor `binary_data_size`",
+                input.name
+            ))
+        })?;
+        let mut flat = Vec::new();
+        flatten(data, &mut flat).map_err(|m| bad(format!("input `{}`: {m}", input.name)))?;
+        Ok(flat)
+    };
+    let count_of = |n: usize| -> Result<(), ApiError> {
+        if n == 0 {
+            return Err(ApiError::bad_request(
+                "no_image",
+                "the request holds no picture",
+            ));
+        }
+        if n > max_batch {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "too_many_images",
+                format!("{n} pictures in one request; the limit is {max_batch}"),
+            ));
+        }
+        Ok(())
+    };
+    let payload = match input.datatype.as_str() {
+        "BYTES" if input.name == IMAGE_INPUT => {
+            let pictures: Vec<Bytes> = match raw {
+                Some(raw) => {
+                    split_bytes(raw).map_err(|m| bad(format!("input `{IMAGE_INPUT}`: {m}")))?
+                }
+                None => data()?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        let s = v.as_str().ok_or_else(|| {
+                            bad(format!(
+                                "input `{IMAGE_INPUT}`: element {i} is not a (base64) string"
+                            ))
+                        })?;
+                        decode_base64(s).map_err(|m| {
+                            ApiError::bad_request("invalid_base64", format!("image {}: {m}", i + 1))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            if pictures.len() != elements {
+                return Err(bad(format!(
+                    "input `{IMAGE_INPUT}` has shape {:?} ({elements} elements) but {} pictures",
+                    input.shape,
+                    pictures.len()
+                )));
+            }
+            count_of(pictures.len())?;
+            Payload::Encoded(pictures)
+        }
+        "FP32" if input.name == tensor_name => {
+            if shape.len() != dims.len() + 1 || shape[1..] != dims[..] {
+                return Err(bad(format!(
+                    "input `{tensor_name}` has shape {:?}; this model takes [n, {}]",
+                    input.shape,
+                    dims.iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            let values: Vec<f32> = match raw {
+                Some(raw) => {
+                    if raw.len() != elements * 4 {
+                        return Err(bad(format!(
+                            "input `{tensor_name}`: {} bytes of binary data for {elements} FP32 values",
+                            raw.len()
+                        )));
+                    }
+                    raw.chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect()
+                }
+                None => data()?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        v.as_f64().map(|f| f as f32).ok_or_else(|| {
+                            bad(format!(
+                                "input `{tensor_name}`: element {i} is not a number"
+                            ))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            if values.len() != elements {
+                return Err(bad(format!(
+                    "input `{tensor_name}` has shape {:?} ({elements} elements) but {} values",
+                    input.shape,
+                    values.len()
+                )));
+            }
+            count_of(shape[0])?;
+            let per = values.len() / shape[0];
+            let tensors = values
+                .chunks_exact(per)
+                .enumerate()
+                .map(|(i, row)| {
+                    model
+                        .preprocessor()
+                        .check_tensor(row.to_vec())
+                        .map_err(|e| bad(format!("input `{tensor_name}`, picture {i}: {e}")))
+                })
+                .collect::<Result<_, _>>()?;
+            Payload::Tensors(tensors)
+        }
+        "BYTES" | "FP32" => {
+            return Err(bad(format!(
+                "unexpected input `{}` ({}) for model `{}`; it takes {accepted}",
+                input.name,
+                input.datatype,
+                model.name()
+            )))
+        }
+        other => {
+            return Err(bad(format!(
+                "input `{}` is {other}; this model takes {accepted}",
+                input.name
+            )))
+        }
+    };
+    let outputs = wanted(&request, model.name())?;
+    Ok(Parsed {
+        id: request.id,
+        payload,
+        outputs,
+    })
+}
+
+/// `binary_data_size` of a tensor's parameters, if given.
+fn binary_size(parameters: Option<&Parameters>, name: &str) -> Result<Option<usize>, ApiError> {
+    match parameters.and_then(|p| p.get("binary_data_size")) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                bad(format!(
+                    "input `{name}`: `binary_data_size` must be a byte count (got {v})"
+                ))
+            }),
+    }
+}
+
+/// A boolean parameter.
+fn flag(parameters: Option<&Parameters>, key: &str) -> Result<Option<bool>, ApiError> {
+    match parameters.and_then(|p| p.get(key)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(v) => Err(bad(format!(
+            "parameter `{key}` must be true or false (got {v})"
+        ))),
+    }
+}
+
+/// The outputs to answer with: those asked for, else all; binary where asked.
+fn wanted(request: &InferRequest, model: &str) -> Result<Vec<Wanted>, ApiError> {
+    let all_binary = flag(request.parameters.as_ref(), "binary_data_output")?.unwrap_or(false);
+    let Some(asked) = &request.outputs else {
+        return Ok([Output::Probabilities, Output::Label]
+            .into_iter()
+            .map(|output| Wanted {
+                output,
+                binary: all_binary,
+                classification: None,
+            })
+            .collect());
+    };
+    let mut out: Vec<Wanted> = Vec::new();
+    for o in asked {
+        let output = match o.name.as_str() {
+            PROBABILITIES => Output::Probabilities,
+            LABEL => Output::Label,
+            other => {
+                return Err(bad(format!(
+                    "unexpected inference output `{other}` for model `{model}`; it has `{PROBABILITIES}` and `{LABEL}`"
+                )))
+            }
+        };
+        if out.iter().any(|w| w.output == output) {
+            return Err(bad(format!("output `{}` is asked for twice", o.name)));
+        }
+        let classification = match o.parameters.as_ref().and_then(|p| p.get("classification")) {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_u64() {
+                Some(k) if k >= 1 && output == Output::Probabilities => Some(k as usize),
+                _ => {
+                    return Err(bad(format!(
+                        "`classification` takes a count of classes of 1 or more, on `{PROBABILITIES}` only (got {v} on `{}`)",
+                        o.name
+                    )))
+                }
+            },
+        };
+        out.push(Wanted {
+            output,
+            binary: flag(o.parameters.as_ref(), "binary_data")?.unwrap_or(all_binary),
+            classification,
+        });
+    }
+    if out.is_empty() {
+        return Err(bad(
+            "`outputs` is empty: name at least one output, or leave it out for all",
+        ));
+    }
+    Ok(out)
+}
+
+/// Flattens nested arrays of elements, in row-major order.
+fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) -> Result<(), String> {
+    match v {
+        Value::Array(items) => {
+            for item in items {
+                if item.is_array() {
+                    flatten(item, out)?;
+                } else {
+                    out.push(item);
+                }
+            }
+            Ok(())
+        }
+        _ => Err("`data` must be an array".into()),
+    }
+}
+
+/// BYTES elements in binary: each is a 4-byte little-endian length, then its bytes.
+fn split_bytes(mut raw: Bytes) -> Result<Vec<Bytes>, String> {
+    let mut out = Vec::new();
+    while !raw.is_empty() {
+        if raw.len() < 4 {
+            return Err(format!(
+                "{} stray bytes where an element's 4-byte length should be",
+                raw.len()
+            ));
+        }
+        let len = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]) as usize;
+        let _ = raw.split_to(4);
+        if len > raw.len() {
+            return Err(format!(
+                "element {} says {len} bytes, {} remain",
+                out.len(),
+                raw.len()
+            ));
+        }
+        out.push(raw.split_to(len));
+    }
+    Ok(out)
+}
+
+/// BYTES elements in binary, as [`split_bytes`] reads them.
+fn join_bytes<'a>(items: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for item in items {
+        out.extend_from_slice(&(item.len() as u32).to_le_bytes());
+        out.extend_from_slice(item);
+    }
+    out
+}
+
+/// One output's elements, before they go out as JSON or binary.
+enum Elements {
+    Numbers(Vec<f32>),
+    Strings(Vec<String>),
+}
+
+/// The answer: JSON, or JSON followed by the binary outputs (with the
+/// `Inference-Header-Content-Length` header) when any is asked in binary.
+pub fn respond(
+    model: &Classifier,
+    id: Option<String>,
+    outputs: &[Wanted],
+    predictions: &[Prediction],
+) -> Response {
+    let n = predictions.len();
+    let mut blobs: Vec<Vec<u8>> = Vec::new();
+    let mut tensors = Vec::new();
+    for w in outputs {
+        let (name, shape, elements) = match (w.output, w.classification) {
+            (Output::Probabilities, None) => {
+                let values: Vec<f32> = predictions
+                    .iter()
+                    .flat_map(|p| p.scores.0.iter().map(|(_, v)| *v))
+                    .collect();
+                let classes = values.len() / n.max(1);
+                (PROBABILITIES, vec![n, classes], Elements::Numbers(values))
+            }
+            (Output::Probabilities, Some(k)) => {
+                let k = k.min(predictions.first().map_or(0, |p| p.scores.0.len()));
+                let strings = predictions
+                    .iter()
+                    .flat_map(|p| {
+                        let mut ranked: Vec<(usize, &(String, f32))> =
+                            p.scores.0.iter().enumerate().collect();
+                        ranked.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+                        ranked
+                            .into_iter()
+                            .take(k)
+                            .map(|(i, (label, v))| format!("{v}:{i}:{label}"))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                (PROBABILITIES, vec![n, k], Elements::Strings(strings))
+            }
+            (Output::Label, _) => (
+                LABEL,
+                vec![n],
+                Elements::Strings(predictions.iter().map(|p| p.label.clone()).collect()),
+            ),
+        };
+        let datatype = match elements {
+            Elements::Numbers(_) => "FP32",
+            Elements::Strings(_) => "BYTES",
+        };
+        let (parameters, data) = if w.binary {
+            let blob = match &elements {
+                Elements::Numbers(v) => v.iter().flat_map(|f| f.to_le_bytes()).collect(),
+                Elements::Strings(s) => join_bytes(s.iter().map(|s| s.as_bytes())),
+            };
+            let mut p = Parameters::new();
+            p.insert("binary_data_size".into(), Value::from(blob.len()));
+            blobs.push(blob);
+            (Some(p), None)
+        } else {
+            let data = match elements {
+                Elements::Numbers(v) => TensorData::Numbers(v),
+                Elements::Strings(s) => TensorData::Strings(s),
+            };
+            (None, Some(data))
+        };
+        tensors.push(ResponseOutput {
+            name: name.to_string(),
+            datatype,
+            shape,
+            parameters,
+            data,
+        });
+    }
+    let answer = InferResponse {
+        model_name: model.name().to_string(),
+        model_version: model.version().map(str::to_owned),
+        id,
+        outputs: tensors,
+    };
+    let json = serde_json::to_vec(&answer).unwrap_or_default();
+    if blobs.is_empty() {
+        return (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            json,
+        )
+            .into_response();
+    }
+    let json_len = json.len();
+    let mut body = json;
+    for blob in blobs {
+        body.extend_from_slice(&blob);
+    }
+    let mut res = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        )],
+        Body::from(body),
+    )
+        .into_response();
+    res.headers_mut()
+        .insert(HEADER_LENGTH, HeaderValue::from(json_len));
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_elements_round_trip_and_malformed_ones_are_refused() {
+        let joined = join_bytes([&b"ab"[..], b"", b"xyz"]);
+        let split = split_bytes(Bytes::from(joined)).unwrap();
+        assert_eq!(
+            split,
+            vec![Bytes::from("ab"), Bytes::new(), Bytes::from("xyz")]
+        );
+        assert!(split_bytes(Bytes::from_static(&[5, 0, 0, 0, 1])).is_err());
+        assert!(split_bytes(Bytes::from_static(&[1, 0])).is_err());
+    }
+
+    #[test]
+    fn nested_data_flattens_in_row_major_order() {
+        let v: Value = serde_json::json!([[1, 2], [3, [4]]]);
+        let mut out = Vec::new();
+        flatten(&v, &mut out).unwrap();
+        assert_eq!(
+            out.iter().map(|v| v.as_i64().unwrap()).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+        assert!(flatten(&serde_json::json!("x"), &mut Vec::new()).is_err());
+    }
+}
