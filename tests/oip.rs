@@ -91,7 +91,10 @@ fn assert_same(client: &str, got: &Value, labels: &[String], scores: &[Vec<f64>]
             // /predict's JSON and the protocol's carry the same f32 (written
             // shortest, read by Python as a double)
             let (a, b) = (*a as f32, *b as f32);
-            assert!((a - b).abs() <= tolerance as f32, "{client}: {a} vs /predict {b}");
+            assert!(
+                (a - b).abs() <= tolerance as f32,
+                "{client}: {a} vs /predict {b}"
+            );
         }
     }
 }

@@ -13,7 +13,7 @@ use catdog::host::serve::Server;
 use catdog::http::state::AppState;
 use catdog::{Classifier, Settings};
 use catdog_tests::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tower::ServiceExt;
 
 const KEY: &str = "router-test-key-0123456789";
@@ -23,24 +23,26 @@ const KEY: &str = "router-test-key-0123456789";
 fn classifier() -> Arc<Classifier> {
     static MODEL: OnceLock<Arc<Classifier>> = OnceLock::new();
     MODEL
-        .get_or_init(|| {
-            let model = fixture("tiny_torch_nchw.onnx");
-            let settings = Settings::from_args(["--model", model.to_str().unwrap()]).unwrap();
-            // On a thread of its own: the tests calling this run inside a runtime.
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                Arc::new(
-                    rt.block_on(catdog::model::load::load_classifier(&settings.model_spec()))
-                        .unwrap(),
-                )
-            })
-            .join()
-            .unwrap()
-        })
+        .get_or_init(|| load(&["--model", fixture("tiny_torch_nchw.onnx").to_str().unwrap()]))
         .clone()
+}
+
+/// A model loaded with the settings of `args`.
+fn load(args: &[&str]) -> Arc<Classifier> {
+    let settings = settings(args);
+    // On a thread of its own: the tests calling this run inside a runtime.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        Arc::new(
+            rt.block_on(catdog::model::load::load_classifier(&settings.model_spec()))
+                .unwrap(),
+        )
+    })
+    .join()
+    .unwrap()
 }
 
 fn settings(args: &[&str]) -> Settings {
@@ -388,10 +390,19 @@ async fn the_api_description_comes_from_the_same_routes() {
         [
             "get /",
             "get /health",
+            "get /metrics",
             "get /model",
             "get /openapi.json",
+            "get /v2",
+            "get /v2/health/live",
+            "get /v2/health/ready",
+            "get /v2/models/{name}",
+            "get /v2/models/{name}/ready",
+            "get /v2/models/{name}/versions/{version}",
             "post /",
-            "post /predict"
+            "post /predict",
+            "post /v2/models/{name}/infer",
+            "post /v2/models/{name}/versions/{version}/infer",
         ]
     );
     // The key requirement follows the sub-router: on the protected operations only.
@@ -400,10 +411,23 @@ async fn the_api_description_comes_from_the_same_routes() {
             .as_array()
             .is_some_and(|s| !s.is_empty())
     };
-    for (m, p) in [("post", "/predict"), ("post", "/"), ("get", "/model")] {
+    for (m, p) in [
+        ("post", "/predict"),
+        ("post", "/"),
+        ("get", "/model"),
+        ("get", "/metrics"),
+        ("get", "/v2/models/{name}"),
+        ("post", "/v2/models/{name}/infer"),
+    ] {
         assert!(secured(m, p), "{m} {p} should list the key");
     }
-    for (m, p) in [("get", "/"), ("get", "/health"), ("get", "/openapi.json")] {
+    for (m, p) in [
+        ("get", "/"),
+        ("get", "/health"),
+        ("get", "/openapi.json"),
+        ("get", "/v2/health/ready"),
+        ("get", "/v2/models/{name}/ready"),
+    ] {
         assert!(!secured(m, p), "{m} {p} is public");
     }
     // The answer schemas are the wire types themselves.
@@ -416,6 +440,10 @@ async fn the_api_description_comes_from_the_same_routes() {
         "ErrorBody",
         "LegacyAnswer",
         "ModelInfo",
+        "InferRequest",
+        "InferResponse",
+        "ModelMetadata",
+        "OipErrorBody",
     ] {
         assert!(
             schemas.contains_key(name),
@@ -530,4 +558,356 @@ fn the_notebook_s_server_enforces_the_api_key() {
     assert_eq!(without, 401);
     assert_eq!(with["label"], "cat", "{with}");
     server.stop().unwrap();
+}
+
+/// The SHA-256 of a fixture, as the fixture builder recorded it.
+fn fixture_sha(name: &str) -> String {
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(fixture("models.json")).unwrap()).unwrap();
+    manifest[name].as_str().unwrap().to_string()
+}
+
+/// The tiny model named `kitty` by its metadata, its digest given so its
+/// version is known from the start.
+fn kitty() -> axum::Router {
+    static MODEL: OnceLock<Arc<Classifier>> = OnceLock::new();
+    let model = MODEL
+        .get_or_init(|| {
+            load(&[
+                "--model",
+                fixture("tiny_named.onnx").to_str().unwrap(),
+                "--model-sha256",
+                &fixture_sha("tiny_named.onnx"),
+            ])
+        })
+        .clone();
+    let s = settings(&["--max-batch", "2"]);
+    catdog::router(AppState::ready(model, s.limits(), s.access().unwrap()))
+}
+
+fn infer(path: &str, body: Value) -> Request<Body> {
+    post(path, "application/json", body.to_string())
+}
+
+/// Every error under /v2 is the protocol's `{"error": "<message>"}`.
+fn assert_oip_error(status: StatusCode, body: &Value, want: StatusCode, says: &str) {
+    assert_eq!(status, want, "{body}");
+    let message = body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string error: {body}"));
+    assert!(message.contains(says), "{body}");
+}
+
+#[tokio::test]
+async fn the_model_is_named_by_its_metadata_and_versioned_by_its_digest() {
+    let sha = fixture_sha("tiny_named.onnx");
+    let (status, _, meta) = call(kitty(), get("/v2/models/kitty")).await;
+    assert_eq!(status, StatusCode::OK, "{meta}");
+    assert_eq!(meta["name"], "kitty");
+    assert_eq!(meta["versions"], json!([&sha[..12]]));
+    assert_eq!(meta["platform"], "onnxruntime_onnx");
+    for path in [
+        format!("/v2/models/kitty/versions/{}", &sha[..12]),
+        format!("/v2/models/kitty/versions/{sha}"),
+    ] {
+        assert_eq!(call(kitty(), get(&path)).await.0, StatusCode::OK, "{path}");
+    }
+    let (status, _, body) = call(kitty(), get("/v2/models/kitty/versions/1")).await;
+    assert_oip_error(status, &body, StatusCode::NOT_FOUND, "no version `1`");
+    let (status, _, body) = call(kitty(), get("/v2/models/catdog")).await;
+    assert_oip_error(
+        status,
+        &body,
+        StatusCode::NOT_FOUND,
+        "this server serves `kitty`",
+    );
+    let (status, _, body) = call(kitty(), get("/v2/models/catdog/ready")).await;
+    assert_oip_error(status, &body, StatusCode::NOT_FOUND, "unknown model");
+    let (status, _, body) = call(kitty(), get("/v2/models/kitty/ready")).await;
+    assert_eq!((status, &body["ready"]), (StatusCode::OK, &json!(true)));
+    // the name and version reach the answer, the /model document and the metrics
+    let red = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, png(RED));
+    let (status, _, answer) = call(
+        kitty(),
+        infer(
+            &format!("/v2/models/kitty/versions/{}/infer", &sha[..12]),
+            json!({"id": "x", "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [red]}]}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["model_name"], "kitty");
+    assert_eq!(answer["model_version"], &sha[..12]);
+    assert_eq!(answer["id"], "x");
+    assert_eq!(
+        answer["outputs"][1],
+        json!({"name": "label", "datatype": "BYTES", "shape": [1], "data": ["cat"]})
+    );
+    let (_, _, info) = call(kitty(), get("/model")).await;
+    assert_eq!(
+        (&info["name"], &info["contract_source"]["name"]),
+        (&json!("kitty"), &json!("metadata"))
+    );
+}
+
+#[tokio::test]
+async fn a_client_s_own_tensor_is_answered_as_its_picture_is() {
+    let model = classifier();
+    let red = solid(RED, 64, 48, image::ImageFormat::Png);
+    let picture = catdog::decode::decode_rgb(&red, Default::default()).unwrap();
+    let tensor = model.preprocessor().tensor(&picture);
+    let (_, _, want) = call(router(&[]), post("/predict", "image/png", red)).await;
+    let want: Vec<f32> = ["cat", "dog"]
+        .iter()
+        .map(|l| want["scores"][l].as_f64().unwrap() as f32)
+        .collect();
+
+    // JSON, nested as [1, 3, 224, 224] (over the default body limit as text: raised here)
+    let nested: Vec<Vec<Vec<f32>>> = tensor
+        .chunks(224 * 224)
+        .map(|p| p.chunks(224).map(<[f32]>::to_vec).collect())
+        .collect();
+    let app = router(&["--max-body-bytes", "20000000"]);
+    let (status, _, json_answer) = call(
+        app,
+        infer("/v2/models/catdog/infer", json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3, 224, 224], "data": [nested]}],
+            "outputs": [{"name": "probabilities"}]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json_answer}");
+    let got: Vec<f32> = serde_json::from_value(json_answer["outputs"][0]["data"].clone()).unwrap();
+    assert_eq!(got, want, "same f32 as /predict");
+    assert_eq!(
+        json_answer["outputs"].as_array().unwrap().len(),
+        1,
+        "only what was asked"
+    );
+
+    // binary: the JSON, then the tensor's little-endian bytes; the answer binary too
+    let bytes: Vec<u8> = tensor.iter().flat_map(|f| f.to_le_bytes()).collect();
+    let header = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3, 224, 224],
+        "parameters": {"binary_data_size": bytes.len()}}], "parameters": {"binary_data_output": true}})
+    .to_string();
+    let body = [header.as_bytes(), &bytes].concat();
+    let req = Request::post("/v2/models/catdog/infer")
+        .header("inference-header-content-length", header.len())
+        .body(Body::from(body))
+        .unwrap();
+    let res = router(&[]).oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let json_len: usize = res.headers()["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(res.headers()["content-type"], "application/octet-stream");
+    let raw = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let head: Value = serde_json::from_slice(&raw[..json_len]).unwrap();
+    assert_eq!(
+        head["outputs"][0]["parameters"]["binary_data_size"], 8,
+        "{head}"
+    );
+    let probs: Vec<f32> = raw[json_len..json_len + 8]
+        .chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(probs, want);
+    // label: one 4-byte length, then "cat"
+    assert_eq!(&raw[json_len + 8..], b"\x03\x00\x00\x00cat");
+
+    // not a finite number: refused, naming the picture
+    let mut bad = bytes.clone();
+    bad[400..404].copy_from_slice(&f32::NAN.to_le_bytes());
+    let header = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3, 224, 224],
+        "parameters": {"binary_data_size": bad.len()}}]})
+    .to_string();
+    let req = Request::post("/v2/models/catdog/infer")
+        .header("inference-header-content-length", header.len())
+        .body(Body::from([header.as_bytes(), &bad].concat()))
+        .unwrap();
+    let (status, _, body) = call(router(&[]), req).await;
+    assert_oip_error(
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "value 100 is not a finite number",
+    );
+}
+
+#[tokio::test]
+async fn bad_inference_requests_get_the_protocol_s_error_and_status() {
+    let red = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, png(RED));
+    let image = |shape: Value, data: Value| json!({"inputs": [{"name": "image", "datatype": "BYTES", "shape": shape, "data": data}]});
+    let url = "/v2/models/kitty/infer";
+    for (body, want, says) in [
+        (
+            json!({"inputs": []}),
+            StatusCode::BAD_REQUEST,
+            "0 inputs given",
+        ),
+        (
+            json!({"inputs": [{"name": "INPUT0", "datatype": "BYTES", "shape": [1], "data": [red]}]}),
+            StatusCode::BAD_REQUEST,
+            "unexpected input `INPUT0`",
+        ),
+        (
+            json!({"inputs": [{"name": "image", "datatype": "INT64", "shape": [1], "data": [1]}]}),
+            StatusCode::BAD_REQUEST,
+            "is INT64",
+        ),
+        (
+            image(json!([2]), json!([red])),
+            StatusCode::BAD_REQUEST,
+            "2 elements",
+        ),
+        (
+            image(json!([1]), json!("x")),
+            StatusCode::BAD_REQUEST,
+            "must be an array",
+        ),
+        (
+            image(json!([1]), json!([7])),
+            StatusCode::BAD_REQUEST,
+            "not a (base64) string",
+        ),
+        (
+            image(json!([1]), json!(["%%%"])),
+            StatusCode::BAD_REQUEST,
+            "invalid base64",
+        ),
+        (
+            image(json!([1]), json!(["aGVsbG8="])),
+            StatusCode::BAD_REQUEST,
+            "image",
+        ),
+        (
+            image(json!([0]), json!([])),
+            StatusCode::BAD_REQUEST,
+            "no picture",
+        ),
+        (
+            image(json!([3]), json!([red, red, red])),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the limit is 2",
+        ),
+        (
+            image(json!([-1]), json!([red])),
+            StatusCode::BAD_REQUEST,
+            "negative",
+        ),
+        (
+            json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3, 2, 2], "data": [0.0]}]}),
+            StatusCode::BAD_REQUEST,
+            "takes [n, 3, 224, 224]",
+        ),
+        (
+            json!({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [red]}], "outputs": [{"name": "logits"}]}),
+            StatusCode::BAD_REQUEST,
+            "unexpected inference output `logits`",
+        ),
+        (
+            json!({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [red]}], "outputs": [{"name": "label", "parameters": {"classification": 2}}]}),
+            StatusCode::BAD_REQUEST,
+            "on `probabilities` only",
+        ),
+        (
+            json!({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [red]}], "outputs": [{"name": "label", "parameters": {"binary_data": "yes"}}]}),
+            StatusCode::BAD_REQUEST,
+            "true or false",
+        ),
+        (json!({"inputs": "x"}), StatusCode::BAD_REQUEST, "not valid"),
+    ] {
+        let (status, _, answer) = call(kitty(), infer(url, body.clone())).await;
+        assert_oip_error(status, &answer, want, says);
+        let _ = body;
+    }
+    // the binary extension's framing
+    for (len, body, says) in [
+        ("999", &b"{}"[..], "not a length within"),
+        ("abc", &b"{}"[..], "not a length within"),
+    ] {
+        let req = Request::post(url)
+            .header("inference-header-content-length", len)
+            .body(Body::from(body))
+            .unwrap();
+        let (status, _, answer) = call(kitty(), req).await;
+        assert_oip_error(status, &answer, StatusCode::BAD_REQUEST, says);
+    }
+    let header = r#"{"inputs":[{"name":"image","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":7}}]}"#;
+    let body = [header.as_bytes(), b"\x03\x00\x00\x00abc", b"extra"].concat();
+    let req = Request::post(url)
+        .header("inference-header-content-length", header.len())
+        .body(Body::from(body))
+        .unwrap();
+    let (status, _, answer) = call(kitty(), req).await;
+    assert_oip_error(
+        status,
+        &answer,
+        StatusCode::BAD_REQUEST,
+        "5 bytes follow the JSON that no input claims",
+    );
+    // compressed bodies, over-limit bodies, unknown routes and methods: same shape
+    let req = Request::post(url)
+        .header("content-encoding", "gzip")
+        .body(Body::from("x"))
+        .unwrap();
+    let (status, _, answer) = call(kitty(), req).await;
+    assert_oip_error(status, &answer, StatusCode::UNSUPPORTED_MEDIA_TYPE, "gzip");
+    let app = router(&["--max-body-bytes", "100"]);
+    let (status, _, answer) = call(
+        app,
+        infer("/v2/models/catdog/infer", image(json!([1]), json!([red]))),
+    )
+    .await;
+    assert_oip_error(
+        status,
+        &answer,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "limit of 100 bytes",
+    );
+    let (status, _, answer) = call(kitty(), get("/v2/nothing")).await;
+    assert_oip_error(status, &answer, StatusCode::NOT_FOUND, "no such route");
+    let (status, _, answer) = call(kitty(), get(url)).await;
+    assert_oip_error(status, &answer, StatusCode::METHOD_NOT_ALLOWED, "method");
+    // the key's refusal under /v2 too, while /predict's keeps its own shape
+    let (status, headers, answer) = call(
+        router(&["--api-key", KEY]),
+        infer("/v2/models/catdog/infer", image(json!([1]), json!([red]))),
+    )
+    .await;
+    assert_oip_error(status, &answer, StatusCode::UNAUTHORIZED, "API key");
+    assert!(headers.contains_key("www-authenticate"));
+    let (status, _, answer) = call(router(&[]), get("/nothing")).await;
+    assert_error(status, &answer, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn v2_readiness_follows_the_model_state() {
+    let s = settings(&[]);
+    let state = AppState::loading(s.limits(), s.access().unwrap());
+    let app = catdog::router(state.clone());
+    let (status, _, body) = call(app.clone(), get("/v2/health/ready")).await;
+    assert_eq!(
+        (status, &body["ready"]),
+        (StatusCode::SERVICE_UNAVAILABLE, &json!(false))
+    );
+    let (status, _, body) = call(app.clone(), get("/v2/models/catdog/ready")).await;
+    assert_eq!(
+        (status, &body["ready"]),
+        (StatusCode::SERVICE_UNAVAILABLE, &json!(false))
+    );
+    let (status, _, body) = call(app.clone(), get("/v2/health/live")).await;
+    assert_eq!((status, &body["live"]), (StatusCode::OK, &json!(true)));
+    let (status, _, body) = call(app.clone(), infer("/v2/models/catdog/infer", json!({}))).await;
+    assert_oip_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "still loading",
+    );
+    state.set_ready(classifier());
+    let (status, _, body) = call(app, get("/v2/health/ready")).await;
+    assert_eq!((status, &body["ready"]), (StatusCode::OK, &json!(true)));
 }

@@ -32,7 +32,9 @@ pub async fn run(settings: &Settings) -> Result<(), LambdaError> {
             |_, _, _| {},
         )
         .await?;
-        Ok::<_, LambdaError>(AppState::ready(classifier, settings.limits(), access))
+        let state = AppState::loading(settings.limits(), access).with_emf(settings.emf());
+        state.set_ready(std::sync::Arc::new(classifier));
+        Ok::<_, LambdaError>(state)
     };
     let state = match ready.await {
         Ok(state) => state,
