@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use base64::Engine;
 use catdog_tests::lambda_api::*;
 use catdog_tests::*;
 use serde_json::{json, Value};
@@ -250,6 +251,47 @@ async fn each_request_writes_one_emf_line_of_the_specified_shape() {
         sent.push(status);
     }
     assert_eq!(sent, [200, 400, 200]);
+    // the Open Inference Protocol through the Lambda path too, JSON and binary
+    let v2 = |binary: bool| {
+        let request = json!({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+            "data": [base64::engine::general_purpose::STANDARD.encode(&red)]}],
+            "parameters": {"binary_data_output": binary}});
+        let mut ev = with_body(
+            event("function-url.json"),
+            request.to_string().as_bytes(),
+            "application/json",
+        );
+        ev["rawPath"] = json!("/v2/models/catdog/infer");
+        ev["requestContext"]["http"]["path"] = json!("/v2/models/catdog/infer");
+        ev
+    };
+    let (status, body) = http_of(h.invoke("v2-json", v2(false)).await, "v2-json");
+    assert_eq!(
+        (status, &body["outputs"][1]["data"]),
+        (200, &json!(["cat"])),
+        "{body}"
+    );
+    match h.invoke("v2-binary", v2(true)).await {
+        Reply::Response(_, v) => {
+            assert_eq!(v["statusCode"], 200, "{v}");
+            assert_eq!(
+                v["isBase64Encoded"], true,
+                "binary answers travel base64-encoded: {v}"
+            );
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(v["body"].as_str().unwrap())
+                .unwrap();
+            let json_len: usize = v["headers"]["inference-header-content-length"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(raw.ends_with(b"\x03\x00\x00\x00cat"), "{v}");
+            let head: Value = serde_json::from_slice(&raw[..json_len]).unwrap();
+            assert_eq!(head["model_name"], "catdog");
+        }
+        other => panic!("expected a response, got {other:?}"),
+    }
     let _ = boot.child.kill();
     let _ = boot.child.wait();
     let text = std::fs::read(&out_path).unwrap();
@@ -277,9 +319,26 @@ async fn each_request_writes_one_emf_line_of_the_specified_shape() {
         .iter()
         .map(|d| d["Status"].as_u64().unwrap())
         .collect();
-    assert_eq!(statuses, [200, 400, 200], "one line per request: {docs:?}");
+    assert_eq!(
+        statuses,
+        [200, 400, 200, 200, 200],
+        "one line per request: {docs:?}"
+    );
+    let routes: Vec<&str> = requests
+        .iter()
+        .map(|d| d["Route"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            "/predict",
+            "/predict",
+            "/predict",
+            "/v2/models/{name}/infer",
+            "/v2/models/{name}/infer"
+        ]
+    );
     for d in &requests {
-        assert_eq!(d["Route"], "/predict");
         assert_eq!(d["_aws"]["CloudWatchMetrics"][0]["Namespace"], "catdog");
         assert_eq!(d["Requests"], 1.0);
         assert_eq!(d["Model"], "catdog");
@@ -301,5 +360,5 @@ async fn each_request_writes_one_emf_line_of_the_specified_shape() {
     assert_eq!(model.len(), 1, "one model line: {docs:?}");
     assert_eq!(model[0]["ModelUriScheme"], "s3");
     assert!(model[0]["ModelFetchTime"].as_f64().unwrap() > 0.0);
-    assert_eq!(docs.len(), 4, "nothing else on stdout: {docs:?}");
+    assert_eq!(docs.len(), 6, "nothing else on stdout: {docs:?}");
 }

@@ -80,6 +80,21 @@ async fn predict(base: &str, files: &[std::path::PathBuf]) -> (Vec<String>, Vec<
     (labels, scores)
 }
 
+/// The served model's SHA-256, as `/model` gives it (the servers here are
+/// given it, so it is known from the start).
+async fn model_sha(base: &str) -> String {
+    let info: Value = reqwest::get(format!("{base}/model"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    info["sha256"]
+        .as_str()
+        .expect("the digest is known")
+        .to_string()
+}
+
 fn assert_same(client: &str, got: &Value, labels: &[String], scores: &[Vec<f64>], tolerance: f64) {
     let got_labels: Vec<String> = serde_json::from_value(got["labels"].clone()).unwrap();
     assert_eq!(got_labels, labels, "{client}: {got}");
@@ -124,7 +139,12 @@ fn reference_tensor() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn tritonclient_and_kserve_read_what_predict_answers() {
     let model = fixture("tiny_torch_nchw.onnx");
-    let (_p, base) = serve(&["--model", model.to_str().unwrap()], &[]).await;
+    let sha = fixture_sha("tiny_torch_nchw.onnx");
+    let (_p, base) = serve(
+        &["--model", model.to_str().unwrap(), "--model-sha256", &sha],
+        &[],
+    )
+    .await;
     wait_ready(&base).await;
     let images = vec![fixture("images/red.png"), fixture("images/blue.jpg")];
     let (labels, scores) = predict(&base, &images).await;
@@ -150,15 +170,7 @@ async fn tritonclient_and_kserve_read_what_predict_answers() {
     }
     let meta = &checks["triton_model_metadata"];
     assert_eq!(meta["name"], "catdog");
-    let sha: String = reqwest::get(format!("{base}/model"))
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["sha256"]
-        .as_str()
-        .unwrap()
-        .into();
+    let sha = model_sha(&base).await;
     assert_eq!(
         meta["versions"],
         json!([&sha[..12]]),
@@ -320,7 +332,12 @@ fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_parse_and_count_exactly_the_requests_sent() {
     let model = fixture("tiny_torch_nchw.onnx");
-    let (_p, base) = serve(&["--model", model.to_str().unwrap()], &[]).await;
+    let sha = fixture_sha("tiny_torch_nchw.onnx");
+    let (_p, base) = serve(
+        &["--model", model.to_str().unwrap(), "--model-sha256", &sha],
+        &[],
+    )
+    .await;
     wait_ready(&base).await;
     let (before, _) = scrape(&base).await;
     let client = reqwest::Client::new();
@@ -398,17 +415,7 @@ async fn metrics_parse_and_count_exactly_the_requests_sent() {
         "the scrape itself"
     );
     assert!(value(&after, "catdog_model_load_seconds{}") > 0.0);
-    let sha: String = client
-        .get(format!("{base}/model"))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["sha256"]
-        .as_str()
-        .unwrap()
-        .into();
+    let sha = model_sha(&base).await;
     let info = format!(
         "catdog_model_info{{kind=labels,name=catdog,sha256={sha},uri_scheme=file,version={}}}",
         &sha[..12]

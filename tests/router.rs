@@ -560,13 +560,6 @@ fn the_notebook_s_server_enforces_the_api_key() {
     server.stop().unwrap();
 }
 
-/// The SHA-256 of a fixture, as the fixture builder recorded it.
-fn fixture_sha(name: &str) -> String {
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(fixture("models.json")).unwrap()).unwrap();
-    manifest[name].as_str().unwrap().to_string()
-}
-
 /// The tiny model named `kitty` by its metadata, its digest given so its
 /// version is known from the start.
 fn kitty() -> axum::Router {

@@ -31,6 +31,16 @@ pub fn fixture(name: &str) -> PathBuf {
     fixtures().join(name)
 }
 
+/// The SHA-256 of a fixture model, as the fixture builder recorded it.
+pub fn fixture_sha(name: &str) -> String {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("models.json")).unwrap()).unwrap();
+    manifest[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name} is not in models.json"))
+        .to_string()
+}
+
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -119,7 +119,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     }
     let observed = metrics::Observed {
         route: &route,
-        method: method.as_str(),
+        method: metrics::method_label(method.as_str()),
         status,
         total_ms: ms,
         stages: timings.map(|t| metrics::Stages {

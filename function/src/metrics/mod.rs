@@ -283,6 +283,21 @@ impl Drop for InFlight {
     }
 }
 
+/// A request method as a label: the standard ones by name, any other as
+/// `other` (a client inventing methods must not grow the series).
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        _ => "other",
+    }
+}
+
 /// `s3`, `https`, `http` or `file`: a URI's scheme, without anything that
 /// could identify the bucket or host.
 pub fn uri_scheme(uri: &str) -> &'static str {
@@ -347,5 +362,6 @@ mod tests {
         assert!(text.contains(r#"version="0123456789ab""#), "{text}");
         assert_eq!(uri_scheme("s3://bucket/key"), "s3");
         assert_eq!(uri_scheme("model.onnx"), "file");
+        assert_eq!(method_label("BREW"), "other");
     }
 }

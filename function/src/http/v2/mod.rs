@@ -28,7 +28,6 @@ use crate::http::state::{AppState, ModelState, Ready};
 use crate::http::types::OipErrorBody;
 use crate::http::v2::types::{
     InferRequest, InferResponse, ModelMetadata, Readiness, ServerLive, ServerMetadata,
-    TensorMetadata,
 };
 
 /// The protocol extensions catdog speaks.
@@ -133,21 +132,12 @@ pub async fn model_ready(
 fn metadata(ready: &Ready) -> ModelMetadata {
     let model = &ready.classifier;
     let (inputs, outputs) = tensor::signature(model);
-    let list = |v: Vec<(String, &str, Vec<i64>)>| {
-        v.into_iter()
-            .map(|(name, datatype, shape)| TensorMetadata {
-                name,
-                datatype: datatype.into(),
-                shape,
-            })
-            .collect()
-    };
     ModelMetadata {
         name: model.name().to_string(),
         versions: model.version().map(str::to_owned).into_iter().collect(),
         platform: "onnxruntime_onnx".into(),
-        inputs: list(inputs),
-        outputs: list(outputs),
+        inputs,
+        outputs,
     }
 }
 

@@ -11,7 +11,9 @@ use serde_json::Value;
 use crate::http::classify::Payload;
 use crate::http::error::ApiError;
 use crate::http::input::decode_base64;
-use crate::http::v2::types::{InferRequest, InferResponse, Parameters, ResponseOutput, TensorData};
+use crate::http::v2::types::{
+    InferRequest, InferResponse, Parameters, ResponseOutput, TensorData, TensorMetadata,
+};
 use crate::model::output::Prediction;
 use crate::model::Classifier;
 
@@ -60,24 +62,24 @@ fn tensor_input(model: &Classifier) -> (&str, Vec<usize>) {
 }
 
 /// The inputs and outputs the model metadata lists.
-pub fn signature(
-    model: &Classifier,
-) -> (
-    Vec<(String, &'static str, Vec<i64>)>,
-    Vec<(String, &'static str, Vec<i64>)>,
-) {
+pub fn signature(model: &Classifier) -> (Vec<TensorMetadata>, Vec<TensorMetadata>) {
     let (name, dims) = tensor_input(model);
+    let tensor = |name: &str, datatype: &str, shape: Vec<i64>| TensorMetadata {
+        name: name.to_string(),
+        datatype: datatype.to_string(),
+        shape,
+    };
     let mut tensor_shape = vec![-1i64];
     tensor_shape.extend(dims.iter().map(|&d| d as i64));
     let classes = model.info().labels.len() as i64;
     (
         vec![
-            (IMAGE_INPUT.to_string(), "BYTES", vec![-1]),
-            (name.to_string(), "FP32", tensor_shape),
+            tensor(IMAGE_INPUT, "BYTES", vec![-1]),
+            tensor(name, "FP32", tensor_shape),
         ],
         vec![
-            (PROBABILITIES.to_string(), "FP32", vec![-1, classes]),
-            (LABEL.to_string(), "BYTES", vec![-1]),
+            tensor(PROBABILITIES, "FP32", vec![-1, classes]),
+            tensor(LABEL, "BYTES", vec![-1]),
         ],
     )
 }
