@@ -28,9 +28,11 @@ use crate::metrics;
 /// public sub-router (the page, the health check, the API description) and
 /// the protected one (classifying and the model's details), which alone
 /// carries the API-key check when a key is set. An unknown route or method
-/// gets its 404/405 without a key: it tells nothing. CORS sits outside the
-/// key check (preflights carry no key); the request log is outermost, so
-/// refused requests are logged too.
+/// gets its 404/405 without a key: it tells nothing. Errors under `/v2`,
+/// whichever layer made them, are re-shaped into the Open Inference
+/// Protocol's. CORS sits outside the key check (preflights carry no key);
+/// the request log and the metrics are outermost, so refused requests are
+/// logged and counted too.
 pub fn router(state: AppState) -> Router {
     let (routes, doc) = api(&state.access).split_for_parts();
     openapi::publish(&doc);
