@@ -80,6 +80,20 @@ async fn predict(base: &str, files: &[std::path::PathBuf]) -> (Vec<String>, Vec<
     (labels, scores)
 }
 
+/// `catdog serve` of the tiny labelled model, given its digest so that its
+/// version is known from the start; waits until it is ready.
+async fn serve_tiny_with_digest() -> (Proc, String) {
+    let model = fixture("tiny_torch_nchw.onnx");
+    let sha = fixture_sha("tiny_torch_nchw.onnx");
+    let served = serve(
+        &["--model", model.to_str().unwrap(), "--model-sha256", &sha],
+        &[],
+    )
+    .await;
+    wait_ready(&served.1).await;
+    served
+}
+
 /// The served model's SHA-256, as `/model` gives it (the servers here are
 /// given it, so it is known from the start).
 async fn model_sha(base: &str) -> String {
@@ -138,14 +152,7 @@ fn reference_tensor() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tritonclient_and_kserve_read_what_predict_answers() {
-    let model = fixture("tiny_torch_nchw.onnx");
-    let sha = fixture_sha("tiny_torch_nchw.onnx");
-    let (_p, base) = serve(
-        &["--model", model.to_str().unwrap(), "--model-sha256", &sha],
-        &[],
-    )
-    .await;
-    wait_ready(&base).await;
+    let (_p, base) = serve_tiny_with_digest().await;
     let images = vec![fixture("images/red.png"), fixture("images/blue.jpg")];
     let (labels, scores) = predict(&base, &images).await;
     assert_eq!(labels, ["cat", "dog"]);
@@ -331,14 +338,7 @@ fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_parse_and_count_exactly_the_requests_sent() {
-    let model = fixture("tiny_torch_nchw.onnx");
-    let sha = fixture_sha("tiny_torch_nchw.onnx");
-    let (_p, base) = serve(
-        &["--model", model.to_str().unwrap(), "--model-sha256", &sha],
-        &[],
-    )
-    .await;
-    wait_ready(&base).await;
+    let (_p, base) = serve_tiny_with_digest().await;
     let (before, _) = scrape(&base).await;
     let client = reqwest::Client::new();
     let red = std::fs::read(fixture("images/red.png")).unwrap();
