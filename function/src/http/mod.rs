@@ -124,15 +124,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         method: metrics::method_label(method.as_str()),
         status,
         total_ms: ms,
-        stages: timings.map(|t| metrics::Stages {
-            read: t.read,
-            queue: t.queue,
-            decode: t.decode,
-            preprocess: t.preprocess,
-            inference: t.inference,
-            images: t.images,
-            batch: t.batch,
-        }),
+        stages: timings,
     };
     state.metrics.observe(&observed);
     if state.emf {

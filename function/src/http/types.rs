@@ -30,22 +30,8 @@ impl ModelRef {
     }
 }
 
-/// Timings of one classification request, in milliseconds; also logged.
-#[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
-pub struct Timings {
-    pub read: f64,
-    pub decode: f64,
-    pub preprocess: f64,
-    pub inference: f64,
-    /// Waiting for the inference thread (behind other batches).
-    pub queue: f64,
-    pub total: f64,
-    #[serde(skip)]
-    pub images: usize,
-    /// Pictures in the micro-batch this request ran in (its own included).
-    #[serde(rename = "batch_images")]
-    pub batch: usize,
-}
+/// A request's timings: in answers, the request log and the metrics alike.
+pub use crate::metrics::Timings;
 
 /// The answer for one picture.
 #[derive(Debug, Serialize, ToSchema)]

@@ -128,7 +128,7 @@ pub fn emit_model(model: &ModelLabels, fetch_ms: f64, load_ms: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Stages;
+    use crate::metrics::Timings;
 
     #[test]
     fn every_named_dimension_and_metric_is_a_member_of_the_line() {
@@ -137,7 +137,7 @@ mod tests {
             method: "POST",
             status: 200,
             total_ms: 10.5,
-            stages: Some(Stages {
+            stages: Some(Timings {
                 inference: 7.0,
                 images: 2,
                 batch: 3,

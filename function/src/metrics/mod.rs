@@ -35,20 +35,25 @@ pub struct Observed<'a> {
     pub status: u16,
     pub total_ms: f64,
     /// For requests that classified pictures.
-    pub stages: Option<Stages>,
+    pub stages: Option<Timings>,
 }
 
-/// Where a classifying request's time went, in milliseconds.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Stages {
+/// Where a classifying request's time went, in milliseconds: answered as
+/// `timings_ms`, logged, and observed here.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct Timings {
     pub read: f64,
-    pub queue: f64,
     pub decode: f64,
     pub preprocess: f64,
     pub inference: f64,
+    /// Waiting for the inference thread (behind other batches).
+    pub queue: f64,
+    pub total: f64,
     /// Pictures in the request.
+    #[serde(skip)]
     pub images: usize,
-    /// Pictures in the model run it shared.
+    /// Pictures in the micro-batch this request ran in (its own included).
+    #[serde(rename = "batch_images")]
     pub batch: usize,
 }
 
@@ -324,7 +329,7 @@ mod tests {
             method: "POST",
             status: 200,
             total_ms: 12.0,
-            stages: Some(Stages {
+            stages: Some(Timings {
                 inference: 7.0,
                 images: 1,
                 batch: 1,
