@@ -2,7 +2,9 @@
 #   make serve      install what serving needs (the ONNX Runtime library, nothing else), build,
 #                   serve the upload page + API on http://127.0.0.1:8080/
 #   make setup      the same set-up without serving: then target/release/catdog works as it is
-#   make test       install what is missing (ONNX Runtime, Python test tools, moto), build, run every test
+#   make test       install what is missing, at the versions locked in tools/ (ONNX Runtime, Python
+#                   test tools, s3s-fs, evcxr, SAM CLI, jQuery), build, lint, run every test
+#   make lock       regenerate those lock files (on purpose, to move to newer tools)
 # Also:
 #   make install    release build, then $(PREFIX)/bin/catdog + ONNX Runtime in $(PREFIX)/lib/catdog/
 #                   (PREFIX defaults to ~/.local)
@@ -20,7 +22,7 @@ LIBDIR = $(PREFIX)/lib/catdog
 PROFILE ?= release
 CARGO_PROFILE = $(if $(filter debug,$(PROFILE)),dev,$(PROFILE))
 
-.PHONY: runtime setup build serve install install-files uninstall test lint bench fuzz build-CatdogFunction
+.PHONY: runtime setup build serve install install-files uninstall test lint lock bench fuzz build-CatdogFunction
 
 # Only what running catdog needs: the ONNX Runtime shared library, into
 # ~/.cache/catdog/, where the binary finds it with no variable set
@@ -60,6 +62,11 @@ uninstall:
 
 test:
 	@scripts/test.sh
+
+# Regenerate the tool lock files in tools/ (newest versions the .in files allow);
+# `make test` installs exactly what they name.
+lock:
+	@scripts/lock.sh
 
 # Side-by-side benchmark (bench/README.md): prints a table, writes BENCHMARKS.md + bench/benchmarks.png.
 bench:

@@ -9,8 +9,6 @@ eval "$(CATDOG_WITH_KERAS=1 scripts/setup.sh --test-tools)"
 DATA="${CATDOG_DATA:-$(cd .. && pwd)/shared/data}"
 [[ -d "$DATA/catsdogs" ]] || { echo "bench: photos not found at $DATA/catsdogs (set CATDOG_DATA)"; exit 2; }
 
-"$CATDOG_PYTHON" -c 'import flask, matplotlib' 2> /dev/null || "$CATDOG_PYTHON" -m pip install -q flask matplotlib
-"$CATDOG_KERAS_PYTHON" -c 'import flask' 2> /dev/null || "$CATDOG_KERAS_PYTHON" -m pip install -q flask
 if ! command -v wrk > /dev/null; then
   SUDO=$([[ $(id -u) == 0 ]] && echo "" || echo sudo)
   $SUDO apt-get install -y -q wrk > /dev/null || { $SUDO apt-get update -q > /dev/null && $SUDO apt-get install -y -q wrk > /dev/null; }

@@ -7,7 +7,7 @@
 # bodies; they are not copied into the repository). New inputs the fuzzer
 # finds go to target/fuzz-corpus; crashes to fuzz/artifacts/request/, and the
 # script exits non-zero. Needs the nightly toolchain (rustup) and installs
-# cargo-fuzz from crates.io when missing.
+# cargo-fuzz from crates.io when missing, at the version tools/cargo-tools.txt names.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_BUDGET="${1:-${FUZZ_SECONDS:-120}}"
@@ -15,7 +15,8 @@ DATA="${CATDOG_DATA:-$(cd .. && pwd)/shared/data}"
 
 rustup run nightly rustc --version > /dev/null 2>&1 \
   || { echo "fuzz: the nightly toolchain is needed (rustup toolchain install nightly)"; exit 2; }
-command -v cargo-fuzz > /dev/null || cargo install cargo-fuzz --locked
+source scripts/tools.sh
+cargo_tool cargo-fuzz
 
 corpus=target/fuzz-corpus
 mkdir -p "$corpus"

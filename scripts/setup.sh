@@ -4,14 +4,18 @@
 #
 #   scripts/setup.sh                  what serving needs: the ONNX Runtime shared library
 #                                     (`make setup`, `make serve`, `make install`)
-#   scripts/setup.sh --test-tools     also the tests' Python virtualenv (numpy, Pillow, onnx, onnxruntime,
-#                                     moto, cfn-lint, selenium, schemathesis, tritonclient, kserve,
-#                                     prometheus_client, jsonschema) and s3s-fs (cargo install)
+#   scripts/setup.sh --test-tools     also the tests' Python virtualenv (tools/python/tests.in: numpy,
+#                                     Pillow, onnx, onnxruntime, moto, cfn-lint, selenium, schemathesis,
+#                                     tritonclient, kserve, …), s3s-fs (cargo install) and jQuery (npm)
 #   scripts/setup.sh --lambda-lib DIR copy the library for ORT_ARCH (x86_64 | arm64) into DIR
+#
+# Every tool is installed at the exact version, and with the hashes, of a lock
+# file in tools/ (scripts/tools.sh; `make lock` regenerates them).
 #
 # The library comes from PyPI's onnxruntime wheel (`ort` is built with
 # `load-dynamic`, so nothing is downloaded at build time): `pip download` of the
-# one wheel with the system python3, and only `onnxruntime/capi/libonnxruntime.so.*`
+# one wheel locked in tools/python/onnxruntime.txt (its hash checked) with the
+# system python3, and only `onnxruntime/capi/libonnxruntime.so.*`
 # taken out of it, into $CACHE/onnxruntime-$ORT_VERSION/ (where catdog finds it by
 # itself). No virtualenv is created for that.
 #
@@ -23,7 +27,11 @@
 # CATDOG_KERAS_PYTHON with CATDOG_WITH_KERAS=1.
 set -euo pipefail
 
-ORT_VERSION="${ORT_VERSION:-1.31.1}"
+source "$(dirname "$0")/tools.sh"
+ORT_LOCK="$TOOLS_DIR/python/onnxruntime.txt"
+# The one pin of the ONNX Runtime version: its lock file.
+ORT_VERSION=$(sed -n 's/^onnxruntime==\([0-9.]*\).*/\1/p' "$ORT_LOCK")
+[[ -n $ORT_VERSION ]] || { printf 'setup: no onnxruntime==VERSION in %s\n' "$ORT_LOCK" >&2; exit 2; }
 # Wheels are per Python version but carry the same libonnxruntime.so; this only
 # picks which one to fetch, so the system python3's own version does not matter.
 ORT_WHEEL_PYTHON="${ORT_WHEEL_PYTHON:-3.12}"
@@ -31,7 +39,6 @@ CACHE="${CATDOG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/catdog}"
 VENV="$CACHE/venv"
 ORT_DIR="$CACHE/onnxruntime-$ORT_VERSION"
 ORT_LIB="$ORT_DIR/libonnxruntime.so.$ORT_VERSION"
-PY_TOOLS=(numpy pillow "onnx>=1.16" "onnxruntime==$ORT_VERSION" "moto[server]" boto3 "cfn-lint" selenium schemathesis cargo-lambda "tritonclient[http]" kserve prometheus_client jsonschema)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; }
@@ -82,9 +89,9 @@ fetch_lib() {
   tmpdir
   dl=$(mktemp -d "$TMP/wheel.XXXXXX")
   log "downloading the onnxruntime==$ORT_VERSION wheel ($arch) from PyPI"
-  "${PIP[@]}" download --quiet --no-deps --only-binary=:all: \
+  "${PIP[@]}" download --quiet --no-deps --only-binary=:all: --require-hashes \
     --platform "manylinux_2_28_$arch" --python-version "$ORT_WHEEL_PYTHON" \
-    "onnxruntime==$ORT_VERSION" -d "$dl" >&2
+    -r "$ORT_LOCK" -d "$dl" >&2
   mkdir -p "$(dirname "$dest")"
   python3 - "$arch" "$dest" "$dl"/onnxruntime-*.whl <<'EOF'
 import os, re, shutil, sys, zipfile
@@ -115,24 +122,11 @@ case "$host_arch" in
 esac
 
 if ((test_tools)); then
-  if [[ ! -x "$VENV/bin/python" ]]; then
-    log "creating virtualenv $VENV"
-    python3 -m venv "$VENV" >&2
-  fi
-  stamp="$VENV/.catdog-tools"
-  want="${PY_TOOLS[*]}"
-  if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-    log "installing Python tools: $want"
-    "$VENV/bin/pip" install --quiet "${PY_TOOLS[@]}" >&2
-    echo "$want" > "$stamp"
-  fi
+  venv_from_lock "$VENV" tests
   # s3s-fs: the S3 server of the simulated S3 (tests/s3_sim.rs, `make bench`), which
-  # reads only the range asked for. Only 0.14.1 builds with current Rust; a few
-  # minutes of compiling, once. The tests also look in cargo's bin folder.
-  if ! command -v s3s-fs > /dev/null && [[ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]]; then
-    log "installing s3s-fs 0.14.1 with cargo (a few minutes, once)"
-    cargo install --quiet s3s-fs --version 0.14.1 --features binary --locked >&2
-  fi
+  # reads only the range asked for. A few minutes of compiling, once. The tests
+  # also look in cargo's bin folder.
+  cargo_tool s3s-fs
 fi
 
 if [[ ! -f "$ORT_LIB" ]]; then
@@ -176,30 +170,15 @@ fi
 # its test. Kept apart: its pinned protobuf and numpy would clash with the tools above.
 if [[ "${CATDOG_WITH_KERAS:-0}" == 1 ]]; then
   KVENV="$CACHE/venv-keras"
-  KTOOLS=("tensorflow-cpu==2.15.1" "tf2onnx==1.16.1" "numpy<2" "onnx==1.16.2" "protobuf==3.20.3" pillow)
-  if [[ ! -x "$KVENV/bin/python" ]]; then
-    python3 -m venv "$KVENV" >&2
-  fi
-  if [[ ! -f "$KVENV/.catdog-tools" || "$(cat "$KVENV/.catdog-tools")" != "${KTOOLS[*]}" ]]; then
-    log "installing TensorFlow + tf2onnx (about a minute)"
-    "$KVENV/bin/pip" install --quiet "${KTOOLS[@]}" >&2
-    echo "${KTOOLS[*]}" > "$KVENV/.catdog-tools"
-  fi
+  venv_from_lock "$KVENV" keras
   echo "export CATDOG_KERAS_PYTHON='$KVENV/bin/python'"
 fi
 
 # The tutorial's front end uses jQuery 3.3.1: from npm, for tests/browser.rs's
 # page that makes the tutorial's exact call.
 if ((test_tools)); then
-  NPMDIR="$CACHE/npm-jquery"
-  if [[ ! -f "$NPMDIR/node_modules/jquery/dist/jquery.min.js" ]]; then
-    if command -v npm > /dev/null; then
-      log "installing jquery@3.3.1 from npm (the tutorial's page)"
-      npm install --silent --prefix "$NPMDIR" jquery@3.3.1 >&2
-    else
-      log "npm is missing (apt-get install npm): the tutorial-page browser test will fail"
-    fi
-  fi
+  NPMDIR="$CACHE/npm-tools"
+  npm_from_lock "$NPMDIR"
   echo "export CATDOG_JQUERY='$NPMDIR/node_modules/jquery/dist/jquery.min.js'"
 fi
 

@@ -42,6 +42,13 @@ echo "== fixtures"
 echo "== build"
 cargo build --workspace --all-targets --locked
 
+# The architecture's rules that the compiler cannot state (clippy.toml: only
+# settings reads the process environment) and the code's style.
+echo "== lint (cargo fmt --check, cargo clippy -D warnings)"
+lint_rc=0
+cargo fmt --all --check || lint_rc=$?
+cargo clippy --workspace --all-targets --locked -- -D warnings || lint_rc=$?
+
 echo "== tests"
 rc=0
 cargo test --workspace --locked --no-fail-fast || rc=$?
@@ -54,8 +61,11 @@ if [[ -s $CATDOG_SKIP_LOG ]]; then
 else
   echo "== skipped: none"
 fi
-if ((rc == 0)); then
+if ((rc == 0 && lint_rc == 0)); then
   echo "== all tests passed in $((SECONDS - start)) s"
+elif ((rc == 0)); then
+  echo "== tests FAILED (lint: cargo fmt/clippy exit status $lint_rc; the tests themselves passed) in $((SECONDS - start)) s"
+  rc=$lint_rc
 else
   echo "== tests FAILED (cargo test exit status $rc) in $((SECONDS - start)) s"
 fi
