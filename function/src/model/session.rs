@@ -17,7 +17,7 @@ use crate::model::error::{inference_err, onnx_err, ModelError};
 use crate::model::quantized;
 use crate::model::source::{self, FetchedModel};
 use crate::model::weights;
-use crate::preprocess::{Preprocessor, Row};
+use crate::preprocess::{Preprocessor, TensorRow};
 
 /// How sessions are built.
 #[derive(Debug, Clone, Default)]
@@ -276,7 +276,7 @@ impl Runner {
     /// Runs `pictures` (one batch when the graph allows, else in groups of its
     /// fixed size); `read` turns one group's outputs into one row per picture.
     /// Blocking: call it off the async workers.
-    pub fn run<T, R: Row>(
+    pub fn run<T, R: TensorRow>(
         &self,
         pictures: &[R],
         mut read: impl FnMut(&SessionOutputs<'_>, usize) -> Result<Vec<T>, String>,
