@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use catdog::model::source::{
-    fetch_remote, sha256_hex, FetchOptions, FetchedModel, ModelData, ModelUri, SourceError,
+    fetch_remote, sha256_hex, FetchOptions, FetchedModel, ModelUri, SourceError,
 };
 use catdog_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -89,14 +89,14 @@ async fn dropped_connections_resume_and_unreachable_servers_fail_fast() {
         let opts = FetchOptions {
             s3_endpoint: Some(proxy),
             s3_concurrency: concurrency,
-            ..FetchOptions::default()
+            ..FetchOptions::new(std::env::temp_dir())
         };
         let (fetched, sha256) = fetch_remote(&uri, Some(&want), &opts)
             .await
             .unwrap_or_else(|e| panic!("concurrency {concurrency}: {e}"));
         assert_eq!(sha256, want);
         let FetchedModel {
-            data: ModelData::File(path),
+            path,
             download: Some(guard),
             ..
         } = fetched
@@ -116,7 +116,7 @@ async fn dropped_connections_resume_and_unreachable_servers_fail_fast() {
     // Nobody listening: a clear error naming the object, in seconds.
     let nobody = FetchOptions {
         s3_endpoint: Some(format!("http://127.0.0.1:{}", free_port())),
-        ..FetchOptions::default()
+        ..FetchOptions::new(std::env::temp_dir())
     };
     let started = Instant::now();
     let err = fetch_remote(&uri, None, &nobody)

@@ -30,9 +30,9 @@ pub enum BatchError {
     Stopped,
 }
 
-/// Answers for one request, and how its batch went.
+/// The batcher's reply to one request: its answers, and how its batch went.
 #[derive(Debug)]
-pub struct BatchAnswer {
+pub struct BatcherReply {
     pub predictions: Vec<Prediction>,
     pub timings: InferTimings,
     /// Pictures in the batch this request ran in (its own included).
@@ -44,7 +44,7 @@ pub struct BatchAnswer {
 struct Job {
     pictures: Vec<Input>,
     enqueued: Instant,
-    reply: oneshot::Sender<Result<BatchAnswer, BatchError>>,
+    reply: oneshot::Sender<Result<BatcherReply, BatchError>>,
 }
 
 /// Hands pictures to the model's inference thread. Cheap to clone; the
@@ -70,7 +70,7 @@ impl Batcher {
 
     /// Queues `pictures` and waits for their answers; refuses at once when
     /// the queue is full.
-    pub async fn classify(&self, pictures: Vec<Input>) -> Result<BatchAnswer, BatchError> {
+    pub async fn classify(&self, pictures: Vec<Input>) -> Result<BatcherReply, BatchError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             pictures,
@@ -143,7 +143,7 @@ fn run(
                 for (job, n) in jobs.into_iter().zip(sizes) {
                     let mine: Vec<Prediction> = it.by_ref().take(n).collect();
                     let answer = if mine.len() == n {
-                        Ok(BatchAnswer {
+                        Ok(BatcherReply {
                             predictions: mine,
                             timings,
                             batch_pictures: count,

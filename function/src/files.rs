@@ -11,7 +11,7 @@ use crate::limits::Limits;
 use crate::model::output::Prediction;
 use crate::model::{Classifier, ModelError};
 
-/// File extensions picked up when a folder is walked.
+/// File extensions picked up when a folder is walked (any case).
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp"];
 
 /// Why the list of files could not be made.
@@ -23,28 +23,12 @@ pub enum FilesError {
     Read(PathBuf, std::io::Error),
 }
 
-/// Files as given; folders walked recursively for [`IMAGE_EXTENSIONS`], sorted
-/// per folder argument so runs are repeatable.
+/// Files as given; folders walked with [`pictures_in`]: `predict`'s arguments.
 pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, FilesError> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let mut stack = vec![p.clone()];
-            let mut found = Vec::new();
-            while let Some(dir) = stack.pop() {
-                let entries =
-                    std::fs::read_dir(&dir).map_err(|e| FilesError::Read(dir.clone(), e))?;
-                for entry in entries {
-                    let path = entry.map_err(|e| FilesError::Read(dir.clone(), e))?.path();
-                    if path.is_dir() {
-                        stack.push(path);
-                    } else if is_image_name(&path) {
-                        found.push(path);
-                    }
-                }
-            }
-            found.sort();
-            out.extend(found);
+            out.extend(pictures_in(p)?);
         } else if p.exists() {
             out.push(p.clone());
         } else {
@@ -54,10 +38,43 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, FilesError> {
     Ok(out)
 }
 
-fn is_image_name(path: &Path) -> bool {
+/// The pictures in `dir` and its sub-folders, sorted so runs are
+/// repeatable: the one folder walker (`predict`, `eval`, fine-tuning's class
+/// folders), so every command takes the same files from the same folder.
+pub fn pictures_in(dir: &Path) -> Result<Vec<PathBuf>, FilesError> {
+    let mut stack = vec![dir.to_path_buf()];
+    let mut found = Vec::new();
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| FilesError::Read(dir.clone(), e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| FilesError::Read(dir.clone(), e))?.path();
+            if is_hidden(&path) {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else if is_picture(&path) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The one rule of which files are pictures: a name ending in one of
+/// [`IMAGE_EXTENSIONS`]. What is inside is judged when it is decoded.
+pub fn is_picture(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Hidden files and folders (`.DS_Store`, `._x.jpg`, `.git`) are not walked.
+fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'))
 }
 
 /// One file's outcome: its upright RGB picture and answer, or why it was skipped.
@@ -167,7 +184,15 @@ mod tests {
     fn folders_are_walked_for_pictures_and_sorted() {
         let dir = std::env::temp_dir().join(format!("catdog-files-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("b")).unwrap();
-        for name in ["b/2.JPG", "1.png", "notes.txt", "b/3.webp"] {
+        std::fs::create_dir_all(dir.join(".git")).unwrap();
+        for name in [
+            "b/2.JPG",
+            "1.png",
+            "notes.txt",
+            "b/3.webp",
+            "._1.png",
+            ".git/x.png",
+        ] {
             std::fs::write(dir.join(name), b"x").unwrap();
         }
         let got = collect(std::slice::from_ref(&dir)).unwrap();

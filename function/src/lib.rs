@@ -16,6 +16,7 @@
 //!   notebook, fine-tuning's features); [`eval`], [`finetune`], [`plot`]: scoring,
 //!   training a new head, and their pictures.
 //! - [`runtime`]: finding the ONNX Runtime library at run time.
+//! - [`messages`]: how errors (with their causes) and files are named to users.
 //! - [`notebook`]: inline HTML answers for Jupyter (evcxr).
 
 pub mod batcher;
@@ -26,6 +27,7 @@ pub mod finetune;
 pub mod host;
 pub mod http;
 pub mod limits;
+pub mod messages;
 pub mod metrics;
 pub mod model;
 pub mod notebook;

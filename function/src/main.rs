@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use catdog::host::{commands, lambda, logging, serve};
+use catdog::messages::with_causes;
 use catdog::settings::{Cli, Command, Settings};
 
 fn main() -> ExitCode {
@@ -49,11 +50,11 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(e) if on_lambda => {
-            tracing::error!(error = causes(&e), "fatal");
+            tracing::error!(error = with_causes(e.as_ref()), "fatal");
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("catdog: {}", causes(&e));
+            eprintln!("catdog: {}", with_causes(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -146,18 +147,4 @@ async fn predict(
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// The error and its causes, each said once: a cause whose text the message
-/// already holds (errors that show their source) is not repeated.
-fn causes(e: &anyhow::Error) -> String {
-    let mut text = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !text.contains(&c) {
-            text.push_str(": ");
-            text.push_str(&c);
-        }
-    }
-    text
 }

@@ -5,12 +5,13 @@
 
 use std::fmt::Write as _;
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use base64::Engine as _;
 use image::RgbImage;
 
 use crate::files::FileAnswer;
+use crate::messages::file_name;
 use crate::model::output::Prediction;
 use crate::settings::Settings;
 
@@ -114,12 +115,6 @@ fn thumbnail_data_url(picture: &RgbImage) -> Option<String> {
         "data:image/jpeg;base64,{}",
         base64::engine::general_purpose::STANDARD.encode(jpeg)
     ))
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
 }
 
 fn escape(s: &str) -> String {

@@ -34,17 +34,17 @@ pub enum TensorError {
 }
 
 /// Something that can fill one picture's slot of a batch tensor.
-pub trait Row {
+pub trait TensorRow {
     fn write_row(&self, pre: &Preprocessor, out: &mut [f32]);
 }
 
-impl Row for RgbImage {
+impl TensorRow for RgbImage {
     fn write_row(&self, pre: &Preprocessor, out: &mut [f32]) {
         pre.write_tensor(self, out);
     }
 }
 
-impl Row for Input {
+impl TensorRow for Input {
     fn write_row(&self, pre: &Preprocessor, out: &mut [f32]) {
         match self {
             Input::Picture(p) => pre.write_tensor(p, out),

@@ -18,7 +18,8 @@ use crate::finetune::Init;
 use crate::http::access::{self, Access};
 use crate::limits::{BatchPolicy, Limits};
 use crate::model::contract::{self, Preprocessing};
-use crate::model::load::{ModelSpec, RetryPolicy};
+use crate::model::load::ModelSpec;
+use crate::model::retry::RetryPolicy;
 use crate::model::session::SessionOptions;
 use crate::model::source::{self, FetchOptions};
 use crate::model::ContractOverrides;
@@ -523,6 +524,7 @@ impl Settings {
                 .download_dir
                 .clone()
                 .unwrap_or_else(std::env::temp_dir),
+            retry: self.retry_policy(),
         }
     }
 

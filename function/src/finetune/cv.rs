@@ -83,7 +83,7 @@ pub struct Candidate {
 
 /// One candidate's cross-validated score.
 #[derive(Debug, Clone, Serialize)]
-pub struct Row {
+pub struct CandidateScore {
     pub candidate: Candidate,
     pub correct: usize,
     pub total: usize,
@@ -100,7 +100,7 @@ pub struct Report {
     pub folds: usize,
     pub photos: usize,
     pub zero_shot_correct: Option<usize>,
-    pub rows: Vec<Row>,
+    pub rows: Vec<CandidateScore>,
 }
 
 /// Runs every candidate over `k` stratified folds.
@@ -141,7 +141,7 @@ pub fn run(pool: &Pool, classes: usize, k: usize, base: TrainConfig, zero_shot: 
             }
         }
     }
-    let mut rows: Vec<Row> = candidates
+    let mut rows: Vec<CandidateScore> = candidates
         .iter()
         .map(|c| score(pool, classes, k, &fold, base, *c))
         .collect();
@@ -171,7 +171,7 @@ fn score(
     fold: &[usize],
     base: TrainConfig,
     c: Candidate,
-) -> Row {
+) -> CandidateScore {
     let cfg = TrainConfig {
         weight_decay: c.weight_decay,
         label_smoothing: c.label_smoothing,
@@ -259,7 +259,7 @@ fn score(
             }
         }
     }
-    Row {
+    CandidateScore {
         candidate: c,
         correct,
         total,

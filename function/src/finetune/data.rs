@@ -9,13 +9,15 @@ pub enum DataError {
     Missing(PathBuf),
     #[error("{0}: needs at least two class folders, found {1:?}")]
     TooFewClasses(PathBuf, Vec<String>),
-    #[error("class folder {0} has no files")]
+    #[error("class folder {} has no files (looked for {})", .0.display(), crate::files::IMAGE_EXTENSIONS.join(", "))]
     EmptyClass(PathBuf),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Walk(#[from] crate::files::FilesError),
     #[error("{split} has classes {found:?}, but train has {expected:?}")]
     ClassMismatch {
         split: String,
@@ -38,7 +40,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
     }
 }
 
-/// Lists `dir`: one sub-folder per class (sorted by name), every file in it.
+/// Lists `dir`: one sub-folder per class (sorted by name), the pictures in
+/// it (the one walker, [`crate::files::pictures_in`]).
 pub fn list_split(dir: &Path) -> Result<Split, DataError> {
     if !dir.is_dir() {
         return Err(DataError::Missing(dir.to_path_buf()));
@@ -57,22 +60,10 @@ pub fn list_split(dir: &Path) -> Result<Split, DataError> {
     let mut files = Vec::new();
     for (i, label) in labels.iter().enumerate() {
         let class_dir = dir.join(label);
-        let mut found: Vec<PathBuf> = std::fs::read_dir(&class_dir)
-            .map_err(io(&class_dir))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.is_file()
-                    && !p
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with('.'))
-            })
-            .collect();
+        let found = crate::files::pictures_in(&class_dir)?;
         if found.is_empty() {
             return Err(DataError::EmptyClass(class_dir));
         }
-        found.sort();
         files.extend(found.into_iter().map(|p| (p, i)));
     }
     Ok(Split { labels, files })

@@ -18,7 +18,7 @@ use crate::model::imagenet;
 use crate::model::output::{self, Head, Prediction};
 use crate::model::session::{self, InferTimings, Runner, SessionOptions};
 use crate::model::source::FetchedModel;
-use crate::preprocess::{Preprocessor, Row};
+use crate::preprocess::{Preprocessor, TensorRow};
 
 /// Where a model's SHA-256 goes once known (at load, or later from a
 /// background task for a local file whose digest is only informational).
@@ -295,7 +295,7 @@ impl Classifier {
 
     /// Classifies pictures (one batch when the graph allows, else in groups).
     /// Blocking: call it off the async workers.
-    pub fn classify<R: Row>(
+    pub fn classify<R: TensorRow>(
         &self,
         pictures: &[R],
     ) -> Result<(Vec<Prediction>, InferTimings), ModelError> {
@@ -321,7 +321,7 @@ impl Classifier {
 }
 
 /// The first output's rows, one per picture.
-fn run_rows<R: Row>(
+fn run_rows<R: TensorRow>(
     runner: &Runner,
     pictures: &[R],
 ) -> Result<(Vec<Vec<f32>>, InferTimings), ModelError> {

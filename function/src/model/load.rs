@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use crate::model::classifier::{Classifier, ContractOverrides, DigestSlot};
 use crate::model::contract::Preprocessing;
 use crate::model::error::ModelError;
+use crate::model::retry::RetryPolicy;
 use crate::model::session::SessionOptions;
 use crate::model::source::{self, FetchOptions, FetchedModel, ModelUri, SourceError};
 
 /// Which model to load and how to read it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ModelSpec {
     /// `s3://…`, `https://…` or a path; `None` → the stock ImageNet VGG16.
     pub uri: Option<String>,
@@ -49,42 +50,6 @@ impl LoadError {
             self,
             LoadError::Source(SourceError::S3 { .. } | SourceError::Http { .. })
         )
-    }
-}
-
-/// Retries of a failed model fetch, with doubling pauses.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Tries in all (1 = no retry; `u32::MAX`: until it works).
-    pub attempts: u32,
-    pub first_pause: Duration,
-    pub max_pause: Duration,
-}
-
-impl Default for RetryPolicy {
-    /// 4 tries, pauses 0.5 s, 1 s, 2 s: a blip is ridden out while a Lambda
-    /// init (10 s budget) still fails in time with its cause.
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 4,
-            first_pause: Duration::from_millis(500),
-            max_pause: Duration::from_secs(60),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The same pauses, tried until it works (a server answering 503 meanwhile).
-    pub fn unbounded(self) -> Self {
-        RetryPolicy {
-            attempts: u32::MAX,
-            ..self
-        }
-    }
-
-    /// The pause after `pause`: doubled, at most `max_pause`.
-    pub fn next_pause(&self, pause: Duration) -> Duration {
-        (pause * 2).min(self.max_pause)
     }
 }
 
@@ -124,23 +89,19 @@ pub async fn load_classifier_with_retries(
     policy: RetryPolicy,
     mut on_retry: impl FnMut(&LoadError, u32, Duration),
 ) -> Result<Classifier, LoadError> {
-    let mut pause = policy.first_pause;
-    let mut attempt = 1;
-    loop {
-        match load_classifier(spec).await {
-            Err(e) if e.is_retryable() && attempt < policy.attempts => {
+    policy
+        .run(
+            || load_classifier(spec),
+            LoadError::is_retryable,
+            |e, attempt, pause| {
                 tracing::warn!(
                     error = %e, attempt, pause_ms = pause.as_millis() as u64,
                     "model fetch failed; trying again"
                 );
-                on_retry(&e, attempt, pause);
-                tokio::time::sleep(pause).await;
-                pause = policy.next_pause(pause);
-                attempt += 1;
-            }
-            result => return result,
-        }
-    }
+                on_retry(e, attempt, pause);
+            },
+        )
+        .await
 }
 
 /// A model as fetched, and the digest still to be checked against it (a
@@ -252,10 +213,7 @@ async fn build_verified<T: Send + 'static>(
     if let Some(sha) = known_sha256 {
         let _ = slot.set(sha);
     }
-    let path = match &model.data {
-        source::ModelData::File(p) if slot.get().is_none() => Some(p.clone()),
-        _ => None,
-    };
+    let path = slot.get().is_none().then(|| model.path.clone());
     let uri = model.uri.clone();
     let building = {
         let slot = slot.clone();
@@ -301,7 +259,7 @@ fn hash_in_background(path: PathBuf, slot: DigestSlot) -> Result<(), LoadError> 
                     tracing::info!(sha256 = %digest, ms = started.elapsed().as_secs_f64() * 1e3, "model digest");
                     let _ = slot.set(digest);
                 }
-                Err(e) => tracing::warn!(error = %e, file = %source::file_name(&path), "cannot compute the model digest"),
+                Err(e) => tracing::warn!(error = %e, file = %crate::messages::file_name(&path), "cannot compute the model digest"),
             }
         })
         .map(drop)

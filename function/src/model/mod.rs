@@ -1,7 +1,9 @@
-//! Models: where they come from ([`source`], [`load`]), what they promise
+//! Models: where they come from ([`source`], written into a file by
+//! [`spool`]; [`load`], retried as [`retry`] says), what they promise
 //! ([`contract`]), how ONNX Runtime runs them ([`session`], zero-copy
-//! [`weights`]) and how their outputs become answers ([`classifier`],
-//! [`output`], [`imagenet`]); [`publish`] puts one into S3.
+//! [`weights`], pre-packing for [`quantized`] graphs) and how their outputs
+//! become answers ([`classifier`], [`output`], [`imagenet`]); [`publish`]
+//! puts one into S3.
 
 pub mod classifier;
 pub mod contract;
@@ -10,6 +12,8 @@ pub mod imagenet;
 pub mod load;
 pub mod output;
 pub mod publish;
+pub mod quantized;
+pub mod retry;
 pub mod session;
 pub mod source;
 pub mod spool;

@@ -49,7 +49,7 @@ pub async fn upload(
         error,
     })?;
     let sha256 = source::sha256_hex(&bytes);
-    let client = source::s3_client(opts).await;
+    let client = source::s3_client(opts, crate::model::retry::SdkRetries::ThisPolicy).await;
     let err = |message: String| PublishError::S3 {
         uri: uri.clone(),
         message,

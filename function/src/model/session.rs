@@ -14,9 +14,10 @@ use ort::value::TensorRef;
 
 use crate::model::contract::{self, ContractError, Layout, Preprocessing};
 use crate::model::error::{inference_err, onnx_err, ModelError};
+use crate::model::quantized;
 use crate::model::source::{self, FetchedModel};
 use crate::model::weights;
-use crate::preprocess::{Preprocessor, Row};
+use crate::preprocess::{Preprocessor, TensorRow};
 
 /// How sessions are built.
 #[derive(Debug, Clone, Default)]
@@ -112,7 +113,7 @@ pub fn open(
         .map_err(onnx_err)?
         .with_prepacking(opts.prepack.unwrap_or(quantized))
         .map_err(onnx_err)?;
-    let path = Some(model.path());
+    let path = Some(model.path.as_path());
     let session = match graph {
         Graph::File(path) => builder.commit_from_file(path),
         Graph::Memory { graph, folder } => {
@@ -145,10 +146,10 @@ pub fn open(
 /// The graph to hand ONNX Runtime, and whether it is quantized (which
 /// decides pre-packing): judged from the graph without its weights, a few KB.
 fn graph_of(model: &FetchedModel, zero_copy: bool) -> Result<(Graph, bool), ModelError> {
-    let path = model.path();
+    let path = &model.path;
     if zero_copy {
         if let Some(mapped) = map_weights(path)? {
-            let quantized = source::looks_quantized(&mapped.graph);
+            let quantized = quantized::looks_quantized(&mapped.graph);
             let graph = Graph::Memory {
                 graph: mapped.graph,
                 folder: Some(mapped.folder),
@@ -156,7 +157,7 @@ fn graph_of(model: &FetchedModel, zero_copy: bool) -> Result<(Graph, bool), Mode
             return Ok((graph, quantized));
         }
     }
-    let quantized = source::scan_file(path)
+    let quantized = quantized::scan_file(path)
         .map_err(|e| ModelError::Onnx(format!("cannot read the model file: {e}")))?
         .1;
     Ok((Graph::File(path.to_path_buf()), quantized))
@@ -275,7 +276,7 @@ impl Runner {
     /// Runs `pictures` (one batch when the graph allows, else in groups of its
     /// fixed size); `read` turns one group's outputs into one row per picture.
     /// Blocking: call it off the async workers.
-    pub fn run<T, R: Row>(
+    pub fn run<T, R: TensorRow>(
         &self,
         pictures: &[R],
         mut read: impl FnMut(&SessionOutputs<'_>, usize) -> Result<Vec<T>, String>,

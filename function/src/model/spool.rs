@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
+use crate::model::source::sha256_of_blocks;
 
 /// A file being filled with a model's bytes, in parts written in any order.
 pub struct Spool {
@@ -253,7 +253,7 @@ impl PartWriter<'_> {
     }
 
     /// Appends `chunk`; refuses more bytes than the part holds.
-    pub fn write(&mut self, chunk: &[u8]) -> Result<(), SpoolError> {
+    pub fn write(&self, chunk: &[u8]) -> Result<(), SpoolError> {
         let done = self.written();
         if done + chunk.len() as u64 > self.len {
             return Err(SpoolError::Write(std::io::Error::other(format!(
@@ -277,30 +277,31 @@ impl PartWriter<'_> {
 /// Hashes the file in order as its parts fill, reading back through the page
 /// cache (no copy of the model is held in memory). `None` if stopped or failed.
 fn hash_as_written(file: &File, shared: &Shared) -> Option<String> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 4 << 20];
-    for i in 0..shared.written.len() {
-        let (start, len) = shared.range(i);
-        let mut hashed = 0u64;
-        while hashed < len {
-            if shared.stop.load(Ordering::Acquire) {
-                return None;
-            }
-            let ready = shared.written[i].load(Ordering::Acquire);
-            if ready == hashed {
-                // Woken by each write; the timeout only bounds a missed wake-up.
-                std::thread::park_timeout(std::time::Duration::from_millis(50));
-                continue;
-            }
-            while hashed < ready {
-                let n = (ready - hashed).min(buf.len() as u64) as usize;
-                file.read_exact_at(&mut buf[..n], start + hashed).ok()?;
-                hasher.update(&buf[..n]);
-                hashed += n as u64;
-            }
+    let (mut part, mut hashed) = (0usize, 0u64);
+    sha256_of_blocks(4 << 20, |buf| loop {
+        if part == shared.written.len() {
+            return Ok(0); // every part hashed
         }
-    }
-    Some(hex::encode(hasher.finalize()))
+        let (start, len) = shared.range(part);
+        if hashed == len {
+            (part, hashed) = (part + 1, 0);
+            continue;
+        }
+        if shared.stop.load(Ordering::Acquire) {
+            return Err(std::io::Error::other("stopped"));
+        }
+        let ready = shared.written[part].load(Ordering::Acquire);
+        if ready == hashed {
+            // Woken by each write; the timeout only bounds a missed wake-up.
+            std::thread::park_timeout(std::time::Duration::from_millis(50));
+            continue;
+        }
+        let n = (ready - hashed).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], start + hashed)?;
+        hashed += n as u64;
+        return Ok(n);
+    })
+    .ok()
 }
 
 /// A new, empty download file in `dir` (for a stream of unknown length),
@@ -391,7 +392,7 @@ mod tests {
         for i in (0..spool.parts()).rev() {
             let (start, len) = spool.part_range(i);
             let part = &bytes[start as usize..(start + len) as usize];
-            let mut w = spool.writer(i);
+            let w = spool.writer(i);
             let (a, b) = part.split_at(part.len() / 3);
             w.write(a).unwrap();
             w.write(b).unwrap();
