@@ -11,7 +11,8 @@
 //!   Protocol routes; [`batcher`]: the inference thread requests share;
 //!   [`limits`]: what a request may hold; [`metrics`]: `/metrics` and EMF lines.
 //! - [`model`]: fetching, the ONNX model contract, sessions, the classifier.
-//! - [`decode`], [`resize`] and [`preprocess`]: bytes → upright RGB picture → model tensor.
+//! - [`decode`] and [`preprocess`] (its spec, Pillow's resize, the tensor):
+//!   bytes → upright RGB picture → model tensor.
 //! - [`files`]: classifying picture files in chunks (predict, eval, the
 //!   notebook, fine-tuning's features); [`eval`], [`finetune`], [`plot`]: scoring,
 //!   training a new head, and their pictures.
@@ -31,7 +32,6 @@ pub mod model;
 pub mod notebook;
 pub mod plot;
 pub mod preprocess;
-pub mod resize;
 pub mod runtime;
 pub mod settings;
 

@@ -17,11 +17,12 @@ use crate::decode::DecodeLimits;
 use crate::finetune::Init;
 use crate::http::access::{self, Access};
 use crate::limits::{BatchPolicy, Limits};
-use crate::model::contract::{self, Preprocessing};
+use crate::model::contract;
 use crate::model::load::{ModelSpec, RetryPolicy};
 use crate::model::session::SessionOptions;
 use crate::model::source::{self, FetchOptions};
 use crate::model::ContractOverrides;
+use crate::preprocess::Preprocessing;
 
 /// The command line: settings plus what to do.
 #[derive(Parser, Debug, Clone)]
@@ -622,7 +623,7 @@ fn parse_model_name(s: &str) -> Result<String, String> {
 }
 
 fn parse_preprocessing(s: &str) -> Result<Preprocessing, String> {
-    Preprocessing::parse(s).map_err(|e| e.to_string())
+    s.parse::<Preprocessing>().map_err(|e| e.to_string())
 }
 
 /// A number within `range`; `what` names it in the refusal.

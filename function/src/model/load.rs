@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::model::classifier::{Classifier, ContractOverrides, DigestSlot};
-use crate::model::contract::Preprocessing;
 use crate::model::error::ModelError;
 use crate::model::session::SessionOptions;
 use crate::model::source::{self, FetchOptions, FetchedModel, ModelUri, SourceError};
+use crate::preprocess::Preprocessing;
 
 /// Which model to load and how to read it.
 #[derive(Debug, Clone, Default)]
