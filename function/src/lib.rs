@@ -33,6 +33,9 @@ pub mod notebook;
 pub mod plot;
 pub mod preprocess;
 pub mod runtime;
+// The one module that reads the process environment (and the command line);
+// clippy.toml forbids it everywhere else.
+#[allow(clippy::disallowed_methods)]
 pub mod settings;
 
 /// The router type every host serves (re-exported so hosts such as the

@@ -456,6 +456,16 @@ impl Settings {
             .map_err(|e| SettingsError(e.render().to_string().trim_end().to_string()))
     }
 
+    /// Tells lambda_http to leave an API Gateway stage ("/prod") out of the
+    /// path, as the router is mounted at the root, unless the variable was
+    /// given. lambda_http reads it from the environment, and only this module
+    /// touches the environment; call it before any thread starts.
+    pub fn prepare_lambda_http(&self) {
+        if self.process.lambda_ignore_stage.is_none() {
+            std::env::set_var("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true");
+        }
+    }
+
     /// Whether this process is a Lambda bootstrap.
     pub fn on_lambda(&self) -> bool {
         self.process.lambda_runtime_api.is_some()
