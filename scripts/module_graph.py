@@ -6,6 +6,13 @@ A module imports another when its code (tests excluded) names it by path:
 flow to go one way, so no two modules may import each other, directly or
 round a longer loop.
 
+The graph is checked twice: between leaf modules (`model::session`,
+`preprocess::spec`), and between the crate's top-level modules (`model`,
+`preprocess`), each import collapsed to the top-level module it lands in.
+The leaf graph alone misses a loop between layers whose files never import
+each other directly: `model::session` → `preprocess` → `model::contract` is
+no leaf cycle, yet `model` and `preprocess` would each sit above the other.
+
   python3 scripts/module_graph.py          print each module's imports, then the verdict
   python3 scripts/module_graph.py --check  only the verdict; exit 1 on a cycle
 """
@@ -30,6 +37,39 @@ def modules():
     return mods
 
 
+def paths_after(anchor, code):
+    """The module paths that follow `anchor::` in `code`, grouped imports
+    expanded: `crate::{model::session, preprocess}` names both."""
+    found = []
+    for m in re.finditer(rf"\b{anchor}::", code):
+        found.extend(expand(code, m.end(), ""))
+    return found
+
+
+def expand(code, at, prefix):
+    path = re.match(r"[a-z_][a-z0-9_]*(?:::[a-z_][a-z0-9_]*)*(::)?", code[at:])
+    head = path.group(0) if path else ""
+    rest = at + len(head)
+    if not code.startswith("{", rest):
+        # an item that is no module path (a type, `self`) names its group's module
+        whole = (prefix + head).rstrip(":")
+        return [whole] if whole else []
+    # a group: split its items at the commas of its own level
+    depth, start, out = 0, rest + 1, []
+    for i in range(rest, len(code)):
+        if code[i] == "{":
+            depth += 1
+        elif code[i] == "}":
+            depth -= 1
+        if (code[i] == "," and depth == 1) or depth == 0:
+            item = start + len(code[start:i]) - len(code[start:i].lstrip())
+            out.extend(expand(code, item, prefix + head))
+            start = i + 1
+        if depth == 0:
+            break
+    return out
+
+
 def imports(mods):
     def resolve(path):
         parts = [p for p in path.split("::") if p]
@@ -43,13 +83,26 @@ def imports(mods):
     for name, path in mods.items():
         code = open(path, encoding="utf-8").read().split("#[cfg(test)]")[0]
         deps = set()
-        for ref in re.findall(r"\bcrate::([a-z_][a-z0-9_:]*)", code):
+        for ref in paths_after("crate", code):
             deps.add(resolve(ref))
         parent = name.rsplit("::", 1)[0] if "::" in name else ""
-        for ref in re.findall(r"\bsuper::([a-z_][a-z0-9_:]*)", code):
+        for ref in paths_after("super", code):
             deps.add(resolve(f"{parent}::{ref}" if parent else ref))
         edges[name] = {d for d in deps if d and d != name}
     return edges
+
+
+def top_level(edges):
+    """The same imports between top-level modules (`model::session` -> `model`);
+    imports within one top-level module are its own business and dropped."""
+    top = lambda name: name.split("::", 1)[0]
+    collapsed = {}
+    for name, deps in edges.items():
+        if not name:
+            continue  # lib.rs declares the modules; it is no layer
+        mine = collapsed.setdefault(top(name), set())
+        mine.update(top(d) for d in deps if d and top(d) != top(name))
+    return collapsed
 
 
 def cycles(edges):
@@ -86,15 +139,20 @@ def cycles(edges):
 
 def main():
     edges = imports(modules())
+    layers = top_level(edges)
     if "--check" not in sys.argv:
         for name in sorted(edges):
             print(f"{name or '(crate)'} -> {', '.join(sorted(edges[name])) or '-'}")
-    loops = cycles(edges)
+        print()
+        for name in sorted(layers):
+            print(f"[{name}] -> {', '.join(sorted(layers[name])) or '-'}")
+    loops = [("cycle", loop) for loop in cycles(edges)]
+    loops += [("top-level cycle", loop) for loop in cycles(layers)]
     if loops:
-        for loop in loops:
-            print("cycle: " + " <-> ".join(loop))
+        for kind, loop in loops:
+            print(f"{kind}: " + " <-> ".join(loop))
         sys.exit(1)
-    print(f"no cycles among {len(edges)} modules")
+    print(f"no cycles among {len(edges)} modules or their {len(layers)} top-level modules")
 
 
 if __name__ == "__main__":

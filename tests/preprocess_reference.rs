@@ -2,8 +2,7 @@
 //! presets: the tensor the model sees must be the one it was trained with.
 
 use catdog::decode::{decode_rgb, DecodeLimits};
-use catdog::model::contract::{Layout, Preprocessing};
-use catdog::preprocess::Preprocessor;
+use catdog::preprocess::{Layout, Preprocessing, Preprocessor};
 use catdog_tests::*;
 
 #[derive(serde::Deserialize)]

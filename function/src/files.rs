@@ -177,6 +177,9 @@ pub fn classify(
 }
 
 #[cfg(test)]
+// Unit tests make scratch folders in the system's temporary folder; the
+// rule that only settings reads the environment is for the running code.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 

@@ -11,7 +11,8 @@
 //!   Protocol routes; [`batcher`]: the inference thread requests share;
 //!   [`limits`]: what a request may hold; [`metrics`]: `/metrics` and EMF lines.
 //! - [`model`]: fetching, the ONNX model contract, sessions, the classifier.
-//! - [`decode`], [`resize`] and [`preprocess`]: bytes → upright RGB picture → model tensor.
+//! - [`decode`] and [`preprocess`] (its spec, Pillow's resize, the tensor):
+//!   bytes → upright RGB picture → model tensor.
 //! - [`files`]: classifying picture files in chunks (predict, eval, the
 //!   notebook, fine-tuning's features); [`eval`], [`finetune`], [`plot`]: scoring,
 //!   training a new head, and their pictures.
@@ -33,8 +34,10 @@ pub mod model;
 pub mod notebook;
 pub mod plot;
 pub mod preprocess;
-pub mod resize;
 pub mod runtime;
+// The one module that reads the process environment (and the command line);
+// clippy.toml forbids it everywhere else.
+#[allow(clippy::disallowed_methods)]
 pub mod settings;
 
 /// The router type every host serves (re-exported so hosts such as the

@@ -21,11 +21,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if matches!(command, Command::Lambda) && settings.process.lambda_ignore_stage.is_none() {
-        // The router is mounted at the root: an API Gateway stage ("/prod")
-        // must not become part of the path. lambda_http reads this variable;
-        // set before any thread starts.
-        std::env::set_var("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true");
+    if matches!(command, Command::Lambda) {
+        settings.prepare_lambda_http();
     }
     let quiet = matches!(
         command,

@@ -17,12 +17,13 @@ use crate::decode::DecodeLimits;
 use crate::finetune::Init;
 use crate::http::access::{self, Access};
 use crate::limits::{BatchPolicy, Limits};
-use crate::model::contract::{self, Preprocessing};
+use crate::model::contract;
 use crate::model::load::ModelSpec;
 use crate::model::retry::RetryPolicy;
 use crate::model::session::SessionOptions;
 use crate::model::source::{self, FetchOptions};
 use crate::model::ContractOverrides;
+use crate::preprocess::Preprocessing;
 
 /// The command line: settings plus what to do.
 #[derive(Parser, Debug, Clone)]
@@ -456,6 +457,16 @@ impl Settings {
             .map_err(|e| SettingsError(e.render().to_string().trim_end().to_string()))
     }
 
+    /// Tells lambda_http to leave an API Gateway stage ("/prod") out of the
+    /// path, as the router is mounted at the root, unless the variable was
+    /// given. lambda_http reads it from the environment, and only this module
+    /// touches the environment; call it before any thread starts.
+    pub fn prepare_lambda_http(&self) {
+        if self.process.lambda_ignore_stage.is_none() {
+            std::env::set_var("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true");
+        }
+    }
+
     /// Whether this process is a Lambda bootstrap.
     pub fn on_lambda(&self) -> bool {
         self.process.lambda_runtime_api.is_some()
@@ -624,7 +635,7 @@ fn parse_model_name(s: &str) -> Result<String, String> {
 }
 
 fn parse_preprocessing(s: &str) -> Result<Preprocessing, String> {
-    Preprocessing::parse(s).map_err(|e| e.to_string())
+    s.parse::<Preprocessing>().map_err(|e| e.to_string())
 }
 
 /// A number within `range`; `what` names it in the refusal.

@@ -11,8 +11,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue};
 use catdog::decode::{decode_rgb, DecodeLimits};
 use catdog::http::input::{read_images, OtherTypes};
-use catdog::model::contract::{Layout, Preprocessing};
-use catdog::preprocess::Preprocessor;
+use catdog::preprocess::{Layout, Preprocessing, Preprocessor};
 use catdog::state::Limits;
 use libfuzzer_sys::fuzz_target;
 

@@ -14,11 +14,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::model::contract::{self, Preprocessing};
+use crate::model::contract;
 use crate::model::load::{self, DigestTiming, LoadError, ModelSpec};
 use crate::model::session::{self, Runner, SessionOptions};
 use crate::model::source::FetchedModel;
 use crate::model::{imagenet, weights, ModelError};
+use crate::preprocess::Preprocessing;
 use train::{EpochStats, TrainConfig};
 
 /// Why fine-tuning failed.
@@ -216,7 +217,7 @@ fn open_probe(
     let (spec, _) = contract::resolve(
         pre,
         opened.metadata.preprocessing.as_deref(),
-        Preprocessing::parse,
+        str::parse::<Preprocessing>,
         None,
     )?
     .ok_or(FinetuneError::NoPreprocessing)?;

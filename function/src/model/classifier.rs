@@ -12,13 +12,13 @@ use std::time::Instant;
 use image::RgbImage;
 use serde::Serialize;
 
-use crate::model::contract::{self, Layout, OutputKind, Preprocessing};
+use crate::model::contract::{self, OutputKind};
 use crate::model::error::ModelError;
 use crate::model::imagenet;
 use crate::model::output::{self, Head, Prediction};
 use crate::model::session::{self, InferTimings, Runner, SessionOptions};
 use crate::model::source::FetchedModel;
-use crate::preprocess::{Preprocessor, TensorRow};
+use crate::preprocess::{Layout, Preprocessing, Preprocessor, TensorRow};
 
 /// Where a model's SHA-256 goes once known (at load, or later from a
 /// background task for a local file whose digest is only informational).
@@ -127,7 +127,7 @@ impl Classifier {
         let (spec, pre_source) = contract::resolve(
             contract.preprocessing.clone(),
             opened.metadata.preprocessing.as_deref(),
-            Preprocessing::parse,
+            str::parse::<Preprocessing>,
             contract.default_preprocessing.clone(),
         )?
         .ok_or(ModelError::NoPreprocessing)?;

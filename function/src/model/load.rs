@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::model::classifier::{Classifier, ContractOverrides, DigestSlot};
-use crate::model::contract::Preprocessing;
 use crate::model::error::ModelError;
 use crate::model::retry::RetryPolicy;
 use crate::model::session::SessionOptions;
 use crate::model::source::{self, FetchOptions, FetchedModel, ModelUri, SourceError};
+use crate::preprocess::Preprocessing;
 
 /// Which model to load and how to read it.
 #[derive(Debug, Clone)]

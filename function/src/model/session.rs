@@ -12,12 +12,12 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionOutputs};
 use ort::value::TensorRef;
 
-use crate::model::contract::{self, ContractError, Layout, Preprocessing};
+use crate::model::contract::{self, ContractError};
 use crate::model::error::{inference_err, onnx_err, ModelError};
 use crate::model::quantized;
 use crate::model::source::{self, FetchedModel};
 use crate::model::weights;
-use crate::preprocess::{Preprocessor, TensorRow};
+use crate::preprocess::{Layout, Preprocessing, Preprocessor, SpecError, TensorRow};
 
 /// How sessions are built.
 #[derive(Debug, Clone, Default)]
@@ -250,10 +250,10 @@ impl Runner {
         ] {
             let got = input_shape[dim];
             if got > 0 && got != i64::from(want) {
-                return Err(ContractError::Preprocessing(format!(
+                return Err(ContractError::Preprocessing(SpecError(format!(
                     "preprocessing size {:?} does not match the input {what} {got} (shape {input_shape:?})",
                     spec.size
-                ))
+                )))
                 .into());
             }
         }

@@ -1,15 +1,20 @@
 //! Picture → model input tensor, exactly as the model was trained.
 //!
-//! Resizing is Pillow's, exactly (see [`crate::resize`]): what Keras `load_img`
+//! [`spec`] says what a preprocessing is (and parses it); this module runs
+//! it. Resizing is Pillow's, exactly (see [`resize`]): what Keras `load_img`
 //! and torchvision use. The test suite compares our tensors with a PIL + numpy
-//! reference on real photos.
+//! reference on real photos. Nothing here knows about models: the model
+//! layer hands in a spec and a layout.
+
+pub mod resize;
+pub mod spec;
 
 use std::borrow::Cow;
 
 use image::RgbImage;
 
-use crate::model::contract::{ColorOrder, Layout, Preprocessing, ResizeMode};
-use crate::resize::resize_rgb_region;
+use resize::resize_rgb_region;
+pub use spec::{ColorOrder, Filter, Layout, Preprocessing, ResizeMode, SpecError};
 
 /// One picture's worth of model input: a decoded picture, preprocessed as
 /// the model's contract says, or a tensor the client already preprocessed.

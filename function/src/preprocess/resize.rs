@@ -11,7 +11,7 @@ use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 
-use crate::model::contract::Filter;
+use crate::preprocess::spec::Filter;
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
