@@ -27,9 +27,14 @@ use crate::http::types::{ErrorBody, ErrorDetail, OipErrorBody};
 macro_rules! error_codes {
     ($($(#[doc = $doc:literal])* $variant:ident = $name:literal, $status:ident;)*) => {
         /// A stable, machine-readable error code (README: Errors and limits).
+        ///
+        /// The wire names are the variants' in snake_case (serde and the
+        /// schema both read `rename_all`); `as_str` spells them out, and a
+        /// test checks that the three agree.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
         pub enum ErrorCode {
-            $($(#[doc = $doc])* #[serde(rename = $name)] $variant,)*
+            $($(#[doc = $doc])* $variant,)*
         }
 
         impl ErrorCode {
@@ -357,6 +362,13 @@ mod tests {
                 serde_json::json!(code.as_str())
             );
         }
+    }
+
+    #[test]
+    fn the_schema_s_enum_is_the_codes() {
+        let schema = serde_json::to_value(<ErrorCode as utoipa::PartialSchema>::schema()).unwrap();
+        let names: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(schema["enum"], serde_json::json!(names), "{schema}");
     }
 
     #[test]
