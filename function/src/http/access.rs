@@ -3,14 +3,14 @@
 //! of the one router.
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 
 /// Shortest API key accepted: shorter ones are guessable.
 pub const MIN_KEY_CHARS: usize = 16;
@@ -158,14 +158,9 @@ fn presented(headers: &HeaderMap) -> Option<&[u8]> {
 pub async fn require_key(State(key): State<ApiKey>, req: Request, next: Next) -> Response {
     let error = match presented(req.headers()) {
         Some(given) if key.matches(given) => return next.run(req).await,
-        Some(_) => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the API key is not valid",
-        ),
+        Some(_) => ApiError::new(ErrorCode::Unauthorized, "the API key is not valid"),
         None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "this server requires an API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`",
         ),
     };

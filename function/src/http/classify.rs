@@ -7,17 +7,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::batcher::BatchError;
 use crate::decode::decode_rgb;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, PictureError, Unready};
 use crate::http::state::{AppState, ModelState, Ready};
 use crate::http::types::Timings;
 use crate::limits::Limits;
 use crate::model::output::Prediction;
 use crate::preprocess::{Input, Tensor};
-
-/// Seconds a client is told to wait while the server retries a fetch.
-pub const RETRY_AFTER_S: u32 = 5;
 
 /// What a request brings to classify.
 pub enum Payload {
@@ -27,22 +23,13 @@ pub enum Payload {
     Tensors(Vec<Tensor>),
 }
 
-/// The model, or the 503 that says why there is none yet.
-pub fn ready_model(state: &AppState) -> Result<Ready, ApiError> {
+/// The model, or why there is none yet (a 503).
+pub fn ready_model(state: &AppState) -> Result<Ready, Unready> {
     match state.model() {
         ModelState::Ready(ready) => Ok(ready),
-        ModelState::Loading => Err(ApiError::unavailable(
-            "the model is still loading; retry in a few seconds",
-        )),
-        ModelState::Retrying(reason) => Err(ApiError {
-            retry_after: Some(RETRY_AFTER_S),
-            ..ApiError::unavailable(format!(
-                "the model could not be fetched yet ({reason}); the server keeps trying"
-            ))
-        }),
-        ModelState::Failed(reason) => Err(ApiError::unavailable(format!(
-            "the model failed to load: {reason}"
-        ))),
+        ModelState::Loading => Err(Unready::Loading),
+        ModelState::Retrying(reason) => Err(Unready::Retrying(reason)),
+        ModelState::Failed(reason) => Err(Unready::Failed(reason)),
     }
 }
 
@@ -60,13 +47,7 @@ pub async fn classify(
         Payload::Encoded(images) => decode_all(images, limits).await?,
     };
     let count = inputs.len();
-    let answer = ready.batcher.classify(inputs).await.map_err(|e| match e {
-        BatchError::Busy(_) => ApiError::overloaded(e.to_string()),
-        e => {
-            tracing::error!(error = %e, "inference failed");
-            ApiError::internal("inference failed; see the server log")
-        }
-    })?;
+    let answer = ready.batcher.classify(inputs).await?;
     let timings = Timings {
         read,
         decode,
@@ -93,7 +74,11 @@ async fn decode_all(images: Vec<Bytes>, limits: &Limits) -> Result<(Vec<Input>, 
             .map(|(i, bytes)| {
                 decode_rgb(bytes, limits)
                     .map(Input::Picture)
-                    .map_err(|e| ApiError::from_decode(e, i, count))
+                    .map_err(|source| PictureError {
+                        index: i,
+                        count,
+                        source,
+                    })
             })
             .collect::<Result<Vec<_>, _>>();
         (pictures, t0.elapsed().as_secs_f64() * 1e3)
@@ -103,5 +88,5 @@ async fn decode_all(images: Vec<Bytes>, limits: &Limits) -> Result<(Vec<Input>, 
         tracing::error!(error = %e, "decoding task failed");
         ApiError::internal("decoding failed; see the server log")
     })?;
-    Ok((pictures?, ms))
+    Ok((pictures.map_err(ApiError::from)?, ms))
 }

@@ -1,81 +1,248 @@
 //! The one error shape every route answers with:
 //! `{"error": {"code": "...", "message": "..."}}` and a fitting status.
+//!
+//! The codes are one vocabulary, [`ErrorCode`]: each code has its status
+//! and its `Retry-After` there and nowhere else, and is the OpenAPI
+//! schema's `enum` for `code`. Each layer keeps its own error type
+//! ([`DecodeError`], [`BatchError`], the request readers' [`InputError`],
+//! the Open Inference Protocol's `InferError`, the model's [`Unready`]),
+//! and a `From` conversion turns it into an [`ApiError`], choosing its code
+//! once (as text-embeddings-inference's `From<TextEmbeddingsError> for
+//! ErrorResponse` does). The README's table is checked against the enum by
+//! the test at the end of this file.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
+use crate::batcher::BatchError;
 use crate::decode::DecodeError;
+use crate::http::input::InputError;
 use crate::http::types::{ErrorBody, ErrorDetail, OipErrorBody};
+
+/// Declares [`ErrorCode`] from one table, so that the wire name, the
+/// status and the list of every code cannot disagree.
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal, $status:ident;)*) => {
+        /// A stable, machine-readable error code (README: Errors and limits).
+        ///
+        /// The wire names are the variants' in snake_case (serde and the
+        /// schema both read `rename_all`); `as_str` spells them out, and a
+        /// test checks that the three agree.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ErrorCode {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in the order of its declaration.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
+
+            /// The code on the wire (`snake_case`).
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $name,)*
+                }
+            }
+
+            /// The status every answer with this code has.
+            pub const fn status(self) -> StatusCode {
+                match self {
+                    $(ErrorCode::$variant => StatusCode::$status,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// No bytes.
+    EmptyBody = "empty_body", BAD_REQUEST;
+    /// The body could not be read off the connection.
+    InvalidBody = "invalid_body", BAD_REQUEST;
+    /// Not JSON, or JSON of the wrong shape or types.
+    InvalidJson = "invalid_json", BAD_REQUEST;
+    /// A picture's base64 (or `data:` URL) is malformed.
+    InvalidBase64 = "invalid_base64", BAD_REQUEST;
+    /// A malformed multipart body.
+    InvalidMultipart = "invalid_multipart", BAD_REQUEST;
+    /// The request holds no picture.
+    NoImage = "no_image", BAD_REQUEST;
+    /// Not a picture, truncated or corrupt.
+    InvalidImage = "invalid_image", BAD_REQUEST;
+    /// A v2 inference request catdog cannot take.
+    InvalidInferenceRequest = "invalid_inference_request", BAD_REQUEST;
+    /// The API key is missing or wrong.
+    Unauthorized = "unauthorized", UNAUTHORIZED;
+    /// No such route.
+    NotFound = "not_found", NOT_FOUND;
+    /// A v2 route naming another model.
+    UnknownModel = "unknown_model", NOT_FOUND;
+    /// A v2 route naming another version.
+    UnknownVersion = "unknown_version", NOT_FOUND;
+    /// The route does not take that method.
+    MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED;
+    /// The body is over the limit.
+    PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE;
+    /// A Content-Type (or Content-Encoding) that is not accepted.
+    UnsupportedMediaType = "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE;
+    /// A known picture format that is not supported (TIFF, …).
+    UnsupportedImageFormat = "unsupported_image_format", UNSUPPORTED_MEDIA_TYPE;
+    /// A picture over the pixel limit.
+    ImageTooLarge = "image_too_large", UNPROCESSABLE_ENTITY;
+    /// More pictures than the batch limit.
+    TooManyImages = "too_many_images", UNPROCESSABLE_ENTITY;
+    /// Inference failed (details in the log only).
+    Internal = "internal", INTERNAL_SERVER_ERROR;
+    /// The model is loading, failed, or not fetched yet.
+    ModelUnavailable = "model_unavailable", SERVICE_UNAVAILABLE;
+    /// More requests wait for the model than the queue holds.
+    Overloaded = "overloaded", SERVICE_UNAVAILABLE;
+}
+
+impl ErrorCode {
+    /// The `Retry-After` (seconds) that every answer with this code carries.
+    /// `model_unavailable` carries one only when its cause will pass by
+    /// itself, which [`Unready`] knows, not the code.
+    pub const fn retry_after(self) -> Option<u32> {
+        match self {
+            ErrorCode::Overloaded => Some(1),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// An error answer. `code` is stable and machine-readable; `message` is for
 /// people. It rides on its response as an extension, so the request log can
 /// name it and the Open Inference Protocol routes can re-shape it.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
-    /// Seconds for a `Retry-After` header (overload answers).
+    /// Seconds for a `Retry-After` header.
     pub retry_after: Option<u32>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An answer with `code`'s status and `Retry-After`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
             code,
             message: message.into(),
-            retry_after: None,
+            retry_after: code.retry_after(),
         }
-    }
-    /// 503 with `Retry-After`: more work arrived than the server holds.
-    pub fn overloaded(message: impl Into<String>) -> Self {
-        Self {
-            retry_after: Some(1),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
-        }
-    }
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-    pub fn too_large(limit: usize) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the request body is over the limit of {limit} bytes"),
-        )
-    }
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "model_unavailable",
-            message,
-        )
-    }
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
-    /// A decoding error for the picture at `index` of `count`.
-    pub fn from_decode(e: DecodeError, index: usize, count: usize) -> Self {
-        let (status, code) = match e {
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    /// 500: what failed goes to the log, not to the client.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, message)
+    }
+}
+
+/// Why there is no model to answer with (a 503). The cause decides the
+/// `Retry-After`: a fetch being retried or a digest being computed will
+/// pass; a load that failed will not by itself.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unready {
+    #[error("the model is still loading; retry in a few seconds")]
+    Loading,
+    #[error("the model could not be fetched yet ({0}); the server keeps trying")]
+    Retrying(String),
+    #[error("the model failed to load: {0}")]
+    Failed(String),
+    #[error("the model's version (its SHA-256) is still being computed; retry in a moment")]
+    VersionPending,
+}
+
+/// Seconds a client is told to wait while the server retries a fetch.
+pub const RETRY_AFTER_S: u32 = 5;
+
+impl From<Unready> for ApiError {
+    fn from(e: Unready) -> Self {
+        let retry_after = match e {
+            Unready::Retrying(_) => Some(RETRY_AFTER_S),
+            Unready::VersionPending => Some(1),
+            Unready::Loading | Unready::Failed(_) => None,
+        };
+        Self {
+            retry_after,
+            ..Self::new(ErrorCode::ModelUnavailable, e.to_string())
+        }
+    }
+}
+
+impl From<&DecodeError> for ErrorCode {
+    fn from(e: &DecodeError) -> Self {
+        match e {
             DecodeError::Empty
             | DecodeError::UnknownFormat
             | DecodeError::Corrupt(_)
-            | DecodeError::ZeroSized { .. } => (StatusCode::BAD_REQUEST, "invalid_image"),
-            DecodeError::UnsupportedFormat(_) => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_image_format",
-            ),
-            DecodeError::TooLarge { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "image_too_large"),
-        };
-        let message = if count > 1 {
-            format!("image {}: {e}", index + 1)
-        } else {
-            e.to_string()
-        };
-        Self::new(status, code, message)
+            | DecodeError::ZeroSized { .. } => ErrorCode::InvalidImage,
+            DecodeError::UnsupportedFormat(_) => ErrorCode::UnsupportedImageFormat,
+            DecodeError::TooLarge { .. } => ErrorCode::ImageTooLarge,
+        }
+    }
+}
+
+/// A picture of a request that could not be decoded: which one, and why.
+#[derive(Debug)]
+pub struct PictureError {
+    /// 0-based place in the request.
+    pub index: usize,
+    /// Pictures in the request (a lone picture is not numbered).
+    pub count: usize,
+    pub source: DecodeError,
+}
+
+impl std::fmt::Display for PictureError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.count > 1 {
+            write!(f, "image {}: ", self.index + 1)?;
+        }
+        write!(f, "{}", self.source)
+    }
+}
+
+impl std::error::Error for PictureError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+impl From<PictureError> for ApiError {
+    fn from(e: PictureError) -> Self {
+        Self::new(ErrorCode::from(&e.source), e.to_string())
+    }
+}
+
+impl From<BatchError> for ApiError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::Busy(_) => Self::new(ErrorCode::Overloaded, e.to_string()),
+            e => {
+                tracing::error!(error = %e, "inference failed");
+                Self::internal("inference failed; see the server log")
+            }
+        }
+    }
+}
+
+impl From<InputError> for ApiError {
+    fn from(e: InputError) -> Self {
+        Self::new(ErrorCode::from(&e), e.to_string())
     }
 }
 
@@ -87,7 +254,7 @@ impl IntoResponse for ApiError {
                 message: self.message.clone(),
             },
         };
-        let mut res = (self.status, Json(body)).into_response();
+        let mut res = (self.status(), Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             res.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, secs.into());
@@ -116,4 +283,124 @@ pub fn in_oip_shape(res: Response) -> Response {
     );
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
     Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's "Errors and limits" table, as (codes, statuses, Retry-After) rows.
+    fn readme_table() -> Vec<(Vec<String>, Vec<u16>, Option<u32>)> {
+        let readme = include_str!("../../../README.md");
+        let section = readme
+            .split("\n### Errors and limits\n")
+            .nth(1)
+            .expect("README has a section \"Errors and limits\"");
+        let backticked = |cell: &str| -> Vec<String> {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect()
+        };
+        section
+            .lines()
+            .skip_while(|l| !l.starts_with("| status | code |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|row| {
+                let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+                let (status, codes) = (cells[1], cells[2]);
+                let statuses = status
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter(|n| n.len() == 3)
+                    .map(|n| n.parse().unwrap())
+                    .collect();
+                let retry_after = backticked(status).iter().find_map(|h| {
+                    h.strip_prefix("Retry-After: ")
+                        .map(|s| s.parse().expect("a number of seconds"))
+                });
+                (backticked(codes), statuses, retry_after)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_lists_every_code_with_its_status_and_no_other() {
+        let table = readme_table();
+        assert!(table.len() > 10, "the table was not found: {table:?}");
+        let mut listed = Vec::new();
+        for (codes, statuses, retry_after) in &table {
+            assert!(
+                statuses.len() == 1 || statuses.len() == codes.len(),
+                "row {codes:?}: give one status, or one per code ({statuses:?})"
+            );
+            for (i, name) in codes.iter().enumerate() {
+                let code = ErrorCode::ALL
+                    .iter()
+                    .find(|c| c.as_str() == name)
+                    .unwrap_or_else(|| panic!("README lists `{name}`, which ErrorCode lacks"));
+                let status = statuses[if statuses.len() == 1 { 0 } else { i }];
+                assert_eq!(code.status().as_u16(), status, "`{name}`'s status");
+                assert_eq!(code.retry_after(), *retry_after, "`{name}`'s Retry-After");
+                listed.push(*code);
+            }
+        }
+        for code in ErrorCode::ALL {
+            assert!(
+                listed.contains(code),
+                "`{code}` is not in the README's table (section Errors and limits)"
+            );
+        }
+    }
+
+    #[test]
+    fn codes_serialize_as_their_names() {
+        for code in ErrorCode::ALL {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::json!(code.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn the_schema_s_enum_is_the_codes() {
+        let schema = serde_json::to_value(<ErrorCode as utoipa::PartialSchema>::schema()).unwrap();
+        let names: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(schema["enum"], serde_json::json!(names), "{schema}");
+    }
+
+    #[test]
+    fn decode_errors_name_the_picture_only_in_a_batch() {
+        let one = ApiError::from(PictureError {
+            index: 0,
+            count: 1,
+            source: DecodeError::UnknownFormat,
+        });
+        assert_eq!(one.code, ErrorCode::InvalidImage);
+        assert!(!one.message.starts_with("image"), "{}", one.message);
+        let third = ApiError::from(PictureError {
+            index: 2,
+            count: 3,
+            source: DecodeError::UnsupportedFormat("TIFF".into()),
+        });
+        assert_eq!(third.code, ErrorCode::UnsupportedImageFormat);
+        assert_eq!(third.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(third.message.starts_with("image 3: "), "{}", third.message);
+    }
+
+    #[test]
+    fn model_unavailable_says_when_to_retry_by_its_cause() {
+        assert_eq!(ApiError::from(Unready::Loading).retry_after, None);
+        assert_eq!(
+            ApiError::from(Unready::Retrying("x".into())).retry_after,
+            Some(RETRY_AFTER_S)
+        );
+        let busy = ApiError::from(BatchError::Busy(3));
+        assert_eq!(
+            (busy.code, busy.retry_after),
+            (ErrorCode::Overloaded, Some(1))
+        );
+    }
 }

@@ -12,7 +12,8 @@ use axum::http::{header, HeaderMap};
 use base64::Engine;
 use bytes::Bytes;
 
-use crate::http::error::ApiError;
+use crate::http::error::ErrorCode;
+use crate::http::types::JsonPictures;
 use crate::limits::Limits;
 
 /// How a route reads a body whose Content-Type is none of the accepted ones.
@@ -26,13 +27,71 @@ pub enum OtherTypes {
     AsJson,
 }
 
+/// Why a request's body gave no pictures to classify. Each variant is
+/// the client's; [`ErrorCode`] says which code and status it answers with.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error(
+        "{0} is not accepted: send the picture as image/* (or application/octet-stream), \
+             multipart/form-data, or application/json {{\"image\": \"<base64>\"}}"
+    )]
+    UnsupportedMediaType(String),
+    /// What the route wanted instead.
+    #[error("the request body is empty: send {0}")]
+    Empty(&'static str),
+    #[error("the request body is over the limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("the request body could not be read: {0}")]
+    Unreadable(String),
+    #[error("{0}")]
+    Json(String),
+    /// A picture's base64, by its 0-based place.
+    #[error("image {}: {message}", .index + 1)]
+    Base64 { index: usize, message: String },
+    #[error("{0}")]
+    Multipart(String),
+    #[error("the multipart form has no file field (fields: {0:?}); add the picture as a file")]
+    NoFileField(Vec<String>),
+    #[error("the request holds no picture")]
+    NoPicture,
+    #[error("{count} pictures in one request; the limit is {limit}")]
+    TooManyPictures { count: usize, limit: usize },
+}
+
+impl From<&InputError> for ErrorCode {
+    fn from(e: &InputError) -> Self {
+        match e {
+            InputError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            InputError::Empty(_) => ErrorCode::EmptyBody,
+            InputError::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            InputError::Unreadable(_) => ErrorCode::InvalidBody,
+            InputError::Json(_) => ErrorCode::InvalidJson,
+            InputError::Base64 { .. } => ErrorCode::InvalidBase64,
+            InputError::Multipart(_) => ErrorCode::InvalidMultipart,
+            InputError::NoFileField(_) | InputError::NoPicture => ErrorCode::NoImage,
+            InputError::TooManyPictures { .. } => ErrorCode::TooManyImages,
+        }
+    }
+}
+
+/// The one check of how many pictures a request holds, whatever its form
+/// (`/predict`'s bodies, the v2 BYTES and FP32 inputs): at least one, and
+/// no more than the batch limit.
+pub fn check_count(count: usize, limit: usize) -> Result<(), InputError> {
+    match count {
+        0 => Err(InputError::NoPicture),
+        n if n > limit => Err(InputError::TooManyPictures { count: n, limit }),
+        _ => Ok(()),
+    }
+}
+
 /// Reads the body and returns the encoded pictures, in request order.
 pub async fn read_images(
     headers: &HeaderMap,
     body: Body,
     limits: &Limits,
     other: OtherTypes,
-) -> Result<Vec<Bytes>, ApiError> {
+) -> Result<Vec<Bytes>, InputError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -54,25 +113,16 @@ pub async fn read_images(
     // body is a 413 even when it would also be a 415.
     let bytes = read_body(headers, body, limits.max_body_bytes).await?;
     if kind == Kind::Unsupported {
-        let got = if content_type.is_empty() {
-            "no Content-Type".to_string()
-        } else {
-            format!("Content-Type {content_type:?}")
-        };
-        return Err(ApiError::new(
-            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!(
-                "{got} is not accepted: send the picture as image/* (or application/octet-stream), \
-                 multipart/form-data, or application/json {{\"image\": \"<base64>\"}}"
-            ),
+        return Err(InputError::UnsupportedMediaType(
+            if content_type.is_empty() {
+                "no Content-Type".to_string()
+            } else {
+                format!("Content-Type {content_type:?}")
+            },
         ));
     }
     if bytes.is_empty() {
-        return Err(ApiError::bad_request(
-            "empty_body",
-            "the request body is empty: send a picture",
-        ));
+        return Err(InputError::Empty("a picture"));
     }
 
     let images = match kind {
@@ -81,23 +131,7 @@ pub async fn read_images(
         Kind::Json => json(&bytes)?,
         Kind::Unsupported => unreachable!("refused above"),
     };
-    if images.is_empty() {
-        return Err(ApiError::bad_request(
-            "no_image",
-            "the request holds no picture",
-        ));
-    }
-    if images.len() > limits.max_batch {
-        return Err(ApiError::new(
-            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            "too_many_images",
-            format!(
-                "{} pictures in one request; the limit is {}",
-                images.len(),
-                limits.max_batch
-            ),
-        ));
-    }
+    check_count(images.len(), limits.max_batch)?;
     Ok(images)
 }
 
@@ -130,14 +164,14 @@ fn linger(mut rest: axum::body::BodyDataStream) {
 /// The whole body, within `limit` bytes: refused with 413 from its declared
 /// `Content-Length` before reading, or as soon as a streamed body passes the
 /// limit (the rest is then drained in the background, never stored).
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, InputError> {
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
     {
         if len > limit as u64 {
             linger(body.into_data_stream());
-            return Err(ApiError::too_large(limit));
+            return Err(InputError::TooLarge(limit));
         }
     }
     read_limited(body, limit).await
@@ -145,20 +179,15 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
 
 /// The whole body, refused with 413 as soon as it grows past `limit` (the
 /// rest is then drained in the background, never stored).
-async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes, InputError> {
     use futures_util::StreamExt;
     let mut stream = body.into_data_stream();
     let mut buf = bytes::BytesMut::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::bad_request(
-                "invalid_body",
-                format!("the request body could not be read: {e}"),
-            )
-        })?;
+        let chunk = chunk.map_err(|e| InputError::Unreadable(e.to_string()))?;
         if buf.len() + chunk.len() > limit {
             linger(stream);
-            return Err(ApiError::too_large(limit));
+            return Err(InputError::TooLarge(limit));
         }
         buf.extend_from_slice(&chunk);
     }
@@ -175,8 +204,8 @@ enum Kind {
 }
 
 /// Every file field (a field with a file name, or named image/images/file/files).
-async fn multipart(content_type: &str, body: Bytes) -> Result<Vec<Bytes>, ApiError> {
-    let bad = |m: String| ApiError::bad_request("invalid_multipart", m);
+async fn multipart(content_type: &str, body: Bytes) -> Result<Vec<Bytes>, InputError> {
+    let bad = InputError::Multipart;
     let boundary = multer::parse_boundary(content_type).map_err(|e| bad(format!("{e}")))?;
     let stream =
         futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
@@ -201,42 +230,16 @@ async fn multipart(content_type: &str, body: Bytes) -> Result<Vec<Bytes>, ApiErr
         }
     }
     if images.is_empty() {
-        return Err(ApiError::bad_request(
-            "no_image",
-            format!("the multipart form has no file field (fields: {fields:?}); add the picture as a file"),
-        ));
+        return Err(InputError::NoFileField(fields));
     }
     Ok(images)
 }
 
-fn json(body: &[u8]) -> Result<Vec<Bytes>, ApiError> {
-    let shape = "expected {\"image\": \"<base64>\"} or {\"images\": [\"<base64>\", ...]}";
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
-    })?;
-    let wrong = |what: &str| ApiError::bad_request("invalid_json", format!("{what}: {shape}"));
-    let obj = value
-        .as_object()
-        .ok_or_else(|| wrong("the JSON body is not an object"))?;
-    let items: Vec<&serde_json::Value> = match (obj.get("image"), obj.get("images")) {
-        (Some(_), Some(_)) => return Err(wrong("give `image` or `images`, not both")),
-        (Some(one), None) => vec![one],
-        (None, Some(serde_json::Value::Array(many))) => many.iter().collect(),
-        (None, Some(_)) => return Err(wrong("`images` must be an array")),
-        (None, None) => return Err(wrong("no `image` field")),
-    };
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let s = v
-                .as_str()
-                .ok_or_else(|| wrong(&format!("image {} is not a string", i + 1)))?;
-            decode_base64(s).map_err(|m| {
-                ApiError::bad_request("invalid_base64", format!("image {}: {m}", i + 1))
-            })
-        })
-        .collect()
+/// The pictures of a JSON body, read by its wire type (which is also its schema).
+fn json(body: &[u8]) -> Result<Vec<Bytes>, InputError> {
+    serde_json::from_slice::<JsonPictures>(body)
+        .map_err(|e| InputError::Json(format!("the body is not a picture request: {e}")))?
+        .decode()
 }
 
 /// Decodes base64, with or without padding, tolerating line breaks and a `data:` URL prefix.
@@ -303,15 +306,41 @@ mod tests {
             b"{",
         ] {
             assert_eq!(
-                json(bad).unwrap_err().code,
-                "invalid_json",
+                ErrorCode::from(&json(bad).unwrap_err()),
+                ErrorCode::InvalidJson,
                 "{}",
                 String::from_utf8_lossy(bad)
             );
         }
-        assert_eq!(
-            json(br#"{"image":"%%%"}"#).unwrap_err().code,
-            "invalid_base64"
-        );
+        for bad in [
+            &br#"{"image":"aGk=","images":["aGk="]}"#[..],
+            br#"{"image":null}"#,
+            br#"{"images":["aGk=",7]}"#,
+            br#"{}"#,
+        ] {
+            assert_eq!(
+                ErrorCode::from(&json(bad).unwrap_err()),
+                ErrorCode::InvalidJson,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // an empty list parses: it is the count check's to refuse
+        assert_eq!(json(br#"{"images":[]}"#).unwrap().len(), 0);
+        // extra fields are ignored, as they always were
+        assert_eq!(json(br#"{"image":"aGk=","note":1}"#).unwrap().len(), 1);
+        let e = json(br#"{"images":["aGk=","%%%"]}"#).unwrap_err();
+        assert_eq!(ErrorCode::from(&e), ErrorCode::InvalidBase64);
+        assert!(e.to_string().starts_with("image 2: "), "{e}");
+    }
+
+    #[test]
+    fn one_picture_count_check() {
+        assert!(matches!(check_count(0, 2), Err(InputError::NoPicture)));
+        assert!(check_count(1, 2).is_ok() && check_count(2, 2).is_ok());
+        assert!(matches!(
+            check_count(3, 2),
+            Err(InputError::TooManyPictures { count: 3, limit: 2 })
+        ));
     }
 }

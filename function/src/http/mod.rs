@@ -109,7 +109,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let error = res
         .extensions()
         .get::<error::ApiError>()
-        .map_or("", |e| e.code);
+        .map_or("", |e| e.code.as_str());
     let timings = res.extensions().get::<types::Timings>().copied();
     match timings {
         Some(t) => tracing::info!(

@@ -11,8 +11,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 
-use crate::http::classify::{classify, ready_model, Payload, RETRY_AFTER_S};
-use crate::http::error::ApiError;
+use crate::http::classify::{classify, ready_model, Payload};
+use crate::http::error::{ApiError, ErrorCode, RETRY_AFTER_S};
 use crate::http::input::{read_images, OtherTypes};
 use crate::http::state::{AppState, ModelState, Ready};
 use crate::http::types::{
@@ -174,16 +174,14 @@ pub async fn page() -> Response {
 
 pub async fn not_found() -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         "no such route; see GET / for the page, POST /predict to classify",
     )
 }
 
 pub async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "this route does not take that method",
     )
 }

@@ -3,8 +3,12 @@
 //! serialize and the OpenAPI schema (`GET /openapi.json`), so the two cannot
 //! drift apart.
 
-use serde::Serialize;
-use utoipa::ToSchema;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use utoipa::{PartialSchema, ToSchema};
+
+use crate::http::error::ErrorCode;
+use crate::http::input::{decode_base64, InputError};
 
 use crate::model::output::{Prediction, Scores};
 use crate::model::Classifier;
@@ -152,7 +156,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable, machine-readable (README: Errors and limits).
     #[schema(example = "invalid_image")]
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// For people.
     pub message: String,
 }
@@ -164,45 +168,152 @@ pub struct OipErrorBody {
     pub error: String,
 }
 
-/// The error answers of the classifying routes (`POST /predict`, `POST /`).
-#[derive(utoipa::IntoResponses)]
-#[allow(dead_code)] // read by the schema derive only
-pub enum RequestErrors {
-    /// Malformed request, or not a picture (`empty_body`, `invalid_image`, `invalid_json`, `invalid_base64`, `invalid_multipart`, `no_image`, `invalid_body`)
-    #[response(status = 400)]
-    BadRequest(ErrorBody),
-    /// API key missing or wrong (`unauthorized`; only when the server sets one)
-    #[response(status = 401)]
-    Unauthorized(ErrorBody),
-    /// Body over the limit (`payload_too_large`)
-    #[response(status = 413)]
-    TooLarge(ErrorBody),
-    /// Content-Type not accepted (`unsupported_media_type`) or image format not supported (`unsupported_image_format`)
-    #[response(status = 415)]
-    Unsupported(ErrorBody),
-    /// Picture over the pixel limit (`image_too_large`) or too many pictures (`too_many_images`)
-    #[response(status = 422)]
-    Unprocessable(ErrorBody),
-    /// Inference failed (`internal`)
-    #[response(status = 500)]
-    Internal(ErrorBody),
-    /// Model not ready (`model_unavailable`) or queue full (`overloaded`, with Retry-After)
-    #[response(status = 503)]
-    Unavailable(ErrorBody),
+/// The error answers of the classifying routes (`POST /predict`, `POST /`),
+/// one per status, each listing its codes: made from [`ErrorCode`], so a new
+/// code shows up here by itself.
+pub struct RequestErrors;
+
+impl RequestErrors {
+    /// Codes a classifying route never answers: the protocol's own, and
+    /// the router's for a route or method that does not exist.
+    const ELSEWHERE: [ErrorCode; 5] = [
+        ErrorCode::InvalidInferenceRequest,
+        ErrorCode::UnknownModel,
+        ErrorCode::UnknownVersion,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+    ];
+}
+
+impl utoipa::IntoResponses for RequestErrors {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let mut by_status: std::collections::BTreeMap<u16, Vec<ErrorCode>> = Default::default();
+        for code in ErrorCode::ALL {
+            if !Self::ELSEWHERE.contains(code) {
+                by_status
+                    .entry(code.status().as_u16())
+                    .or_default()
+                    .push(*code);
+            }
+        }
+        by_status
+            .into_iter()
+            .map(|(status, codes)| {
+                let names: Vec<String> = codes
+                    .iter()
+                    .map(|c| match c.retry_after() {
+                        Some(s) => format!("`{c}` (with `Retry-After: {s}`)"),
+                        None => format!("`{c}`"),
+                    })
+                    .collect();
+                let mut response = ResponseBuilder::new()
+                    .description(format!("Codes: {}", names.join(", ")))
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    );
+                if status == 503 {
+                    response = response.header(
+                        "Retry-After",
+                        utoipa::openapi::HeaderBuilder::new()
+                            .schema(u32::schema())
+                            .description(Some("Seconds, when the cause will pass by itself"))
+                            .build(),
+                    );
+                }
+                (status.to_string(), response.build().into())
+            })
+            .collect()
+    }
 }
 
 /// A JSON request: one picture or several, base64 (a `data:image/…;base64,`
-/// prefix is accepted). Give `image` or `images`, not both. (Read by
-/// `input::json`, which names each malformed field in its error.)
-#[derive(ToSchema)]
+/// prefix is accepted). `image` or `images`, not both; other fields are
+/// ignored. This type is what reads the body (`input.rs`) and its schema.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged, try_from = "JsonFields")]
 #[schema(example = json!({"image": RED_PNG_BASE64}))]
-#[allow(dead_code)]
-pub struct JsonPictures {
-    #[schema(nullable = false)]
-    pub image: Option<String>,
-    #[schema(nullable = false)]
-    pub images: Option<Vec<String>>,
+pub enum JsonPictures {
+    /// One picture.
+    One { image: Base64Picture },
+    /// Several, answered in order.
+    Many {
+        #[schema(min_items = 1)]
+        images: Vec<Base64Picture>,
+    },
 }
+
+/// The fields as sent, before the rule that exactly one of them is given.
+#[derive(Deserialize)]
+#[serde(expecting = "an object {\"image\": \"<base64>\"} or {\"images\": [\"<base64>\", ...]}")]
+struct JsonFields {
+    #[serde(default)]
+    image: Option<Base64Picture>,
+    #[serde(default)]
+    images: Option<Vec<Base64Picture>>,
+}
+
+impl TryFrom<JsonFields> for JsonPictures {
+    type Error = &'static str;
+    fn try_from(fields: JsonFields) -> Result<Self, Self::Error> {
+        match (fields.image, fields.images) {
+            (Some(image), None) => Ok(JsonPictures::One { image }),
+            (None, Some(images)) => Ok(JsonPictures::Many { images }),
+            (Some(_), Some(_)) => Err("give `image` or `images`, not both"),
+            (None, None) => Err("no `image` field: expected {\"image\": \"<base64>\"} or {\"images\": [\"<base64>\", ...]}"),
+        }
+    }
+}
+
+impl JsonPictures {
+    /// The pictures' bytes, in order; the first malformed one is named.
+    pub fn decode(self) -> Result<Vec<Bytes>, InputError> {
+        let pictures = match self {
+            JsonPictures::One { image } => vec![image],
+            JsonPictures::Many { images } => images,
+        };
+        pictures
+            .into_iter()
+            .enumerate()
+            .map(|(index, p)| {
+                decode_base64(&p.0).map_err(|message| InputError::Base64 { index, message })
+            })
+            .collect()
+    }
+}
+
+/// A picture as base64 text (standard or URL-safe alphabet, padding
+/// optional, line breaks ignored), or a `data:<type>;base64,` URL of it.
+/// It must decode to a JPEG, PNG, WebP, GIF or BMP.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct Base64Picture(pub String);
+
+/// What [`decode_base64`] takes, as a pattern (whitespace anywhere is dropped).
+pub const BASE64_PATTERN: &str =
+    r"^\s*(data:[^,]*;base64,)?[\sA-Za-z0-9+/_=-]*[A-Za-z0-9+/_-][\sA-Za-z0-9+/_=-]*$";
+
+impl utoipa::PartialSchema for Base64Picture {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(BASE64_PATTERN))
+            .content_encoding("base64")
+            .content_media_type("image/*")
+            .description(Some(
+                "A picture (JPEG, PNG, WebP, GIF or BMP) in base64, or a data: URL of it",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Base64Picture {}
 
 /// A picture's bytes (JPEG, PNG, WebP, GIF or BMP).
 #[derive(ToSchema)]

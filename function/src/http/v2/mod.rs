@@ -13,6 +13,8 @@
 pub mod tensor;
 pub mod types;
 
+pub use tensor::InferError;
+
 use std::time::Instant;
 
 use axum::body::Body;
@@ -22,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::http::classify::{classify, ready_model};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, Unready};
 use crate::http::input::read_body;
 use crate::http::state::{AppState, ModelState, Ready};
 use crate::http::types::OipErrorBody;
@@ -39,34 +41,25 @@ pub fn is_v2_path(path: &str) -> bool {
 }
 
 /// The model `name` (and `version`, if given) names, or why not.
-fn find(state: &AppState, name: &str, version: Option<&str>) -> Result<Ready, ApiError> {
+fn find(state: &AppState, name: &str, version: Option<&str>) -> Result<Ready, InferError> {
     let ready = ready_model(state)?;
     let model = &ready.classifier;
     if name != model.name() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_model",
-            format!(
-                "unknown model `{name}`: this server serves `{}`",
-                model.name()
-            ),
-        ));
+        return Err(InferError::UnknownModel {
+            asked: name.to_string(),
+            serves: model.name().to_string(),
+        });
     }
     if let Some(asked) = version {
         match model.version() {
-            None => return Err(ApiError {
-                retry_after: Some(1),
-                ..ApiError::unavailable(
-                    "the model's version (its SHA-256) is still being computed; retry in a moment",
-                )
-            }),
+            None => return Err(Unready::VersionPending.into()),
             Some(v) if asked == v || Some(asked) == model.sha256() => {}
             Some(v) => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "unknown_version",
-                    format!("model `{name}` has no version `{asked}`; it serves version `{v}`"),
-                ))
+                return Err(InferError::UnknownVersion {
+                    name: name.to_string(),
+                    asked: asked.to_string(),
+                    serves: v.to_string(),
+                })
             }
         }
     }
@@ -124,8 +117,8 @@ pub async fn model_ready(
 ) -> Result<Response, ApiError> {
     match find(&state, &name, None) {
         Ok(_) => Ok(readiness(true)),
-        Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => Ok(readiness(false)),
-        Err(e) => Err(e),
+        Err(InferError::Unready(_)) => Ok(readiness(false)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -188,11 +181,7 @@ async fn infer_with(
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.eq_ignore_ascii_case("identity"))
     {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!("Content-Encoding {encoding:?} is not accepted: send the request uncompressed"),
-        ));
+        return Err(InferError::Compressed(encoding.to_string()).into());
     }
     let bytes = read_body(&headers, body, state.limits.max_body_bytes).await?;
     let read = started.elapsed().as_secs_f64() * 1e3;

@@ -3,16 +3,17 @@
 //! predictions into the answer, in JSON or binary as asked.
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::Value;
 
 use crate::http::classify::Payload;
-use crate::http::error::ApiError;
-use crate::http::input::decode_base64;
+use crate::http::error::{ApiError, ErrorCode, Unready};
+use crate::http::input::{check_count, decode_base64, InputError};
 use crate::http::v2::types::{
-    InferRequest, InferResponse, Parameters, ResponseOutput, TensorData, TensorMetadata,
+    Datatype, InferRequest, InferResponse, Parameters, RequestInput, ResponseOutput, TensorData,
+    TensorMetadata,
 };
 use crate::model::output::Prediction;
 use crate::model::Classifier;
@@ -27,8 +28,45 @@ pub const PROBABILITIES: &str = "probabilities";
 /// The output of labels, `[n]`.
 pub const LABEL: &str = "label";
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::bad_request("invalid_inference_request", message)
+/// Why an infer request (or a model route) is refused: the protocol's own
+/// errors, and those it shares with `/predict` ([`InputError`], [`Unready`]).
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    /// Inputs, outputs, shapes, datatypes or binary framing catdog cannot take.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("unknown model `{asked}`: this server serves `{serves}`")]
+    UnknownModel { asked: String, serves: String },
+    #[error("model `{name}` has no version `{asked}`; it serves version `{serves}`")]
+    UnknownVersion {
+        name: String,
+        asked: String,
+        serves: String,
+    },
+    #[error("Content-Encoding {0:?} is not accepted: send the request uncompressed")]
+    Compressed(String),
+    #[error(transparent)]
+    Unready(#[from] Unready),
+}
+
+impl From<InferError> for ApiError {
+    fn from(e: InferError) -> Self {
+        let code = match e {
+            InferError::Invalid(_) => ErrorCode::InvalidInferenceRequest,
+            InferError::Input(e) => return e.into(),
+            InferError::Unready(e) => return e.into(),
+            InferError::UnknownModel { .. } => ErrorCode::UnknownModel,
+            InferError::UnknownVersion { .. } => ErrorCode::UnknownVersion,
+            InferError::Compressed(_) => ErrorCode::UnsupportedMediaType,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+fn bad(message: impl Into<String>) -> InferError {
+    InferError::Invalid(message.into())
 }
 
 /// An output to answer with, and how.
@@ -64,9 +102,9 @@ fn tensor_input(model: &Classifier) -> (&str, Vec<usize>) {
 /// The inputs and outputs the model metadata lists.
 pub fn signature(model: &Classifier) -> (Vec<TensorMetadata>, Vec<TensorMetadata>) {
     let (name, dims) = tensor_input(model);
-    let tensor = |name: &str, datatype: &str, shape: Vec<i64>| TensorMetadata {
+    let tensor = |name: &str, datatype: Datatype, shape: Vec<i64>| TensorMetadata {
         name: name.to_string(),
-        datatype: datatype.to_string(),
+        datatype,
         shape,
     };
     let mut tensor_shape = vec![-1i64];
@@ -74,23 +112,20 @@ pub fn signature(model: &Classifier) -> (Vec<TensorMetadata>, Vec<TensorMetadata
     let classes = model.info().labels.len() as i64;
     (
         vec![
-            tensor(IMAGE_INPUT, "BYTES", vec![-1]),
-            tensor(name, "FP32", tensor_shape),
+            tensor(IMAGE_INPUT, Datatype::Bytes, vec![-1]),
+            tensor(name, Datatype::Fp32, tensor_shape),
         ],
         vec![
-            tensor(PROBABILITIES, "FP32", vec![-1, classes]),
-            tensor(LABEL, "BYTES", vec![-1]),
+            tensor(PROBABILITIES, Datatype::Fp32, vec![-1, classes]),
+            tensor(LABEL, Datatype::Bytes, vec![-1]),
         ],
     )
 }
 
-/// Reads an infer request's body for `model`, taking at most `max_batch` pictures.
-pub fn parse(
-    headers: &HeaderMap,
-    body: &Bytes,
-    model: &Classifier,
-    max_batch: usize,
-) -> Result<Parsed, ApiError> {
+/// Splits the body into the request's JSON, read, and the binary data
+/// after it (binary tensor data extension: the JSON's length is the
+/// `Inference-Header-Content-Length` header).
+fn split_body(headers: &HeaderMap, body: &Bytes) -> Result<(InferRequest, Bytes), InferError> {
     let json_len = match headers.get(HEADER_LENGTH) {
         None => body.len(),
         Some(v) => v
@@ -106,26 +141,55 @@ pub fn parse(
             })?,
     };
     if json_len == 0 {
-        return Err(ApiError::bad_request(
-            "empty_body",
-            "the request body is empty: send an inference request",
-        ));
+        return Err(InputError::Empty("an inference request").into());
     }
-    let request: InferRequest = serde_json::from_slice(&body[..json_len]).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_json",
-            format!("the inference request is not valid: {e}"),
-        )
-    })?;
-    let mut binary = body.slice(json_len..);
+    let request: InferRequest = serde_json::from_slice(&body[..json_len])
+        .map_err(|e| InputError::Json(format!("the inference request is not valid: {e}")))?;
+    Ok((request, body.slice(json_len..)))
+}
 
+/// The model's one input as a request gives it: its shape checked, its
+/// binary data (if any) taken from what follows the JSON.
+struct Given<'a> {
+    input: &'a RequestInput,
+    shape: Vec<usize>,
+    /// Elements the shape holds.
+    elements: usize,
+    /// Its bytes after the JSON, when it has `binary_data_size`.
+    raw: Option<Bytes>,
+}
+
+impl Given<'_> {
+    fn name(&self) -> &str {
+        &self.input.name
+    }
+
+    /// The JSON `data`, flattened in row-major order.
+    fn data(&self) -> Result<Vec<&Value>, InferError> {
+        let data = self.input.data.as_ref().ok_or_else(|| {
+            bad(format!(
+                "input `{}` has neither `data` nor `binary_data_size`",
+                self.name()
+            ))
+        })?;
+        let mut flat = Vec::new();
+        flatten(data, &mut flat).map_err(|m| bad(format!("input `{}`: {m}", self.name())))?;
+        Ok(flat)
+    }
+}
+
+/// Reads an infer request's body for `model`, taking at most `max_batch` pictures.
+pub fn parse(
+    headers: &HeaderMap,
+    body: &Bytes,
+    model: &Classifier,
+    max_batch: usize,
+) -> Result<Parsed, InferError> {
+    let (request, binary) = split_body(headers, body)?;
     let (tensor_name, dims) = tensor_input(model);
     let accepted = format!(
         "`{IMAGE_INPUT}` (BYTES: encoded pictures) or `{tensor_name}` (FP32, shape [n, {}])",
-        dims.iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        join(&dims)
     );
     let [input] = &request.inputs[..] else {
         return Err(bad(format!(
@@ -133,163 +197,11 @@ pub fn parse(
             request.inputs.len()
         )));
     };
-    if input.shape.iter().any(|&d| d < 0) {
-        return Err(bad(format!(
-            "input `{}` has a negative dimension in shape {:?}",
-            input.name, input.shape
-        )));
-    }
-    let shape: Vec<usize> = input.shape.iter().map(|&d| d as usize).collect();
-    let elements = shape
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .filter(|_| !shape.is_empty())
-        .ok_or_else(|| {
-            bad(format!(
-                "input `{}` has no usable shape ({:?})",
-                input.name, input.shape
-            ))
-        })?;
-    let raw = match binary_size(input.parameters.as_ref(), &input.name)? {
-        Some(size) => {
-            if input.data.is_some() {
-                return Err(bad(format!(
-                    "input `{}` has both `data` and `binary_data_size`",
-                    input.name
-                )));
-            }
-            if size > binary.len() {
-                return Err(bad(format!(
-                    "input `{}` says {size} bytes of binary data, but {} follow the JSON",
-                    input.name,
-                    binary.len()
-                )));
-            }
-            Some(binary.split_to(size))
-        }
-        None => None,
-    };
-    if !binary.is_empty() {
-        return Err(bad(format!(
-            "{} bytes follow the JSON that no input claims",
-            binary.len()
-        )));
-    }
-    let data = || -> Result<Vec<&Value>, ApiError> {
-        let data = input.data.as_ref().ok_or_else(|| {
-            bad(format!(
-                "input `{}` has neither `data` nor `binary_data_size`",
-                input.name
-            ))
-        })?;
-        let mut flat = Vec::new();
-        flatten(data, &mut flat).map_err(|m| bad(format!("input `{}`: {m}", input.name)))?;
-        Ok(flat)
-    };
-    let count_of = |n: usize| -> Result<(), ApiError> {
-        if n == 0 {
-            return Err(ApiError::bad_request(
-                "no_image",
-                "the request holds no picture",
-            ));
-        }
-        if n > max_batch {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "too_many_images",
-                format!("{n} pictures in one request; the limit is {max_batch}"),
-            ));
-        }
-        Ok(())
-    };
-    let payload = match input.datatype.as_str() {
-        "BYTES" if input.name == IMAGE_INPUT => {
-            let pictures: Vec<Bytes> = match raw {
-                Some(raw) => {
-                    split_bytes(raw).map_err(|m| bad(format!("input `{IMAGE_INPUT}`: {m}")))?
-                }
-                None => data()?
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, v)| {
-                        let s = v.as_str().ok_or_else(|| {
-                            bad(format!(
-                                "input `{IMAGE_INPUT}`: element {i} is not a (base64) string"
-                            ))
-                        })?;
-                        decode_base64(s).map_err(|m| {
-                            ApiError::bad_request("invalid_base64", format!("image {}: {m}", i + 1))
-                        })
-                    })
-                    .collect::<Result<_, _>>()?,
-            };
-            if pictures.len() != elements {
-                return Err(bad(format!(
-                    "input `{IMAGE_INPUT}` has shape {:?} ({elements} elements) but {} pictures",
-                    input.shape,
-                    pictures.len()
-                )));
-            }
-            count_of(pictures.len())?;
-            Payload::Encoded(pictures)
-        }
-        "FP32" if input.name == tensor_name => {
-            if shape.len() != dims.len() + 1 || shape[1..] != dims[..] {
-                return Err(bad(format!(
-                    "input `{tensor_name}` has shape {:?}; this model takes [n, {}]",
-                    input.shape,
-                    dims.iter()
-                        .map(|d| d.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-            let values: Vec<f32> = match raw {
-                Some(raw) => {
-                    if raw.len() != elements * 4 {
-                        return Err(bad(format!(
-                            "input `{tensor_name}`: {} bytes of binary data for {elements} FP32 values",
-                            raw.len()
-                        )));
-                    }
-                    raw.chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect()
-                }
-                None => data()?
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, v)| {
-                        v.as_f64().map(|f| f as f32).ok_or_else(|| {
-                            bad(format!(
-                                "input `{tensor_name}`: element {i} is not a number"
-                            ))
-                        })
-                    })
-                    .collect::<Result<_, _>>()?,
-            };
-            if values.len() != elements {
-                return Err(bad(format!(
-                    "input `{tensor_name}` has shape {:?} ({elements} elements) but {} values",
-                    input.shape,
-                    values.len()
-                )));
-            }
-            count_of(shape[0])?;
-            let per = values.len() / shape[0];
-            let tensors = values
-                .chunks_exact(per)
-                .enumerate()
-                .map(|(i, row)| {
-                    model
-                        .preprocessor()
-                        .check_tensor(row.to_vec())
-                        .map_err(|e| bad(format!("input `{tensor_name}`, picture {i}: {e}")))
-                })
-                .collect::<Result<_, _>>()?;
-            Payload::Tensors(tensors)
-        }
-        "BYTES" | "FP32" => {
+    let given = given(input, binary)?;
+    let payload = match input.datatype {
+        Datatype::Bytes if input.name == IMAGE_INPUT => pictures(&given, max_batch)?,
+        Datatype::Fp32 if input.name == tensor_name => tensors(&given, model, max_batch)?,
+        Datatype::Bytes | Datatype::Fp32 => {
             return Err(bad(format!(
                 "unexpected input `{}` ({}) for model `{}`; it takes {accepted}",
                 input.name,
@@ -312,36 +224,168 @@ pub fn parse(
     })
 }
 
-/// `binary_data_size` of a tensor's parameters, if given.
-fn binary_size(parameters: Option<&Parameters>, name: &str) -> Result<Option<usize>, ApiError> {
-    match parameters.and_then(|p| p.get("binary_data_size")) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .map(Some)
-            .ok_or_else(|| {
-                bad(format!(
-                    "input `{name}`: `binary_data_size` must be a byte count (got {v})"
-                ))
-            }),
-    }
+/// `[a, b, c]` as `a, b, c`.
+fn join(dims: &[usize]) -> String {
+    dims.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// A boolean parameter.
-fn flag(parameters: Option<&Parameters>, key: &str) -> Result<Option<bool>, ApiError> {
-    match parameters.and_then(|p| p.get(key)) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(v) => Err(bad(format!(
-            "parameter `{key}` must be true or false (got {v})"
-        ))),
+/// The input's shape and its binary data; every byte after the JSON must be its.
+fn given(input: &RequestInput, mut binary: Bytes) -> Result<Given<'_>, InferError> {
+    if input.shape.iter().any(|&d| d < 0) {
+        return Err(bad(format!(
+            "input `{}` has a negative dimension in shape {:?}",
+            input.name, input.shape
+        )));
     }
+    let shape: Vec<usize> = input.shape.iter().map(|&d| d as usize).collect();
+    let elements = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|_| !shape.is_empty())
+        .ok_or_else(|| {
+            bad(format!(
+                "input `{}` has no usable shape ({:?})",
+                input.name, input.shape
+            ))
+        })?;
+    let size = input.parameters.as_ref().and_then(|p| p.binary_data_size);
+    let raw = match size {
+        Some(size) => {
+            if input.data.is_some() {
+                return Err(bad(format!(
+                    "input `{}` has both `data` and `binary_data_size`",
+                    input.name
+                )));
+            }
+            let size = usize::try_from(size)
+                .ok()
+                .filter(|&n| n <= binary.len())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "input `{}` says {size} bytes of binary data, but {} follow the JSON",
+                        input.name,
+                        binary.len()
+                    ))
+                })?;
+            Some(binary.split_to(size))
+        }
+        None => None,
+    };
+    if !binary.is_empty() {
+        return Err(bad(format!(
+            "{} bytes follow the JSON that no input claims",
+            binary.len()
+        )));
+    }
+    Ok(Given {
+        input,
+        shape,
+        elements,
+        raw,
+    })
+}
+
+/// `image`, BYTES: encoded pictures, base64 in JSON or length-prefixed in binary.
+fn pictures(given: &Given, max_batch: usize) -> Result<Payload, InferError> {
+    let pictures: Vec<Bytes> = match &given.raw {
+        Some(raw) => {
+            split_bytes(raw.clone()).map_err(|m| bad(format!("input `{IMAGE_INPUT}`: {m}")))?
+        }
+        None => given
+            .data()?
+            .into_iter()
+            .enumerate()
+            .map(|(index, v)| {
+                let s = v.as_str().ok_or_else(|| {
+                    bad(format!(
+                        "input `{IMAGE_INPUT}`: element {index} is not a (base64) string"
+                    ))
+                })?;
+                decode_base64(s).map_err(|message| InputError::Base64 { index, message }.into())
+            })
+            .collect::<Result<_, InferError>>()?,
+    };
+    if pictures.len() != given.elements {
+        return Err(bad(format!(
+            "input `{IMAGE_INPUT}` has shape {:?} ({} elements) but {} pictures",
+            given.input.shape,
+            given.elements,
+            pictures.len()
+        )));
+    }
+    check_count(pictures.len(), max_batch)?;
+    Ok(Payload::Encoded(pictures))
+}
+
+/// The model's own input, FP32 `[n, …]` in exactly its shape, JSON or
+/// little-endian binary; each picture's values checked by the preprocessor.
+fn tensors(given: &Given, model: &Classifier, max_batch: usize) -> Result<Payload, InferError> {
+    let (name, dims) = tensor_input(model);
+    let shape = &given.shape;
+    if shape.len() != dims.len() + 1 || shape[1..] != dims[..] {
+        return Err(bad(format!(
+            "input `{name}` has shape {:?}; this model takes [n, {}]",
+            given.input.shape,
+            join(&dims)
+        )));
+    }
+    let values: Vec<f32> = match &given.raw {
+        Some(raw) => {
+            if raw.len() != given.elements * 4 {
+                return Err(bad(format!(
+                    "input `{name}`: {} bytes of binary data for {} FP32 values",
+                    raw.len(),
+                    given.elements
+                )));
+            }
+            raw.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        }
+        None => given
+            .data()?
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_f64()
+                    .map(|f| f as f32)
+                    .ok_or_else(|| bad(format!("input `{name}`: element {i} is not a number")))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    if values.len() != given.elements {
+        return Err(bad(format!(
+            "input `{name}` has shape {:?} ({} elements) but {} values",
+            given.input.shape,
+            given.elements,
+            values.len()
+        )));
+    }
+    check_count(shape[0], max_batch)?;
+    let per = values.len() / shape[0];
+    let tensors = values
+        .chunks_exact(per)
+        .enumerate()
+        .map(|(i, row)| {
+            model
+                .preprocessor()
+                .check_tensor(row.to_vec())
+                .map_err(|e| bad(format!("input `{name}`, picture {i}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Payload::Tensors(tensors))
 }
 
 /// The outputs to answer with: those asked for, else all; binary where asked.
-fn wanted(request: &InferRequest, model: &str) -> Result<Vec<Wanted>, ApiError> {
-    let all_binary = flag(request.parameters.as_ref(), "binary_data_output")?.unwrap_or(false);
+fn wanted(request: &InferRequest, model: &str) -> Result<Vec<Wanted>, InferError> {
+    let all_binary = request
+        .parameters
+        .as_ref()
+        .and_then(|p| p.binary_data_output)
+        .unwrap_or(false);
     let Some(asked) = &request.outputs else {
         return Ok([Output::Probabilities, Output::Label]
             .into_iter()
@@ -366,21 +410,22 @@ fn wanted(request: &InferRequest, model: &str) -> Result<Vec<Wanted>, ApiError> 
         if out.iter().any(|w| w.output == output) {
             return Err(bad(format!("output `{}` is asked for twice", o.name)));
         }
-        let classification = match o.parameters.as_ref().and_then(|p| p.get("classification")) {
-            None | Some(Value::Null) => None,
-            Some(v) => match v.as_u64() {
-                Some(k) if k >= 1 && output == Output::Probabilities => Some(k as usize),
-                _ => {
-                    return Err(bad(format!(
-                        "`classification` takes a count of classes of 1 or more, on `{PROBABILITIES}` only (got {v} on `{}`)",
-                        o.name
-                    )))
-                }
-            },
+        let parameters = o.parameters.as_ref();
+        let classification = match parameters.and_then(|p| p.classification) {
+            None => None,
+            Some(k) if k >= 1 && output == Output::Probabilities => {
+                Some(usize::try_from(k).unwrap_or(usize::MAX))
+            }
+            Some(k) => {
+                return Err(bad(format!(
+                    "`classification` takes a count of classes of 1 or more, on `{PROBABILITIES}` only (got {k} on `{}`)",
+                    o.name
+                )))
+            }
         };
         out.push(Wanted {
             output,
-            binary: flag(o.parameters.as_ref(), "binary_data")?.unwrap_or(all_binary),
+            binary: parameters.and_then(|p| p.binary_data).unwrap_or(all_binary),
             classification,
         });
     }
@@ -494,8 +539,8 @@ pub fn respond(
             ),
         };
         let datatype = match elements {
-            Elements::Numbers(_) => "FP32",
-            Elements::Strings(_) => "BYTES",
+            Elements::Numbers(_) => Datatype::Fp32,
+            Elements::Strings(_) => Datatype::Bytes,
         };
         let (parameters, data) = if w.binary {
             let blob = match &elements {
