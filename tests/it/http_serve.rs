@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::support::*;
 use base64::Engine;
-use catdog_tests::*;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 

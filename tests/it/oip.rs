@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use catdog_tests::*;
+use crate::support::*;
 use serde_json::{json, Value};
 
 fn clients_script(name: &str) -> std::path::PathBuf {

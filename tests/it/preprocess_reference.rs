@@ -1,10 +1,10 @@
 //! Our preprocessing against a PIL + numpy reference on real photos, for both
 //! presets: the tensor the model sees must be the one it was trained with.
 
+use crate::support::*;
 use catdog::decode::{decode_rgb, DecodeLimits};
 use catdog::model::contract::{Layout, Preprocessing};
 use catdog::preprocess::Preprocessor;
-use catdog_tests::*;
 
 #[derive(serde::Deserialize)]
 struct Ref {

@@ -3,7 +3,7 @@
 //! from it and checks every answer (status documented, body matching its
 //! schema, no 5xx, content types), with and without an API key.
 
-use catdog_tests::*;
+use crate::support::*;
 use serde_json::Value;
 
 const KEY: &str = "openapi-test-key-0123456789";

@@ -7,12 +7,12 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::support::*;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use catdog::host::serve::Server;
 use catdog::http::state::AppState;
 use catdog::{Classifier, Settings};
-use catdog_tests::*;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
