@@ -11,6 +11,7 @@
 mod support;
 
 mod access;
+mod bad_inputs;
 mod batching;
 mod browser;
 mod catalogue;
