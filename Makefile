@@ -43,7 +43,7 @@ serve: setup
 install: setup
 	@$(MAKE) --no-print-directory install-files
 
-# The copying alone, of a binary already built (tests/newcomer.rs runs it).
+# The copying alone, of a binary already built (tests/it/newcomer.rs runs it).
 install-files:
 	@set -e; lib=$$(eval "$$(scripts/setup.sh)" && echo "$$ORT_DYLIB_PATH"); \
 	install -d "$(BINDIR)" "$(LIBDIR)"; \

@@ -24,7 +24,7 @@ for a in "$@"; do [[ $a == --only-s3 ]] && only_s3=1; done
 # --only-s3 needs the fp32 model only: skip quantizing the int8 copy.
 BENCH_FP32_ONLY=$only_s3 "$CATDOG_PYTHON" bench/make_vgg16.py target/bench/models "$DATA/catsdogs/train"
 # The package that ships, measured as Lambda too: what `sam build` makes (the
-# same build as tests/deploy.rs, so a no-op after `make test`).
+# same build as tests/it/deploy.rs, so a no-op after `make test`).
 eval "$(scripts/setup_sam.sh)"
 SAM_CLI_TELEMETRY=0 sam build --build-dir target/sam-build > /dev/null < /dev/null
 "$CATDOG_PYTHON" bench/run.py --catdog target/release/catdog --models target/bench/models \

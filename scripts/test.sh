@@ -51,7 +51,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings || lint_rc=$?
 
 echo "== tests"
 rc=0
-cargo test --workspace --locked --no-fail-fast || rc=$?
+# cargo-nextest: a process per test, profile in .config/nextest.toml (no
+# retries, no fail-fast). The crates have no doctests (nextest runs none).
+cargo nextest run --workspace --locked --no-fail-fast || rc=$?
 
 # `== skipped: N test part(s): name (reason); …`, or `== skipped: none`.
 if [[ -s $CATDOG_SKIP_LOG ]]; then

@@ -1,6 +1,6 @@
 """Asks catdog over the Open Inference Protocol (v2 REST) with the model-serving
 world's own clients, tritonclient[http] and the kserve SDK's InferenceRESTClient,
-and prints what each read as JSON (tests/oip.rs compares it with POST /predict).
+and prints what each read as JSON (tests/it/oip.rs compares it with POST /predict).
 
 Usage: oip_clients.py '{"base": "http://127.0.0.1:PORT", "model": "catdog",
   "images": [PATH, ...], "tensor": {"path": F32_FILE, "input": NAME, "shape": [...]} | null,

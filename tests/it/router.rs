@@ -7,12 +7,12 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::support::*;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use catdog::host::serve::Server;
 use catdog::http::state::AppState;
 use catdog::{Classifier, Settings};
-use catdog_tests::*;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -216,100 +216,63 @@ async fn a_batch_is_answered_in_order_and_the_tutorial_route_keeps_its_shape() {
     }
 }
 
-#[tokio::test]
-async fn bad_requests_get_their_code_and_status() {
-    let too_many = format!("{{\"images\": [{}]}}", ["\"aGk=\""; 3].join(","));
-    let cases: Vec<(Request<Body>, StatusCode, &str, &[&str])> = vec![
-        (
-            post("/predict", "image/png", Vec::<u8>::new()),
-            StatusCode::BAD_REQUEST,
-            "empty_body",
-            &[],
-        ),
-        (
-            post("/predict", "image/png", b"not a picture".to_vec()),
-            StatusCode::BAD_REQUEST,
-            "invalid_image",
-            &[],
-        ),
-        (
-            post("/predict", "application/json", "{"),
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            &[],
-        ),
-        (
-            post("/predict", "application/json", "{\"image\": \"%%%\"}"),
-            StatusCode::BAD_REQUEST,
-            "invalid_base64",
-            &[],
-        ),
-        (
-            post("/predict", "text/plain", "x"),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            &[],
-        ),
-        (
-            post("/predict", "image/png", vec![0u8; 2048]),
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            &["--max-body-bytes", "1024"],
-        ),
-        // Over the limit is 413 whatever the Content-Type: streamed (no
-        // length) and declared.
-        (
-            post("/predict", "text/plain", vec![0u8; 2048]),
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            &["--max-body-bytes", "1024"],
-        ),
-        (
-            Request::post("/predict")
-                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .header(header::CONTENT_LENGTH, "2048")
-                .body(Body::from(vec![0u8; 2048]))
-                .unwrap(),
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            &["--max-body-bytes", "1024"],
-        ),
-        // Only the tutorial's route reads other Content-Types as JSON.
-        (
-            post(
-                "/predict",
-                "application/x-www-form-urlencoded; charset=UTF-8",
-                "{\"image\": \"x\"}",
-            ),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            &[],
-        ),
-        (
-            post("/predict", "application/json", too_many),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "too_many_images",
-            &["--max-batch", "2"],
-        ),
-        (
-            post("/predict", "image/png", png(RED)),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "image_too_large",
-            &["--max-pixels", "100"],
-        ),
-        (get("/nope"), StatusCode::NOT_FOUND, "not_found", &[]),
-        (
-            Request::delete("/predict").body(Body::empty()).unwrap(),
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            &[],
-        ),
-    ];
-    for (req, want, code, args) in cases {
-        let (status, _, body) = call(router(args), req).await;
-        assert_error(status, &body, want, code);
+/// A row of the bad-input table (`bad_inputs.rs`, shared with the
+/// catalogue's real hosts) through the router, then a good request through
+/// the same router.
+async fn bad_input(case: crate::bad_inputs::Case) {
+    static MODEL: OnceLock<Arc<Classifier>> = OnceLock::new();
+    let model = MODEL
+        .get_or_init(|| {
+            load(&[
+                "--model",
+                fixture(crate::bad_inputs::MODEL).to_str().unwrap(),
+            ])
+        })
+        .clone();
+    let flags = case.flags();
+    let s = settings(&flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let app = catdog::router(AppState::ready(model, s.limits(), s.access().unwrap()));
+    let mut req = Request::builder().method(case.method).uri(&case.path);
+    if let Some(c) = &case.content_type {
+        req = req.header(header::CONTENT_TYPE, c);
     }
+    if case.declared_length {
+        req = req.header(header::CONTENT_LENGTH, case.body.len());
+    }
+    let (status, _, body) = call(
+        app.clone(),
+        req.body(Body::from(case.body.clone())).unwrap(),
+    )
+    .await;
+    crate::bad_inputs::check(&case, "router", status.as_u16(), &body);
+    let good = crate::bad_inputs::good();
+    let req = post("/predict", "image/png", good.body.clone());
+    let (status, _, body) = call(app, req).await;
+    crate::bad_inputs::check(
+        &good,
+        &format!("router, after {}", case.name),
+        status.as_u16(),
+        &body,
+    );
 }
+
+macro_rules! router_bad_input_tests {
+    ($($name:ident => $case:expr),* $(,)?) => {
+        /// Each row of the bad-input table, in process.
+        mod bad_input {
+            use super::bad_input;
+            use crate::bad_inputs::Want::*;
+            use crate::bad_inputs::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    bad_input($case).await;
+                }
+            )*
+        }
+    };
+}
+crate::bad_inputs::bad_input_table!(router_bad_input_tests);
 
 #[tokio::test]
 async fn the_protected_sub_router_alone_needs_the_key() {

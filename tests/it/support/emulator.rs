@@ -2,9 +2,8 @@
 //! --only-lambda-apis`), for running a real `bootstrap` as Lambda would: the
 //! emulator serves the Runtime API and the invoke APIs on one loopback port.
 //!
-//! Shared by `tests/lambda_emulator.rs` (the debug binary) and
-//! `tests/deploy.rs` (what `sam build` packaged); each includes this file with
-//! `#[path = "support/emulator.rs"] mod emulator;`.
+//! Shared by `tests/it/lambda_emulator.rs` (the debug binary) and
+//! `tests/it/deploy.rs` (what `sam build` packaged).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

@@ -3,7 +3,7 @@
 //! work arrives than the queue holds, the surplus gets 503 + Retry-After at
 //! once and the server goes on answering correctly.
 
-use catdog_tests::*;
+use crate::support::*;
 use image::ImageFormat;
 
 async fn post_raw(base: &str, body: Vec<u8>) -> (u16, Option<String>, serde_json::Value) {

@@ -7,9 +7,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
-use catdog_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -1,8 +1,8 @@
 //! Access control on the real binary: the API key (`CATDOG_API_KEY`) over
 //! HTTP and through the Lambda path, and CORS (off unless origins are given).
 
-use catdog_tests::lambda_api::*;
-use catdog_tests::*;
+use crate::support::lambda_api::*;
+use crate::support::*;
 use serde_json::{json, Value};
 
 const KEY: &str = "k3y-for-tests-0123456789";

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use catdog_tests::*;
+use crate::support::*;
 use serde_json::Value;
 
 async fn api_label(base: &str, file: &std::path::Path, ctype: &str) -> String {

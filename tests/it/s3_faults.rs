@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use catdog::model::source::{
     fetch_remote, sha256_hex, FetchOptions, FetchedModel, ModelUri, SourceError,
 };
-use catdog_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -80,9 +80,8 @@ async fn dropped_connections_resume_and_unreachable_servers_fail_fast() {
     let want = sha256_hex(&data);
     let uri: ModelUri = "s3://faults/model.onnx".parse().unwrap();
     let upstream = endpoint.trim_start_matches("http://").to_string();
-    for (k, v) in s3_env(&endpoint) {
-        std::env::set_var(k, v);
-    }
+    // Credentials for the in-process fetch; every endpoint below is explicit.
+    in_process_aws_credentials();
 
     for concurrency in [8, 1] {
         let (proxy, cut) = cutting_proxy(upstream.clone(), 3, 3 << 20).await;

@@ -5,7 +5,7 @@
 
 use std::process::Output;
 
-use catdog_tests::*;
+use crate::support::*;
 use serde_json::Value;
 
 /// `catdog predict --json` with debug logs; `zero_copy` = CATDOG_ZERO_COPY.

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::support::*;
 use base64::Engine;
-use catdog_tests::*;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
@@ -259,7 +259,7 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
     )
     .await;
     wait_ready(&base).await;
-    // The catalogue of bad bodies is tests/catalogue.rs (HTTP and Lambda);
+    // The catalogue of bad bodies is tests/it/catalogue.rs (HTTP and Lambda);
     // here: what only a raw HTTP connection can do.
     // over the body limit: declared up front, refused before a byte of it is
     // sent (raw TCP: headers only, then read the answer) …

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use catdog_tests::*;
+use crate::support::*;
 use serde_json::Value;
 
 #[derive(serde::Deserialize)]

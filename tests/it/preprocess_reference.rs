@@ -1,9 +1,9 @@
 //! Our preprocessing against a PIL + numpy reference on real photos, for both
 //! presets: the tensor the model sees must be the one it was trained with.
 
+use crate::support::*;
 use catdog::decode::{decode_rgb, DecodeLimits};
 use catdog::preprocess::{Layout, Preprocessing, Preprocessor};
-use catdog_tests::*;
 
 #[derive(serde::Deserialize)]
 struct Ref {

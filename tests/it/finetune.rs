@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::support::*;
 use catdog::finetune::graph;
-use catdog_tests::*;
 use image::ImageFormat;
 use protobuf::Message;
 use serde_json::Value;

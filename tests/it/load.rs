@@ -4,7 +4,7 @@
 //! queue holds is shed with 503 + Retry-After (the clients come back after a
 //! pause); peak memory is reported.
 
-use catdog_tests::*;
+use crate::support::*;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]

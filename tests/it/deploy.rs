@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use catdog_tests::*;
+use crate::support::*;
 
 fn template() -> String {
     std::fs::read_to_string(workspace().join("template.yaml")).unwrap()
@@ -356,7 +356,7 @@ async fn sam_build_output_answers_the_function_url_event_like_predict() {
             "the SAM CLI is not installed (scripts/setup_sam.sh installs it; make test runs that)",
         );
     };
-    let cargo_lambda = catdog_tests::emulator::cargo_lambda();
+    let cargo_lambda = crate::support::emulator::cargo_lambda();
     if !runs(&cargo_lambda, &["lambda", "--version"]) {
         return skip_or_fail(
             TEST,
@@ -411,7 +411,7 @@ async fn sam_build_output_answers_the_function_url_event_like_predict() {
     let digest = catdog::model::source::sha256_hex(&model);
     s3_put(&endpoint, "catdog-models", "models/catdog.onnx", model).await;
 
-    let (_emulator, port) = catdog_tests::emulator::start().await;
+    let (_emulator, port) = crate::support::emulator::start().await;
     let scratch = std::env::temp_dir().join(format!("catdog-sam-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
     let log = scratch.join("bootstrap.log");
@@ -420,7 +420,7 @@ async fn sam_build_output_answers_the_function_url_event_like_predict() {
     let boot = Proc {
         child: Command::new(&bootstrap)
             .env_clear()
-            .envs(catdog_tests::emulator::runtime_env(port))
+            .envs(crate::support::emulator::runtime_env(port))
             .env("LAMBDA_TASK_ROOT", &artifacts)
             .env("_HANDLER", "bootstrap")
             .env("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin")

@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use catdog_tests::*;
+use crate::support::*;
 use serde_json::Value;
 
 fn catdog(args: &[&str], env: &[(&str, &str)]) -> Output {

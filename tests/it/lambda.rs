@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
+use crate::support::lambda_api::*;
+use crate::support::*;
 use base64::Engine;
-use catdog_tests::lambda_api::*;
-use catdog_tests::*;
 use serde_json::{json, Value};
 
 async fn model_in_s3(file: &str) -> (Proc, Vec<(String, String)>) {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use catdog_tests::*;
+use crate::support::*;
 use serde_json::Value;
 
 #[track_caller]

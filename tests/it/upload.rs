@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use catdog_tests::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upload_prints_what_serve_needs_and_splits_large_models() {
@@ -72,14 +72,14 @@ async fn upload_prints_what_serve_needs_and_splits_large_models() {
         String::from_utf8_lossy(&out.stderr)
     );
     // read it back with the SDK path the server uses, verifying the digest
-    // (the only test in this binary, so setting the process env is safe;
-    // the endpoint comes from the settings, as the server's does)
-    for (k, v) in &env {
-        std::env::set_var(k, v);
-    }
+    // (the endpoint comes from the settings, as the server's does; given as
+    // a flag, since the process environment is shared by every test)
+    in_process_aws_credentials();
     let uri: catdog::model::source::ModelUri = "s3://catdog-models/big.bin".parse().unwrap();
     let want = catdog::model::source::sha256_hex(&data);
-    let opts = catdog::Settings::from_env().unwrap().fetch_options();
+    let opts = catdog::Settings::from_args(["--s3-endpoint", endpoint.as_str()])
+        .unwrap()
+        .fetch_options();
     let (fetched, sha256) = catdog::model::source::fetch_remote(&uri, Some(&want), &opts)
         .await
         .expect("same bytes back");

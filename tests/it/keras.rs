@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use catdog_tests::*;
+use crate::support::*;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]

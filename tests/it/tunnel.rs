@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use catdog_tests::*;
+use crate::support::*;
 
 fn serve_with_ngrok(
     env: &[(&str, &str)],

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use catdog_tests::workspace;
+use crate::support::workspace;
 
 #[test]
 fn the_binary_only_parses_dispatches_and_prints() {

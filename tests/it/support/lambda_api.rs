@@ -16,7 +16,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
 
-use crate::{catdog_bin, workspace, Proc};
+use super::{catdog_bin, workspace, Proc};
 
 #[derive(Debug)]
 pub enum Reply {

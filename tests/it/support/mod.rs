@@ -7,7 +7,7 @@ pub mod emulator;
 pub mod lambda_api;
 pub mod skips;
 
-pub use skips::{allow_skips, skip_or_fail, ALLOW_SKIPS};
+pub use skips::{allow_skips, skip_or_fail};
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -115,11 +115,18 @@ pub fn free_port() -> u16 {
 /// A child process killed when dropped.
 pub struct Proc {
     pub child: Child,
+    /// What it is, for the line printed when it died before the test ended.
     pub name: String,
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // A helper that died on its own explains many a failure that follows.
+        if let Ok(Some(status)) = self.child.try_wait() {
+            if !status.success() {
+                eprintln!("{} had exited before the test ended: {status}", self.name);
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -414,6 +421,24 @@ pub fn s3_env(endpoint: &str) -> Vec<(String, String)> {
     ]
 }
 
+/// For tests that call catdog's S3 fetch in this process: the AWS SDK's
+/// default chain reads credentials and region from the process environment
+/// only. Every integration test shares this process (one binary), so the
+/// variables are set once, to the same static values [`s3_env`] gives child
+/// processes, and the endpoint is never among them: callers pass it in
+/// `FetchOptions` (or `--s3-endpoint`), so two tests with two S3 servers
+/// cannot see each other's.
+pub fn in_process_aws_credentials() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for (k, v) in s3_env("unused") {
+            if k != "AWS_ENDPOINT_URL_S3" {
+                std::env::set_var(k, v);
+            }
+        }
+    });
+}
+
 /// Creates `bucket` and puts `bytes` at `key` with Python's boto3 (another
 /// S3 client than the one under test).
 pub async fn s3_put(endpoint: &str, bucket: &str, key: &str, bytes: Vec<u8>) {
@@ -475,4 +500,3 @@ pub fn solid(rgb: [u8; 3], w: u32, h: u32, format: image::ImageFormat) -> Vec<u8
 
 pub const RED: [u8; 3] = [220, 30, 30];
 pub const BLUE: [u8; 3] = [30, 30, 220];
-pub const GREEN: [u8; 3] = [30, 220, 30];

@@ -3,7 +3,7 @@
 //! from it and checks every answer (status documented, body matching its
 //! schema, no 5xx, content types), with and without an API key.
 
-use catdog_tests::*;
+use crate::support::*;
 use serde_json::Value;
 
 const KEY: &str = "openapi-test-key-0123456789";
@@ -27,7 +27,7 @@ fn schemathesis() -> std::path::PathBuf {
 /// out: `validation_mismatch` (most schema-valid inference requests are
 /// refused: random tensors are not pictures, the same reason as above) and
 /// `missing_deserializer` (binary inference answers are
-/// application/octet-stream, which it cannot read; tests/oip.rs reads them
+/// application/octet-stream, which it cannot read; tests/it/oip.rs reads them
 /// with tritonclient and the kserve SDK).
 async fn run_schemathesis(base: &str, headers: &[&str]) -> String {
     let model: Value = reqwest::Client::new()

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use catdog_tests::*;
+use crate::support::*;
 use serde_json::{json, Value};
 
 fn clients_script(name: &str) -> std::path::PathBuf {
@@ -235,7 +235,7 @@ async fn tritonclient_and_kserve_read_what_predict_answers() {
     }
 
     // FP32: the client preprocessed with PIL + numpy; catdog's own
-    // preprocessing agrees to 1e-5 per value (tests/preprocess_reference.rs)
+    // preprocessing agrees to 1e-5 per value (tests/it/preprocess_reference.rs)
     if let Some((png, _)) = &tensor {
         let (l, s) = predict(&base, std::slice::from_ref(png)).await;
         assert_same(

@@ -8,12 +8,12 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use catdog_tests::*;
+use crate::support::*;
 
 /// The bootstrap, as the emulator tells a function to run.
 fn bootstrap(port: u16, model: &str) -> Proc {
     let child = Command::new(catdog_bin())
-        .envs(catdog_tests::emulator::runtime_env(port))
+        .envs(crate::support::emulator::runtime_env(port))
         .env("MODEL_URI", model)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -39,7 +39,7 @@ async fn invoke(port: u16, path: &str, body: Option<Vec<u8>>) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_init_failure_ends_the_invoke_at_once() {
-    let (_emulator, port) = catdog_tests::emulator::start().await;
+    let (_emulator, port) = crate::support::emulator::start().await;
     // The invoke comes first, as on Lambda (init runs for the first request).
     let started = Instant::now();
     let call = tokio::spawn(invoke(
@@ -64,7 +64,7 @@ async fn an_init_failure_ends_the_invoke_at_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_good_model_answers_function_url_requests() {
-    let (_emulator, port) = catdog_tests::emulator::start().await;
+    let (_emulator, port) = crate::support::emulator::start().await;
     let _boot = bootstrap(port, fixture("tiny_torch_nchw.onnx").to_str().unwrap());
     let (status, body) = invoke(
         port,
