@@ -36,6 +36,11 @@ export CATDOG_REQUIRE_NOTEBOOK=1
 echo "== SAM CLI (tests/deploy.rs runs \`sam build\`; installed once, then reused)"
 eval "$(scripts/setup_sam.sh)"
 
+echo "== cargo tools (tools/cargo-tools.txt: cargo-nextest runs the tests, cargo-machete finds unused dependencies)"
+source scripts/tools.sh
+cargo_tool cargo-nextest
+cargo_tool cargo-machete
+
 echo "== fixtures"
 "$CATDOG_PYTHON" tests/fixtures/make_fixtures.py target/fixtures "$CATDOG_DATA"
 
@@ -44,9 +49,10 @@ cargo build --workspace --all-targets --locked
 
 # The architecture's rules that the compiler cannot state (clippy.toml: only
 # settings reads the process environment) and the code's style.
-echo "== lint (cargo fmt --check, cargo clippy -D warnings)"
+echo "== lint (cargo fmt --check, cargo machete, cargo clippy -D warnings)"
 lint_rc=0
 cargo fmt --all --check || lint_rc=$?
+cargo machete || lint_rc=$?
 cargo clippy --workspace --all-targets --locked -- -D warnings || lint_rc=$?
 
 echo "== tests"
@@ -69,6 +75,6 @@ elif ((rc == 0)); then
   echo "== tests FAILED (lint: cargo fmt/clippy exit status $lint_rc; the tests themselves passed) in $((SECONDS - start)) s"
   rc=$lint_rc
 else
-  echo "== tests FAILED (cargo test exit status $rc) in $((SECONDS - start)) s"
+  echo "== tests FAILED (cargo nextest exit status $rc) in $((SECONDS - start)) s"
 fi
 exit "$rc"

@@ -29,6 +29,16 @@ fn schemathesis() -> std::path::PathBuf {
 /// `missing_deserializer` (binary inference answers are
 /// application/octet-stream, which it cannot read; tests/it/oip.rs reads them
 /// with tritonclient and the kserve SDK).
+///
+/// `low_valid_rate` is left out too (schemathesis 4.32.5 warned on `POST /`
+/// and `/predict`: 7–12 of ~70 fuzzed bodies accepted). The schema states
+/// every constraint a schema can (the JSON body is the `Deserialize` type
+/// that parses it: required fields, `minItems`, a base64 `pattern`,
+/// `contentMediaType: image/*`), but whether bytes are a picture that decodes
+/// is not a property JSON Schema can express, so generated bodies stay mostly
+/// non-pictures however exact the schema is: the same reason as
+/// `positive_data_acceptance` above. Every one of them still gets its
+/// documented 4xx, which the checks verify.
 async fn run_schemathesis(base: &str, headers: &[&str]) -> String {
     let model: Value = reqwest::Client::new()
         .get(format!("{base}/v2/models/catdog"))
@@ -61,7 +71,7 @@ async fn run_schemathesis(base: &str, headers: &[&str]) -> String {
     .unwrap();
     let warnings = "missing_auth,missing_test_data,base_url_mismatch,unused_openapi_auth,\
                     unsupported_regex,method_not_allowed,unmatched_filter,unresolvable_reference,\
-                    low_valid_rate,rate_limited,dictionary_mismatch,timeout_units";
+                    rate_limited,dictionary_mismatch,timeout_units";
     let mut cmd = tokio::process::Command::new(schemathesis());
     cmd.arg("--config-file")
         .arg(&config)

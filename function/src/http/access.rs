@@ -10,7 +10,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::http::error::{ApiError, ErrorCode};
+use crate::http::code::ErrorCode;
+use crate::http::error::ApiError;
 
 /// Shortest API key accepted: shorter ones are guessable.
 pub const MIN_KEY_CHARS: usize = 16;

@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap};
 use base64::Engine;
 use bytes::Bytes;
 
-use crate::http::error::ErrorCode;
+use crate::http::code::ErrorCode;
 use crate::http::types::JsonPictures;
 use crate::limits::Limits;
 
@@ -274,6 +274,25 @@ pub fn decode_base64(s: &str) -> Result<Bytes, String> {
         .or_else(|_| url_safe.decode(&clean))
         .map(Bytes::from)
         .map_err(|e| format!("invalid base64: {e}"))
+}
+
+// The wire type's decoding lives with the readers: it yields their error,
+// and the wire types stay below them.
+impl JsonPictures {
+    /// The pictures' bytes, in order; the first malformed one is named.
+    pub fn decode(self) -> Result<Vec<Bytes>, InputError> {
+        let pictures = match self {
+            JsonPictures::One { image } => vec![image],
+            JsonPictures::Many { images } => images,
+        };
+        pictures
+            .into_iter()
+            .enumerate()
+            .map(|(index, p)| {
+                decode_base64(&p.0).map_err(|message| InputError::Base64 { index, message })
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod classify;
+pub mod code;
 pub mod error;
 pub mod input;
 pub mod openapi;

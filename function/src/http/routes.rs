@@ -12,7 +12,8 @@ use axum::Json;
 use bytes::Bytes;
 
 use crate::http::classify::{classify, ready_model, Payload};
-use crate::http::error::{ApiError, ErrorCode, RETRY_AFTER_S};
+use crate::http::code::ErrorCode;
+use crate::http::error::{ApiError, RETRY_AFTER_S};
 use crate::http::input::{read_images, OtherTypes};
 use crate::http::state::{AppState, ModelState, Ready};
 use crate::http::types::{

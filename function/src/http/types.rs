@@ -3,12 +3,10 @@
 //! serialize and the OpenAPI schema (`GET /openapi.json`), so the two cannot
 //! drift apart.
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::http::error::ErrorCode;
-use crate::http::input::{decode_base64, InputError};
+use crate::http::code::ErrorCode;
 
 use crate::model::output::{Prediction, Scores};
 use crate::model::Classifier;
@@ -271,23 +269,6 @@ impl TryFrom<JsonFields> for JsonPictures {
     }
 }
 
-impl JsonPictures {
-    /// The pictures' bytes, in order; the first malformed one is named.
-    pub fn decode(self) -> Result<Vec<Bytes>, InputError> {
-        let pictures = match self {
-            JsonPictures::One { image } => vec![image],
-            JsonPictures::Many { images } => images,
-        };
-        pictures
-            .into_iter()
-            .enumerate()
-            .map(|(index, p)| {
-                decode_base64(&p.0).map_err(|message| InputError::Base64 { index, message })
-            })
-            .collect()
-    }
-}
-
 /// A picture as base64 text (standard or URL-safe alphabet, padding
 /// optional, line breaks ignored), or a `data:<type>;base64,` URL of it.
 /// It must decode to a JPEG, PNG, WebP, GIF or BMP.
@@ -295,7 +276,7 @@ impl JsonPictures {
 #[serde(transparent)]
 pub struct Base64Picture(pub String);
 
-/// What [`decode_base64`] takes, as a pattern (whitespace anywhere is dropped).
+/// What `http::input::decode_base64` takes, as a pattern (whitespace anywhere is dropped).
 pub const BASE64_PATTERN: &str =
     r"^\s*(data:[^,]*;base64,)?[\sA-Za-z0-9+/_=-]*[A-Za-z0-9+/_-][\sA-Za-z0-9+/_=-]*$";
 

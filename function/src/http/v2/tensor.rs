@@ -9,7 +9,8 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::http::classify::Payload;
-use crate::http::error::{ApiError, ErrorCode, Unready};
+use crate::http::code::ErrorCode;
+use crate::http::error::{ApiError, Unready};
 use crate::http::input::{check_count, decode_base64, InputError};
 use crate::http::v2::types::{
     Datatype, InferRequest, InferResponse, Parameters, RequestInput, ResponseOutput, TensorData,
