@@ -408,15 +408,119 @@ struct EnvOnly {
 
 impl Cli {
     /// The command line and the environment, checked; exits with clap's
-    /// message (status 2) on a bad value, or after printing --help.
+    /// message (status 2) on a bad value, on a flag that means nothing to
+    /// the subcommand, or after printing --help.
     pub fn from_process() -> Self {
-        parse(std::env::args_os()).unwrap_or_else(|e| e.exit())
+        Self::try_from_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
     }
+
+    /// [`Cli::from_process`] for a given `argv` (its first item is the program).
+    pub fn try_from_args<I, T>(argv: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let (cli, matches, mut command) = parse_matches::<Cli, _, _>(argv)?;
+        if let (Some(what), Some((name, sub))) = (&cli.command, matches.subcommand()) {
+            check_flags_apply(what, name, &matches, sub, &mut command)?;
+        }
+        Ok(cli)
+    }
+}
+
+impl Command {
+    /// The groups of settings that mean something to this command. The
+    /// flags are global so that one `Settings` type reads every host's
+    /// environment; a flag of another group given on the command line is
+    /// refused (`catdog predict --ngrok-basic-auth …`), never quietly ignored.
+    /// The match is exhaustive: a new command has to say which apply.
+    fn setting_groups(&self) -> Vec<clap::Id> {
+        let model = ModelSettings::group_id();
+        let limits = LimitSettings::group_id();
+        let access = AccessSettings::group_id();
+        let fetch = FetchSettings::group_id();
+        let serve = ServeSettings::group_id();
+        let tunnel = TunnelSettings::group_id();
+        let process = ProcessSettings::group_id();
+        let groups = match self {
+            Command::Serve => vec![model, limits, access, fetch, serve, tunnel, process],
+            Command::Lambda => vec![model, limits, access, fetch, process],
+            Command::Predict { .. } | Command::Eval { .. } | Command::Finetune(_) => {
+                vec![model, limits, fetch, process]
+            }
+            Command::Upload { .. } => vec![model, fetch, process],
+        };
+        groups.into_iter().flatten().collect()
+    }
+}
+
+/// Every group of settings (see [`Command::setting_groups`]).
+fn all_setting_groups() -> Vec<clap::Id> {
+    [
+        ModelSettings::group_id(),
+        LimitSettings::group_id(),
+        AccessSettings::group_id(),
+        FetchSettings::group_id(),
+        ServeSettings::group_id(),
+        TunnelSettings::group_id(),
+        ProcessSettings::group_id(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Refuses a flag given on the command line whose group means nothing to
+/// the subcommand `name` (a value from the environment is ambient, not a
+/// request, and stays allowed).
+fn check_flags_apply(
+    what: &Command,
+    name: &str,
+    top: &clap::ArgMatches,
+    sub: &clap::ArgMatches,
+    command: &mut clap::Command,
+) -> Result<(), clap::Error> {
+    use clap::parser::ValueSource;
+    let allowed = what.setting_groups();
+    let refused: Vec<clap::Id> = command
+        .get_groups()
+        .filter(|g| all_setting_groups().contains(g.get_id()) && !allowed.contains(g.get_id()))
+        .flat_map(|g| g.get_args().cloned().collect::<Vec<_>>())
+        .collect();
+    for id in refused {
+        let given = [top, sub]
+            .iter()
+            .any(|m| m.value_source(id.as_str()) == Some(ValueSource::CommandLine));
+        if given {
+            let flag = command
+                .get_arguments()
+                .find(|a| a.get_id() == &id)
+                .and_then(|a| a.get_long())
+                .unwrap_or(id.as_str())
+                .to_string();
+            return Err(command.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("--{flag} means nothing to `catdog {name}`; leave it out (see `catdog {name} --help`)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Parses `argv` with the environment, an empty variable counting as unset
 /// (clap would take it as an empty value, and refuse it).
 fn parse<P: Parser, I, T>(argv: I) -> Result<P, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    parse_matches(argv).map(|(parsed, _, _)| parsed)
+}
+
+/// [`parse`], also giving the matches and the command they came from.
+fn parse_matches<P: Parser, I, T>(
+    argv: I,
+) -> Result<(P, clap::ArgMatches, clap::Command), clap::Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
@@ -433,8 +537,9 @@ where
     for id in empty {
         command = command.mut_arg(id, |a| a.env(None::<&str>));
     }
-    let matches = command.try_get_matches_from(argv)?;
-    P::from_arg_matches(&matches)
+    let matches = command.clone().try_get_matches_from(argv)?;
+    let parsed = P::from_arg_matches(&matches)?;
+    Ok((parsed, matches, command))
 }
 
 impl Settings {
@@ -747,6 +852,74 @@ impl TunnelSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_from_args(std::iter::once("catdog").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn a_flag_applies_only_to_the_commands_it_means_something_to() {
+        let refused = |args: &[&str], flag: &str| {
+            let e = cli(args).expect_err(&format!("{args:?} was accepted"));
+            assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{e}");
+            assert!(
+                e.to_string()
+                    .contains(&format!("--{flag} means nothing to")),
+                "{e}"
+            );
+        };
+        refused(
+            &["predict", "--ngrok-basic-auth", "user:password1", "a.jpg"],
+            "ngrok-basic-auth",
+        );
+        refused(
+            &["--ngrok-basic-auth", "user:password1", "predict", "a.jpg"],
+            "ngrok-basic-auth",
+        );
+        refused(&["predict", "--port", "9000", "a.jpg"], "port");
+        refused(&["eval", "--api-key", "0123456789abcdef", "dir"], "api-key");
+        refused(
+            &["upload", "--max-batch", "3", "--to", "s3://b/k"],
+            "max-batch",
+        );
+        refused(&["lambda", "--ngrok"], "ngrok");
+        // …and each is taken where it means something.
+        cli(&[
+            "serve",
+            "--ngrok-basic-auth",
+            "user:password1",
+            "--port",
+            "9000",
+        ])
+        .unwrap();
+        cli(&[
+            "lambda",
+            "--api-key",
+            "0123456789abcdef",
+            "--max-batch",
+            "3",
+        ])
+        .unwrap();
+        cli(&[
+            "predict",
+            "--model",
+            "m.onnx",
+            "--max-pixels",
+            "1000",
+            "a.jpg",
+        ])
+        .unwrap();
+        cli(&[
+            "upload",
+            "--model",
+            "m.onnx",
+            "--s3-endpoint",
+            "http://127.0.0.1:1",
+            "--to",
+            "s3://b/k",
+        ])
+        .unwrap();
+    }
 
     fn parse(args: &[&str]) -> Result<Settings, SettingsError> {
         Settings::from_args(args.iter().copied())

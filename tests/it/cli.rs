@@ -226,3 +226,41 @@ async fn default_model_is_verified_before_use_and_not_cached_when_wrong() {
     );
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+/// A flag of another command is refused, naming it, not quietly ignored;
+/// the same setting from the environment is ambient and stays allowed.
+#[test]
+fn a_flag_that_means_nothing_to_the_command_is_refused() {
+    let model = fixture("tiny_vgg.onnx");
+    let picture = fixture("images/blue.jpg");
+    let (model, picture) = (model.to_str().unwrap(), picture.to_str().unwrap());
+    let out = catdog(
+        &[
+            "predict",
+            "--model",
+            model,
+            "--ngrok-basic-auth",
+            "user:password1",
+            picture,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--ngrok-basic-auth means nothing to `catdog predict`"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+
+    let out = catdog(
+        &["predict", "--model", model, picture],
+        &[("NGROK_BASIC_AUTH", "user:password1"), ("PORT", "9000")],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("blue.jpg"),
+        "{}",
+        text(&out.stdout)
+    );
+}
