@@ -137,10 +137,28 @@ fn escape(s: &str) -> String {
 #[error("no photos found (looked in {0}): set CATDOG_PHOTOS to a folder of pictures")]
 pub struct NoPhotos(String);
 
-/// Where the demo's photos are: the first folder of
-/// [`Settings::photo_candidates`] that exists.
+/// The folders the demo's photos may be in, in order: `--photos`
+/// (`CATDOG_PHOTOS`), else `$CATDOG_DATA/catsdogs/test`, else the shared data
+/// folder beside the checkout (tried from the notebook folder and the
+/// repository root).
+pub fn photo_candidates(settings: &Settings) -> Vec<PathBuf> {
+    let process = &settings.process;
+    if let Some(p) = &process.photos {
+        return vec![p.clone()];
+    }
+    let mut out: Vec<PathBuf> = process
+        .data_dir
+        .iter()
+        .map(|d| d.join("catsdogs/test"))
+        .collect();
+    out.push(PathBuf::from("../../shared/data/catsdogs/test"));
+    out.push(PathBuf::from("../shared/data/catsdogs/test"));
+    out
+}
+
+/// Where the demo's photos are: the first of [`photo_candidates`] that exists.
 pub fn photos_dir(settings: &Settings) -> Result<PathBuf, NoPhotos> {
-    let candidates = settings.photo_candidates();
+    let candidates = photo_candidates(settings);
     candidates
         .iter()
         .find(|p| p.is_dir())

@@ -1,0 +1,274 @@
+//! The command line: what to do, and which settings each command takes.
+
+use std::path::PathBuf;
+
+use clap::builder::TypedValueParser as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::finetune::Init;
+
+use super::values::*;
+use super::*;
+
+/// The command line: settings plus what to do.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "catdog",
+    version,
+    about = "Cat or dog? An ONNX image classifier for AWS Lambda, a local server and the command line."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What `catdog` is asked to do.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Serve the upload page and the HTTP API on a local port (--host, --port, --ngrok).
+    Serve,
+    /// Classify image files (or every image in a folder) and print the answers.
+    Predict {
+        /// One JSON object per line: file, label, confidence, scores.
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true, value_name = "FILE|DIR")]
+        paths: Vec<PathBuf>,
+    },
+    /// Run as the AWS Lambda bootstrap (the default when AWS_LAMBDA_RUNTIME_API is set).
+    Lambda,
+    /// Score a model (--model / MODEL_URI) on DIR/<label>/*: accuracy, precision/recall, confusion matrix (table + PNG).
+    Eval {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Where to write the confusion-matrix PNG.
+        #[arg(long, default_value = "confusion.png")]
+        png: PathBuf,
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Upload a model to S3 (multipart, SHA-256 checked per part); prints MODEL_URI and MODEL_SHA256.
+    /// The file is given with --model FILE.
+    Upload {
+        /// s3://bucket/key
+        #[arg(long)]
+        to: String,
+    },
+    /// Fine-tune a new head on DIR/train/<label>/* over a frozen ONNX base; writes one self-describing ONNX file.
+    Finetune(FinetuneArgs),
+}
+
+/// `catdog finetune`'s own flags (the base's preprocessing override is
+/// `--preprocessing`, as for serving).
+#[derive(Args, Debug, Clone)]
+pub struct FinetuneArgs {
+    /// Base classifier: s3://…, https://… or a path (its last layer must be Gemm/MatMul(+Add)).
+    #[arg(long)]
+    pub base: String,
+    /// Expected SHA-256 of the base.
+    #[arg(long, value_parser = parse_sha256)]
+    pub base_sha256: Option<String>,
+    /// Folder with train/<label>/* (and optionally valid/<label>/*).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Where to write the fine-tuned model.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Most epochs; training stops earlier once the validation loss has not
+    /// improved for --patience epochs, and the best epoch is kept.
+    #[arg(long, default_value_t = 300)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub batch: usize,
+    /// Seed for the split, initialisation and shuffling (same seed, same model file).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// How the new head starts: `auto` (from the base's zero-shot cat/dog choice
+    /// when the base is an ImageNet classifier and the labels are cat and dog,
+    /// else random), `zero-shot` or `random`.
+    #[arg(long, value_enum, default_value_t = Init::Auto)]
+    pub init: Init,
+    /// Decoupled weight decay, pulling the head back toward its start.
+    #[arg(long, default_value_t = 1e-2)]
+    pub weight_decay: f32,
+    /// Epochs without a better validation loss before training stops.
+    #[arg(long, default_value_t = 20)]
+    pub patience: usize,
+    /// Most optimizer steps in all (bounds the run on large data sets).
+    #[arg(long, default_value_t = 5000)]
+    pub max_steps: usize,
+    /// Share of each class of train/ held out for validation when there is no valid/ folder.
+    #[arg(long, default_value_t = 0.2, value_parser = parse_fraction)]
+    pub valid_fraction: f64,
+    /// Refuse (exit non-zero, write nothing) below this validation accuracy (0–1).
+    #[arg(long, default_value_t = 0.9, value_parser = parse_fraction)]
+    pub min_accuracy: f64,
+    /// Write the model even when it is weak (below the floor, or below the base's zero-shot choice).
+    #[arg(long)]
+    pub allow_weak: bool,
+    /// Label smoothing of the training targets (0–1).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    pub label_smoothing: f64,
+    /// Also train on each photo's mirror image (its features through the base):
+    /// measured to win by cross-validation (models/README.md); `false` halves extraction.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub mirror: bool,
+    /// Also train on four corner crops of each photo (80% of each side; four
+    /// more passes through the base per photo): measured to win by
+    /// cross-validation (models/README.md).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub crop: bool,
+    /// Measure the candidate settings by K-fold cross-validation on train/ and
+    /// valid/ (never test/) and print the table; nothing is written.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u16).range(2..=20).map(usize::from))]
+    pub cv: Option<usize>,
+}
+
+/// Only the settings, no command: what hosts without a command line read.
+#[derive(Parser, Debug)]
+#[command(name = "catdog")]
+pub(super) struct EnvOnly {
+    #[command(flatten)]
+    pub(super) settings: Settings,
+}
+
+impl Cli {
+    /// The command line and the environment, checked; exits with clap's
+    /// message (status 2) on a bad value, on a flag that means nothing to
+    /// the subcommand, or after printing --help.
+    pub fn from_process() -> Self {
+        Self::try_from_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`Cli::from_process`] for a given `argv` (its first item is the program).
+    pub fn try_from_args<I, T>(argv: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let (cli, matches, mut command) = parse_matches::<Cli, _, _>(argv)?;
+        if let (Some(what), Some((name, sub))) = (&cli.command, matches.subcommand()) {
+            check_flags_apply(what, name, &matches, sub, &mut command)?;
+        }
+        Ok(cli)
+    }
+}
+
+impl Command {
+    /// The groups of settings that mean something to this command. The
+    /// flags are global so that one `Settings` type reads every host's
+    /// environment; a flag of another group given on the command line is
+    /// refused (`catdog predict --ngrok-basic-auth …`), never quietly ignored.
+    /// The match is exhaustive: a new command has to say which apply.
+    fn setting_groups(&self) -> Vec<clap::Id> {
+        let model = ModelSettings::group_id();
+        let limits = LimitSettings::group_id();
+        let access = AccessSettings::group_id();
+        let fetch = FetchSettings::group_id();
+        let serve = ServeSettings::group_id();
+        let tunnel = TunnelSettings::group_id();
+        let process = ProcessSettings::group_id();
+        let groups = match self {
+            Command::Serve => vec![model, limits, access, fetch, serve, tunnel, process],
+            Command::Lambda => vec![model, limits, access, fetch, process],
+            Command::Predict { .. } | Command::Eval { .. } | Command::Finetune(_) => {
+                vec![model, limits, fetch, process]
+            }
+            Command::Upload { .. } => vec![model, fetch, process],
+        };
+        groups.into_iter().flatten().collect()
+    }
+}
+
+/// Every group of settings (see [`Command::setting_groups`]).
+fn all_setting_groups() -> Vec<clap::Id> {
+    [
+        ModelSettings::group_id(),
+        LimitSettings::group_id(),
+        AccessSettings::group_id(),
+        FetchSettings::group_id(),
+        ServeSettings::group_id(),
+        TunnelSettings::group_id(),
+        ProcessSettings::group_id(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Refuses a flag given on the command line whose group means nothing to
+/// the subcommand `name` (a value from the environment is ambient, not a
+/// request, and stays allowed).
+fn check_flags_apply(
+    what: &Command,
+    name: &str,
+    top: &clap::ArgMatches,
+    sub: &clap::ArgMatches,
+    command: &mut clap::Command,
+) -> Result<(), clap::Error> {
+    use clap::parser::ValueSource;
+    let allowed = what.setting_groups();
+    let refused: Vec<clap::Id> = command
+        .get_groups()
+        .filter(|g| all_setting_groups().contains(g.get_id()) && !allowed.contains(g.get_id()))
+        .flat_map(|g| g.get_args().cloned().collect::<Vec<_>>())
+        .collect();
+    for id in refused {
+        let given = [top, sub]
+            .iter()
+            .any(|m| m.value_source(id.as_str()) == Some(ValueSource::CommandLine));
+        if given {
+            let flag = command
+                .get_arguments()
+                .find(|a| a.get_id() == &id)
+                .and_then(|a| a.get_long())
+                .unwrap_or(id.as_str())
+                .to_string();
+            return Err(command.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("--{flag} means nothing to `catdog {name}`; leave it out (see `catdog {name} --help`)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `argv` with the environment, an empty variable counting as unset
+/// (clap would take it as an empty value, and refuse it).
+pub(super) fn parse<P: Parser, I, T>(argv: I) -> Result<P, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    parse_matches(argv).map(|(parsed, _, _)| parsed)
+}
+
+/// [`parse`], also giving the matches and the command they came from.
+fn parse_matches<P: Parser, I, T>(
+    argv: I,
+) -> Result<(P, clap::ArgMatches, clap::Command), clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let mut command = P::command();
+    let empty: Vec<clap::Id> = command
+        .get_arguments()
+        .filter(|a| {
+            a.get_env()
+                .is_some_and(|name| std::env::var_os(name).is_some_and(|v| v.is_empty()))
+        })
+        .map(|a| a.get_id().clone())
+        .collect();
+    for id in empty {
+        command = command.mut_arg(id, |a| a.env(None::<&str>));
+    }
+    let matches = command.clone().try_get_matches_from(argv)?;
+    let parsed = P::from_arg_matches(&matches)?;
+    Ok((parsed, matches, command))
+}

@@ -1,0 +1,157 @@
+//! The decisions derived from the parsed settings: each layer's own plain
+//! options, so no layer below reads a flag.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::decode::DecodeLimits;
+use crate::http::access::{self, Access};
+use crate::limits::{BatchPolicy, Limits};
+use crate::model::load::ModelSpec;
+use crate::model::retry::RetryPolicy;
+use crate::model::session::SessionOptions;
+use crate::model::source::FetchOptions;
+use crate::model::ContractOverrides;
+
+use super::*;
+
+impl Settings {
+    /// Tells lambda_http to leave an API Gateway stage ("/prod") out of the
+    /// path, as the router is mounted at the root, unless the variable was
+    /// given. lambda_http reads it from the environment, and only this module
+    /// touches the environment; call it before any thread starts.
+    pub fn prepare_lambda_http(&self) {
+        if self.process.lambda_ignore_stage.is_none() {
+            std::env::set_var("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true");
+        }
+    }
+
+    /// Whether this process is a Lambda bootstrap.
+    pub fn on_lambda(&self) -> bool {
+        self.process.lambda_runtime_api.is_some()
+    }
+
+    /// Whether requests' figures go out as CloudWatch EMF lines (see [`ProcessSettings::emf`]).
+    pub fn emf(&self) -> bool {
+        self.process.emf.unwrap_or_else(|| self.on_lambda())
+    }
+
+    /// catdog's cache folder (see [`ProcessSettings::cache_dir`]).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.process
+            .cache_dir
+            .clone()
+            .unwrap_or_else(default_cache_dir)
+    }
+
+    /// Which model to load, and how.
+    pub fn model_spec(&self) -> ModelSpec {
+        let m = &self.model;
+        ModelSpec {
+            uri: m.uri.clone(),
+            sha256: m.sha256.clone(),
+            default_url: m.default_model_url.clone(),
+            cache_dir: self.cache_dir().join("models"),
+            contract: ContractOverrides {
+                labels: m.labels.clone().map(|l| l.0),
+                preprocessing: m.preprocessing.clone(),
+                neither_below: m.neither_below,
+                name: m.name.clone(),
+                default_preprocessing: None,
+            },
+            session: self.session_options(),
+            fetch: self.fetch_options(),
+        }
+    }
+
+    /// How ONNX Runtime sessions are built.
+    pub fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            threads: self.model.threads.map(usize::from),
+            // Pre-packed weights cost a transient copy at load (fp32 VGG16:
+            // +0.5–1.0 s of cold start, peak +120 MB) and 4 clients get 9–11% more throughput (ONNX
+            // Runtime repacks a 411 MB fc1 for every batch otherwise): worth it
+            // for a server; on Lambda (one request at a time, cold starts seen
+            // by users) only for quantized models, which need it.
+            prepack: self
+                .model
+                .prepack
+                .or_else(|| (!self.on_lambda()).then_some(true)),
+            zero_copy: self.model.zero_copy.unwrap_or(true),
+            ort_library: self.process.ort_lib.clone(),
+            cache_dir: self.cache_dir(),
+        }
+    }
+
+    /// How models are fetched from S3.
+    pub fn fetch_options(&self) -> FetchOptions {
+        FetchOptions {
+            s3_concurrency: self.fetch.s3_concurrency,
+            s3_read_timeout: Duration::from_secs_f64(self.fetch.s3_read_timeout_s),
+            s3_endpoint: self.fetch.s3_endpoint.clone(),
+            download_dir: self
+                .fetch
+                .download_dir
+                .clone()
+                .unwrap_or_else(std::env::temp_dir),
+            retry: self.retry_policy(),
+        }
+    }
+
+    /// Retries of a fetch that may pass (bounded: Lambda init, the CLI).
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            attempts: self.fetch.fetch_attempts,
+            first_pause: Duration::from_millis(self.fetch.retry_pause_ms),
+            max_pause: Duration::from_secs(60),
+        }
+    }
+
+    /// The request limits.
+    pub fn limits(&self) -> Limits {
+        let l = &self.limits;
+        Limits {
+            max_body_bytes: l.max_body_bytes,
+            max_batch: l.max_batch,
+            decode: DecodeLimits {
+                max_pixels: l.max_pixels,
+                ..DecodeLimits::default()
+            },
+            batching: BatchPolicy {
+                window: Duration::from_millis(l.batch_window_ms.unwrap_or(if self.on_lambda() {
+                    0
+                } else {
+                    crate::limits::DEFAULT_BATCH_WINDOW_MS
+                })),
+                max_pictures: l.max_batch,
+                max_queued: l.max_queued,
+            },
+        }
+    }
+
+    /// API key and CORS, as the router applies them (the values were
+    /// checked when parsed; this only builds them).
+    pub fn access(&self) -> Result<Access, access::AccessError> {
+        Access::new(
+            self.access.api_key.as_ref().map(Secret::expose),
+            &self.access.cors_origins,
+        )
+    }
+
+    /// `host:port` to bind.
+    pub fn bind_address(&self) -> String {
+        let ServeSettings { host, port } = &self.serve;
+        if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME/catdog` (or the platform's cache folder), as `scripts/setup.sh` uses.
+pub fn default_cache_dir() -> PathBuf {
+    dirs::cache_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("catdog")
+}

@@ -1,0 +1,270 @@
+//! The settings as parsed: one clap group per concern, each flag with its
+//! environment variable, checked by [`super::values`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::builder::TypedValueParser as _;
+use clap::Args;
+
+use crate::model::source;
+use crate::preprocess::Preprocessing;
+
+use super::values::*;
+
+/// Which model, and how to read and run it.
+#[derive(Args, Debug, Clone)]
+pub struct ModelSettings {
+    /// Model location: s3://bucket/key, https://…, or a file path [default: the ImageNet VGG16 of the ONNX Model Zoo].
+    #[arg(long = "model", env = "MODEL_URI", global = true, value_parser = parse_model_uri)]
+    pub uri: Option<String>,
+    /// Expected SHA-256 of the model; a mismatch is refused.
+    #[arg(long = "model-sha256", env = "MODEL_SHA256", global = true, value_parser = parse_sha256)]
+    pub sha256: Option<String>,
+    /// Class names as a JSON array, overriding the model's `labels` metadata.
+    #[arg(long = "labels", env = "MODEL_LABELS", global = true, value_parser = parse_labels)]
+    pub labels: Option<Labels>,
+    /// `caffe`, `torch` or a JSON object, overriding the model's `preprocessing` metadata.
+    #[arg(long = "preprocessing", env = "MODEL_PREPROCESSING", global = true, value_parser = parse_preprocessing)]
+    pub preprocessing: Option<Preprocessing>,
+    /// The model's name on the Open Inference Protocol routes (/v2/models/NAME)
+    /// [default: the model's `name` metadata, else catdog].
+    #[arg(long = "model-name", env = "MODEL_NAME", global = true, value_parser = parse_model_name)]
+    pub name: Option<String>,
+    /// ImageNet models: answer `neither` below this summed cat+dog probability (0–1).
+    #[arg(long, env = "NEITHER_BELOW", global = true, value_parser = parse_probability)]
+    pub neither_below: Option<f32>,
+    /// ONNX Runtime threads [default: the cores this process may use].
+    #[arg(long, env = "CATDOG_THREADS", global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+    /// ONNX Runtime weight pre-packing, true/false [default: on; on Lambda for quantized models only].
+    #[arg(long, env = "CATDOG_PREPACK", global = true)]
+    pub prepack: Option<bool>,
+    /// Hand a model file's weights to ONNX Runtime in place instead of letting
+    /// it parse and copy them, true/false [default: true; false is the plain load].
+    #[arg(long, env = "CATDOG_ZERO_COPY", global = true)]
+    pub zero_copy: Option<bool>,
+    /// Where to download the default VGG16 from (a mirror); verified by its known SHA-256.
+    #[arg(long, env = "DEFAULT_MODEL_URL", global = true, value_parser = parse_model_uri)]
+    pub default_model_url: Option<String>,
+}
+
+/// Class names, parsed from a JSON array.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Labels(pub Vec<String>);
+
+/// Request limits.
+#[derive(Args, Debug, Clone)]
+pub struct LimitSettings {
+    /// Largest request body in bytes (Lambda's synchronous limit is 6 MB).
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = crate::limits::DEFAULT_MAX_BODY_BYTES, global = true,
+          value_parser = clap::value_parser!(u64).range(1..=(1 << 32)).map(|n| n as usize))]
+    pub max_body_bytes: usize,
+    /// Most pictures in one request.
+    #[arg(long, env = "MAX_BATCH", default_value_t = crate::limits::DEFAULT_MAX_BATCH, global = true,
+          value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from))]
+    pub max_batch: usize,
+    /// Micro-batching: how long a request waits for others to share its batch, in ms (0: off)
+    /// [default: 2; 0 on Lambda, where an instance serves one request at a time, so no
+    /// company can come].
+    #[arg(long, env = "BATCH_WINDOW_MS", global = true, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub batch_window_ms: Option<u64>,
+    /// Requests that may wait for the model; more get 503 + Retry-After instead of queueing without bound.
+    #[arg(long, env = "MAX_QUEUED", default_value_t = crate::limits::DEFAULT_MAX_QUEUED, global = true,
+          value_parser = clap::value_parser!(u32).range(1..=100_000).map(|n| n as usize))]
+    pub max_queued: usize,
+    /// Largest picture, in pixels (width × height), refused before decoding.
+    #[arg(long, env = "MAX_PIXELS", default_value_t = crate::decode::DEFAULT_MAX_PIXELS, global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pixels: u64,
+}
+
+/// Who may call the API.
+#[derive(Args, Debug, Clone)]
+pub struct AccessSettings {
+    /// Require this API key (`Authorization: Bearer KEY` or `X-API-Key: KEY`) on
+    /// classifying and /model; at least 16 characters. Prefer the env var: a
+    /// flag is visible to other users in `ps`.
+    #[arg(long, env = "CATDOG_API_KEY", global = true, hide_env_values = true, value_parser = parse_api_key)]
+    pub api_key: Option<Secret>,
+    /// Web origins allowed to call the API from a browser (CORS), comma-separated,
+    /// e.g. `https://app.example.com`; `*` for any [default: none, CORS off].
+    #[arg(long, env = "CATDOG_CORS_ORIGINS", global = true, value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
+}
+
+/// Fetching models: S3 transfer and retries.
+#[derive(Args, Debug, Clone)]
+pub struct FetchSettings {
+    /// Parallel ranged GETs of an S3 model (1 = one plain GET).
+    #[arg(long, env = "CATDOG_S3_CONCURRENCY", default_value_t = source::S3_CONCURRENCY, global = true,
+          value_parser = clap::value_parser!(u16).range(1..=256).map(usize::from))]
+    pub s3_concurrency: usize,
+    /// Seconds to wait for S3 bytes that do not come before the read fails (and is retried).
+    #[arg(long, env = "CATDOG_S3_READ_TIMEOUT_S", default_value_t = 30.0, global = true, value_parser = parse_timeout_s)]
+    pub s3_read_timeout_s: f64,
+    /// S3 endpoint (MinIO, moto, …): path-style addressing is then used. The AWS SDK's own variable.
+    #[arg(long, env = "AWS_ENDPOINT_URL_S3", global = true, value_parser = parse_url)]
+    pub s3_endpoint: Option<String>,
+    /// Folder remote models are written into as they download, then mapped
+    /// from (`/tmp` on Lambda: size the function's EphemeralStorage to the model)
+    /// [default: the system's temporary folder].
+    #[arg(long, env = "CATDOG_DOWNLOAD_DIR", global = true)]
+    pub download_dir: Option<PathBuf>,
+    /// Tries of a model fetch that failed for a reason that may pass (Lambda init; `serve` retries without end).
+    #[arg(long, env = "CATDOG_FETCH_ATTEMPTS", default_value_t = 4, global = true,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub fetch_attempts: u32,
+    /// First pause between fetch tries, in ms (doubling, at most a minute).
+    #[arg(long, env = "CATDOG_RETRY_PAUSE_MS", default_value_t = 500, global = true,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub retry_pause_ms: u64,
+}
+
+/// Where `catdog serve` (and the notebook) listens.
+#[derive(Args, Debug, Clone)]
+pub struct ServeSettings {
+    #[arg(long, env = "HOST", default_value = "127.0.0.1", global = true)]
+    pub host: String,
+    /// Port (0: any free one).
+    #[arg(long, env = "PORT", default_value_t = 8080, global = true)]
+    pub port: u16,
+}
+
+/// A public HTTPS URL through ngrok, and who may use it.
+#[derive(Args, Debug, Clone)]
+pub struct TunnelSettings {
+    /// Also serve the router on a public ngrok URL.
+    #[arg(long, env = "CATDOG_NGROK", global = true)]
+    pub ngrok: bool,
+    /// ngrok authtoken (https://dashboard.ngrok.com/get-started/your-authtoken).
+    #[arg(long = "ngrok-authtoken", env = "NGROK_AUTHTOKEN", hide_env_values = true, global = true, value_parser = parse_secret)]
+    pub authtoken: Option<Secret>,
+    /// Reserved ngrok domain to use.
+    #[arg(long = "ngrok-domain", env = "NGROK_DOMAIN", global = true)]
+    pub domain: Option<String>,
+    /// Require HTTP basic auth, `user:password` (password 8–128 chars); repeat or comma-separate.
+    #[arg(long = "ngrok-basic-auth", env = "NGROK_BASIC_AUTH", value_delimiter = ',', hide_env_values = true,
+          global = true, value_parser = parse_basic_auth)]
+    pub basic_auth: Vec<BasicAuth>,
+    /// Require login with this OAuth provider (google, github, microsoft, …).
+    #[arg(long = "ngrok-oauth", env = "NGROK_OAUTH_PROVIDER", global = true)]
+    pub oauth_provider: Option<String>,
+    /// With --ngrok-oauth: only these emails.
+    #[arg(
+        long = "ngrok-oauth-allow-email",
+        env = "NGROK_OAUTH_ALLOW_EMAILS",
+        value_delimiter = ',',
+        global = true,
+        requires = "oauth_provider"
+    )]
+    pub oauth_allow_emails: Vec<String>,
+    /// With --ngrok-oauth: only these email domains.
+    #[arg(
+        long = "ngrok-oauth-allow-domain",
+        env = "NGROK_OAUTH_ALLOW_DOMAINS",
+        value_delimiter = ',',
+        global = true,
+        requires = "oauth_provider"
+    )]
+    pub oauth_allow_domains: Vec<String>,
+    /// Only clients from these networks (CIDR).
+    #[arg(long = "ngrok-allow-cidr", env = "NGROK_ALLOW_CIDRS", value_delimiter = ',', global = true, value_parser = parse_cidr)]
+    pub allow_cidrs: Vec<String>,
+    /// Refuse clients from these networks (CIDR).
+    #[arg(long = "ngrok-deny-cidr", env = "NGROK_DENY_CIDRS", value_delimiter = ',', global = true, value_parser = parse_cidr)]
+    pub deny_cidrs: Vec<String>,
+    /// Seconds to wait for ngrok before giving up (no network: fails at once).
+    #[arg(long = "ngrok-timeout-s", env = "NGROK_TIMEOUT_S", default_value_t = 10.0, global = true, value_parser = parse_timeout_s)]
+    pub connect_timeout_s: f64,
+}
+
+/// The process: ONNX Runtime, caches, logs, the Lambda environment, the demo photos.
+#[derive(Args, Debug, Clone)]
+pub struct ProcessSettings {
+    /// Path of libonnxruntime.so [default: next to the binary, then where `make setup` put it].
+    #[arg(long = "ort-lib", env = "ORT_DYLIB_PATH", global = true)]
+    pub ort_lib: Option<PathBuf>,
+    /// catdog's cache: the default model and the ONNX Runtime library `make setup` installs
+    /// [default: $XDG_CACHE_HOME/catdog or ~/.cache/catdog].
+    #[arg(long = "cache-dir", env = "CATDOG_CACHE", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    /// Log format: `text` or `json` (default: json on Lambda, text elsewhere).
+    #[arg(long, env = "LOG_FORMAT", global = true, value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+    /// Log filter, e.g. `info` or `catdog=debug` (tracing's EnvFilter syntax).
+    #[arg(long = "log", env = "RUST_LOG", global = true)]
+    pub log_filter: Option<String>,
+    /// Write each request's figures to stdout as a CloudWatch Embedded Metric
+    /// Format line, true/false [default: on Lambda, where /metrics cannot add up
+    /// instances; off elsewhere].
+    #[arg(long, env = "CATDOG_EMF", global = true)]
+    pub emf: Option<bool>,
+    /// Set by AWS Lambda: run as its bootstrap.
+    #[arg(long, env = "AWS_LAMBDA_RUNTIME_API", hide = true, global = true)]
+    pub lambda_runtime_api: Option<String>,
+    /// Read by lambda_http; catdog sets it to `true` on Lambda unless given.
+    #[arg(
+        long,
+        env = "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH",
+        hide = true,
+        global = true
+    )]
+    pub lambda_ignore_stage: Option<String>,
+    /// Folder of photos the notebook shows [default: $CATDOG_DATA/catsdogs/test, then ../shared/data/catsdogs/test].
+    #[arg(long, env = "CATDOG_PHOTOS", global = true)]
+    pub photos: Option<PathBuf>,
+    /// The shared data folder (photos, models) beside the checkout.
+    #[arg(long = "data-dir", env = "CATDOG_DATA", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A secret value (API key, token, password): never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub(super) String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A `user:password` for ngrok's basic auth (the password is a [`Secret`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    pub user: String,
+    pub password: Secret,
+}
+
+impl TunnelSettings {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.connect_timeout_s)
+    }
+
+    /// The protections, as applied to the endpoint (also for logs: no secrets).
+    pub fn describe(&self) -> Vec<String> {
+        let mut d = Vec::new();
+        if !self.basic_auth.is_empty() {
+            d.push(format!("basic auth ({} user(s))", self.basic_auth.len()));
+        }
+        if let Some(p) = &self.oauth_provider {
+            d.push(format!(
+                "oauth {p} (emails {:?}, domains {:?})",
+                self.oauth_allow_emails, self.oauth_allow_domains
+            ));
+        }
+        if !self.allow_cidrs.is_empty() {
+            d.push(format!("allow {:?}", self.allow_cidrs));
+        }
+        if !self.deny_cidrs.is_empty() {
+            d.push(format!("deny {:?}", self.deny_cidrs));
+        }
+        d
+    }
+}

@@ -1,0 +1,114 @@
+//! The parsers that check each flag's value; their message names what to change.
+
+use crate::http::access;
+use crate::model::contract;
+use crate::model::source;
+use crate::preprocess::Preprocessing;
+
+use super::*;
+
+pub(super) fn parse_model_uri(s: &str) -> Result<String, String> {
+    s.parse::<source::ModelUri>().map_err(|e| e.to_string())?;
+    Ok(s.trim().to_string())
+}
+
+pub(super) fn parse_sha256(s: &str) -> Result<String, String> {
+    source::normalize_sha256(s).map_err(|e| e.to_string())
+}
+
+pub(super) fn parse_labels(s: &str) -> Result<Labels, String> {
+    contract::parse_labels(s)
+        .map(Labels)
+        .map_err(|e| e.to_string())
+}
+
+pub(super) fn parse_model_name(s: &str) -> Result<String, String> {
+    crate::model::contract::parse_name(s).map_err(|e| format!("MODEL_NAME: {e}"))
+}
+
+pub(super) fn parse_preprocessing(s: &str) -> Result<Preprocessing, String> {
+    s.parse::<Preprocessing>().map_err(|e| e.to_string())
+}
+
+/// A number within `range`; `what` names it in the refusal.
+pub(super) fn number_in<T>(
+    s: &str,
+    range: impl std::ops::RangeBounds<T>,
+    what: &str,
+) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd,
+{
+    match s.trim().parse::<T>() {
+        Ok(v) if range.contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not {what}")),
+    }
+}
+
+pub(super) fn parse_probability(s: &str) -> Result<f32, String> {
+    number_in(s, 0.0..=1.0, "a probability between 0 and 1")
+}
+
+pub(super) fn parse_fraction(s: &str) -> Result<f64, String> {
+    number_in(s, 0.0..=1.0, "a fraction between 0 and 1")
+}
+
+pub(super) fn parse_timeout_s(s: &str) -> Result<f64, String> {
+    number_in(
+        s,
+        f64::MIN_POSITIVE..=3600.0,
+        "a number of seconds between 0 and 3600",
+    )
+}
+
+pub(super) fn parse_url(s: &str) -> Result<String, String> {
+    match reqwest::Url::parse(s.trim()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(s.trim().to_string()),
+        _ => Err(format!("{s:?} is not an http(s) URL")),
+    }
+}
+
+pub(super) fn parse_secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret(s.trim().to_string()))
+}
+
+pub(super) fn parse_api_key(s: &str) -> Result<Secret, String> {
+    access::check_key(s).map_err(|e| e.to_string())?;
+    Ok(Secret(s.trim().to_string()))
+}
+
+pub(super) fn parse_origin(s: &str) -> Result<String, String> {
+    access::check_origin(s).map_err(|e| e.to_string())?;
+    Ok(s.trim().to_string())
+}
+
+/// Parses a `user:password` credential (ngrok wants 8–128 character passwords).
+pub fn parse_basic_auth(s: &str) -> Result<BasicAuth, String> {
+    let (user, pass) = s
+        .trim()
+        .split_once(':')
+        .ok_or("basic auth must be user:password")?;
+    if user.is_empty() || !(8..=128).contains(&pass.len()) {
+        return Err("basic auth needs a user and a password of 8 to 128 characters".into());
+    }
+    Ok(BasicAuth {
+        user: user.to_string(),
+        password: Secret(pass.to_string()),
+    })
+}
+
+/// Checks a CIDR block (`10.0.0.0/8`, `2001:db8::/32`).
+pub fn parse_cidr(cidr: &str) -> Result<String, String> {
+    let cidr = cidr.trim();
+    let (addr, bits) = cidr
+        .split_once('/')
+        .ok_or_else(|| format!("{cidr:?} is not a CIDR"))?;
+    let ip: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{cidr:?} is not a CIDR"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if bits.parse::<u8>().ok().filter(|b| *b <= max).is_none() {
+        return Err(format!("{cidr:?} has a bad prefix length"));
+    }
+    Ok(cidr.to_string())
+}
