@@ -174,7 +174,7 @@ if [[ "${CATDOG_WITH_KERAS:-0}" == 1 ]]; then
   echo "export CATDOG_KERAS_PYTHON='$KVENV/bin/python'"
 fi
 
-# The tutorial's front end uses jQuery 3.3.1: from npm, for tests/browser.rs's
+# The tutorial's front end uses jQuery 3.3.1: from npm, for tests/it/browser.rs's
 # page that makes the tutorial's exact call.
 if ((test_tools)); then
   NPMDIR="$CACHE/npm-tools"

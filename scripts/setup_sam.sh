@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the AWS SAM CLI (PyPI `aws-sam-cli`, locked with its dependencies in
-# tools/python/sam.txt), for `sam build` and its test (tests/deploy.rs), only
+# tools/python/sam.txt), for `sam build` and its test (tests/it/deploy.rs), only
 # when missing: in its own virtualenv, $CACHE/venv-sam (its pinned dependencies
 # would clash with the test tools'), ~45 s the first time. Only `sam` is linked
 # into $CACHE/sam-bin for PATH, so that virtualenv's python3 hides no other

@@ -33,7 +33,7 @@ echo "== notebook tools (evcxr kernel + Jupyter; built once, then reused)"
 eval "$(scripts/setup_notebook.sh)"
 export CATDOG_REQUIRE_NOTEBOOK=1
 
-echo "== SAM CLI (tests/deploy.rs runs \`sam build\`; installed once, then reused)"
+echo "== SAM CLI (tests/it/deploy.rs runs \`sam build\`; installed once, then reused)"
 eval "$(scripts/setup_sam.sh)"
 
 echo "== cargo tools (tools/cargo-tools.txt: cargo-nextest runs the tests, cargo-machete finds unused dependencies)"

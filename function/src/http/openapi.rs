@@ -1,5 +1,5 @@
 //! The OpenAPI document of the router, served at `GET /openapi.json` (and
-//! checked against the live server by schemathesis in tests/openapi.rs).
+//! checked against the live server by schemathesis in tests/it/openapi.rs).
 //!
 //! It is generated as the router is built (`http/mod.rs`): each route
 //! brings its handler's `#[utoipa::path]`, whose bodies are the wire types of

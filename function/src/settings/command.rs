@@ -166,13 +166,7 @@ impl Command {
     /// refused (`catdog predict --ngrok-basic-auth …`), never quietly ignored.
     /// The match is exhaustive: a new command has to say which apply.
     fn setting_groups(&self) -> Vec<clap::Id> {
-        let model = ModelSettings::group_id();
-        let limits = LimitSettings::group_id();
-        let access = AccessSettings::group_id();
-        let fetch = FetchSettings::group_id();
-        let serve = ServeSettings::group_id();
-        let tunnel = TunnelSettings::group_id();
-        let process = ProcessSettings::group_id();
+        let [model, limits, access, fetch, serve, tunnel, process] = setting_groups();
         let groups = match self {
             Command::Serve => vec![model, limits, access, fetch, serve, tunnel, process],
             Command::Lambda => vec![model, limits, access, fetch, process],
@@ -185,8 +179,9 @@ impl Command {
     }
 }
 
-/// Every group of settings (see [`Command::setting_groups`]).
-fn all_setting_groups() -> Vec<clap::Id> {
+/// Every group of settings, named once: [`Command::setting_groups`] takes
+/// them apart by position, so a group added here must be placed there.
+fn setting_groups() -> [Option<clap::Id>; 7] {
     [
         ModelSettings::group_id(),
         LimitSettings::group_id(),
@@ -196,9 +191,6 @@ fn all_setting_groups() -> Vec<clap::Id> {
         TunnelSettings::group_id(),
         ProcessSettings::group_id(),
     ]
-    .into_iter()
-    .flatten()
-    .collect()
 }
 
 /// Refuses a flag given on the command line whose group means nothing to
@@ -213,9 +205,10 @@ fn check_flags_apply(
 ) -> Result<(), clap::Error> {
     use clap::parser::ValueSource;
     let allowed = what.setting_groups();
+    let every: Vec<clap::Id> = setting_groups().into_iter().flatten().collect();
     let refused: Vec<clap::Id> = command
         .get_groups()
-        .filter(|g| all_setting_groups().contains(g.get_id()) && !allowed.contains(g.get_id()))
+        .filter(|g| every.contains(g.get_id()) && !allowed.contains(g.get_id()))
         .flat_map(|g| g.get_args().cloned().collect::<Vec<_>>())
         .collect();
     for id in refused {
