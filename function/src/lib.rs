@@ -10,6 +10,9 @@
 //! - [`http`]: the router, its wire types, access control, the Open Inference
 //!   Protocol routes; [`batcher`]: the inference thread requests share;
 //!   [`limits`]: what a request may hold; [`metrics`]: `/metrics` and EMF lines.
+//! - [`events`]: the Lambda events besides HTTP (S3, EventBridge, SQS, Batch
+//!   Operations), beside the router; [`objects`]: classifying an S3 object
+//!   and writing its tags and record.
 //! - [`model`]: fetching, the ONNX model contract, sessions, the classifier.
 //! - [`decode`] and [`preprocess`] (its spec, Pillow's resize, the tensor):
 //!   bytes → upright RGB picture → model tensor.
@@ -23,6 +26,7 @@
 pub mod batcher;
 pub mod decode;
 pub mod eval;
+pub mod events;
 pub mod files;
 pub mod finetune;
 pub mod host;
@@ -32,6 +36,7 @@ pub mod messages;
 pub mod metrics;
 pub mod model;
 pub mod notebook;
+pub mod objects;
 pub mod plot;
 pub mod preprocess;
 pub mod runtime;

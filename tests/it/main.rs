@@ -30,6 +30,7 @@ mod openapi;
 mod photos;
 mod preprocess_reference;
 mod router;
+mod s3_events;
 mod s3_faults;
 mod s3_sim;
 mod structure;

@@ -1,13 +1,24 @@
 //! The Lambda host: the model is loaded during the init phase (a fetch that
-//! may pass is retried, bounded), then the router is handed to the runtime
-//! (`lambda_http::run`). An init failure is reported to the Runtime API's
-//! `/init/error`, so the invoke names its cause instead of timing out.
+//! may pass is retried, bounded), then every invoke goes to the one
+//! [`EventHandler`]: HTTP events through the one router (as
+//! `lambda_http::run` would), S3 notifications, EventBridge, SQS and Batch
+//! Operations through the object worker. An init failure is reported to
+//! the Runtime API's `/init/error`, so the invoke names its cause instead
+//! of timing out.
 
 use std::time::Duration;
 
+use lambda_http::lambda_runtime::{self, Diagnostic};
+
+use crate::events::dispatch::EventError;
+use crate::events::EventHandler;
 use crate::http::access::AccessError;
 use crate::http::state::AppState;
 use crate::model::load::{self, LoadError};
+use crate::model::retry::SdkRetries;
+use crate::model::source::s3_client;
+use crate::objects::store::ObjectStore;
+use crate::objects::ObjectWorker;
 use crate::settings::Settings;
 
 /// Why the bootstrap stopped.
@@ -45,9 +56,47 @@ pub async fn run(settings: &Settings) -> Result<(), LambdaError> {
             return Err(e);
         }
     };
-    lambda_http::run(crate::http::router(state))
-        .await
-        .map_err(|e| LambdaError::Runtime(e.to_string()))
+    let handler = event_handler(settings, state).await;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
+            let handler = handler.clone();
+            async move { handler.handle(event).await.map_err(diagnostic) }
+        },
+    ))
+    .await
+    .map_err(|e| LambdaError::Runtime(e.to_string()))
+}
+
+/// The handler of every event kind, over the router and an S3 client (the
+/// SDK retries throttling by itself, within the settings' retry policy,
+/// before an object's failure is reported as one that may pass).
+pub async fn event_handler(settings: &Settings, state: AppState) -> EventHandler {
+    let fetch = settings.fetch_options();
+    let client = s3_client(&fetch, SdkRetries::ThisPolicy).await;
+    let worker = ObjectWorker::new(
+        ObjectStore::new(client),
+        state.clone(),
+        settings.results_config(),
+    );
+    EventHandler::new(
+        crate::http::router(state),
+        Some(worker),
+        settings.objects.object_concurrency,
+    )
+}
+
+/// An invoke's failure as Lambda reports it: a type that says which.
+fn diagnostic(e: EventError) -> Diagnostic {
+    let kind = match &e {
+        EventError::Unknown(_) => "catdog.UnknownEvent",
+        EventError::NoObjects(_) => "catdog.NoObjects",
+        EventError::Retry { .. } => "catdog.RetryableFailure",
+    };
+    tracing::warn!(error = %e, "invoke failed");
+    Diagnostic {
+        error_type: kind.into(),
+        error_message: e.to_string(),
+    }
 }
 
 /// Tells the Lambda service why init failed. `api` is `AWS_LAMBDA_RUNTIME_API`

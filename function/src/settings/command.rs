@@ -166,11 +166,14 @@ impl Command {
     /// refused (`catdog predict --ngrok-basic-auth …`), never quietly ignored.
     /// The match is exhaustive: a new command has to say which apply.
     fn setting_groups(&self) -> Vec<clap::Id> {
-        let [model, limits, access, fetch, serve, tunnel, process] = setting_groups();
+        let [model, limits, access, fetch, objects, serve, tunnel, process] = setting_groups();
         let groups = match self {
-            Command::Serve => vec![model, limits, access, fetch, serve, tunnel, process],
-            Command::Lambda => vec![model, limits, access, fetch, process],
-            Command::Predict { .. } | Command::Eval { .. } | Command::Finetune(_) => {
+            Command::Serve => vec![
+                model, limits, access, fetch, objects, serve, tunnel, process,
+            ],
+            Command::Lambda => vec![model, limits, access, fetch, objects, process],
+            Command::Predict { .. } => vec![model, limits, fetch, objects, process],
+            Command::Eval { .. } | Command::Finetune(_) => {
                 vec![model, limits, fetch, process]
             }
             Command::Upload { .. } => vec![model, fetch, process],
@@ -181,12 +184,13 @@ impl Command {
 
 /// Every group of settings, named once: [`Command::setting_groups`] takes
 /// them apart by position, so a group added here must be placed there.
-fn setting_groups() -> [Option<clap::Id>; 7] {
+fn setting_groups() -> [Option<clap::Id>; 8] {
     [
         ModelSettings::group_id(),
         LimitSettings::group_id(),
         AccessSettings::group_id(),
         FetchSettings::group_id(),
+        ObjectSettings::group_id(),
         ServeSettings::group_id(),
         TunnelSettings::group_id(),
         ProcessSettings::group_id(),

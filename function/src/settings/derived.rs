@@ -44,6 +44,17 @@ impl Settings {
             .unwrap_or_else(default_cache_dir)
     }
 
+    /// What classifying an S3 object writes back, and where.
+    pub fn results_config(&self) -> crate::objects::ResultsConfig {
+        let o = &self.objects;
+        crate::objects::ResultsConfig {
+            tags: o.results.tags,
+            record: o.results.record,
+            prefix: o.results_prefix.clone(),
+            bucket: o.results_bucket.clone(),
+        }
+    }
+
     /// Which model to load, and how.
     pub fn model_spec(&self) -> ModelSpec {
         let m = &self.model;

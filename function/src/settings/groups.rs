@@ -121,6 +121,35 @@ pub struct FetchSettings {
     pub retry_pause_ms: u64,
 }
 
+/// Classifying S3 objects (S3 events, Batch Operations, `predict s3://…`):
+/// what is written back, and where.
+#[derive(Args, Debug, Clone)]
+pub struct ObjectSettings {
+    /// What to write for each classified object: `tags` (catdog-label,
+    /// catdog-confidence, catdog-model, merged with the object's own), `record`
+    /// (JSON at <results prefix><key>.json), both (`tags,record`), or `none`.
+    #[arg(long, env = "CATDOG_RESULTS", default_value = "tags,record", global = true, value_parser = parse_results)]
+    pub results: ResultsWanted,
+    /// Where records go; keys under it are catdog's own and never classified.
+    #[arg(long, env = "CATDOG_RESULTS_PREFIX", default_value = crate::objects::results::DEFAULT_PREFIX,
+          global = true, value_parser = parse_results_prefix)]
+    pub results_prefix: String,
+    /// The bucket records go to [default: the classified object's own].
+    #[arg(long, env = "CATDOG_RESULTS_BUCKET", global = true)]
+    pub results_bucket: Option<String>,
+    /// Objects classified at once within one event or listing.
+    #[arg(long, env = "CATDOG_OBJECT_CONCURRENCY", default_value_t = 4, global = true,
+          value_parser = clap::value_parser!(u16).range(1..=64).map(usize::from))]
+    pub object_concurrency: usize,
+}
+
+/// Which results are written: (tags, record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResultsWanted {
+    pub tags: bool,
+    pub record: bool,
+}
+
 /// Where `catdog serve` (and the notebook) listens.
 #[derive(Args, Debug, Clone)]
 pub struct ServeSettings {

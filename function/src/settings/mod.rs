@@ -42,6 +42,8 @@ pub struct Settings {
     #[command(flatten)]
     pub fetch: FetchSettings,
     #[command(flatten)]
+    pub objects: ObjectSettings,
+    #[command(flatten)]
     pub serve: ServeSettings,
     #[command(flatten)]
     pub tunnel: TunnelSettings,

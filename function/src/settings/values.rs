@@ -112,3 +112,36 @@ pub fn parse_cidr(cidr: &str) -> Result<String, String> {
     }
     Ok(cidr.to_string())
 }
+
+pub(super) fn parse_results(s: &str) -> Result<ResultsWanted, String> {
+    let mut wanted = ResultsWanted {
+        tags: false,
+        record: false,
+    };
+    if s.trim() == "none" {
+        return Ok(wanted);
+    }
+    for part in s.split(',').map(str::trim) {
+        match part {
+            "tags" => wanted.tags = true,
+            "record" => wanted.record = true,
+            other => {
+                return Err(format!(
+                    "{other:?}: expected `tags`, `record`, `tags,record` or `none`"
+                ))
+            }
+        }
+    }
+    Ok(wanted)
+}
+
+pub(super) fn parse_results_prefix(s: &str) -> Result<String, String> {
+    let p = s.trim().trim_start_matches('/');
+    if p.is_empty() {
+        return Err(
+            "an empty prefix would make every key a result: name a folder, e.g. catdog-results/"
+                .into(),
+        );
+    }
+    Ok(crate::objects::ResultsConfig::normalise_prefix(p))
+}

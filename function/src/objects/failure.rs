@@ -1,0 +1,91 @@
+//! Why one object was not classified, and whether trying again may help:
+//! a picture that is not one stays so (permanent); a throttled or failing
+//! S3, or a model still loading, may pass (transient). Event sources retry
+//! only the transient ones (`batchItemFailures`, `TemporaryFailure`).
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::http::code::ErrorCode;
+use crate::http::error::ApiError;
+
+/// Whether the same work may succeed later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    Permanent,
+    Transient,
+}
+
+/// One object's failure: a stable code, the reason, and its kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Failure {
+    /// The HTTP API's code for the same problem (`invalid_image`,
+    /// `image_too_large`, …) or an S3 one: `no_such_key`, `access_denied`,
+    /// `throttled`, `s3_error`, `invalid_key`, `tag_limit`, `not_a_file`.
+    pub code: String,
+    pub message: String,
+    pub kind: FailureKind,
+}
+
+impl Failure {
+    pub fn permanent(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+            kind: FailureKind::Permanent,
+        }
+    }
+
+    pub fn transient(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+            kind: FailureKind::Transient,
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.kind == FailureKind::Transient
+    }
+}
+
+/// The HTTP pipeline's refusal of a picture, as an object's failure: the
+/// same code; a client error is the picture's for good, a server error
+/// (model loading, overloaded, inference failed) may pass.
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        let kind = if e.code.status().is_client_error() {
+            FailureKind::Permanent
+        } else {
+            FailureKind::Transient
+        };
+        Self {
+            code: e.code.as_str().into(),
+            message: e.message,
+            kind,
+        }
+    }
+}
+
+impl From<ErrorCode> for Failure {
+    fn from(code: ErrorCode) -> Self {
+        ApiError::new(code, code.as_str()).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_picture_is_permanent_and_a_busy_model_transient() {
+        let bad = Failure::from(ApiError::new(ErrorCode::InvalidImage, "not a picture"));
+        assert_eq!(bad.kind, FailureKind::Permanent);
+        assert_eq!(bad.code, "invalid_image");
+        assert!(Failure::from(ErrorCode::Overloaded).is_transient());
+        assert!(Failure::from(ErrorCode::ModelUnavailable).is_transient());
+        assert!(!Failure::from(ErrorCode::ImageTooLarge).is_transient());
+    }
+}

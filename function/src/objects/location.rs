@@ -1,0 +1,133 @@
+//! Where an object is: bucket, key and, when the event names them, the
+//! version and ETag it was about. S3 event notifications and Batch
+//! Operations give keys URL-encoded (a space as `+`); they are decoded once,
+//! here.
+
+use std::fmt;
+
+/// One S3 object, as an event or a listing names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRef {
+    pub bucket: String,
+    /// The key, decoded.
+    pub key: String,
+    pub version_id: Option<String>,
+    /// As S3 gives it, without quotes.
+    pub etag: Option<String>,
+}
+
+impl ObjectRef {
+    pub fn new(bucket: impl Into<String>, key: impl Into<String>) -> Self {
+        Self {
+            bucket: bucket.into(),
+            key: key.into(),
+            version_id: None,
+            etag: None,
+        }
+    }
+
+    pub fn with_version(mut self, version_id: Option<String>) -> Self {
+        self.version_id = version_id.filter(|v| !v.is_empty() && v != "null");
+        self
+    }
+
+    pub fn with_etag(mut self, etag: Option<String>) -> Self {
+        self.etag = etag
+            .map(|e| unquote(&e).to_string())
+            .filter(|e| !e.is_empty());
+        self
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)?;
+        if let Some(v) = &self.version_id {
+            write!(f, " (version {v})")?;
+        }
+        Ok(())
+    }
+}
+
+/// ETags come quoted from S3's API and bare in events.
+pub fn unquote(etag: &str) -> &str {
+    etag.trim().trim_matches('"')
+}
+
+/// A key that does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the key {raw:?} is not valid URL-encoded UTF-8")]
+pub struct KeyError {
+    pub raw: String,
+}
+
+/// Decodes a key as S3 events and Batch Operations send it: `+` is a space,
+/// `%XX` a byte, and the bytes UTF-8.
+pub fn decode_event_key(raw: &str) -> Result<String, KeyError> {
+    let plus_as_space = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus_as_space)
+        .decode_utf8()
+        .map(|k| k.into_owned())
+        .map_err(|_| KeyError { raw: raw.into() })
+}
+
+/// The bucket name of an S3 bucket ARN (`arn:aws:s3:::name`, in any partition).
+pub fn bucket_of_arn(arn: &str) -> Option<&str> {
+    let mut parts = arn.splitn(6, ':');
+    let (Some("arn"), Some(_partition), Some("s3"), Some(""), Some(""), Some(bucket)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    (!bucket.is_empty() && !bucket.contains('/')).then_some(bucket)
+}
+
+/// `s3://bucket/prefix` → (bucket, prefix), the prefix possibly empty.
+pub fn split_s3_uri(uri: &str) -> Option<(&str, &str)> {
+    let rest = uri.strip_prefix("s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    (!bucket.is_empty()).then_some((bucket, prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_keys_decode_as_s3_encodes_them() {
+        // As S3 sends "my photos/chat été+1.jpg".
+        assert_eq!(
+            decode_event_key("my+photos/chat+%C3%A9t%C3%A9%2B1.jpg").unwrap(),
+            "my photos/chat été+1.jpg"
+        );
+        assert_eq!(decode_event_key("plain/key.png").unwrap(), "plain/key.png");
+        assert!(decode_event_key("bad%FF%FE").is_err());
+    }
+
+    #[test]
+    fn arns_and_uris_name_their_bucket() {
+        assert_eq!(bucket_of_arn("arn:aws:s3:::photos"), Some("photos"));
+        assert_eq!(bucket_of_arn("arn:aws-cn:s3:::photos"), Some("photos"));
+        assert_eq!(bucket_of_arn("arn:aws:sqs:us-east-1:1:q"), None);
+        assert_eq!(bucket_of_arn("photos"), None);
+        assert_eq!(split_s3_uri("s3://b/p/q/"), Some(("b", "p/q/")));
+        assert_eq!(split_s3_uri("s3://b"), Some(("b", "")));
+        assert_eq!(split_s3_uri("s3:///k"), None);
+        assert_eq!(split_s3_uri("/local"), None);
+    }
+
+    #[test]
+    fn etags_lose_their_quotes_and_null_versions_are_none() {
+        let o = ObjectRef::new("b", "k")
+            .with_etag(Some("\"abc\"".into()))
+            .with_version(Some("null".into()));
+        assert_eq!(o.etag.as_deref(), Some("abc"));
+        assert_eq!(o.version_id, None);
+        assert_eq!(o.to_string(), "s3://b/k");
+    }
+}

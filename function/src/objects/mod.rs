@@ -1,0 +1,25 @@
+//! Pictures stored in S3: the objects an S3 event, a Batch Operations task
+//! or `catdog predict s3://…` names, fetched, classified by the same
+//! pipeline as an HTTP request (the same limits, decoding and batcher), and
+//! their answers written back where the rest of AWS can read them: object
+//! tags and/or a JSON record under the results prefix.
+//!
+//! - [`location`]: an object's address, and the URL-encoded keys events carry;
+//! - [`results`]: which results are written, where, and the tag merge;
+//! - [`record`]: the JSON record (a wire type: also its schema);
+//! - [`failure`]: why one object failed, and whether trying again may help;
+//! - [`store`]: the S3 calls, their errors sorted into those two kinds;
+//! - [`worker`]: one object from its address to its written answer.
+
+pub mod failure;
+pub mod location;
+pub mod record;
+pub mod results;
+pub mod store;
+pub mod worker;
+
+pub use failure::{Failure, FailureKind};
+pub use location::ObjectRef;
+pub use record::ObjectRecord;
+pub use results::ResultsConfig;
+pub use worker::{ObjectWorker, Outcome};

@@ -1,0 +1,270 @@
+//! The S3 calls of object classification, each error sorted once into
+//! permanent (the object is gone, not readable, too big) or transient
+//! (throttled, S3's own failures, the network), as event sources need.
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Tag, Tagging};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+
+use super::failure::Failure;
+use super::location::{unquote, ObjectRef};
+use super::record::ObjectRecord;
+use crate::http::code::ErrorCode;
+use crate::model::source::s3_error_message;
+
+/// An object's bytes, and the version and ETag they are.
+pub struct Fetched {
+    pub bytes: Bytes,
+    pub etag: Option<String>,
+    pub version_id: Option<String>,
+}
+
+/// The S3 side of object classification.
+#[derive(Clone)]
+pub struct ObjectStore {
+    client: Client,
+}
+
+impl ObjectStore {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The object's bytes (its version, when named), refused before they
+    /// are read when over `max_bytes`: the body limit HTTP requests have.
+    pub async fn get(&self, object: &ObjectRef, max_bytes: usize) -> Result<Fetched, Failure> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&object.bucket)
+            .key(&object.key)
+            .set_version_id(object.version_id.clone())
+            .send()
+            .await
+            .map_err(|e| sorted(e, "reading", object))?;
+        let declared = out.content_length().unwrap_or(0).max(0) as u64;
+        if declared > max_bytes as u64 {
+            return Err(too_large(declared, max_bytes));
+        }
+        let etag = out.e_tag().map(|e| unquote(e).to_string());
+        let version_id = out.version_id().map(str::to_string);
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| {
+                Failure::transient(
+                    "s3_error",
+                    format!("reading {object}: the body was cut: {e}"),
+                )
+            })?
+            .into_bytes();
+        if bytes.len() > max_bytes {
+            return Err(too_large(bytes.len() as u64, max_bytes));
+        }
+        Ok(Fetched {
+            bytes,
+            etag,
+            version_id,
+        })
+    }
+
+    /// The object's current ETag (and version), by a HEAD: for callers that
+    /// were not told which bytes they are about (Batch Operations tasks).
+    pub async fn head(&self, object: &ObjectRef) -> Result<ObjectRef, Failure> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&object.bucket)
+            .key(&object.key)
+            .set_version_id(object.version_id.clone())
+            .send()
+            .await
+            .map_err(|e| sorted(e, "reading", object))?;
+        Ok(object
+            .clone()
+            .with_etag(out.e_tag().map(str::to_string))
+            .with_version(
+                out.version_id()
+                    .map(str::to_string)
+                    .or(object.version_id.clone()),
+            ))
+    }
+
+    /// The record at `bucket`/`key`, if there is one that parses (an
+    /// unreadable record is as good as none: it is written again).
+    pub async fn get_record(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectRecord>, Failure> {
+        let at = ObjectRef::new(bucket, key);
+        match self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let bytes = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| Failure::transient("s3_error", format!("reading {at}: {e}")))?
+                    .into_bytes();
+                Ok(serde_json::from_slice(&bytes).ok())
+            }
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(sorted(e, "reading the record", &at)),
+        }
+    }
+
+    pub async fn put_record(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+    ) -> Result<(), Failure> {
+        let body = serde_json::to_vec_pretty(record).expect("a record serializes");
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| sorted(e, "writing the record", &ObjectRef::new(bucket, key)))?;
+        Ok(())
+    }
+
+    /// The object's tags.
+    pub async fn tags(&self, object: &ObjectRef) -> Result<Vec<(String, String)>, Failure> {
+        let out = self
+            .client
+            .get_object_tagging()
+            .bucket(&object.bucket)
+            .key(&object.key)
+            .set_version_id(object.version_id.clone())
+            .send()
+            .await
+            .map_err(|e| sorted(e, "reading the tags of", object))?;
+        Ok(out
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect())
+    }
+
+    /// Replaces the object's tags with `tags` (already merged).
+    pub async fn put_tags(
+        &self,
+        object: &ObjectRef,
+        tags: &[(String, String)],
+    ) -> Result<(), Failure> {
+        let set = tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Failure::permanent("tag_limit", e.to_string()))?;
+        let tagging = Tagging::builder()
+            .set_tag_set(Some(set))
+            .build()
+            .map_err(|e| Failure::permanent("tag_limit", e.to_string()))?;
+        self.client
+            .put_object_tagging()
+            .bucket(&object.bucket)
+            .key(&object.key)
+            .set_version_id(object.version_id.clone())
+            .tagging(tagging)
+            .send()
+            .await
+            .map_err(|e| sorted(e, "tagging", object))?;
+        Ok(())
+    }
+
+    /// One page of keys under `prefix` (`continuation` from the last page):
+    /// the objects and the token for the next page, if any.
+    pub async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        continuation: Option<String>,
+    ) -> Result<(Vec<ObjectRef>, Option<String>), Failure> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(continuation)
+            .send()
+            .await
+            .map_err(|e| sorted(e, "listing", &ObjectRef::new(bucket, prefix)))?;
+        let objects = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                let key = o.key()?;
+                Some(ObjectRef::new(bucket, key).with_etag(o.e_tag().map(str::to_string)))
+            })
+            .collect();
+        let next = out
+            .is_truncated()
+            .unwrap_or(false)
+            .then(|| out.next_continuation_token().map(str::to_string))
+            .flatten();
+        Ok((objects, next))
+    }
+}
+
+fn too_large(bytes: u64, max: usize) -> Failure {
+    Failure::from(crate::http::error::ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("the object is {bytes} bytes; the limit is {max} (MAX_BODY_BYTES)"),
+    ))
+}
+
+fn status_of<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
+}
+
+/// An S3 error, sorted: a missing or forbidden object is the object's for
+/// good; throttling, S3's 5xx and a network that failed may pass.
+fn sorted<E>(
+    e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    doing: &str,
+    object: &ObjectRef,
+) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let status = status_of(&e);
+    let code = e.code().map(str::to_string);
+    let said = s3_error_message(&e);
+    let what = format!("{doing} {object}");
+    match (status, code.as_deref()) {
+        (Some(404), _) | (_, Some("NoSuchKey" | "NoSuchVersion")) => Failure::permanent(
+            "no_such_key",
+            format!("{what}: the object does not exist (deleted before the event was handled?)"),
+        ),
+        (Some(403), _) | (_, Some("AccessDenied")) => Failure::permanent(
+            "access_denied",
+            format!("{what}: access denied ({said}); the function's role needs the permission"),
+        ),
+        (Some(429 | 503), _) | (_, Some("SlowDown" | "Throttling" | "RequestLimitExceeded")) => {
+            Failure::transient("throttled", format!("{what}: {said}"))
+        }
+        (Some(s), _) if s >= 500 => Failure::transient("s3_error", format!("{what}: {said}")),
+        (Some(_), _) => Failure::permanent("s3_error", format!("{what}: {said}")),
+        // No answer at all: a timeout, a refused or cut connection.
+        (None, _) => Failure::transient("s3_unreachable", format!("{what}: {said}")),
+    }
+}
