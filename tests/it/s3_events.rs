@@ -99,7 +99,7 @@ async fn fault_proxy(upstream: String) -> String {
 async fn stack(env: &[(&str, &str)]) -> Stack {
     let (moto, endpoint) = moto().await;
     let proxy = fault_proxy(endpoint.clone()).await;
-    let s3 = test_s3_client(&endpoint);
+    let s3 = s3_test_client(&endpoint);
     s3.create_bucket().bucket(BUCKET).send().await.unwrap();
     let (emulator, port) = crate::support::emulator::start().await;
     let boot = Command::new(catdog_bin())
@@ -186,20 +186,6 @@ impl Stack {
         let bytes = out.body.collect().await.unwrap().into_bytes();
         Some(serde_json::from_slice(&bytes).unwrap())
     }
-}
-
-/// An S3 client of the test's own for `endpoint` (static test credentials).
-fn test_s3_client(endpoint: &str) -> Client {
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .endpoint_url(endpoint)
-        .force_path_style(true)
-        .build();
-    Client::from_conf(conf)
 }
 
 /// An event file of `events/`.

@@ -17,20 +17,6 @@ use tokio::net::TcpStream;
 /// transfers, so the tests of this file run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// An S3 client for `endpoint` with the test credentials of `s3_env`.
-fn client(endpoint: &str) -> Client {
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .endpoint_url(endpoint)
-        .force_path_style(true)
-        .build();
-    Client::from_conf(conf)
-}
-
 /// `len` varied bytes (no run repeats at a range boundary by chance).
 fn pattern(len: usize) -> Vec<u8> {
     (0..len as u32)
@@ -88,7 +74,7 @@ async fn objects_come_back_whole_and_in_ranges() {
     let Some((sim, endpoint)) = s3s(test, S3SimOptions::default()).await else {
         return;
     };
-    let s3 = client(&endpoint);
+    let s3 = s3_test_client(&endpoint);
     s3.create_bucket().bucket("sim").send().await.unwrap();
     let len = 32 << 20;
     let data = pattern(len);
@@ -149,8 +135,8 @@ async fn one_connection_is_capped_and_parallel_ranges_go_faster() {
     sim.bucket("sim");
     let len = 27_000_000;
     let data = pattern(len);
-    put(&client(&sim.direct), "sim", "27mb", &data).await;
-    let s3 = client(&endpoint);
+    put(&s3_test_client(&sim.direct), "sim", "27mb", &data).await;
+    let s3 = s3_test_client(&endpoint);
     let started = Instant::now();
     let got = get(&s3, "sim", "27mb", None).await;
     let one = started.elapsed();
@@ -174,8 +160,8 @@ async fn one_connection_is_capped_and_parallel_ranges_go_faster() {
     sim.bucket("sim");
     let len = 8_000_000;
     let data = pattern(len);
-    put(&client(&sim.direct), "sim", "8mb", &data).await;
-    let s3 = client(&endpoint);
+    put(&s3_test_client(&sim.direct), "sim", "8mb", &data).await;
+    let s3 = s3_test_client(&endpoint);
     let started = Instant::now();
     assert!(get(&s3, "sim", "8mb", None).await == data);
     let one = started.elapsed();

@@ -421,6 +421,21 @@ pub fn s3_env(endpoint: &str) -> Vec<(String, String)> {
     ]
 }
 
+/// An S3 client of the tests' own for `endpoint`, with the static
+/// credentials of [`s3_env`] (path-style, as loopback servers want).
+pub fn s3_test_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
 /// For tests that call catdog's S3 fetch in this process: the AWS SDK's
 /// default chain reads credentials and region from the process environment
 /// only. Every integration test shares this process (one binary), so the
