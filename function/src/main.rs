@@ -61,7 +61,11 @@ async fn run(settings: &Settings, command: Command) -> Result<ExitCode> {
     match command {
         Command::Lambda => lambda::run(settings).await?,
         Command::Serve => serve::run(settings).await?,
-        Command::Predict { json, paths } => return predict(settings, json, &paths).await,
+        Command::Predict {
+            json,
+            write_results,
+            paths,
+        } => return predict(settings, json, write_results, &paths).await,
         Command::Upload { to } => {
             let p = commands::upload(settings, &to).await?;
             eprintln!(
@@ -119,24 +123,67 @@ async fn run(settings: &Settings, command: Command) -> Result<ExitCode> {
 }
 
 /// `catdog predict`: prints one answer per file; unreadable files are reported and skipped.
+/// One answer line: JSON (the answer with its `file`) or `file<TAB>label<TAB>confidence`.
+fn print_answer(
+    json: bool,
+    name: &str,
+    mut answer: serde_json::Value,
+    label: &str,
+    confidence: f32,
+) {
+    if json {
+        answer["file"] = serde_json::Value::String(name.to_string());
+        println!("{answer}");
+    } else {
+        println!("{name}\t{label}\t{confidence:.4}");
+    }
+}
+
 async fn predict(
     settings: &Settings,
     json: bool,
+    write_results: bool,
     paths: &[std::path::PathBuf],
 ) -> Result<ExitCode> {
+    let (s3, files): (Vec<_>, Vec<_>) = paths
+        .iter()
+        .partition(|p| p.to_str().is_some_and(|s| s.starts_with("s3://")));
     let mut failures = 0usize;
-    for a in commands::predict(settings, paths).await? {
-        match a.outcome {
-            Err(e) => {
-                failures += 1;
-                eprintln!("catdog: {}: {e}", a.path.display());
+    if !files.is_empty() {
+        let files: Vec<_> = files.into_iter().cloned().collect();
+        for a in commands::predict(settings, &files).await? {
+            let name = a.path.display().to_string();
+            match a.outcome {
+                Err(e) => {
+                    failures += 1;
+                    eprintln!("catdog: {name}: {e}");
+                }
+                Ok((_, p)) => print_answer(
+                    json,
+                    &name,
+                    serde_json::to_value(&p)?,
+                    &p.label,
+                    p.confidence,
+                ),
             }
-            Ok((_, p)) if json => {
-                let mut v = serde_json::to_value(&p)?;
-                v["file"] = serde_json::Value::String(a.path.display().to_string());
-                println!("{v}");
+        }
+    }
+    if !s3.is_empty() {
+        let uris: Vec<String> = s3.iter().map(|p| p.display().to_string()).collect();
+        for outcome in commands::predict_objects(settings, &uris, write_results).await? {
+            let name = outcome.object().to_string();
+            match outcome {
+                catdog::objects::Outcome::Classified { record, .. } => {
+                    if let Some((label, confidence, v)) = record.answer() {
+                        print_answer(json, &name, v, label, confidence);
+                    }
+                }
+                catdog::objects::Outcome::Failed { failure, .. } => {
+                    failures += 1;
+                    eprintln!("catdog: {name}: {failure}");
+                }
+                catdog::objects::Outcome::Ignored { .. } => {}
             }
-            Ok((_, p)) => println!("{}\t{}\t{:.4}", a.path.display(), p.label, p.confidence),
         }
     }
     Ok(if failures == 0 {

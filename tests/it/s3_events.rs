@@ -6,6 +6,9 @@
 //! bad objects failing alone with their reasons (not a picture, over the
 //! limit, deleted, access denied, throttled: the last two from a proxy in
 //! front of moto that answers for S3), and a 500-task Batch Operations job.
+//! And `catdog predict s3://bucket/prefix/`: the shared test photos on
+//! s3s-fs answered as `catdog predict DIR` answers them, and with
+//! `--write-results` the tags and records the function writes (on moto).
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -602,4 +605,162 @@ async fn an_event_of_no_known_kind_is_refused_by_what_it_holds_and_the_function_
     let (status, answer) = st.invoke(&http).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["statusCode"], 200, "{answer}");
+}
+
+/// `catdog predict --json …` with S3 settings for `endpoint`: answer per
+/// name (the part after `strip`), as (label, confidence).
+fn predict_answers(
+    args: &[&str],
+    endpoint: Option<&str>,
+    strip: &str,
+) -> BTreeMap<String, (String, f64)> {
+    let mut cmd = catdog_command();
+    cmd.arg("predict").arg("--json").args(args);
+    if let Some(endpoint) = endpoint {
+        cmd.envs(s3_env(endpoint));
+    }
+    let out = succeed(&mut cmd);
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let file = v["file"].as_str().unwrap();
+            let name = file
+                .split_once(strip)
+                .unwrap_or_else(|| panic!("{file} has no {strip}"))
+                .1
+                .to_string();
+            (
+                name,
+                (
+                    v["label"].as_str().unwrap().to_string(),
+                    v["confidence"].as_f64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn predict_of_an_s3_prefix_answers_as_predict_of_the_folder() {
+    let test = "predict_of_an_s3_prefix_answers_as_predict_of_the_folder";
+    let Some(data) = shared_data(test) else {
+        return;
+    };
+    let Some((sim, endpoint)) = s3s(test, S3SimOptions::default()).await else {
+        return;
+    };
+    sim.bucket("photos");
+    let s3 = s3_test_client(&sim.direct);
+    let dir = data.join("catsdogs/test");
+    let mut count = 0;
+    for class in ["cat", "dog"] {
+        for entry in std::fs::read_dir(dir.join(class)).unwrap() {
+            let path = entry.unwrap().path();
+            let key = format!(
+                "set/test/{class}/{}",
+                path.file_name().unwrap().to_str().unwrap()
+            );
+            s3.put_object()
+                .bucket("photos")
+                .key(key)
+                .body(ByteStream::from(std::fs::read(&path).unwrap()))
+                .send()
+                .await
+                .unwrap();
+            count += 1;
+        }
+    }
+    // Not pictures by name, and catdog's own records: left out as a folder's
+    // notes.txt is.
+    for key in ["set/test/notes.txt", "set/test/catdog-results/x.jpg.json"] {
+        s3.put_object()
+            .bucket("photos")
+            .key(key)
+            .body(ByteStream::from_static(b"{}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let model = data.join("models/mobilenetv2-12-int8.onnx");
+    let model = model.to_str().unwrap();
+    let common = ["--preprocessing", "torch", "--model", model];
+    let from_s3 = predict_answers(
+        &[&common[..], &["s3://photos/set/test/"]].concat(),
+        Some(&endpoint),
+        "set/test/",
+    );
+    let from_dir = predict_answers(
+        &[&common[..], &[dir.to_str().unwrap()]].concat(),
+        None,
+        "test/",
+    );
+    assert_eq!(from_s3.len(), count, "{from_s3:?}");
+    assert_eq!(from_s3.len(), from_dir.len());
+    for (name, (label, confidence)) in &from_dir {
+        let (l, c) = &from_s3[name];
+        assert_eq!(l, label, "{name}");
+        assert!((c - confidence).abs() < 1e-5, "{name}: {c} vs {confidence}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn predict_of_an_s3_prefix_writes_what_the_function_writes_when_asked() {
+    let (_moto, endpoint) = moto().await;
+    let s3 = s3_test_client(&endpoint);
+    s3.create_bucket().bucket(BUCKET).send().await.unwrap();
+    for (key, bytes) in [("w/a cat.png", red()), ("w/dog.png", blue())] {
+        s3.put_object()
+            .bucket(BUCKET)
+            .key(key)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .unwrap();
+    }
+    let model = fixture("tiny_torch_nchw.onnx");
+    let uri = format!("s3://{BUCKET}/w/");
+    let tags = |key: &'static str| {
+        let s3 = s3.clone();
+        async move {
+            s3.get_object_tagging()
+                .bucket(BUCKET)
+                .key(key)
+                .send()
+                .await
+                .unwrap()
+                .tag_set()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect::<BTreeMap<_, _>>()
+        }
+    };
+    // Without --write-results: answers only.
+    let answers = predict_answers(
+        &["--model", model.to_str().unwrap(), &uri],
+        Some(&endpoint),
+        "/w/",
+    );
+    assert_eq!(answers["a cat.png"].0, "cat");
+    assert_eq!(answers["dog.png"].0, "dog");
+    assert!(tags("w/dog.png").await.is_empty());
+    // With it: the tags and records the function writes.
+    predict_answers(
+        &["--write-results", "--model", model.to_str().unwrap(), &uri],
+        Some(&endpoint),
+        "/w/",
+    );
+    assert_eq!(tags("w/a cat.png").await["catdog-label"], "cat");
+    assert_eq!(tags("w/dog.png").await["catdog-label"], "dog");
+    let record = s3
+        .get_object()
+        .bucket(BUCKET)
+        .key("catdog-results/w/dog.png.json")
+        .send()
+        .await
+        .expect("the record was written");
+    let record: Value =
+        serde_json::from_slice(&record.body.collect().await.unwrap().into_bytes()).unwrap();
+    assert_eq!(record["label"], "dog");
 }

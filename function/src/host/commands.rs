@@ -4,12 +4,20 @@
 
 use std::path::{Path, PathBuf};
 
+use futures_util::StreamExt;
+
 use crate::eval::{EvalError, EvalReport};
 use crate::files::{FileAnswer, FilesError};
 use crate::finetune::{FinetuneConfig, FinetuneError, Summary};
+use crate::http::state::AppState;
 use crate::model::load::{self, LoadError};
 use crate::model::publish::{self, PublishError, Published};
+use crate::model::retry::SdkRetries;
+use crate::model::source::s3_client;
 use crate::model::{Classifier, ModelError};
+use crate::objects::location::split_s3_uri;
+use crate::objects::store::ObjectStore;
+use crate::objects::{ObjectWorker, Outcome, ResultsConfig};
 use crate::settings::{FinetuneArgs, Settings};
 
 /// Why a command failed.
@@ -33,6 +41,15 @@ pub enum CommandError {
     NoUploadFile,
     #[error("worker failed: {0}")]
     Worker(String),
+    #[error("{0:?} is not s3://bucket/prefix")]
+    BadS3Uri(String),
+    #[error("listing {uri}: {failure}")]
+    Listing {
+        uri: String,
+        failure: crate::objects::Failure,
+    },
+    #[error("no image objects under {0} (looked for keys ending in {exts})", exts = crate::files::IMAGE_EXTENSIONS.join(", "))]
+    NoObjects(String),
 }
 
 async fn classifier(settings: &Settings) -> Result<Classifier, CommandError> {
@@ -65,6 +82,83 @@ pub async fn predict(
     let classifier = classifier(settings).await?;
     let limits = settings.limits();
     Ok(blocking(move || crate::files::classify(&classifier, &files, &limits)).await??)
+}
+
+/// `catdog predict s3://bucket/prefix/…`: every picture under each prefix
+/// (listed page by page; the same file-name rule as a folder's, catdog's
+/// own records left out), classified through the same worker as the Lambda
+/// function's S3 events, `--object-concurrency` at a time, with a progress
+/// bar. With `write_results`, their tags and records are written as the
+/// function writes them; else nothing is written. Answers in listing order.
+pub async fn predict_objects(
+    settings: &Settings,
+    uris: &[String],
+    write_results: bool,
+) -> Result<Vec<Outcome>, CommandError> {
+    let fetch = settings.fetch_options();
+    let store = ObjectStore::new(s3_client(&fetch, SdkRetries::ThisPolicy).await);
+    let results = if write_results {
+        settings.results_config()
+    } else {
+        ResultsConfig {
+            tags: false,
+            record: false,
+            ..settings.results_config()
+        }
+    };
+    let mut objects = Vec::new();
+    for uri in uris {
+        let (bucket, prefix) =
+            split_s3_uri(uri).ok_or_else(|| CommandError::BadS3Uri(uri.clone()))?;
+        let before = objects.len();
+        let mut token = None;
+        loop {
+            let (page, next) = store
+                .list_page(bucket, prefix, token)
+                .await
+                .map_err(|failure| CommandError::Listing {
+                    uri: uri.clone(),
+                    failure,
+                })?;
+            objects.extend(page.into_iter().filter(|o| {
+                let name = o.key.rsplit('/').next().unwrap_or("");
+                crate::files::is_picture(Path::new(&o.key))
+                    && !name.starts_with('.')
+                    && !results.is_result_key(&o.key)
+            }));
+            match next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        if objects.len() == before {
+            return Err(CommandError::NoObjects(uri.clone()));
+        }
+    }
+    let classifier = classifier(settings).await?;
+    let state = AppState::ready(classifier, settings.limits(), Default::default());
+    let worker = ObjectWorker::new(store, state, results);
+    let bar = indicatif::ProgressBar::new(objects.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} objects {elapsed} ({eta} left)",
+        )
+        .expect("a valid template"),
+    );
+    let outcomes = futures_util::stream::iter(objects)
+        .map(|o| {
+            let worker = worker.clone();
+            let bar = bar.clone();
+            async move {
+                let outcome = worker.run(o).await;
+                bar.inc(1);
+                outcome
+            }
+        })
+        .buffered(settings.objects.object_concurrency)
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    Ok(outcomes)
 }
 
 /// `catdog eval DIR`: the model's scores on `DIR/<label>/*`.

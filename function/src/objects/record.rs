@@ -92,6 +92,23 @@ impl ObjectRecord {
         }
     }
 
+    /// The answer as `catdog predict --json` prints one (label, confidence,
+    /// scores), when classified.
+    pub fn answer(&self) -> Option<(&str, f32, serde_json::Value)> {
+        match &self.result {
+            RecordResult::Classified {
+                label,
+                confidence,
+                scores,
+            } => Some((
+                label,
+                *confidence,
+                serde_json::json!({"label": label, "confidence": confidence, "scores": scores}),
+            )),
+            RecordResult::Failed { .. } => None,
+        }
+    }
+
     /// A short line for a Batch Operations report or a log: `dog 0.9731`,
     /// or the failure.
     pub fn summary(&self) -> String {

@@ -29,12 +29,17 @@ pub struct Cli {
 pub enum Command {
     /// Serve the upload page and the HTTP API on a local port (--host, --port, --ngrok).
     Serve,
-    /// Classify image files (or every image in a folder) and print the answers.
+    /// Classify image files (or every image in a folder, or under an S3
+    /// prefix: s3://bucket/prefix/) and print the answers.
     Predict {
         /// One JSON object per line: file, label, confidence, scores.
         #[arg(long)]
         json: bool,
-        #[arg(required = true, value_name = "FILE|DIR")]
+        /// S3 objects: also write their tags and records as the Lambda
+        /// function does (which: --results, where: --results-prefix).
+        #[arg(long)]
+        write_results: bool,
+        #[arg(required = true, value_name = "FILE|DIR|s3://BUCKET/PREFIX")]
         paths: Vec<PathBuf>,
     },
     /// Run as the AWS Lambda bootstrap (the default when AWS_LAMBDA_RUNTIME_API is set).
