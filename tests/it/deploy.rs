@@ -58,8 +58,8 @@ fn template_has_the_promised_parts() {
         assert!(t.contains(needle), "template.yaml lacks {needle:?}");
     }
     assert!(
-        !t.contains("s3:::*") && !t.contains("s3:*"),
-        "S3 access must be scoped to the model"
+        !t.contains("s3:::*"),
+        "S3 access must be scoped to named buckets"
     );
 }
 
@@ -135,15 +135,118 @@ fn a_public_url_is_capped_and_access_is_scoped() {
         f["Environment"]["Variables"]["CATDOG_API_KEY"],
         serde_json::json!({"Ref": "ApiKey"})
     );
-    // one statement: read the model object, nothing else
+    // The function may read the model object; read and tag the uploads;
+    // read and write records under the results prefix; list the uploads
+    // bucket (so a missing key is a 404): nothing else, no wildcard action.
+    assert_eq!(f["Policies"].as_array().unwrap().len(), 1);
     let statements = f["Policies"][0]["Statement"].as_array().unwrap();
-    assert_eq!(statements.len(), 1);
+    let sub = |v: &serde_json::Value| v["Fn::Sub"].as_str().unwrap_or("").to_string();
     assert_eq!(statements[0]["Action"], "s3:GetObject");
     assert_eq!(
-        statements[0]["Resource"],
-        serde_json::json!({"Fn::Sub": "arn:${AWS::Partition}:s3:::${ModelBucket}/${ModelKey}"})
+        sub(&statements[0]["Resource"]),
+        "arn:${AWS::Partition}:s3:::${ModelBucket}/${ModelKey}"
     );
-    assert_eq!(f["Policies"].as_array().unwrap().len(), 1);
+    let resources: Vec<String> = statements.iter().map(|s| sub(&s["Resource"])).collect();
+    assert_eq!(
+        resources,
+        [
+            "arn:${AWS::Partition}:s3:::${ModelBucket}/${ModelKey}",
+            "arn:${AWS::Partition}:s3:::${UploadsBucketName}/*",
+            "arn:${AWS::Partition}:s3:::${UploadsBucketName}/${ResultsPrefix}*",
+            "arn:${AWS::Partition}:s3:::${UploadsBucketName}",
+        ]
+    );
+    for st in statements {
+        assert_eq!(st["Effect"], "Allow");
+        let actions: Vec<&str> = match &st["Action"] {
+            serde_json::Value::String(a) => vec![a.as_str()],
+            v => v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect(),
+        };
+        for a in actions {
+            assert!(a.starts_with("s3:") && !a.contains('*'), "{a}");
+            assert!(!a.starts_with("s3:Delete"), "{a}");
+        }
+    }
+    // PutObject only for records.
+    assert!(statements
+        .iter()
+        .filter(|s| s["Action"].to_string().contains("s3:PutObject\""))
+        .all(|s| sub(&s["Resource"]).contains("${ResultsPrefix}")));
+}
+
+#[test]
+fn uploads_are_notified_through_a_queue_with_a_dead_letter_queue_and_batch_can_invoke() {
+    let t = decoded_template();
+    let r = &t["Resources"];
+    let bucket = &r["UploadsBucket"]["Properties"];
+    assert_eq!(
+        bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+            ["ServerSideEncryptionByDefault"]["SSEAlgorithm"],
+        "AES256"
+    );
+    for k in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(bucket["PublicAccessBlockConfiguration"][k], true, "{k}");
+    }
+    // The notification: created objects under UploadsPrefix only (records,
+    // under ResultsPrefix, are never notified), into the queue.
+    let q = &bucket["NotificationConfiguration"]["QueueConfigurations"][0];
+    assert_eq!(q["Event"], "s3:ObjectCreated:*");
+    assert_eq!(
+        q["Queue"],
+        serde_json::json!({"Fn::GetAtt": ["UploadsQueue", "Arn"]})
+    );
+    assert_eq!(
+        q["Filter"]["S3Key"]["Rules"][0],
+        serde_json::json!({"Name": "prefix", "Value": {"Ref": "UploadsPrefix"}})
+    );
+    assert_ne!(
+        t["Parameters"]["UploadsPrefix"]["Default"],
+        t["Parameters"]["ResultsPrefix"]["Default"]
+    );
+    let queue = &r["UploadsQueue"]["Properties"];
+    assert_eq!(
+        queue["RedrivePolicy"]["deadLetterTargetArn"],
+        serde_json::json!({"Fn::GetAtt": ["UploadsDeadLetterQueue", "Arn"]})
+    );
+    assert!(queue["VisibilityTimeout"].as_u64().unwrap() >= 6 * 30);
+    let source = &r["CatdogFunction"]["Properties"]["Events"]["Uploads"];
+    assert_eq!(source["Type"], "SQS");
+    assert_eq!(
+        source["Properties"]["FunctionResponseTypes"],
+        serde_json::json!(["ReportBatchItemFailures"])
+    );
+    // Only the uploads bucket may send to the queue.
+    let qp = &r["UploadsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0];
+    assert_eq!(qp["Principal"]["Service"], "s3.amazonaws.com");
+    assert!(qp["Condition"]["ArnEquals"]["aws:SourceArn"]
+        .to_string()
+        .contains("UploadsBucketName"));
+    // Batch Operations may invoke the function and nothing else of it.
+    let role = &r["BatchOperationsRole"]["Properties"];
+    assert_eq!(
+        role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"],
+        "batchoperations.s3.amazonaws.com"
+    );
+    let allowed = role["Policies"][0]["PolicyDocument"]["Statement"].to_string();
+    assert!(allowed.contains("lambda:InvokeFunction"), "{allowed}");
+    for out in [
+        "UploadsBucket",
+        "UploadsQueueUrl",
+        "DeadLetterQueueUrl",
+        "BatchOperationsRoleArn",
+    ] {
+        assert!(t["Outputs"].get(out).is_some(), "{out}");
+    }
 }
 
 /// Amazon Linux 2023's glibc, what `provided.al2023` runs the bootstrap with.
