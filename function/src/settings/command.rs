@@ -3,25 +3,33 @@
 use std::path::PathBuf;
 
 use clap::builder::TypedValueParser as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use crate::finetune::Init;
 
 use super::values::*;
 use super::*;
 
-/// The command line: settings plus what to do.
-#[derive(Parser, Debug, Clone)]
+/// The command line: what to do, and the settings it runs with.
+#[derive(Debug, Clone)]
+pub struct Cli {
+    /// The subcommand's flags over the environment; with no subcommand
+    /// (the Lambda bootstrap) the environment alone.
+    pub settings: Settings,
+    pub command: Option<Command>,
+}
+
+/// What clap parses: the subcommand, each given the settings flags that
+/// mean something to it by [`cli_command`].
+#[derive(Parser, Debug)]
 #[command(
     name = "catdog",
     version,
     about = "Cat or dog? An ONNX image classifier for AWS Lambda, a local server and the command line."
 )]
-pub struct Cli {
-    #[command(flatten)]
-    pub settings: Settings,
+struct Argv {
     #[command(subcommand)]
-    pub command: Option<Command>,
+    command: Option<Command>,
 }
 
 /// What `catdog` is asked to do.
@@ -156,35 +164,104 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let (cli, matches, mut command) = parse_matches::<Cli, _, _>(argv)?;
-        if let (Some(what), Some((name, sub))) = (&cli.command, matches.subcommand()) {
-            check_flags_apply(what, name, &matches, sub, &mut command)?;
-        }
-        Ok(cli)
+        let mut command = without_empty_env(cli_command());
+        let matches = command.clone().try_get_matches_from(argv)?;
+        let parsed = Argv::from_arg_matches(&matches)?;
+        let settings = match matches.subcommand() {
+            Some((name, sub)) => {
+                check_flags_apply(name, sub, &mut command)?;
+                Settings::from_arg_matches(sub)?
+            }
+            None => parse::<EnvOnly, _, _>(["catdog"])?.settings,
+        };
+        Ok(Cli {
+            settings,
+            command: parsed.command,
+        })
     }
 }
 
 impl Command {
-    /// The groups of settings that mean something to this command. The
-    /// flags are global so that one `Settings` type reads every host's
-    /// environment; a flag of another group given on the command line is
+    /// The groups of settings that mean something to the subcommand `name`
+    /// (`None`: no such subcommand; a unit test checks that every
+    /// subcommand is named here). One [`Settings`] type serves every host,
+    /// so each subcommand reads all of it from the environment, but takes
+    /// and lists as flags only these groups; another group's flag is
     /// refused (`catdog predict --ngrok-basic-auth …`), never quietly ignored.
-    /// The match is exhaustive: a new command has to say which apply.
-    fn setting_groups(&self) -> Vec<clap::Id> {
+    fn setting_groups(name: &str) -> Option<Vec<clap::Id>> {
         let [model, limits, access, fetch, objects, serve, tunnel, process] = setting_groups();
-        let groups = match self {
-            Command::Serve => vec![
+        let groups = match name {
+            "serve" => vec![
                 model, limits, access, fetch, objects, serve, tunnel, process,
             ],
-            Command::Lambda => vec![model, limits, access, fetch, objects, process],
-            Command::Predict { .. } => vec![model, limits, fetch, objects, process],
-            Command::Eval { .. } | Command::Finetune(_) => {
-                vec![model, limits, fetch, process]
-            }
-            Command::Upload { .. } => vec![model, fetch, process],
+            "lambda" => vec![model, limits, access, fetch, objects, process],
+            "predict" => vec![model, limits, fetch, objects, process],
+            "eval" | "finetune" => vec![model, limits, fetch, process],
+            "upload" => vec![model, fetch, process],
+            _ => return None,
         };
-        groups.into_iter().flatten().collect()
+        Some(groups.into_iter().flatten().collect())
     }
+}
+
+/// The whole command line: each subcommand with every settings flag, those
+/// of groups that mean nothing to it hidden from its `--help` (and refused
+/// by [`check_flags_apply`]: hidden, they still parse, so the refusal can
+/// say why instead of clap's "unexpected argument").
+fn cli_command() -> clap::Command {
+    let mut top = Argv::command();
+    let names: Vec<String> = top
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in names {
+        top = top.mut_subcommand(&name, |sub| {
+            // Settings' own doc comment would replace the subcommand's.
+            let (about, long_about) = (sub.get_about().cloned(), sub.get_long_about().cloned());
+            let mut sub = Settings::augment_args(sub)
+                .about(resettable(about))
+                .long_about(resettable(long_about));
+            for id in refused_flags(&name, &sub) {
+                sub = sub.mut_arg(id, |a| a.hide(true));
+            }
+            sub
+        });
+    }
+    top
+}
+
+fn resettable(
+    text: Option<clap::builder::StyledStr>,
+) -> clap::builder::Resettable<clap::builder::StyledStr> {
+    text.map_or(
+        clap::builder::Resettable::Reset,
+        clap::builder::Resettable::Value,
+    )
+}
+
+/// The names of the subcommands (for the test that each takes its settings).
+#[cfg(test)]
+pub(super) fn subcommand_names() -> Vec<String> {
+    Argv::command()
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect()
+}
+
+/// Whether [`Command::setting_groups`] names the subcommand `name`.
+#[cfg(test)]
+pub(super) fn takes_settings(name: &str) -> bool {
+    Command::setting_groups(name).is_some()
+}
+
+/// The settings flags of `sub` (the subcommand `name`) that mean nothing to it.
+fn refused_flags(name: &str, sub: &clap::Command) -> Vec<clap::Id> {
+    let allowed = Command::setting_groups(name).unwrap_or_default();
+    let every: Vec<clap::Id> = setting_groups().into_iter().flatten().collect();
+    sub.get_groups()
+        .filter(|g| every.contains(g.get_id()) && !allowed.contains(g.get_id()))
+        .flat_map(|g| g.get_args().cloned().collect::<Vec<_>>())
+        .collect()
 }
 
 /// Every group of settings, named once: [`Command::setting_groups`] takes
@@ -206,38 +283,31 @@ fn setting_groups() -> [Option<clap::Id>; 8] {
 /// the subcommand `name` (a value from the environment is ambient, not a
 /// request, and stays allowed).
 fn check_flags_apply(
-    what: &Command,
     name: &str,
-    top: &clap::ArgMatches,
     sub: &clap::ArgMatches,
     command: &mut clap::Command,
 ) -> Result<(), clap::Error> {
     use clap::parser::ValueSource;
-    let allowed = what.setting_groups();
-    let every: Vec<clap::Id> = setting_groups().into_iter().flatten().collect();
-    let refused: Vec<clap::Id> = command
-        .get_groups()
-        .filter(|g| every.contains(g.get_id()) && !allowed.contains(g.get_id()))
-        .flat_map(|g| g.get_args().cloned().collect::<Vec<_>>())
-        .collect();
-    for id in refused {
-        let given = [top, sub]
-            .iter()
-            .any(|m| m.value_source(id.as_str()) == Some(ValueSource::CommandLine));
-        if given {
-            let flag = command
-                .get_arguments()
-                .find(|a| a.get_id() == &id)
-                .and_then(|a| a.get_long())
-                .unwrap_or(id.as_str())
-                .to_string();
-            return Err(command.error(
-                clap::error::ErrorKind::ArgumentConflict,
-                format!("--{flag} means nothing to `catdog {name}`; leave it out (see `catdog {name} --help`)"),
-            ));
-        }
-    }
-    Ok(())
+    command.build();
+    let Some(subcommand) = command.find_subcommand_mut(name) else {
+        return Ok(());
+    };
+    let given = refused_flags(name, subcommand)
+        .into_iter()
+        .find(|id| sub.value_source(id.as_str()) == Some(ValueSource::CommandLine));
+    let Some(id) = given else { return Ok(()) };
+    let flag = subcommand
+        .get_arguments()
+        .find(|a| a.get_id() == &id)
+        .and_then(|a| a.get_long())
+        .unwrap_or(id.as_str())
+        .to_string();
+    Err(subcommand.error(
+        clap::error::ErrorKind::ArgumentConflict,
+        format!(
+            "--{flag} means nothing to `catdog {name}`; leave it out (see `catdog {name} --help`)"
+        ),
+    ))
 }
 
 /// Parses `argv` with the environment, an empty variable counting as unset
@@ -258,7 +328,15 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let mut command = P::command();
+    let command = without_empty_env(P::command());
+    let matches = command.clone().try_get_matches_from(argv)?;
+    let parsed = P::from_arg_matches(&matches)?;
+    Ok((parsed, matches, command))
+}
+
+/// `command` (and its subcommands) with the variables that are set but
+/// empty taken as unset: clap would read an empty value, and refuse it.
+fn without_empty_env(mut command: clap::Command) -> clap::Command {
     let empty: Vec<clap::Id> = command
         .get_arguments()
         .filter(|a| {
@@ -270,7 +348,12 @@ where
     for id in empty {
         command = command.mut_arg(id, |a| a.env(None::<&str>));
     }
-    let matches = command.clone().try_get_matches_from(argv)?;
-    let parsed = P::from_arg_matches(&matches)?;
-    Ok((parsed, matches, command))
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in names {
+        command = command.mut_subcommand(name, without_empty_env);
+    }
+    command
 }

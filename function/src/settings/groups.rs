@@ -16,36 +16,36 @@ use super::values::*;
 #[derive(Args, Debug, Clone)]
 pub struct ModelSettings {
     /// Model location: s3://bucket/key, https://…, or a file path [default: the ImageNet VGG16 of the ONNX Model Zoo].
-    #[arg(long = "model", env = "MODEL_URI", global = true, value_parser = parse_model_uri)]
+    #[arg(long = "model", env = "MODEL_URI", value_parser = parse_model_uri)]
     pub uri: Option<String>,
     /// Expected SHA-256 of the model; a mismatch is refused.
-    #[arg(long = "model-sha256", env = "MODEL_SHA256", global = true, value_parser = parse_sha256)]
+    #[arg(long = "model-sha256", env = "MODEL_SHA256", value_parser = parse_sha256)]
     pub sha256: Option<String>,
     /// Class names as a JSON array, overriding the model's `labels` metadata.
-    #[arg(long = "labels", env = "MODEL_LABELS", global = true, value_parser = parse_labels)]
+    #[arg(long = "labels", env = "MODEL_LABELS", value_parser = parse_labels)]
     pub labels: Option<Labels>,
     /// `caffe`, `torch` or a JSON object, overriding the model's `preprocessing` metadata.
-    #[arg(long = "preprocessing", env = "MODEL_PREPROCESSING", global = true, value_parser = parse_preprocessing)]
+    #[arg(long = "preprocessing", env = "MODEL_PREPROCESSING", value_parser = parse_preprocessing)]
     pub preprocessing: Option<Preprocessing>,
     /// The model's name on the Open Inference Protocol routes (/v2/models/NAME)
     /// [default: the model's `name` metadata, else catdog].
-    #[arg(long = "model-name", env = "MODEL_NAME", global = true, value_parser = parse_model_name)]
+    #[arg(long = "model-name", env = "MODEL_NAME", value_parser = parse_model_name)]
     pub name: Option<String>,
     /// ImageNet models: answer `neither` below this summed cat+dog probability (0–1).
-    #[arg(long, env = "NEITHER_BELOW", global = true, value_parser = parse_probability)]
+    #[arg(long, env = "NEITHER_BELOW", value_parser = parse_probability)]
     pub neither_below: Option<f32>,
     /// ONNX Runtime threads [default: the cores this process may use].
-    #[arg(long, env = "CATDOG_THREADS", global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, env = "CATDOG_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
     /// ONNX Runtime weight pre-packing, true/false [default: on; on Lambda for quantized models only].
-    #[arg(long, env = "CATDOG_PREPACK", global = true)]
+    #[arg(long, env = "CATDOG_PREPACK")]
     pub prepack: Option<bool>,
     /// Hand a model file's weights to ONNX Runtime in place instead of letting
     /// it parse and copy them, true/false [default: true; false is the plain load].
-    #[arg(long, env = "CATDOG_ZERO_COPY", global = true)]
+    #[arg(long, env = "CATDOG_ZERO_COPY")]
     pub zero_copy: Option<bool>,
     /// Where to download the default VGG16 from (a mirror); verified by its known SHA-256.
-    #[arg(long, env = "DEFAULT_MODEL_URL", global = true, value_parser = parse_model_uri)]
+    #[arg(long, env = "DEFAULT_MODEL_URL", value_parser = parse_model_uri)]
     pub default_model_url: Option<String>,
 }
 
@@ -57,24 +57,24 @@ pub struct Labels(pub Vec<String>);
 #[derive(Args, Debug, Clone)]
 pub struct LimitSettings {
     /// Largest request body in bytes (Lambda's synchronous limit is 6 MB).
-    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = crate::limits::DEFAULT_MAX_BODY_BYTES, global = true,
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = crate::limits::DEFAULT_MAX_BODY_BYTES,
           value_parser = clap::value_parser!(u64).range(1..=(1 << 32)).map(|n| n as usize))]
     pub max_body_bytes: usize,
     /// Most pictures in one request.
-    #[arg(long, env = "MAX_BATCH", default_value_t = crate::limits::DEFAULT_MAX_BATCH, global = true,
+    #[arg(long, env = "MAX_BATCH", default_value_t = crate::limits::DEFAULT_MAX_BATCH,
           value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from))]
     pub max_batch: usize,
     /// Micro-batching: how long a request waits for others to share its batch, in ms (0: off)
     /// [default: 2; 0 on Lambda, where an instance serves one request at a time, so no
     /// company can come].
-    #[arg(long, env = "BATCH_WINDOW_MS", global = true, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    #[arg(long, env = "BATCH_WINDOW_MS", value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub batch_window_ms: Option<u64>,
     /// Requests that may wait for the model; more get 503 + Retry-After instead of queueing without bound.
-    #[arg(long, env = "MAX_QUEUED", default_value_t = crate::limits::DEFAULT_MAX_QUEUED, global = true,
+    #[arg(long, env = "MAX_QUEUED", default_value_t = crate::limits::DEFAULT_MAX_QUEUED,
           value_parser = clap::value_parser!(u32).range(1..=100_000).map(|n| n as usize))]
     pub max_queued: usize,
     /// Largest picture, in pixels (width × height), refused before decoding.
-    #[arg(long, env = "MAX_PIXELS", default_value_t = crate::decode::DEFAULT_MAX_PIXELS, global = true,
+    #[arg(long, env = "MAX_PIXELS", default_value_t = crate::decode::DEFAULT_MAX_PIXELS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_pixels: u64,
 }
@@ -85,11 +85,11 @@ pub struct AccessSettings {
     /// Require this API key (`Authorization: Bearer KEY` or `X-API-Key: KEY`) on
     /// classifying and /model; at least 16 characters. Prefer the env var: a
     /// flag is visible to other users in `ps`.
-    #[arg(long, env = "CATDOG_API_KEY", global = true, hide_env_values = true, value_parser = parse_api_key)]
+    #[arg(long, env = "CATDOG_API_KEY", hide_env_values = true, value_parser = parse_api_key)]
     pub api_key: Option<Secret>,
     /// Web origins allowed to call the API from a browser (CORS), comma-separated,
     /// e.g. `https://app.example.com`; `*` for any [default: none, CORS off].
-    #[arg(long, env = "CATDOG_CORS_ORIGINS", global = true, value_delimiter = ',', value_parser = parse_origin)]
+    #[arg(long, env = "CATDOG_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
     pub cors_origins: Vec<String>,
 }
 
@@ -97,26 +97,26 @@ pub struct AccessSettings {
 #[derive(Args, Debug, Clone)]
 pub struct FetchSettings {
     /// Parallel ranged GETs of an S3 model (1 = one plain GET).
-    #[arg(long, env = "CATDOG_S3_CONCURRENCY", default_value_t = source::S3_CONCURRENCY, global = true,
+    #[arg(long, env = "CATDOG_S3_CONCURRENCY", default_value_t = source::S3_CONCURRENCY,
           value_parser = clap::value_parser!(u16).range(1..=256).map(usize::from))]
     pub s3_concurrency: usize,
     /// Seconds to wait for S3 bytes that do not come before the read fails (and is retried).
-    #[arg(long, env = "CATDOG_S3_READ_TIMEOUT_S", default_value_t = 30.0, global = true, value_parser = parse_timeout_s)]
+    #[arg(long, env = "CATDOG_S3_READ_TIMEOUT_S", default_value_t = 30.0, value_parser = parse_timeout_s)]
     pub s3_read_timeout_s: f64,
     /// S3 endpoint (MinIO, moto, …): path-style addressing is then used. The AWS SDK's own variable.
-    #[arg(long, env = "AWS_ENDPOINT_URL_S3", global = true, value_parser = parse_url)]
+    #[arg(long, env = "AWS_ENDPOINT_URL_S3", value_parser = parse_url)]
     pub s3_endpoint: Option<String>,
     /// Folder remote models are written into as they download, then mapped
     /// from (`/tmp` on Lambda: size the function's EphemeralStorage to the model)
     /// [default: the system's temporary folder].
-    #[arg(long, env = "CATDOG_DOWNLOAD_DIR", global = true)]
+    #[arg(long, env = "CATDOG_DOWNLOAD_DIR")]
     pub download_dir: Option<PathBuf>,
     /// Tries of a model fetch that failed for a reason that may pass (Lambda init; `serve` retries without end).
-    #[arg(long, env = "CATDOG_FETCH_ATTEMPTS", default_value_t = 4, global = true,
+    #[arg(long, env = "CATDOG_FETCH_ATTEMPTS", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub fetch_attempts: u32,
     /// First pause between fetch tries, in ms (doubling, at most a minute).
-    #[arg(long, env = "CATDOG_RETRY_PAUSE_MS", default_value_t = 500, global = true,
+    #[arg(long, env = "CATDOG_RETRY_PAUSE_MS", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub retry_pause_ms: u64,
 }
@@ -128,17 +128,17 @@ pub struct ObjectSettings {
     /// What to write for each classified object: `tags` (catdog-label,
     /// catdog-confidence, catdog-model, merged with the object's own), `record`
     /// (JSON at <results prefix><key>.json), both (`tags,record`), or `none`.
-    #[arg(long, env = "CATDOG_RESULTS", default_value = "tags,record", global = true, value_parser = parse_results)]
+    #[arg(long, env = "CATDOG_RESULTS", default_value = "tags,record", value_parser = parse_results)]
     pub results: ResultsWanted,
     /// Where records go; keys under it are catdog's own and never classified.
     #[arg(long, env = "CATDOG_RESULTS_PREFIX", default_value = crate::objects::results::DEFAULT_PREFIX,
-          global = true, value_parser = parse_results_prefix)]
+          value_parser = parse_results_prefix)]
     pub results_prefix: String,
     /// The bucket records go to [default: the classified object's own].
-    #[arg(long, env = "CATDOG_RESULTS_BUCKET", global = true)]
+    #[arg(long, env = "CATDOG_RESULTS_BUCKET")]
     pub results_bucket: Option<String>,
     /// Objects classified at once within one event or listing.
-    #[arg(long, env = "CATDOG_OBJECT_CONCURRENCY", default_value_t = 4, global = true,
+    #[arg(long, env = "CATDOG_OBJECT_CONCURRENCY", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=64).map(usize::from))]
     pub object_concurrency: usize,
 }
@@ -153,10 +153,10 @@ pub struct ResultsWanted {
 /// Where `catdog serve` (and the notebook) listens.
 #[derive(Args, Debug, Clone)]
 pub struct ServeSettings {
-    #[arg(long, env = "HOST", default_value = "127.0.0.1", global = true)]
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
     pub host: String,
     /// Port (0: any free one).
-    #[arg(long, env = "PORT", default_value_t = 8080, global = true)]
+    #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
 }
 
@@ -164,27 +164,26 @@ pub struct ServeSettings {
 #[derive(Args, Debug, Clone)]
 pub struct TunnelSettings {
     /// Also serve the router on a public ngrok URL.
-    #[arg(long, env = "CATDOG_NGROK", global = true)]
+    #[arg(long, env = "CATDOG_NGROK")]
     pub ngrok: bool,
     /// ngrok authtoken (https://dashboard.ngrok.com/get-started/your-authtoken).
-    #[arg(long = "ngrok-authtoken", env = "NGROK_AUTHTOKEN", hide_env_values = true, global = true, value_parser = parse_secret)]
+    #[arg(long = "ngrok-authtoken", env = "NGROK_AUTHTOKEN", hide_env_values = true, value_parser = parse_secret)]
     pub authtoken: Option<Secret>,
     /// Reserved ngrok domain to use.
-    #[arg(long = "ngrok-domain", env = "NGROK_DOMAIN", global = true)]
+    #[arg(long = "ngrok-domain", env = "NGROK_DOMAIN")]
     pub domain: Option<String>,
     /// Require HTTP basic auth, `user:password` (password 8–128 chars); repeat or comma-separate.
     #[arg(long = "ngrok-basic-auth", env = "NGROK_BASIC_AUTH", value_delimiter = ',', hide_env_values = true,
-          global = true, value_parser = parse_basic_auth)]
+          value_parser = parse_basic_auth)]
     pub basic_auth: Vec<BasicAuth>,
     /// Require login with this OAuth provider (google, github, microsoft, …).
-    #[arg(long = "ngrok-oauth", env = "NGROK_OAUTH_PROVIDER", global = true)]
+    #[arg(long = "ngrok-oauth", env = "NGROK_OAUTH_PROVIDER")]
     pub oauth_provider: Option<String>,
     /// With --ngrok-oauth: only these emails.
     #[arg(
         long = "ngrok-oauth-allow-email",
         env = "NGROK_OAUTH_ALLOW_EMAILS",
         value_delimiter = ',',
-        global = true,
         requires = "oauth_provider"
     )]
     pub oauth_allow_emails: Vec<String>,
@@ -193,18 +192,17 @@ pub struct TunnelSettings {
         long = "ngrok-oauth-allow-domain",
         env = "NGROK_OAUTH_ALLOW_DOMAINS",
         value_delimiter = ',',
-        global = true,
         requires = "oauth_provider"
     )]
     pub oauth_allow_domains: Vec<String>,
     /// Only clients from these networks (CIDR).
-    #[arg(long = "ngrok-allow-cidr", env = "NGROK_ALLOW_CIDRS", value_delimiter = ',', global = true, value_parser = parse_cidr)]
+    #[arg(long = "ngrok-allow-cidr", env = "NGROK_ALLOW_CIDRS", value_delimiter = ',', value_parser = parse_cidr)]
     pub allow_cidrs: Vec<String>,
     /// Refuse clients from these networks (CIDR).
-    #[arg(long = "ngrok-deny-cidr", env = "NGROK_DENY_CIDRS", value_delimiter = ',', global = true, value_parser = parse_cidr)]
+    #[arg(long = "ngrok-deny-cidr", env = "NGROK_DENY_CIDRS", value_delimiter = ',', value_parser = parse_cidr)]
     pub deny_cidrs: Vec<String>,
     /// Seconds to wait for ngrok before giving up (no network: fails at once).
-    #[arg(long = "ngrok-timeout-s", env = "NGROK_TIMEOUT_S", default_value_t = 10.0, global = true, value_parser = parse_timeout_s)]
+    #[arg(long = "ngrok-timeout-s", env = "NGROK_TIMEOUT_S", default_value_t = 10.0, value_parser = parse_timeout_s)]
     pub connect_timeout_s: f64,
 }
 
@@ -212,39 +210,34 @@ pub struct TunnelSettings {
 #[derive(Args, Debug, Clone)]
 pub struct ProcessSettings {
     /// Path of libonnxruntime.so [default: next to the binary, then where `make setup` put it].
-    #[arg(long = "ort-lib", env = "ORT_DYLIB_PATH", global = true)]
+    #[arg(long = "ort-lib", env = "ORT_DYLIB_PATH")]
     pub ort_lib: Option<PathBuf>,
     /// catdog's cache: the default model and the ONNX Runtime library `make setup` installs
     /// [default: $XDG_CACHE_HOME/catdog or ~/.cache/catdog].
-    #[arg(long = "cache-dir", env = "CATDOG_CACHE", global = true)]
+    #[arg(long = "cache-dir", env = "CATDOG_CACHE")]
     pub cache_dir: Option<PathBuf>,
     /// Log format: `text` or `json` (default: json on Lambda, text elsewhere).
-    #[arg(long, env = "LOG_FORMAT", global = true, value_parser = ["text", "json"])]
+    #[arg(long, env = "LOG_FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
     /// Log filter, e.g. `info` or `catdog=debug` (tracing's EnvFilter syntax).
-    #[arg(long = "log", env = "RUST_LOG", global = true)]
+    #[arg(long = "log", env = "RUST_LOG")]
     pub log_filter: Option<String>,
     /// Write each request's figures to stdout as a CloudWatch Embedded Metric
     /// Format line, true/false [default: on Lambda, where /metrics cannot add up
     /// instances; off elsewhere].
-    #[arg(long, env = "CATDOG_EMF", global = true)]
+    #[arg(long, env = "CATDOG_EMF")]
     pub emf: Option<bool>,
     /// Set by AWS Lambda: run as its bootstrap.
-    #[arg(long, env = "AWS_LAMBDA_RUNTIME_API", hide = true, global = true)]
+    #[arg(long, env = "AWS_LAMBDA_RUNTIME_API", hide = true)]
     pub lambda_runtime_api: Option<String>,
     /// Read by lambda_http; catdog sets it to `true` on Lambda unless given.
-    #[arg(
-        long,
-        env = "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH",
-        hide = true,
-        global = true
-    )]
+    #[arg(long, env = "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", hide = true)]
     pub lambda_ignore_stage: Option<String>,
     /// Folder of photos the notebook shows [default: $CATDOG_DATA/catsdogs/test, then ../shared/data/catsdogs/test].
-    #[arg(long, env = "CATDOG_PHOTOS", global = true)]
+    #[arg(long, env = "CATDOG_PHOTOS")]
     pub photos: Option<PathBuf>,
     /// The shared data folder (photos, models) beside the checkout.
-    #[arg(long = "data-dir", env = "CATDOG_DATA", global = true)]
+    #[arg(long = "data-dir", env = "CATDOG_DATA")]
     pub data_dir: Option<PathBuf>,
 }
 

@@ -101,10 +101,9 @@ mod tests {
             &["predict", "--ngrok-basic-auth", "user:password1", "a.jpg"],
             "ngrok-basic-auth",
         );
-        refused(
-            &["--ngrok-basic-auth", "user:password1", "predict", "a.jpg"],
-            "ngrok-basic-auth",
-        );
+        // Settings flags go after the subcommand, which says what they mean.
+        let before = cli(&["--model", "m.onnx", "predict", "a.jpg"]).unwrap_err();
+        assert_eq!(before.kind(), clap::error::ErrorKind::UnknownArgument);
         refused(&["predict", "--port", "9000", "a.jpg"], "port");
         refused(&["eval", "--api-key", "0123456789abcdef", "dir"], "api-key");
         refused(
@@ -148,6 +147,48 @@ mod tests {
             "s3://b/k",
         ])
         .unwrap();
+    }
+
+    #[test]
+    fn each_command_lists_only_the_flags_it_takes() {
+        let help = |name: &str| {
+            let e = cli(&[name, "--help"]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{name}: {e}");
+            e.to_string()
+        };
+        let predict = help("predict");
+        assert!(
+            predict.starts_with("Classify image files"),
+            "its own about:\n{predict}"
+        );
+        for flag in ["--model", "--max-pixels", "--results-prefix", "--json"] {
+            assert!(
+                predict.contains(flag),
+                "predict --help lacks {flag}:\n{predict}"
+            );
+        }
+        for flag in ["--ngrok", "--port", "--api-key", "--cors-origins"] {
+            assert!(
+                !predict.contains(flag),
+                "predict --help lists {flag}:\n{predict}"
+            );
+        }
+        let serve = help("serve");
+        for flag in ["--model", "--port", "--ngrok-basic-auth", "--api-key"] {
+            assert!(serve.contains(flag), "serve --help lacks {flag}:\n{serve}");
+        }
+        let upload = help("upload");
+        assert!(
+            upload.contains("--s3-endpoint") && !upload.contains("--max-batch"),
+            "{upload}"
+        );
+        // Every subcommand says which groups it takes.
+        for sub in command::subcommand_names() {
+            assert!(
+                command::takes_settings(&sub),
+                "`catdog {sub}` is not in Command::setting_groups"
+            );
+        }
     }
 
     fn parse(args: &[&str]) -> Result<Settings, SettingsError> {
