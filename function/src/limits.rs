@@ -7,6 +7,10 @@ use crate::decode::DecodeLimits;
 
 /// Default request body limit: Lambda's 6 MB synchronous payload limit.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+/// Default size limit of a picture read from S3 (uploads, events, Batch
+/// Operations, `/predict {"s3": …}`): past the invoke limit, which is the
+/// point of that path, and still bounded (the pixel limit applies as well).
+pub const DEFAULT_MAX_OBJECT_BYTES: usize = 64 * 1024 * 1024;
 /// Default maximum pictures per request.
 pub const DEFAULT_MAX_BATCH: usize = 16;
 /// Default batching window, in milliseconds.
@@ -18,6 +22,8 @@ pub const DEFAULT_MAX_QUEUED: usize = 64;
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_body_bytes: usize,
+    /// Largest picture read from S3 (see [`DEFAULT_MAX_OBJECT_BYTES`]).
+    pub max_object_bytes: usize,
     pub max_batch: usize,
     pub decode: DecodeLimits,
     /// Micro-batching window and the bound on requests waiting for the model.
@@ -28,6 +34,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
             max_batch: DEFAULT_MAX_BATCH,
             decode: DecodeLimits::default(),
             batching: BatchPolicy::default(),

@@ -36,4 +36,5 @@ mod s3_sim;
 mod structure;
 mod tunnel;
 mod upload;
+mod uploads;
 mod zero_copy;

@@ -109,7 +109,7 @@ async fn stack(env: &[(&str, &str)]) -> Stack {
         .envs(crate::support::emulator::runtime_env(port))
         .envs(s3_env(&proxy))
         .env("MODEL_URI", fixture("tiny_torch_nchw.onnx"))
-        .env("MAX_BODY_BYTES", MAX_BODY.to_string())
+        .env("CATDOG_MAX_OBJECT_BYTES", MAX_BODY.to_string())
         .env("RUST_LOG", "warn")
         .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
         .stdout(Stdio::null())

@@ -43,7 +43,9 @@ pub async fn run(settings: &Settings) -> Result<(), LambdaError> {
             |_, _, _| {},
         )
         .await?;
-        let state = AppState::loading(settings.limits(), access).with_emf(settings.emf());
+        let state = AppState::loading(settings.limits(), access)
+            .with_emf(settings.emf())
+            .with_stored(settings.stored_pictures());
         state.set_ready(std::sync::Arc::new(classifier));
         Ok::<_, LambdaError>(state)
     };

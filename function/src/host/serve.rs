@@ -56,8 +56,9 @@ impl Server {
     /// use, unknown host) and bad access settings are returned here, before
     /// anything runs.
     pub fn start(settings: &Settings) -> Result<Self, ServeError> {
-        let state =
-            AppState::loading(settings.limits(), settings.access()?).with_emf(settings.emf());
+        let state = AppState::loading(settings.limits(), settings.access()?)
+            .with_emf(settings.emf())
+            .with_stored(settings.stored_pictures());
         let server = Self::bind(crate::http::router(state.clone()), state, settings)?;
         let spec = settings.model_spec();
         let policy = settings.retry_policy().unbounded();

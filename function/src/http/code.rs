@@ -61,14 +61,22 @@ error_codes! {
     InvalidImage = "invalid_image", BAD_REQUEST;
     /// A v2 inference request catdog cannot take.
     InvalidInferenceRequest = "invalid_inference_request", BAD_REQUEST;
+    /// An `/uploads/{id}` that is not one `POST /uploads` gives.
+    InvalidUploadId = "invalid_upload_id", BAD_REQUEST;
     /// The API key is missing or wrong.
     Unauthorized = "unauthorized", UNAUTHORIZED;
+    /// `/predict {"s3": …}` naming a bucket that is not on the allow-list.
+    S3NotAllowed = "s3_not_allowed", FORBIDDEN;
     /// No such route.
     NotFound = "not_found", NOT_FOUND;
     /// A v2 route naming another model.
     UnknownModel = "unknown_model", NOT_FOUND;
     /// A v2 route naming another version.
     UnknownVersion = "unknown_version", NOT_FOUND;
+    /// `/uploads` on a server with no uploads bucket (`CATDOG_UPLOADS`).
+    UploadsOff = "uploads_off", NOT_FOUND;
+    /// The S3 object does not exist (not uploaded yet, or deleted).
+    NoSuchKey = "no_such_key", NOT_FOUND;
     /// The route does not take that method.
     MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED;
     /// The body is over the limit.
@@ -83,10 +91,14 @@ error_codes! {
     TooManyImages = "too_many_images", UNPROCESSABLE_ENTITY;
     /// Inference failed (details in the log only).
     Internal = "internal", INTERNAL_SERVER_ERROR;
+    /// S3 refused catdog's own request (its role lacks a permission, …).
+    S3Error = "s3_error", BAD_GATEWAY;
     /// The model is loading, failed, or not fetched yet.
     ModelUnavailable = "model_unavailable", SERVICE_UNAVAILABLE;
     /// More requests wait for the model than the queue holds.
     Overloaded = "overloaded", SERVICE_UNAVAILABLE;
+    /// S3 is throttling, failing or out of reach; it may pass.
+    S3Unavailable = "s3_unavailable", SERVICE_UNAVAILABLE;
 }
 
 impl ErrorCode {
@@ -95,7 +107,7 @@ impl ErrorCode {
     /// itself, which `Unready` (in `http::error`) knows, not the code.
     pub const fn retry_after(self) -> Option<u32> {
         match self {
-            ErrorCode::Overloaded => Some(1),
+            ErrorCode::Overloaded | ErrorCode::S3Unavailable => Some(1),
             _ => None,
         }
     }

@@ -140,6 +140,22 @@ impl From<BatchError> for ApiError {
     }
 }
 
+/// axum's refusal of a small JSON body (`POST /uploads`).
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        use axum::extract::rejection::JsonRejection as R;
+        let code = match &e {
+            R::MissingJsonContentType(_) => ErrorCode::UnsupportedMediaType,
+            R::BytesRejection(_) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                ErrorCode::PayloadTooLarge
+            }
+            R::BytesRejection(_) => ErrorCode::InvalidBody,
+            _ => ErrorCode::InvalidJson,
+        };
+        Self::new(code, e.body_text())
+    }
+}
+
 impl From<InputError> for ApiError {
     fn from(e: InputError) -> Self {
         Self::new(ErrorCode::from(&e), e.to_string())

@@ -85,13 +85,22 @@ pub fn check_count(count: usize, limit: usize) -> Result<(), InputError> {
     }
 }
 
+/// A request's pictures: their bytes, or where one is in S3.
+#[derive(Debug)]
+pub enum Pictures {
+    /// Encoded pictures, in request order.
+    Bytes(Vec<Bytes>),
+    /// `{"s3": "s3://bucket/key"}`, as given (checked by its reader).
+    Stored(String),
+}
+
 /// Reads the body and returns the encoded pictures, in request order.
 pub async fn read_images(
     headers: &HeaderMap,
     body: Body,
     limits: &Limits,
     other: OtherTypes,
-) -> Result<Vec<Bytes>, InputError> {
+) -> Result<Pictures, InputError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -128,11 +137,14 @@ pub async fn read_images(
     let images = match kind {
         Kind::Raw => vec![bytes],
         Kind::Multipart => multipart(&content_type, bytes).await?,
-        Kind::Json => json(&bytes)?,
+        Kind::Json => match json(&bytes)? {
+            Pictures::Bytes(images) => images,
+            stored => return Ok(stored),
+        },
         Kind::Unsupported => unreachable!("refused above"),
     };
     check_count(images.len(), limits.max_batch)?;
-    Ok(images)
+    Ok(Pictures::Bytes(images))
 }
 
 /// After an early 413, what is left of the body is read and thrown away in
@@ -236,7 +248,7 @@ async fn multipart(content_type: &str, body: Bytes) -> Result<Vec<Bytes>, InputE
 }
 
 /// The pictures of a JSON body, read by its wire type (which is also its schema).
-fn json(body: &[u8]) -> Result<Vec<Bytes>, InputError> {
+fn json(body: &[u8]) -> Result<Pictures, InputError> {
     serde_json::from_slice::<JsonPictures>(body)
         .map_err(|e| InputError::Json(format!("the body is not a picture request: {e}")))?
         .decode()
@@ -280,10 +292,11 @@ pub fn decode_base64(s: &str) -> Result<Bytes, String> {
 // and the wire types stay below them.
 impl JsonPictures {
     /// The pictures' bytes, in order; the first malformed one is named.
-    pub fn decode(self) -> Result<Vec<Bytes>, InputError> {
+    pub fn decode(self) -> Result<Pictures, InputError> {
         let pictures = match self {
             JsonPictures::One { image } => vec![image],
             JsonPictures::Many { images } => images,
+            JsonPictures::Stored { s3 } => return Ok(Pictures::Stored(s3)),
         };
         pictures
             .into_iter()
@@ -291,7 +304,8 @@ impl JsonPictures {
             .map(|(index, p)| {
                 decode_base64(&p.0).map_err(|message| InputError::Base64 { index, message })
             })
-            .collect()
+            .collect::<Result<_, _>>()
+            .map(Pictures::Bytes)
     }
 }
 
@@ -315,8 +329,16 @@ mod tests {
 
     #[test]
     fn json_shapes() {
-        assert_eq!(json(br#"{"image":"aGk="}"#).unwrap().len(), 1);
-        assert_eq!(json(br#"{"images":["aGk=","aGk="]}"#).unwrap().len(), 2);
+        let count = |body: &[u8]| match json(body).unwrap() {
+            Pictures::Bytes(p) => p.len(),
+            Pictures::Stored(s) => panic!("stored {s}"),
+        };
+        assert_eq!(count(br#"{"image":"aGk="}"#), 1);
+        assert_eq!(count(br#"{"images":["aGk=","aGk="]}"#), 2);
+        assert!(matches!(
+            json(br#"{"s3":"s3://b/k.jpg"}"#).unwrap(),
+            Pictures::Stored(s) if s == "s3://b/k.jpg"
+        ));
         for bad in [
             &br#"[1]"#[..],
             br#"{"image":1}"#,
@@ -336,6 +358,7 @@ mod tests {
             br#"{"image":null}"#,
             br#"{"images":["aGk=",7]}"#,
             br#"{}"#,
+            br#"{"image":"aGk=","s3":"s3://b/k"}"#,
         ] {
             assert_eq!(
                 ErrorCode::from(&json(bad).unwrap_err()),
@@ -345,9 +368,9 @@ mod tests {
             );
         }
         // an empty list parses: it is the count check's to refuse
-        assert_eq!(json(br#"{"images":[]}"#).unwrap().len(), 0);
+        assert_eq!(count(br#"{"images":[]}"#), 0);
         // extra fields are ignored, as they always were
-        assert_eq!(json(br#"{"image":"aGk=","note":1}"#).unwrap().len(), 1);
+        assert_eq!(count(br#"{"image":"aGk=","note":1}"#), 1);
         let e = json(br#"{"images":["aGk=","%%%"]}"#).unwrap_err();
         assert_eq!(ErrorCode::from(&e), ErrorCode::InvalidBase64);
         assert!(e.to_string().starts_with("image 2: "), "{e}");

@@ -9,7 +9,9 @@ pub mod input;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod stored;
 pub mod types;
+pub mod uploads;
 pub mod v2;
 
 use std::time::Instant;
@@ -61,6 +63,8 @@ fn api(access: &Access) -> OpenApiRouter<AppState> {
     let mut protected = OpenApiRouter::new()
         .routes(routes!(routes::predict))
         .routes(routes!(routes::legacy_predict))
+        .routes(routes!(uploads::create_upload))
+        .routes(routes!(uploads::upload_result))
         .routes(routes!(routes::model_info))
         .routes(routes!(routes::metrics))
         .routes(routes!(v2::model_metadata))

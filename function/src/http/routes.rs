@@ -14,7 +14,7 @@ use bytes::Bytes;
 use crate::http::classify::{classify, ready_model, Payload};
 use crate::http::code::ErrorCode;
 use crate::http::error::{ApiError, RETRY_AFTER_S};
-use crate::http::input::{read_images, OtherTypes};
+use crate::http::input::{read_images, OtherTypes, Pictures};
 use crate::http::state::{AppState, ModelState, Ready};
 use crate::http::types::{
     ErrorBody, HealthAnswer, HealthStatus, JsonPictures, LegacyAnswer, ModelRef, Picture,
@@ -31,7 +31,20 @@ async fn classify_request(
 ) -> Result<(Ready, Vec<Prediction>, Timings), ApiError> {
     let started = Instant::now();
     let ready = ready_model(state)?;
-    let images: Vec<Bytes> = read_images(headers, body, &state.limits, other).await?;
+    let images: Vec<Bytes> = match read_images(headers, body, &state.limits, other).await? {
+        Pictures::Bytes(images) => images,
+        Pictures::Stored(uri) => {
+            let stored = state.stored.as_ref().ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::S3NotAllowed,
+                    format!(
+                        "{uri}: this server reads no bucket (CATDOG_S3_ALLOW names those it may)"
+                    ),
+                )
+            })?;
+            vec![stored.fetch(uri, state.limits.max_object_bytes).await?]
+        }
+    };
     let read = started.elapsed().as_secs_f64() * 1e3;
     let (predictions, timings) = classify(
         &ready,
@@ -169,8 +182,13 @@ const PAGE: &str = include_str!("../../assets/index.html");
 /// `GET /`: the upload page (no external resources: it works offline).
 #[utoipa::path(get, path = "/", tag = "page",
     responses((status = 200, description = "The upload page", content_type = "text/html", body = String)))]
-pub async fn page() -> Response {
-    ([(header::CACHE_CONTROL, "no-cache")], Html(PAGE)).into_response()
+pub async fn page(State(state): State<AppState>) -> Response {
+    // The page sends a picture over the body limit through /uploads.
+    let page = PAGE.replace(
+        "__MAX_BODY_BYTES__",
+        &state.limits.max_body_bytes.to_string(),
+    );
+    ([(header::CACHE_CONTROL, "no-cache")], Html(page)).into_response()
 }
 
 pub async fn not_found() -> ApiError {

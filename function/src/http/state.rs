@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::batcher::Batcher;
 use crate::http::access::Access;
+use crate::http::stored::Stored;
 use crate::limits::{BatchPolicy, Limits};
 use crate::metrics::{self, emf, Metrics, ModelLabels};
 use crate::model::Classifier;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Also write each request's figures as a CloudWatch EMF line (Lambda).
     pub emf: bool,
+    /// Pictures in S3 (`/uploads`, `/predict {"s3": …}`); `None`: off.
+    pub stored: Option<Stored>,
 }
 
 impl AppState {
@@ -52,7 +55,14 @@ impl AppState {
             access,
             metrics: Arc::new(Metrics::new()),
             emf: false,
+            stored: None,
         }
+    }
+
+    /// With pictures in S3 reachable (`POST /uploads`, `/predict {"s3": …}`).
+    pub fn with_stored(mut self, stored: Option<Stored>) -> Self {
+        self.stored = stored;
+        self
     }
 
     /// With each request's figures also written as CloudWatch EMF lines.

@@ -174,7 +174,9 @@ pub struct RequestErrors;
 impl RequestErrors {
     /// Codes a classifying route never answers: the protocol's own, and
     /// the router's for a route or method that does not exist.
-    const ELSEWHERE: [ErrorCode; 5] = [
+    const ELSEWHERE: [ErrorCode; 7] = [
+        ErrorCode::UploadsOff,
+        ErrorCode::InvalidUploadId,
         ErrorCode::InvalidInferenceRequest,
         ErrorCode::UnknownModel,
         ErrorCode::UnknownVersion,
@@ -245,26 +247,38 @@ pub enum JsonPictures {
         #[schema(min_items = 1)]
         images: Vec<Base64Picture>,
     },
+    /// One picture in S3, `s3://bucket/key`, from a bucket on the server's
+    /// allow-list (`CATDOG_S3_ALLOW`, and the uploads bucket); any other is
+    /// refused with 403 `s3_not_allowed`.
+    Stored {
+        #[schema(pattern = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+$")]
+        s3: String,
+    },
 }
 
 /// The fields as sent, before the rule that exactly one of them is given.
 #[derive(Deserialize)]
-#[serde(expecting = "an object {\"image\": \"<base64>\"} or {\"images\": [\"<base64>\", ...]}")]
+#[serde(
+    expecting = "an object {\"image\": \"<base64>\"}, {\"images\": [\"<base64>\", ...]} or {\"s3\": \"s3://bucket/key\"}"
+)]
 struct JsonFields {
     #[serde(default)]
     image: Option<Base64Picture>,
     #[serde(default)]
     images: Option<Vec<Base64Picture>>,
+    #[serde(default)]
+    s3: Option<String>,
 }
 
 impl TryFrom<JsonFields> for JsonPictures {
     type Error = &'static str;
     fn try_from(fields: JsonFields) -> Result<Self, Self::Error> {
-        match (fields.image, fields.images) {
-            (Some(image), None) => Ok(JsonPictures::One { image }),
-            (None, Some(images)) => Ok(JsonPictures::Many { images }),
-            (Some(_), Some(_)) => Err("give `image` or `images`, not both"),
-            (None, None) => Err("no `image` field: expected {\"image\": \"<base64>\"} or {\"images\": [\"<base64>\", ...]}"),
+        match (fields.image, fields.images, fields.s3) {
+            (Some(image), None, None) => Ok(JsonPictures::One { image }),
+            (None, Some(images), None) => Ok(JsonPictures::Many { images }),
+            (None, None, Some(s3)) => Ok(JsonPictures::Stored { s3 }),
+            (None, None, None) => Err("no `image` field: expected {\"image\": \"<base64>\"}, {\"images\": [\"<base64>\", ...]} or {\"s3\": \"s3://bucket/key\"}"),
+            _ => Err("give one of `image`, `images` and `s3`, not several"),
         }
     }
 }
@@ -313,3 +327,57 @@ pub struct UploadForm {
 /// A 2×2 red PNG: the example request (red means cat for the test models).
 pub const RED_PNG_BASE64: &str =
     "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGO8IyfHwMDAxMDAwMDAAAAOCAEc48H7QgAAAABJRU5ErkJggg==";
+
+/// `POST /uploads`: the picture about to be uploaded.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"bytes": 7340032, "content_type": "image/png"}))]
+pub struct UploadRequest {
+    /// Its size in bytes: signed into the URL, so S3 takes exactly that
+    /// many (at most `CATDOG_MAX_OBJECT_BYTES`).
+    #[schema(minimum = 1)]
+    pub bytes: u64,
+    /// Its type, also signed (`image/jpeg`, `image/png`, …) [default: application/octet-stream].
+    #[serde(default)]
+    #[schema(pattern = r"^image/[A-Za-z0-9.+-]+$")]
+    pub content_type: Option<String>,
+}
+
+/// `POST /uploads`' answer: where to PUT the picture, and where its answer
+/// will be.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadTicket {
+    /// The upload's id, for `GET /uploads/{id}`.
+    pub id: String,
+    pub bucket: String,
+    pub key: String,
+    /// The presigned URL: PUT the picture's bytes there, with `headers`.
+    pub url: String,
+    /// Always `PUT`.
+    pub method: String,
+    /// Headers the PUT must carry exactly as given (they are signed).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Seconds the URL stays valid.
+    pub expires_in_s: u64,
+    /// Where its answer is read once uploaded: `/uploads/{id}`.
+    pub result: String,
+}
+
+/// `GET /uploads/{id}`: the uploaded picture's record, as S3 events write it
+/// under the results prefix (README: "S3 events").
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct UploadResult {
+    pub bucket: String,
+    pub key: String,
+    pub label: String,
+    pub confidence: f32,
+    #[schema(value_type = Object)]
+    pub scores: std::collections::BTreeMap<String, f32>,
+    /// The model's name, version and SHA-256.
+    #[schema(value_type = Object)]
+    pub model: serde_json::Value,
+    /// Milliseconds: get, decode, preprocess, inference, write, total.
+    #[schema(value_type = Object)]
+    pub timings_ms: serde_json::Value,
+}

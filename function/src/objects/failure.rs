@@ -51,6 +51,25 @@ impl Failure {
     }
 }
 
+/// An object's failure as an HTTP answer: the API's own code where the
+/// failure carries one (`invalid_image`, …), `no_such_key` for a missing
+/// object, else S3's failure as a gateway's (`s3_unavailable` when it may
+/// pass, `s3_error` when it will not).
+impl From<Failure> for ApiError {
+    fn from(f: Failure) -> Self {
+        let code = ErrorCode::ALL
+            .iter()
+            .copied()
+            .find(|c| c.as_str() == f.code)
+            .unwrap_or(if f.is_transient() {
+                ErrorCode::S3Unavailable
+            } else {
+                ErrorCode::S3Error
+            });
+        ApiError::new(code, f.message)
+    }
+}
+
 /// The HTTP pipeline's refusal of a picture, as an object's failure: the
 /// same code; a client error is the picture's for good, a server error
 /// (model loading, overloaded, inference failed) may pass.

@@ -9,9 +9,11 @@
 //! - [`record`]: the JSON record (a wire type: also its schema);
 //! - [`failure`]: why one object failed, and whether trying again may help;
 //! - [`store`]: the S3 calls, their errors sorted into those two kinds;
-//! - [`worker`]: one object from its address to its written answer.
+//! - [`worker`]: one object from its address to its written answer;
+//! - [`gateway`]: the HTTP API's way in (`/uploads`, `/predict {"s3": …}`).
 
 pub mod failure;
+pub mod gateway;
 pub mod location;
 pub mod record;
 pub mod results;

@@ -37,7 +37,7 @@ impl ObjectStore {
     }
 
     /// The object's bytes (its version, when named), refused before they
-    /// are read when over `max_bytes`: the body limit HTTP requests have.
+    /// are read when over `max_bytes` (`CATDOG_MAX_OBJECT_BYTES`).
     pub async fn get(&self, object: &ObjectRef, max_bytes: usize) -> Result<Fetched, Failure> {
         let out = self
             .client
@@ -73,6 +73,35 @@ impl ObjectStore {
             etag,
             version_id,
         })
+    }
+
+    /// A presigned PUT of exactly `bytes` bytes of `content_type` to
+    /// `object`, valid for `expires`: its URL and the headers the PUT must
+    /// carry (both are signed, so S3 refuses another size or type).
+    pub async fn presign_put(
+        &self,
+        object: &ObjectRef,
+        bytes: u64,
+        content_type: &str,
+        expires: std::time::Duration,
+    ) -> Result<(String, Vec<(String, String)>), Failure> {
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires)
+            .map_err(|e| Failure::permanent("s3_error", format!("presigning: {e}")))?;
+        let request = self
+            .client
+            .put_object()
+            .bucket(&object.bucket)
+            .key(&object.key)
+            .content_type(content_type)
+            .content_length(bytes as i64)
+            .presigned(config)
+            .await
+            .map_err(|e| sorted(e, "presigning a PUT to", object))?;
+        let headers = request
+            .headers()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .collect();
+        Ok((request.uri().to_string(), headers))
     }
 
     /// The object's current ETag (and version), by a HEAD: for callers that
@@ -228,7 +257,7 @@ impl ObjectStore {
 fn too_large(bytes: u64, max: usize) -> Failure {
     Failure::from(crate::http::error::ApiError::new(
         ErrorCode::PayloadTooLarge,
-        format!("the object is {bytes} bytes; the limit is {max} (MAX_BODY_BYTES)"),
+        format!("the object is {bytes} bytes; the limit is {max} (CATDOG_MAX_OBJECT_BYTES)"),
     ))
 }
 

@@ -111,7 +111,7 @@ impl ObjectWorker {
         let t = Instant::now();
         let fetched = self
             .store
-            .get(object, self.state.limits.max_body_bytes)
+            .get(object, self.state.limits.max_object_bytes)
             .await
             .map_err(fail)?;
         let get_ms = ms(t);

@@ -55,6 +55,18 @@ impl Settings {
         }
     }
 
+    /// Pictures in S3 as the HTTP API reaches them (`POST /uploads`,
+    /// `/predict {"s3": …}`); `None` when no bucket is named.
+    pub fn stored_pictures(&self) -> Option<crate::http::stored::Stored> {
+        crate::objects::gateway::S3Gateway::new(
+            self.objects.uploads.clone(),
+            self.objects.s3_allow.clone(),
+            self.results_config(),
+            self.fetch_options(),
+        )
+        .map(|g| std::sync::Arc::new(g) as crate::http::stored::Stored)
+    }
+
     /// Which model to load, and how.
     pub fn model_spec(&self) -> ModelSpec {
         let m = &self.model;
@@ -123,6 +135,7 @@ impl Settings {
         let l = &self.limits;
         Limits {
             max_body_bytes: l.max_body_bytes,
+            max_object_bytes: l.max_object_bytes,
             max_batch: l.max_batch,
             decode: DecodeLimits {
                 max_pixels: l.max_pixels,

@@ -60,6 +60,11 @@ pub struct LimitSettings {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = crate::limits::DEFAULT_MAX_BODY_BYTES,
           value_parser = clap::value_parser!(u64).range(1..=(1 << 32)).map(|n| n as usize))]
     pub max_body_bytes: usize,
+    /// Largest picture read from S3 in bytes (uploads, S3 events, Batch
+    /// Operations, `/predict {"s3": …}`): the path past the invoke limit.
+    #[arg(long, env = "CATDOG_MAX_OBJECT_BYTES", default_value_t = crate::limits::DEFAULT_MAX_OBJECT_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..=(1 << 32)).map(|n| n as usize))]
+    pub max_object_bytes: usize,
     /// Most pictures in one request.
     #[arg(long, env = "MAX_BATCH", default_value_t = crate::limits::DEFAULT_MAX_BATCH,
           value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from))]
@@ -141,6 +146,14 @@ pub struct ObjectSettings {
     #[arg(long, env = "CATDOG_OBJECT_CONCURRENCY", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=64).map(usize::from))]
     pub object_concurrency: usize,
+    /// Where `POST /uploads` lets clients put pictures over the body limit,
+    /// `s3://bucket/prefix/` [default: none, /uploads off].
+    #[arg(long, env = "CATDOG_UPLOADS", value_parser = parse_uploads)]
+    pub uploads: Option<(String, String)>,
+    /// Buckets `/predict {"s3": "s3://bucket/key"}` may read, comma-separated
+    /// (the uploads bucket always may) [default: none].
+    #[arg(long = "s3-allow", env = "CATDOG_S3_ALLOW", value_delimiter = ',', value_parser = parse_bucket)]
+    pub s3_allow: Vec<String>,
 }
 
 /// Which results are written: (tags, record).

@@ -145,3 +145,39 @@ pub(super) fn parse_results_prefix(s: &str) -> Result<String, String> {
     }
     Ok(crate::objects::ResultsConfig::normalise_prefix(p))
 }
+
+/// An S3 bucket name as S3 allows it (3–63 lowercase letters, digits, dots
+/// and hyphens, starting and ending with a letter or digit).
+pub(super) fn parse_bucket(s: &str) -> Result<String, String> {
+    let b = s.trim();
+    let ok = (3..=63).contains(&b.len())
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && b.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(b.to_string())
+    } else {
+        Err(format!(
+            "{b:?} is not an S3 bucket name (3–63 lowercase letters, digits, dots and hyphens)"
+        ))
+    }
+}
+
+/// `s3://bucket/prefix/`: the uploads' bucket and key prefix (ending in `/`,
+/// or empty for the whole bucket).
+pub(super) fn parse_uploads(s: &str) -> Result<(String, String), String> {
+    let rest = s
+        .trim()
+        .strip_prefix("s3://")
+        .ok_or_else(|| format!("{s:?} is not s3://bucket/prefix/"))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let bucket = parse_bucket(bucket)?;
+    let prefix = prefix.trim_start_matches('/');
+    let prefix = if prefix.is_empty() || prefix.ends_with('/') {
+        prefix.to_string()
+    } else {
+        format!("{prefix}/")
+    };
+    Ok((bucket, prefix))
+}

@@ -1,0 +1,142 @@
+//! `POST /uploads` and `GET /uploads/{id}`: pictures past the body limit
+//! (Lambda's 6 MB invoke limit) go straight to S3 by a presigned PUT, and
+//! their answer is read back here once classified.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::http::code::ErrorCode;
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
+use crate::http::stored::Stored;
+use crate::http::types::{ErrorBody, UploadRequest, UploadResult, UploadTicket};
+
+/// Whether `GET /uploads/{id}` found the record already written (by the
+/// picture's S3 event) or wrote it now: `existing` or `written`.
+pub const RECORD_HEADER: &str = "catdog-record";
+
+fn stored(state: &AppState) -> Result<&Stored, ApiError> {
+    state.stored.as_ref().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::UploadsOff,
+            "this server has no uploads bucket: start it with CATDOG_UPLOADS=s3://bucket/prefix/",
+        )
+    })
+}
+
+/// `POST /uploads`: a presigned PUT URL into the uploads bucket, and the key.
+#[utoipa::path(post, path = "/uploads", tag = "classify",
+    request_body(content = UploadRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Where to PUT the picture (within `expires_in_s`), and where its answer will be", body = UploadTicket),
+        (status = 400, description = "Not JSON of that shape (`invalid_json`)", body = ErrorBody),
+        (status = 401, description = "API key missing or wrong", body = ErrorBody),
+        (status = 404, description = "No uploads bucket on this server (`uploads_off`)", body = ErrorBody),
+        (status = 413, description = "`bytes` over CATDOG_MAX_OBJECT_BYTES (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "A body that is not JSON, or a `content_type` that is not a picture's", body = ErrorBody),
+        (status = 502, description = "S3 refused (`s3_error`)", body = ErrorBody),
+        (status = 503, description = "S3 out of reach (`s3_unavailable`)", body = ErrorBody),
+    ))]
+pub async fn create_upload(
+    State(state): State<AppState>,
+    request: Result<Json<UploadRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let stored = stored(&state)?;
+    let Json(request) = request.map_err(ApiError::from)?;
+    if request.bytes == 0 {
+        return Err(ApiError::new(
+            ErrorCode::EmptyBody,
+            "`bytes` is 0: nothing to upload",
+        ));
+    }
+    if request.bytes > state.limits.max_object_bytes as u64 {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "{} bytes is over the limit of {} for pictures in S3 (CATDOG_MAX_OBJECT_BYTES)",
+                request.bytes, state.limits.max_object_bytes
+            ),
+        ));
+    }
+    if let Some(t) = &request.content_type {
+        let picture = t
+            .parse::<mime::Mime>()
+            .is_ok_and(|m| m.type_() == mime::IMAGE);
+        if !picture {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                format!("content_type {t:?} is not a picture's (image/…)"),
+            ));
+        }
+    }
+    let ticket = stored.upload(request).await?;
+    Ok((StatusCode::CREATED, Json(ticket)).into_response())
+}
+
+/// `GET /uploads/{id}`: the uploaded picture's answer.
+#[utoipa::path(get, path = "/uploads/{id}", tag = "classify",
+    params(("id" = String, Path, description = "The `id` of `POST /uploads`' answer")),
+    responses(
+        (status = 200, description = "Its record; header `catdog-record`: `existing` (written by its S3 event) or `written` (now)", body = UploadResult),
+        (status = 400, description = "Not an upload id (`invalid_upload_id`), or the picture was refused (`invalid_image`, …)", body = ErrorBody),
+        (status = 401, description = "API key missing or wrong", body = ErrorBody),
+        (status = 404, description = "No uploads bucket (`uploads_off`), or nothing uploaded under that id (`no_such_key`)", body = ErrorBody),
+        (status = 413, description = "Over CATDOG_MAX_OBJECT_BYTES (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "A picture format that is not supported", body = ErrorBody),
+        (status = 422, description = "Over the pixel limit (`image_too_large`)", body = ErrorBody),
+        (status = 502, description = "S3 refused (`s3_error`)", body = ErrorBody),
+        (status = 503, description = "The model is not ready, or S3 is out of reach", body = ErrorBody),
+    ))]
+pub async fn upload_result(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let stored = stored(&state)?.clone();
+    if !is_upload_id(&id) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidUploadId,
+            format!("{id:?} is not an upload id (32 hex digits and an extension, as POST /uploads gives)"),
+        ));
+    }
+    let (record, existing) = stored.upload_result(state, id).await?;
+    let mut res = (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        record,
+    )
+        .into_response();
+    res.headers_mut().insert(
+        RECORD_HEADER,
+        HeaderValue::from_static(if existing { "existing" } else { "written" }),
+    );
+    Ok(res)
+}
+
+/// An id as `POST /uploads` makes them: 32 lowercase hex digits, and a
+/// picture extension when the type was given.
+pub fn is_upload_id(id: &str) -> bool {
+    let (hex, ext) = id.split_once('.').unwrap_or((id, ""));
+    hex.len() == 32
+        && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && ["", "jpg", "png", "webp", "gif", "bmp"].contains(&ext)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn upload_ids_are_what_post_uploads_makes() {
+        let hex = "0123456789abcdef0123456789abcdef";
+        assert!(super::is_upload_id(hex));
+        assert!(super::is_upload_id(&format!("{hex}.png")));
+        for bad in [
+            &hex[1..],
+            &hex.to_uppercase(),
+            &format!("{hex}.exe"),
+            "../../etc/passwd",
+            "",
+        ] {
+            assert!(!super::is_upload_id(bad), "{bad}");
+        }
+    }
+}
