@@ -39,7 +39,10 @@ fn schemathesis() -> std::path::PathBuf {
 /// non-pictures however exact the schema is: the same reason as
 /// `positive_data_acceptance` above. Every one of them still gets its
 /// documented 4xx, which the checks verify.
-async fn run_schemathesis(base: &str, headers: &[&str]) -> String {
+///
+/// The server has an uploads bucket (moto) with one picture uploaded, whose
+/// id is `upload_id`: `/uploads/{id}` is then reached as the `/v2` routes are.
+async fn run_schemathesis(base: &str, headers: &[&str], upload_id: &str) -> String {
     let model: Value = reqwest::Client::new()
         .get(format!("{base}/v2/models/catdog"))
         .header(
@@ -66,7 +69,9 @@ async fn run_schemathesis(base: &str, headers: &[&str]) -> String {
     ));
     std::fs::write(
         &config,
-        format!("[parameters]\n\"path.name\" = \"catdog\"\n\"path.version\" = \"{version}\"\n"),
+        format!(
+            "[parameters]\n\"path.name\" = \"catdog\"\n\"path.version\" = \"{version}\"\n\"path.id\" = \"{upload_id}\"\n"
+        ),
     )
     .unwrap();
     let warnings = "missing_auth,missing_test_data,base_url_mismatch,unused_openapi_auth,\
@@ -106,8 +111,9 @@ async fn run_schemathesis(base: &str, headers: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_document_describes_the_api_and_the_server_keeps_to_it() {
     let model = fixture("tiny_caffe_nhwc.onnx");
-    let (_p, base) = serve(&["--model", model.to_str().unwrap()], &[]).await;
-    wait_ready(&base).await;
+    let (_moto, _p, base, _) = crate::uploads::uploads_stack_with(&model, &[], &[]).await;
+    let red = std::fs::read(fixture("images/red.jpg")).unwrap();
+    let ticket = crate::uploads::upload(&base, &red, "image/jpeg", &[]).await;
     let doc: Value = reqwest::get(format!("{base}/openapi.json"))
         .await
         .unwrap()
@@ -118,6 +124,8 @@ async fn the_document_describes_the_api_and_the_server_keeps_to_it() {
     for path in [
         "/",
         "/predict",
+        "/uploads",
+        "/uploads/{id}",
         "/health",
         "/model",
         "/openapi.json",
@@ -175,19 +183,18 @@ async fn the_document_describes_the_api_and_the_server_keeps_to_it() {
         .unwrap();
     assert_eq!(v["outputs"][1]["data"], serde_json::json!(["cat"]), "{v}");
 
-    let report = run_schemathesis(&base, &[]).await;
+    let report = run_schemathesis(&base, &[], ticket["id"].as_str().unwrap()).await;
     assert!(report.contains("No issues found"), "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_an_api_key_the_document_stays_public_and_true() {
     let model = fixture("tiny_caffe_nhwc.onnx");
-    let (_p, base) = serve(
-        &["--model", model.to_str().unwrap()],
-        &[("CATDOG_API_KEY", KEY)],
-    )
-    .await;
-    wait_ready(&base).await;
+    let (_moto, _p, base, _) =
+        crate::uploads::uploads_stack_with(&model, &[], &[("CATDOG_API_KEY", KEY)]).await;
+    let red = std::fs::read(fixture("images/red.jpg")).unwrap();
+    let ticket = crate::uploads::upload(&base, &red, "image/jpeg", &[("x-api-key", KEY)]).await;
+    let id = ticket["id"].as_str().unwrap();
     assert_eq!(
         reqwest::get(format!("{base}/openapi.json"))
             .await
@@ -196,13 +203,13 @@ async fn with_an_api_key_the_document_stays_public_and_true() {
         200
     );
     let header = format!("X-API-Key: {KEY}");
-    let report = run_schemathesis(&base, &[&header]).await;
+    let report = run_schemathesis(&base, &[&header], id).await;
     assert!(report.contains("No issues found"), "{report}");
     // without the key: every protected answer is the documented 401, and
     // schemathesis notices it could not get past it
-    let report = run_schemathesis(&base, &[]).await;
+    let report = run_schemathesis(&base, &[], id).await;
     assert!(
-        report.contains("8 operations returned only 401"),
+        report.contains("10 operations returned only 401"),
         "{report}"
     );
 }

@@ -356,6 +356,7 @@ async fn the_api_description_comes_from_the_same_routes() {
             "get /metrics",
             "get /model",
             "get /openapi.json",
+            "get /uploads/{id}",
             "get /v2",
             "get /v2/health/live",
             "get /v2/health/ready",
@@ -364,6 +365,7 @@ async fn the_api_description_comes_from_the_same_routes() {
             "get /v2/models/{name}/versions/{version}",
             "post /",
             "post /predict",
+            "post /uploads",
             "post /v2/models/{name}/infer",
             "post /v2/models/{name}/versions/{version}/infer",
         ]
@@ -375,6 +377,8 @@ async fn the_api_description_comes_from_the_same_routes() {
             .is_some_and(|s| !s.is_empty())
     };
     for (m, p) in [
+        ("post", "/uploads"),
+        ("get", "/uploads/{id}"),
         ("post", "/predict"),
         ("post", "/"),
         ("get", "/model"),

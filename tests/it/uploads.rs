@@ -48,14 +48,24 @@ pub fn cli_answer(model: &std::path::Path, file: &std::path::Path) -> Value {
 
 /// moto with the uploads bucket, and `catdog serve` using it.
 pub async fn uploads_stack(extra: &[&str]) -> (Proc, Proc, String, String) {
+    uploads_stack_with(&fixture("tiny_torch_nchw.onnx"), extra, &[]).await
+}
+
+/// [`uploads_stack`] with another model and more environment.
+pub async fn uploads_stack_with(
+    model: &std::path::Path,
+    extra: &[&str],
+    more_env: &[(&str, &str)],
+) -> (Proc, Proc, String, String) {
     let (moto, endpoint) = moto().await;
     let s3 = s3_test_client(&endpoint);
     s3.create_bucket().bucket(BUCKET).send().await.unwrap();
     s3.create_bucket().bucket("photos").send().await.unwrap();
     let env = s3_env(&endpoint);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.extend_from_slice(more_env);
     let uploads = format!("s3://{BUCKET}/{PREFIX}");
-    let model = fixture("tiny_torch_nchw.onnx").display().to_string();
+    let model = model.display().to_string();
     let mut args = vec![
         "--model",
         &model,
@@ -68,6 +78,34 @@ pub async fn uploads_stack(extra: &[&str]) -> (Proc, Proc, String, String) {
     let (server, base) = serve(&args, &env).await;
     wait_ready(&base).await;
     (moto, server, base, endpoint)
+}
+
+/// `POST /uploads` then the PUT, as a client does; returns the ticket.
+pub async fn upload(
+    base: &str,
+    bytes: &[u8],
+    content_type: &str,
+    headers: &[(&str, &str)],
+) -> Value {
+    let http = reqwest::Client::new();
+    let mut post = http
+        .post(format!("{base}/uploads"))
+        .json(&json!({"bytes": bytes.len(), "content_type": content_type}));
+    for (k, v) in headers {
+        post = post.header(*k, *v);
+    }
+    let res = post.send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    let ticket: Value = res.json().await.unwrap();
+    let mut put = http
+        .put(ticket["url"].as_str().unwrap())
+        .body(bytes.to_vec());
+    for (k, v) in ticket["headers"].as_object().unwrap() {
+        put = put.header(k, v.as_str().unwrap());
+    }
+    let put = put.send().await.unwrap();
+    assert!(put.status().is_success(), "{}", put.text().await.unwrap());
+    ticket
 }
 
 fn close(a: &Value, b: &Value) {
@@ -190,22 +228,7 @@ async fn a_picture_over_the_invoke_limit_is_answered_through_a_presigned_upload(
     // A record written first by the worker S3 events run (here through
     // `catdog predict --write-results`, the same worker) is what the route
     // reads: no second inference.
-    let second = http
-        .post(format!("{base}/uploads"))
-        .json(&json!({"bytes": bytes.len(), "content_type": "image/png"}))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
-    let mut put = http
-        .put(second["url"].as_str().unwrap())
-        .body(bytes.clone());
-    for (k, v) in second["headers"].as_object().unwrap() {
-        put = put.header(k, v.as_str().unwrap());
-    }
-    assert!(put.send().await.unwrap().status().is_success());
+    let second = upload(&base, &bytes, "image/png", &[]).await;
     let out = Command::new(catdog_bin())
         .args(["predict", "--write-results", "--model"])
         .arg(fixture("tiny_torch_nchw.onnx"))

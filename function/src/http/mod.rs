@@ -9,7 +9,6 @@ pub mod input;
 pub mod openapi;
 pub mod routes;
 pub mod state;
-pub mod stored;
 pub mod types;
 pub mod uploads;
 pub mod v2;

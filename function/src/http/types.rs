@@ -334,9 +334,9 @@ pub const RED_PNG_BASE64: &str =
 #[schema(example = json!({"bytes": 7340032, "content_type": "image/png"}))]
 pub struct UploadRequest {
     /// Its size in bytes: signed into the URL, so S3 takes exactly that
-    /// many (at most `CATDOG_MAX_OBJECT_BYTES`).
-    #[schema(minimum = 1)]
-    pub bytes: u64,
+    /// many (at most `CATDOG_MAX_OBJECT_BYTES`, itself at most 4 GiB).
+    #[schema(value_type = i64, format = Int64, minimum = 1, maximum = 4294967295_u64)]
+    pub bytes: u32,
     /// Its type, also signed (`image/jpeg`, `image/png`, …) [default: application/octet-stream].
     #[serde(default)]
     #[schema(pattern = r"^image/[A-Za-z0-9.+-]+$")]

@@ -1,4 +1,4 @@
-//! The HTTP API's way into S3 ([`crate::http::stored::StoredPictures`]):
+//! The HTTP API's way into S3 ([`crate::http::state::StoredPictures`]):
 //! presigned PUTs into the uploads bucket, an upload's answer through the
 //! same worker as S3 events, and pictures by reference from the buckets on
 //! the allow-list. The S3 client is made at first use, so a server that
@@ -16,8 +16,7 @@ use super::store::ObjectStore;
 use super::worker::{ObjectWorker, Outcome};
 use crate::http::code::ErrorCode;
 use crate::http::error::ApiError;
-use crate::http::state::AppState;
-use crate::http::stored::StoredPictures;
+use crate::http::state::{AppState, StoredPictures};
 use crate::http::types::{UploadRequest, UploadTicket};
 use crate::model::retry::SdkRetries;
 use crate::model::source::{s3_client, FetchOptions};
@@ -113,7 +112,12 @@ impl StoredPictures for S3Gateway {
             let (url, headers) = self
                 .store()
                 .await
-                .presign_put(&object, request.bytes, &content_type, UPLOAD_URL_LIFETIME)
+                .presign_put(
+                    &object,
+                    request.bytes.into(),
+                    &content_type,
+                    UPLOAD_URL_LIFETIME,
+                )
                 .await
                 .map_err(ApiError::from)?;
             let mut headers: std::collections::BTreeMap<String, String> =

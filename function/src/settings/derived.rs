@@ -57,14 +57,14 @@ impl Settings {
 
     /// Pictures in S3 as the HTTP API reaches them (`POST /uploads`,
     /// `/predict {"s3": …}`); `None` when no bucket is named.
-    pub fn stored_pictures(&self) -> Option<crate::http::stored::Stored> {
+    pub fn stored_pictures(&self) -> Option<crate::http::state::Stored> {
         crate::objects::gateway::S3Gateway::new(
             self.objects.uploads.clone(),
             self.objects.s3_allow.clone(),
             self.results_config(),
             self.fetch_options(),
         )
-        .map(|g| std::sync::Arc::new(g) as crate::http::stored::Stored)
+        .map(|g| std::sync::Arc::new(g) as crate::http::state::Stored)
     }
 
     /// Which model to load, and how.
