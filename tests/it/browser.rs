@@ -210,3 +210,74 @@ async fn the_tutorials_own_page_shows_predictions_from_another_origin() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A picture over the body limit (a real 7+ MB PNG, over Lambda's 6 MB): the
+/// page sends it to S3 (moto, which answers CORS as a bucket with a CORS
+/// rule does) through `POST uploads` and the presigned PUT, then shows
+/// `GET uploads/{id}`'s answer, equal to `catdog predict` of the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_picture_over_the_body_limit_reaches_the_page_through_s3() {
+    let dir = std::env::temp_dir().join(format!("catdog-big-page-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("big.png");
+    crate::uploads::big_png(&file);
+    let model = fixture("tiny_torch_nchw.onnx");
+    let want = crate::uploads::cli_answer(&model, &file);
+    let (_moto, _server, base, endpoint) = crate::uploads::uploads_stack(&[]).await;
+    let shots = workspace().join("target/screenshots");
+    let out = tokio::task::spawn_blocking({
+        let (base, file, shots) = (base.clone(), file.clone(), shots.clone());
+        move || {
+            Command::new(python())
+                .arg(workspace().join("tests/browser/big_upload.py"))
+                .arg(&base)
+                .arg(&file)
+                .arg(&shots)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "browser script failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page: Value = serde_json::from_slice(
+        out.stdout
+            .trim_ascii_end()
+            .rsplit(|b| *b == b'\n')
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    println!("page: {page}");
+    assert_eq!(page["max_body"], (6 * 1024 * 1024).to_string(), "{page}");
+    assert_eq!(page["status"], "", "no error shown: {page}");
+    assert_eq!(page["label"], want["label"], "{page}");
+    let pct = format!("{:.1}%", want["confidence"].as_f64().unwrap() * 100.0);
+    assert!(
+        page["confidence"].as_str().unwrap().starts_with(&pct),
+        "{page} vs {pct}"
+    );
+    let urls: Vec<&str> = page["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r[1].as_str())
+        .collect();
+    assert!(urls.iter().any(|u| u.ends_with("/uploads")), "{urls:?}");
+    assert!(
+        urls.iter()
+            .any(|u| u.starts_with(&format!("{endpoint}/{}/", crate::uploads::BUCKET))),
+        "the PUT to S3: {urls:?}"
+    );
+    assert!(
+        !urls.iter().any(|u| u.ends_with("/predict")),
+        "over the limit, /predict is not tried: {urls:?}"
+    );
+    let img = image::open(shots.join("upload-page-big.png")).expect("screenshot");
+    assert!(img.width() >= 800);
+    let _ = std::fs::remove_dir_all(&dir);
+}
