@@ -153,6 +153,7 @@ fn a_public_url_is_capped_and_access_is_scoped() {
             "arn:${AWS::Partition}:s3:::${ModelBucket}/${ModelKey}",
             "arn:${AWS::Partition}:s3:::${UploadsBucketName}/*",
             "arn:${AWS::Partition}:s3:::${UploadsBucketName}/${ResultsPrefix}*",
+            "arn:${AWS::Partition}:s3:::${UploadsBucketName}/${UploadsPrefix}*",
             "arn:${AWS::Partition}:s3:::${UploadsBucketName}",
         ]
     );
@@ -172,11 +173,23 @@ fn a_public_url_is_capped_and_access_is_scoped() {
             assert!(!a.starts_with("s3:Delete"), "{a}");
         }
     }
-    // PutObject only for records.
-    assert!(statements
+    // PutObject only for records, and for presigned uploads under UploadsPrefix.
+    let puts: Vec<String> = statements
         .iter()
         .filter(|s| s["Action"].to_string().contains("s3:PutObject\""))
-        .all(|s| sub(&s["Resource"]).contains("${ResultsPrefix}")));
+        .map(|s| sub(&s["Resource"]))
+        .collect();
+    assert_eq!(
+        puts,
+        [
+            "arn:${AWS::Partition}:s3:::${UploadsBucketName}/${ResultsPrefix}*",
+            "arn:${AWS::Partition}:s3:::${UploadsBucketName}/${UploadsPrefix}*",
+        ]
+    );
+}
+
+fn sub_of(v: &serde_json::Value) -> String {
+    v["Fn::Sub"].as_str().unwrap_or("").to_string()
 }
 
 #[test]
@@ -213,6 +226,15 @@ fn uploads_are_notified_through_a_queue_with_a_dead_letter_queue_and_batch_can_i
         t["Parameters"]["UploadsPrefix"]["Default"],
         t["Parameters"]["ResultsPrefix"]["Default"]
     );
+    // The page's PUTs past the invoke limit: the function presigns them into
+    // UploadsPrefix, and the bucket lets a browser send them.
+    assert_eq!(
+        sub_of(&r["CatdogFunction"]["Properties"]["Environment"]["Variables"]["CATDOG_UPLOADS"]),
+        "s3://${UploadsBucketName}/${UploadsPrefix}"
+    );
+    let cors = &bucket["CorsConfiguration"]["CorsRules"][0];
+    assert_eq!(cors["AllowedMethods"], serde_json::json!(["PUT"]));
+    assert_eq!(cors["AllowedHeaders"], serde_json::json!(["content-type"]));
     let queue = &r["UploadsQueue"]["Properties"];
     assert_eq!(
         queue["RedrivePolicy"]["deadLetterTargetArn"],
