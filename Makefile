@@ -22,7 +22,7 @@ LIBDIR = $(PREFIX)/lib/catdog
 PROFILE ?= release
 CARGO_PROFILE = $(if $(filter debug,$(PROFILE)),dev,$(PROFILE))
 
-.PHONY: runtime setup build serve install install-files uninstall test lint lock bench fuzz build-CatdogFunction
+.PHONY: runtime setup build serve install install-files uninstall test lint lock bench bench-objects fuzz build-CatdogFunction
 
 # Only what running catdog needs: the ONNX Runtime shared library, into
 # ~/.cache/catdog/, where the binary finds it with no variable set
@@ -71,6 +71,10 @@ lock:
 # Side-by-side benchmark (bench/README.md): prints a table, writes BENCHMARKS.md + bench/benchmarks.png.
 bench:
 	@bench/run.sh
+
+# S3 objects per second (fp32, int8) and the cost table: BENCHMARKS.md's "S3 objects" section.
+bench-objects:
+	@bench/objects.sh
 
 # Bounded fuzzing of request decoding → preprocessing (FUZZ_SECONDS, default 120; needs nightly).
 fuzz:
