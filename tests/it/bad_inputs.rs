@@ -207,6 +207,11 @@ macro_rules! bad_input_table {
             form_json_on_predict => post("JSON sent as a form to /predict", Some("application/x-www-form-urlencoded; charset=UTF-8"), br#"{"image": "x"}"#.to_vec(), Error(415, "unsupported_media_type")),
             batch_over_a_limit_of_2 => post("3 pictures, limit 2", Some("application/json"), format!("{{\"images\": [{}]}}", ["\"aGk=\""; 3].join(",")).into_bytes(), Error(422, "too_many_images")).limit("MAX_BATCH", "2"),
             picture_over_100_pixels => post("768 pixels, limit 100", Some("image/png"), solid_png(), Error(422, "image_too_large")).limit("MAX_PIXELS", "100"),
+            // Pictures in S3, on a server that names no bucket.
+            uploads_without_a_bucket => Case { path: "/uploads".into(), ..post("POST /uploads, no uploads bucket", Some("application/json"), br#"{"bytes": 10}"#.to_vec(), Error(404, "uploads_off")) },
+            upload_result_without_a_bucket => request("GET /uploads/{id}, no uploads bucket", "GET", "/uploads/0123456789abcdef0123456789abcdef.png".into(), Error(404, "uploads_off")),
+            s3_reference_no_bucket_allowed => post("{\"s3\": …} of a bucket not allowed", Some("application/json"), br#"{"s3": "s3://someone-elses/secret.png"}"#.to_vec(), Error(403, "s3_not_allowed")),
+            json_image_and_s3 => post("JSON with image and s3", Some("application/json"), br#"{"image": "aGk=", "s3": "s3://b/k.png"}"#.to_vec(), Error(400, "invalid_json")),
             // Odd but valid pictures: answered, and answered right.
             animated_gif => post("animated GIF (first frame)", Some("image/gif"), img("anim_red_then_blue.gif"), Label(Some("cat"))),
             cmyk_jpeg => post("CMYK JPEG", Some("image/jpeg"), img("red_cmyk.jpg"), Label(Some("cat"))),

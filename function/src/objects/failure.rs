@@ -107,4 +107,30 @@ mod tests {
         assert!(Failure::from(ErrorCode::ModelUnavailable).is_transient());
         assert!(!Failure::from(ErrorCode::ImageTooLarge).is_transient());
     }
+
+    #[test]
+    fn an_objects_failure_answers_http_with_the_apis_code_or_s3s() {
+        let http = |f: Failure| ApiError::from(f);
+        assert_eq!(
+            http(Failure::permanent("invalid_image", "x")).code,
+            ErrorCode::InvalidImage
+        );
+        assert_eq!(
+            http(Failure::permanent("no_such_key", "x")).code,
+            ErrorCode::NoSuchKey
+        );
+        assert_eq!(
+            http(Failure::permanent("access_denied", "x")).code,
+            ErrorCode::S3Error
+        );
+        assert_eq!(
+            http(Failure::transient("throttled", "x")).code,
+            ErrorCode::S3Unavailable
+        );
+        assert_eq!(
+            http(Failure::transient("s3_unreachable", "x")).code,
+            ErrorCode::S3Unavailable
+        );
+        assert_eq!(ErrorCode::S3Unavailable.retry_after(), Some(1));
+    }
 }
