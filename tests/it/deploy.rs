@@ -552,6 +552,9 @@ async fn sam_build_output_answers_the_function_url_event_like_predict() {
             .envs(function_environment(&[
                 ("ModelBucket", "catdog-models"),
                 ("ModelSha256", &digest),
+                // Required by the template (no default); this event never
+                // reaches the uploads bucket, so any name does.
+                ("UploadsBucketName", "catdog-uploads"),
             ]))
             .envs(s3_env(&endpoint))
             .current_dir(&artifacts)
