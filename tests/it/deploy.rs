@@ -470,7 +470,7 @@ fn f32_of(v: &serde_json::Value) -> f32 {
 /// settings, with the model on an S3 server. It answers
 /// `events/function-url.json` as `catdog predict --json` answers its photo.
 ///
-/// The first build takes minutes (a release build with LTO, through zig);
+/// The first build takes minutes (a release build, through zig);
 /// later ones reuse target/ and take seconds.
 #[tokio::test(flavor = "multi_thread")]
 async fn sam_build_output_answers_the_function_url_event_like_predict() {
