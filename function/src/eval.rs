@@ -64,14 +64,35 @@ pub struct EvalReport {
     pub answers: Vec<Answer>,
 }
 
-/// Scores `classifier` on every picture under `dir/<label>/`, decoding
-/// `limits.max_batch` pictures at a time.
+/// Scores `classifier` on every picture under `dir/<label>/`, and on
+/// those under `others` (photos of other things) as its rejecting label
+/// (`neither`), decoding `limits.max_batch` pictures at a time.
 pub fn evaluate(
     classifier: &Classifier,
     dir: &Path,
+    others: Option<&Path>,
     limits: &Limits,
 ) -> Result<EvalReport, EvalError> {
-    let split = data::list_split(dir)?;
+    let mut split = data::list_split(dir)?;
+    if let Some(others) = others {
+        let label = classifier
+            .info()
+            .rejection
+            .as_ref()
+            .map_or("neither".to_string(), |r| r.label.clone());
+        let found = crate::files::pictures_in(others).map_err(data::DataError::from)?;
+        if found.is_empty() {
+            return Err(data::DataError::EmptyClass(others.to_path_buf()).into());
+        }
+        let class = match split.labels.iter().position(|l| *l == label) {
+            Some(i) => i,
+            None => {
+                split.labels.push(label);
+                split.labels.len() - 1
+            }
+        };
+        split.files.extend(found.into_iter().map(|p| (p, class)));
+    }
     let cols = classifier.info().labels.clone();
     let mut confusion = vec![vec![0usize; cols.len()]; split.labels.len()];
     let mut answers = Vec::new();

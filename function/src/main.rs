@@ -74,8 +74,13 @@ async fn run(settings: &Settings, command: Command) -> Result<ExitCode> {
             );
             println!("MODEL_URI={}\nMODEL_SHA256={}", p.uri, p.sha256);
         }
-        Command::Eval { json, png, dir } => {
-            let report = commands::eval(settings, &dir).await?;
+        Command::Eval {
+            json,
+            png,
+            neither,
+            dir,
+        } => {
+            let report = commands::eval(settings, &dir, neither.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

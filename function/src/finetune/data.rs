@@ -9,6 +9,8 @@ pub enum DataError {
     Missing(PathBuf),
     #[error("{0}: needs at least two class folders, found {1:?}")]
     TooFewClasses(PathBuf, Vec<String>),
+    #[error("{}: no such folder", .0.display())]
+    MissingFolder(PathBuf),
     #[error("class folder {} has no files (looked for {})", .0.display(), crate::files::IMAGE_EXTENSIONS.join(", "))]
     EmptyClass(PathBuf),
     #[error("{path}: {source}")]
@@ -94,21 +96,15 @@ pub fn train_and_valid(
     let mut rng = super::train::Rng::new(seed ^ 0x5EED_CA7D_0600);
     let (mut kept, mut carved) = (Vec::new(), Vec::new());
     for class in 0..train.labels.len() {
-        let mut files: Vec<(PathBuf, usize)> = train
+        let files: Vec<(PathBuf, usize)> = train
             .files
             .iter()
             .filter(|(_, c)| *c == class)
             .cloned()
             .collect();
-        rng.shuffle(&mut files);
-        let n = files.len();
-        let take = if n < 2 {
-            0
-        } else {
-            ((n as f64 * fraction).round() as usize).clamp(1, n - 1)
-        };
-        carved.extend(files.drain(..take));
-        kept.extend(files);
+        let (k, c) = carve(files, fraction, &mut rng);
+        kept.extend(k);
+        carved.extend(c);
     }
     kept.sort();
     carved.sort();
@@ -127,6 +123,52 @@ pub fn train_and_valid(
 }
 
 /// `DIR/train` and, when present, `DIR/valid` (same classes required).
+/// A shuffled `fraction` of one class's files (at least one, never the last).
+fn carve<T>(mut files: Vec<T>, fraction: f64, rng: &mut super::train::Rng) -> (Vec<T>, Vec<T>) {
+    rng.shuffle(&mut files);
+    let n = files.len();
+    let take = if n < 2 {
+        0
+    } else {
+        ((n as f64 * fraction).round() as usize).clamp(1, n - 1)
+    };
+    let carved = files.drain(..take).collect();
+    (files, carved)
+}
+
+/// Adds the pictures under `dir` to the class `label` — a new class after
+/// the others, or more pictures of one that train/ already has — with a
+/// seeded `fraction` of them in `valid`. Returns the class's index.
+pub fn add_class(
+    train: &mut Split,
+    valid: &mut Split,
+    label: &str,
+    dir: &Path,
+    fraction: f64,
+    seed: u64,
+) -> Result<usize, DataError> {
+    if !dir.is_dir() {
+        return Err(DataError::MissingFolder(dir.to_path_buf()));
+    }
+    let found = crate::files::pictures_in(dir)?;
+    if found.is_empty() {
+        return Err(DataError::EmptyClass(dir.to_path_buf()));
+    }
+    let class = match train.labels.iter().position(|l| l == label) {
+        Some(i) => i,
+        None => {
+            train.labels.push(label.to_string());
+            valid.labels.push(label.to_string());
+            train.labels.len() - 1
+        }
+    };
+    let mut rng = super::train::Rng::new(seed ^ 0x0E17_11E2);
+    let (kept, carved) = carve(found, fraction, &mut rng);
+    train.files.extend(kept.into_iter().map(|p| (p, class)));
+    valid.files.extend(carved.into_iter().map(|p| (p, class)));
+    Ok(class)
+}
+
 pub fn list(dir: &Path) -> Result<(Split, Option<Split>), DataError> {
     let train = list_split(&dir.join("train"))?;
     let valid_dir = dir.join("valid");

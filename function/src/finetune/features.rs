@@ -17,14 +17,36 @@ pub struct Extracted {
     /// Files skipped, with why.
     pub skipped: Vec<(PathBuf, String)>,
     /// With a prior: per kept picture, each new class's score from the
-    /// base's logits (log-sum-exp over its group of base classes).
+    /// base's logits (log-sum-exp over its group of base classes); see
+    /// [`Extracted::set_prior`].
     pub prior: Option<Vec<Vec<f32>>>,
+    /// Per kept picture, the base's logits (ImageNet bases).
+    pub logits: Option<Vec<Vec<f32>>>,
 }
 
-/// The base's logits to read, and the groups of base classes per new class.
-pub struct PriorSpec<'a> {
-    pub logits: &'a str,
-    pub groups: &'a [Vec<i64>],
+impl Extracted {
+    /// Each picture's prior: per group of base classes, its score.
+    pub fn set_prior(&mut self, groups: Option<&[Vec<i64>]>) {
+        self.prior = groups.zip(self.logits.as_ref()).map(|(groups, logits)| {
+            logits
+                .iter()
+                .map(|row| groups.iter().map(|g| group_score(row, g)).collect())
+                .collect()
+        });
+    }
+
+    /// Each picture's evidence for a group of base classes: the base's
+    /// probability that the picture is one of them.
+    pub fn evidence(&self, domain: &[i64]) -> Option<Vec<f32>> {
+        let logits = self.logits.as_ref()?;
+        Some(logits.iter().map(|row| evidence(row, domain)).collect())
+    }
+}
+
+/// The base's probability (softmax of `row`) summed over `group`.
+pub fn evidence(row: &[f32], group: &[i64]) -> f32 {
+    let all: Vec<i64> = (0..row.len() as i64).collect();
+    (group_score(row, group) - group_score(row, &all)).exp()
 }
 
 /// `log Σ exp(row[i])` over the group: the group's score, stable.
@@ -88,11 +110,12 @@ impl View {
 /// Pictures decoded and run at a time when the graph does not fix a batch size.
 const CHUNK: usize = 16;
 
-/// Runs the probe (the base with the feature tensor as an extra output) on `files`.
+/// Runs the probe (the base with the feature tensor as an extra output) on
+/// `files`; also reads the base's `logits` tensor when given.
 pub fn extract(
     runner: &Runner,
     head: &HeadInfo,
-    prior: Option<&PriorSpec>,
+    logits: Option<&str>,
     files: &[PathBuf],
     view: View,
     what: &str,
@@ -107,7 +130,8 @@ pub fn extract(
         features: Vec::new(),
         kept: Vec::new(),
         skipped: Vec::new(),
-        prior: prior.map(|_| Vec::new()),
+        prior: None,
+        logits: logits.map(|_| Vec::new()),
     };
     let chunk = runner.fixed_batch().unwrap_or(CHUNK);
     decode_chunks(files, chunk, DecodeLimits::default(), |decoded| {
@@ -147,27 +171,25 @@ pub fn extract(
                         ));
                     }
                     let features = flat.chunks_exact(head.feature_dim).map(<[f32]>::to_vec);
-                    let priors: Vec<Option<Vec<f32>>> = match prior {
-                        Some(spec) => {
-                            let (_, logits) = outputs[spec.logits]
+                    let base: Vec<Option<Vec<f32>>> = match logits {
+                        Some(name) => {
+                            let (_, values) = outputs[name]
                                 .try_extract_tensor::<f32>()
                                 .map_err(|e| e.to_string())?;
-                            crate::model::session::rows(logits, n)?
-                                .iter()
-                                .map(|row| {
-                                    Some(spec.groups.iter().map(|g| group_score(row, g)).collect())
-                                })
+                            crate::model::session::rows(values, n)?
+                                .into_iter()
+                                .map(Some)
                                 .collect()
                         }
                         None => vec![None; n],
                     };
-                    Ok(features.zip(priors).collect::<Vec<_>>())
+                    Ok(features.zip(base).collect::<Vec<_>>())
                 })
                 .map_err(|e| e.to_string())?;
-            for (features, prior) in rows {
+            for (features, base) in rows {
                 out.features.push(features);
-                if let (Some(all), Some(p)) = (out.prior.as_mut(), prior) {
-                    all.push(p);
+                if let (Some(all), Some(row)) = (out.logits.as_mut(), base) {
+                    all.push(row);
                 }
             }
             out.kept.extend(kept);
@@ -182,6 +204,15 @@ pub fn extract(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evidence_is_the_softmax_mass_of_the_group() {
+        let row = [1.0f32, 2.0, 3.0, 0.5];
+        let e: Vec<f32> = row.iter().map(|v| v.exp()).collect();
+        let total: f32 = e.iter().sum();
+        assert!((evidence(&row, &[1, 2]) - (e[1] + e[2]) / total).abs() < 1e-6);
+        assert!((evidence(&row, &[0, 1, 2, 3]) - 1.0).abs() < 1e-6);
+    }
 
     #[test]
     fn views_keep_the_corner_they_name() {

@@ -209,6 +209,18 @@ pub struct Prior {
     pub groups: Vec<Vec<i64>>,
 }
 
+/// A rejecting label after the trained ones: its score is the base's
+/// probability that the picture is none of `domain`'s classes (`1 − p`), and
+/// the trained labels' probabilities are scaled by `p`, so a row still sums
+/// to 1.
+#[derive(Debug, Clone)]
+pub struct Evidence {
+    /// The base's logits tensor (see [`logits_tensor`]).
+    pub logits: String,
+    /// The base classes the trained labels are about (cats and dogs).
+    pub domain: Vec<i64>,
+}
+
 fn int64_tensor(name: &str, values: &[i64]) -> TensorProto {
     let mut t = TensorProto::new();
     t.name = name.to_string();
@@ -254,6 +266,42 @@ fn int_attr(name: &str, v: i64) -> AttributeProto {
     a
 }
 
+/// `ReduceLogSumExp` over axis 1, keeping it: the axes are an attribute
+/// before opset 18, an input since.
+fn log_sum_exp(g: &mut onnx_protobuf::GraphProto, opset: i64, input: &str, output: &str) {
+    if opset >= 18 {
+        let axes = format!("{output}.axes");
+        g.initializer.push(int64_tensor(&axes, &[1]));
+        g.node.push(node(
+            "ReduceLogSumExp",
+            &[input, &axes],
+            output,
+            vec![int_attr("keepdims", 1)],
+        ));
+    } else {
+        let mut axes = AttributeProto::new();
+        axes.name = "axes".into();
+        axes.type_ =
+            protobuf::EnumOrUnknown::new(onnx_protobuf::attribute_proto::AttributeType::INTS);
+        axes.ints = vec![1];
+        g.node.push(node(
+            "ReduceLogSumExp",
+            &[input],
+            output,
+            vec![axes, int_attr("keepdims", 1)],
+        ));
+    }
+}
+
+/// `Gather` of classes along axis 1, then their log-sum-exp: a group's score.
+fn group_score(g: &mut onnx_protobuf::GraphProto, opset: i64, logits: &str, classes: &[i64], name: &str) {
+    let idx = format!("{name}.classes");
+    g.initializer.push(int64_tensor(&idx, classes));
+    let gathered = format!("{name}.logits");
+    g.node.push(node("Gather", &[logits, &idx], &gathered, vec![int_attr("axis", 1)]));
+    log_sum_exp(g, opset, &gathered, name);
+}
+
 /// The base model with its head replaced by `Gemm(weights [F×C], bias [C]) →
 /// Softmax` (after a DequantizeLinear of the features for int8 graphs),
 /// keeping the output name, plus `metadata` (replacing keys of the same name).
@@ -263,12 +311,16 @@ fn int_attr(name: &str, v: i64) -> AttributeProto {
 /// With a `prior`, the base's head stays: the new scores are the prior
 /// (group log-sum-exp of the base's logits) plus the trained correction
 /// `Gemm(features)`, then Softmax.
+///
+/// With `evidence`, a last column is added for the rejecting label (see
+/// [`Evidence`]); the base's head stays for it as for a prior.
 pub fn replace_head(
     model: &ModelProto,
     head: &HeadInfo,
     weights: &[f32],
     bias: &[f32],
     prior: Option<&Prior>,
+    evidence: Option<&Evidence>,
     metadata: &[(&str, String)],
 ) -> Result<Vec<u8>, GraphError> {
     let opset = opset(model);
@@ -283,10 +335,13 @@ pub fn replace_head(
             .as_ref()
             .and_then(|s| s.dim.first().cloned())
     });
+    let base_logits = prior
+        .map(|p| p.logits.clone())
+        .or_else(|| evidence.map(|e| e.logits.clone()));
 
-    // With a prior only a final Softmax goes (the base's logits are used);
-    // without one, the whole old head.
-    let drop: Vec<usize> = match prior {
+    // When the base's logits are used only a final Softmax goes; otherwise
+    // the whole old head.
+    let drop: Vec<usize> = match base_logits {
         Some(_) => head
             .nodes
             .iter()
@@ -314,6 +369,23 @@ pub fn replace_head(
         .collect();
     g.initializer
         .retain(|t| still_used.contains(&t.name) || !head_inputs.contains(&t.name));
+
+    // The base's logits keep flowing; when they were the graph output, they
+    // take another name so the output can be ours.
+    let base_logits = base_logits.map(|logits| {
+        if logits != out_name {
+            return logits;
+        }
+        let renamed = "catdog_head.base_logits".to_string();
+        for n in g.node.iter_mut() {
+            for t in n.output.iter_mut().chain(n.input.iter_mut()) {
+                if *t == out_name {
+                    *t = renamed.clone();
+                }
+            }
+        }
+        renamed
+    });
 
     let mut features = head.feature.clone();
     if let Some((scale, zp)) = head.quant {
@@ -351,56 +423,11 @@ pub fn replace_head(
         gemm_out,
         vec![],
     ));
-    if let Some(prior) = prior {
-        // The base's logits keep flowing; when they were the graph output,
-        // they take another name so the output can be ours.
-        let mut logits = prior.logits.clone();
-        if logits == out_name {
-            logits = "catdog_head.base_logits".to_string();
-            for n in g.node.iter_mut() {
-                for t in n.output.iter_mut().chain(n.input.iter_mut()) {
-                    if *t == out_name {
-                        *t = logits.clone();
-                    }
-                }
-            }
-        }
+    if let (Some(prior), Some(logits)) = (prior, base_logits.as_deref()) {
         let mut groups = Vec::new();
         for (c, classes) in prior.groups.iter().enumerate() {
-            let idx = format!("catdog_head.group{c}.classes");
-            g.initializer.push(int64_tensor(&idx, classes));
-            let gathered = format!("catdog_head.group{c}.logits");
-            g.node.push(node(
-                "Gather",
-                &[&logits, &idx],
-                &gathered,
-                vec![int_attr("axis", 1)],
-            ));
             let score = format!("catdog_head.group{c}.score");
-            // ReduceLogSumExp takes its axes as an attribute before opset 18, as an input since.
-            if opset >= 18 {
-                let axes = format!("catdog_head.group{c}.axes");
-                g.initializer.push(int64_tensor(&axes, &[1]));
-                g.node.push(node(
-                    "ReduceLogSumExp",
-                    &[&gathered, &axes],
-                    &score,
-                    vec![int_attr("keepdims", 1)],
-                ));
-            } else {
-                let mut axes = AttributeProto::new();
-                axes.name = "axes".into();
-                axes.type_ = protobuf::EnumOrUnknown::new(
-                    onnx_protobuf::attribute_proto::AttributeType::INTS,
-                );
-                axes.ints = vec![1];
-                g.node.push(node(
-                    "ReduceLogSumExp",
-                    &[&gathered],
-                    &score,
-                    vec![axes, int_attr("keepdims", 1)],
-                ));
-            }
+            group_score(g, opset, logits, classes, &score);
             groups.push(score);
         }
         let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
@@ -417,12 +444,60 @@ pub fn replace_head(
             vec![],
         ));
     }
-    g.node.push(node(
-        "Softmax",
-        &["catdog_head.logits"],
-        &out_name,
-        vec![int_attr("axis", 1)],
-    ));
+    let outputs = match (evidence, base_logits.as_deref()) {
+        (Some(evidence), Some(logits)) => {
+            // p = exp(LSE(domain) − LSE(all)); out = [probabilities · p, 1 − p].
+            g.node.push(node(
+                "Softmax",
+                &["catdog_head.logits"],
+                "catdog_head.probabilities",
+                vec![int_attr("axis", 1)],
+            ));
+            group_score(g, opset, logits, &evidence.domain, "catdog_head.domain.score");
+            log_sum_exp(g, opset, logits, "catdog_head.all.score");
+            g.node.push(node(
+                "Sub",
+                &["catdog_head.domain.score", "catdog_head.all.score"],
+                "catdog_head.domain.log_evidence",
+                vec![],
+            ));
+            g.node.push(node(
+                "Exp",
+                &["catdog_head.domain.log_evidence"],
+                "catdog_head.domain.evidence",
+                vec![],
+            ));
+            g.initializer.push(float_tensor("catdog_head.one", &[], &[1.0]));
+            g.node.push(node(
+                "Mul",
+                &["catdog_head.probabilities", "catdog_head.domain.evidence"],
+                "catdog_head.in_domain",
+                vec![],
+            ));
+            g.node.push(node(
+                "Sub",
+                &["catdog_head.one", "catdog_head.domain.evidence"],
+                "catdog_head.rejected",
+                vec![],
+            ));
+            g.node.push(node(
+                "Concat",
+                &["catdog_head.in_domain", "catdog_head.rejected"],
+                &out_name,
+                vec![int_attr("axis", 1)],
+            ));
+            classes + 1
+        }
+        _ => {
+            g.node.push(node(
+                "Softmax",
+                &["catdog_head.logits"],
+                &out_name,
+                vec![int_attr("axis", 1)],
+            ));
+            classes
+        }
+    };
     let batch = first_dim.map(|d| {
         if d.has_dim_value() {
             (Some(d.dim_value()), String::new())
@@ -437,7 +512,7 @@ pub fn replace_head(
         DataType::FLOAT,
         Some(vec![
             batch.unwrap_or((None, "N".into())),
-            (Some(classes as i64), String::new()),
+            (Some(outputs as i64), String::new()),
         ]),
     );
     // Value infos of the removed tensors would now be stale.

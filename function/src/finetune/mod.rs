@@ -18,7 +18,7 @@ use crate::model::contract;
 use crate::model::load::{self, DigestTiming, LoadError, ModelSpec};
 use crate::model::session::{self, Runner, SessionOptions};
 use crate::model::source::FetchedModel;
-use crate::model::{imagenet, weights, ModelError};
+use crate::model::{imagenet, output, weights, ModelError};
 use crate::preprocess::Preprocessing;
 use train::{EpochStats, TrainConfig};
 
@@ -48,6 +48,8 @@ pub enum FinetuneError {
         path: PathBuf,
         error: std::io::Error,
     },
+    #[error("{0}")]
+    Neither(String),
     #[error("--init zero-shot needs an ImageNet base (1000 outputs) and the labels cat and dog; here: {0}")]
     NoZeroShot(String),
     #[error(
@@ -118,6 +120,33 @@ impl Augment {
     }
 }
 
+/// How the rejecting label (`neither`) is learnt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum NeitherMode {
+    /// The base's own probability that the picture is one of the labels'
+    /// classes (cats and dogs), under a threshold chosen on the photos.
+    Threshold,
+    /// A third class of the trained head, learnt from the non-pet photos
+    /// (`--neither DIR`), starting from the base's other classes.
+    Class,
+}
+
+/// The label that means "none of the others", and what it is learnt from.
+#[derive(Debug, Clone)]
+pub struct NeitherConfig {
+    /// Its name (`neither`).
+    pub label: String,
+    /// Photos of other things, for its threshold or as its class.
+    pub photos: Option<PathBuf>,
+    /// With photos: threshold or class (without, always threshold).
+    pub mode: NeitherMode,
+}
+
+/// Share of the user's own photos a threshold chosen from them alone may
+/// reject: the rest is the room left for other things.
+pub const PETS_REJECTED: f64 = 0.02;
+
 /// What to fine-tune on what.
 #[derive(Debug, Clone)]
 pub struct FinetuneConfig {
@@ -135,6 +164,8 @@ pub struct FinetuneConfig {
     pub augment: Augment,
     /// Measure the candidate settings by k-fold cross-validation instead of training.
     pub cv: Option<usize>,
+    /// The rejecting label; `None` (`--no-neither`): every answer is one of the labels.
+    pub neither: Option<NeitherConfig>,
 }
 
 /// What `catdog finetune` reports (and stores in the model's `catdog_training`).
@@ -163,10 +194,34 @@ pub struct Summary {
     pub valid_accuracy: f64,
     /// The base's zero-shot cat-vs-dog accuracy on the same validation photos (ImageNet bases).
     pub base_valid_accuracy: Option<f64>,
+    /// The rejecting label's rule, when the model has one.
+    pub neither: Option<NeitherSummary>,
     /// Written although weak (--allow-weak).
     pub weak: bool,
     pub extract_s: f64,
     pub train_s: f64,
+}
+
+/// How the model says `neither`, and what that was fitted on.
+#[derive(Debug, Clone, Serialize)]
+pub struct NeitherSummary {
+    pub label: String,
+    pub mode: NeitherMode,
+    /// The answer is `label` when the other labels' scores sum to less than this.
+    pub below: f32,
+    /// Threshold mode: how many base classes the evidence sums over, and
+    /// where they came from (`groups`: the labels' ImageNet groups;
+    /// `top1`: the base's first choice for the training photos).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<(usize, &'static str)>,
+    /// The user's photos of the labels (originals, train and valid), and
+    /// how many of them the rule answers `label` for.
+    pub photos: usize,
+    pub photos_rejected: usize,
+    /// Photos of other things it was fitted on, and how many of them it
+    /// answers `label` for.
+    pub other_photos: usize,
+    pub other_photos_rejected: usize,
 }
 
 /// The summary as stored in the model: without wall-clock timings, so the
@@ -276,18 +331,132 @@ pub async fn finetune(cfg: &FinetuneConfig) -> Result<Summary, FinetuneError> {
     .map_err(|e| FinetuneError::Features(format!("worker failed: {e}")))?
 }
 
+/// The threshold of the base's evidence for the labels' classes (see
+/// [`graph::Evidence`]). From the user's photos alone: the value that
+/// [`PETS_REJECTED`] of them fall under (interpolated in log), never above
+/// the ImageNet mode's own. With photos of other things too: the split
+/// between the two with the fewest errors (each side weighted by its
+/// size), at the middle (in log) of the best splits.
+pub fn choose_threshold(photos: &[f32], others: &[f32]) -> f32 {
+    let log = |v: &[f32]| -> Vec<f64> {
+        let mut l: Vec<f64> = v.iter().map(|&e| f64::from(e.max(1e-30)).ln()).collect();
+        l.sort_by(f64::total_cmp);
+        l
+    };
+    let (photos, others) = (log(photos), log(others));
+    let cap = f64::from(imagenet::DEFAULT_NEITHER_BELOW);
+    if photos.is_empty() {
+        return cap as f32;
+    }
+    if others.is_empty() {
+        let pos = PETS_REJECTED * (photos.len() - 1) as f64;
+        let (i, frac) = (pos.floor() as usize, pos.fract());
+        let next = photos[(i + 1).min(photos.len() - 1)];
+        return (photos[i] + frac * (next - photos[i])).exp().min(cap) as f32;
+    }
+    let mut cuts: Vec<f64> = photos.iter().chain(&others).copied().collect();
+    cuts.sort_by(f64::total_cmp);
+    cuts.dedup();
+    let mut candidates: Vec<f64> = cuts.windows(2).map(|w| (w[0] + w[1]) / 2.0).collect();
+    candidates.push(cuts[0] - 1.0);
+    candidates.push(cuts[cuts.len() - 1] + 1.0);
+    let error = |t: f64| {
+        let rejected = photos.iter().filter(|&&p| p < t).count() as f64 / photos.len() as f64;
+        let kept = others.iter().filter(|&&o| o >= t).count() as f64 / others.len() as f64;
+        rejected + kept
+    };
+    let best = candidates.iter().map(|&t| error(t)).fold(f64::INFINITY, f64::min);
+    let mut tied: Vec<f64> = candidates.into_iter().filter(|&t| error(t) <= best + 1e-12).collect();
+    tied.sort_by(f64::total_cmp);
+    let (lo, hi) = (tied[0], tied[tied.len() - 1]);
+    ((lo + hi) / 2.0).exp().min(0.5) as f32
+}
+
+/// The base classes a label set is about, for the evidence that a picture
+/// is one of them: the labels' ImageNet groups, else every class that is
+/// the base's first choice for one of the training photos.
+fn domain_of(groups: Option<&[Vec<i64>]>, logits: &[Vec<f32>]) -> (Vec<i64>, &'static str) {
+    let mut domain: Vec<i64> = match groups {
+        Some(groups) => groups.iter().flatten().copied().collect(),
+        None => logits.iter().map(|row| train::argmax(row) as i64).collect(),
+    };
+    domain.sort_unstable();
+    domain.dedup();
+    (domain, if groups.is_some() { "groups" } else { "top1" })
+}
+
+/// The rows of a set whose label passes `keep`.
+fn select(
+    ex: &features::Extracted,
+    y: &[usize],
+    keep: impl Fn(usize) -> bool,
+) -> (features::Extracted, Vec<usize>) {
+    let rows: Vec<usize> = (0..y.len()).filter(|&i| keep(y[i])).collect();
+    let pick = |v: &Vec<Vec<f32>>| rows.iter().map(|&i| v[i].clone()).collect::<Vec<_>>();
+    (
+        features::Extracted {
+            features: pick(&ex.features),
+            kept: rows.iter().map(|&i| ex.kept[i]).collect(),
+            skipped: Vec::new(),
+            prior: ex.prior.as_ref().map(pick),
+            logits: ex.logits.as_ref().map(pick),
+        },
+        rows.iter().map(|&i| y[i]).collect(),
+    )
+}
+
 fn run(
     cfg: &FinetuneConfig,
     probe: Probe,
     base_sha256: String,
-    train_split: data::Split,
-    valid_split: data::Split,
+    mut train_split: data::Split,
+    mut valid_split: data::Split,
     valid_source: data::ValidSource,
 ) -> Result<Summary, FinetuneError> {
     let head = &probe.head;
+    // Photos of other things join the splits as one more class, after the
+    // labels' own (also when train/ has a folder of that name).
+    let mut rejecting = None;
+    if let Some(n) = &cfg.neither {
+        rejecting = match &n.photos {
+            Some(dir) => Some(data::add_class(
+                &mut train_split,
+                &mut valid_split,
+                &n.label,
+                dir,
+                cfg.valid_fraction,
+                cfg.train.seed,
+            )?),
+            None => train_split.labels.iter().position(|l| *l == n.label),
+        };
+    }
+    if let Some(r) = rejecting {
+        let last = train_split.labels.len() - 1;
+        let remap = |c: usize| match c {
+            c if c == r => last,
+            c if c > r => c - 1,
+            c => c,
+        };
+        for split in [&mut train_split, &mut valid_split] {
+            let label = split.labels.remove(r);
+            split.labels.push(label);
+            for f in split.files.iter_mut() {
+                f.1 = remap(f.1);
+            }
+        }
+    }
+    let labels = train_split.labels.clone();
+    // The labels' own classes are 0..pets; photos of other things are `pets`.
+    let pets = labels.len() - usize::from(rejecting.is_some());
+    if pets < 2 {
+        return Err(FinetuneError::Neither(format!(
+            "needs at least two labels besides `{}`; train/ has {labels:?}",
+            labels[labels.len() - 1]
+        )));
+    }
     let groups = match (
         cfg.init,
-        zero_shot_groups(&train_split.labels, probe.logits.as_deref()),
+        zero_shot_groups(&labels[..pets], probe.logits.as_deref()),
     ) {
         (Init::Random, _) => None,
         (_, Ok(groups)) => Some(groups),
@@ -299,10 +468,27 @@ fn run(
     } else {
         Init::Random
     };
-    let spec = groups
-        .as_ref()
-        .zip(probe.logits.as_deref())
-        .map(|(groups, logits)| features::PriorSpec { logits, groups });
+    let mode = match (&cfg.neither, rejecting.is_some(), probe.logits.is_some()) {
+        (None, ..) => None,
+        (Some(n), true, true) => Some(n.mode),
+        (Some(_), true, false) => Some(NeitherMode::Class),
+        (Some(_), false, true) => Some(NeitherMode::Threshold),
+        (Some(n), false, false) => {
+            eprintln!(
+                "finetune: the base is not an ImageNet classifier, so it has no evidence for `{}`: \
+                 the model answers only {labels:?} (give photos of other things with --neither DIR \
+                 to train `{}` as a class)",
+                n.label, n.label
+            );
+            None
+        }
+    };
+    let neither_label = cfg.neither.as_ref().map(|n| n.label.clone());
+    // What the model answers: the labels, then the rejecting one.
+    let mut labels_out = labels[..pets].to_vec();
+    if let (Some(_), Some(label)) = (mode, &neither_label) {
+        labels_out.push(label.clone());
+    }
 
     let t0 = Instant::now();
     let mut skipped = Vec::new();
@@ -311,7 +497,7 @@ fn run(
                        what: &str|
      -> Result<(features::Extracted, Vec<usize>), FinetuneError> {
         let files: Vec<PathBuf> = split.files.iter().map(|(p, _)| p.clone()).collect();
-        let ex = features::extract(&probe.runner, head, spec.as_ref(), &files, view, what)
+        let ex = features::extract(&probe.runner, head, probe.logits.as_deref(), &files, view, what)
             .map_err(FinetuneError::Features)?;
         if view == features::View::Original {
             skipped.extend(
@@ -324,14 +510,50 @@ fn run(
         Ok((ex, y))
     };
     let (mut tr, mut y) = extract(&train_split, features::View::Original, "train")?;
-    let (va, vy) = extract(&valid_split, features::View::Original, "valid")?;
-    for (c, label) in train_split.labels.iter().enumerate() {
+    let (mut va, vy) = extract(&valid_split, features::View::Original, "valid")?;
+    for (c, label) in labels.iter().enumerate() {
         if !y.contains(&c) {
             return Err(FinetuneError::NoUsable(label.clone()));
         }
     }
+    // The classes the labels are about, and the head's prior per class.
+    let domain = match (mode, &tr.logits) {
+        (Some(NeitherMode::Threshold), Some(logits)) => {
+            let photos: Vec<Vec<f32>> = (0..y.len())
+                .filter(|&i| y[i] < pets)
+                .map(|i| logits[i].clone())
+                .collect();
+            Some(domain_of(groups.as_deref(), &photos))
+        }
+        (Some(NeitherMode::Class), Some(_)) if groups.is_some() => {
+            Some(domain_of(groups.as_deref(), &[]))
+        }
+        _ => None,
+    };
+    let prior_groups: Option<Vec<Vec<i64>>> = match (mode, &groups, &domain) {
+        (Some(NeitherMode::Class), Some(groups), Some((domain, _))) => {
+            let rest = (0..imagenet::NUM_CLASSES as i64)
+                .filter(|c| domain.binary_search(c).is_err())
+                .collect();
+            Some(groups.iter().cloned().chain([rest]).collect())
+        }
+        (_, groups, _) => groups.clone(),
+    };
+    tr.set_prior(prior_groups.as_deref());
+    va.set_prior(prior_groups.as_deref());
+    // The head learns the labels; photos of other things become its third
+    // class, or only set the threshold.
+    let head_classes = match mode {
+        Some(NeitherMode::Class) => pets + 1,
+        _ => pets,
+    };
     let train_images = y.len();
     if let Some(k) = cfg.cv {
+        if rejecting.is_some() {
+            return Err(FinetuneError::Neither(
+                "--cv measures the labels' head: run it without photos of other things".into(),
+            ));
+        }
         // Measuring, not training: the candidates by k-fold cross-validation
         // over train/ and valid/ (never test/), with every augmented copy.
         let all = Augment {
@@ -340,25 +562,29 @@ fn run(
         };
         let mut views = Vec::new();
         for view in all.views() {
-            let (t, _) = extract(&train_split, view, "train")?;
-            let (v, _) = extract(&valid_split, view, "valid")?;
+            let (mut t, _) = extract(&train_split, view, "train")?;
+            let (mut v, _) = extract(&valid_split, view, "valid")?;
+            t.set_prior(prior_groups.as_deref());
+            v.set_prior(prior_groups.as_deref());
             views.push((view, [t, v]));
         }
         let pool = cv::Pool::new(&[(&tr, &y), (&va, &vy)], &views);
-        let report = cv::run(
-            &pool,
-            train_split.labels.len(),
-            k,
-            cfg.train,
-            groups.is_some(),
-        );
+        let report = cv::run(&pool, labels.len(), k, cfg.train, groups.is_some());
         return Err(FinetuneError::CrossValidated(report));
     }
+    // Each photo once, before augmenting: for the threshold and the figures.
+    let photos = [select(&tr, &y, |c| c < pets).0, select(&va, &vy, |c| c < pets).0];
+    let others = [select(&tr, &y, |c| c >= pets).0, select(&va, &vy, |c| c >= pets).0];
     for view in cfg.augment.views() {
-        let (more, ym) = extract(&train_split, view, "train")?;
+        let (mut more, ym) = extract(&train_split, view, "train")?;
+        more.set_prior(prior_groups.as_deref());
         tr.features.extend(more.features);
+        tr.kept.extend(more.kept);
         if let (Some(p), Some(pm)) = (tr.prior.as_mut(), more.prior) {
             p.extend(pm);
+        }
+        if let (Some(l), Some(lm)) = (tr.logits.as_mut(), more.logits) {
+            l.extend(lm);
         }
         y.extend(ym);
     }
@@ -369,26 +595,20 @@ fn run(
             skipped.len()
         );
     }
+    let (tr_head, y_head) = select(&tr, &y, |c| c < head_classes);
+    let (va_head, vy_head) = select(&va, &vy, |c| c < head_classes);
     let train_set = train::Set {
-        x: &tr.features,
-        y: &y,
-        prior: tr.prior.as_deref(),
+        x: &tr_head.features,
+        y: &y_head,
+        prior: tr_head.prior.as_deref(),
     };
     let valid_set = train::Set {
-        x: &va.features,
-        y: &vy,
-        prior: va.prior.as_deref(),
+        x: &va_head.features,
+        y: &vy_head,
+        prior: va_head.prior.as_deref(),
     };
-    let base_valid_accuracy = va.prior.as_ref().map(|prior| {
-        let right = prior
-            .iter()
-            .zip(&vy)
-            .filter(|(p, &y)| train::argmax(p) == y)
-            .count();
-        right as f64 / vy.len().max(1) as f64
-    });
     eprintln!(
-        "finetune: {} training{} and {} validation photos ({}), head starts {}{}",
+        "finetune: {} training{} and {} validation photos ({}), head starts {}",
         train_images,
         cfg.augment.describe(),
         vy.len(),
@@ -400,10 +620,6 @@ fn run(
             Init::ZeroShot => "from the base's zero-shot choice",
             _ => "random",
         },
-        base_valid_accuracy.map_or(String::new(), |a| format!(
-            " (zero-shot validation accuracy {:.1}%)",
-            a * 100.0
-        )),
     );
 
     let t1 = Instant::now();
@@ -414,31 +630,119 @@ fn run(
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let valid_opt = (!vy.is_empty()).then_some(valid_set);
-    let (trained, history) = train::train(
-        train_set,
-        train_split.labels.len(),
-        cfg.train,
-        valid_opt,
-        |s| {
-            bar.suspend(|| {
-                let valid = match (s.valid_loss, s.valid_accuracy) {
-                    (Some(l), Some(a)) => format!("  valid loss {l:.4} accuracy {:.1}%", a * 100.0),
-                    _ => String::new(),
-                };
-                eprintln!(
-                    "epoch {:>3}: loss {:.4} accuracy {:.1}%{valid}",
-                    s.epoch,
-                    s.loss,
-                    s.accuracy * 100.0
-                );
-            });
-            bar.inc(1);
-        },
-    );
+    let valid_opt = (!vy_head.is_empty()).then_some(valid_set);
+    let (trained, history) = train::train(train_set, head_classes, cfg.train, valid_opt, |s| {
+        bar.suspend(|| {
+            let valid = match (s.valid_loss, s.valid_accuracy) {
+                (Some(l), Some(a)) => format!("  valid loss {l:.4} accuracy {:.1}%", a * 100.0),
+                _ => String::new(),
+            };
+            eprintln!(
+                "epoch {:>3}: loss {:.4} accuracy {:.1}%{valid}",
+                s.epoch,
+                s.loss,
+                s.accuracy * 100.0
+            );
+        });
+        bar.inc(1);
+    });
     bar.finish_and_clear();
     let train_s = t1.elapsed().as_secs_f64();
-    let (_, valid_accuracy) = trained.evaluate(valid_set);
+
+    // The rejecting label's rule.
+    let evidence = |sets: &[features::Extracted]| -> Vec<f32> {
+        let Some((d, _)) = &domain else { return Vec::new() };
+        sets.iter()
+            .filter_map(|ex| ex.logits.as_ref())
+            .flatten()
+            .map(|row| features::evidence(row, d))
+            .collect()
+    };
+    let rejection = match (mode, &cfg.neither) {
+        (Some(NeitherMode::Threshold), Some(n)) => Some(contract::Rejection {
+            label: n.label.clone(),
+            below: choose_threshold(&evidence(&photos), &evidence(&others)),
+        }),
+        // A trained class: the answer when the others are less likely than not.
+        (Some(NeitherMode::Class), Some(n)) => Some(contract::Rejection {
+            label: n.label.clone(),
+            below: 0.5,
+        }),
+        _ => None,
+    };
+    let answers = Answers {
+        head: &trained,
+        rule: output::Head::Labels {
+            labels: labels_out.clone(),
+            rejection: rejection.clone(),
+        },
+        evidence: domain
+            .as_ref()
+            .map(|(d, _)| d.as_slice())
+            .filter(|_| mode == Some(NeitherMode::Threshold)),
+    };
+    // Right: the photo's label, or the rejecting one for other things.
+    let truth = |c: usize| c.min(labels_out.len() - 1);
+    let valid_accuracy = answers.accuracy(&va, &vy, truth);
+    // The base's own zero-shot answer on the same photos (ImageNet mode:
+    // the groups, and `neither` below its default threshold).
+    let base_valid_accuracy = groups.as_ref().zip(va.logits.as_ref()).map(|(groups, logits)| {
+        let zero_shot = output::Head::Labels {
+            labels: labels_out.clone(),
+            rejection: rejection.as_ref().map(|r| contract::Rejection {
+                below: imagenet::DEFAULT_NEITHER_BELOW,
+                ..r.clone()
+            }),
+        };
+        let right = logits
+            .iter()
+            .zip(&vy)
+            .filter(|(row, &y)| {
+                let mut p: Vec<f32> = groups.iter().map(|g| features::evidence(row, g)).collect();
+                if rejection.is_some() {
+                    p.push((1.0 - p.iter().sum::<f32>()).max(0.0));
+                }
+                let label = output::predict(&zero_shot, &p).label;
+                labels_out.iter().position(|l| *l == label) == Some(truth(y))
+            })
+            .count();
+        right as f64 / vy.len().max(1) as f64
+    });
+    let rejected = |sets: &[features::Extracted]| -> usize {
+        sets.iter().map(|ex| answers.count(ex, labels_out.len() - 1)).sum()
+    };
+    let neither = rejection.as_ref().map(|r| NeitherSummary {
+        label: r.label.clone(),
+        mode: mode.unwrap_or(NeitherMode::Threshold),
+        below: r.below,
+        domain: domain
+            .as_ref()
+            .filter(|_| mode == Some(NeitherMode::Threshold))
+            .map(|(d, from)| (d.len(), *from)),
+        photos: photos.iter().map(|ex| ex.features.len()).sum(),
+        photos_rejected: rejected(&photos),
+        other_photos: others.iter().map(|ex| ex.features.len()).sum(),
+        other_photos_rejected: rejected(&others),
+    });
+    if let Some(n) = &neither {
+        eprintln!(
+            "finetune: `{}` {}: {} of the {} photos of {:?} and {} of {} photos of other things answer `{}`",
+            n.label,
+            match n.mode {
+                NeitherMode::Threshold => format!(
+                    "when the base gives the labels' classes less than {:.4} in all",
+                    n.below
+                ),
+                NeitherMode::Class => "as a trained class".to_string(),
+            },
+            n.photos_rejected,
+            n.photos,
+            &labels_out[..pets],
+            n.other_photos_rejected,
+            n.other_photos,
+            n.label,
+        );
+    }
     let best_epoch = history
         .iter()
         .filter_map(|h| h.valid_loss.map(|l| (h.epoch, l)))
@@ -449,17 +753,28 @@ fn run(
         .0;
 
     let mut weak = None;
-    if (valid_accuracy as f64) + 1e-6 < cfg.accept.min_accuracy {
+    if valid_accuracy + 1e-6 < cfg.accept.min_accuracy {
         weak = Some(format!(
             "validation accuracy {:.1}% is below the floor of {:.1}% (--min-accuracy)",
             valid_accuracy * 100.0,
             cfg.accept.min_accuracy * 100.0
         ));
-    } else if let Some(base) = base_valid_accuracy.filter(|b| (valid_accuracy as f64) + 1e-6 < *b) {
+    } else if let Some(base) = base_valid_accuracy.filter(|b| valid_accuracy + 1e-6 < *b) {
         weak = Some(format!(
             "validation accuracy {:.1}% is below the base's own zero-shot choice ({:.1}%) on the same photos",
             valid_accuracy * 100.0,
             base * 100.0
+        ));
+    } else if let Some(n) = neither.as_ref().filter(|n| {
+        n.other_photos > 0
+            && (n.other_photos_rejected as f64) + 1e-6 < cfg.accept.min_accuracy * n.other_photos as f64
+    }) {
+        weak = Some(format!(
+            "`{}` is the answer for only {} of the {} photos of other things, below the floor of {:.1}% (--min-accuracy)",
+            n.label,
+            n.other_photos_rejected,
+            n.other_photos,
+            cfg.accept.min_accuracy * 100.0
         ));
     }
     let summary = Summary {
@@ -475,7 +790,7 @@ fn run(
             ),
             _ => format!("{} ({} nodes)", head.op, head.nodes.len()),
         },
-        labels: train_split.labels.clone(),
+        labels: labels_out.clone(),
         train_images,
         valid_images: vy.len(),
         valid_source,
@@ -485,8 +800,9 @@ fn run(
         config: cfg.train,
         history,
         best_epoch,
-        valid_accuracy: valid_accuracy as f64,
+        valid_accuracy,
         base_valid_accuracy,
+        neither,
         weak: weak.is_some(),
         extract_s,
         train_s,
@@ -505,7 +821,7 @@ fn run(
     }
     let mut spec_out = probe.runner.preprocessor().spec().clone();
     spec_out.layout = Some(probe.runner.preprocessor().layout());
-    let metadata = [
+    let mut metadata = vec![
         (
             contract::KEY_LABELS,
             serde_json::to_string(&summary.labels).expect("strings serialise"),
@@ -517,15 +833,26 @@ fn run(
         (contract::KEY_OUTPUT, "probabilities".to_string()),
         ("catdog_training", training_record(&summary)),
     ];
-    let prior = groups
+    if let Some(r) = &rejection {
+        metadata.push((contract::KEY_REJECTION, r.to_metadata()));
+    }
+    let prior = prior_groups
         .zip(probe.logits.clone())
         .map(|(groups, logits)| graph::Prior { logits, groups });
+    let evidence = match (mode, &domain, &probe.logits) {
+        (Some(NeitherMode::Threshold), Some((domain, _)), Some(logits)) => Some(graph::Evidence {
+            logits: logits.clone(),
+            domain: domain.clone(),
+        }),
+        _ => None,
+    };
     let graph = graph::replace_head(
         &probe.graph,
         head,
         &trained.weights,
         &trained.bias,
         prior.as_ref(),
+        evidence.as_ref(),
         &metadata,
     )?;
     // The weights the new graph still refers to, taken back from the base.
@@ -536,4 +863,71 @@ fn run(
         error,
     })?;
     Ok(summary)
+}
+
+/// The written model's answers, computed on cached rows: the trained head,
+/// then (threshold mode) the base's evidence as the last column, then the
+/// label rule — the same rule serving applies ([`output::predict`]).
+struct Answers<'a> {
+    head: &'a train::SoftmaxHead,
+    rule: output::Head,
+    /// Threshold mode: the base classes the evidence sums over.
+    evidence: Option<&'a [i64]>,
+}
+
+impl Answers<'_> {
+    /// The index (in the rule's labels) of the answer for row `i` of `ex`.
+    fn answer(&self, ex: &features::Extracted, i: usize) -> usize {
+        let mut row = self
+            .head
+            .probabilities(&ex.features[i], ex.prior.as_ref().map(|p| p[i].as_slice()));
+        if let (Some(domain), Some(logits)) = (self.evidence, &ex.logits) {
+            let e = features::evidence(&logits[i], domain);
+            row.iter_mut().for_each(|p| *p *= e);
+            row.push(1.0 - e);
+        }
+        let label = output::predict(&self.rule, &row).label;
+        let labels = self.rule.labels();
+        labels.iter().position(|l| *l == label).unwrap_or(0)
+    }
+
+    /// How many rows of `ex` get the answer `label`.
+    fn count(&self, ex: &features::Extracted, label: usize) -> usize {
+        (0..ex.features.len()).filter(|&i| self.answer(ex, i) == label).count()
+    }
+
+    /// Share of rows answered `truth(y)`.
+    fn accuracy(&self, ex: &features::Extracted, y: &[usize], truth: impl Fn(usize) -> usize) -> f64 {
+        let right = (0..y.len()).filter(|&i| self.answer(ex, i) == truth(y[i])).count();
+        right as f64 / y.len().max(1) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_threshold_from_the_photos_alone_rejects_few_of_them() {
+        // 101 photos, evidence 0.01, 0.02, …: 2% of them fall under it.
+        let photos: Vec<f32> = (1..=101).map(|i| i as f32 / 101.0).collect();
+        let t = choose_threshold(&photos, &[]);
+        let under = photos.iter().filter(|&&e| e < t).count();
+        assert_eq!(under, 2, "threshold {t}");
+        // Never above the ImageNet mode's own.
+        assert_eq!(choose_threshold(&[0.9, 0.95, 0.99], &[]), imagenet::DEFAULT_NEITHER_BELOW);
+        assert_eq!(choose_threshold(&[], &[]), imagenet::DEFAULT_NEITHER_BELOW);
+    }
+
+    #[test]
+    fn a_threshold_with_other_photos_splits_them_in_the_middle() {
+        let photos = [0.5f32, 0.9, 0.99, 0.2];
+        let others = [0.001f32, 0.0001, 0.002];
+        let t = choose_threshold(&photos, &others);
+        // The middle (in log) of the gap between 0.002 and 0.2.
+        assert!((t - (0.002f32 * 0.2).sqrt()).abs() < 1e-4, "{t}");
+        // Overlap: the split with fewest errors, one photo given up.
+        let t = choose_threshold(&[0.5, 0.9, 0.99, 0.0005], &others);
+        assert!(t > 0.002 && t < 0.5, "{t}");
+    }
 }

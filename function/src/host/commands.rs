@@ -161,12 +161,21 @@ pub async fn predict_objects(
     Ok(outcomes)
 }
 
-/// `catdog eval DIR`: the model's scores on `DIR/<label>/*`.
-pub async fn eval(settings: &Settings, dir: &Path) -> Result<EvalReport, CommandError> {
+/// `catdog eval DIR [--neither OTHERS]`: the model's scores on
+/// `DIR/<label>/*`, and on OTHERS as its rejecting label.
+pub async fn eval(
+    settings: &Settings,
+    dir: &Path,
+    others: Option<&Path>,
+) -> Result<EvalReport, CommandError> {
     let classifier = classifier(settings).await?;
     let limits = settings.limits();
     let dir = dir.to_path_buf();
-    Ok(blocking(move || crate::eval::evaluate(&classifier, &dir, &limits)).await??)
+    let others = others.map(Path::to_path_buf);
+    Ok(blocking(move || {
+        crate::eval::evaluate(&classifier, &dir, others.as_deref(), &limits)
+    })
+    .await??)
 }
 
 /// `catdog finetune`: a new head over a frozen base, written as one ONNX file.
@@ -199,6 +208,11 @@ pub async fn finetune(settings: &Settings, args: &FinetuneArgs) -> Result<Summar
             crop: args.crop,
         },
         cv: args.cv,
+        neither: (!args.no_neither).then(|| crate::finetune::NeitherConfig {
+            label: args.neither_label.clone(),
+            photos: args.neither.clone(),
+            mode: args.neither_mode,
+        }),
     };
     Ok(crate::finetune::finetune(&cfg).await?)
 }

@@ -32,7 +32,8 @@ pub struct ContractOverrides {
     pub labels: Option<Vec<String>>,
     /// `MODEL_PREPROCESSING`.
     pub preprocessing: Option<Preprocessing>,
-    /// Threshold for `neither` with ImageNet models.
+    /// `NEITHER_BELOW`: the threshold of the rejecting label (`neither`),
+    /// for ImageNet models and for models whose metadata has a `rejection` rule.
     pub neither_below: Option<f32>,
     /// `MODEL_NAME`: the name on the Open Inference Protocol routes.
     pub name: Option<String>,
@@ -55,6 +56,11 @@ pub struct ModelInfo {
     /// `labels` (the model names its classes) or `imagenet` (cat/dog groups).
     pub kind: &'static str,
     pub labels: Vec<String>,
+    /// The rule of the label that means "none of the others" (`neither`):
+    /// it is the answer when the other labels' scores sum to less than
+    /// `below`. Absent when every answer is one of the labels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<contract::Rejection>,
     pub input: TensorInfo,
     pub output: OutputInfo,
     /// The preprocessing contract (models/README.md).
@@ -191,7 +197,25 @@ impl Classifier {
                     labels: labels.len(),
                 })
             }
-            Some((labels, from)) => (Head::Labels(labels), from),
+            Some((labels, from)) => {
+                let rejection = opened
+                    .metadata
+                    .rejection
+                    .as_deref()
+                    .map(|text| contract::Rejection::parse(text, &labels))
+                    .transpose()?
+                    .map(|r| contract::Rejection {
+                        below: contract.neither_below.unwrap_or(r.below),
+                        ..r
+                    });
+                if rejection.is_none() && contract.neither_below.is_some() {
+                    tracing::warn!(
+                        "NEITHER_BELOW is set, but this model has no rejecting label \
+                         (no `rejection` metadata): it always answers one of {labels:?}"
+                    );
+                }
+                (Head::Labels { labels, rejection }, from)
+            }
             None if classes == imagenet::NUM_CLASSES => (
                 Head::ImageNet {
                     neither_below: contract
@@ -220,6 +244,7 @@ impl Classifier {
                 "labels"
             },
             labels: head.labels(),
+            rejection: head.rejection(),
             input: TensorInfo {
                 name: input_name,
                 shape: input_shape,

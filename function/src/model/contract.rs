@@ -22,6 +22,9 @@ pub const KEY_OUTPUT: &str = "output";
 pub const KEY_NAME: &str = "name";
 /// The model's name when neither the settings nor the metadata give one.
 pub const DEFAULT_NAME: &str = "catdog";
+/// Metadata key holding the rule for a label that means "none of the
+/// others" (a JSON [`Rejection`]).
+pub const KEY_REJECTION: &str = "rejection";
 
 /// Why a model's contract could not be understood.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +35,8 @@ pub enum ContractError {
     Preprocessing(#[from] SpecError),
     #[error("`output` must be \"logits\" or \"probabilities\" (got {0:?})")]
     Output(String),
+    #[error("`rejection` must be {{\"label\": one of the labels, \"below\": 0 to 1}} ({0})")]
+    Rejection(String),
     #[error("`name` must be 1 to 128 letters, digits, `_`, `-` or `.`, not starting with `.` (got {0:?})")]
     Name(String),
 }
@@ -85,6 +90,47 @@ impl OutputKind {
     }
 }
 
+/// The rule of a label that means "none of the others" (`neither`): it is
+/// the answer when the other labels' scores sum to less than `below`;
+/// otherwise the answer is the most likely of the others. The model's
+/// output keeps a score for it like any label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rejection {
+    /// The rejecting label, one of the model's labels.
+    pub label: String,
+    /// Below this summed score of the other labels (0–1), the answer is `label`.
+    pub below: f32,
+}
+
+impl Rejection {
+    /// Parses a `rejection` value and checks it against the model's labels.
+    pub fn parse(text: &str, labels: &[String]) -> Result<Self, ContractError> {
+        let r: Rejection =
+            serde_json::from_str(text.trim()).map_err(|e| ContractError::Rejection(e.to_string()))?;
+        if !(0.0..=1.0).contains(&r.below) {
+            return Err(ContractError::Rejection(format!("below is {}", r.below)));
+        }
+        if !labels.contains(&r.label) {
+            return Err(ContractError::Rejection(format!(
+                "{:?} is not one of the labels {labels:?}",
+                r.label
+            )));
+        }
+        if labels.len() < 2 {
+            return Err(ContractError::Rejection(
+                "a model needs another label besides the rejecting one".into(),
+            ));
+        }
+        Ok(r)
+    }
+
+    /// The metadata value.
+    pub fn to_metadata(&self) -> String {
+        serde_json::to_string(self).expect("a rejection serialises")
+    }
+}
+
 /// Parses a `labels` value: a JSON array of non-empty, distinct strings.
 pub fn parse_labels(text: &str) -> Result<Vec<String>, ContractError> {
     let labels: Vec<String> =
@@ -117,6 +163,24 @@ mod tests {
         assert!(parse_labels("[]").is_err());
         assert!(parse_labels(r#"["cat","cat"]"#).is_err());
         assert!(parse_labels(r#"{"0":"cat"}"#).is_err());
+    }
+
+    #[test]
+    fn a_rejection_names_one_of_the_labels() {
+        let labels: Vec<String> = ["cat", "dog", "neither"].map(String::from).to_vec();
+        let r = Rejection::parse(r#"{"label":"neither","below":0.03}"#, &labels).unwrap();
+        assert_eq!(r.label, "neither");
+        assert_eq!(Rejection::parse(&r.to_metadata(), &labels).unwrap(), r);
+        for bad in [
+            r#"{"label":"other","below":0.03}"#,
+            r#"{"label":"neither","below":1.5}"#,
+            r#"{"label":"neither"}"#,
+            r#"{"label":"neither","below":0.1,"extra":1}"#,
+            "0.2",
+        ] {
+            assert!(Rejection::parse(bad, &labels).is_err(), "{bad}");
+        }
+        assert!(Rejection::parse(r#"{"label":"neither","below":0.1}"#, &labels[2..]).is_err());
     }
 
     #[test]

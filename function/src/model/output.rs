@@ -4,14 +4,18 @@
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
-use crate::model::contract::OutputKind;
+use crate::model::contract::{OutputKind, Rejection};
 use crate::model::imagenet;
 
 /// How output rows are turned into labelled answers.
 #[derive(Debug, Clone)]
 pub enum Head {
-    /// A model with its own class names, in output order.
-    Labels(Vec<String>),
+    /// A model with its own class names, in output order, and the rule of
+    /// its rejecting label when it has one (`neither`).
+    Labels {
+        labels: Vec<String>,
+        rejection: Option<Rejection>,
+    },
     /// A stock ImageNet-1k model: cat/dog by summed group probability,
     /// `neither` when the two groups together are below `neither_below`.
     ImageNet { neither_below: f32 },
@@ -21,8 +25,19 @@ impl Head {
     /// The labels answers can carry, in `scores` order.
     pub fn labels(&self) -> Vec<String> {
         match self {
-            Head::Labels(l) => l.clone(),
+            Head::Labels { labels, .. } => labels.clone(),
             Head::ImageNet { .. } => vec!["cat".into(), "dog".into(), "neither".into()],
+        }
+    }
+
+    /// The rule of the label that means "none of the others", if any.
+    pub fn rejection(&self) -> Option<Rejection> {
+        match self {
+            Head::Labels { rejection, .. } => rejection.clone(),
+            Head::ImageNet { neither_below } => Some(Rejection {
+                label: "neither".into(),
+                below: *neither_below,
+            }),
         }
     }
 }
@@ -96,50 +111,61 @@ pub fn probabilities(row: &[f32], kind: Option<OutputKind>) -> Vec<f32> {
 
 /// Builds the answer for one row of probabilities.
 pub fn predict(head: &Head, probs: &[f32]) -> Prediction {
-    match head {
-        Head::Labels(labels) => {
-            let scores: Vec<(String, f32)> =
-                labels.iter().cloned().zip(probs.iter().copied()).collect();
-            let (label, confidence) = argmax(&scores);
-            Prediction {
-                label,
-                confidence,
-                scores: Scores(scores),
-                imagenet_top5: None,
-            }
-        }
-        Head::ImageNet { neither_below } => {
+    let (scores, top5) = match head {
+        Head::Labels { labels, .. } => (
+            labels.iter().cloned().zip(probs.iter().copied()).collect(),
+            None,
+        ),
+        Head::ImageNet { .. } => {
             let g = imagenet::group(probs);
             let other = (1.0 - g.cat - g.dog).max(0.0);
-            let (label, confidence) = if g.cat + g.dog < *neither_below {
-                ("neither", other)
-            } else if g.cat >= g.dog {
-                ("cat", g.cat)
-            } else {
-                ("dog", g.dog)
-            };
-            Prediction {
-                label: label.into(),
-                confidence,
-                scores: Scores(vec![
+            (
+                vec![
                     ("cat".into(), g.cat),
                     ("dog".into(), g.dog),
                     ("neither".into(), other),
-                ]),
-                imagenet_top5: Some(top_k(probs, 5)),
-            }
+                ],
+                Some(top_k(probs, 5)),
+            )
         }
+    };
+    let (label, confidence) = choose(&scores, head.rejection().as_ref());
+    Prediction {
+        label,
+        confidence,
+        scores: Scores(scores),
+        imagenet_top5: top5,
     }
 }
 
-fn argmax(scores: &[(String, f32)]) -> (String, f32) {
+/// The answer among `scores`: the rejecting label when the others sum to
+/// less than its `below`, else the most likely of the others (the first on
+/// ties); without a rule, the most likely label.
+fn choose(scores: &[(String, f32)], rejection: Option<&Rejection>) -> (String, f32) {
+    let rejecting = rejection.and_then(|r| {
+        let i = scores.iter().position(|(l, _)| *l == r.label)?;
+        Some((i, r.below))
+    });
+    if let Some((i, below)) = rejecting {
+        let evidence: f32 = scores
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, (_, p))| p)
+            .sum();
+        if evidence < below {
+            return scores[i].clone();
+        }
+    }
     scores
         .iter()
-        .fold(None::<&(String, f32)>, |best, s| match best {
+        .enumerate()
+        .filter(|(j, _)| rejecting.is_none_or(|(i, _)| *j != i))
+        .fold(None::<&(String, f32)>, |best, (_, s)| match best {
             Some(b) if b.1 >= s.1 => Some(b),
             _ => Some(s),
         })
-        .map(|(l, p)| (l.clone(), *p))
+        .cloned()
         .unwrap_or_default()
 }
 
@@ -175,7 +201,10 @@ mod tests {
 
     #[test]
     fn labelled_head_takes_argmax() {
-        let head = Head::Labels(vec!["cat".into(), "dog".into()]);
+        let head = Head::Labels {
+            labels: vec!["cat".into(), "dog".into()],
+            rejection: None,
+        };
         let p = predict(&head, &[0.3, 0.7]);
         assert_eq!(p.label, "dog");
         assert_eq!(p.confidence, 0.7);
@@ -183,6 +212,28 @@ mod tests {
             serde_json::to_string(&p.scores).unwrap(),
             r#"{"cat":0.3,"dog":0.7}"#
         );
+    }
+
+    #[test]
+    fn a_rejecting_label_answers_only_below_its_threshold() {
+        let head = Head::Labels {
+            labels: vec!["cat".into(), "neither".into(), "dog".into()],
+            rejection: Some(Rejection {
+                label: "neither".into(),
+                below: 0.1,
+            }),
+        };
+        // Most likely, but the others have more than 0.1 between them.
+        let p = predict(&head, &[0.15, 0.8, 0.05]);
+        assert_eq!((p.label.as_str(), p.confidence), ("cat", 0.15));
+        let p = predict(&head, &[0.05, 0.92, 0.03]);
+        assert_eq!((p.label.as_str(), p.confidence), ("neither", 0.92));
+        // Without the rule the same row is an argmax.
+        let plain = Head::Labels {
+            labels: head.labels(),
+            rejection: None,
+        };
+        assert_eq!(predict(&plain, &[0.15, 0.8, 0.05]).label, "neither");
     }
 
     #[test]

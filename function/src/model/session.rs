@@ -55,6 +55,7 @@ pub struct Metadata {
     pub preprocessing: Option<String>,
     pub output: Option<String>,
     pub name: Option<String>,
+    pub rejection: Option<String>,
 }
 
 /// A built session and what it says about itself.
@@ -133,6 +134,7 @@ pub fn open(
         preprocessing: meta.custom(contract::KEY_PREPROCESSING),
         output: meta.custom(contract::KEY_OUTPUT),
         name: meta.custom(contract::KEY_NAME),
+        rejection: meta.custom(contract::KEY_REJECTION),
     };
     drop(meta);
     Ok(Opened {

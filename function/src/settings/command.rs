@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::builder::TypedValueParser as _;
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
-use crate::finetune::Init;
+use crate::finetune::{Init, NeitherMode};
 
 use super::values::*;
 use super::*;
@@ -60,6 +60,10 @@ pub enum Command {
         /// Where to write the confusion-matrix PNG.
         #[arg(long, default_value = "confusion.png")]
         png: PathBuf,
+        /// Photos of other things, scored as the model's rejecting label
+        /// (`neither`): a 3×3 matrix for a cat/dog/neither model.
+        #[arg(long, value_name = "OTHERS")]
+        neither: Option<PathBuf>,
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
@@ -140,6 +144,23 @@ pub struct FinetuneArgs {
     /// valid/ (never test/) and print the table; nothing is written.
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u16).range(2..=20).map(usize::from))]
     pub cv: Option<usize>,
+    /// Photos of other things (any folder of pictures): they set the
+    /// threshold of `neither`, or train it as a class (--neither-mode). A
+    /// train/neither/ folder is taken the same way. Without either, the
+    /// threshold comes from the labels' own photos.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_neither")]
+    pub neither: Option<PathBuf>,
+    /// With photos of other things: `class` trains `neither` as a third
+    /// class (measured best, models/README.md), `threshold` only uses them
+    /// to set the threshold of the base's evidence.
+    #[arg(long, value_enum, default_value_t = NeitherMode::Class)]
+    pub neither_mode: NeitherMode,
+    /// The name of the label that means "none of the others".
+    #[arg(long, default_value = "neither", value_parser = parse_label)]
+    pub neither_label: String,
+    /// Every answer is one of the labels (the tutorial's forced two-way model).
+    #[arg(long)]
+    pub no_neither: bool,
 }
 
 /// Only the settings, no command: what hosts without a command line read.

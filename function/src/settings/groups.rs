@@ -31,7 +31,9 @@ pub struct ModelSettings {
     /// [default: the model's `name` metadata, else catdog].
     #[arg(long = "model-name", env = "MODEL_NAME", value_parser = parse_model_name)]
     pub name: Option<String>,
-    /// ImageNet models: answer `neither` below this summed cat+dog probability (0–1).
+    /// Answer `neither` below this summed score of the other labels (0–1):
+    /// for ImageNet models (cat+dog, default 0.2) and models with a
+    /// `rejection` rule (default: the model's own threshold).
     #[arg(long, env = "NEITHER_BELOW", value_parser = parse_probability)]
     pub neither_below: Option<f32>,
     /// ONNX Runtime threads [default: the cores this process may use].

@@ -22,6 +22,13 @@ pub(super) fn parse_labels(s: &str) -> Result<Labels, String> {
         .map_err(|e| e.to_string())
 }
 
+/// One label: a non-empty name (as in `labels`).
+pub(super) fn parse_label(s: &str) -> Result<String, String> {
+    contract::parse_labels(&serde_json::json!([s.trim()]).to_string())
+        .map(|mut l| l.remove(0))
+        .map_err(|e| e.to_string())
+}
+
 pub(super) fn parse_model_name(s: &str) -> Result<String, String> {
     crate::model::contract::parse_name(s).map_err(|e| format!("MODEL_NAME: {e}"))
 }

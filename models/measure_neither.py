@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""How well fine-tuned models say `neither`: pet accuracy on test/ and the
+share of photos of other things answered `neither`, for the zero-shot base,
+the forced two-way head (--no-neither), the default (a threshold from the
+pets' own photos) and, with photos of other things (--neither DIR), a
+threshold fitted on them or a trained third class.
+
+No figure comes from a threshold fitted on the photos it scores: the default
+never sees the other photos; the --neither variants are cross-validated over
+them (fit on the other folds, score the held-out one, every photo scored
+once per seed). test/ is never fitted on.
+
+    python3 models/measure_neither.py --catdog target/release/catdog \
+        --data ../shared/data --seeds 0 1 2
+
+prints a Markdown table (models/README.md has the one measured).
+"""
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def run(cmd):
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{out.stderr}")
+    return out.stdout
+
+
+def evaluate(catdog, model, test, others, extra=()):
+    """(pets right, pets, others answered neither, others) of one model."""
+    png = Path(tempfile.gettempdir()) / "measure-neither-confusion.png"
+    report = json.loads(run([catdog, "eval", "--json", "--png", png, *extra,
+                             "--model", model, "--neither", others, test]))
+    pets = [a for a in report["answers"] if a["label"] != "neither"]
+    rest = [a for a in report["answers"] if a["label"] == "neither"]
+    return (sum(a["predicted"] == a["label"] for a in pets), len(pets),
+            sum(a["predicted"] == "neither" for a in rest), len(rest))
+
+
+def folds(files, k, seed):
+    files = sorted(files)
+    random.Random(seed).shuffle(files)
+    return [files[i::k] for i in range(k)]
+
+
+def linked(root, name, files):
+    d = root / name
+    d.mkdir(parents=True)
+    for f in files:
+        os.symlink(f.resolve(), d / f.name)
+    return d
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--catdog", default="target/release/catdog")
+    ap.add_argument("--data", default="../shared/data", type=Path)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--folds", type=int, default=5)
+    a = ap.parse_args()
+    base = a.data / "models/mobilenetv2-12-int8.onnx"
+    photos, test = a.data / "catsdogs", a.data / "catsdogs/test"
+    neither = a.data / "neither"
+    others = sorted(p for p in neither.iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
+    rows = {}
+
+    def add(name, seed, figures):
+        rows.setdefault(name, []).append((seed, figures))
+
+    zero = evaluate(a.catdog, base, test, neither, ["--preprocessing", "torch"])
+    for seed in a.seeds:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+
+            def finetune(out, *flags):
+                run([a.catdog, "finetune", "--base", base, "--preprocessing", "torch",
+                     "--data", photos, "--out", out, "--seed", str(seed), *flags])
+                return out
+
+            add("forced two-way (`--no-neither`)", seed,
+                evaluate(a.catdog, finetune(tmp / "forced.onnx", "--no-neither"), test, neither))
+            add("**default**: threshold from the pets' photos alone", seed,
+                evaluate(a.catdog, finetune(tmp / "default.onnx"), test, neither))
+            for mode in ("threshold", "class"):
+                total = [0, 0, 0, 0]
+                pets = []
+                for f, held in enumerate(folds(others, a.folds, seed)):
+                    fit = linked(tmp / f"{mode}{f}", "fit", [o for o in others if o not in held])
+                    out_dir = linked(tmp / f"{mode}{f}", "held", held)
+                    model = finetune(tmp / f"{mode}{f}.onnx", "--neither", fit, "--neither-mode", mode)
+                    got = evaluate(a.catdog, model, test, out_dir)
+                    pets.append(got[0])
+                    total[2] += got[2]
+                    total[3] += got[3]
+                total[0], total[1] = min(pets), 46
+                add(f"`--neither DIR --neither-mode {mode}` ({a.folds}-fold over the 40)", seed,
+                    (min(pets), max(pets), total[2], total[3]))
+
+    print("| head on MobileNetV2 int8 | test/ pets right (of 46) | other photos answered `neither` (of 40) |")
+    print("| --- | --- | --- |")
+    print(f"| the base's zero-shot groups (ImageNet mode, `neither` below 0.2) | {zero[0]} | {zero[2]} |")
+    for name, results in rows.items():
+        if "fold" in name:
+            pets = " / ".join(f"{lo}–{hi}" if lo != hi else f"{lo}" for _, (lo, hi, _, _) in results)
+            rest = " / ".join(str(r[2]) for _, r in results)
+        else:
+            pets = " / ".join(str(r[0]) for _, r in results)
+            rest = " / ".join(str(r[2]) for _, r in results)
+        print(f"| {name} | {pets} | {rest} |")
+    print(f"\n(seeds {' / '.join(map(str, a.seeds))}; a fold row's pets are the range over its {a.folds} models)")
+
+
+if __name__ == "__main__":
+    main()
