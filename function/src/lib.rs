@@ -44,6 +44,7 @@ pub mod runtime;
 // clippy.toml forbids it everywhere else.
 #[allow(clippy::disallowed_methods)]
 pub mod settings;
+pub mod tutorial;
 
 /// The router type every host serves (re-exported so hosts such as the
 /// notebook can name it without depending on axum themselves).

@@ -97,7 +97,7 @@ async fn run(settings: &Settings, command: Command) -> Result<ExitCode> {
             }
         }
         Command::Finetune(args) => {
-            let summary = match commands::finetune(settings, &args).await {
+            let tuned = match commands::finetune(settings, &args).await {
                 Err(commands::CommandError::Finetune(
                     catdog::finetune::FinetuneError::CrossValidated(report),
                 )) => {
@@ -106,20 +106,20 @@ async fn run(settings: &Settings, command: Command) -> Result<ExitCode> {
                 }
                 other => other?,
             };
+            let summary = tuned.summary;
             let last = summary.history.last();
             eprintln!(
                 "finetune: wrote {} (labels {:?}, {} training pictures, {} skipped; final loss {:.4}, accuracy {:.1}%)",
-                args.out.display(),
+                tuned.model.display(),
                 summary.labels,
                 summary.train_images,
                 summary.skipped.len(),
                 last.map_or(f32::NAN, |s| s.loss),
                 last.map_or(f32::NAN, |s| s.accuracy * 100.0)
             );
-            let png = args.out.with_extension("training.png");
-            match catdog::plot::training_curves(&summary.history, &png) {
-                Ok(()) => eprintln!("finetune: training curves written to {}", png.display()),
-                Err(e) => eprintln!("finetune: could not write {}: {e}", png.display()),
+            match &tuned.curves {
+                Ok(png) => eprintln!("finetune: training curves written to {}", png.display()),
+                Err(e) => eprintln!("finetune: could not write the training curves: {e}"),
             }
             println!("{}", serde_json::to_string(&summary)?);
         }

@@ -24,6 +24,15 @@ pub fn display_html(html: &str) {
     println!("EVCXR_BEGIN_CONTENT text/html\n{html}\nEVCXR_END_CONTENT");
 }
 
+/// Shows the PNG file at `path` as a picture output of the current cell
+/// (`image/png`, as Jupyter shows a plot).
+pub fn display_png(path: &std::path::Path) -> std::io::Result<()> {
+    let bytes = std::fs::read(path)?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+    println!("EVCXR_BEGIN_CONTENT image/png\n{b64}\nEVCXR_END_CONTENT");
+    Ok(())
+}
+
 /// A grid of cards, one per file: the answer, or why the file was skipped.
 pub fn answers_html(answers: &[FileAnswer]) -> String {
     let mut html =

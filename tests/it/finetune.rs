@@ -96,7 +96,26 @@ fn mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves() {
         "per-epoch figures are printed: {stderr}"
     );
     let summary: Value = serde_json::from_slice(&res.stdout).unwrap();
-    assert_eq!(summary["labels"], serde_json::json!(["cat", "dog"]));
+    // "neither" by default: the base's own evidence, under a threshold set
+    // from the pets' photos alone (the photos of other things never seen).
+    assert_eq!(
+        summary["labels"],
+        serde_json::json!(["cat", "dog", "neither"])
+    );
+    let neither = &summary["neither"];
+    assert_eq!(neither["mode"], "threshold", "{summary}");
+    assert_eq!(neither["other_photos"], 0, "{summary}");
+    assert_eq!(
+        neither["domain"],
+        serde_json::json!([123, "groups"]),
+        "the 5 cat and 118 dog classes"
+    );
+    let threshold = neither["below"].as_f64().unwrap();
+    assert!(threshold > 0.0 && threshold <= 0.2, "{summary}");
+    assert!(
+        neither["photos_rejected"].as_u64().unwrap() <= 2,
+        "at most 2% of the 94 photos fall under the threshold: {summary}"
+    );
     // No valid/ folder: 20% of each class carved from the 94 training photos.
     assert_eq!(summary["valid_source"], "carved");
     assert_eq!(summary["train_images"], 76);
@@ -253,7 +272,13 @@ fn mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves() {
             .await
             .unwrap()
     });
-    assert_eq!(m["labels"], serde_json::json!(["cat", "dog"]));
+    assert_eq!(m["labels"], serde_json::json!(["cat", "dog", "neither"]));
+    assert_eq!(m["rejection"]["label"], "neither");
+    assert_eq!(
+        m["rejection"]["below"].as_f64().unwrap() as f32,
+        threshold as f32,
+        "{m}"
+    );
     assert_eq!(m["contract_source"]["preprocessing"], "metadata");
     assert_eq!(m["output"]["kind"], "probabilities");
     // `catdog eval` on test/: its answers are what the server answers, file by file
@@ -273,13 +298,70 @@ fn mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves() {
         String::from_utf8_lossy(&ev.stderr)
     );
     let report: Value = serde_json::from_slice(&ev.stdout).unwrap();
+    assert_eq!(
+        report["predicted_labels"],
+        serde_json::json!(["cat", "dog", "neither"])
+    );
     assert_eq!(report["total"], 46);
     assert_eq!(
         report["correct"].as_u64().unwrap() as usize,
         tuned,
         "eval and predict agree"
     );
-    assert_eq!(report["confusion"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        report["confusion"].as_array().unwrap().len(),
+        2,
+        "rows: the folders"
+    );
+
+    // The issue's bar: the default model answers `neither` for at least 36
+    // of the 40 photos of other things (never used for its threshold) and
+    // keeps at least 45 of the 46 pets; eval shows the 3×3 matrix.
+    let png3 = out_dir.join("confusion3.png");
+    let ev = run(&[
+        "eval",
+        "--json",
+        "--png",
+        png3.to_str().unwrap(),
+        "--neither",
+        data.join("neither").to_str().unwrap(),
+        "--model",
+        out.to_str().unwrap(),
+        test.to_str().unwrap(),
+    ]);
+    assert!(
+        ev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ev.stderr)
+    );
+    let three: Value = serde_json::from_slice(&ev.stdout).unwrap();
+    assert_eq!(
+        three["labels"],
+        serde_json::json!(["cat", "dog", "neither"])
+    );
+    let confusion = three["confusion"].as_array().unwrap();
+    assert!(
+        confusion
+            .iter()
+            .all(|row| row.as_array().unwrap().len() == 3),
+        "{three}"
+    );
+    let said_neither = confusion[2][2].as_u64().unwrap();
+    let pets_right = confusion[0][0].as_u64().unwrap() + confusion[1][1].as_u64().unwrap();
+    println!(
+        "default model: {pets_right}/46 pets, {said_neither}/40 other photos answered neither"
+    );
+    assert!(
+        said_neither >= 36,
+        "{said_neither}/40 answered neither: {three}"
+    );
+    assert!(pets_right >= 45, "{pets_right}/46 pets: {three}");
+    assert_eq!(
+        pets_right as usize, tuned,
+        "the same pets' answers as predict"
+    );
+    let cm3 = image::open(&png3).expect("3×3 confusion matrix PNG");
+    assert!(cm3.width() > 200 && cm3.height() > 150);
     assert_eq!(
         report["misclassified"].as_array().unwrap().len(),
         46 - tuned
@@ -415,7 +497,11 @@ fn vgg_shaped_model_goes_through_finetune_predict_and_serve() {
         (report["correct"].as_u64(), report["total"].as_u64()),
         (Some(12), Some(12))
     );
-    assert_eq!(report["confusion"], serde_json::json!([[6, 0], [0, 6]]));
+    // Rows: the folders; columns: cat, dog and the rejecting `neither`.
+    assert_eq!(
+        report["confusion"],
+        serde_json::json!([[6, 0, 0], [0, 6, 0]])
+    );
     let (_p, base_url) = tokio_block(serve(&["--model", out.to_str().unwrap()], &[]));
     tokio_block(wait_ready(&base_url));
     for a in report["answers"].as_array().unwrap() {
@@ -431,7 +517,8 @@ fn vgg_shaped_model_goes_through_finetune_predict_and_serve() {
     }
     let model = graph::parse(&std::fs::read(&out).unwrap()).unwrap();
     let meta = |k: &str| graph::metadata(&model, k).unwrap();
-    assert_eq!(meta("labels"), r#"["cat","dog"]"#);
+    assert_eq!(meta("labels"), r#"["cat","dog","neither"]"#);
+    assert!(meta("rejection").starts_with(r#"{"label":"neither","below":"#));
     assert!(meta("preprocessing").contains("\"preset\":\"caffe\""));
     assert!(meta("catdog_training").contains("\"history\""));
     let _ = std::fs::remove_dir_all(&root);
@@ -688,7 +775,11 @@ fn the_zero_shot_start_answers_as_the_base_on_real_photos() {
     start_args.extend(["--epochs", "0", "--allow-weak"].map(String::from));
     let o = run(&start_args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // Python onnxruntime's answers of the base (fixtures): summed cat and dog groups.
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let below = summary["neither"]["below"].as_f64().unwrap();
+    // Python onnxruntime's answers of the base (fixtures): summed cat and dog
+    // groups; `neither` where they sum to less than the model's threshold
+    // (the graph's evidence is the same sum).
     let reference: Value =
         serde_json::from_slice(&std::fs::read(fixture("mobilenet_reference.json")).unwrap())
             .unwrap();
@@ -704,10 +795,14 @@ fn the_zero_shot_start_answers_as_the_base_on_real_photos() {
                 .to_string();
             let r = &reference[&rel];
             let (cat, dog) = (r["cat"].as_f64().unwrap(), r["dog"].as_f64().unwrap());
-            if (cat - dog).abs() < 1e-4 {
+            if (cat - dog).abs() < 1e-4 || (cat + dog - below).abs() < 1e-4 {
                 continue; // a tie within rounding says nothing
             }
-            let base_choice = if cat > dog { "cat" } else { "dog" };
+            let base_choice = match (cat + dog < below, cat > dog) {
+                (true, _) => "neither",
+                (false, true) => "cat",
+                (false, false) => "dog",
+            };
             assert_eq!(label, base_choice, "{rel}: cat {cat} dog {dog}");
             compared += 1;
         }
@@ -744,5 +839,211 @@ fn cross_validation_prints_the_candidates_and_writes_nothing() {
         "each row scores all 20 photos once: {out}"
     );
     assert!(!root.join("m.onnx").exists(), "measuring writes no model");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The written model's `rejection` metadata, if any.
+fn rejection_of(model: &Path) -> Option<Value> {
+    let m = graph::parse(&std::fs::read(model).unwrap()).unwrap();
+    graph::metadata(&m, "rejection").map(|v| serde_json::from_str(&v).unwrap())
+}
+
+/// `catdog eval --json --neither OTHERS`.
+fn eval_with_others(model: &Path, test: &Path, others: &Path, png: &Path) -> Value {
+    let ev = run(&[
+        "eval",
+        "--json",
+        "--png",
+        png.to_str().unwrap(),
+        "--neither",
+        others.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        test.to_str().unwrap(),
+    ]);
+    assert!(
+        ev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ev.stderr)
+    );
+    serde_json::from_slice(&ev.stdout).unwrap()
+}
+
+/// With photos of other things (`--neither DIR`), `neither` is a trained
+/// third class or a threshold fitted on them; the graph answers as the
+/// figures finetune printed; `--no-neither` is the tutorial's forced
+/// two-way model. Scored on photos of other things it was not fitted on.
+#[test]
+fn photos_of_other_things_train_neither_and_no_neither_forces_two_way() {
+    let Some(data) =
+        shared_data("photos_of_other_things_train_neither_and_no_neither_forces_two_way")
+    else {
+        return;
+    };
+    let root = tmp("others");
+    let mut others: Vec<PathBuf> = std::fs::read_dir(data.join("neither"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "JPEG"))
+        .collect();
+    others.sort();
+    assert_eq!(others.len(), 40);
+    // Fitted on 32, scored on the other 8 (and on test/'s 46 pets).
+    let (fit, held) = (root.join("fit"), root.join("held"));
+    for (dir, files) in [(&fit, &others[..32]), (&held, &others[32..])] {
+        std::fs::create_dir_all(dir).unwrap();
+        for f in files {
+            std::os::unix::fs::symlink(f, dir.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let test = data.join("catsdogs/test");
+    let finetune = |name: &str, extra: &[&str]| -> (PathBuf, Value) {
+        let out = root.join(format!("{name}.onnx"));
+        let mut args = mobilenet_args(&data, &out);
+        // One view per photo keeps the test quick; the defaults add six.
+        args.extend(["--mirror", "false", "--crop", "false"].map(String::from));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let res = run(&args);
+        assert!(
+            res.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        (out, serde_json::from_slice(&res.stdout).unwrap())
+    };
+    let fit_arg = fit.to_str().unwrap();
+    for mode in ["class", "threshold"] {
+        let (model, summary) = finetune(mode, &["--neither", fit_arg, "--neither-mode", mode]);
+        assert_eq!(
+            summary["labels"],
+            serde_json::json!(["cat", "dog", "neither"])
+        );
+        let n = &summary["neither"];
+        assert_eq!(n["mode"], mode, "{summary}");
+        assert_eq!(n["other_photos"], 32, "{summary}");
+        let rule = rejection_of(&model).expect("the rule is in the model");
+        assert_eq!(rule["label"], "neither");
+        assert_eq!(rule["below"], n["below"], "{summary}");
+        // The graph's answers are the ones finetune counted on its photos.
+        let said: Vec<String> = predict(&model, &fit).into_values().collect();
+        assert_eq!(
+            said.iter().filter(|l| *l == "neither").count() as u64,
+            n["other_photos_rejected"].as_u64().unwrap(),
+            "{mode}: {said:?} {summary}"
+        );
+        let report = eval_with_others(&model, &test, &held, &root.join(format!("{mode}.png")));
+        let c = report["confusion"].as_array().unwrap();
+        let pets = c[0][0].as_u64().unwrap() + c[1][1].as_u64().unwrap();
+        let rejected = c[2][2].as_u64().unwrap();
+        println!("--neither-mode {mode}: {pets}/46 pets, {rejected}/8 held-out other photos answered neither");
+        assert!(pets >= 44, "{mode}: {report}");
+        assert!(rejected >= 7, "{mode}: {report}");
+    }
+
+    // The tutorial's forced choice: every photo of other things is a cat or a dog.
+    let (forced, summary) = finetune("forced", &["--no-neither"]);
+    assert_eq!(summary["labels"], serde_json::json!(["cat", "dog"]));
+    assert!(summary["neither"].is_null(), "{summary}");
+    assert_eq!(rejection_of(&forced), None);
+    let report = eval_with_others(&forced, &test, &held, &root.join("forced.png"));
+    assert_eq!(
+        report["predicted_labels"],
+        serde_json::json!(["cat", "dog"])
+    );
+    let row: Vec<u64> = report["confusion"][2]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        (row.len(), row.iter().sum::<u64>()),
+        (2, 8),
+        "each a cat or a dog: {report}"
+    );
+    assert_eq!(report["per_class"][2]["recall"], 0.0, "{report}");
+
+    // The two ways cannot be asked for at once.
+    let both = run(&[
+        "finetune",
+        "--base",
+        "x",
+        "--data",
+        "y",
+        "--out",
+        "z",
+        "--no-neither",
+        "--neither",
+        fit_arg,
+    ]);
+    assert_eq!(both.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&both.stderr).contains("cannot be used with"),
+        "{}",
+        String::from_utf8_lossy(&both.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Labels other than cat and dog work the same way: `neither` (here named
+/// `other` by --neither-label) from the base's evidence for the classes the
+/// labels' photos fall in, or as a trained class from photos of other things.
+#[test]
+fn other_labels_get_a_named_rejecting_label() {
+    let root = tmp("other-labels");
+    colour_dataset(&root.join("train"), 12, 3);
+    for (from, to) in [("cat", "red"), ("dog", "blue")] {
+        std::fs::rename(root.join("train").join(from), root.join("train").join(to)).unwrap();
+    }
+    let greens = root.join("greens");
+    std::fs::create_dir_all(&greens).unwrap();
+    for i in 0..10u8 {
+        std::fs::write(
+            greens.join(format!("green{i}.png")),
+            solid(
+                [30 + i * 3, 200 - i * 2, 40],
+                100 + u32::from(i) * 7,
+                120,
+                ImageFormat::Png,
+            ),
+        )
+        .unwrap();
+    }
+    // The tiny VGG-shaped base has 1000 outputs, so it gives evidence: a
+    // threshold over the classes its first choices for red and blue are.
+    let o = finetune_tiny(&root, &["--neither-label", "other", "--allow-weak"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        summary["labels"],
+        serde_json::json!(["blue", "red", "other"])
+    );
+    assert_eq!(summary["neither"]["mode"], "threshold");
+    assert_eq!(summary["neither"]["domain"][1], "top1", "{summary}");
+    let rule = rejection_of(&root.join("m.onnx")).unwrap();
+    assert_eq!(rule["label"], "other");
+    // With the greens as a trained class, they are answered `other`.
+    let o = finetune_tiny(
+        &root,
+        &[
+            "--neither-label",
+            "other",
+            "--neither",
+            greens.to_str().unwrap(),
+            "--allow-weak",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        summary["labels"],
+        serde_json::json!(["blue", "red", "other"])
+    );
+    assert_eq!(summary["neither"]["mode"], "class");
+    let said = predict(&root.join("m.onnx"), &greens);
+    assert!(said.values().all(|l| l == "other"), "{said:?}");
+    let said = predict(&root.join("m.onnx"), &root.join("train/red"));
+    assert!(said.values().all(|l| l == "red"), "{said:?}");
     let _ = std::fs::remove_dir_all(&root);
 }

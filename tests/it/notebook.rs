@@ -130,6 +130,40 @@ fn the_notebook_runs_headless_and_shows_the_same_answers_as_the_cli() {
     assert_eq!(expected["red.jpg"].0, "cat");
     assert_eq!(expected["blue.png"].0, "dog");
 
+    // The tutorial's fine-tune: on the shared photos with the shared
+    // MobileNetV2 (one view per photo, to keep the run short); without
+    // them, on coloured squares over the tiny VGG16-shaped base.
+    let finetune = match shared_data("notebook (fine-tune on real photos)") {
+        Some(_) => "--mirror false --crop false --seed 0".to_string(),
+        None => {
+            let colours = work.join("colours");
+            for (label, rgb) in [("cat", [200u8, 40, 40]), ("dog", [40u8, 40, 200])] {
+                for split in ["train", "test"] {
+                    let dir = colours.join(split).join(label);
+                    std::fs::create_dir_all(&dir).unwrap();
+                    for i in 0..6u8 {
+                        let shade = [rgb[0] - i * 5, rgb[1] + i * 3, rgb[2] - i * 4];
+                        std::fs::write(
+                            dir.join(format!("{label}{i}.png")),
+                            solid(shade, 64 + u32::from(i) * 9, 64, image::ImageFormat::Png),
+                        )
+                        .unwrap();
+                    }
+                }
+            }
+            format!(
+                "--base {} --data {} --allow-weak --seed 0",
+                fixture("tiny_vgg.onnx").display(),
+                colours.display()
+            )
+        }
+    };
+    let finetuned_dir = work.join("finetuned");
+    let finetune = format!(
+        "{finetune} --out {}",
+        finetuned_dir.join("tuned.onnx").display()
+    );
+
     let notebook_dir = workspace().join("notebook");
     let status = Command::new(&jupyter)
         .args([
@@ -149,6 +183,8 @@ fn the_notebook_runs_headless_and_shows_the_same_answers_as_the_cli() {
         .env("PORT", "0")
         .env("HOST", "127.0.0.1")
         .env("CATDOG_API_KEY", NOTEBOOK_KEY)
+        .env("CATDOG_FINETUNE", &finetune)
+        .env_remove("CATDOG_UPLOAD_TO")
         .env_remove("NGROK_AUTHTOKEN")
         .env_remove("MODEL_SHA256")
         .env_remove("MODEL_LABELS")
@@ -166,6 +202,7 @@ fn the_notebook_runs_headless_and_shows_the_same_answers_as_the_cli() {
         .filter(|c| c["cell_type"] == "code")
         .collect();
     let mut all: Vec<(String, String)> = Vec::new();
+    let mut by_cell: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for c in &code_cells {
         assert!(
             c["execution_count"].is_number(),
@@ -173,7 +210,17 @@ fn the_notebook_runs_headless_and_shows_the_same_answers_as_the_cli() {
             c["source"]
         );
         all.extend(outputs(c));
+        by_cell.insert(c["id"].as_str().unwrap_or("").to_string(), outputs(c));
     }
+    let cell = |id: &str, kind: &str| -> String {
+        by_cell
+            .get(id)
+            .unwrap_or_else(|| panic!("no code cell {id}"))
+            .iter()
+            .filter(|(k, _)| k == kind)
+            .map(|(_, t)| t.as_str())
+            .collect()
+    };
     if let Some((_, e)) = all.iter().find(|(k, _)| k == "error") {
         panic!("the notebook raised an error: {e}");
     }
@@ -182,11 +229,8 @@ fn the_notebook_runs_headless_and_shows_the_same_answers_as_the_cli() {
         .filter(|(k, _)| k == "stream:stdout")
         .map(|(_, t)| t.as_str())
         .collect();
-    let html: String = all
-        .iter()
-        .filter(|(k, _)| k == "text/html")
-        .map(|(_, t)| t.as_str())
-        .collect();
+    // The cards of the first model (the cell that classifies the photos).
+    let html: String = cell("cell-08", "text/html") + &cell("cell-06", "text/html");
 
     // The model cell names the model it loaded.
     assert!(
@@ -233,6 +277,96 @@ fn the_notebook_runs_headless_and_shows_the_same_answers_as_the_cli() {
     assert_eq!(body["label"], "dog", "{body}");
     let served = body["confidence"].as_f64().unwrap();
     assert!((served - expected["blue.png"].1).abs() < 1e-6, "{served}");
+
+    // The tutorial's fine-tune: its command, each epoch as it trains, the
+    // training curve as a picture.
+    let tuned_out = cell("code-finetune", "stream:stdout");
+    let tuned_err = cell("code-finetune", "stream:stderr");
+    assert!(tuned_out.contains("$ catdog finetune "), "{tuned_out}");
+    assert!(
+        tuned_err.contains("epoch   1: loss"),
+        "progress per epoch: {tuned_err}"
+    );
+    let model = finetuned_dir.join("tuned.onnx");
+    assert!(
+        tuned_out.contains(&format!("fine-tuned: {}", model.display())),
+        "{tuned_out}"
+    );
+    assert!(model.is_file(), "the model is written");
+    let png_of = |id: &str| -> Vec<image::DynamicImage> {
+        by_cell[id]
+            .iter()
+            .filter(|(k, _)| k == "image/png")
+            .map(|(_, b64)| {
+                use base64::Engine;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .unwrap();
+                image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).unwrap()
+            })
+            .collect()
+    };
+    let curves = png_of("code-finetune");
+    assert_eq!(curves.len(), 1, "the training curve, inline");
+    assert!(curves[0].width() > 400, "{}", curves[0].width());
+
+    // Served from the same server without a restart: the new model's
+    // answers, a real request answered by it, its confusion matrix.
+    let swap = cell("code-swap", "stream:stdout");
+    // A local model shows by its file name (as `GET /model` shows it).
+    let shown = model.file_name().unwrap().to_str().unwrap();
+    assert!(
+        swap.contains(&format!("now serving {shown} (swapped without a restart)")),
+        "{swap}"
+    );
+    let after = reference(&model, &photos);
+    for (name, (label, conf)) in &after {
+        let line = format!("{name} → {label} ({conf:.4})");
+        assert!(
+            swap.contains(&line),
+            "missing {line:?} after the swap in:\n{swap}"
+        );
+    }
+    let post = swap
+        .lines()
+        .find(|l| l.starts_with("POST /predict blue.png -> 200 "))
+        .unwrap_or_else(|| panic!("no answer from the new model in:\n{swap}"));
+    let body: Value = serde_json::from_str(post.split_once(" -> 200 ").unwrap().1).unwrap();
+    assert_eq!(body["model"]["uri"], shown, "{body}");
+    assert_eq!(body["label"], after["blue.png"].0, "{body}");
+    let cards = cell("code-swap", "text/html");
+    assert_eq!(
+        cards.matches("data:image/jpeg;base64,").count(),
+        after.len(),
+        "{cards}"
+    );
+    let scored = cell("code-eval", "stream:stdout");
+    assert!(
+        scored.contains("confusion (rows: true, columns: predicted)"),
+        "{scored}"
+    );
+    let matrix = png_of("code-eval");
+    assert_eq!(matrix.len(), 1, "the confusion matrix, inline");
+    assert!(matrix[0].width() > 200);
+    if !real.is_empty() {
+        // Real photos: the default model says `neither` for what is no pet
+        // (the red and blue squares), and eval shows the 3×3 matrix.
+        assert_eq!(after["red.jpg"].0, "neither", "{after:?}");
+        assert!(cards.contains("data-label=\"neither\""), "{cards}");
+        assert!(
+            scored
+                .lines()
+                .any(|l| l.starts_with("neither ") && l.split_whitespace().count() == 4),
+            "a neither row of the 3×3 matrix: {scored}"
+        );
+    }
+
+    // Publishing says why it does not, and the notebook goes on.
+    assert!(
+        cell("code-publish", "stream:stdout")
+            .contains("CATDOG_UPLOAD_TO is not set: not publishing"),
+        "{stdout}"
+    );
 
     // Local mode, said plainly; the last cell closed the port.
     assert!(stdout.contains(

@@ -294,11 +294,22 @@ fn log_sum_exp(g: &mut onnx_protobuf::GraphProto, opset: i64, input: &str, outpu
 }
 
 /// `Gather` of classes along axis 1, then their log-sum-exp: a group's score.
-fn group_score(g: &mut onnx_protobuf::GraphProto, opset: i64, logits: &str, classes: &[i64], name: &str) {
+fn group_score(
+    g: &mut onnx_protobuf::GraphProto,
+    opset: i64,
+    logits: &str,
+    classes: &[i64],
+    name: &str,
+) {
     let idx = format!("{name}.classes");
     g.initializer.push(int64_tensor(&idx, classes));
     let gathered = format!("{name}.logits");
-    g.node.push(node("Gather", &[logits, &idx], &gathered, vec![int_attr("axis", 1)]));
+    g.node.push(node(
+        "Gather",
+        &[logits, &idx],
+        &gathered,
+        vec![int_attr("axis", 1)],
+    ));
     log_sum_exp(g, opset, &gathered, name);
 }
 
@@ -453,7 +464,13 @@ pub fn replace_head(
                 "catdog_head.probabilities",
                 vec![int_attr("axis", 1)],
             ));
-            group_score(g, opset, logits, &evidence.domain, "catdog_head.domain.score");
+            group_score(
+                g,
+                opset,
+                logits,
+                &evidence.domain,
+                "catdog_head.domain.score",
+            );
             log_sum_exp(g, opset, logits, "catdog_head.all.score");
             g.node.push(node(
                 "Sub",
@@ -467,7 +484,8 @@ pub fn replace_head(
                 "catdog_head.domain.evidence",
                 vec![],
             ));
-            g.initializer.push(float_tensor("catdog_head.one", &[], &[1.0]));
+            g.initializer
+                .push(float_tensor("catdog_head.one", &[], &[1.0]));
             g.node.push(node(
                 "Mul",
                 &["catdog_head.probabilities", "catdog_head.domain.evidence"],

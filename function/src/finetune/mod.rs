@@ -365,8 +365,14 @@ pub fn choose_threshold(photos: &[f32], others: &[f32]) -> f32 {
         let kept = others.iter().filter(|&&o| o >= t).count() as f64 / others.len() as f64;
         rejected + kept
     };
-    let best = candidates.iter().map(|&t| error(t)).fold(f64::INFINITY, f64::min);
-    let mut tied: Vec<f64> = candidates.into_iter().filter(|&t| error(t) <= best + 1e-12).collect();
+    let best = candidates
+        .iter()
+        .map(|&t| error(t))
+        .fold(f64::INFINITY, f64::min);
+    let mut tied: Vec<f64> = candidates
+        .into_iter()
+        .filter(|&t| error(t) <= best + 1e-12)
+        .collect();
     tied.sort_by(f64::total_cmp);
     let (lo, hi) = (tied[0], tied[tied.len() - 1]);
     ((lo + hi) / 2.0).exp().min(0.5) as f32
@@ -497,8 +503,15 @@ fn run(
                        what: &str|
      -> Result<(features::Extracted, Vec<usize>), FinetuneError> {
         let files: Vec<PathBuf> = split.files.iter().map(|(p, _)| p.clone()).collect();
-        let ex = features::extract(&probe.runner, head, probe.logits.as_deref(), &files, view, what)
-            .map_err(FinetuneError::Features)?;
+        let ex = features::extract(
+            &probe.runner,
+            head,
+            probe.logits.as_deref(),
+            &files,
+            view,
+            what,
+        )
+        .map_err(FinetuneError::Features)?;
         if view == features::View::Original {
             skipped.extend(
                 ex.skipped
@@ -573,8 +586,14 @@ fn run(
         return Err(FinetuneError::CrossValidated(report));
     }
     // Each photo once, before augmenting: for the threshold and the figures.
-    let photos = [select(&tr, &y, |c| c < pets).0, select(&va, &vy, |c| c < pets).0];
-    let others = [select(&tr, &y, |c| c >= pets).0, select(&va, &vy, |c| c >= pets).0];
+    let photos = [
+        select(&tr, &y, |c| c < pets).0,
+        select(&va, &vy, |c| c < pets).0,
+    ];
+    let others = [
+        select(&tr, &y, |c| c >= pets).0,
+        select(&va, &vy, |c| c >= pets).0,
+    ];
     for view in cfg.augment.views() {
         let (mut more, ym) = extract(&train_split, view, "train")?;
         more.set_prior(prior_groups.as_deref());
@@ -651,7 +670,9 @@ fn run(
 
     // The rejecting label's rule.
     let evidence = |sets: &[features::Extracted]| -> Vec<f32> {
-        let Some((d, _)) = &domain else { return Vec::new() };
+        let Some((d, _)) = &domain else {
+            return Vec::new();
+        };
         sets.iter()
             .filter_map(|ex| ex.logits.as_ref())
             .flatten()
@@ -686,30 +707,36 @@ fn run(
     let valid_accuracy = answers.accuracy(&va, &vy, truth);
     // The base's own zero-shot answer on the same photos (ImageNet mode:
     // the groups, and `neither` below its default threshold).
-    let base_valid_accuracy = groups.as_ref().zip(va.logits.as_ref()).map(|(groups, logits)| {
-        let zero_shot = output::Head::Labels {
-            labels: labels_out.clone(),
-            rejection: rejection.as_ref().map(|r| contract::Rejection {
-                below: imagenet::DEFAULT_NEITHER_BELOW,
-                ..r.clone()
-            }),
-        };
-        let right = logits
-            .iter()
-            .zip(&vy)
-            .filter(|(row, &y)| {
-                let mut p: Vec<f32> = groups.iter().map(|g| features::evidence(row, g)).collect();
-                if rejection.is_some() {
-                    p.push((1.0 - p.iter().sum::<f32>()).max(0.0));
-                }
-                let label = output::predict(&zero_shot, &p).label;
-                labels_out.iter().position(|l| *l == label) == Some(truth(y))
-            })
-            .count();
-        right as f64 / vy.len().max(1) as f64
-    });
+    let base_valid_accuracy = groups
+        .as_ref()
+        .zip(va.logits.as_ref())
+        .map(|(groups, logits)| {
+            let zero_shot = output::Head::Labels {
+                labels: labels_out.clone(),
+                rejection: rejection.as_ref().map(|r| contract::Rejection {
+                    below: imagenet::DEFAULT_NEITHER_BELOW,
+                    ..r.clone()
+                }),
+            };
+            let right = logits
+                .iter()
+                .zip(&vy)
+                .filter(|(row, &y)| {
+                    let mut p: Vec<f32> =
+                        groups.iter().map(|g| features::evidence(row, g)).collect();
+                    if rejection.is_some() {
+                        p.push((1.0 - p.iter().sum::<f32>()).max(0.0));
+                    }
+                    let label = output::predict(&zero_shot, &p).label;
+                    labels_out.iter().position(|l| *l == label) == Some(truth(y))
+                })
+                .count();
+            right as f64 / vy.len().max(1) as f64
+        });
     let rejected = |sets: &[features::Extracted]| -> usize {
-        sets.iter().map(|ex| answers.count(ex, labels_out.len() - 1)).sum()
+        sets.iter()
+            .map(|ex| answers.count(ex, labels_out.len() - 1))
+            .sum()
     };
     let neither = rejection.as_ref().map(|r| NeitherSummary {
         label: r.label.clone(),
@@ -767,7 +794,8 @@ fn run(
         ));
     } else if let Some(n) = neither.as_ref().filter(|n| {
         n.other_photos > 0
-            && (n.other_photos_rejected as f64) + 1e-6 < cfg.accept.min_accuracy * n.other_photos as f64
+            && (n.other_photos_rejected as f64) + 1e-6
+                < cfg.accept.min_accuracy * n.other_photos as f64
     }) {
         weak = Some(format!(
             "`{}` is the answer for only {} of the {} photos of other things, below the floor of {:.1}% (--min-accuracy)",
@@ -893,12 +921,21 @@ impl Answers<'_> {
 
     /// How many rows of `ex` get the answer `label`.
     fn count(&self, ex: &features::Extracted, label: usize) -> usize {
-        (0..ex.features.len()).filter(|&i| self.answer(ex, i) == label).count()
+        (0..ex.features.len())
+            .filter(|&i| self.answer(ex, i) == label)
+            .count()
     }
 
     /// Share of rows answered `truth(y)`.
-    fn accuracy(&self, ex: &features::Extracted, y: &[usize], truth: impl Fn(usize) -> usize) -> f64 {
-        let right = (0..y.len()).filter(|&i| self.answer(ex, i) == truth(y[i])).count();
+    fn accuracy(
+        &self,
+        ex: &features::Extracted,
+        y: &[usize],
+        truth: impl Fn(usize) -> usize,
+    ) -> f64 {
+        let right = (0..y.len())
+            .filter(|&i| self.answer(ex, i) == truth(y[i]))
+            .count();
         right as f64 / y.len().max(1) as f64
     }
 }
@@ -915,7 +952,10 @@ mod tests {
         let under = photos.iter().filter(|&&e| e < t).count();
         assert_eq!(under, 2, "threshold {t}");
         // Never above the ImageNet mode's own.
-        assert_eq!(choose_threshold(&[0.9, 0.95, 0.99], &[]), imagenet::DEFAULT_NEITHER_BELOW);
+        assert_eq!(
+            choose_threshold(&[0.9, 0.95, 0.99], &[]),
+            imagenet::DEFAULT_NEITHER_BELOW
+        );
         assert_eq!(choose_threshold(&[], &[]), imagenet::DEFAULT_NEITHER_BELOW);
     }
 

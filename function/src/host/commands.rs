@@ -172,14 +172,39 @@ pub async fn eval(
     let limits = settings.limits();
     let dir = dir.to_path_buf();
     let others = others.map(Path::to_path_buf);
-    Ok(blocking(move || {
-        crate::eval::evaluate(&classifier, &dir, others.as_deref(), &limits)
-    })
-    .await??)
+    Ok(
+        blocking(move || crate::eval::evaluate(&classifier, &dir, others.as_deref(), &limits))
+            .await??,
+    )
 }
 
-/// `catdog finetune`: a new head over a frozen base, written as one ONNX file.
-pub async fn finetune(settings: &Settings, args: &FinetuneArgs) -> Result<Summary, CommandError> {
+/// A fine-tuned model as written, with its training curves.
+#[derive(Debug, Clone)]
+pub struct Finetuned {
+    pub summary: Summary,
+    pub model: PathBuf,
+    /// The photo folder it was fine-tuned on (`--data`).
+    pub data: PathBuf,
+    /// The training curves' PNG beside the model (`MODEL.training.png`), or
+    /// why it could not be drawn.
+    pub curves: Result<PathBuf, String>,
+}
+
+/// `catdog finetune`: a new head over a frozen base, written as one ONNX
+/// file, and its training curves beside it.
+pub async fn finetune(settings: &Settings, args: &FinetuneArgs) -> Result<Finetuned, CommandError> {
+    let summary = finetune_head(settings, args).await?;
+    let png = args.out.with_extension("training.png");
+    let curves = crate::plot::training_curves(&summary.history, &png).map(|()| png);
+    Ok(Finetuned {
+        summary,
+        model: args.out.clone(),
+        data: args.data.clone(),
+        curves,
+    })
+}
+
+async fn finetune_head(settings: &Settings, args: &FinetuneArgs) -> Result<Summary, CommandError> {
     let mut base = settings.model_spec();
     base.uri = Some(args.base.clone());
     base.sha256 = args.base_sha256.clone();

@@ -33,6 +33,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("the model failed to load: {0}")]
     Failed(String),
+    #[error("the new model did not load, so the server keeps the one it had: {0}")]
+    Swap(#[source] LoadError),
     #[error("the model was not ready within {0:?}{1}")]
     NotReady(Duration, String),
 }
@@ -167,6 +169,26 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Serves another model from now on, without a restart: it is loaded
+    /// beside the current one (which keeps answering meanwhile), then takes
+    /// its place; requests already in flight finish on the old one. The new
+    /// model brings its own contract (labels, preprocessing, `rejection`):
+    /// the settings' overrides of those were for the old one. Blocking.
+    pub fn swap_model(&self, uri: &str) -> Result<Arc<Classifier>, ServeError> {
+        let mut spec = self.settings.model_spec();
+        spec.uri = Some(uri.to_string());
+        spec.sha256 = None;
+        spec.contract.labels = None;
+        spec.contract.preprocessing = None;
+        let classifier = Arc::new(
+            self.runtime()
+                .block_on(load::load_classifier(&spec))
+                .map_err(ServeError::Swap)?,
+        );
+        self.state.set_ready(classifier.clone());
+        Ok(classifier)
     }
 
     /// Opens the ngrok tunnel to this server's router, on its runtime so it

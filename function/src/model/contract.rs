@@ -106,8 +106,8 @@ pub struct Rejection {
 impl Rejection {
     /// Parses a `rejection` value and checks it against the model's labels.
     pub fn parse(text: &str, labels: &[String]) -> Result<Self, ContractError> {
-        let r: Rejection =
-            serde_json::from_str(text.trim()).map_err(|e| ContractError::Rejection(e.to_string()))?;
+        let r: Rejection = serde_json::from_str(text.trim())
+            .map_err(|e| ContractError::Rejection(e.to_string()))?;
         if !(0.0..=1.0).contains(&r.below) {
             return Err(ContractError::Rejection(format!("below is {}", r.below)));
         }

@@ -32,6 +32,30 @@ pub struct Published {
     pub parts: usize,
 }
 
+/// Whether S3 requests would be signed: the SDK's credential chain
+/// (variables, profile, container or instance role) gives credentials
+/// within `timeout`. `Err` says why not, to skip an upload clearly.
+pub async fn credentials(timeout: std::time::Duration) -> Result<(), String> {
+    use aws_sdk_s3::config::ProvideCredentials;
+    // The chain the S3 client is built from (source::s3_client).
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let Some(provider) = shared.credentials_provider() else {
+        return Err("no AWS credentials provider is configured".into());
+    };
+    match tokio::time::timeout(timeout, provider.provide_credentials()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!(
+            "no AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or a role): {e}"
+        )),
+        Err(_) => Err(format!(
+            "no AWS credentials within {:.0} s (none in the environment or profiles, and no role answered)",
+            timeout.as_secs_f64()
+        )),
+    }
+}
+
 /// Uploads `file` to `to` (`s3://bucket/key`).
 pub async fn upload(
     file: &std::path::Path,

@@ -210,7 +210,9 @@ impl Command {
     /// and lists as flags only these groups; another group's flag is
     /// refused (`catdog predict --ngrok-basic-auth …`), never quietly ignored.
     fn setting_groups(name: &str) -> Option<Vec<clap::Id>> {
-        let [model, limits, access, fetch, objects, serve, tunnel, process] = setting_groups();
+        // `notebook` is no subcommand's: its settings come from the environment.
+        let [model, limits, access, fetch, objects, serve, tunnel, process, _notebook] =
+            setting_groups();
         let groups = match name {
             "serve" => vec![
                 model, limits, access, fetch, objects, serve, tunnel, process,
@@ -287,7 +289,7 @@ fn refused_flags(name: &str, sub: &clap::Command) -> Vec<clap::Id> {
 
 /// Every group of settings, named once: [`Command::setting_groups`] takes
 /// them apart by position, so a group added here must be placed there.
-fn setting_groups() -> [Option<clap::Id>; 8] {
+fn setting_groups() -> [Option<clap::Id>; 9] {
     [
         ModelSettings::group_id(),
         LimitSettings::group_id(),
@@ -297,6 +299,7 @@ fn setting_groups() -> [Option<clap::Id>; 8] {
         ServeSettings::group_id(),
         TunnelSettings::group_id(),
         ProcessSettings::group_id(),
+        NotebookSettings::group_id(),
     ]
 }
 

@@ -256,6 +256,25 @@ pub struct ProcessSettings {
     pub data_dir: Option<PathBuf>,
 }
 
+/// The notebook's tutorial path: what it fine-tunes and where it publishes.
+/// Read from the environment only: no subcommand takes these as flags.
+#[derive(Args, Debug, Clone)]
+pub struct NotebookSettings {
+    /// `catdog finetune` flags for the notebook's fine-tune, after its own
+    /// defaults (the shared MobileNetV2 base and catsdogs photos beside the
+    /// checkout), e.g. `--base vgg16-7.onnx --data photos/ --epochs 50`.
+    #[arg(
+        long = "notebook-finetune",
+        env = "CATDOG_FINETUNE",
+        allow_hyphen_values = true
+    )]
+    pub finetune: Option<String>,
+    /// Where the notebook publishes the model it fine-tuned (s3://bucket/key);
+    /// unset: it says so and does not publish.
+    #[arg(long = "notebook-upload-to", env = "CATDOG_UPLOAD_TO")]
+    pub upload_to: Option<String>,
+}
+
 /// A secret value (API key, token, password): never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub(super) String);

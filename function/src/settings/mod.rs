@@ -49,6 +49,8 @@ pub struct Settings {
     pub tunnel: TunnelSettings,
     #[command(flatten)]
     pub process: ProcessSettings,
+    #[command(flatten)]
+    pub notebook: NotebookSettings,
 }
 
 /// The settings could not be read (a bad value, or a missing one).

@@ -1,0 +1,179 @@
+//! The tutorial's whole path, as the notebook runs it: fine-tune a model on
+//! a photo folder (`catdog finetune`, same flags and defaults), score it
+//! (`catdog eval`), publish it (`catdog upload`). Each step is the command's
+//! own code, called without a shell; the notebook shows what they write.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::eval::{EvalError, EvalReport};
+use crate::host::commands::{self, CommandError, Finetuned};
+use crate::model::publish::{self, Published};
+use crate::model::Classifier;
+use crate::settings::{Cli, Command, Settings};
+
+/// Why a step of the tutorial could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum TutorialError {
+    #[error("no photos to fine-tune on (looked for {0}): set CATDOG_FINETUNE to `--data DIR --base MODEL …`")]
+    NoData(String),
+    #[error("CATDOG_FINETUNE: {0}")]
+    Flags(String),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// The shared data folder: `CATDOG_DATA`, else `shared/data` beside the
+/// checkout (seen from the notebook folder or the repository root).
+pub fn shared_data(settings: &Settings) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = settings.process.data_dir.iter().cloned().collect();
+    out.push(PathBuf::from("../../shared/data"));
+    out.push(PathBuf::from("../shared/data"));
+    out
+}
+
+/// Whether `flags` already gives `--name` (as `--name V` or `--name=V`).
+fn has_flag(flags: &[String], name: &str) -> bool {
+    flags
+        .iter()
+        .any(|f| f == name || f.starts_with(&format!("{name}=")))
+}
+
+/// The `catdog finetune` command line the notebook runs: `CATDOG_FINETUNE`'s
+/// flags, plus what they leave out: the shared MobileNetV2 base (torch
+/// preprocessing), the shared catsdogs photos, and the output in catdog's
+/// cache folder.
+pub fn finetune_command(settings: &Settings) -> Result<Vec<String>, TutorialError> {
+    let given: Vec<String> = settings
+        .notebook
+        .finetune
+        .as_deref()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let data = shared_data(settings).into_iter().find(|d| d.is_dir());
+    let mut argv: Vec<String> = vec!["catdog".into(), "finetune".into()];
+    let mut default = |name: &str, value: Option<PathBuf>, also: &[&str]| {
+        if has_flag(&given, name) {
+            return Ok(());
+        }
+        let value = value.ok_or_else(|| {
+            TutorialError::NoData(
+                shared_data(settings)
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+        })?;
+        argv.push(name.to_string());
+        argv.push(value.display().to_string());
+        argv.extend(also.iter().map(|s| s.to_string()));
+        Ok::<(), TutorialError>(())
+    };
+    let preprocessing: &[&str] = if has_flag(&given, "--preprocessing") {
+        &[]
+    } else {
+        &["--preprocessing", "torch"]
+    };
+    default(
+        "--base",
+        data.as_ref()
+            .map(|d| d.join("models/mobilenetv2-12-int8.onnx")),
+        preprocessing,
+    )?;
+    default("--data", data.as_ref().map(|d| d.join("catsdogs")), &[])?;
+    default(
+        "--out",
+        Some(settings.cache_dir().join("notebook/catdog-finetuned.onnx")),
+        &[],
+    )?;
+    argv.extend(given);
+    Ok(argv)
+}
+
+/// Runs `catdog finetune` as [`finetune_command`] says, printing its
+/// progress (each epoch) as the command does; blocking.
+pub fn finetune(settings: &Settings) -> Result<Finetuned, TutorialError> {
+    let argv = finetune_command(settings)?;
+    println!("$ {}", argv.join(" "));
+    let cli = Cli::try_from_args(&argv).map_err(|e| TutorialError::Flags(e.to_string()))?;
+    let Some(Command::Finetune(args)) = &cli.command else {
+        return Err(TutorialError::Flags("not a finetune command".into()));
+    };
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir).map_err(TutorialError::Runtime)?;
+    }
+    let runtime = tokio::runtime::Runtime::new().map_err(TutorialError::Runtime)?;
+    Ok(runtime.block_on(commands::finetune(&cli.settings, args))?)
+}
+
+/// The labelled photos to score a model fine-tuned on `data` with: its
+/// `test/` folder, and photos of other things from a `neither/` folder
+/// beside `data` (the shared data's layout), when there is one.
+pub fn test_folders(data: &Path) -> (PathBuf, Option<PathBuf>) {
+    let others = data
+        .parent()
+        .map(|p| p.join("neither"))
+        .filter(|p| p.is_dir());
+    (data.join("test"), others)
+}
+
+/// `catdog eval` of the model being served, with its confusion matrix
+/// drawn to `png`; blocking.
+pub fn evaluate(
+    classifier: &Classifier,
+    settings: &Settings,
+    dir: &Path,
+    others: Option<&Path>,
+    png: &Path,
+) -> Result<EvalReport, TutorialError> {
+    let report = crate::eval::evaluate(classifier, dir, others, &settings.limits())?;
+    if let Err(e) = crate::plot::confusion_matrix(
+        &report.labels,
+        &report.predicted_labels,
+        &report.confusion,
+        png,
+    ) {
+        eprintln!("could not draw the confusion matrix: {e}");
+    }
+    Ok(report)
+}
+
+/// What publishing did.
+#[derive(Debug)]
+pub enum Publishing {
+    Published(Published),
+    /// Not published, and why (no destination, no credentials).
+    Skipped(String),
+}
+
+/// How long the SDK's credential chain may look (a role lookup off AWS
+/// waits on the network).
+const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `catdog upload` of `model` to `CATDOG_UPLOAD_TO`, when that is set and
+/// AWS credentials are found; otherwise it says why and skips. Blocking.
+pub fn publish(settings: &Settings, model: &Path) -> Result<Publishing, TutorialError> {
+    let Some(to) = settings.notebook.upload_to.as_deref() else {
+        return Ok(Publishing::Skipped(
+            "CATDOG_UPLOAD_TO is not set: not publishing (set it to s3://bucket/key)".into(),
+        ));
+    };
+    let runtime = tokio::runtime::Runtime::new().map_err(TutorialError::Runtime)?;
+    let opts = settings.fetch_options();
+    if let Err(why) = runtime.block_on(publish::credentials(CREDENTIALS_TIMEOUT)) {
+        return Ok(Publishing::Skipped(format!(
+            "not publishing to {to}: {why}"
+        )));
+    }
+    let done = runtime
+        .block_on(publish::upload(model, to, &opts))
+        .map_err(CommandError::from)?;
+    Ok(Publishing::Published(done))
+}
