@@ -871,3 +871,101 @@ async fn v2_readiness_follows_the_model_state() {
     let (status, _, body) = call(app, get("/v2/health/ready")).await;
     assert_eq!((status, &body["ready"]), (StatusCode::OK, &json!(true)));
 }
+
+/// A model with a rejecting label (`neither`, as `catdog finetune` writes
+/// it) answers it on every route, with its score: `/predict`, the
+/// tutorial's `POST /`, the v2 `label` and `probabilities` outputs, `GET
+/// /model` (the rule) and `catdog predict`; `NEITHER_BELOW` moves its
+/// threshold.
+#[tokio::test]
+async fn a_rejecting_label_is_answered_on_every_route() {
+    use base64::Engine as _;
+    const GREEN: [u8; 3] = [30, 200, 30];
+    let model = fixture("tiny_neither.onnx");
+    let with = |extra: &[&str]| {
+        let mut args = vec!["--model", model.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let s = settings(&args);
+        catdog::router(AppState::ready(
+            load(&args),
+            s.limits(),
+            s.access().unwrap(),
+        ))
+    };
+    let app = with(&[]);
+    let (status, _, v) = call(app.clone(), post("/predict", "image/png", png(GREEN))).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["label"], "neither", "{v}");
+    let scores = v["scores"].as_object().unwrap();
+    assert_eq!(scores.keys().collect::<Vec<_>>(), ["cat", "dog", "neither"]);
+    assert!(v["confidence"].as_f64().unwrap() > 0.9, "{v}");
+    let (_, _, v) = call(app.clone(), post("/predict", "image/png", png(RED))).await;
+    assert_eq!(v["label"], "cat", "{v}");
+
+    // The tutorial's answer keeps its cat and dog figures, beside neither's.
+    let (_, _, one) = call(app.clone(), post("/", "image/png", png(GREEN))).await;
+    let p = &one["prediction"];
+    assert!(p["cat"].is_number() && p["dog"].is_number(), "{one}");
+    assert!(p["neither"].as_f64().unwrap() > 0.9, "{one}");
+
+    // Open Inference Protocol: the label, and a probability per label.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(png(GREEN));
+    let body =
+        json!({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64]}]});
+    let (status, _, v) = call(
+        app.clone(),
+        post(
+            "/v2/models/catdog/infer",
+            "application/json",
+            body.to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let output = |name: &str| {
+        v["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {v}"))
+            .clone()
+    };
+    assert_eq!(output("label")["data"], json!(["neither"]), "{v}");
+    assert_eq!(output("probabilities")["shape"], json!([1, 3]), "{v}");
+
+    let (_, _, m) = call(app, get("/model")).await;
+    assert_eq!(m["labels"], json!(["cat", "dog", "neither"]));
+    assert_eq!(
+        m["rejection"],
+        json!({"label": "neither", "below": 0.5}),
+        "{m}"
+    );
+
+    // The threshold is the model's unless NEITHER_BELOW says otherwise: the
+    // same green square with cat + dog ≈ 0.03 is then the likelier of them.
+    let app = with(&["--neither-below", "0.01"]);
+    let (_, _, v) = call(app.clone(), post("/predict", "image/png", png(GREEN))).await;
+    assert_eq!(v["label"], "dog", "{v}");
+    let (_, _, m) = call(app, get("/model")).await;
+    assert_eq!(
+        m["rejection"]["below"].as_f64().unwrap() as f32,
+        0.01,
+        "{m}"
+    );
+
+    // The command line says the same.
+    let dir = std::env::temp_dir().join(format!("catdog-neither-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("green.png");
+    std::fs::write(&file, png(GREEN)).unwrap();
+    let out = std::process::Command::new(catdog_bin())
+        .args(["predict", "--json", "--model"])
+        .arg(&model)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["label"], "neither", "{v}");
+}
