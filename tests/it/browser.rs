@@ -93,6 +93,10 @@ async fn upload_page_works_in_headless_chromium() {
         api_label(&base, &png, "image/png").await,
         "{page}"
     );
+    if data.is_some() {
+        // A blue square is no cat or dog: the page shows `neither`.
+        assert_eq!(page["drop_label"], "neither", "{page}");
+    }
     assert!(
         page["error_text"]
             .as_str()
