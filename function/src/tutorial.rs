@@ -177,3 +177,41 @@ pub fn publish(settings: &Settings, model: &Path) -> Result<Publishing, Tutorial
         .map_err(CommandError::from)?;
     Ok(Publishing::Published(done))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_destination_publishing_says_so_and_skips() {
+        let mut settings = Settings::from_args(std::iter::empty::<&str>()).unwrap();
+        settings.notebook.upload_to = None;
+        match publish(&settings, Path::new("model.onnx")).unwrap() {
+            Publishing::Skipped(why) => {
+                assert!(why.starts_with("CATDOG_UPLOAD_TO is not set"), "{why}")
+            }
+            Publishing::Published(p) => panic!("published {p:?}"),
+        }
+    }
+
+    #[test]
+    fn the_notebook_s_flags_win_and_the_defaults_fill_in() {
+        let mut settings = Settings::from_args(std::iter::empty::<&str>()).unwrap();
+        settings.notebook.finetune = Some("--base /m.onnx --data /photos --epochs 5".into());
+        let argv = finetune_command(&settings).unwrap_or_else(|e| panic!("{e}"));
+        let has = |pair: [&str; 2]| argv.windows(2).any(|w| w == pair);
+        assert!(has(["--data", "/photos"]), "{argv:?}");
+        assert!(has(["--base", "/m.onnx"]), "{argv:?}");
+        assert_eq!(
+            argv.iter().filter(|a| *a == "--base").count(),
+            1,
+            "{argv:?}"
+        );
+        assert!(
+            !argv.iter().any(|a| a == "--preprocessing"),
+            "the base's own: {argv:?}"
+        );
+        assert!(has(["--epochs", "5"]), "{argv:?}");
+        assert!(argv.iter().any(|a| a == "--out"), "{argv:?}");
+    }
+}

@@ -941,6 +941,42 @@ fn photos_of_other_things_train_neither_and_no_neither_forces_two_way() {
         assert!(rejected >= 7, "{mode}: {report}");
     }
 
+    // Refused, not written, when the rule misses the photos of other things:
+    // half of these are cats, which no threshold can tell from the labels.
+    let mixed = root.join("mixed");
+    std::fs::create_dir_all(&mixed).unwrap();
+    let mut cats: Vec<PathBuf> = std::fs::read_dir(test.join("cat"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    cats.sort();
+    for f in others[32..].iter().chain(&cats[..8]) {
+        std::os::unix::fs::symlink(f, mixed.join(f.file_name().unwrap())).unwrap();
+    }
+    let weak = root.join("weak.onnx");
+    let mut args = mobilenet_args(&data, &weak);
+    args.extend(
+        [
+            "--mirror",
+            "false",
+            "--crop",
+            "false",
+            "--neither-mode",
+            "threshold",
+            "--neither",
+        ]
+        .map(String::from),
+    );
+    args.push(mixed.to_str().unwrap().to_string());
+    let o = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("is the answer for only") && err.contains("photos of other things"),
+        "{err}"
+    );
+    assert!(!weak.exists(), "nothing written");
+
     // The tutorial's forced choice: every photo of other things is a cat or a dog.
     let (forced, summary) = finetune("forced", &["--no-neither"]);
     assert_eq!(summary["labels"], serde_json::json!(["cat", "dog"]));

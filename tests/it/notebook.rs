@@ -184,7 +184,19 @@ fn the_notebook_runs_headless_and_shows_the_same_answers_as_the_cli() {
         .env("HOST", "127.0.0.1")
         .env("CATDOG_API_KEY", NOTEBOOK_KEY)
         .env("CATDOG_FINETUNE", &finetune)
-        .env_remove("CATDOG_UPLOAD_TO")
+        // A destination but no AWS credentials anywhere: publishing must say
+        // so and skip (the upload itself is `catdog upload`'s, tested on moto).
+        .env("CATDOG_UPLOAD_TO", "s3://catdog-models/notebook/tuned.onnx")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", work.join("no-aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            work.join("no-aws-credentials"),
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("NGROK_AUTHTOKEN")
         .env_remove("MODEL_SHA256")
         .env_remove("MODEL_LABELS")
@@ -362,10 +374,12 @@ fn the_notebook_runs_headless_and_shows_the_same_answers_as_the_cli() {
     }
 
     // Publishing says why it does not, and the notebook goes on.
+    let published = cell("code-publish", "stream:stdout");
     assert!(
-        cell("code-publish", "stream:stdout")
-            .contains("CATDOG_UPLOAD_TO is not set: not publishing"),
-        "{stdout}"
+        published.contains(
+            "not publishing to s3://catdog-models/notebook/tuned.onnx: no AWS credentials"
+        ),
+        "{published}"
     );
 
     // Local mode, said plainly; the last cell closed the port.

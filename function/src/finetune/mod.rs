@@ -779,32 +779,37 @@ fn run(
         )
         .0;
 
-    let mut weak = None;
-    if valid_accuracy + 1e-6 < cfg.accept.min_accuracy {
-        weak = Some(format!(
-            "validation accuracy {:.1}% is below the floor of {:.1}% (--min-accuracy)",
-            valid_accuracy * 100.0,
-            cfg.accept.min_accuracy * 100.0
-        ));
-    } else if let Some(base) = base_valid_accuracy.filter(|b| valid_accuracy + 1e-6 < *b) {
-        weak = Some(format!(
-            "validation accuracy {:.1}% is below the base's own zero-shot choice ({:.1}%) on the same photos",
-            valid_accuracy * 100.0,
-            base * 100.0
-        ));
-    } else if let Some(n) = neither.as_ref().filter(|n| {
+    // The most specific reason first: photos of other things that the
+    // model does not answer `neither` for.
+    let weak = if let Some(n) = neither.as_ref().filter(|n| {
         n.other_photos > 0
             && (n.other_photos_rejected as f64) + 1e-6
                 < cfg.accept.min_accuracy * n.other_photos as f64
     }) {
-        weak = Some(format!(
+        Some(format!(
             "`{}` is the answer for only {} of the {} photos of other things, below the floor of {:.1}% (--min-accuracy)",
             n.label,
             n.other_photos_rejected,
             n.other_photos,
             cfg.accept.min_accuracy * 100.0
-        ));
-    }
+        ))
+    } else if valid_accuracy + 1e-6 < cfg.accept.min_accuracy {
+        Some(format!(
+            "validation accuracy {:.1}% is below the floor of {:.1}% (--min-accuracy)",
+            valid_accuracy * 100.0,
+            cfg.accept.min_accuracy * 100.0
+        ))
+    } else {
+        base_valid_accuracy
+            .filter(|b| valid_accuracy + 1e-6 < *b)
+            .map(|base| {
+                format!(
+                    "validation accuracy {:.1}% is below the base's own zero-shot choice ({:.1}%) on the same photos",
+                    valid_accuracy * 100.0,
+                    base * 100.0
+                )
+            })
+    };
     let summary = Summary {
         base: probe.model.uri.clone(),
         base_sha256,
