@@ -969,3 +969,89 @@ async fn a_rejecting_label_is_answered_on_every_route() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["label"], "neither", "{v}");
 }
+
+/// Path parameters fuzzed with invalid UTF-8, overlong and percent-encoded
+/// values: every answer is in its route's error shape (`{"error": "…"}`
+/// under /v2, `{"error": {"code", "message"}}` elsewhere), never axum's
+/// text/plain, and the router keeps answering.
+#[tokio::test]
+async fn every_path_parameter_error_is_in_its_route_s_shape() {
+    let long = "a".repeat(5000);
+    let encoded_long = "%41".repeat(3000);
+    let values = [
+        "%FF%FE",
+        "%C3%28",
+        "%ED%A0%80",
+        "%F8%88%80%80%80",
+        "caf%C3%A9",
+        "%00",
+        "a%2Fb",
+        "..%2F..",
+        "%25",
+        "%",
+        "%G1",
+        long.as_str(),
+        encoded_long.as_str(),
+    ];
+    let app = router(&[]);
+    for value in values {
+        for (method, path) in [
+            (Method::GET, format!("/v2/models/{value}")),
+            (Method::GET, format!("/v2/models/{value}/ready")),
+            (Method::GET, format!("/v2/models/catdog/versions/{value}")),
+            (Method::POST, format!("/v2/models/{value}/infer")),
+            (
+                Method::POST,
+                format!("/v2/models/catdog/versions/{value}/infer"),
+            ),
+            (Method::GET, format!("/uploads/{value}")),
+        ] {
+            let req = Request::builder()
+                .method(method.clone())
+                .uri(&path)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{}"))
+                .unwrap();
+            let res = app.clone().oneshot(req).await.unwrap();
+            let status = res.status();
+            let ctype = res
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .map(|v| v.to_str().unwrap().to_string());
+            let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let what = format!("{method} {}: {status}", &path[..path.len().min(80)]);
+            // Refused (4xx), or a real name whose version is not known yet (503).
+            assert!(
+                status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE,
+                "{what}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+            assert_eq!(ctype.as_deref(), Some("application/json"), "{what}");
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "{what}: not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            });
+            if path.starts_with("/v2/") {
+                assert!(body["error"].is_string(), "{what}: {body}");
+            } else {
+                assert!(
+                    body["error"]["code"].is_string() && body["error"]["message"].is_string(),
+                    "{what}: {body}"
+                );
+            }
+            if value.starts_with("%FF") && path.starts_with("/v2/models/%FF") {
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{what}");
+                assert!(
+                    body["error"].as_str().unwrap().contains("UTF-8"),
+                    "{what}: {body}"
+                );
+            }
+        }
+    }
+    let (status, _, _) = call(app, post("/predict", "image/png", png(RED))).await;
+    assert_eq!(status, StatusCode::OK, "still serving");
+}

@@ -61,6 +61,9 @@ error_codes! {
     InvalidImage = "invalid_image", BAD_REQUEST;
     /// A v2 inference request catdog cannot take.
     InvalidInferenceRequest = "invalid_inference_request", BAD_REQUEST;
+    /// A path parameter that cannot be read (not valid UTF-8 once
+    /// percent-decoded, …).
+    InvalidPath = "invalid_path", BAD_REQUEST;
     /// An `/uploads/{id}` that is not one `POST /uploads` gives.
     InvalidUploadId = "invalid_upload_id", BAD_REQUEST;
     /// The API key is missing or wrong.

@@ -7,6 +7,7 @@ pub mod code;
 pub mod error;
 pub mod input;
 pub mod openapi;
+pub mod path;
 pub mod routes;
 pub mod state;
 pub mod types;

@@ -2,13 +2,14 @@
 //! (Lambda's 6 MB invoke limit) go straight to S3 by a presigned PUT, and
 //! their answer is read back here once classified.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::http::code::ErrorCode;
 use crate::http::error::ApiError;
+use crate::http::path::PathParams;
 use crate::http::state::{AppState, Stored};
 use crate::http::types::{ErrorBody, UploadRequest, UploadResult, UploadTicket};
 
@@ -85,7 +86,7 @@ pub async fn create_upload(
     params(("id" = String, Path, description = "The `id` of `POST /uploads`' answer")),
     responses(
         (status = 200, description = "Its record; header `catdog-record`: `existing` (written by its S3 event) or `written` (now)", body = UploadResult),
-        (status = 400, description = "Not an upload id (`invalid_upload_id`), or the picture was refused (`invalid_image`, …)", body = ErrorBody),
+        (status = 400, description = "Not an upload id (`invalid_upload_id`, or `invalid_path`: not UTF-8), or the picture was refused (`invalid_image`, …)", body = ErrorBody),
         (status = 401, description = "API key missing or wrong", body = ErrorBody),
         (status = 404, description = "No uploads bucket (`uploads_off`), or nothing uploaded under that id (`no_such_key`)", body = ErrorBody),
         (status = 413, description = "Over CATDOG_MAX_OBJECT_BYTES (`payload_too_large`)", body = ErrorBody),
@@ -96,7 +97,7 @@ pub async fn create_upload(
     ))]
 pub async fn upload_result(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Response, ApiError> {
     let stored = stored(&state)?.clone();
     if !is_upload_id(&id) {

@@ -18,7 +18,7 @@ pub use tensor::InferError;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -26,6 +26,7 @@ use axum::Json;
 use crate::http::classify::{classify, ready_model};
 use crate::http::error::{ApiError, Unready};
 use crate::http::input::read_body;
+use crate::http::path::PathParams;
 use crate::http::state::{AppState, ModelState, Ready};
 use crate::http::types::OipErrorBody;
 use crate::http::v2::types::{
@@ -108,12 +109,13 @@ pub async fn server_ready(State(state): State<AppState>) -> Response {
     params(("name" = String, Path, description = "The model's name")),
     responses(
         (status = 200, description = "Ready", body = Readiness),
+        (status = 400, description = "A name that cannot be read (not UTF-8)", body = OipErrorBody),
         (status = 404, description = "No model of that name", body = OipErrorBody),
         (status = 503, description = "Not loaded (yet)", body = Readiness),
     ))]
 pub async fn model_ready(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
 ) -> Result<Response, ApiError> {
     match find(&state, &name, None) {
         Ok(_) => Ok(readiness(true)),
@@ -139,13 +141,14 @@ fn metadata(ready: &Ready) -> ModelMetadata {
     params(("name" = String, Path, description = "The model's name")),
     responses(
         (status = 200, description = "Model metadata", body = ModelMetadata),
+        (status = 400, description = "A name or version that cannot be read (not UTF-8)", body = OipErrorBody),
         (status = 401, description = "API key missing or wrong", body = OipErrorBody),
         (status = 404, description = "No model of that name", body = OipErrorBody),
         (status = 503, description = "Model not ready", body = OipErrorBody),
     ))]
 pub async fn model_metadata(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
 ) -> Result<Json<ModelMetadata>, ApiError> {
     Ok(Json(metadata(&find(&state, &name, None)?)))
 }
@@ -156,13 +159,14 @@ pub async fn model_metadata(
            ("version" = String, Path, description = "Its version (the SHA-256 prefix, or the whole digest)")),
     responses(
         (status = 200, description = "Model metadata", body = ModelMetadata),
+        (status = 400, description = "A name or version that cannot be read (not UTF-8)", body = OipErrorBody),
         (status = 401, description = "API key missing or wrong", body = OipErrorBody),
         (status = 404, description = "No such model or version", body = OipErrorBody),
         (status = 503, description = "Model not ready, or its version not computed yet", body = OipErrorBody),
     ))]
 pub async fn model_version_metadata(
     State(state): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
+    PathParams((name, version)): PathParams<(String, String)>,
 ) -> Result<Json<ModelMetadata>, ApiError> {
     Ok(Json(metadata(&find(&state, &name, Some(&version))?)))
 }
@@ -210,7 +214,7 @@ macro_rules! infer_route {
                 (status = 200, description = "The outputs: JSON, or (binary outputs asked) JSON of `Inference-Header-Content-Length` bytes followed by the binary outputs", content(
                     (InferResponse = "application/json"),
                     (Vec<u8> = "application/octet-stream"))),
-                (status = 400, description = "Malformed request, unknown input or output, wrong shape, or not a picture", body = OipErrorBody),
+                (status = 400, description = "Malformed request, unknown input or output, wrong shape, not a picture, or a path that cannot be read", body = OipErrorBody),
                 (status = 401, description = "API key missing or wrong", body = OipErrorBody),
                 (status = 404, description = "No such model or version", body = OipErrorBody),
                 (status = 413, description = "Body over the limit", body = OipErrorBody),
@@ -229,7 +233,7 @@ infer_route!(
     /// `POST /v2/models/{name}/infer`.
     pub async fn infer(
         State(state): State<AppState>,
-        Path(name): Path<String>,
+        PathParams(name): PathParams<String>,
         headers: HeaderMap,
         body: Body,
     ) -> Result<Response, ApiError> {
@@ -250,7 +254,7 @@ infer_route!(
     /// `POST /v2/models/{name}/versions/{version}/infer`.
     pub async fn infer_version(
         State(state): State<AppState>,
-        Path((name, version)): Path<(String, String)>,
+        PathParams((name, version)): PathParams<(String, String)>,
         headers: HeaderMap,
         body: Body,
     ) -> Result<Response, ApiError> {
