@@ -19,6 +19,7 @@ mod cli;
 mod deploy;
 mod finetune;
 mod http_serve;
+mod keep_alive;
 mod keras;
 mod lambda;
 mod lambda_emulator;

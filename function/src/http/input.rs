@@ -152,8 +152,8 @@ pub async fn read_images(
 /// nginx's lingering close): clients that write their whole body before
 /// reading (Python's urllib) then read the answer instead of a broken pipe.
 /// The body is never kept: only counted.
-const LINGER_BYTES: usize = 64 << 20;
-const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const LINGER_BYTES: usize = 64 << 20;
+pub(crate) const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Drains `rest` in the background, bounded by [`LINGER_BYTES`] and [`LINGER_TIME`].
 fn linger(mut rest: axum::body::BodyDataStream) {

@@ -6,6 +6,7 @@ pub mod classify;
 pub mod code;
 pub mod error;
 pub mod input;
+pub mod keep_alive;
 pub mod openapi;
 pub mod path;
 pub mod routes;
@@ -35,7 +36,8 @@ use crate::metrics;
 /// whichever layer made them, are re-shaped into the Open Inference
 /// Protocol's. CORS sits outside the key check (preflights carry no key);
 /// the request log and the metrics are outermost, so refused requests are
-/// logged and counted too.
+/// logged and counted too; inside them, an early answer's unread body is
+/// drained so the connection stays usable (`keep_alive`).
 pub fn router(state: AppState) -> Router {
     let (routes, doc) = api(&state.access).split_for_parts();
     openapi::publish(&doc);
@@ -46,7 +48,8 @@ pub fn router(state: AppState) -> Router {
     if let Some(cors) = state.access.cors_layer() {
         app = app.layer(cors);
     }
-    app.layer(middleware::from_fn_with_state(state.clone(), observe))
+    app.layer(middleware::from_fn(keep_alive::keep_alive))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 

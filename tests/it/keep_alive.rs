@@ -1,0 +1,143 @@
+//! Keep-alive connections after early answers (a 404, 401 or 415 sent
+//! before the body is read): the body is drained so the connection stays
+//! usable, and an answer after which the server closes says
+//! `Connection: close`. With a raw socket (the body 10 ms late, as a slow
+//! client sends it), Python's http.client (what urllib uses) and a requests
+//! session.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::support::*;
+
+const KEY: &str = "keep-alive-key-0123456789";
+
+/// One answer off `s`: the status line, the headers (lower-case names) and the body.
+fn answer(s: &mut TcpStream) -> (String, Vec<(String, String)>, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).unwrap_or(0);
+        assert_eq!(n, 1, "the server closed: {}", String::from_utf8_lossy(&buf));
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (status, headers, body)
+}
+
+fn connection_header(headers: &[(String, String)]) -> Option<&str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == "connection")
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn early_answers_keep_the_connection_or_say_it_closes() {
+    let model = fixture("tiny_torch_nchw.onnx");
+    let (_p, base) = serve(
+        &["--model", model.to_str().unwrap()],
+        &[("CATDOG_API_KEY", KEY)],
+    )
+    .await;
+    wait_ready(&base).await;
+    let addr = base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    tokio::task::spawn_blocking(move || {
+        let body = vec![b'x'; 200_000];
+        let key = format!("x-api-key: {KEY}\r\n");
+        for (what, head) in [
+            ("404 route", "POST /no-such-route HTTP/1.1\r\n".to_string()),
+            (
+                "404 model",
+                format!("POST /v2/models/wrong/infer HTTP/1.1\r\n{key}"),
+            ),
+            ("401 no key", "POST /predict HTTP/1.1\r\n".to_string()),
+            (
+                "415 type",
+                format!("POST /predict HTTP/1.1\r\nContent-Type: text/csv\r\n{key}"),
+            ),
+        ] {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            write!(s, "{head}Host: x\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+            std::thread::sleep(Duration::from_millis(10));
+            s.write_all(&body).unwrap();
+            let (status, headers, _) = answer(&mut s);
+            assert!(status.contains(&what[..3]), "{what}: {status}");
+            assert_eq!(
+                connection_header(&headers),
+                None,
+                "{what}: the connection stays"
+            );
+            // The same connection answers the next request.
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap_or_else(|e| panic!("{what}: the connection was closed ({e})"));
+            let (status, _, _) = answer(&mut s);
+            assert!(status.contains("200"), "{what}, then: {status}");
+        }
+        // A body declared too large to drain: the answer says the server closes.
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(
+            b"POST /no-such-route HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n",
+        )
+        .unwrap();
+        s.write_all(&body).unwrap();
+        let (status, headers, _) = answer(&mut s);
+        assert!(status.contains("404"), "{status}");
+        assert_eq!(connection_header(&headers), Some("close"), "{headers:?}");
+    })
+    .await
+    .unwrap();
+
+    // Python's clients, each reusing one connection.
+    let script = r#"
+import http.client, sys, requests
+base, key = sys.argv[1].rstrip("/") + "/", sys.argv[2]
+host = base.split("//")[1].rstrip("/")
+body = b"x" * 200000
+conn = http.client.HTTPConnection(host, timeout=20)
+for i in range(5):
+    conn.request("POST", "/v2/models/wrong/infer", body=body,
+                 headers={"Content-Type": "application/json", "x-api-key": key})
+    r = conn.getresponse(); r.read()
+    assert r.status == 404, r.status
+    conn.request("GET", "/health")
+    r = conn.getresponse(); r.read()
+    assert r.status == 200, r.status
+s = requests.Session()
+for i in range(5):
+    r = s.post(base + "no-such-route", data=body)
+    assert r.status_code == 404, r.status_code
+    r = s.get(base + "health")
+    assert r.status_code == 200, r.status_code
+print("ok")
+"#;
+    let out = tokio::process::Command::new(python())
+        .args(["-c", script, &base, KEY])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success() && out.stdout.starts_with(b"ok"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
