@@ -80,17 +80,8 @@ pub fn evaluate(
             .rejection
             .as_ref()
             .map_or("neither".to_string(), |r| r.label.clone());
-        let found = crate::files::pictures_in(others).map_err(data::DataError::from)?;
-        if found.is_empty() {
-            return Err(data::DataError::EmptyClass(others.to_path_buf()).into());
-        }
-        let class = match split.labels.iter().position(|l| *l == label) {
-            Some(i) => i,
-            None => {
-                split.labels.push(label);
-                split.labels.len() - 1
-            }
-        };
+        let found = data::class_pictures(others)?;
+        let class = split.class_of(&label);
         split.files.extend(found.into_iter().map(|p| (p, class)));
     }
     let cols = classifier.info().labels.clone();

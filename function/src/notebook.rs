@@ -155,13 +155,19 @@ pub fn photo_candidates(settings: &Settings) -> Vec<PathBuf> {
     if let Some(p) = &process.photos {
         return vec![p.clone()];
     }
-    let mut out: Vec<PathBuf> = process
-        .data_dir
-        .iter()
+    shared_data(settings)
+        .into_iter()
         .map(|d| d.join("catsdogs/test"))
-        .collect();
-    out.push(PathBuf::from("../../shared/data/catsdogs/test"));
-    out.push(PathBuf::from("../shared/data/catsdogs/test"));
+        .collect()
+}
+
+/// Where the shared data folder may be: `--data-dir` (`CATDOG_DATA`), else
+/// `shared/data` beside the checkout (seen from the notebook folder or the
+/// repository root).
+pub fn shared_data(settings: &Settings) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = settings.process.data_dir.iter().cloned().collect();
+    out.push(PathBuf::from("../../shared/data"));
+    out.push(PathBuf::from("../shared/data"));
     out
 }
 

@@ -10,6 +10,7 @@ use crate::eval::{EvalError, EvalReport};
 use crate::host::commands::{self, CommandError, Finetuned};
 use crate::model::publish::{self, Published};
 use crate::model::Classifier;
+use crate::notebook::shared_data;
 use crate::settings::{Cli, Command, Settings};
 
 /// Why a step of the tutorial could not run.
@@ -25,15 +26,6 @@ pub enum TutorialError {
     Eval(#[from] EvalError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
-}
-
-/// The shared data folder: `CATDOG_DATA`, else `shared/data` beside the
-/// checkout (seen from the notebook folder or the repository root).
-pub fn shared_data(settings: &Settings) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = settings.process.data_dir.iter().cloned().collect();
-    out.push(PathBuf::from("../../shared/data"));
-    out.push(PathBuf::from("../shared/data"));
-    out
 }
 
 /// Whether `flags` already gives `--name` (as `--name V` or `--name=V`).

@@ -175,23 +175,12 @@ fn mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves() {
         })
         .count();
     // `catdog eval` on the ImageNet base scores the groups the same way
-    let ev = run(&[
-        "eval",
-        "--json",
-        "--png",
-        out_dir.join("base.png").to_str().unwrap(),
-        "--preprocessing",
-        "torch",
-        "--model",
-        base.to_str().unwrap(),
-        test.to_str().unwrap(),
-    ]);
-    assert!(
-        ev.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ev.stderr)
+    let base_report = eval_json(
+        &base,
+        &test,
+        &out_dir.join("base.png"),
+        &["--preprocessing", "torch"],
     );
-    let base_report: Value = serde_json::from_slice(&ev.stdout).unwrap();
     assert_eq!(
         base_report["predicted_labels"],
         serde_json::json!(["cat", "dog", "neither"])
@@ -283,21 +272,7 @@ fn mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves() {
     assert_eq!(m["output"]["kind"], "probabilities");
     // `catdog eval` on test/: its answers are what the server answers, file by file
     let png = out_dir.join("confusion.png");
-    let ev = run(&[
-        "eval",
-        "--json",
-        "--png",
-        png.to_str().unwrap(),
-        "--model",
-        out.to_str().unwrap(),
-        test.to_str().unwrap(),
-    ]);
-    assert!(
-        ev.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ev.stderr)
-    );
-    let report: Value = serde_json::from_slice(&ev.stdout).unwrap();
+    let report = eval_json(&out, &test, &png, &[]);
     assert_eq!(
         report["predicted_labels"],
         serde_json::json!(["cat", "dog", "neither"])
@@ -318,23 +293,12 @@ fn mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves() {
     // of the 40 photos of other things (never used for its threshold) and
     // keeps at least 45 of the 46 pets; eval shows the 3×3 matrix.
     let png3 = out_dir.join("confusion3.png");
-    let ev = run(&[
-        "eval",
-        "--json",
-        "--png",
-        png3.to_str().unwrap(),
-        "--neither",
-        data.join("neither").to_str().unwrap(),
-        "--model",
-        out.to_str().unwrap(),
-        test.to_str().unwrap(),
-    ]);
-    assert!(
-        ev.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ev.stderr)
+    let three = eval_json(
+        &out,
+        &test,
+        &png3,
+        &["--neither", data.join("neither").to_str().unwrap()],
     );
-    let three: Value = serde_json::from_slice(&ev.stdout).unwrap();
     assert_eq!(
         three["labels"],
         serde_json::json!(["cat", "dog", "neither"])
@@ -478,21 +442,7 @@ fn vgg_shaped_model_goes_through_finetune_predict_and_serve() {
     );
     let (right, n) = accuracy(&predict(&out, &root.join("test")));
     assert_eq!((right, n), (12, 12));
-    let ev = run(&[
-        "eval",
-        "--json",
-        "--png",
-        root.join("cm.png").to_str().unwrap(),
-        "--model",
-        out.to_str().unwrap(),
-        root.join("test").to_str().unwrap(),
-    ]);
-    assert!(
-        ev.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ev.stderr)
-    );
-    let report: Value = serde_json::from_slice(&ev.stdout).unwrap();
+    let report = eval_json(&out, &root.join("test"), &root.join("cm.png"), &[]);
     assert_eq!(
         (report["correct"].as_u64(), report["total"].as_u64()),
         (Some(12), Some(12))
@@ -848,25 +798,24 @@ fn rejection_of(model: &Path) -> Option<Value> {
     graph::metadata(&m, "rejection").map(|v| serde_json::from_str(&v).unwrap())
 }
 
-/// `catdog eval --json --neither OTHERS`.
-fn eval_with_others(model: &Path, test: &Path, others: &Path, png: &Path) -> Value {
-    let ev = run(&[
-        "eval",
-        "--json",
-        "--png",
-        png.to_str().unwrap(),
-        "--neither",
-        others.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-        test.to_str().unwrap(),
-    ]);
+/// `catdog eval --json` of `model` on `dir` (with `extra` flags), the
+/// confusion matrix drawn to `png`: its report.
+fn eval_json(model: &Path, dir: &Path, png: &Path, extra: &[&str]) -> Value {
+    let mut args = vec!["eval", "--json", "--png", png.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.extend(["--model", model.to_str().unwrap(), dir.to_str().unwrap()]);
+    let ev = run(&args);
     assert!(
         ev.status.success(),
         "{}",
         String::from_utf8_lossy(&ev.stderr)
     );
     serde_json::from_slice(&ev.stdout).unwrap()
+}
+
+/// `catdog eval --json --neither OTHERS`.
+fn eval_with_others(model: &Path, test: &Path, others: &Path, png: &Path) -> Value {
+    eval_json(model, test, png, &["--neither", others.to_str().unwrap()])
 }
 
 /// With photos of other things (`--neither DIR`), `neither` is a trained

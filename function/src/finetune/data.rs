@@ -136,6 +136,31 @@ fn carve<T>(mut files: Vec<T>, fraction: f64, rng: &mut super::train::Rng) -> (V
     (files, carved)
 }
 
+/// The pictures under a folder of one class: none is an error.
+pub fn class_pictures(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    if !dir.is_dir() {
+        return Err(DataError::MissingFolder(dir.to_path_buf()));
+    }
+    let found = crate::files::pictures_in(dir)?;
+    if found.is_empty() {
+        return Err(DataError::EmptyClass(dir.to_path_buf()));
+    }
+    Ok(found)
+}
+
+impl Split {
+    /// The index of the class `label`, added after the others if new.
+    pub fn class_of(&mut self, label: &str) -> usize {
+        match self.labels.iter().position(|l| l == label) {
+            Some(i) => i,
+            None => {
+                self.labels.push(label.to_string());
+                self.labels.len() - 1
+            }
+        }
+    }
+}
+
 /// Adds the pictures under `dir` to the class `label` — a new class after
 /// the others, or more pictures of one that train/ already has — with a
 /// seeded `fraction` of them in `valid`. Returns the class's index.
@@ -147,21 +172,9 @@ pub fn add_class(
     fraction: f64,
     seed: u64,
 ) -> Result<usize, DataError> {
-    if !dir.is_dir() {
-        return Err(DataError::MissingFolder(dir.to_path_buf()));
-    }
-    let found = crate::files::pictures_in(dir)?;
-    if found.is_empty() {
-        return Err(DataError::EmptyClass(dir.to_path_buf()));
-    }
-    let class = match train.labels.iter().position(|l| l == label) {
-        Some(i) => i,
-        None => {
-            train.labels.push(label.to_string());
-            valid.labels.push(label.to_string());
-            train.labels.len() - 1
-        }
-    };
+    let found = class_pictures(dir)?;
+    let class = train.class_of(label);
+    valid.class_of(label);
     let mut rng = super::train::Rng::new(seed ^ 0x0E17_11E2);
     let (kept, carved) = carve(found, fraction, &mut rng);
     train.files.extend(kept.into_iter().map(|p| (p, class)));

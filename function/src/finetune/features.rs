@@ -45,8 +45,13 @@ impl Extracted {
 
 /// The base's probability (softmax of `row`) summed over `group`.
 pub fn evidence(row: &[f32], group: &[i64]) -> f32 {
-    let all: Vec<i64> = (0..row.len() as i64).collect();
-    (group_score(row, group) - group_score(row, &all)).exp()
+    (group_score(row, group) - log_sum_exp(row)).exp()
+}
+
+/// `log Σ exp(v)`, stable.
+fn log_sum_exp(values: &[f32]) -> f32 {
+    let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    max + values.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
 }
 
 /// `log Σ exp(row[i])` over the group: the group's score, stable.
@@ -55,8 +60,7 @@ pub fn group_score(row: &[f32], group: &[i64]) -> f32 {
         .iter()
         .filter_map(|&i| row.get(i as usize).copied())
         .collect();
-    let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    max + values.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
+    log_sum_exp(&values)
 }
 
 /// A variant of each picture run through the base: augmentation on the

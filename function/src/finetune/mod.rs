@@ -674,9 +674,8 @@ fn run(
             return Vec::new();
         };
         sets.iter()
-            .filter_map(|ex| ex.logits.as_ref())
+            .filter_map(|ex| ex.evidence(d))
             .flatten()
-            .map(|row| features::evidence(row, d))
             .collect()
     };
     let rejection = match (mode, &cfg.neither) {
@@ -919,9 +918,13 @@ impl Answers<'_> {
             row.iter_mut().for_each(|p| *p *= e);
             row.push(1.0 - e);
         }
-        let label = output::predict(&self.rule, &row).label;
-        let labels = self.rule.labels();
-        labels.iter().position(|l| *l == label).unwrap_or(0)
+        // `scores` are in the rule's label order.
+        let p = output::predict(&self.rule, &row);
+        p.scores
+            .0
+            .iter()
+            .position(|(l, _)| *l == p.label)
+            .unwrap_or(0)
     }
 
     /// How many rows of `ex` get the answer `label`.

@@ -153,24 +153,35 @@ pub async fn read_images(
 /// reading (Python's urllib) then read the answer instead of a broken pipe.
 /// The body is never kept: only counted.
 pub(crate) const LINGER_BYTES: usize = 64 << 20;
-pub(crate) const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Drains `rest` in the background, bounded by [`LINGER_BYTES`] and [`LINGER_TIME`].
-fn linger(mut rest: axum::body::BodyDataStream) {
+/// Reads and discards `rest` within [`LINGER_BYTES`] and [`LINGER_TIME`];
+/// whether it ended. Never kept: only counted.
+pub(crate) async fn drain(mut rest: axum::body::BodyDataStream) -> bool {
     use futures_util::StreamExt;
-    tokio::spawn(async move {
-        let mut read = 0usize;
-        let _ = tokio::time::timeout(LINGER_TIME, async {
-            while let Some(Ok(chunk)) = rest.next().await {
-                read += chunk.len();
-                if read > LINGER_BYTES {
-                    break;
-                }
+    let mut read = 0usize;
+    let all = async {
+        while let Some(chunk) = rest.next().await {
+            match chunk {
+                Ok(chunk) => read += chunk.len(),
+                Err(_) => return false,
             }
-        })
-        .await;
-        tracing::debug!(bytes = read, "drained the rest of an over-limit body");
-    });
+            if read > LINGER_BYTES {
+                return false;
+            }
+        }
+        true
+    };
+    let ended = tokio::time::timeout(LINGER_TIME, all)
+        .await
+        .unwrap_or(false);
+    tracing::debug!(bytes = read, ended, "drained the rest of a body");
+    ended
+}
+
+/// [`drain`] in the background (after an early 413).
+fn linger(rest: axum::body::BodyDataStream) {
+    tokio::spawn(drain(rest));
 }
 
 /// The whole body, within `limit` bytes: refused with 413 from its declared

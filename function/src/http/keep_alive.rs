@@ -3,7 +3,7 @@
 //! unread the server must close the connection, and without a word the
 //! client's next request on it fails ("Broken pipe"). So the rest of an
 //! unread body is read and thrown away before the answer goes out (bounded
-//! by the 413 path's limits: [`LINGER_BYTES`], [`LINGER_TIME`]), and when
+//! by the 413 path's limits: [`drain`]), and when
 //! that cannot be done — a body declared over the bound, one that does not
 //! come in time, or one still being drained elsewhere (the 413 path) — the
 //! answer carries `Connection: close` (RFC 9112 §9.6): the server will close.
@@ -18,10 +18,10 @@ use axum::extract::Request;
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use tokio::sync::oneshot;
 
-use crate::http::input::{LINGER_BYTES, LINGER_TIME};
+use crate::http::input::{drain, LINGER_BYTES};
 
 /// The request body, noting whether it was read to its end; dropped unread,
 /// it hands what is left back to the middleware.
@@ -53,26 +53,6 @@ impl Drop for Tracked {
             let _ = unread.send(rest);
         }
     }
-}
-
-/// Reads and discards `rest` within the bounds; whether it ended.
-async fn drain(mut rest: BodyDataStream) -> bool {
-    let mut read = 0usize;
-    let all = async {
-        while let Some(chunk) = rest.next().await {
-            match chunk {
-                Ok(chunk) => read += chunk.len(),
-                Err(_) => return false,
-            }
-            if read > LINGER_BYTES {
-                return false;
-            }
-        }
-        true
-    };
-    tokio::time::timeout(LINGER_TIME, all)
-        .await
-        .unwrap_or(false)
 }
 
 /// The middleware: see the module's documentation.
