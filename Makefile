@@ -22,7 +22,7 @@ LIBDIR = $(PREFIX)/lib/catdog
 PROFILE ?= release
 CARGO_PROFILE = $(if $(filter debug,$(PROFILE)),dev,$(PROFILE))
 
-.PHONY: runtime setup build serve install install-files uninstall test lint lock bench bench-objects fuzz build-CatdogFunction
+.PHONY: runtime setup build serve install install-files uninstall test lint lock bench bench-objects bench-memory soak fuzz build-CatdogFunction
 
 # Only what running catdog needs: the ONNX Runtime shared library, into
 # ~/.cache/catdog/, where the binary finds it with no variable set
@@ -75,6 +75,14 @@ bench:
 # S3 objects per second (fp32, int8) and the cost table: BENCHMARKS.md's "S3 objects" section.
 bench-objects:
 	@bench/objects.sh
+
+# Peak memory under 40-megapixel pictures, on both hosts: BENCHMARKS.md's "Memory" section.
+bench-memory:
+	@bench/memory.sh memory
+
+# Ten minutes of good, odd and hostile requests at 8 clients: BENCHMARKS.md's "Soak" section.
+soak:
+	@bench/memory.sh soak
 
 # Bounded fuzzing of request decoding → preprocessing (FUZZ_SECONDS, default 120; needs nightly).
 fuzz:

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use crate::limits::BatchPolicy;
 use crate::model::output::Prediction;
 use crate::model::{Classifier, InferTimings, ModelError};
-use crate::preprocess::Input;
+use crate::preprocess::Tensor;
 
 /// Why a job got no answers.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,7 @@ pub struct BatcherReply {
 }
 
 struct Job {
-    pictures: Vec<Input>,
+    pictures: Vec<Tensor>,
     enqueued: Instant,
     reply: oneshot::Sender<Result<BatcherReply, BatchError>>,
 }
@@ -70,7 +70,7 @@ impl Batcher {
 
     /// Queues `pictures` and waits for their answers; refuses at once when
     /// the queue is full.
-    pub async fn classify(&self, pictures: Vec<Input>) -> Result<BatcherReply, BatchError> {
+    pub async fn classify(&self, pictures: Vec<Tensor>) -> Result<BatcherReply, BatchError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             pictures,
@@ -130,7 +130,7 @@ fn run(
         }
         let started = Instant::now();
         let sizes: Vec<usize> = jobs.iter().map(|j| j.pictures.len()).collect();
-        let pictures: Vec<Input> = jobs
+        let pictures: Vec<Tensor> = jobs
             .iter_mut()
             .flat_map(|j| std::mem::take(&mut j.pictures))
             .collect();

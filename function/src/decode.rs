@@ -61,9 +61,36 @@ pub enum DecodeError {
     Corrupt(String),
 }
 
-/// Decodes `bytes` into an upright 8-bit RGB picture (grayscale, alpha, 16-bit,
-/// palette and CMYK sources are converted; animations give their first frame).
-pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, DecodeError> {
+/// What a picture's header says, read without decoding a pixel: enough to
+/// refuse it, and to know what decoding it will cost before paying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub format: ImageFormat,
+    pub width: u32,
+    pub height: u32,
+    /// Most bytes the decoder holds at once for this picture (see [`Header::decoded_bytes`]).
+    decoded_bytes: u64,
+}
+
+impl Header {
+    pub fn pixels(&self) -> u64 {
+        u64::from(self.width) * u64::from(self.height)
+    }
+
+    /// The most memory [`decode_rgb`] holds at once for this picture: the
+    /// decoder's own buffer in its native colour type, the upright copy a
+    /// rotation makes, and the RGB copy a conversion makes. An upper bound
+    /// (measured against peak RSS in tests/it/memory.rs), as the memory
+    /// budget admits pictures by it.
+    pub fn decoded_bytes(&self) -> u64 {
+        self.decoded_bytes
+    }
+}
+
+/// Reads a picture's header: its format, size and cost, and every refusal
+/// that needs no pixel (empty, unknown or unsupported format, a truncated
+/// JPEG, over the size limits).
+pub fn inspect(bytes: &[u8], limits: DecodeLimits) -> Result<Header, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
@@ -80,13 +107,70 @@ pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, Decode
             "the JPEG data is truncated (no end-of-image marker)".into(),
         ));
     }
-    // Peek at the header alone first: no pixel buffer exists yet, so a
-    // decompression bomb is refused here for the price of reading a few bytes.
+    // The header alone: no pixel buffer exists yet, so a decompression bomb
+    // is refused here for the price of reading a few bytes.
     let mut peek = ImageReader::with_format(Cursor::new(bytes), format);
     peek.no_limits();
-    let (width, height) = peek.into_dimensions().map_err(|e| map_error(e, limits))?;
+    let mut decoder = peek.into_decoder().map_err(|e| map_error(e, limits))?;
+    let (width, height) = decoder.dimensions();
     check_size(width, height, limits)?;
+    let pixels = u64::from(width) * u64::from(height);
+    // libjpeg-turbo writes RGB straight into the one buffer kept (zune-jpeg,
+    // for CMYK, converts as it goes); other formats decode in their native
+    // colour type, then convert to RGB in a second buffer unless already
+    // RGB, and WebP's decoder holds 4 bytes a pixel of its own besides. A
+    // progressive JPEG also holds every coefficient until its last scan: 2
+    // bytes per component and pixel. Measured in tests/it/memory.rs.
+    let frame = (format == ImageFormat::Jpeg).then(|| jpeg_frame(bytes).unwrap_or(JpegFrame::RGB));
+    let color = decoder.color_type();
+    let (native, converts) = match frame {
+        Some(f) if f.components == 4 => (4, 0),
+        Some(_) => (3, 0),
+        None => (
+            u64::from(color.bytes_per_pixel()),
+            if color == image::ColorType::Rgb8 {
+                0
+            } else {
+                3
+            },
+        ),
+    };
+    let own = if format == ImageFormat::WebP { 4 } else { 0 };
+    let coefficients = match frame {
+        Some(f) if f.progressive => 2 * u64::from(f.components.max(3)),
+        _ => 0,
+    };
+    let rotates = decoder
+        .orientation()
+        .is_ok_and(|o| !matches!(o, image::metadata::Orientation::NoTransforms));
+    let decoded_bytes =
+        pixels * (native + converts + own + coefficients + if rotates { native } else { 0 });
+    Ok(Header {
+        format,
+        width,
+        height,
+        decoded_bytes,
+    })
+}
 
+/// Decodes `bytes` into an upright 8-bit RGB picture (grayscale, alpha, 16-bit,
+/// palette and CMYK sources are converted; animations give their first frame).
+pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, DecodeError> {
+    decode_inspected(bytes, &inspect(bytes, limits)?, limits)
+}
+
+/// [`decode_rgb`] of a picture whose header [`inspect`] has read.
+pub fn decode_inspected(
+    bytes: &[u8],
+    header: &Header,
+    limits: DecodeLimits,
+) -> Result<RgbImage, DecodeError> {
+    let &Header {
+        format,
+        width,
+        height,
+        ..
+    } = header;
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut io_limits = image::Limits::default();
     io_limits.max_image_width = Some(limits.max_side);
@@ -184,6 +268,51 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
         i += 2 + len;
     }
     false
+}
+
+/// A JPEG's frame header: its component count (3: YCbCr or RGB, 1: grey,
+/// 4: CMYK/YCCK) and whether it is progressive, walking the marker segments
+/// as [`jpeg_is_complete`] does.
+fn jpeg_frame(bytes: &[u8]) -> Option<JpegFrame> {
+    let mut i = 2; // after SOI
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xFF {
+            return None;
+        }
+        let marker = bytes[i + 1];
+        if marker == 0xFF {
+            i += 1;
+            continue;
+        }
+        // SOF0..SOF15, except DHT (C4), JPG (C8) and DAC (CC).
+        if (0xC0..=0xCF).contains(&marker) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+            return Some(JpegFrame {
+                components: *bytes.get(i + 9)?,
+                // SOF2, SOF6, SOF10, SOF14: progressive.
+                progressive: matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE),
+            });
+        }
+        if marker == 0xDA {
+            return None;
+        }
+        i += 2 + usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+    }
+    None
+}
+
+#[derive(Debug, Clone, Copy)]
+struct JpegFrame {
+    components: u8,
+    progressive: bool,
+}
+
+impl JpegFrame {
+    /// What a frame header that cannot be read is taken for (the decoder
+    /// refuses the picture anyway).
+    const RGB: Self = Self {
+        components: 3,
+        progressive: false,
+    };
 }
 
 fn check_size(width: u32, height: u32, limits: DecodeLimits) -> Result<(), DecodeError> {

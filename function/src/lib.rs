@@ -14,8 +14,9 @@
 //!   Operations), beside the router; [`objects`]: classifying an S3 object
 //!   and writing its tags and record.
 //! - [`model`]: fetching, the ONNX model contract, sessions, the classifier.
-//! - [`decode`] and [`preprocess`] (its spec, Pillow's resize, the tensor):
-//!   bytes → upright RGB picture → model tensor.
+//! - [`decode`] and [`preprocess`] (its spec, Pillow's resize from the
+//!   `pillow-resize` crate, the tensor): bytes → upright RGB picture → model
+//!   tensor, under the [`memory`] budget.
 //! - [`files`]: classifying picture files in chunks (predict, eval, the
 //!   notebook, fine-tuning's features); [`eval`], [`finetune`], [`plot`]: scoring,
 //!   training a new head, and their pictures.
@@ -32,6 +33,7 @@ pub mod finetune;
 pub mod host;
 pub mod http;
 pub mod limits;
+pub mod memory;
 pub mod messages;
 pub mod metrics;
 pub mod model;

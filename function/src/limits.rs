@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::decode::DecodeLimits;
+use crate::memory::MemoryPolicy;
 
 /// Default request body limit: Lambda's 6 MB synchronous payload limit.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
@@ -28,6 +29,8 @@ pub struct Limits {
     pub decode: DecodeLimits,
     /// Micro-batching window and the bound on requests waiting for the model.
     pub batching: BatchPolicy,
+    /// The budget of decoded pictures in flight.
+    pub memory: MemoryPolicy,
 }
 
 impl Default for Limits {
@@ -38,6 +41,7 @@ impl Default for Limits {
             max_batch: DEFAULT_MAX_BATCH,
             decode: DecodeLimits::default(),
             batching: BatchPolicy::default(),
+            memory: MemoryPolicy::default(),
         }
     }
 }

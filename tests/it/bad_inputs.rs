@@ -63,11 +63,18 @@ impl Case {
         env
     }
 
-    /// The same settings as flags (`MAX_BATCH` → `--max-batch`).
+    /// The same settings as flags (`MAX_BATCH` → `--max-batch`,
+    /// `CATDOG_MEMORY_BUDGET` → `--memory-budget`).
     pub fn flags(&self) -> Vec<String> {
         self.env()
             .into_iter()
-            .flat_map(|(k, v)| [format!("--{}", k.to_lowercase().replace('_', "-")), v])
+            .flat_map(|(k, v)| {
+                let flag = k
+                    .trim_start_matches("CATDOG_")
+                    .to_lowercase()
+                    .replace('_', "-");
+                [format!("--{flag}"), v]
+            })
             .collect()
     }
 }
@@ -192,6 +199,7 @@ macro_rules! bad_input_table {
             delete_model => request("DELETE /model", "DELETE", "/model".into(), Error(405, "method_not_allowed")),
             delete_predict => request("DELETE /predict", "DELETE", "/predict".into(), Error(405, "method_not_allowed")),
             unknown_route_nope => request("GET /nope", "GET", "/nope".into(), Error(404, "not_found")),
+            picture_over_the_memory_budget => post("40-megapixel JPEG, memory budget 64 MiB", Some("image/jpeg"), img("red_40mp.jpg"), Error(413, "image_over_memory_budget")).limit("CATDOG_MEMORY_BUDGET", "64MiB"),
             very_long_url => Case { content_type: Some("image/png".into()), body: img("red.png"), ..request("very long URL", "POST", format!("/{}", "a".repeat(16 * 1024)), Error(404, "not_found")) },
             // From the router's former list: smaller limits set per case.
             png_empty_body => post("empty image/png body", Some("image/png"), vec![], Error(400, "empty_body")),

@@ -24,6 +24,7 @@ mod keras;
 mod lambda;
 mod lambda_emulator;
 mod load;
+mod memory;
 mod newcomer;
 mod notebook;
 mod oip;

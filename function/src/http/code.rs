@@ -84,12 +84,17 @@ error_codes! {
     MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED;
     /// The body is over the limit.
     PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE;
+    /// The request line and headers are over 64 KiB.
+    RequestHeadTooLarge = "request_head_too_large", REQUEST_HEADER_FIELDS_TOO_LARGE;
     /// A Content-Type (or Content-Encoding) that is not accepted.
     UnsupportedMediaType = "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE;
     /// A known picture format that is not supported (TIFF, …).
     UnsupportedImageFormat = "unsupported_image_format", UNSUPPORTED_MEDIA_TYPE;
     /// A picture over the pixel limit.
     ImageTooLarge = "image_too_large", UNPROCESSABLE_ENTITY;
+    /// A picture whose decoding needs more memory than the whole memory
+    /// budget (`CATDOG_MEMORY_BUDGET`, or the function's memory on Lambda).
+    ImageOverMemoryBudget = "image_over_memory_budget", PAYLOAD_TOO_LARGE;
     /// More pictures than the batch limit.
     TooManyImages = "too_many_images", UNPROCESSABLE_ENTITY;
     /// Inference failed (details in the log only).
@@ -98,7 +103,8 @@ error_codes! {
     S3Error = "s3_error", BAD_GATEWAY;
     /// The model is loading, failed, or not fetched yet.
     ModelUnavailable = "model_unavailable", SERVICE_UNAVAILABLE;
-    /// More requests wait for the model than the queue holds.
+    /// More requests wait for the model than the queue holds, or a picture
+    /// waited too long for the memory budget.
     Overloaded = "overloaded", SERVICE_UNAVAILABLE;
     /// S3 is throttling, failing or out of reach; it may pass.
     S3Unavailable = "s3_unavailable", SERVICE_UNAVAILABLE;

@@ -20,6 +20,7 @@ use crate::decode::DecodeError;
 use crate::http::code::ErrorCode;
 use crate::http::input::InputError;
 use crate::http::types::{ErrorBody, ErrorDetail, OipErrorBody};
+use crate::memory::BudgetError;
 
 /// An error answer. `code` is stable and machine-readable; `message` is for
 /// people. It rides on its response as an extension, so the request log can
@@ -97,17 +98,18 @@ impl From<&DecodeError> for ErrorCode {
     }
 }
 
-/// A picture of a request that could not be decoded: which one, and why.
+/// A picture of a request that could not be decoded, or not admitted to
+/// the memory budget: which one, and why.
 #[derive(Debug)]
-pub struct PictureError {
+pub struct PictureError<E = DecodeError> {
     /// 0-based place in the request.
     pub index: usize,
     /// Pictures in the request (a lone picture is not numbered).
     pub count: usize,
-    pub source: DecodeError,
+    pub source: E,
 }
 
-impl std::fmt::Display for PictureError {
+impl<E: std::fmt::Display> std::fmt::Display for PictureError<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.count > 1 {
             write!(f, "image {}: ", self.index + 1)?;
@@ -116,7 +118,7 @@ impl std::fmt::Display for PictureError {
     }
 }
 
-impl std::error::Error for PictureError {
+impl<E: std::error::Error + 'static> std::error::Error for PictureError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.source)
     }
@@ -125,6 +127,16 @@ impl std::error::Error for PictureError {
 impl From<PictureError> for ApiError {
     fn from(e: PictureError) -> Self {
         Self::new(ErrorCode::from(&e.source), e.to_string())
+    }
+}
+
+impl From<PictureError<BudgetError>> for ApiError {
+    fn from(e: PictureError<BudgetError>) -> Self {
+        match e.source {
+            BudgetError::Never { .. } => Self::new(ErrorCode::ImageOverMemoryBudget, e.to_string()),
+            // Busy is the server's state, not the picture's.
+            BudgetError::Busy { .. } => Self::new(ErrorCode::Overloaded, e.source.to_string()),
+        }
     }
 }
 

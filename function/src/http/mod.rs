@@ -5,6 +5,7 @@ pub mod access;
 pub mod classify;
 pub mod code;
 pub mod error;
+pub mod head_limit;
 pub mod input;
 pub mod keep_alive;
 pub mod openapi;
@@ -34,7 +35,8 @@ use crate::metrics;
 /// carries the API-key check when a key is set. An unknown route or method
 /// gets its 404/405 without a key: it tells nothing. Errors under `/v2`,
 /// whichever layer made them, are re-shaped into the Open Inference
-/// Protocol's. CORS sits outside the key check (preflights carry no key);
+/// Protocol's; the limit on the request's head comes first of all their
+/// checks, so it is answered in the route's shape too. CORS sits outside the key check (preflights carry no key);
 /// the request log and the metrics are outermost, so refused requests are
 /// logged and counted too; inside them, an early answer's unread body is
 /// drained so the connection stays usable (`keep_alive`).
@@ -44,6 +46,7 @@ pub fn router(state: AppState) -> Router {
     let mut app = routes
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(middleware::from_fn(head_limit::limit_head))
         .layer(middleware::from_fn(oip_errors));
     if let Some(cors) = state.access.cors_layer() {
         app = app.layer(cors);

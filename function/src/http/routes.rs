@@ -170,6 +170,11 @@ pub async fn model_info(
     ))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     state.metrics.set_model(state.model_labels());
+    if let ModelState::Ready(ready) = state.model() {
+        state
+            .metrics
+            .set_memory(ready.budget.info().bytes, ready.budget.in_use());
+    }
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         state.metrics.encode(),

@@ -12,15 +12,19 @@ use futures_util::future::BoxFuture;
 use crate::http::error::ApiError;
 use crate::http::types::{UploadRequest, UploadTicket};
 use crate::limits::{BatchPolicy, Limits};
+use crate::memory::MemoryBudget;
 use crate::metrics::{self, emf, Metrics, ModelLabels};
 use crate::model::Classifier;
 
-/// A model ready to answer: the classifier and the queue in front of its
-/// inference thread, always together.
+/// A model ready to answer: the classifier, the queue in front of its
+/// inference thread and the memory budget its pictures are decoded under,
+/// always together.
 #[derive(Clone)]
 pub struct Ready {
     pub classifier: Arc<Classifier>,
     pub batcher: Batcher,
+    /// The budget its requests' pictures are decoded under.
+    pub budget: MemoryBudget,
 }
 
 /// Where the model stands.
@@ -94,9 +98,21 @@ impl AppState {
         if self.emf {
             emf::emit_model(&model_labels(&classifier), info.fetch_ms, info.load_ms);
         }
+        // Decided now, so the process's footprint includes the model.
+        let budget = MemoryBudget::new(self.limits.memory.decide());
+        let b = budget.info();
+        tracing::info!(
+            budget_mib = b.bytes >> 20,
+            source = ?b.source,
+            limit_mib = b.limit_bytes.map(|l| l >> 20),
+            footprint_mib = b.footprint_bytes.map(|f| f >> 20),
+            wait_ms = b.wait_ms,
+            "memory budget for decoding pictures"
+        );
         self.set(ModelState::Ready(Ready {
             classifier,
             batcher,
+            budget,
         }));
     }
 

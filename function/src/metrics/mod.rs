@@ -43,6 +43,8 @@ pub struct Observed<'a> {
 #[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct Timings {
     pub read: f64,
+    /// Waiting for the memory budget before decoding (behind other large pictures).
+    pub memory_wait: f64,
     pub decode: f64,
     pub preprocess: f64,
     pub inference: f64,
@@ -97,12 +99,15 @@ pub struct Metrics {
     duration: SecondsByRoute,
     read: SecondsByRoute,
     queue: SecondsByRoute,
+    memory_wait: SecondsByRoute,
     decode: SecondsByRoute,
     preprocess: SecondsByRoute,
     inference: SecondsByRoute,
     batch_size: Histogram,
     model_fetch: Gauge<f64, AtomicU64>,
     model_load: Gauge<f64, AtomicU64>,
+    memory_budget: Gauge,
+    memory_in_use: Gauge,
     model_info: Family<ModelLabels, Gauge>,
     /// The info series is replaced as a whole (the digest may arrive late).
     model_now: Mutex<Option<ModelLabels>>,
@@ -158,6 +163,11 @@ impl Metrics {
             "queue",
             "Waiting for the inference thread, behind other batches",
         );
+        let memory_wait = stage(
+            &mut registry,
+            "memory_wait",
+            "Waiting for the memory budget before decoding, behind other large pictures",
+        );
         let decode = stage(&mut registry, "decode", "Decoding the pictures");
         let preprocess = stage(
             &mut registry,
@@ -185,6 +195,20 @@ impl Metrics {
             Unit::Seconds,
             model_load.clone(),
         );
+        let memory_budget = Gauge::default();
+        registry.register_with_unit(
+            "memory_budget",
+            "Most bytes of decoded pictures in flight at once (CATDOG_MEMORY_BUDGET, or decided at start)",
+            Unit::Bytes,
+            memory_budget.clone(),
+        );
+        let memory_in_use = Gauge::default();
+        registry.register_with_unit(
+            "memory_in_use",
+            "Bytes of the memory budget held by pictures being decoded now",
+            Unit::Bytes,
+            memory_in_use.clone(),
+        );
         let model_info = Family::<ModelLabels, Gauge>::default();
         registry.register(
             "model_info",
@@ -198,12 +222,15 @@ impl Metrics {
             duration,
             read,
             queue,
+            memory_wait,
             decode,
             preprocess,
             inference,
             batch_size,
             model_fetch,
             model_load,
+            memory_budget,
+            memory_in_use,
             model_info,
             model_now: Mutex::new(None),
         }
@@ -235,6 +262,7 @@ impl Metrics {
             for (family, ms) in [
                 (&self.read, s.read),
                 (&self.queue, s.queue),
+                (&self.memory_wait, s.memory_wait),
                 (&self.decode, s.decode),
                 (&self.preprocess, s.preprocess),
                 (&self.inference, s.inference),
@@ -253,6 +281,14 @@ impl Metrics {
     pub fn model_loaded(&self, fetch_ms: f64, load_ms: f64) {
         self.model_fetch.set(fetch_ms / 1e3);
         self.model_load.set(load_ms / 1e3);
+    }
+
+    /// The memory budget and how much of it is held now (set when `/metrics` is read).
+    pub fn set_memory(&self, budget: u64, in_use: u64) {
+        self.memory_budget
+            .set(i64::try_from(budget).unwrap_or(i64::MAX));
+        self.memory_in_use
+            .set(i64::try_from(in_use).unwrap_or(i64::MAX));
     }
 
     /// Sets the info series to `model` (or none), replacing the previous one.

@@ -1,31 +1,24 @@
 //! Picture → model input tensor, exactly as the model was trained.
 //!
 //! [`spec`] says what a preprocessing is (and parses it); this module runs
-//! it. Resizing is Pillow's, exactly (see [`resize`]): what Keras `load_img`
+//! it. Resizing is Pillow's, exactly (see [`pillow_resize`]): what Keras `load_img`
 //! and torchvision use. The test suite compares our tensors with a PIL + numpy
 //! reference on real photos. Nothing here knows about models: the model
 //! layer hands in a spec and a layout.
 
-pub mod resize;
 pub mod spec;
 
 use std::borrow::Cow;
 
 use image::RgbImage;
 
-use resize::resize_rgb_region;
+use pillow_resize::resize_rgb_region;
 pub use spec::{ColorOrder, Filter, Layout, Preprocessing, ResizeMode, SpecError};
 
-/// One picture's worth of model input: a decoded picture, preprocessed as
-/// the model's contract says, or a tensor the client already preprocessed.
-#[derive(Debug, Clone)]
-pub enum Input {
-    Picture(RgbImage),
-    Tensor(Tensor),
-}
-
-/// One picture's input tensor as a client sent it: checked to have the
-/// model's size and only finite values, so a batch can take it as it is.
+/// One picture's model input: a decoded picture preprocessed as the model's
+/// contract says ([`Preprocessor::input`]), or values a client preprocessed,
+/// checked to have the model's size and only finite values
+/// ([`Preprocessor::check_tensor`]); a batch takes either as it is.
 #[derive(Debug, Clone)]
 pub struct Tensor(Vec<f32>);
 
@@ -49,12 +42,9 @@ impl TensorRow for RgbImage {
     }
 }
 
-impl TensorRow for Input {
-    fn write_row(&self, pre: &Preprocessor, out: &mut [f32]) {
-        match self {
-            Input::Picture(p) => pre.write_tensor(p, out),
-            Input::Tensor(Tensor(values)) => out.copy_from_slice(values),
-        }
+impl TensorRow for Tensor {
+    fn write_row(&self, _: &Preprocessor, out: &mut [f32]) {
+        out.copy_from_slice(&self.0);
     }
 }
 
@@ -158,6 +148,23 @@ impl Preprocessor {
             return Err(TensorError::NotFinite { index });
         }
         Ok(Tensor(values))
+    }
+
+    /// A decoded picture reduced to its model input, so the picture itself
+    /// can be freed before it waits for inference (bit-exact with writing
+    /// it into a batch: the same [`Preprocessor::write_tensor`]).
+    pub fn input(&self, picture: &RgbImage) -> Tensor {
+        Tensor(self.tensor(picture))
+    }
+
+    /// The most memory preprocessing a `width`×`height` picture takes besides
+    /// the picture: the resize's intermediate rows (the output's width by the
+    /// rows it reads, at most every row), the resized region and the tensor.
+    pub fn scratch_bytes(&self, width: u32, height: u32) -> u64 {
+        let [h, w] = self.spec.size.map(u64::from);
+        let longest = u64::from(width.max(height));
+        let intermediate = 3 * w.max(h) * longest;
+        intermediate + 3 * w * h + 4 * self.tensor_len() as u64
     }
 
     /// One picture as its own tensor (convenience for tests and tools).

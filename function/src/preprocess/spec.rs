@@ -48,15 +48,7 @@ pub enum ResizeMode {
     ShorterSideCenterCrop,
 }
 
-/// Resampling filter, with Pillow's semantics (the filters models are trained with).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Filter {
-    Nearest,
-    Bilinear,
-    Bicubic,
-    Lanczos3,
-}
+pub use pillow_resize::Filter;
 
 /// Everything needed to turn an RGB picture into the model's input tensor:
 /// `value = (pixel * scale - mean[c]) / std[c]`, channels in the model's order.

@@ -150,6 +150,15 @@ impl Settings {
                 max_pictures: l.max_batch,
                 max_queued: l.max_queued,
             },
+            memory: crate::memory::MemoryPolicy {
+                budget: match l.memory_budget {
+                    Some(MemoryBudgetSetting::Bytes(b)) => Some(b),
+                    Some(MemoryBudgetSetting::Auto) | None => None,
+                },
+                // Lambda's own variable: it means something on Lambda only.
+                lambda_memory_mb: self.process.lambda_memory_mb.filter(|_| self.on_lambda()),
+                wait: Duration::from_millis(l.memory_wait_ms),
+            },
         }
     }
 

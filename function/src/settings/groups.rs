@@ -84,6 +84,22 @@ pub struct LimitSettings {
     #[arg(long, env = "MAX_PIXELS", default_value_t = crate::decode::DEFAULT_MAX_PIXELS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_pixels: u64,
+    /// Bytes of decoded pictures in flight at once, e.g. `768MiB`; `auto`: half of what the
+    /// process leaves of the memory it may use (on Lambda the function's MemorySize, else the
+    /// machine's or the cgroup's), at most 512 MiB or 128 MiB per core [default: auto].
+    #[arg(long, env = "CATDOG_MEMORY_BUDGET", value_parser = parse_memory_budget)]
+    pub memory_budget: Option<MemoryBudgetSetting>,
+    /// How long a picture may wait for the memory budget before the request gets 503 + Retry-After, in ms.
+    #[arg(long, env = "CATDOG_MEMORY_WAIT_MS", default_value_t = crate::memory::DEFAULT_WAIT_MS,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub memory_wait_ms: u64,
+}
+
+/// `CATDOG_MEMORY_BUDGET`: a number of bytes, or decided at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryBudgetSetting {
+    Auto,
+    Bytes(u64),
 }
 
 /// Who may call the API.
@@ -245,6 +261,10 @@ pub struct ProcessSettings {
     /// Set by AWS Lambda: run as its bootstrap.
     #[arg(long, env = "AWS_LAMBDA_RUNTIME_API", hide = true)]
     pub lambda_runtime_api: Option<String>,
+    /// Set by AWS Lambda: the function's memory in MB, from which the memory budget follows.
+    #[arg(long, env = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", hide = true,
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub lambda_memory_mb: Option<u64>,
     /// Read by lambda_http; catdog sets it to `true` on Lambda unless given.
     #[arg(long, env = "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", hide = true)]
     pub lambda_ignore_stage: Option<String>,

@@ -52,6 +52,32 @@ where
     }
 }
 
+/// `auto`, or bytes with an optional unit: `536870912`, `512MiB`, `1GiB`, `600MB`.
+pub(super) fn parse_memory_budget(s: &str) -> Result<MemoryBudgetSetting, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("auto") {
+        return Ok(MemoryBudgetSetting::Auto);
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => 0,
+    };
+    match digits.parse::<u64>().ok().and_then(|n| n.checked_mul(scale)) {
+        Some(bytes) if bytes >= 1 << 20 => Ok(MemoryBudgetSetting::Bytes(bytes)),
+        _ => Err(format!(
+            "{s:?} is not a memory budget: give `auto` or a size of at least 1 MiB, e.g. `512MiB`, `1GiB`"
+        )),
+    }
+}
+
 pub(super) fn parse_probability(s: &str) -> Result<f32, String> {
     number_in(s, 0.0..=1.0, "a probability between 0 and 1")
 }

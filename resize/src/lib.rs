@@ -6,12 +6,26 @@
 //! `Resample.c` (same coefficients, same 22-bit fixed point, horizontal pass
 //! first, same rounding) gives identical pixels. Nearest-neighbour is already
 //! identical in `fast_image_resize` and stays there.
+//!
+//! A crate of its own so that it is optimised in every profile (the
+//! workspace's `[profile.dev.package.pillow-resize]`): these loops run over
+//! every source pixel, ~25× slower unoptimised, and the tests send
+//! 40-megapixel pictures through the debug build.
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
+use serde::{Deserialize, Serialize};
 
-use crate::preprocess::spec::Filter;
+/// Resampling filter, with Pillow's semantics (the filters models are trained with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Filter {
+    Nearest,
+    Bilinear,
+    Bicubic,
+    Lanczos3,
+}
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
