@@ -10,6 +10,7 @@ use catdog::messages::with_causes;
 use catdog::settings::{Cli, Command, Settings};
 
 fn main() -> ExitCode {
+    catdog::memory::return_freed_memory();
     let cli = Cli::from_process();
     let settings = cli.settings;
     let on_lambda = settings.on_lambda();
