@@ -100,7 +100,8 @@ pub fn inspect(bytes: &[u8], limits: DecodeLimits) -> Result<Header, DecodeError
             format!("{format:?}").to_uppercase(),
         ));
     }
-    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+    let jpeg = (format == ImageFormat::Jpeg).then(|| jpeg_layout(bytes));
+    if jpeg.is_some_and(|j| !j.complete) {
         // zune-jpeg fills a cut-off scan with grey and succeeds; a cut-off
         // upload must be refused, not classified half-grey.
         return Err(DecodeError::Corrupt(
@@ -121,7 +122,7 @@ pub fn inspect(bytes: &[u8], limits: DecodeLimits) -> Result<Header, DecodeError
     // RGB, and WebP's decoder holds 4 bytes a pixel of its own besides. A
     // progressive JPEG also holds every coefficient until its last scan: 2
     // bytes per component and pixel. Measured in tests/it/memory.rs.
-    let frame = (format == ImageFormat::Jpeg).then(|| jpeg_frame(bytes).unwrap_or(JpegFrame::RGB));
+    let frame = jpeg.map(|j| j.frame.unwrap_or(JpegFrame::RGB));
     let color = decoder.color_type();
     let (native, converts) = match frame {
         Some(f) if f.components == 4 => (4, 0),
@@ -244,16 +245,26 @@ fn decode_jpeg_like_pillow(
     }
 }
 
-/// True when a JPEG has an end-of-image marker after its first scan.
-///
-/// Walks the marker segments from SOI (so an EXIF thumbnail's own EOI is
-/// skipped over) to the first SOS, then looks for `FF D9` in the rest: inside
-/// entropy-coded data `FF` is always followed by `00` or a restart marker.
-fn jpeg_is_complete(bytes: &[u8]) -> bool {
+/// What the marker segments of a JPEG say, walked once from SOI to the
+/// first SOS (so an EXIF thumbnail's own markers are skipped over): its
+/// frame header, and whether an end-of-image marker follows the first scan
+/// (inside entropy-coded data `FF` is always followed by `00` or a restart
+/// marker, so `FF D9` there is the real end).
+#[derive(Debug, Clone, Copy)]
+struct JpegLayout {
+    frame: Option<JpegFrame>,
+    complete: bool,
+}
+
+fn jpeg_layout(bytes: &[u8]) -> JpegLayout {
+    let mut layout = JpegLayout {
+        frame: None,
+        complete: false,
+    };
     let mut i = 2; // after SOI
     while i + 4 <= bytes.len() {
         if bytes[i] != 0xFF {
-            return false;
+            return layout;
         }
         let marker = bytes[i + 1];
         if marker == 0xFF {
@@ -261,43 +272,25 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
             continue;
         }
         let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+        // SOF0..SOF15, except DHT (C4), JPG (C8) and DAC (CC): the frame
+        // header, its component count (3: YCbCr or RGB, 1: grey, 4:
+        // CMYK/YCCK); SOF2, 6, 10 and 14 are progressive.
+        if (0xC0..=0xCF).contains(&marker) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+            if let Some(&components) = bytes.get(i + 9) {
+                layout.frame = Some(JpegFrame {
+                    components,
+                    progressive: matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE),
+                });
+            }
+        }
         if marker == 0xDA {
             let scan = &bytes[(i + 2 + len).min(bytes.len())..];
-            return scan.windows(2).any(|w| w == [0xFF, 0xD9]);
+            layout.complete = scan.windows(2).any(|w| w == [0xFF, 0xD9]);
+            return layout;
         }
         i += 2 + len;
     }
-    false
-}
-
-/// A JPEG's frame header: its component count (3: YCbCr or RGB, 1: grey,
-/// 4: CMYK/YCCK) and whether it is progressive, walking the marker segments
-/// as [`jpeg_is_complete`] does.
-fn jpeg_frame(bytes: &[u8]) -> Option<JpegFrame> {
-    let mut i = 2; // after SOI
-    while i + 4 <= bytes.len() {
-        if bytes[i] != 0xFF {
-            return None;
-        }
-        let marker = bytes[i + 1];
-        if marker == 0xFF {
-            i += 1;
-            continue;
-        }
-        // SOF0..SOF15, except DHT (C4), JPG (C8) and DAC (CC).
-        if (0xC0..=0xCF).contains(&marker) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
-            return Some(JpegFrame {
-                components: *bytes.get(i + 9)?,
-                // SOF2, SOF6, SOF10, SOF14: progressive.
-                progressive: matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE),
-            });
-        }
-        if marker == 0xDA {
-            return None;
-        }
-        i += 2 + usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
-    }
-    None
+    layout
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -382,7 +375,7 @@ mod tests {
         let mut jpg = Vec::new();
         img.write_to(&mut Cursor::new(&mut jpg), ImageFormat::Jpeg)
             .unwrap();
-        assert!(jpeg_is_complete(&jpg));
+        assert!(jpeg_layout(&jpg).complete);
         assert_eq!(
             decode_rgb(&jpg, DecodeLimits::default())
                 .unwrap()
