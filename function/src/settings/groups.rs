@@ -86,7 +86,7 @@ pub struct LimitSettings {
     pub max_pixels: u64,
     /// Bytes of decoded pictures in flight at once, e.g. `768MiB`; `auto`: half of what the
     /// process leaves of the memory it may use (on Lambda the function's MemorySize, else the
-    /// machine's or the cgroup's), at most 512 MiB or 128 MiB per core [default: auto].
+    /// machine's or the cgroup's), at most 512 MiB or 128 MiB per core, whichever is more [default: auto].
     #[arg(long, env = "CATDOG_MEMORY_BUDGET", value_parser = parse_memory_budget)]
     pub memory_budget: Option<MemoryBudgetSetting>,
     /// How long a picture may wait for the memory budget before the request gets 503 + Retry-After, in ms.
