@@ -94,6 +94,9 @@ lint:
 
 # Called by `sam build` (template.yaml, BuildMethod: makefile) with ARTIFACTS_DIR set:
 # the binary as `bootstrap` plus the ONNX Runtime library it loads from its own folder.
+# ARCH=arm64 (as in `ARCH=arm64 sam build --parameter-overrides Architecture=arm64`)
+# builds for aarch64; each architecture's binary has its own folder under
+# target/lambda/, so building one never replaces the other's.
 # cargo-lambda (PyPI `cargo-lambda`) builds against Amazon Linux's glibc; without it
 # a plain release build is used (fine when this machine's glibc is not newer than AL2023's).
 # Its zig comes from the `ziglang` package beside it, which cargo-lambda runs with
@@ -104,8 +107,9 @@ build-CatdogFunction:
 	@if command -v cargo-lambda > /dev/null; then \
 	  py="$$(dirname "$$(command -v cargo-lambda)")/python3"; \
 	  if [ -z "$$CARGO_ZIGBUILD_PYTHON_PATH" ] && [ -x "$$py" ]; then export CARGO_ZIGBUILD_PYTHON_PATH="$$py"; fi; \
-	  cargo lambda build --release --bin catdog $$([ "$(ARCH)" = arm64 ] && echo --arm64) && \
-	  cp "$${CARGO_TARGET_DIR:-target}/lambda/catdog/bootstrap" "$(ARTIFACTS_DIR)/bootstrap"; \
+	  cargo lambda build --release --bin catdog $$([ "$(ARCH)" = arm64 ] && echo --arm64) \
+	    --lambda-dir "$${CARGO_TARGET_DIR:-target}/lambda/$(ARCH)" && \
+	  cp "$${CARGO_TARGET_DIR:-target}/lambda/$(ARCH)/catdog/bootstrap" "$(ARTIFACTS_DIR)/bootstrap"; \
 	else \
 	  cargo build --release --bin catdog && cp "$${CARGO_TARGET_DIR:-target}/release/catdog" "$(ARTIFACTS_DIR)/bootstrap"; \
 	fi

@@ -519,7 +519,7 @@ async fn sam_build_output_answers_the_function_url_event_like_predict() {
     // of it: the packaged bootstrap is cargo-lambda's output here.
     assert!(
         std::fs::read(&bootstrap).unwrap()
-            == std::fs::read(target_dir().join("lambda/catdog/bootstrap")).unwrap(),
+            == std::fs::read(target_dir().join("lambda/x86_64/catdog/bootstrap")).unwrap(),
         "the bootstrap was not built in the checkout's target/ (samconfig.toml build_in_source)"
     );
 
