@@ -22,11 +22,31 @@ if [[ ! -d "$CATDOG_DATA/catsdogs" ]]; then
   fi
 fi
 
+# Debian packages, from the machine's apt sources (needs root or sudo).
+apt_install() {
+  local sudo
+  sudo=$([[ $(id -u) == 0 ]] && echo "" || echo sudo)
+  $sudo apt-get install -y -q "$@" > /dev/null 2>&1 \
+    || { $sudo apt-get update -q > /dev/null && $sudo apt-get install -y -q "$@" > /dev/null; }
+}
+
 if ! command -v chromium > /dev/null || ! command -v chromedriver > /dev/null; then
   echo "== installing Debian's chromium + chromium-driver (browser test of the upload page)"
-  SUDO=$([[ $(id -u) == 0 ]] && echo "" || echo sudo)
-  $SUDO apt-get install -y -q chromium chromium-driver > /dev/null 2>&1 \
-    || { $SUDO apt-get update -q > /dev/null && $SUDO apt-get install -y -q chromium chromium-driver > /dev/null; }
+  apt_install chromium chromium-driver
+fi
+
+# tests/it/cpus.rs runs the arm64 package under qemu-aarch64 (with Debian's
+# aarch64 C and C++ runtimes as its sysroot) and the x86_64 one under
+# qemu-x86_64 -cpu Haswell; cargo-lambda builds the arm64 one with Rust's
+# aarch64 standard library.
+if ! command -v qemu-aarch64 > /dev/null || ! command -v qemu-x86_64 > /dev/null \
+  || [[ ! -e /usr/aarch64-linux-gnu/lib/libstdc++.so.6 ]]; then
+  echo "== installing Debian's qemu-user + libc6-arm64-cross + libstdc++6-arm64-cross (other CPUs' tests)"
+  apt_install qemu-user libc6-arm64-cross libstdc++6-arm64-cross
+fi
+if ! rustup target list --installed 2> /dev/null | grep -qx aarch64-unknown-linux-gnu; then
+  echo "== adding Rust's aarch64-unknown-linux-gnu standard library (the arm64 Lambda package)"
+  rustup target add aarch64-unknown-linux-gnu
 fi
 
 echo "== notebook tools (evcxr kernel + Jupyter; built once, then reused)"

@@ -16,6 +16,7 @@ use crate::model::contract::{self, OutputKind};
 use crate::model::error::ModelError;
 use crate::model::imagenet;
 use crate::model::output::{self, Head, Prediction};
+use crate::model::quantized;
 use crate::model::session::{self, InferTimings, Runner, SessionOptions};
 use crate::model::source::FetchedModel;
 use crate::preprocess::{Layout, Preprocessing, Preprocessor, TensorRow};
@@ -71,6 +72,36 @@ pub struct ModelInfo {
     pub fetch_ms: f64,
     pub load_ms: f64,
     pub threads: usize,
+    /// A quantized model's integers and whether this CPU may answer it
+    /// differently from a VNNI one; absent for a float model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub int8: Option<Int8Info>,
+}
+
+/// Which 8-bit integers a quantized model multiplies, on which CPU.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Int8Info {
+    #[serde(flatten)]
+    pub scheme: quantized::Int8Scheme,
+    /// Whether this x86 CPU has VNNI; absent off x86.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_vnni: Option<bool>,
+    /// uint8 × int8 with weights past 7 bits on an x86 CPU without VNNI:
+    /// ONNX Runtime's kernels can saturate there, so labels and scores may
+    /// differ from a VNNI CPU's (README: "int8 models and CPUs").
+    pub may_saturate: bool,
+}
+
+impl Int8Info {
+    /// The scheme as it runs on this CPU.
+    pub fn on_this_cpu(scheme: quantized::Int8Scheme) -> Self {
+        let cpu_vnni = quantized::cpu_has_vnni();
+        Self {
+            may_saturate: cpu_vnni == Some(false) && scheme.can_saturate(),
+            scheme,
+            cpu_vnni,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -268,7 +299,17 @@ impl Classifier {
             fetch_ms: model.fetch_ms,
             load_ms: started.elapsed().as_secs_f64() * 1e3,
             threads: opened.threads,
+            int8: opened.int8.map(Int8Info::on_this_cpu),
         };
+        if let Some(int8) = info.int8.as_ref().filter(|i| i.may_saturate) {
+            tracing::warn!(
+                scheme = %int8.scheme.scheme,
+                "this model multiplies uint8 activations by int8 weights that use all 8 bits, \
+                 and this CPU has no VNNI: ONNX Runtime's kernels can saturate here, so its \
+                 answers may differ from a VNNI CPU's (x86 Lambda has none); requantize it with \
+                 models/quantize.py, whose int8 models answer alike on both"
+            );
+        }
         Ok(Self {
             runner,
             head,

@@ -18,9 +18,11 @@ pub mod session;
 pub mod source;
 pub mod spool;
 pub mod weights;
+pub mod wire;
 
 pub use classifier::{
-    Classifier, ContractOverrides, ContractSource, DigestSlot, ModelInfo, OutputInfo, TensorInfo,
+    Classifier, ContractOverrides, ContractSource, DigestSlot, Int8Info, ModelInfo, OutputInfo,
+    TensorInfo,
 };
 pub use error::ModelError;
 pub use session::InferTimings;

@@ -65,6 +65,8 @@ pub struct Opened {
     /// The one image input: name and shape (`-1` where dynamic).
     pub input: (String, Vec<i64>),
     pub metadata: Metadata,
+    /// Which 8-bit integers the graph multiplies; `None` when it is not quantized.
+    pub int8: Option<quantized::Int8Scheme>,
 }
 
 /// ONNX Runtime's session option naming the folder of external data for a
@@ -90,7 +92,7 @@ pub fn open(
 ) -> Result<Opened, ModelError> {
     let env = crate::runtime::environment(opts.ort_library.as_deref(), &opts.cache_dir)?;
     let threads = opts.threads();
-    let (graph, quantized) = graph_of(model, opts.zero_copy)?;
+    let (graph, int8) = graph_of(model, opts.zero_copy)?;
     let graph = match (graph, edit) {
         (g, None) => g,
         (Graph::Memory { graph, folder }, Some(edit)) => Graph::Memory {
@@ -112,7 +114,7 @@ pub fn open(
         .map_err(onnx_err)?
         .with_intra_threads(threads)
         .map_err(onnx_err)?
-        .with_prepacking(opts.prepack.unwrap_or(quantized))
+        .with_prepacking(opts.prepack.unwrap_or(int8.is_some()))
         .map_err(onnx_err)?;
     let path = Some(model.path.as_path());
     let session = match graph {
@@ -142,27 +144,34 @@ pub fn open(
         threads,
         input,
         metadata,
+        int8,
     })
 }
 
-/// The graph to hand ONNX Runtime, and whether it is quantized (which
-/// decides pre-packing): judged from the graph without its weights, a few KB.
-fn graph_of(model: &FetchedModel, zero_copy: bool) -> Result<(Graph, bool), ModelError> {
-    let path = &model.path;
+/// The graph to hand ONNX Runtime, and which 8-bit integers it multiplies
+/// (`None`: not quantized), which decides pre-packing and whether this CPU
+/// may answer differently: read from the mapped file, touching its framing
+/// and int8 weights only.
+fn graph_of(
+    model: &FetchedModel,
+    zero_copy: bool,
+) -> Result<(Graph, Option<quantized::Int8Scheme>), ModelError> {
+    let file_err = |e: std::io::Error| ModelError::Onnx(format!("cannot read the model file: {e}"));
+    // ONNX Runtime checks that external data stays inside the folder after
+    // resolving links, so name the real file.
+    let real = std::fs::canonicalize(&model.path).map_err(file_err)?;
+    let map = source::map_file(&real).map_err(file_err)?;
+    let scheme = quantized::int8_scheme(&map).map_err(onnx_err)?;
     if zero_copy {
-        if let Some(mapped) = map_weights(path)? {
-            let quantized = quantized::looks_quantized(&mapped.graph);
+        if let Some(mapped) = map_weights(&real, &map)? {
             let graph = Graph::Memory {
                 graph: mapped.graph,
                 folder: Some(mapped.folder),
             };
-            return Ok((graph, quantized));
+            return Ok((graph, scheme));
         }
     }
-    let quantized = quantized::scan_file(path)
-        .map_err(|e| ModelError::Onnx(format!("cannot read the model file: {e}")))?
-        .1;
-    Ok((Graph::File(path.to_path_buf()), quantized))
+    Ok((Graph::File(model.path.clone()), scheme))
 }
 
 /// The session's one float32 image input of rank 4.
@@ -398,17 +407,12 @@ fn folder_of(path: &Path) -> Option<String> {
 /// Splits a local model file's weights out of its graph, or `None` when
 /// there is nothing to gain (no large initializer, or a path ONNX Runtime
 /// could not be given as text): then it reads the file itself.
-fn map_weights(path: &Path) -> Result<Option<MappedWeights>, ModelError> {
-    let file_err = |e: std::io::Error| ModelError::Onnx(format!("cannot read the model file: {e}"));
-    // ONNX Runtime checks that external data stays inside the folder after
-    // resolving links, so name the real file.
-    let real = std::fs::canonicalize(path).map_err(file_err)?;
-    let (Some(folder), Some(name)) = (folder_of(&real), real.file_name().and_then(|n| n.to_str()))
+fn map_weights(real: &Path, map: &[u8]) -> Result<Option<MappedWeights>, ModelError> {
+    let (Some(folder), Some(name)) = (folder_of(real), real.file_name().and_then(|n| n.to_str()))
     else {
         return Ok(None);
     };
-    let map = source::map_file(&real).map_err(file_err)?;
-    let split = weights::split(&map, weights::MIN_BYTES, name).map_err(onnx_err)?;
+    let split = weights::split(map, weights::MIN_BYTES, name).map_err(onnx_err)?;
     if split.weights.is_empty() {
         return Ok(None);
     }

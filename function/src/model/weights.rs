@@ -17,16 +17,14 @@
 
 use std::ops::Range;
 
+use crate::model::wire::{put_len_field, put_varint, Fields, Malformed, Reader, Value};
+
 /// Initializers smaller than this stay inside the graph: moving them saves
 /// nothing measurable and keeps the rewritten graph close to the original.
 pub const MIN_BYTES: usize = 64 * 1024;
 
-/// Why the model's bytes could not be split.
-#[derive(Debug, thiserror::Error)]
-pub enum SplitError {
-    #[error("not a valid ONNX model (protobuf framing broken at byte {at}: {what})")]
-    Malformed { at: usize, what: &'static str },
-}
+/// Why the model's bytes could not be split: their framing is broken.
+pub type SplitError = Malformed;
 
 /// One initializer moved out of the graph: where its bytes are in the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,148 +190,6 @@ fn split_tensor(
     )))
 }
 
-// --- protobuf wire format: just enough framing to copy and cut fields ---
-
-#[derive(Debug)]
-enum Value {
-    Varint(u64),
-    Len(Range<usize>),
-    Fixed,
-}
-
-#[derive(Debug)]
-struct Field {
-    number: u64,
-    /// The whole field (tag included), as a range of the model bytes.
-    span: Range<usize>,
-    /// For `Len`: the payload as a range of the model bytes.
-    value: Value,
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-    /// Offset of `bytes` within the whole model, so ranges refer to the model.
-    base: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8], base: usize) -> Self {
-        Reader {
-            bytes,
-            pos: 0,
-            base,
-        }
-    }
-
-    fn done(&self) -> bool {
-        self.pos >= self.bytes.len()
-    }
-
-    fn malformed(&self, what: &'static str) -> SplitError {
-        SplitError::Malformed {
-            at: self.base + self.pos,
-            what,
-        }
-    }
-
-    fn varint(&mut self) -> Result<u64, SplitError> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = *self
-                .bytes
-                .get(self.pos)
-                .ok_or_else(|| self.malformed("truncated varint"))?;
-            self.pos += 1;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(self.malformed("varint longer than 10 bytes"))
-    }
-
-    fn skip(&mut self, n: usize) -> Result<Range<usize>, SplitError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|end| *end <= self.bytes.len())
-            .ok_or_else(|| self.malformed("field runs past its message"))?;
-        let range = self.base + self.pos..self.base + end;
-        self.pos = end;
-        Ok(range)
-    }
-
-    fn field(&mut self) -> Result<Field, SplitError> {
-        let start = self.pos;
-        let tag = self.varint()?;
-        let value = match tag & 7 {
-            0 => Value::Varint(self.varint()?),
-            1 => {
-                self.skip(8)?;
-                Value::Fixed
-            }
-            2 => {
-                let len = usize::try_from(self.varint()?)
-                    .map_err(|_| self.malformed("length too large"))?;
-                Value::Len(self.skip(len)?)
-            }
-            5 => {
-                self.skip(4)?;
-                Value::Fixed
-            }
-            _ => return Err(self.malformed("unsupported wire type")),
-        };
-        Ok(Field {
-            number: tag >> 3,
-            span: self.base + start..self.base + self.pos,
-            value,
-        })
-    }
-}
-
-/// Iterates over a message's fields; stops at the first framing error.
-struct Fields<'a> {
-    reader: Reader<'a>,
-    failed: bool,
-}
-
-impl<'a> Fields<'a> {
-    fn new(bytes: &'a [u8], base: usize) -> Self {
-        Fields {
-            reader: Reader::new(bytes, base),
-            failed: false,
-        }
-    }
-}
-
-impl Iterator for Fields<'_> {
-    type Item = Result<Field, SplitError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.reader.done() {
-            return None;
-        }
-        let field = self.reader.field();
-        self.failed = field.is_err();
-        Some(field)
-    }
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_len_field(out: &mut Vec<u8>, number: u64, payload: &[u8]) {
-    put_varint(out, (number << 3) | 2);
-    put_varint(out, payload.len() as u64);
-    out.extend_from_slice(payload);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,7 +301,7 @@ mod tests {
         }
         assert!(matches!(
             split(&[0xff; 12], 1024, "m.onnx"),
-            Err(SplitError::Malformed { .. })
+            Err(Malformed { .. })
         ));
     }
 }
