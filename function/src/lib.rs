@@ -20,11 +20,14 @@
 //! - [`files`]: classifying picture files in chunks (predict, eval, the
 //!   notebook, fine-tuning's features); [`eval`], [`finetune`], [`plot`]: scoring,
 //!   training a new head, and their pictures.
+//! - [`checks`]: known pictures and a model's answers to them, recorded by
+//!   `catdog upload` and compared by the PreTraffic hook before a deploy.
 //! - [`runtime`]: finding the ONNX Runtime library at run time.
 //! - [`messages`]: how errors (with their causes) and files are named to users.
 //! - [`notebook`]: inline HTML answers for Jupyter (evcxr).
 
 pub mod batcher;
+pub mod checks;
 pub mod decode;
 pub mod eval;
 pub mod events;

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use catdog::host::{commands, lambda, logging, serve};
+use catdog::host::{commands, lambda, logging, pretraffic, serve};
 use catdog::messages::with_causes;
 use catdog::settings::{Cli, Command, Settings};
 
@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     let on_lambda = settings.on_lambda();
     let command = match cli.command {
         Some(c) => c,
-        None if on_lambda => Command::Lambda,
+        None if on_lambda => settings.lambda_command(),
         None => {
             eprintln!("catdog: say what to do: `catdog serve`, `catdog predict FILE…` (see `catdog --help`)");
             return ExitCode::from(2);
@@ -61,19 +61,18 @@ fn main() -> ExitCode {
 async fn run(settings: &Settings, command: Command) -> Result<ExitCode> {
     match command {
         Command::Lambda => lambda::run(settings).await?,
+        Command::Pretraffic => pretraffic::run(settings).await?,
         Command::Serve => serve::run(settings).await?,
         Command::Predict {
             json,
             write_results,
             paths,
         } => return predict(settings, json, write_results, &paths).await,
-        Command::Upload { to } => {
-            let p = commands::upload(settings, &to).await?;
-            eprintln!(
-                "upload: {} bytes in {} part(s) to {}",
-                p.bytes, p.parts, p.uri
-            );
-            println!("MODEL_URI={}\nMODEL_SHA256={}", p.uri, p.sha256);
+        Command::Upload { to, checks } => {
+            let up = commands::upload(settings, &to, &checks).await?;
+            up.report().iter().for_each(|l| eprintln!("upload: {l}"));
+            let (uri, sha) = (&up.model.uri, &up.model.sha256);
+            println!("MODEL_URI={uri}\nMODEL_SHA256={sha}");
         }
         Command::Eval {
             json,

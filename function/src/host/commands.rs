@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
 
+use crate::checks;
 use crate::eval::{EvalError, EvalReport};
 use crate::files::{FileAnswer, FilesError};
 use crate::finetune::{FinetuneConfig, FinetuneError, Summary};
@@ -37,6 +38,8 @@ pub enum CommandError {
     Finetune(#[from] FinetuneError),
     #[error(transparent)]
     Publish(#[from] PublishError),
+    #[error("checks: {0}")]
+    Checks(#[from] crate::checks::ChecksError),
     #[error("say which file to upload: --model FILE")]
     NoUploadFile,
     #[error("worker failed: {0}")]
@@ -242,12 +245,112 @@ async fn finetune_head(settings: &Settings, args: &FinetuneArgs) -> Result<Summa
     Ok(crate::finetune::finetune(&cfg).await?)
 }
 
-/// `catdog upload --model FILE --to s3://…`.
-pub async fn upload(settings: &Settings, to: &str) -> Result<Published, CommandError> {
+/// What `catdog upload` put into S3.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    pub model: Published,
+    /// The checks recorded for it; `None` without `--checks`.
+    pub checks: Option<UploadedChecks>,
+}
+
+impl Uploaded {
+    /// What to tell the user, a line each: where the model and its checks
+    /// went, the close calls, or that a deploy will fail without checks.
+    pub fn report(&self) -> Vec<String> {
+        let p = &self.model;
+        let mut lines = vec![format!(
+            "{} bytes in {} part(s) to {}",
+            p.bytes, p.parts, p.uri
+        )];
+        match &self.checks {
+            Some(c) => {
+                lines.push(format!(
+                    "{} picture(s) and the model's answers to them at {} \
+                     (a deploy's PreTraffic hook compares the new version's answers with these)",
+                    c.pictures, c.uri
+                ));
+                lines.extend(c.close_calls.iter().map(|n| format!("close call: {n}")));
+            }
+            None => lines.push(format!(
+                "warning: no --checks pictures, so no answers were recorded for this model: \
+                 a deploy of template.yaml will FAIL at its PreTraffic hook (it finds no checks \
+                 for this model at {}{}). Record them with the same command and \
+                 --checks PICTURES… (files or folders of known pictures)",
+                p.uri,
+                checks::ANSWERS_SUFFIX
+            )),
+        }
+        lines
+    }
+}
+
+/// The checks `catdog upload --checks` recorded and stored next to the model.
+#[derive(Debug, Clone)]
+pub struct UploadedChecks {
+    /// The answers file, `s3://bucket/KEY.checks.json`.
+    pub uri: String,
+    pub pictures: usize,
+    /// Pictures whose answer another CPU may change (see [`checks::record::close_calls`]).
+    pub close_calls: Vec<String>,
+}
+
+/// `catdog upload --model FILE --to s3://… [--checks PICTURES…]`: the model,
+/// then the pictures and the answers it gave them, next to it.
+pub async fn upload(
+    settings: &Settings,
+    to: &str,
+    pictures: &[PathBuf],
+) -> Result<Uploaded, CommandError> {
     let file = settings
         .model
         .uri
         .as_deref()
         .ok_or(CommandError::NoUploadFile)?;
-    Ok(publish::upload(Path::new(file), to, &settings.fetch_options()).await?)
+    // Answered before anything is sent: a picture the model cannot answer
+    // stops the upload, rather than leaving a model without its checks.
+    let recorded = if pictures.is_empty() {
+        None
+    } else {
+        Some(record_checks(settings, pictures).await?)
+    };
+    let fetch = settings.fetch_options();
+    let model = publish::upload(Path::new(file), to, &fetch).await?;
+    let Some(recorded) = recorded else {
+        return Ok(Uploaded {
+            model,
+            checks: None,
+        });
+    };
+    let (bucket, key) =
+        split_s3_uri(&model.uri).ok_or_else(|| CommandError::BadS3Uri(model.uri.clone()))?;
+    let client = s3_client(&fetch, SdkRetries::ThisPolicy).await;
+    let uri = checks::store::put(&client, bucket, key, &model.sha256, &recorded).await?;
+    Ok(Uploaded {
+        checks: Some(UploadedChecks {
+            uri,
+            pictures: recorded.len(),
+            close_calls: checks::record::close_calls(&recorded),
+        }),
+        model,
+    })
+}
+
+/// The model's answers to the pictures in `paths` (files or folders).
+async fn record_checks(
+    settings: &Settings,
+    paths: &[PathBuf],
+) -> Result<Vec<checks::Recorded>, CommandError> {
+    let files = crate::files::collect(paths)?;
+    if files.is_empty() {
+        return Err(CommandError::NoFiles);
+    }
+    // The deployed function reads the model as it is (template.yaml gives it
+    // no labels, preprocessing or threshold of its own): record it so too,
+    // whatever this shell's MODEL_LABELS and the like say.
+    let mut spec = settings.model_spec();
+    spec.contract = crate::model::ContractOverrides::default();
+    let classifier =
+        load::load_classifier_with_retries(&spec, settings.retry_policy(), |_, _, _| {}).await?;
+    let limits = settings.limits();
+    Ok(blocking(move || checks::record::record(&classifier, &files, &limits)).await??)
 }

@@ -3,6 +3,8 @@
 //! binary only parses, dispatches and prints.
 //!
 //! - [`lambda`]: the AWS Lambda bootstrap.
+//! - [`pretraffic`]: the same bootstrap as CodeDeploy's PreTraffic hook,
+//!   checking a new version's answers before it gets traffic.
 //! - [`serve`]: a local port (`catdog serve` and the notebook), with
 //!   [`tunnel`] for a public ngrok URL.
 //! - [`commands`]: `predict`, `eval`, `finetune` and `upload` on the command line.
@@ -11,5 +13,6 @@
 pub mod commands;
 pub mod lambda;
 pub mod logging;
+pub mod pretraffic;
 pub mod serve;
 pub mod tunnel;

@@ -52,6 +52,10 @@ pub enum Command {
     },
     /// Run as the AWS Lambda bootstrap (the default when AWS_LAMBDA_RUNTIME_API is set).
     Lambda,
+    /// Run as the CodeDeploy PreTraffic hook's Lambda bootstrap (the default on
+    /// Lambda when the function's handler is `pretraffic`): checks a new version's
+    /// answers against those `upload --checks` recorded, and reports to CodeDeploy.
+    Pretraffic,
     /// Score a model (--model / MODEL_URI) on DIR/<label>/*: accuracy, precision/recall, confusion matrix (table + PNG).
     Eval {
         /// Print the report as JSON.
@@ -73,6 +77,12 @@ pub enum Command {
         /// s3://bucket/key
         #[arg(long)]
         to: String,
+        /// Known pictures (files or folders): the model answers them here, and
+        /// the pictures and answers go next to it (KEY.checks.json, KEY.checks/),
+        /// for the PreTraffic hook to compare a deployed version's answers with.
+        /// Without them, a deploy of template.yaml fails at that hook.
+        #[arg(long, value_name = "FILE|DIR", num_args = 1..)]
+        checks: Vec<PathBuf>,
     },
     /// Fine-tune a new head on DIR/train/<label>/* over a frozen ONNX base; writes one self-describing ONNX file.
     Finetune(FinetuneArgs),
@@ -171,6 +181,20 @@ pub(super) struct EnvOnly {
     pub(super) settings: Settings,
 }
 
+/// The `_HANDLER` that makes a Lambda bootstrap the PreTraffic hook.
+pub const PRETRAFFIC_HANDLER: &str = "pretraffic";
+
+impl Settings {
+    /// What a Lambda bootstrap runs, from the function's Handler: one binary
+    /// and one build serve both functions of template.yaml.
+    pub fn lambda_command(&self) -> Command {
+        match self.process.lambda_handler.as_deref().map(str::trim) {
+            Some(PRETRAFFIC_HANDLER) => Command::Pretraffic,
+            _ => Command::Lambda,
+        }
+    }
+}
+
 impl Cli {
     /// The command line and the environment, checked; exits with clap's
     /// message (status 2) on a bad value, on a flag that means nothing to
@@ -211,13 +235,15 @@ impl Command {
     /// refused (`catdog predict --ngrok-basic-auth …`), never quietly ignored.
     fn setting_groups(name: &str) -> Option<Vec<clap::Id>> {
         // `notebook` is no subcommand's: its settings come from the environment.
-        let [model, limits, access, fetch, objects, serve, tunnel, process, _notebook] =
+        let [model, limits, access, fetch, objects, serve, tunnel, process, _notebook, hook] =
             setting_groups();
         let groups = match name {
             "serve" => vec![
                 model, limits, access, fetch, objects, serve, tunnel, process,
             ],
             "lambda" => vec![model, limits, access, fetch, objects, process],
+            // access: the hook carries the classifier's API key.
+            "pretraffic" => vec![hook, access, fetch, process],
             "predict" => vec![model, limits, fetch, objects, process],
             "eval" | "finetune" => vec![model, limits, fetch, process],
             "upload" => vec![model, fetch, process],
@@ -289,7 +315,7 @@ fn refused_flags(name: &str, sub: &clap::Command) -> Vec<clap::Id> {
 
 /// Every group of settings, named once: [`Command::setting_groups`] takes
 /// them apart by position, so a group added here must be placed there.
-fn setting_groups() -> [Option<clap::Id>; 9] {
+fn setting_groups() -> [Option<clap::Id>; 10] {
     [
         ModelSettings::group_id(),
         LimitSettings::group_id(),
@@ -300,6 +326,7 @@ fn setting_groups() -> [Option<clap::Id>; 9] {
         TunnelSettings::group_id(),
         ProcessSettings::group_id(),
         NotebookSettings::group_id(),
+        HookSettings::group_id(),
     ]
 }
 

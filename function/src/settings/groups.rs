@@ -268,12 +268,42 @@ pub struct ProcessSettings {
     /// Read by lambda_http; catdog sets it to `true` on Lambda unless given.
     #[arg(long, env = "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", hide = true)]
     pub lambda_ignore_stage: Option<String>,
+    /// Set by AWS Lambda from the function's Handler: `pretraffic` runs the
+    /// CodeDeploy PreTraffic hook, anything else the classifier.
+    #[arg(long, env = "_HANDLER", hide = true)]
+    pub lambda_handler: Option<String>,
     /// Folder of photos the notebook shows [default: $CATDOG_DATA/catsdogs/test, then ../shared/data/catsdogs/test].
     #[arg(long, env = "CATDOG_PHOTOS")]
     pub photos: Option<PathBuf>,
     /// The shared data folder (photos, models) beside the checkout.
     #[arg(long = "data-dir", env = "CATDOG_DATA")]
     pub data_dir: Option<PathBuf>,
+}
+
+/// The CodeDeploy PreTraffic hook (`catdog pretraffic`; on Lambda, the
+/// handler `pretraffic`): which version it checks, against what, how closely.
+#[derive(Args, Debug, Clone)]
+pub struct HookSettings {
+    /// The function version to check: a name, an ARN or `name:version`
+    /// (template.yaml gives the new version's ARN).
+    #[arg(long = "check-function", env = "CATDOG_CHECK_FUNCTION")]
+    pub check_function: Option<String>,
+    /// The recorded answers, `s3://bucket/<model key>.checks.json`, as
+    /// `catdog upload --checks` writes them (pictures beside, under `<model key>.checks/`).
+    #[arg(long = "checks-object", env = "CATDOG_CHECKS", value_parser = parse_checks_uri)]
+    pub checks_object: Option<(String, String)>,
+    /// Largest difference allowed between a recorded score and the new
+    /// version's (0–1); labels must be equal whatever it is. The answers were
+    /// recorded on another CPU than Lambda's: fp32 models differ by ~1e-6
+    /// there, int8 ones by a few hundredths (README).
+    #[arg(long = "check-tolerance", env = "CATDOG_CHECK_TOLERANCE",
+          default_value_t = crate::checks::DEFAULT_TOLERANCE, value_parser = parse_tolerance)]
+    pub check_tolerance: f64,
+    /// Seconds the checks may take in all before the hook reports Failed
+    /// (under the hook function's Timeout, so it is still there to report).
+    #[arg(long = "check-timeout-s", env = "CATDOG_CHECK_TIMEOUT_S", default_value_t = crate::checks::DEFAULT_TIMEOUT_S,
+          value_parser = parse_timeout_s)]
+    pub check_timeout_s: f64,
 }
 
 /// The notebook's tutorial path: what it fine-tunes and where it publishes.

@@ -21,7 +21,7 @@ mod derived;
 mod groups;
 mod values;
 
-pub use command::{Cli, Command, FinetuneArgs};
+pub use command::{Cli, Command, FinetuneArgs, PRETRAFFIC_HANDLER};
 pub use derived::default_cache_dir;
 pub use groups::*;
 pub use values::{parse_basic_auth, parse_cidr};
@@ -51,6 +51,8 @@ pub struct Settings {
     pub process: ProcessSettings,
     #[command(flatten)]
     pub notebook: NotebookSettings,
+    #[command(flatten)]
+    pub hook: HookSettings,
 }
 
 /// The settings could not be read (a bad value, or a missing one).
@@ -292,6 +294,81 @@ mod tests {
         }
         assert_eq!(s.tunnel.basic_auth[0].user, "ann");
         assert_eq!(s.tunnel.basic_auth[0].password.expose(), "longpassword");
+    }
+
+    #[test]
+    fn the_handler_makes_a_bootstrap_the_hook_whose_flags_are_its_own() {
+        let on_lambda = |handler: &[&str]| {
+            let mut args = vec!["--lambda-runtime-api", "127.0.0.1:9001"];
+            args.extend(handler);
+            parse(&args).unwrap().lambda_command()
+        };
+        assert!(matches!(
+            on_lambda(&["--lambda-handler", PRETRAFFIC_HANDLER]),
+            Command::Pretraffic
+        ));
+        assert!(matches!(
+            on_lambda(&["--lambda-handler", "bootstrap"]),
+            Command::Lambda
+        ));
+        assert!(matches!(on_lambda(&[]), Command::Lambda));
+
+        let s = parse(&[
+            "--checks-object",
+            "s3://models/v2/m.onnx.checks.json",
+            "--check-tolerance",
+            "0.1",
+        ])
+        .unwrap();
+        assert_eq!(
+            s.hook.checks_object,
+            Some(("models".into(), "v2/m.onnx.checks.json".into()))
+        );
+        assert_eq!(s.hook.check_tolerance, 0.1);
+        let d = parse(&[]).unwrap().hook;
+        assert_eq!(d.check_tolerance, crate::checks::DEFAULT_TOLERANCE);
+        assert_eq!(d.check_timeout_s, crate::checks::DEFAULT_TIMEOUT_S);
+        for (args, says) in [
+            (
+                &["--checks-object", "s3://models/m.onnx"][..],
+                ".checks.json",
+            ),
+            (
+                &["--checks-object", "models/m.onnx.checks.json"][..],
+                "s3://",
+            ),
+            (&["--check-tolerance", "2"][..], "between 0 and 1"),
+        ] {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
+
+        cli(&[
+            "pretraffic",
+            "--check-function",
+            "catdog:7",
+            "--api-key",
+            "0123456789abcdef",
+        ])
+        .unwrap();
+        let e = cli(&["serve", "--check-function", "catdog:7"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{e}");
+        let upload = cli(&[
+            "upload", "--model", "m.onnx", "--to", "s3://b/k", "--checks", "a.jpg", "known/",
+        ])
+        .unwrap();
+        match upload.command {
+            Some(Command::Upload { checks, .. }) => {
+                assert_eq!(
+                    checks,
+                    [
+                        std::path::Path::new("a.jpg"),
+                        std::path::Path::new("known/")
+                    ]
+                )
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

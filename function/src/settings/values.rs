@@ -82,6 +82,10 @@ pub(super) fn parse_probability(s: &str) -> Result<f32, String> {
     number_in(s, 0.0..=1.0, "a probability between 0 and 1")
 }
 
+pub(super) fn parse_tolerance(s: &str) -> Result<f64, String> {
+    number_in(s, 0.0..=1.0, "a score difference between 0 and 1")
+}
+
 pub(super) fn parse_fraction(s: &str) -> Result<f64, String> {
     number_in(s, 0.0..=1.0, "a fraction between 0 and 1")
 }
@@ -213,4 +217,18 @@ pub(super) fn parse_uploads(s: &str) -> Result<(String, String), String> {
         format!("{prefix}/")
     };
     Ok((bucket, prefix))
+}
+
+/// `s3://bucket/key.checks.json`: where the PreTraffic hook reads the
+/// recorded answers (bucket, key).
+pub(super) fn parse_checks_uri(s: &str) -> Result<(String, String), String> {
+    let rest = s
+        .trim()
+        .strip_prefix("s3://")
+        .ok_or_else(|| format!("{s:?} is not s3://bucket/<model key>.checks.json"))?;
+    let (bucket, key) = rest
+        .split_once('/')
+        .filter(|(_, k)| k.ends_with(crate::checks::ANSWERS_SUFFIX))
+        .ok_or_else(|| format!("{s:?} is not s3://bucket/<model key>.checks.json"))?;
+    Ok((parse_bucket(bucket)?, key.to_string()))
 }
