@@ -22,7 +22,7 @@ LIBDIR = $(PREFIX)/lib/catdog
 PROFILE ?= release
 CARGO_PROFILE = $(if $(filter debug,$(PROFILE)),dev,$(PROFILE))
 
-.PHONY: runtime setup build serve install install-files uninstall test lint lock bench bench-objects bench-memory soak fuzz build-CatdogFunction
+.PHONY: runtime setup build serve install install-files uninstall test lint lock bench bench-objects bench-memory bench-cpus soak fuzz build-CatdogFunction build-PreTrafficHook
 
 # Only what running catdog needs: the ONNX Runtime shared library, into
 # ~/.cache/catdog/, where the binary finds it with no variable set
@@ -80,6 +80,11 @@ bench-objects:
 bench-memory:
 	@bench/memory.sh memory
 
+# int8 recipes natively and on an AVX2 CPU without VNNI (qemu Haswell, as x86 Lambda):
+# BENCHMARKS.md's "int8 recipes on CPUs without VNNI" section.
+bench-cpus:
+	@bench/cpus.sh
+
 # Ten minutes of good, odd and hostile requests at 8 clients: BENCHMARKS.md's "Soak" section.
 soak:
 	@bench/memory.sh soak
@@ -102,7 +107,7 @@ lint:
 # Its zig comes from the `ziglang` package beside it, which cargo-lambda runs with
 # `python3 -m ziglang`: pointed at cargo-lambda's own python3, so another virtualenv
 # first on PATH (the SAM CLI's, Jupyter's) does not hide it.
-build-CatdogFunction:
+define lambda-bootstrap
 	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set (sam build sets it)"; exit 2; }
 	@if command -v cargo-lambda > /dev/null; then \
 	  py="$$(dirname "$$(command -v cargo-lambda)")/python3"; \
@@ -113,4 +118,15 @@ build-CatdogFunction:
 	else \
 	  cargo build --release --bin catdog && cp "$${CARGO_TARGET_DIR:-target}/release/catdog" "$(ARTIFACTS_DIR)/bootstrap"; \
 	fi
+endef
+
+build-CatdogFunction:
+	$(lambda-bootstrap)
 	@ORT_ARCH=$(ARCH) scripts/setup.sh --lambda-lib "$(ARTIFACTS_DIR)"
+
+# template.yaml's PreTrafficHook: the same build of the same binary (its
+# Handler, `pretraffic`, selects the hook), the bootstrap alone: the hook runs
+# no model, so it carries no ONNX Runtime library. cargo finds the build
+# build-CatdogFunction made up to date and only the copy is new.
+build-PreTrafficHook:
+	$(lambda-bootstrap)

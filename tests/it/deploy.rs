@@ -271,11 +271,364 @@ fn uploads_are_notified_through_a_queue_with_a_dead_letter_queue_and_batch_can_i
     }
 }
 
+/// A statement's actions, one or a list.
+fn actions(statement: &serde_json::Value) -> Vec<String> {
+    match &statement["Action"] {
+        serde_json::Value::String(a) => vec![a.clone()],
+        v => v
+            .as_array()
+            .unwrap_or_else(|| panic!("no Action in {statement}"))
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect(),
+    }
+}
+
+#[test]
+fn deploys_shift_the_live_alias_by_canary_and_roll_back_on_alarms() {
+    let t = decoded_template();
+    let r = &t["Resources"];
+    let params = &t["Parameters"];
+    let f = &r["CatdogFunction"]["Properties"];
+    assert_eq!(f["AutoPublishAlias"], "live");
+
+    // Canary by default; all at once and linear on demand.
+    let pref = &f["DeploymentPreference"];
+    assert_eq!(pref["Type"], serde_json::json!({"Ref": "DeploymentType"}));
+    assert_eq!(
+        params["DeploymentType"]["Default"],
+        "Canary10Percent5Minutes"
+    );
+    let allowed: Vec<&str> = params["DeploymentType"]["AllowedValues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(allowed.contains(&"AllAtOnce"), "{allowed:?}");
+    assert!(
+        allowed.iter().any(|v| v.starts_with("Linear10Percent")),
+        "{allowed:?}"
+    );
+    assert!(
+        allowed.iter().all(|v| v.starts_with("Canary10Percent")
+            || v.starts_with("Linear10Percent")
+            || *v == "AllAtOnce"),
+        "only CodeDeploy's Lambda configurations: {allowed:?}"
+    );
+
+    // Each alarm watches the live alias's own metric, and rolls back.
+    assert_eq!(
+        pref["Alarms"],
+        serde_json::json!([{"Ref": "LiveErrorsAlarm"}, {"Ref": "LiveThrottlesAlarm"}])
+    );
+    for (alarm, metric) in [
+        ("LiveErrorsAlarm", "Errors"),
+        ("LiveThrottlesAlarm", "Throttles"),
+    ] {
+        assert_eq!(r[alarm]["Type"], "AWS::CloudWatch::Alarm", "{alarm}");
+        let a = &r[alarm]["Properties"];
+        assert_eq!(a["Namespace"], "AWS/Lambda", "{alarm}");
+        assert_eq!(a["MetricName"], metric, "{alarm}");
+        assert_eq!(
+            a["Dimensions"],
+            serde_json::json!([
+                {"Name": "FunctionName", "Value": {"Ref": "CatdogFunction"}},
+                {"Name": "Resource", "Value": {"Fn::Sub": "${CatdogFunction}:live"}},
+            ]),
+            "{alarm}"
+        );
+        assert_eq!(a["Statistic"], "Sum", "{alarm}");
+        assert_eq!(a["TreatMissingData"], "notBreaching", "{alarm}");
+        assert_eq!(a["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
+        let threshold = a["Threshold"].as_f64().unwrap();
+        assert!((1.0..=10.0).contains(&threshold), "{alarm}: {threshold}");
+        assert_eq!(a["Period"], 60, "{alarm}");
+    }
+    assert_eq!(
+        pref["Hooks"],
+        serde_json::json!({"PreTraffic": {"Ref": "PreTrafficHook"}})
+    );
+
+    // Provisioned concurrency on the alias, only when asked for.
+    assert_eq!(params["ProvisionedConcurrency"]["Type"], "Number");
+    assert_eq!(params["ProvisionedConcurrency"]["Default"], 0);
+    assert_eq!(
+        t["Conditions"]["HasProvisionedConcurrency"],
+        serde_json::json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "ProvisionedConcurrency"}, 0]}]})
+    );
+    assert_eq!(
+        f["ProvisionedConcurrencyConfig"],
+        serde_json::json!({"Fn::If": [
+            "HasProvisionedConcurrency",
+            {"ProvisionedConcurrentExecutions": {"Ref": "ProvisionedConcurrency"}},
+            {"Ref": "AWS::NoValue"}
+        ]})
+    );
+
+    // Batch Operations and a public URL reach the alias, never $LATEST.
+    let batch =
+        &r["BatchOperationsRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"];
+    let invoke: Vec<&serde_json::Value> = batch
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| actions(s).iter().any(|a| a.starts_with("lambda:")))
+        .collect();
+    assert_eq!(invoke.len(), 1, "{batch}");
+    assert_eq!(actions(invoke[0]), ["lambda:InvokeFunction"]);
+    assert_eq!(
+        invoke[0]["Resource"],
+        serde_json::json!({"Ref": "CatdogFunction.Alias"})
+    );
+    assert_eq!(
+        t["Outputs"]["FunctionAliasArn"]["Value"],
+        serde_json::json!({"Ref": "CatdogFunction.Alias"})
+    );
+    for (permission, action) in [
+        ("PublicUrlInvokeFunctionUrl", "lambda:InvokeFunctionUrl"),
+        ("PublicUrlInvokeFunction", "lambda:InvokeFunction"),
+    ] {
+        let p = &r[permission];
+        assert_eq!(p["Condition"], "PublicUrl", "{permission}");
+        assert_eq!(p["Properties"]["Action"], action, "{permission}");
+        assert_eq!(
+            p["Properties"]["FunctionName"],
+            serde_json::json!({"Ref": "CatdogFunction.Alias"}),
+            "{permission}"
+        );
+    }
+}
+
+#[test]
+fn the_hook_is_the_same_build_with_the_narrowest_permissions() {
+    let t = decoded_template();
+    let r = &t["Resources"];
+    let hook = &r["PreTrafficHook"];
+    let f = &r["CatdogFunction"];
+    assert_eq!(hook["Type"], "AWS::Serverless::Function");
+    assert_eq!(hook["Metadata"]["BuildMethod"], "makefile");
+    let h = &hook["Properties"];
+    // The same code, runtime and architecture; the handler picks the hook.
+    for same in ["CodeUri", "Runtime", "Architectures"] {
+        assert_eq!(h[same], f["Properties"][same], "{same}");
+    }
+    assert_eq!(h["Handler"], catdog::settings::PRETRAFFIC_HANDLER);
+    // SAM's CodeDeploy role may invoke CodeDeployHook_* functions only.
+    assert!(
+        sub_of(&h["FunctionName"]).starts_with("CodeDeployHook_"),
+        "{}",
+        h["FunctionName"]
+    );
+    assert_eq!(h["DeploymentPreference"]["Enabled"], false);
+    let vars = &h["Environment"]["Variables"];
+    assert_eq!(
+        vars["CATDOG_CHECK_FUNCTION"],
+        serde_json::json!({"Ref": "CatdogFunction.Version"})
+    );
+    assert_eq!(
+        sub_of(&vars["CATDOG_CHECKS"]),
+        "s3://${ModelBucket}/${ModelKey}.checks.json"
+    );
+    assert_eq!(
+        vars["CATDOG_CHECK_TOLERANCE"],
+        serde_json::json!({"Ref": "CheckTolerance"})
+    );
+    assert_eq!(
+        t["Parameters"]["CheckTolerance"]["Default"],
+        catdog::checks::DEFAULT_TOLERANCE.to_string()
+    );
+    assert_eq!(vars["CATDOG_API_KEY"], serde_json::json!({"Ref": "ApiKey"}));
+    // The checks give up in time to report before Lambda ends the hook.
+    assert!(vars.get("CATDOG_CHECK_TIMEOUT_S").is_none(), "{vars}");
+    let budget = catdog::checks::DEFAULT_TIMEOUT_S;
+    assert!(
+        h["Timeout"].as_f64().unwrap() >= budget + 30.0,
+        "Timeout {} leaves no time to report after {budget} s of checks",
+        h["Timeout"]
+    );
+
+    // Invoke the new version, report to this stack's deployment group, read
+    // the checks next to the model: nothing else.
+    assert_eq!(h["Policies"].as_array().unwrap().len(), 1);
+    let statements = h["Policies"][0]["Statement"].as_array().unwrap();
+    let granted: Vec<(Vec<String>, serde_json::Value)> = statements
+        .iter()
+        .map(|s| {
+            assert_eq!(s["Effect"], "Allow");
+            (actions(s), s["Resource"].clone())
+        })
+        .collect();
+    assert_eq!(
+        granted,
+        [
+            (
+                vec!["lambda:InvokeFunction".to_string()],
+                serde_json::json!({"Ref": "CatdogFunction.Version"})
+            ),
+            (
+                vec!["codedeploy:PutLifecycleEventHookExecutionStatus".to_string()],
+                serde_json::json!({"Fn::Sub": "arn:${AWS::Partition}:codedeploy:${AWS::Region}:${AWS::AccountId}:deploymentgroup:${ServerlessDeploymentApplication}/*"})
+            ),
+            (
+                vec!["s3:GetObject".to_string()],
+                serde_json::json!([
+                    {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ModelBucket}/${ModelKey}.checks.json"},
+                    {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ModelBucket}/${ModelKey}.checks/*"}
+                ])
+            ),
+        ]
+    );
+
+    // Its make target reuses the function's build and takes no ONNX Runtime.
+    let makefile = std::fs::read_to_string(workspace().join("Makefile")).unwrap();
+    let recipe = |target: &str| -> Vec<String> {
+        let mut lines = makefile.lines().skip_while(|l| *l != format!("{target}:"));
+        lines
+            .next()
+            .unwrap_or_else(|| panic!("Makefile has no {target}"));
+        lines
+            .take_while(|l| l.starts_with('\t'))
+            .map(|l| l.trim().to_string())
+            .collect()
+    };
+    assert_eq!(recipe("build-PreTrafficHook"), ["$(lambda-bootstrap)"]);
+    let function = recipe("build-CatdogFunction");
+    assert_eq!(function[0], "$(lambda-bootstrap)");
+    assert!(function[1].contains("--lambda-lib"), "{function:?}");
+}
+
+/// The SAM CLI's own transform (its `samtranslator`, offline) of the
+/// template with these parameter values: the CloudFormation SAM deploys.
+fn sam_transformed(python: &Path, params: serde_json::Value) -> serde_json::Value {
+    // `sam package` puts the code in S3 first: its URI stands in for `.`.
+    let script = r#"
+import json, sys
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+class NoManagedPolicies:
+    def load(self):
+        return {}
+tpl = yaml_parse(open(sys.argv[1]).read())
+for r in tpl["Resources"].values():
+    if r["Type"] == "AWS::Serverless::Function":
+        r["Properties"]["CodeUri"] = "s3://packaged/code.zip"
+print(json.dumps(transform(tpl, json.loads(sys.argv[2]), NoManagedPolicies()), default=str))
+"#;
+    let out = Command::new(python)
+        .args(["-c", script, "template.yaml", &params.to_string()])
+        .current_dir(workspace())
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the SAM transform");
+    assert!(
+        out.status.success(),
+        "the SAM transform failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_sam_transform_points_every_caller_at_the_alias_and_gates_it_with_the_hook() {
+    const TEST: &str =
+        "deploy::the_sam_transform_points_every_caller_at_the_alias_and_gates_it_with_the_hook";
+    // The SAM CLI's virtualenv holds the translator SAM deploys with.
+    let Some(python) = sam_cli()
+        .and_then(|sam| sam.canonicalize().ok())
+        .and_then(|sam| Some(sam.parent()?.join("python3")))
+        .filter(|p| p.exists())
+    else {
+        return skip_or_fail(
+            TEST,
+            "the SAM CLI (and its samtranslator) is not installed (scripts/setup_sam.sh installs it)",
+        );
+    };
+    let t = sam_transformed(
+        &python,
+        serde_json::json!({"ModelBucket": "models", "UploadsBucketName": "uploads"}),
+    );
+    let r = &t["Resources"];
+    let alias_ref = serde_json::json!({"Ref": "CatdogFunctionAliaslive"});
+    assert_eq!(r["CatdogFunctionAliaslive"]["Properties"]["Name"], "live");
+    // The URL and the queue's event source mapping serve the alias.
+    assert_eq!(
+        r["CatdogFunctionUrl"]["Properties"]["TargetFunctionArn"],
+        alias_ref
+    );
+    assert_eq!(
+        r["CatdogFunctionUploads"]["Type"],
+        "AWS::Lambda::EventSourceMapping"
+    );
+    assert_eq!(
+        r["CatdogFunctionUploads"]["Properties"]["FunctionName"],
+        alias_ref
+    );
+    // Traffic moves only through CodeDeploy, after the hook.
+    let update = &r["CatdogFunctionAliaslive"]["UpdatePolicy"]["CodeDeployLambdaAliasUpdate"];
+    assert_eq!(
+        update["BeforeAllowTrafficHook"],
+        serde_json::json!({"Ref": "PreTrafficHook"})
+    );
+    let group = &r["CatdogFunctionDeploymentGroup"]["Properties"];
+    assert_eq!(
+        group["DeploymentConfigName"]["Fn::Sub"][1]["ConfigName"],
+        "Canary10Percent5Minutes"
+    );
+    assert_eq!(group["AlarmConfiguration"]["Enabled"], true);
+    assert_eq!(
+        group["AlarmConfiguration"]["Alarms"],
+        serde_json::json!([{"Name": {"Ref": "LiveErrorsAlarm"}}, {"Name": {"Ref": "LiveThrottlesAlarm"}}])
+    );
+    assert!(group["AutoRollbackConfiguration"]["Events"]
+        .to_string()
+        .contains("DEPLOYMENT_STOP_ON_ALARM"));
+    // The role CodeDeploy invokes the hook with: invoking CodeDeployHook_* only.
+    assert_eq!(
+        r["CodeDeployServiceRole"]["Properties"]["ManagedPolicyArns"],
+        serde_json::json!(["arn:aws:iam::aws:policy/service-role/AWSCodeDeployRoleForLambda"])
+    );
+    // The hook may invoke the version this deploy published, not the alias.
+    let version = r
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, v)| v["Type"] == "AWS::Lambda::Version")
+        .map(|(k, _)| k.clone())
+        .expect("a published version");
+    let hook_policy = r["PreTrafficHookRole"]["Properties"]["Policies"].to_string();
+    assert!(
+        hook_policy.contains(&format!("{{\"Ref\":\"{version}\"}}")),
+        "{hook_policy}"
+    );
+    assert_eq!(
+        r["PreTrafficHook"]["Properties"]["Environment"]["Variables"]["CATDOG_CHECK_FUNCTION"],
+        serde_json::json!({"Ref": version})
+    );
+    assert_eq!(
+        r["CatdogFunctionAliaslive"]["Properties"]["ProvisionedConcurrencyConfig"]["Fn::If"][0],
+        "HasProvisionedConcurrency"
+    );
+
+    // AllAtOnce when asked for.
+    let now = sam_transformed(
+        &python,
+        serde_json::json!({"ModelBucket": "models", "UploadsBucketName": "uploads",
+                           "DeploymentType": "AllAtOnce"}),
+    );
+    assert_eq!(
+        now["Resources"]["CatdogFunctionDeploymentGroup"]["Properties"]["DeploymentConfigName"]
+            ["Fn::Sub"][1]["ConfigName"],
+        "AllAtOnce"
+    );
+}
+
 /// Amazon Linux 2023's glibc, what `provided.al2023` runs the bootstrap with.
-const AL2023_GLIBC: [u32; 2] = [2, 34];
+pub(crate) const AL2023_GLIBC: [u32; 2] = [2, 34];
 
 /// cargo's target folder for this checkout (`CARGO_TARGET_DIR`, else `target/`).
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(|d| workspace().join(d))
         .unwrap_or_else(|| workspace().join("target"))
@@ -283,7 +636,7 @@ fn target_dir() -> PathBuf {
 
 /// The SAM CLI: `$CATDOG_SAM`, else where `scripts/setup_sam.sh` installs it
 /// (`make test` runs it), else `sam` on PATH; `None` if none runs.
-fn sam_cli() -> Option<PathBuf> {
+pub(crate) fn sam_cli() -> Option<PathBuf> {
     let cache = std::env::var_os("CATDOG_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("catdog")))
@@ -297,7 +650,7 @@ fn sam_cli() -> Option<PathBuf> {
 }
 
 /// Whether `tool ARGS` (a version query) runs and succeeds.
-fn runs(tool: &Path, args: &[&str]) -> bool {
+pub(crate) fn runs(tool: &Path, args: &[&str]) -> bool {
     Command::new(tool)
         .args(args)
         .env("SAM_CLI_TELEMETRY", "0")
@@ -307,7 +660,7 @@ fn runs(tool: &Path, args: &[&str]) -> bool {
 }
 
 /// The highest `GLIBC_x.y[.z]` symbol version an ELF file needs (`objdump -T`).
-fn glibc_needed(file: &Path) -> Vec<u32> {
+pub(crate) fn glibc_needed(file: &Path) -> Vec<u32> {
     let out = Command::new("objdump")
         .arg("-T")
         .arg(file)
@@ -372,7 +725,7 @@ fn resolve(
 
 /// The environment variables template.yaml gives the function, for these
 /// parameter values.
-fn function_environment(given: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn function_environment(given: &[(&str, &str)]) -> Vec<(String, String)> {
     let t = decoded_template();
     let vars = t["Resources"]["CatdogFunction"]["Properties"]["Environment"]["Variables"]
         .as_object()
@@ -385,7 +738,7 @@ fn function_environment(given: &[(&str, &str)]) -> Vec<(String, String)> {
 /// `sam build` as a user runs it from the checkout (samconfig.toml: build in
 /// the source folder, so cargo's target/ is reused), with the output in
 /// `build_dir`; SAM's telemetry off, no standard input, no container.
-fn sam_build(sam: &Path, cargo_lambda: &Path, build_dir: &Path) -> Duration {
+pub(crate) fn sam_build(sam: &Path, cargo_lambda: &Path, build_dir: &Path, arch: &str) -> Duration {
     // cargo-lambda first on PATH, as `make test` has it: the make target
     // builds with it (zig, Amazon Linux's glibc) when it finds it.
     let mut path =
@@ -394,8 +747,12 @@ fn sam_build(sam: &Path, cargo_lambda: &Path, build_dir: &Path) -> Duration {
         path.insert(0, dir.to_path_buf());
     }
     let mut cmd = Command::new(sam);
+    // The Makefile picks the target from ARCH; the template's parameter
+    // sets the function's architecture to match (README).
     cmd.args(["build", "--build-dir"])
         .arg(build_dir)
+        .args(["--parameter-overrides", &format!("Architecture={arch}")])
+        .env("ARCH", arch)
         .current_dir(workspace())
         .env("PATH", std::env::join_paths(path).unwrap())
         .env("SAM_CLI_TELEMETRY", "0")
@@ -437,7 +794,11 @@ fn sam_build(sam: &Path, cargo_lambda: &Path, build_dir: &Path) -> Duration {
 
 /// `cargo lambda invoke` of the function `_` with an event file: Lambda's raw
 /// answer (for an HTTP event, `statusCode`, `headers`, `body`, …).
-async fn invoke_event(cargo_lambda: &Path, port: u16, event: &Path) -> serde_json::Value {
+pub(crate) async fn invoke_event(
+    cargo_lambda: &Path,
+    port: u16,
+    event: &Path,
+) -> serde_json::Value {
     let call = tokio::process::Command::new(cargo_lambda)
         .args(["lambda", "invoke", "_", "--invoke-address", "127.0.0.1"])
         .args(["--invoke-port", &port.to_string(), "--data-file"])
@@ -464,7 +825,7 @@ async fn invoke_event(cargo_lambda: &Path, port: u16, event: &Path) -> serde_jso
 
 /// The answers' numbers, as the f32 the model computed (the JSON of the
 /// Lambda answer and of `predict --json` print it with different digits).
-fn f32_of(v: &serde_json::Value) -> f32 {
+pub(crate) fn f32_of(v: &serde_json::Value) -> f32 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}")) as f32
 }
 
@@ -496,7 +857,7 @@ async fn sam_build_output_answers_the_function_url_event_like_predict() {
     }
 
     let build_dir = target_dir().join("sam-build");
-    let took = sam_build(&sam, &cargo_lambda, &build_dir);
+    let took = sam_build(&sam, &cargo_lambda, &build_dir, "x86_64");
     eprintln!("sam build took {:.1} s", took.as_secs_f64());
     let artifacts = build_dir.join("CatdogFunction");
     let bootstrap = artifacts.join("bootstrap");
@@ -521,6 +882,17 @@ async fn sam_build_output_answers_the_function_url_event_like_predict() {
         std::fs::read(&bootstrap).unwrap()
             == std::fs::read(target_dir().join("lambda/x86_64/catdog/bootstrap")).unwrap(),
         "the bootstrap was not built in the checkout's target/ (samconfig.toml build_in_source)"
+    );
+    // The PreTraffic hook: the same bootstrap, alone (it runs no model).
+    let hook_dir = build_dir.join("PreTrafficHook");
+    let hook_files: Vec<String> = std::fs::read_dir(&hook_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(hook_files, ["bootstrap"], "{}", hook_dir.display());
+    assert!(
+        std::fs::read(hook_dir.join("bootstrap")).unwrap() == std::fs::read(&bootstrap).unwrap(),
+        "the hook's bootstrap is not the function's"
     );
 
     for file in [&bootstrap, &libs[0]] {
@@ -599,6 +971,50 @@ async fn sam_build_output_answers_the_function_url_event_like_predict() {
         "another ONNX Runtime library is mapped too"
     );
     drop(boot);
+
+    // The packaged hook, in as bare an environment and with no ONNX Runtime
+    // beside it, runs as the hook (its Handler): an event that is not
+    // CodeDeploy's is refused by name.
+    let hook_log = scratch.join("hook.log");
+    let _hook = Proc {
+        child: Command::new(hook_dir.join("bootstrap"))
+            .env_clear()
+            .env(
+                "AWS_LAMBDA_RUNTIME_API",
+                format!("http://127.0.0.1:{port}/.rt/catdog"),
+            )
+            .env("AWS_LAMBDA_FUNCTION_NAME", "catdog")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("LAMBDA_TASK_ROOT", &hook_dir)
+            .env("_HANDLER", catdog::settings::PRETRAFFIC_HANDLER)
+            .env("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin")
+            .envs(s3_env(&endpoint))
+            .current_dir(&hook_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&hook_log).unwrap())
+            .spawn()
+            .expect("start the built hook"),
+        name: "sam-built hook".into(),
+    };
+    let refused = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{port}/2015-03-31/functions/catdog/invocations"
+        ))
+        .json(&serde_json::json!({"hello": "world"}))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        refused.contains("catdog.NotALifecycleEvent"),
+        "{refused}\nhook log:\n{}",
+        std::fs::read_to_string(&hook_log).unwrap_or_default()
+    );
 
     // The same photo and model through `catdog predict --json` (debug build).
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&event).unwrap()).unwrap();

@@ -86,9 +86,9 @@ pub struct Int8Info {
     /// Whether this x86 CPU has VNNI; absent off x86.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_vnni: Option<bool>,
-    /// uint8 × int8 with weights past 7 bits on an x86 CPU without VNNI:
+    /// int8 weights past 7 bits (u8s8 or s8s8) on an x86 CPU without VNNI:
     /// ONNX Runtime's kernels can saturate there, so labels and scores may
-    /// differ from a VNNI CPU's (README: "int8 models and CPUs").
+    /// differ from a VNNI CPU's (README: "Lambda's CPUs").
     pub may_saturate: bool,
 }
 
@@ -304,7 +304,7 @@ impl Classifier {
         if let Some(int8) = info.int8.as_ref().filter(|i| i.may_saturate) {
             tracing::warn!(
                 scheme = %int8.scheme.scheme,
-                "this model multiplies uint8 activations by int8 weights that use all 8 bits, \
+                "this model multiplies by int8 weights that use all 8 bits, \
                  and this CPU has no VNNI: ONNX Runtime's kernels can saturate here, so its \
                  answers may differ from a VNNI CPU's (x86 Lambda has none); requantize it with \
                  models/quantize.py, whose int8 models answer alike on both"

@@ -1,7 +1,7 @@
 //! The protobuf wire format, just enough of it to walk an ONNX model's
 //! messages and copy or cut their fields without decoding the model: the
-//! weights stay where they lie ([`super::weights`]) and a graph can be read
-//! in a few kilobytes ([`super::quantized`]).
+//! weights stay where they lie (the zero-copy split) and a graph can be read
+//! in a few kilobytes (which integers a quantized model multiplies).
 
 use std::ops::Range;
 

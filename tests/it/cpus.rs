@@ -1,0 +1,757 @@
+//! Every CPU the function can land on. The arm64 package (`ARCH=arm64 sam
+//! build`: cargo-lambda's aarch64 build and PyPI's aarch64 ONNX Runtime) runs
+//! under Debian's qemu-aarch64 in cargo-lambda's Lambda emulator, the model
+//! on s3s-fs, and answers every event in `events/` as the x86_64 package
+//! does. Both packages start and answer with the CPU lists of /sys hidden,
+//! as on Lambda arm64, with as many threads as with them.
+//!
+//! Emulating aarch64 here needs one adjustment the test makes itself: ONNX
+//! Runtime's cpuinfo reads this machine's x86 `/proc/cpuinfo` and crashes,
+//! so the arm64 package sees an ARM one (a Graviton2's), bind-mounted in a
+//! mount namespace of its own (`unshare -m`; the test runs as root).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::deploy::{
+    function_environment, glibc_needed, invoke_event, runs, sam_build, sam_cli, target_dir,
+    AL2023_GLIBC,
+};
+use crate::support::*;
+
+/// What a Graviton2 (Neoverse N1) shows in /proc/cpuinfo, for two cores:
+/// what ONNX Runtime's cpuinfo expects to parse on aarch64.
+fn arm_cpuinfo() -> String {
+    (0..2)
+        .map(|n| {
+            format!(
+                "processor\t: {n}\nBogoMIPS\t: 243.75\nFeatures\t: fp asimd evtstrm aes pmull \
+                 sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp ssbs\n\
+                 CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x3\n\
+                 CPU part\t: 0xd0c\nCPU revision\t: 1\n\n"
+            )
+        })
+        .collect()
+}
+
+/// Debian's aarch64 C and C++ runtimes (libc6-arm64-cross,
+/// libstdc++6-arm64-cross): qemu-aarch64's sysroot.
+const ARM_SYSROOT: &str = "/usr/aarch64-linux-gnu";
+
+/// One `sam build` output: the function's folder and its architecture.
+struct Package {
+    arch: &'static str,
+    dir: PathBuf,
+}
+
+/// ELF `e_machine` of x86_64 and aarch64.
+fn elf_machine(file: &Path) -> u16 {
+    let head = std::fs::read(file).unwrap();
+    assert_eq!(
+        &head[..4],
+        b"\x7fELF",
+        "{} is not an ELF file",
+        file.display()
+    );
+    u16::from_le_bytes([head[18], head[19]])
+}
+
+impl Package {
+    /// `ARCH=… sam build --parameter-overrides Architecture=…`; checks that both files are built for `arch` and need no newer
+    /// glibc than Amazon Linux 2023's.
+    /// `tag` names the test's own build folder, so that two tests building
+    /// at once never write into one (cargo's lock makes the second build
+    /// take seconds).
+    fn build(sam: &Path, cargo_lambda: &Path, arch: &'static str, tag: &str) -> Package {
+        let build_dir = target_dir().join(format!("sam-build-{tag}-{arch}"));
+        let took = sam_build(sam, cargo_lambda, &build_dir, arch);
+        eprintln!("sam build ({arch}) took {:.1} s", took.as_secs_f64());
+        let pkg = Package {
+            arch,
+            dir: build_dir.join("CatdogFunction"),
+        };
+        let want = if arch == "arm64" { 183 } else { 62 };
+        for file in [pkg.bootstrap(), pkg.library()] {
+            assert_eq!(
+                elf_machine(&file),
+                want,
+                "{} is not built for {arch}",
+                file.display()
+            );
+            let needs = glibc_needed(&file);
+            assert!(
+                needs.as_slice() <= AL2023_GLIBC.as_slice(),
+                "{} needs glibc {needs:?}, newer than Amazon Linux 2023's {AL2023_GLIBC:?}",
+                file.display()
+            );
+        }
+        pkg
+    }
+
+    fn bootstrap(&self) -> PathBuf {
+        self.dir.join("bootstrap")
+    }
+
+    fn library(&self) -> PathBuf {
+        let libs: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+            })
+            .collect();
+        assert_eq!(
+            libs.len(),
+            1,
+            "one libonnxruntime.so in {}: {libs:?}",
+            self.dir.display()
+        );
+        libs[0].clone()
+    }
+
+    /// The command that starts the bootstrap as Lambda would on this
+    /// package's CPU: directly on x86_64, under qemu-aarch64 with an ARM
+    /// /proc/cpuinfo on arm64; with `hide_cpu_lists`, over empty
+    /// /sys/devices/system/cpu/{possible,present} as on Lambda arm64.
+    fn command(&self, scratch: &Path, hide_cpu_lists: bool) -> Command {
+        let mut mounts = Vec::new();
+        if self.arch == "arm64" {
+            let cpuinfo = scratch.join("cpuinfo");
+            std::fs::write(&cpuinfo, arm_cpuinfo()).unwrap();
+            mounts.push((cpuinfo, PathBuf::from("/proc/cpuinfo")));
+        }
+        if hide_cpu_lists {
+            let empty = scratch.join("empty");
+            std::fs::write(&empty, "").unwrap();
+            for list in ["possible", "present"] {
+                mounts.push((
+                    empty.clone(),
+                    format!("/sys/devices/system/cpu/{list}").into(),
+                ));
+            }
+        }
+        let mut program: Vec<PathBuf> = Vec::new();
+        if self.arch == "arm64" {
+            program.extend(["qemu-aarch64".into(), "-L".into(), ARM_SYSROOT.into()]);
+        }
+        program.push(self.bootstrap());
+        if mounts.is_empty() {
+            let mut cmd = Command::new(&program[0]);
+            cmd.args(&program[1..]);
+            return cmd;
+        }
+        // sh binds each pair, then becomes the program: the same process, so
+        // its pid is the bootstrap's (or qemu's, whose threads are the guest's).
+        let mut script = String::from("set -e\n");
+        for (i, _) in mounts.iter().enumerate() {
+            script += &format!("mount --bind \"${}\" \"${}\"\n", 2 * i + 1, 2 * i + 2);
+        }
+        script += &format!("shift {}\nexec \"$@\"\n", 2 * mounts.len());
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"]);
+        for (from, to) in &mounts {
+            cmd.arg(from).arg(to);
+        }
+        cmd.args(&program);
+        cmd
+    }
+}
+
+/// The model and its settings a run uses.
+struct ModelUnderTest {
+    key: &'static str,
+    env: &'static [(&'static str, &'static str)],
+}
+
+const TINY: ModelUnderTest = ModelUnderTest {
+    key: "models/tiny.onnx",
+    env: &[],
+};
+/// The shared MobileNetV2 carries no preprocessing metadata; it is torch's.
+const MOBILENET: ModelUnderTest = ModelUnderTest {
+    key: "models/mobilenetv2-int8.onnx",
+    env: &[("MODEL_PREPROCESSING", "torch")],
+};
+
+/// A bootstrap running under the emulator: its answers, log and threads.
+struct Run {
+    answers: Vec<(String, Value)>,
+    log: String,
+    /// ONNX Runtime's intra-op pool threads once it has answered.
+    threads: usize,
+    /// `/sys/devices/system/cpu/possible` as the process saw it.
+    possible: String,
+}
+
+/// Runs `pkg` under cargo-lambda's emulator in an environment holding only
+/// what Lambda and the template give it, the model `model` on the S3 server
+/// at `endpoint`, and invokes each event.
+async fn run(
+    pkg: &Package,
+    endpoint: &str,
+    model: &ModelUnderTest,
+    events: &[(String, Value)],
+    hide_cpu_lists: bool,
+    results_prefix: &str,
+) -> Run {
+    let (_emulator, port) = crate::support::emulator::start().await;
+    let scratch = std::env::temp_dir().join(format!(
+        "catdog-cpus-{}-{}-{}",
+        std::process::id(),
+        pkg.arch,
+        results_prefix.trim_end_matches('/')
+    ));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let log_path = scratch.join("bootstrap.log");
+    let mut cmd = pkg.command(&scratch, hide_cpu_lists);
+    let boot = Proc {
+        child: cmd
+            .env_clear()
+            .envs(crate::support::emulator::runtime_env(port))
+            .env("LAMBDA_TASK_ROOT", &pkg.dir)
+            .env("_HANDLER", "bootstrap")
+            .env("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin")
+            .envs(function_environment(&[
+                ("ModelBucket", "catdog-models"),
+                ("ModelKey", model.key),
+                ("UploadsBucketName", "uploads"),
+                ("ResultsPrefix", results_prefix),
+            ]))
+            // s3s-fs keeps no object tags (tests/it/s3_events.rs checks tags
+            // on moto): records only, one prefix per run.
+            .env("CATDOG_RESULTS", "record")
+            .envs(model.env.iter().copied())
+            .envs(s3_env(endpoint))
+            .current_dir(&pkg.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("start the packaged bootstrap"),
+        name: format!("{} bootstrap", pkg.arch),
+    };
+    let cargo_lambda = crate::support::emulator::cargo_lambda();
+    let mut answers = Vec::new();
+    for (name, event) in events {
+        let file = scratch.join(name);
+        std::fs::write(&file, serde_json::to_vec(event).unwrap()).unwrap();
+        let answer = invoke_event(&cargo_lambda, port, &file).await;
+        answers.push((name.clone(), answer));
+    }
+    let threads = std::fs::read_dir(format!("/proc/{}/task", boot.child.id()))
+        .unwrap()
+        .filter(|t| {
+            let comm = std::fs::read_to_string(t.as_ref().unwrap().path().join("comm"));
+            comm.is_ok_and(|c| c.trim_end() == catdog::model::session::INTRA_OP_THREAD_NAME)
+        })
+        .count();
+    // What the process sees, through its own mount namespace.
+    let possible = std::fs::read_to_string(format!(
+        "/proc/{}/root/sys/devices/system/cpu/possible",
+        boot.child.id()
+    ))
+    .unwrap();
+    drop(boot);
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&scratch);
+    Run {
+        answers,
+        log,
+        threads,
+        possible,
+    }
+}
+
+/// Every `{label, scores}` an answer holds, wherever it is (an HTTP body, a
+/// Batch Operations result string, a record), in order.
+fn predictions(v: &Value, out: &mut Vec<(String, BTreeMap<String, f32>)>) {
+    match v {
+        Value::Object(map) => {
+            if let (Some(Value::String(label)), Some(Value::Object(scores))) =
+                (map.get("label"), map.get("scores"))
+            {
+                let scores = scores
+                    .iter()
+                    .map(|(k, s)| (k.clone(), s.as_f64().unwrap() as f32))
+                    .collect();
+                out.push((label.clone(), scores));
+            }
+            for value in map.values() {
+                predictions(value, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| predictions(i, out)),
+        Value::String(s) if s.starts_with('{') || s.starts_with('[') => {
+            if let Ok(inner) = serde_json::from_str::<Value>(s) {
+                predictions(&inner, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Asserts two runs' predictions agree: labels equal, scores within `tol`;
+/// returns the largest score difference.
+fn assert_same_predictions(
+    what: &str,
+    x86: &[(String, BTreeMap<String, f32>)],
+    arm: &[(String, BTreeMap<String, f32>)],
+    tol: f32,
+) -> f32 {
+    let mut largest = 0f32;
+    assert!(
+        !x86.is_empty(),
+        "{what}: no prediction in the x86_64 answer"
+    );
+    assert_eq!(x86.len(), arm.len(), "{what}: {x86:?}\nvs arm64 {arm:?}");
+    for ((lx, sx), (la, sa)) in x86.iter().zip(arm) {
+        assert_eq!(lx, la, "{what}: labels differ: x86_64 {sx:?}, arm64 {sa:?}");
+        assert_eq!(
+            sx.keys().collect::<Vec<_>>(),
+            sa.keys().collect::<Vec<_>>(),
+            "{what}"
+        );
+        for (k, x) in sx {
+            let a = sa[k];
+            largest = largest.max((x - a).abs());
+            assert!(
+                (x - a).abs() <= tol,
+                "{what}: score {k} {x} on x86_64, {a} on arm64 (tolerance {tol})"
+            );
+        }
+    }
+    largest
+}
+
+/// The events of `events/`, the S3 ones each about its own copy of the
+/// photo (`incoming/<event>/my cat.jpg`, its key encoded as the event
+/// encodes it), so each is classified rather than answered from the record
+/// the one before wrote.
+fn events() -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(workspace().join("events")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let stem = name.trim_end_matches(".json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text
+            .replace(
+                "incoming/my%20cat.jpg",
+                &format!("incoming/{stem}/my%20cat.jpg"),
+            )
+            .replace(
+                "incoming/my+cat.jpg",
+                &format!("incoming/{stem}/my+cat.jpg"),
+            );
+        // An SQS body is the S3 notification as a JSON string.
+        let text = text.replace(
+            "incoming/my%2520cat.jpg",
+            &format!("incoming/{stem}/my%2520cat.jpg"),
+        );
+        out.push((name, serde_json::from_str(&text).unwrap()));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The photo the HTTP events carry, which the S3 events name.
+fn event_photo() -> Vec<u8> {
+    let v: Value = serde_json::from_slice(
+        &std::fs::read(workspace().join("events/function-url.json")).unwrap(),
+    )
+    .unwrap();
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(v["body"].as_str().unwrap())
+        .unwrap()
+}
+
+/// Reads what a run wrote under `prefix` for each S3 event's object.
+async fn records(endpoint: &str, prefix: &str, events: &[(String, Value)]) -> Vec<(String, Value)> {
+    let s3 = s3_test_client(endpoint);
+    let mut out = Vec::new();
+    for (name, _) in events {
+        let stem = name.trim_end_matches(".json");
+        let key = format!("{prefix}incoming/{stem}/my cat.jpg.json");
+        if let Ok(obj) = s3.get_object().bucket("uploads").key(&key).send().await {
+            let bytes = obj.body.collect().await.unwrap().into_bytes();
+            out.push((name.clone(), serde_json::from_slice(&bytes).unwrap()));
+        }
+    }
+    out
+}
+
+/// The tools these tests need, or why not.
+fn tools(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let Some(sam) = sam_cli() else {
+        skip_or_fail(test, "the SAM CLI is not installed (make test installs it)");
+        return None;
+    };
+    let cargo_lambda = crate::support::emulator::cargo_lambda();
+    if !runs(&cargo_lambda, &["lambda", "--version"]) {
+        skip_or_fail(
+            test,
+            "cargo-lambda is not installed (make test installs it)",
+        );
+        return None;
+    }
+    if !runs(Path::new("qemu-aarch64"), &["--version"])
+        || !runs(Path::new("qemu-x86_64"), &["--version"])
+        || !Path::new(ARM_SYSROOT).join("lib/libstdc++.so.6").exists()
+    {
+        skip_or_fail(
+            test,
+            "qemu-user and the aarch64 C/C++ runtimes are not installed \
+             (make test installs qemu-user, libc6-arm64-cross, libstdc++6-arm64-cross)",
+        );
+        return None;
+    }
+    Some((sam, cargo_lambda))
+}
+
+/// Scores of one model on two CPUs: ONNX Runtime's float kernels differ
+/// between NEON and AVX in summation order; 1e-4 is the issue's bound.
+const ACROSS_CPUS: f32 = 1e-4;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_arm64_package_answers_every_event_as_the_x86_64_package_does() {
+    const TEST: &str = "cpus::the_arm64_package_answers_every_event_as_the_x86_64_package_does";
+    let Some((sam, cargo_lambda)) = tools(TEST) else {
+        return;
+    };
+    let Some(data) = shared_data(TEST) else {
+        return;
+    };
+    let arm = Package::build(&sam, &cargo_lambda, "arm64", "events");
+    let x86 = Package::build(&sam, &cargo_lambda, "x86_64", "events");
+
+    let Some((_s3, endpoint)) = s3s(TEST, S3SimOptions::default()).await else {
+        return;
+    };
+    s3_put(
+        &endpoint,
+        "catdog-models",
+        TINY.key,
+        std::fs::read(fixture("tiny_torch_nchw.onnx")).unwrap(),
+    )
+    .await;
+    let mobilenet = std::fs::read(data.join("models/mobilenetv2-12-int8.onnx")).unwrap();
+    s3_put(&endpoint, "catdog-models", MOBILENET.key, mobilenet).await;
+    let events = events();
+    assert!(events.len() >= 7, "events/ holds {} events", events.len());
+    for (name, _) in &events {
+        let key = format!("incoming/{}/my cat.jpg", name.trim_end_matches(".json"));
+        s3_put(&endpoint, "uploads", &key, event_photo()).await;
+    }
+    let url_event: Vec<_> = events
+        .iter()
+        .filter(|(n, _)| n == "function-url.json")
+        .cloned()
+        .collect();
+
+    for (model, events, what) in [
+        (&TINY, &events, "tiny"),
+        (&MOBILENET, &url_event, "mobilenetv2-int8"),
+    ] {
+        let mut runs = Vec::new();
+        for pkg in [&x86, &arm] {
+            let prefix = format!("results-{}-{what}/", pkg.arch);
+            let run = run(pkg, &endpoint, model, events, false, &prefix).await;
+            let records = records(&endpoint, &prefix, events).await;
+            runs.push((run, records));
+        }
+        let ((x, x_records), (a, a_records)) = (&runs[0], &runs[1]);
+        // Each event's predictions: in its answer (HTTP bodies, Batch
+        // results) and in the record its object got (S3, SQS, EventBridge,
+        // Batch); together never empty.
+        let of = |answers: &[(String, Value)], records: &[(String, Value)], name: &str| {
+            let mut out = Vec::new();
+            for (n, v) in answers.iter().chain(records) {
+                if n == name {
+                    predictions(v, &mut out);
+                }
+            }
+            out
+        };
+        for ((name, xa), (_, aa)) in x.answers.iter().zip(&a.answers) {
+            assert_eq!(
+                xa.get("statusCode"),
+                aa.get("statusCode"),
+                "{what} {name}: x86_64 {xa}\narm64 {aa}\narm64 log:\n{}",
+                a.log
+            );
+            let (px, pa) = (
+                of(&x.answers, x_records, name),
+                of(&a.answers, a_records, name),
+            );
+            let diff = assert_same_predictions(&format!("{what} {name}"), &px, &pa, ACROSS_CPUS);
+            eprintln!(
+                "{what} {name}: {} prediction(s) alike, largest score difference {diff:e}",
+                px.len()
+            );
+        }
+        assert_eq!(x_records.len(), a_records.len(), "{what}: records written");
+        if what == "tiny" {
+            // Every S3 event's object was classified and recorded.
+            assert_eq!(x_records.len(), events.len() - 2, "{x_records:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_packages_start_and_answer_with_the_cpu_lists_hidden_as_on_lambda_arm64() {
+    const TEST: &str =
+        "cpus::both_packages_start_and_answer_with_the_cpu_lists_hidden_as_on_lambda_arm64";
+    let Some((sam, cargo_lambda)) = tools(TEST) else {
+        return;
+    };
+    let Some((_s3, endpoint)) = s3s(TEST, S3SimOptions::default()).await else {
+        return;
+    };
+    s3_put(
+        &endpoint,
+        "catdog-models",
+        TINY.key,
+        std::fs::read(fixture("tiny_torch_nchw.onnx")).unwrap(),
+    )
+    .await;
+    let event: Vec<_> = events()
+        .into_iter()
+        .filter(|(n, _)| n == "function-url.json")
+        .collect();
+    for arch in ["x86_64", "arm64"] {
+        let pkg = Package::build(&sam, &cargo_lambda, arch, "hidden");
+        let seen = run(&pkg, &endpoint, &TINY, &event, false, "r-seen/").await;
+        let hidden = run(&pkg, &endpoint, &TINY, &event, true, "r-hidden/").await;
+        let (mut ps, mut ph) = (Vec::new(), Vec::new());
+        predictions(&seen.answers[0].1, &mut ps);
+        predictions(&hidden.answers[0].1, &mut ph);
+        assert_eq!(
+            hidden.answers[0].1["statusCode"], 200,
+            "{arch} with the CPU lists hidden: {}\nlog:\n{}",
+            hidden.answers[0].1, hidden.log
+        );
+        assert_same_predictions(&format!("{arch}, lists hidden"), &ps, &ph, 0.0);
+        // ONNX Runtime's pool is as large as with the lists: one thread per
+        // core this process may use, the caller's included (catdog sizes it
+        // from the affinity mask, not from /sys; Lambda's mask is its vCPUs).
+        assert!(
+            !seen.possible.trim().is_empty(),
+            "{arch}: {:?}",
+            seen.possible
+        );
+        assert_eq!(hidden.possible, "", "{arch}: the list was not hidden");
+        if arch == "arm64" {
+            // ONNX Runtime's cpuinfo noticed, and went on.
+            assert!(
+                hidden
+                    .log
+                    .contains("Error in cpuinfo: failed to parse the list of possible processors"),
+                "{}",
+                hidden.log
+            );
+        }
+        let cores = std::thread::available_parallelism().unwrap().get();
+        for (run, what) in [(&seen, "seen"), (&hidden, "hidden")] {
+            assert_eq!(
+                run.threads,
+                cores - 1,
+                "{arch}, CPU lists {what}: {} ONNX Runtime pool threads for {cores} cores\nlog:\n{}",
+                run.threads,
+                run.log
+            );
+        }
+        eprintln!(
+            "{arch}: {} ONNX Runtime pool threads either way; cpuinfo said: {:?}",
+            seen.threads,
+            hidden
+                .log
+                .lines()
+                .filter(|l| l.contains("cpuinfo"))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+/// Scores of one x86 binary on AVX-512/VNNI and on AVX2 kernels, for fp32
+/// models and int8 ones made by models/quantize.py: room for the float
+/// kernels' summation order (measured: equal bit for bit); 5000× below what
+/// saturation did to the shared MobileNetV2 (0.51), 16× below the tiny
+/// control's 0.0016.
+const ACROSS_X86: f32 = 1e-4;
+
+/// QEMU's Haswell: AVX2, no AVX-512, no VNNI, as published probes of x86
+/// Lambda report its CPUs.
+const LAMBDA_X86_CPU: &[&str] = &["qemu-x86_64", "-cpu", "Haswell"];
+
+/// Whether this machine's CPU has VNNI (what `/model` must say natively).
+fn host_has_vnni() -> bool {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    info.split_whitespace()
+        .any(|f| f == "avx512_vnni" || f == "avx_vnni")
+}
+
+/// `GET /model` of `bootstrap serve` run by `prefix` (nothing: natively),
+/// for the model file `model`.
+async fn model_info(pkg: &Package, prefix: &[&str], model: &Path, env: &[(&str, &str)]) -> Value {
+    let port = free_port();
+    let mut program: Vec<PathBuf> = prefix.iter().map(PathBuf::from).collect();
+    program.push(pkg.bootstrap());
+    let _serve = Proc {
+        child: Command::new(&program[0])
+            .args(&program[1..])
+            .args(["serve", "--port", &port.to_string(), "--model"])
+            .arg(model)
+            .envs(env.iter().copied())
+            .env_remove("AWS_LAMBDA_RUNTIME_API")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the packaged catdog serve"),
+        name: format!("catdog serve {prefix:?}"),
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    wait_http(
+        &format!("{base}/health"),
+        None,
+        std::time::Duration::from_secs(120),
+    )
+    .await;
+    wait_ready(&base).await;
+    reqwest::get(format!("{base}/model"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// `bootstrap predict --json` of the package run by `prefix` (nothing:
+/// natively): each photo's prediction, in order.
+fn predict_with(
+    pkg: &Package,
+    prefix: &[&str],
+    model: &Path,
+    env: &[(&str, &str)],
+    photos: &[PathBuf],
+) -> Vec<(String, BTreeMap<String, f32>)> {
+    let mut program: Vec<PathBuf> = prefix.iter().map(PathBuf::from).collect();
+    program.push(pkg.bootstrap());
+    let out = succeed(
+        Command::new(&program[0])
+            .args(&program[1..])
+            .args(["predict", "--json", "--model"])
+            .arg(model)
+            .args(photos)
+            .envs(env.iter().copied())
+            .env_remove("ORT_DYLIB_PATH")
+            .env_remove("AWS_LAMBDA_RUNTIME_API"),
+    );
+    let mut preds = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        predictions(&serde_json::from_str(line).unwrap(), &mut preds);
+    }
+    assert_eq!(preds.len(), photos.len(), "{prefix:?} {}", model.display());
+    preds
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_x86_64_package_on_lambda_s_avx2_only_cpus_answers_as_here_and_names_the_risky_model() {
+    const TEST: &str =
+        "cpus::the_x86_64_package_on_lambda_s_avx2_only_cpus_answers_as_here_and_names_the_risky_model";
+    let Some((sam, cargo_lambda)) = tools(TEST) else {
+        return;
+    };
+    let Some(data) = shared_data(TEST) else {
+        return;
+    };
+    let pkg = Package::build(&sam, &cargo_lambda, "x86_64", "haswell");
+    let mut photos = Vec::new();
+    for class in ["cat", "dog"] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("catsdogs/test").join(class))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        photos.extend(files.into_iter().take(3));
+    }
+
+    // The flat colours include blue, whose score the full-range control
+    // below changes on this emulated CPU.
+    for colour in ["red", "green", "blue"] {
+        photos.push(fixtures().join("calib").join(format!("{colour}.png")));
+    }
+    let torch = [("MODEL_PREPROCESSING", "torch")];
+
+    // fp32, and int8 made by models/quantize.py's recipe (7-bit weights):
+    // the same labels and scores here and there.
+    for (model, env) in [
+        ("tiny_torch_nchw.onnx", &[][..]),
+        ("tiny_vgg.onnx", &[][..]),
+        ("tiny_vgg_recipe_int8.onnx", &[][..]),
+        ("mobilenetv2_recipe_int8.onnx", &torch[..]),
+    ] {
+        let here = predict_with(&pkg, &[], &fixture(model), env, &photos);
+        let there = predict_with(&pkg, LAMBDA_X86_CPU, &fixture(model), env, &photos);
+        let diff = assert_same_predictions(&format!("{model}, Haswell"), &here, &there, ACROSS_X86);
+        eprintln!("{model}: largest score difference on Haswell {diff:e}");
+    }
+    // The control: the same tiny VGG quantized with full 8-bit weights (the
+    // recipe before) answers otherwise there, so the emulated CPU really
+    // takes ONNX Runtime's saturating path and the equalities above mean
+    // something.
+    let control = fixture("tiny_vgg_fullrange_int8.onnx");
+    let here = predict_with(&pkg, &[], &control, &[], &photos);
+    let there = predict_with(&pkg, LAMBDA_X86_CPU, &control, &[], &photos);
+    let largest = here
+        .iter()
+        .zip(&there)
+        .flat_map(|((_, h), (_, t))| h.iter().map(|(k, v)| (v - t[k]).abs()))
+        .fold(0f32, f32::max);
+    eprintln!("tiny_vgg_fullrange_int8: largest score difference on Haswell {largest:e}");
+    assert!(
+        largest > ACROSS_X86,
+        "the full-range int8 control answered alike on Haswell ({largest:e}): \
+         is the emulated CPU still without VNNI?"
+    );
+    let recipe = model_info(
+        &pkg,
+        LAMBDA_X86_CPU,
+        &fixture("tiny_vgg_recipe_int8.onnx"),
+        &[],
+    )
+    .await;
+    assert_eq!(recipe["int8"]["scheme"], "u8s8", "{recipe}");
+    assert_eq!(recipe["int8"]["weights_within_7_bits"], true, "{recipe}");
+    assert_eq!(recipe["int8"]["may_saturate"], false, "{recipe}");
+    let full = model_info(&pkg, LAMBDA_X86_CPU, &control, &[]).await;
+    assert_eq!(full["int8"]["may_saturate"], true, "{full}");
+
+    // A u8s8 model with 8-bit weights (the shared MobileNetV2 int8): said
+    // at load where it may saturate, and only there.
+    let shared = data.join("models/mobilenetv2-12-int8.onnx");
+    let native = model_info(&pkg, &[], &shared, &torch).await;
+    let haswell = model_info(&pkg, LAMBDA_X86_CPU, &shared, &torch).await;
+    for info in [&native, &haswell] {
+        assert_eq!(info["int8"]["scheme"], "u8s8", "{info}");
+        assert_eq!(info["int8"]["weights_within_7_bits"], false, "{info}");
+    }
+    let vnni = host_has_vnni();
+    assert_eq!(native["int8"]["cpu_vnni"], vnni, "{native}");
+    assert_eq!(native["int8"]["may_saturate"], !vnni, "{native}");
+    assert_eq!(haswell["int8"]["cpu_vnni"], false, "{haswell}");
+    assert_eq!(haswell["int8"]["may_saturate"], true, "{haswell}");
+    // A float model has nothing to say.
+    let fp32 = model_info(&pkg, LAMBDA_X86_CPU, &fixture("tiny_vgg.onnx"), &[]).await;
+    assert!(fp32.get("int8").is_none(), "{fp32}");
+}
