@@ -5,6 +5,7 @@
 
 pub mod emulator;
 pub mod lambda_api;
+pub mod package;
 pub mod skips;
 
 pub use skips::{allow_skips, skip_or_fail};

@@ -1,0 +1,237 @@
+//! What `sam build` packages, and running it as Lambda would: the SAM CLI,
+//! the build itself, the glibc an ELF file needs, the environment the
+//! template gives the function, and `cargo lambda invoke`. Shared by
+//! `tests/it/deploy.rs` (the x86_64 package as it ships) and
+//! `tests/it/cpus.rs` (both architectures, on other CPUs).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{python, workspace};
+
+/// The template as CloudFormation reads it (cfn-lint's own YAML decoder,
+/// intrinsic functions as `{"Ref": …}` / `{"Fn::If": …}`), as JSON.
+pub fn decoded_template() -> serde_json::Value {
+    let script = r#"
+import json, sys
+from cfnlint.decode import decode
+tpl, errors = decode(sys.argv[1])
+if errors:
+    sys.exit(str(errors))
+print(json.dumps(tpl, default=str))
+"#;
+    let out = Command::new(python())
+        .args(["-c", script, "template.yaml"])
+        .current_dir(workspace())
+        .output()
+        .expect("run cfn-lint's decoder");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Amazon Linux 2023's glibc, what `provided.al2023` runs the bootstrap with.
+pub const AL2023_GLIBC: [u32; 2] = [2, 34];
+
+/// cargo's target folder for this checkout (`CARGO_TARGET_DIR`, else `target/`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(|d| workspace().join(d))
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+/// The SAM CLI: `$CATDOG_SAM`, else where `scripts/setup_sam.sh` installs it
+/// (`make test` runs it), else `sam` on PATH; `None` if none runs.
+pub fn sam_cli() -> Option<PathBuf> {
+    let cache = std::env::var_os("CATDOG_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("catdog")))
+        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/catdog")));
+    let candidates = std::env::var_os("CATDOG_SAM")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(cache.map(|c| c.join("venv-sam/bin/sam")))
+        .chain([PathBuf::from("sam")]);
+    candidates.into_iter().find(|sam| runs(sam, &["--version"]))
+}
+
+/// Whether `tool ARGS` (a version query) runs and succeeds.
+pub fn runs(tool: &Path, args: &[&str]) -> bool {
+    Command::new(tool)
+        .args(args)
+        .env("SAM_CLI_TELEMETRY", "0")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The highest `GLIBC_x.y[.z]` symbol version an ELF file needs (`objdump -T`).
+pub fn glibc_needed(file: &Path) -> Vec<u32> {
+    let out = Command::new("objdump")
+        .arg("-T")
+        .arg(file)
+        .output()
+        .expect("run objdump (binutils, which Rust's linker needs too)");
+    assert!(
+        out.status.success(),
+        "objdump -T {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("GLIBC_")
+        .skip(1)
+        .filter_map(|rest| {
+            let v: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            v.split('.')
+                .map(|n| n.parse::<u32>().ok())
+                .collect::<Option<Vec<u32>>>()
+        })
+        .max()
+        .unwrap_or_else(|| panic!("{} names no GLIBC_ version", file.display()))
+}
+
+/// Resolves a template value (a literal, `!Ref P` or `!Sub "…${P}…"`) with
+/// the parameter values given, else the template's defaults.
+fn resolve(
+    value: &serde_json::Value,
+    template: &serde_json::Value,
+    given: &[(&str, &str)],
+) -> String {
+    let param = |name: &str| -> String {
+        if let Some((_, v)) = given.iter().find(|(k, _)| *k == name) {
+            return v.to_string();
+        }
+        match &template["Parameters"][name]["Default"] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => panic!("no value for template parameter {name}"),
+            other => other.to_string(),
+        }
+    };
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        v if v["Ref"].is_string() => param(v["Ref"].as_str().unwrap()),
+        v if v["Fn::Sub"].is_string() => {
+            let mut out = String::new();
+            let mut rest = v["Fn::Sub"].as_str().unwrap();
+            while let Some(at) = rest.find("${") {
+                let end = rest[at..].find('}').expect("unclosed ${ in Fn::Sub") + at;
+                out.push_str(&rest[..at]);
+                out.push_str(&param(&rest[at + 2..end]));
+                rest = &rest[end + 1..];
+            }
+            out + rest
+        }
+        other => panic!("template value this test cannot resolve: {other}"),
+    }
+}
+
+/// The environment variables template.yaml gives the function, for these
+/// parameter values.
+pub fn function_environment(given: &[(&str, &str)]) -> Vec<(String, String)> {
+    let t = decoded_template();
+    let vars = t["Resources"]["CatdogFunction"]["Properties"]["Environment"]["Variables"]
+        .as_object()
+        .expect("the function's Environment.Variables");
+    vars.iter()
+        .map(|(k, v)| (k.clone(), resolve(v, &t, given)))
+        .collect()
+}
+
+/// `sam build` as a user runs it from the checkout (samconfig.toml: build in
+/// the source folder, so cargo's target/ is reused), with the output in
+/// `build_dir`; SAM's telemetry off, no standard input, no container.
+pub fn sam_build(sam: &Path, cargo_lambda: &Path, build_dir: &Path, arch: &str) -> Duration {
+    // cargo-lambda first on PATH, as `make test` has it: the make target
+    // builds with it (zig, Amazon Linux's glibc) when it finds it.
+    let mut path =
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect::<Vec<_>>();
+    if let Some(dir) = cargo_lambda.parent().filter(|d| !d.as_os_str().is_empty()) {
+        path.insert(0, dir.to_path_buf());
+    }
+    let mut cmd = Command::new(sam);
+    // The Makefile picks the target from ARCH; the template's parameter
+    // sets the function's architecture to match (README).
+    cmd.args(["build", "--build-dir"])
+        .arg(build_dir)
+        .args(["--parameter-overrides", &format!("Architecture={arch}")])
+        .env("ARCH", arch)
+        .current_dir(workspace())
+        .env("PATH", std::env::join_paths(path).unwrap())
+        .env("SAM_CLI_TELEMETRY", "0")
+        // Incremental for the catdog crate only (cargo never builds registry
+        // crates incrementally): the release flags stay a user's (cargo-lambda's
+        // codegen-units=1, panic=abort, target-cpu=haswell), and a rebuild
+        // after a one-line change keeps the front end's work (measured on 2
+        // cores: 112 s, against 185 s without; seconds when no code changed).
+        .env("CARGO_PROFILE_RELEASE_INCREMENTAL", "true")
+        .stdin(Stdio::null());
+    // What cargo sets for this test binary alone is no user's environment.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if ["CARGO_PKG_", "CARGO_BIN_EXE_", "CARGO_MANIFEST_"]
+            .iter()
+            .any(|p| key.starts_with(p))
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&key.as_ref())
+        {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    // One `sam build` at a time in this checkout: they share its source
+    // folder (build_in_source), target/ and zig's caches, and cargo's lock
+    // would make them wait for each other anyway.
+    std::fs::create_dir_all(target_dir()).unwrap();
+    let lock = std::fs::File::create(target_dir().join("sam-build.lock")).unwrap();
+    lock.lock().expect("lock target/sam-build.lock");
+    let started = Instant::now();
+    let out = cmd.output().expect("run sam build");
+    let took = started.elapsed();
+    drop(lock);
+    assert!(
+        out.status.success(),
+        "sam build failed after {took:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+/// `cargo lambda invoke` of the function `_` with an event file: Lambda's raw
+/// answer (for an HTTP event, `statusCode`, `headers`, `body`, …).
+pub async fn invoke_event(cargo_lambda: &Path, port: u16, event: &Path) -> serde_json::Value {
+    let call = tokio::process::Command::new(cargo_lambda)
+        .args(["lambda", "invoke", "_", "--invoke-address", "127.0.0.1"])
+        .args(["--invoke-port", &port.to_string(), "--data-file"])
+        .arg(event)
+        .stdin(Stdio::null())
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), call)
+        .await
+        .expect("cargo lambda invoke answered within 120 s")
+        .expect("run cargo lambda invoke");
+    assert!(
+        out.status.success(),
+        "cargo lambda invoke failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "invoke answer is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
