@@ -44,9 +44,13 @@ if ! command -v qemu-aarch64 > /dev/null || ! command -v qemu-x86_64 > /dev/null
   echo "== installing Debian's qemu-user + libc6-arm64-cross + libstdc++6-arm64-cross (other CPUs' tests)"
   apt_install qemu-user libc6-arm64-cross libstdc++6-arm64-cross
 fi
+# From the Rust toolchain's own distribution server, as the toolchain itself
+# came: if it cannot be reached, the rest of the suite still runs and the
+# arm64 tests say why they fail.
 if ! rustup target list --installed 2> /dev/null | grep -qx aarch64-unknown-linux-gnu; then
   echo "== adding Rust's aarch64-unknown-linux-gnu standard library (the arm64 Lambda package)"
-  rustup target add aarch64-unknown-linux-gnu
+  rustup target add aarch64-unknown-linux-gnu \
+    || echo "== could not add it: tests/it/cpus.rs's arm64 tests will fail (or skip with CATDOG_ALLOW_SKIPS=1)"
 fi
 
 echo "== notebook tools (evcxr kernel + Jupyter; built once, then reused)"
