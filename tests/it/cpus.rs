@@ -17,8 +17,8 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 use crate::support::package::{
-    function_environment, glibc_needed, invoke_event, runs, sam_build, sam_cli, target_dir,
-    AL2023_GLIBC,
+    function_environment, glibc_needed, invoke_event, packaged_library, runs, sam_build, sam_cli,
+    target_dir, AL2023_GLIBC,
 };
 use crate::support::*;
 
@@ -96,22 +96,23 @@ impl Package {
     }
 
     fn library(&self) -> PathBuf {
-        let libs: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("libonnxruntime.so"))
-            })
-            .collect();
-        assert_eq!(
-            libs.len(),
-            1,
-            "one libonnxruntime.so in {}: {libs:?}",
-            self.dir.display()
-        );
-        libs[0].clone()
+        packaged_library(&self.dir)
+    }
+
+    /// `bootstrap` run by `prefix` (nothing: natively; an emulator) as a
+    /// command-line tool, loading the library packaged beside it.
+    fn under(&self, prefix: &[&str]) -> Command {
+        let mut cmd = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(self.bootstrap());
+                cmd
+            }
+            None => Command::new(self.bootstrap()),
+        };
+        cmd.env_remove("ORT_DYLIB_PATH")
+            .env_remove("AWS_LAMBDA_RUNTIME_API");
+        cmd
     }
 
     /// The command that starts the bootstrap as Lambda would on this
@@ -269,7 +270,13 @@ async fn run(
 
 /// Every `{label, scores}` an answer holds, wherever it is (an HTTP body, a
 /// Batch Operations result string, a record), in order.
-fn predictions(v: &Value, out: &mut Vec<(String, BTreeMap<String, f32>)>) {
+fn predictions(v: &Value) -> Vec<(String, BTreeMap<String, f32>)> {
+    let mut out = Vec::new();
+    collect_predictions(v, &mut out);
+    out
+}
+
+fn collect_predictions(v: &Value, out: &mut Vec<(String, BTreeMap<String, f32>)>) {
     match v {
         Value::Object(map) => {
             if let (Some(Value::String(label)), Some(Value::Object(scores))) =
@@ -282,13 +289,13 @@ fn predictions(v: &Value, out: &mut Vec<(String, BTreeMap<String, f32>)>) {
                 out.push((label.clone(), scores));
             }
             for value in map.values() {
-                predictions(value, out);
+                collect_predictions(value, out);
             }
         }
-        Value::Array(items) => items.iter().for_each(|i| predictions(i, out)),
+        Value::Array(items) => items.iter().for_each(|i| collect_predictions(i, out)),
         Value::String(s) if s.starts_with('{') || s.starts_with('[') => {
             if let Ok(inner) = serde_json::from_str::<Value>(s) {
-                predictions(&inner, out);
+                collect_predictions(&inner, out);
             }
         }
         _ => {}
@@ -360,6 +367,31 @@ fn events() -> Vec<(String, Value)> {
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// The event of `events` named `name`, alone.
+fn only(events: Vec<(String, Value)>, name: &str) -> Vec<(String, Value)> {
+    let picked: Vec<_> = events.into_iter().filter(|(n, _)| n == name).collect();
+    assert_eq!(picked.len(), 1, "events/{name}");
+    picked
+}
+
+/// s3s-fs holding each model file at its key in `catdog-models`.
+async fn s3_with_models(
+    test: &str,
+    models: &[(&ModelUnderTest, PathBuf)],
+) -> Option<(S3Sim, String)> {
+    let (sim, endpoint) = s3s(test, S3SimOptions::default()).await?;
+    for (model, file) in models {
+        s3_put(
+            &endpoint,
+            "catdog-models",
+            model.key,
+            std::fs::read(file).unwrap(),
+        )
+        .await;
+    }
+    Some((sim, endpoint))
 }
 
 /// The photo the HTTP events carry, which the S3 events name.
@@ -470,29 +502,21 @@ async fn the_arm64_package_answers_every_event_as_the_x86_64_package_does() {
     let arm = Package::build(&sam, &cargo_lambda, "arm64", "events");
     let x86 = Package::build(&sam, &cargo_lambda, "x86_64", "events");
 
-    let Some((_s3, endpoint)) = s3s(TEST, S3SimOptions::default()).await else {
+    let mobilenet = data.join("models/mobilenetv2-12-int8.onnx");
+    let models = [
+        (&TINY, fixture("tiny_torch_nchw.onnx")),
+        (&MOBILENET, mobilenet),
+    ];
+    let Some((_s3, endpoint)) = s3_with_models(TEST, &models).await else {
         return;
     };
-    s3_put(
-        &endpoint,
-        "catdog-models",
-        TINY.key,
-        std::fs::read(fixture("tiny_torch_nchw.onnx")).unwrap(),
-    )
-    .await;
-    let mobilenet = std::fs::read(data.join("models/mobilenetv2-12-int8.onnx")).unwrap();
-    s3_put(&endpoint, "catdog-models", MOBILENET.key, mobilenet).await;
     let events = events();
     assert!(events.len() >= 7, "events/ holds {} events", events.len());
     for (name, _) in &events {
         let key = format!("incoming/{}/my cat.jpg", name.trim_end_matches(".json"));
         s3_put(&endpoint, "uploads", &key, event_photo()).await;
     }
-    let url_event: Vec<_> = events
-        .iter()
-        .filter(|(n, _)| n == "function-url.json")
-        .cloned()
-        .collect();
+    let url_event = only(events.clone(), "function-url.json");
 
     for (model, events, what) in [
         (&TINY, &events, "tiny"),
@@ -510,13 +534,10 @@ async fn the_arm64_package_answers_every_event_as_the_x86_64_package_does() {
         // results) and in the record its object got (S3, SQS, EventBridge,
         // Batch); together never empty.
         let of = |answers: &[(String, Value)], records: &[(String, Value)], name: &str| {
-            let mut out = Vec::new();
-            for (n, v) in answers.iter().chain(records) {
-                if n == name {
-                    predictions(v, &mut out);
-                }
-            }
-            out
+            let in_event = answers.iter().chain(records).filter(|(n, _)| n == name);
+            in_event
+                .flat_map(|(_, v)| predictions(v))
+                .collect::<Vec<_>>()
         };
         for ((name, xa), (_, aa)) in x.answers.iter().zip(&a.answers) {
             assert_eq!(
@@ -553,27 +574,19 @@ async fn both_packages_start_and_answer_with_the_cpu_lists_hidden_as_on_lambda_a
     if !aarch64_std(TEST) {
         return;
     }
-    let Some((_s3, endpoint)) = s3s(TEST, S3SimOptions::default()).await else {
+    let models = [(&TINY, fixture("tiny_torch_nchw.onnx"))];
+    let Some((_s3, endpoint)) = s3_with_models(TEST, &models).await else {
         return;
     };
-    s3_put(
-        &endpoint,
-        "catdog-models",
-        TINY.key,
-        std::fs::read(fixture("tiny_torch_nchw.onnx")).unwrap(),
-    )
-    .await;
-    let event: Vec<_> = events()
-        .into_iter()
-        .filter(|(n, _)| n == "function-url.json")
-        .collect();
+    let event = only(events(), "function-url.json");
     for arch in ["x86_64", "arm64"] {
         let pkg = Package::build(&sam, &cargo_lambda, arch, "hidden");
         let seen = run(&pkg, &endpoint, &TINY, &event, false, "r-seen/").await;
         let hidden = run(&pkg, &endpoint, &TINY, &event, true, "r-hidden/").await;
-        let (mut ps, mut ph) = (Vec::new(), Vec::new());
-        predictions(&seen.answers[0].1, &mut ps);
-        predictions(&hidden.answers[0].1, &mut ph);
+        let (ps, ph) = (
+            predictions(&seen.answers[0].1),
+            predictions(&hidden.answers[0].1),
+        );
         assert_eq!(
             hidden.answers[0].1["statusCode"], 200,
             "{arch} with the CPU lists hidden: {}\nlog:\n{}",
@@ -643,15 +656,12 @@ fn host_has_vnni() -> bool {
 /// for the model file `model`.
 async fn model_info(pkg: &Package, prefix: &[&str], model: &Path, env: &[(&str, &str)]) -> Value {
     let port = free_port();
-    let mut program: Vec<PathBuf> = prefix.iter().map(PathBuf::from).collect();
-    program.push(pkg.bootstrap());
     let _serve = Proc {
-        child: Command::new(&program[0])
-            .args(&program[1..])
+        child: pkg
+            .under(prefix)
             .args(["serve", "--port", &port.to_string(), "--model"])
             .arg(model)
             .envs(env.iter().copied())
-            .env_remove("AWS_LAMBDA_RUNTIME_API")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -685,22 +695,17 @@ fn predict_with(
     env: &[(&str, &str)],
     photos: &[PathBuf],
 ) -> Vec<(String, BTreeMap<String, f32>)> {
-    let mut program: Vec<PathBuf> = prefix.iter().map(PathBuf::from).collect();
-    program.push(pkg.bootstrap());
     let out = succeed(
-        Command::new(&program[0])
-            .args(&program[1..])
+        pkg.under(prefix)
             .args(["predict", "--json", "--model"])
             .arg(model)
             .args(photos)
-            .envs(env.iter().copied())
-            .env_remove("ORT_DYLIB_PATH")
-            .env_remove("AWS_LAMBDA_RUNTIME_API"),
+            .envs(env.iter().copied()),
     );
-    let mut preds = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        predictions(&serde_json::from_str(line).unwrap(), &mut preds);
-    }
+    let preds: Vec<_> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .flat_map(|line| predictions(&serde_json::from_str(line).unwrap()))
+        .collect();
     assert_eq!(preds.len(), photos.len(), "{prefix:?} {}", model.display());
     preds
 }

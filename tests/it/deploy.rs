@@ -6,7 +6,7 @@
 //! holding only what Lambda and the template give it, answer the Function URL
 //! event in `events/` as `catdog predict` answers the same photo.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -639,21 +639,12 @@ async fn sam_build_output_answers_the_function_url_event_like_predict() {
     eprintln!("sam build took {:.1} s", took.as_secs_f64());
     let artifacts = build_dir.join("CatdogFunction");
     let bootstrap = artifacts.join("bootstrap");
-    let libs: Vec<PathBuf> = std::fs::read_dir(&artifacts)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
-        })
-        .collect();
     assert!(
         bootstrap.is_file(),
         "no bootstrap in {}",
         artifacts.display()
     );
-    assert_eq!(libs.len(), 1, "one libonnxruntime.so beside it: {libs:?}");
+    let lib = packaged_library(&artifacts);
     // Built in the checkout (samconfig.toml's build_in_source), not in a copy
     // of it: the packaged bootstrap is cargo-lambda's output here.
     assert!(
@@ -673,7 +664,7 @@ async fn sam_build_output_answers_the_function_url_event_like_predict() {
         "the hook's bootstrap is not the function's"
     );
 
-    for file in [&bootstrap, &libs[0]] {
+    for file in [&bootstrap, &lib] {
         let needs = glibc_needed(file);
         let dotted = needs.iter().map(u32::to_string).collect::<Vec<_>>();
         eprintln!("{} needs GLIBC_{}", file.display(), dotted.join("."));
@@ -736,7 +727,7 @@ async fn sam_build_output_answers_the_function_url_event_like_predict() {
 
     // It loaded the library packaged beside it, nothing of this machine's.
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", boot.child.id())).unwrap();
-    let lib = libs[0].canonicalize().unwrap();
+    let lib = lib.canonicalize().unwrap();
     assert!(
         maps.contains(lib.to_str().unwrap()),
         "the bootstrap did not map {}",

@@ -87,7 +87,7 @@ pub async fn upload(
         .content_type("application/octet-stream")
         .send()
         .await
-        .map_err(|e| err(source::s3_error_message(&e)))?;
+        .map_err(|e| err(source::sdk_error_message(&e)))?;
     let upload_id = created.upload_id().unwrap_or_default().to_string();
     let bar = indicatif::ProgressBar::new(bytes.len() as u64);
     bar.set_style(
@@ -111,7 +111,7 @@ pub async fn upload(
                 .body(ByteStream::from(chunk.to_vec()))
                 .send()
                 .await
-                .map_err(|e| err(format!("part {number}: {}", source::s3_error_message(&e))))?;
+                .map_err(|e| err(format!("part {number}: {}", source::sdk_error_message(&e))))?;
             parts.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -133,7 +133,7 @@ pub async fn upload(
             )
             .send()
             .await
-            .map_err(|e| err(source::s3_error_message(&e)))?;
+            .map_err(|e| err(source::sdk_error_message(&e)))?;
         Ok(())
     }
     .await;

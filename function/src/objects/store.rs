@@ -12,7 +12,7 @@ use super::failure::Failure;
 use super::location::{unquote, ObjectRef};
 use super::record::ObjectRecord;
 use crate::http::code::ErrorCode;
-use crate::model::source::s3_error_message;
+use crate::model::source::sdk_error_message;
 
 /// An object's bytes, and the version and ETag they are.
 pub struct Fetched {
@@ -277,7 +277,7 @@ where
 {
     let status = status_of(&e);
     let code = e.code().map(str::to_string);
-    let said = s3_error_message(&e);
+    let said = sdk_error_message(&e);
     let what = format!("{doing} {object}");
     match (status, code.as_deref()) {
         (Some(404), _) | (_, Some("NoSuchKey" | "NoSuchVersion")) => Failure::permanent(

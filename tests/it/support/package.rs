@@ -235,3 +235,24 @@ pub async fn invoke_event(cargo_lambda: &Path, port: u16, event: &Path) -> serde
         )
     })
 }
+
+/// The one ONNX Runtime library a `sam build` packaged beside the bootstrap
+/// in `dir` (asserted: exactly one).
+pub fn packaged_library(dir: &Path) -> PathBuf {
+    let libs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+        })
+        .collect();
+    assert_eq!(
+        libs.len(),
+        1,
+        "one libonnxruntime.so beside the bootstrap in {}: {libs:?}",
+        dir.display()
+    );
+    libs[0].clone()
+}

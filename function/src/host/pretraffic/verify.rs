@@ -10,8 +10,7 @@ use aws_sdk_lambda::primitives::Blob;
 use crate::checks::event::{answer_of, function_url_event};
 use crate::checks::store::{get_checks, get_picture};
 use crate::checks::{compare, Answer, ChecksError};
-use crate::messages::with_causes;
-use crate::model::source::sha256_hex;
+use crate::model::source::{sdk_error_message, sha256_hex};
 use crate::objects::store::ObjectStore;
 
 /// The version under check, and how to reach it.
@@ -143,17 +142,4 @@ async fn ask(
         ));
     }
     answer_of(payload)
-}
-
-fn sdk_error_message<E, R>(e: &aws_sdk_lambda::error::SdkError<E, R>) -> String
-where
-    E: aws_sdk_lambda::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    use aws_sdk_lambda::error::ProvideErrorMetadata;
-    match (e.code(), e.message()) {
-        (Some(code), Some(msg)) => format!("{code}: {msg}"),
-        (Some(code), None) => code.to_string(),
-        _ => with_causes(e),
-    }
 }

@@ -72,7 +72,7 @@ pub async fn fetch(bucket: &str, key: &str, opts: &FetchOptions) -> Result<Spool
             err(match status {
                 Some(404) => "NoSuchKey: the object does not exist".into(),
                 Some(403) => "AccessDenied: not allowed to read the object (s3:GetObject)".into(),
-                _ => s3_error_message(&e),
+                _ => sdk_error_message(&e),
             })
         })?;
     let total = head
@@ -176,7 +176,7 @@ impl Range<'_> {
         let mut body = match req.send().await {
             Ok(object) => object.body,
             Err(e) => {
-                let message = s3_error_message(&e);
+                let message = sdk_error_message(&e);
                 // Not worth asking again: the object is gone, replaced or forbidden.
                 if message.starts_with("PreconditionFailed") {
                     return Err(Cut {
@@ -220,8 +220,9 @@ impl Range<'_> {
 }
 
 /// "Code: message" for service errors (NoSuchKey, AccessDenied, …), the
-/// cause chain for transport errors — without dumping the raw response.
-pub fn s3_error_message<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
+/// cause chain for transport errors — without dumping the raw response. For
+/// any AWS SDK client's errors (S3's, Lambda's: the SDKs share these types).
+pub fn sdk_error_message<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
