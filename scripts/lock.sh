@@ -7,6 +7,7 @@
 #                                                    (uv pip compile --generate-hashes),
 #                                                    installed with pip --require-hashes
 #   tools/npm/package.json -> tools/npm/package-lock.json (npm, integrity hashes)
+#   tools/apt.txt           each Debian package at apt's candidate version now
 #   tools/cargo-tools.txt   edited by hand: crate, exact version, install flags
 #                           (cargo install --locked uses each crate's own Cargo.lock)
 #
@@ -45,3 +46,20 @@ done
 log "tools/npm/package-lock.json"
 (cd tools/npm && rm -f package-lock.json && npm install --package-lock-only --ignore-scripts --silent)
 log "done: review with git diff tools/, then make test"
+
+log "tools/apt.txt (apt's candidate versions)"
+apt-get update -q > /dev/null 2>&1 || log "apt-get update failed: using the package lists as they are"
+tmp=$(mktemp)
+while IFS= read -r line; do
+  case "$line" in
+    "#"* | "") echo "$line" ;;
+    *)
+      pkg=${line%%=*}
+      ver=$(apt-cache policy "$pkg" | sed -n 's/ *Candidate: //p')
+      [[ -n $ver && $ver != "(none)" ]] || { log "apt offers no $pkg"; exit 2; }
+      echo "$pkg=$ver"
+      ;;
+  esac
+done < tools/apt.txt > "$tmp"
+mv "$tmp" tools/apt.txt
+

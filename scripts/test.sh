@@ -22,28 +22,44 @@ if [[ ! -d "$CATDOG_DATA/catsdogs" ]]; then
   fi
 fi
 
-# Debian packages, from the machine's apt sources (needs root or sudo).
+# Debian packages at the versions locked in tools/apt.txt, from the machine's
+# apt sources (needs root or sudo); a package already at its version is left.
+# Debian's archive keeps no superseded version (a stable update replaces it
+# within days: qemu-user's +b2 was gone the day it was locked), so where the
+# locked version can no longer be had, apt's own is installed and the run
+# says so, with the lock's and the installed version, rather than not run.
 apt_install() {
-  local sudo
+  local sudo pkg want have wanted=()
   sudo=$([[ $(id -u) == 0 ]] && echo "" || echo sudo)
-  $sudo apt-get install -y -q "$@" > /dev/null 2>&1 \
-    || { $sudo apt-get update -q > /dev/null && $sudo apt-get install -y -q "$@" > /dev/null; }
+  for pkg in "$@"; do
+    want=$(sed -n "s/^$pkg=//p" tools/apt.txt)
+    [[ -n $want ]] || { echo "test: $pkg has no version in tools/apt.txt" >&2; exit 2; }
+    have=$(dpkg-query -W -f='${Version}' "$pkg" 2> /dev/null || true)
+    [[ $have == "$want" ]] || wanted+=("$pkg=$want")
+  done
+  ((${#wanted[@]})) || return 0
+  $sudo apt-get install -y -q --allow-downgrades "${wanted[@]}" > /dev/null 2>&1 \
+    || { $sudo apt-get update -q > /dev/null \
+      && $sudo apt-get install -y -q --allow-downgrades "${wanted[@]}" > /dev/null 2>&1; } \
+    || {
+      $sudo apt-get install -y -q "${wanted[@]%%=*}" > /dev/null
+      for pkg in "${wanted[@]}"; do
+        have=$(dpkg-query -W -f='${Version}' "${pkg%%=*}")
+        [[ $have == "${pkg#*=}" ]] \
+          || echo "== apt: ${pkg%%=*} ${pkg#*=} (tools/apt.txt) is no longer in Debian's archive: installed $have; \`make lock\` records it"
+      done
+    }
 }
 
-if ! command -v chromium > /dev/null || ! command -v chromedriver > /dev/null; then
-  echo "== installing Debian's chromium + chromium-driver (browser test of the upload page)"
-  apt_install chromium chromium-driver
-fi
+echo "== Debian packages (tools/apt.txt): chromium + chromium-driver (browser test of the upload page)"
+apt_install chromium chromium-driver
 
 # tests/it/cpus.rs runs the arm64 package under qemu-aarch64 (with Debian's
 # aarch64 C and C++ runtimes as its sysroot) and the x86_64 one under
 # qemu-x86_64 -cpu Haswell; cargo-lambda builds the arm64 one with Rust's
 # aarch64 standard library.
-if ! command -v qemu-aarch64 > /dev/null || ! command -v qemu-x86_64 > /dev/null \
-  || [[ ! -e /usr/aarch64-linux-gnu/lib/libstdc++.so.6 ]]; then
-  echo "== installing Debian's qemu-user + libc6-arm64-cross + libstdc++6-arm64-cross (other CPUs' tests)"
-  apt_install qemu-user libc6-arm64-cross libstdc++6-arm64-cross
-fi
+echo "== Debian packages (tools/apt.txt): qemu-user + libc6-arm64-cross + libstdc++6-arm64-cross (other CPUs' tests)"
+apt_install qemu-user libc6-arm64-cross libstdc++6-arm64-cross
 # From the Rust toolchain's own distribution server, as the toolchain itself
 # came: if it cannot be reached, the rest of the suite still runs and the
 # arm64 tests say why they fail.
