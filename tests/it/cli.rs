@@ -264,3 +264,20 @@ fn a_flag_that_means_nothing_to_the_command_is_refused() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn the_lambda_hosts_refuse_clearly_outside_lambda() {
+    // Without the Runtime API, the runtime would panic on its first missing
+    // variable; each Lambda host says what it needs instead, before any work.
+    for host in ["lambda", "pretraffic"] {
+        let out = catdog(&[host], &[]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{host}: {err}");
+        assert!(
+            err.contains(&format!("`catdog {host}` runs inside AWS Lambda"))
+                && err.contains("AWS_LAMBDA_RUNTIME_API is not set")
+                && !err.contains("panicked"),
+            "{host}: {err}"
+        );
+    }
+}

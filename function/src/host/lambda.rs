@@ -30,11 +30,35 @@ pub enum LambdaError {
     Load(#[from] LoadError),
     #[error("the Lambda runtime stopped: {0}")]
     Runtime(String),
+    #[error(transparent)]
+    NotOnLambda(#[from] NotOnLambda),
+}
+
+/// A Lambda host started outside Lambda: without the Runtime API the
+/// runtime would panic on its first missing variable.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`catdog {0}` runs inside AWS Lambda, and AWS_LAMBDA_RUNTIME_API is not set; \
+     to try it here, run it under cargo-lambda's emulator (README: Deploy to AWS Lambda)"
+)]
+pub struct NotOnLambda(pub &'static str);
+
+/// The Runtime API's address, which every Lambda host needs before anything else.
+pub fn runtime_api<'s>(
+    settings: &'s Settings,
+    command: &'static str,
+) -> Result<&'s str, NotOnLambda> {
+    settings
+        .process
+        .lambda_runtime_api
+        .as_deref()
+        .filter(|a| !a.trim().is_empty())
+        .ok_or(NotOnLambda(command))
 }
 
 /// Runs the bootstrap until the Runtime API goes away.
 pub async fn run(settings: &Settings) -> Result<(), LambdaError> {
-    let api = settings.process.lambda_runtime_api.as_deref();
+    let api = runtime_api(settings, "lambda")?;
     let ready = async {
         let access = settings.access()?;
         let classifier = load::load_classifier_with_retries(
@@ -52,9 +76,7 @@ pub async fn run(settings: &Settings) -> Result<(), LambdaError> {
     let state = match ready.await {
         Ok(state) => state,
         Err(e) => {
-            if let Some(api) = api {
-                report_init_error(api, &e.to_string()).await;
-            }
+            report_init_error(api, &e.to_string()).await;
             return Err(e);
         }
     };

@@ -30,6 +30,8 @@ const REPORT_RESERVE: Duration = Duration::from_secs(20);
 pub enum PreTrafficError {
     #[error("the Lambda runtime stopped: {0}")]
     Runtime(String),
+    #[error(transparent)]
+    NotOnLambda(#[from] crate::host::lambda::NotOnLambda),
 }
 
 /// Why the checks did not run to a verdict: each is reported as `Failed`.
@@ -71,6 +73,7 @@ struct Hook {
 
 /// Runs the hook's bootstrap until the Runtime API goes away.
 pub async fn run(settings: &Settings) -> Result<(), PreTrafficError> {
+    crate::host::lambda::runtime_api(settings, "pretraffic")?;
     let hook = Hook::new(settings).await;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: LambdaEvent<Value>| {
