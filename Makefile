@@ -22,7 +22,7 @@ LIBDIR = $(PREFIX)/lib/catdog
 PROFILE ?= release
 CARGO_PROFILE = $(if $(filter debug,$(PROFILE)),dev,$(PROFILE))
 
-.PHONY: runtime setup build serve install install-files uninstall test lint lock bench bench-objects bench-memory bench-cpus soak fuzz build-CatdogFunction build-PreTrafficHook
+.PHONY: runtime setup build serve install install-files uninstall test lint lock bench bench-objects bench-memory bench-cpus prices soak fuzz build-CatdogFunction build-PreTrafficHook
 
 # Only what running catdog needs: the ONNX Runtime shared library, into
 # ~/.cache/catdog/, where the binary finds it with no variable set
@@ -84,6 +84,10 @@ bench-memory:
 # BENCHMARKS.md's "int8 recipes on CPUs without VNNI" section.
 bench-cpus:
 	@bench/cpus.sh
+
+# The README's "What a picture costs" table, from BENCHMARKS.md's VGG16 latencies and AWS's prices.
+prices:
+	@python3 bench/prices.py
 
 # Ten minutes of good, odd and hostile requests at 8 clients: BENCHMARKS.md's "Soak" section.
 soak:
