@@ -47,6 +47,24 @@ struct Job {
     reply: oneshot::Sender<Result<BatcherReply, BatchError>>,
 }
 
+/// What the inference thread runs: the classifier (a stand-in in tests).
+pub trait Infer: Send + Sync + 'static {
+    /// The batch size the graph is fixed to, if it is.
+    fn fixed_batch(&self) -> Option<usize>;
+    /// Answers for `pictures`, in order.
+    fn infer(&self, pictures: &[Tensor]) -> Result<(Vec<Prediction>, InferTimings), ModelError>;
+}
+
+impl Infer for Classifier {
+    fn fixed_batch(&self) -> Option<usize> {
+        Classifier::fixed_batch(self)
+    }
+
+    fn infer(&self, pictures: &[Tensor]) -> Result<(Vec<Prediction>, InferTimings), ModelError> {
+        self.classify(pictures)
+    }
+}
+
 /// Hands pictures to the model's inference thread. Cheap to clone; the
 /// thread ends when the last handle is dropped.
 #[derive(Clone)]
@@ -58,7 +76,7 @@ pub struct Batcher {
 impl Batcher {
     /// Starts the inference thread for `classifier`; each run's size is
     /// observed in `batch_sizes`.
-    pub fn start(classifier: Arc<Classifier>, policy: BatchPolicy, batch_sizes: Histogram) -> Self {
+    pub fn start(classifier: Arc<impl Infer>, policy: BatchPolicy, batch_sizes: Histogram) -> Self {
         let (tx, rx) = mpsc::sync_channel(policy.max_queued.max(1));
         let p = policy;
         std::thread::Builder::new()
@@ -87,7 +105,7 @@ impl Batcher {
 }
 
 fn run(
-    classifier: Arc<Classifier>,
+    classifier: Arc<impl Infer>,
     rx: Receiver<Job>,
     policy: BatchPolicy,
     batch_sizes: Histogram,
@@ -135,7 +153,20 @@ fn run(
             .flat_map(|j| std::mem::take(&mut j.pictures))
             .collect();
         batch_sizes.observe(count as f64);
-        let result = classifier.classify(&pictures);
+        // A panic in inference (ONNX Runtime, a bug of ours) fails this
+        // batch's requests, not every later one: the thread goes on.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            classifier.infer(&pictures)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %what, "inference panicked; the inference thread goes on");
+            Err(ModelError::Inference("inference panicked".into()))
+        });
         drop(pictures);
         match result {
             Ok((predictions, timings)) => {
@@ -166,5 +197,46 @@ fn run(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Panics on its first run, then answers (no pictures, no answers).
+    struct PanicsOnce(AtomicUsize);
+
+    impl Infer for PanicsOnce {
+        fn fixed_batch(&self) -> Option<usize> {
+            None
+        }
+
+        fn infer(&self, _: &[Tensor]) -> Result<(Vec<Prediction>, InferTimings), ModelError> {
+            if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("a bug in inference");
+            }
+            Ok((Vec::new(), InferTimings::default()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_fails_its_batch_and_the_thread_serves_the_next() {
+        let policy = BatchPolicy {
+            window: std::time::Duration::ZERO,
+            max_pictures: 4,
+            max_queued: 4,
+        };
+        let model = Arc::new(PanicsOnce(AtomicUsize::new(0)));
+        let batcher = Batcher::start(model.clone(), policy, Histogram::new([1.0].into_iter()));
+        let first = batcher.classify(Vec::new()).await;
+        assert!(
+            matches!(&first, Err(BatchError::Model(ModelError::Inference(m))) if m.contains("panicked")),
+            "{first:?}"
+        );
+        let second = batcher.classify(Vec::new()).await;
+        assert!(second.is_ok(), "{second:?}");
+        assert_eq!(model.0.load(Ordering::SeqCst), 2);
     }
 }

@@ -207,42 +207,55 @@ pub fn decode_file(path: &std::path::Path, limits: DecodeLimits) -> Result<RgbIm
 /// Decodes a YCbCr/grayscale/RGB JPEG with libjpeg-turbo's decoder (the
 /// mozjpeg build), bit-exact with Pillow, which models are trained with;
 /// `None` for CMYK/YCCK, left to `image`. libjpeg reports fatal errors by
-/// unwinding, caught here so bad input never takes the process down.
+/// unwinding, caught here so bad input never takes the process down. The
+/// size libjpeg reads must be the one the picture was admitted with
+/// (`width`×`height`, from catdog's own reading of the header) before
+/// libjpeg allocates a pixel: a disagreement between the two parsers
+/// allocates nothing outside the memory budget.
 fn decode_jpeg_like_pillow(
     bytes: &[u8],
     width: u32,
     height: u32,
 ) -> Result<Option<RgbImage>, DecodeError> {
-    let result =
-        std::panic::catch_unwind(|| -> std::io::Result<Option<(usize, usize, Vec<u8>)>> {
-            let d = mozjpeg::Decompress::new_mem(bytes)?;
-            if matches!(
-                d.color_space(),
-                mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK
-            ) {
-                return Ok(None);
-            }
-            let mut started = d.rgb()?;
-            let (w, h) = (started.width(), started.height());
-            let pixels = started.read_scanlines::<u8>()?;
-            started.finish()?;
-            Ok(Some((w, h, pixels)))
-        });
-    match result {
-        Ok(Ok(Some((w, h, pixels)))) => {
-            if (w as u32, h as u32) != (width, height) {
-                return Err(DecodeError::Corrupt(format!(
-                    "JPEG is {w}×{h}, header said {width}×{height}"
-                )));
-            }
-            RgbImage::from_raw(w as u32, h as u32, pixels)
-                .map(Some)
-                .ok_or_else(|| DecodeError::Corrupt("JPEG scanlines are short".into()))
+    let result = std::panic::catch_unwind(|| -> std::io::Result<Jpeg> {
+        let d = mozjpeg::Decompress::new_mem(bytes)?;
+        if matches!(
+            d.color_space(),
+            mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK
+        ) {
+            return Ok(Jpeg::LeftToImage);
         }
-        Ok(Ok(None)) => Ok(None),
+        let (w, h) = d.size();
+        if (w as u32, h as u32) != (width, height) {
+            return Ok(Jpeg::OtherSize(w, h));
+        }
+        let mut started = d.rgb()?;
+        let (w, h) = (started.width(), started.height());
+        let pixels = started.read_scanlines::<u8>()?;
+        started.finish()?;
+        Ok(Jpeg::Pixels(w, h, pixels))
+    });
+    match result {
+        Ok(Ok(Jpeg::OtherSize(w, h))) => Err(DecodeError::Corrupt(format!(
+            "JPEG is {w}×{h}, header said {width}×{height}"
+        ))),
+        Ok(Ok(Jpeg::Pixels(w, h, pixels))) => RgbImage::from_raw(w as u32, h as u32, pixels)
+            .filter(|p| p.dimensions() == (width, height))
+            .map(Some)
+            .ok_or_else(|| DecodeError::Corrupt("JPEG scanlines are short".into())),
+        Ok(Ok(Jpeg::LeftToImage)) => Ok(None),
         Ok(Err(e)) => Err(DecodeError::Corrupt(e.to_string())),
         Err(_) => Err(DecodeError::Corrupt("the JPEG data is invalid".into())),
     }
+}
+
+/// What libjpeg made of a JPEG.
+enum Jpeg {
+    /// CMYK or YCCK: decoded by `image` instead.
+    LeftToImage,
+    /// Another size than the admitted one: nothing was decoded.
+    OtherSize(usize, usize),
+    Pixels(usize, usize, Vec<u8>),
 }
 
 /// What the marker segments of a JPEG say, walked once from SOI to the

@@ -31,6 +31,40 @@ pub struct Limits {
     pub batching: BatchPolicy,
     /// The budget of decoded pictures in flight.
     pub memory: MemoryPolicy,
+    /// How long a request (and on Lambda, an invoke) may take.
+    pub timeouts: Timeouts,
+}
+
+/// How long a request may take (`http::deadline`), and how much of an
+/// invoke's time is kept to answer it (the event handler).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Longest pause between two pieces of a request's body (then 408).
+    pub body_idle: Duration,
+    /// A whole request, from its head to its answer (then 408 if its body
+    /// had not all come, else 503 `deadline_exceeded`).
+    pub request: Duration,
+    /// Time kept before Lambda's invoke deadline: new work stops there, so
+    /// the invoke answers (503, or the events it could not finish) instead
+    /// of timing out.
+    pub lambda_margin: Duration,
+}
+
+/// [`Timeouts::body_idle`]'s default, in seconds.
+pub const DEFAULT_BODY_TIMEOUT_S: f64 = 10.0;
+/// [`Timeouts::request`]'s default, in seconds.
+pub const DEFAULT_REQUEST_TIMEOUT_S: f64 = 60.0;
+/// [`Timeouts::lambda_margin`]'s default, in ms.
+pub const DEFAULT_DEADLINE_MARGIN_MS: u64 = 2_000;
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            body_idle: Duration::from_secs_f64(DEFAULT_BODY_TIMEOUT_S),
+            request: Duration::from_secs_f64(DEFAULT_REQUEST_TIMEOUT_S),
+            lambda_margin: Duration::from_millis(DEFAULT_DEADLINE_MARGIN_MS),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -42,6 +76,7 @@ impl Default for Limits {
             decode: DecodeLimits::default(),
             batching: BatchPolicy::default(),
             memory: MemoryPolicy::default(),
+            timeouts: Timeouts::default(),
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use catdog::decode::{decode_rgb, inspect, DecodeLimits};
+use catdog::decode::{decode_inspected, decode_rgb, inspect, DecodeLimits};
 use serde_json::Value;
 
 use crate::support::*;
@@ -138,6 +138,29 @@ impl Host {
     fn peak(&self) -> u64 {
         proc_status(&self.pid, "VmHWM:")
     }
+}
+
+#[test]
+fn a_jpeg_whose_size_disagrees_with_its_admission_allocates_nothing() {
+    // Should libjpeg read another size than catdog's own header reading
+    // (the two parsers disagreeing), the picture is refused before libjpeg
+    // allocates its pixels: here 12 MP of bytes under a 40×20 admission.
+    let big = std::fs::read(fixtures().join("memory").join("rgb.jpg")).unwrap();
+    let small = picture("red_exif_rot6.jpg");
+    let admitted = inspect(&small, DecodeLimits::default()).unwrap();
+    assert!(
+        admitted.decoded_bytes() < MIB,
+        "{}",
+        admitted.decoded_bytes()
+    );
+    reset_peak("self");
+    let before = proc_status("self", "VmRSS:");
+    let refused = decode_inspected(&big, &admitted, DecodeLimits::default());
+    let peak = proc_status("self", "VmHWM:").saturating_sub(before);
+    let e = refused.err().expect("a JPEG of another size is refused");
+    assert!(e.to_string().contains("header said"), "{e}");
+    // Decoding it would hold 34 MiB; refusing it, libjpeg's tables only.
+    assert!(peak < 8 * MIB, "refusing held {} MiB", peak / MIB);
 }
 
 fn picture(name: &str) -> Vec<u8> {

@@ -150,7 +150,8 @@ async fn a_picture_over_the_invoke_limit_is_answered_through_a_presigned_upload(
     assert_eq!(ticket["key"], format!("{PREFIX}{id}"));
     assert_eq!(ticket["bucket"], BUCKET);
     assert_eq!(ticket["method"], "PUT");
-    assert_eq!(ticket["expires_in_s"], 900);
+    assert_eq!(ticket["expires_in_s"], 300);
+    assert_eq!(ticket["headers"]["if-none-match"], "*", "{ticket}");
     assert_eq!(ticket["result"], format!("/uploads/{id}"));
     let url = ticket["url"].as_str().unwrap();
     assert!(
@@ -176,6 +177,15 @@ async fn a_picture_over_the_invoke_limit_is_answered_through_a_presigned_upload(
     }
     let put = put.send().await.unwrap();
     assert!(put.status().is_success(), "{}", put.text().await.unwrap());
+    // The ticket takes one PUT: a second, as signed, is refused by S3
+    // (a conditional write, `If-None-Match: *`), so one ticket cannot
+    // fill the bucket's versions nor start a second inference.
+    let mut twice = http.put(url).body(bytes.clone());
+    for (k, v) in ticket["headers"].as_object().unwrap() {
+        twice = twice.header(k, v.as_str().unwrap());
+    }
+    let twice = twice.send().await.unwrap();
+    assert_eq!(twice.status(), 412, "{}", twice.text().await.unwrap());
 
     // 3. The answer: classified now (no event here), then read back.
     let res = http
@@ -273,6 +283,20 @@ async fn a_picture_over_the_invoke_limit_is_answered_through_a_presigned_upload(
         (403, Some("s3_not_allowed")),
         "{answer}"
     );
+    // A dot-segment key is refused before any S3 call (an HTTP client on
+    // the way could resolve it to another key).
+    for key in [
+        "photos/../secret.png",
+        "photos/./a.png",
+        "photos/a/../../b.png",
+    ] {
+        let (status, answer) = by_ref(format!("s3://{key}")).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (403, Some("s3_not_allowed")),
+            "{key}: {answer}"
+        );
+    }
     let (status, answer) = by_ref("s3://photos/missing.png".into()).await;
     assert_eq!(
         (status, answer["error"]["code"].as_str()),
@@ -282,14 +306,38 @@ async fn a_picture_over_the_invoke_limit_is_answered_through_a_presigned_upload(
 
     // Bad tickets.
     for (body, status, code) in [
-        (json!({"bytes": 65 * 1024 * 1024}), 413, "payload_too_large"),
+        (
+            json!({"bytes": 65 * 1024 * 1024, "content_type": "image/png"}),
+            413,
+            "payload_too_large",
+        ),
         (
             json!({"bytes": 10, "content_type": "text/html"}),
             415,
             "unsupported_media_type",
         ),
-        (json!({"bytes": "ten"}), 400, "invalid_json"),
-        (json!({"bytes": 0}), 400, "empty_body"),
+        // Only the formats catdog decodes: not a page a browser would render.
+        (
+            json!({"bytes": 10, "content_type": "image/svg+xml"}),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            json!({"bytes": 10, "content_type": "image/tiff"}),
+            415,
+            "unsupported_media_type",
+        ),
+        (json!({"bytes": 10}), 400, "invalid_json"),
+        (
+            json!({"bytes": "ten", "content_type": "image/png"}),
+            400,
+            "invalid_json",
+        ),
+        (
+            json!({"bytes": 0, "content_type": "image/png"}),
+            400,
+            "empty_body",
+        ),
     ] {
         let res = http
             .post(format!("{base}/uploads"))

@@ -9,7 +9,11 @@ use serde_json::{json, Value};
 use super::batch::{self, ResultCode};
 use super::kind::{EventKind, UnknownEvent};
 use super::notifications::{self, Wanted};
-use crate::objects::{ObjectWorker, Outcome};
+use crate::http::deadline::lambda_stop;
+use crate::objects::location::ObjectScope;
+use crate::objects::{Failure, ObjectRef, ObjectWorker, Outcome};
+
+use std::time::{Duration, Instant};
 
 /// Why an invoke fails (Lambda then reports it, and retries what it retries).
 #[derive(Debug, thiserror::Error)]
@@ -29,27 +33,44 @@ pub enum EventError {
     },
 }
 
+/// How S3-side events are worked through.
+#[derive(Debug, Clone)]
+pub struct EventOptions {
+    /// Objects classified at once within one invoke.
+    pub concurrency: usize,
+    /// The only objects events may name (`CATDOG_UPLOADS`); `None`: none.
+    pub scope: Option<ObjectScope>,
+    /// Time kept before the invoke's deadline: objects not done by then
+    /// are answered as unfinished (to be retried), not timed out.
+    pub margin: Duration,
+}
+
 /// Answers every event kind; cheap to clone (one per invoke).
 #[derive(Clone)]
 pub struct EventHandler {
     router: axum::Router,
     objects: Option<ObjectWorker>,
-    /// Objects classified at once within one invoke.
-    concurrency: usize,
+    options: EventOptions,
 }
 
 impl EventHandler {
-    pub fn new(router: axum::Router, objects: Option<ObjectWorker>, concurrency: usize) -> Self {
+    pub fn new(router: axum::Router, objects: Option<ObjectWorker>, options: EventOptions) -> Self {
         Self {
             router,
             objects,
-            concurrency: concurrency.max(1),
+            options: EventOptions {
+                concurrency: options.concurrency.max(1),
+                ..options
+            },
         }
     }
 
     /// The answer to one invoke.
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, EventError> {
         let LambdaEvent { payload, context } = event;
+        // Lambda's longest invoke, for a context that names no deadline.
+        let stop = lambda_stop(context.deadline, self.options.margin)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(15 * 60));
         match EventKind::identify(payload)? {
             EventKind::Http(request) => {
                 let mut adapter = Adapter::from(self.router.clone());
@@ -59,9 +80,12 @@ impl EventHandler {
                 };
                 Ok(serde_json::to_value(response).expect("an HTTP response serializes"))
             }
-            EventKind::S3(event) => self.asynchronous(notifications::s3_objects(&event)).await,
+            EventKind::S3(event) => {
+                self.asynchronous(notifications::s3_objects(&event), stop)
+                    .await
+            }
             EventKind::EventBridge(event) => {
-                self.asynchronous(vec![notifications::eventbridge_object(&event)])
+                self.asynchronous(vec![notifications::eventbridge_object(&event)], stop)
                     .await
             }
             EventKind::Sqs(event) => {
@@ -77,11 +101,14 @@ impl EventHandler {
                     })
                     .collect();
                 let (which, wanted): (Vec<usize>, Vec<Wanted>) = wanted.into_iter().unzip();
-                let outcomes = self.run_all(wanted).await?;
+                let outcomes = self.run_all(wanted, stop).await?;
+                // A message that cannot be read is kept too: after the
+                // queue's receive limit it reaches the dead-letter queue,
+                // where someone can see it, instead of vanishing.
                 let mut retry: Vec<String> = which
                     .iter()
                     .zip(&outcomes)
-                    .filter(|(_, o)| o.retryable())
+                    .filter(|(_, o)| o.retryable() || matches!(o, Done::Bad(_)))
                     .map(|(&i, _)| ids[i].clone())
                     .collect();
                 retry.dedup();
@@ -89,7 +116,7 @@ impl EventHandler {
             }
             EventKind::Batch(event) => {
                 let wanted = event.tasks.iter().map(batch::task_object).collect();
-                let outcomes = self.run_all(wanted).await?;
+                let outcomes = self.run_all(wanted, stop).await?;
                 let results = event
                     .tasks
                     .iter()
@@ -106,8 +133,8 @@ impl EventHandler {
 
     /// A direct S3 or EventBridge invoke: fails (so Lambda retries it) only
     /// when some object failed for a reason that may pass.
-    async fn asynchronous(&self, wanted: Vec<Wanted>) -> Result<Value, EventError> {
-        let outcomes = self.run_all(wanted).await?;
+    async fn asynchronous(&self, wanted: Vec<Wanted>, stop: Instant) -> Result<Value, EventError> {
+        let outcomes = self.run_all(wanted, stop).await?;
         let retryable: Vec<&Done> = outcomes.iter().filter(|o| o.retryable()).collect();
         if let Some(first) = retryable.first() {
             return Err(EventError::Retry {
@@ -119,23 +146,37 @@ impl EventHandler {
         Ok(json!({ "objects": outcomes.iter().map(Done::to_json).collect::<Vec<_>>() }))
     }
 
-    /// Every wanted object, `concurrency` at a time, in order.
-    async fn run_all(&self, wanted: Vec<Wanted>) -> Result<Vec<Done>, EventError> {
+    /// Every wanted object, `concurrency` at a time, in order; those outside
+    /// the uploads area refused before any S3 call, those not done by
+    /// `stop` left unfinished.
+    async fn run_all(&self, wanted: Vec<Wanted>, stop: Instant) -> Result<Vec<Done>, EventError> {
         let worker = self.objects.clone().ok_or_else(|| {
             EventError::NoObjects("S3 events need the Lambda bootstrap's S3 client".into())
         })?;
+        let scope = self.options.scope.as_ref();
         Ok(futures_util::stream::iter(wanted)
             .map(|w| {
                 let worker = worker.clone();
                 async move {
-                    match w {
-                        Wanted::Object(object) => Done::Ran(Box::new(worker.run(object).await)),
-                        Wanted::Nothing(why) => Done::Nothing(why),
-                        Wanted::Bad(failure) => Done::Bad(failure),
+                    let object = match w {
+                        Wanted::Object(object) => object,
+                        Wanted::Nothing(why) => return Done::Nothing(why),
+                        Wanted::Bad(failure) => return Done::Bad(failure),
+                    };
+                    if let Err(e) = ObjectScope::admit(scope, &object) {
+                        tracing::warn!(error = %e, "event refused: object outside the uploads area");
+                        return Done::Bad(Failure::permanent("out_of_scope", e.to_string()));
+                    }
+                    match tokio::time::timeout_at(stop.into(), worker.run(object.clone())).await {
+                        Ok(outcome) => Done::Ran(Box::new(outcome)),
+                        Err(_) => {
+                            tracing::warn!(object = %object, "object not finished before the invoke's deadline");
+                            Done::Unfinished(object)
+                        }
                     }
                 }
             })
-            .buffered(self.concurrency)
+            .buffered(self.options.concurrency)
             .collect()
             .await)
     }
@@ -146,7 +187,9 @@ impl EventHandler {
 enum Done {
     Ran(Box<Outcome>),
     Nothing(String),
-    Bad(crate::objects::Failure),
+    Bad(Failure),
+    /// Not finished before the invoke's deadline (less the margin).
+    Unfinished(ObjectRef),
 }
 
 impl Done {
@@ -155,6 +198,7 @@ impl Done {
             Done::Ran(o) => o.retryable(),
             Done::Nothing(_) => false,
             Done::Bad(f) => f.is_transient(),
+            Done::Unfinished(_) => true,
         }
     }
 
@@ -163,12 +207,14 @@ impl Done {
             Done::Ran(o) => o.summary(),
             Done::Nothing(why) => format!("nothing to do: {why}"),
             Done::Bad(f) => f.to_string(),
+            Done::Unfinished(o) => format!("{o}: not finished before the invoke's deadline"),
         }
     }
 
     fn result_code(&self) -> ResultCode {
         match self {
             Done::Ran(o) => ResultCode::of(o),
+            Done::Unfinished(_) => ResultCode::TemporaryFailure,
             Done::Nothing(_) => ResultCode::Succeeded,
             Done::Bad(f) if f.is_transient() => ResultCode::TemporaryFailure,
             Done::Bad(_) => ResultCode::PermanentFailure,
@@ -191,6 +237,9 @@ impl Done {
                 }),
             },
             Done::Nothing(why) => json!({"status": "nothing", "reason": why}),
+            Done::Unfinished(object) => json!({
+                "object": object.to_string(), "status": "unfinished",
+            }),
             Done::Bad(failure) => json!({"status": "failed", "error": failure}),
         }
     }

@@ -60,7 +60,7 @@ pub fn runtime_api<'s>(
 pub async fn run(settings: &Settings) -> Result<(), LambdaError> {
     let api = runtime_api(settings, "lambda")?;
     let ready = async {
-        let access = settings.access()?;
+        let access = crate::host::secret_key::access(settings).await?;
         let classifier = load::load_classifier_with_retries(
             &settings.model_spec(),
             settings.retry_policy(),
@@ -105,7 +105,7 @@ pub async fn event_handler(settings: &Settings, state: AppState) -> EventHandler
     EventHandler::new(
         crate::http::router(state),
         Some(worker),
-        settings.objects.object_concurrency,
+        settings.event_options(),
     )
 }
 

@@ -16,7 +16,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::host::tunnel::{self, Tunnel, TunnelError};
-use crate::http::access::AccessError;
+use crate::host::{connections, secret_key};
+use crate::http::access::{self, AccessError};
 use crate::http::state::{AppState, ModelState};
 use crate::model::load::{self, LoadError};
 use crate::model::Classifier;
@@ -37,6 +38,8 @@ pub enum ServeError {
     Swap(#[source] LoadError),
     #[error("the model was not ready within {0:?}{1}")]
     NotReady(Duration, String),
+    #[error(transparent)]
+    Tunnel(#[from] TunnelError),
 }
 
 /// A router being served on a local port; [`Server::stop`] ends it.
@@ -58,7 +61,7 @@ impl Server {
     /// use, unknown host) and bad access settings are returned here, before
     /// anything runs.
     pub fn start(settings: &Settings) -> Result<Self, ServeError> {
-        let state = AppState::loading(settings.limits(), settings.access()?)
+        let state = AppState::loading(settings.limits(), secret_key::access_blocking(settings)?)
             .with_emf(settings.emf())
             .with_stored(settings.stored_pictures());
         let server = Self::bind(crate::http::router(state.clone()), state, settings)?;
@@ -115,14 +118,14 @@ impl Server {
             .enable_all()
             .build()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let app = router.clone();
+        let app = local_only(router.clone(), &local, &state);
+        let limits = settings.connection_limits();
         let task = runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
+            connections::serve(listener, app, limits, async {
+                let _ = stopped.await;
+            })
+            .await
         });
         let url = format!("http://{local}/");
         tracing::info!(url = %url, "listening");
@@ -195,8 +198,17 @@ impl Server {
     /// lives as long as the server does. Blocking (at most the connect
     /// timeout): from async code use [`Server::spawn_tunnel`].
     pub fn open_tunnel(&self) -> Result<Tunnel, TunnelError> {
-        self.runtime()
-            .block_on(tunnel::open(&self.settings.tunnel, self.router.clone()))
+        self.runtime().block_on(tunnel::open(
+            &self.settings.tunnel,
+            self.router.clone(),
+            self.keyed(),
+            self.settings.connection_limits(),
+        ))
+    }
+
+    /// Whether the router asks for an API key.
+    fn keyed(&self) -> bool {
+        self.state.access.api_key.is_some()
     }
 
     /// Opens the tunnel in the background; its failure never stops the
@@ -204,8 +216,10 @@ impl Server {
     pub fn spawn_tunnel(&self) -> JoinHandle<Option<Tunnel>> {
         let config = self.settings.tunnel.clone();
         let router = self.router.clone();
+        let keyed = self.keyed();
+        let limits = self.settings.connection_limits();
         self.runtime().spawn(async move {
-            match tunnel::open(&config, router).await {
+            match tunnel::open(&config, router, keyed, limits).await {
                 Ok(t) => {
                     eprintln!(
                         "catdog: public URL {} ({})",
@@ -256,6 +270,17 @@ impl Server {
     }
 }
 
+/// The router as the local port serves it: on a loopback address without
+/// an API key, only for requests that name a local host
+/// ([`access::local_hosts_only`]); the tunnel serves the router without it.
+fn local_only(router: axum::Router, addr: &SocketAddr, state: &AppState) -> axum::Router {
+    if addr.ip().is_loopback() && state.access.api_key.is_none() {
+        router.layer(axum::middleware::from_fn(access::local_hosts_only))
+    } else {
+        router
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         // Dropped without stop(): still close the port rather than leak a server.
@@ -271,6 +296,10 @@ impl Drop for Server {
 
 /// `catdog serve`: serve until Ctrl-C or SIGTERM, with the tunnel when asked.
 pub async fn run(settings: &Settings) -> Result<(), ServeError> {
+    // An unguarded tunnel is refused before anything is served.
+    if settings.tunnel.ngrok {
+        tunnel::check_guarded(&settings.tunnel, settings.keyed())?;
+    }
     let mut server = Server::start(settings)?;
     eprintln!(
         "catdog: serving on {} (upload page), POST /predict",

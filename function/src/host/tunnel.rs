@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 
+use crate::host::connections::{self, ConnectionLimits};
 use crate::settings::TunnelSettings;
 use ngrok::config::OauthOptions;
 use ngrok::prelude::*;
@@ -26,6 +27,41 @@ pub enum TunnelError {
     Connect(String),
     #[error("ngrok: could not open the endpoint: {0}")]
     Listen(String),
+    #[error(
+        "refusing to open a public URL that nothing guards: anyone could classify, mint upload \
+         tickets signed with this machine's AWS credentials and read /metrics; set an API key \
+         (CATDOG_API_KEY), or an ngrok protection (--ngrok-basic-auth, --ngrok-oauth with an \
+         allow-list, --ngrok-allow-cidr), or pass --public to open it anyway"
+    )]
+    Unprotected,
+    #[error(
+        "--ngrok-oauth {0} without --ngrok-oauth-allow-email or --ngrok-oauth-allow-domain \
+         lets in anyone with a {0} account; name who may come in, or pass --public"
+    )]
+    OauthOpen(String),
+}
+
+/// Whether the tunnel may open: something must guard it (the router's API
+/// key, or an ngrok protection that names who may come in), unless
+/// `--public` says an open URL is what is wanted.
+pub fn check_guarded(config: &TunnelSettings, keyed: bool) -> Result<(), TunnelError> {
+    if config.public {
+        return Ok(());
+    }
+    if let Some(provider) = &config.oauth_provider {
+        if config.oauth_allow_emails.is_empty() && config.oauth_allow_domains.is_empty() {
+            return Err(TunnelError::OauthOpen(provider.clone()));
+        }
+    }
+    let guarded = keyed
+        || !config.basic_auth.is_empty()
+        || config.oauth_provider.is_some()
+        || !config.allow_cidrs.is_empty();
+    if guarded {
+        Ok(())
+    } else {
+        Err(TunnelError::Unprotected)
+    }
 }
 
 /// An open tunnel serving the router; dropping it (or [`Tunnel::close`]) stops it.
@@ -132,9 +168,15 @@ pub fn apply_protections(config: &TunnelSettings, endpoint: &mut impl EndpointOp
     }
 }
 
-/// Opens an HTTPS endpoint and serves `router` on it in the background
-/// (the settings were checked when parsed).
-pub async fn open(config: &TunnelSettings, router: axum::Router) -> Result<Tunnel, TunnelError> {
+/// Opens an HTTPS endpoint and serves `router` on it in the background,
+/// once [`check_guarded`] passed (`keyed`: the router asks for an API key).
+pub async fn open(
+    config: &TunnelSettings,
+    router: axum::Router,
+    keyed: bool,
+    limits: ConnectionLimits,
+) -> Result<Tunnel, TunnelError> {
+    check_guarded(config, keyed)?;
     let token = config
         .authtoken
         .as_ref()
@@ -160,7 +202,8 @@ pub async fn open(config: &TunnelSettings, router: axum::Router) -> Result<Tunne
         .map_err(|e| TunnelError::Listen(e.to_string()))?;
     let url = tunnel.url().to_string();
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(NgrokListener(tunnel), router).await {
+        let forever = std::future::pending();
+        if let Err(e) = connections::serve(NgrokListener(tunnel), router, limits, forever).await {
             tracing::error!(error = %e, "ngrok tunnel stopped");
         }
     });
@@ -177,11 +220,20 @@ mod tests {
         Settings::from_args(args.iter().copied()).unwrap().tunnel
     }
 
+    fn limits() -> ConnectionLimits {
+        Settings::from_args(["serve"; 0])
+            .unwrap()
+            .connection_limits()
+    }
+
     #[tokio::test]
     async fn without_a_token_it_says_so() {
         let mut c = tunnel(&[]);
         c.authtoken = None;
-        let err = open(&c, axum::Router::new()).await.err().unwrap();
+        let err = open(&c, axum::Router::new(), true, limits())
+            .await
+            .err()
+            .unwrap();
         assert!(matches!(err, TunnelError::NoToken));
     }
 
@@ -194,12 +246,49 @@ mod tests {
             "5",
         ]);
         let started = std::time::Instant::now();
-        let err = open(&c, axum::Router::new()).await.err().unwrap();
+        let err = open(&c, axum::Router::new(), true, limits())
+            .await
+            .err()
+            .unwrap();
         assert!(
             matches!(err, TunnelError::Connect(_) | TunnelError::Timeout(_)),
             "{err}"
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(6));
+    }
+
+    #[tokio::test]
+    async fn an_unguarded_tunnel_is_refused_before_ngrok_is_called() {
+        let token = ["--ngrok-authtoken", "not-a-real-token"];
+        let with = |more: &[&str]| tunnel(&[&token[..], more].concat());
+        // Refused at once, before any connection (no network needed).
+        let err = open(&with(&[]), axum::Router::new(), false, limits())
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, TunnelError::Unprotected), "{err}");
+        assert!(err.to_string().contains("--public"), "{err}");
+        let err = check_guarded(&with(&["--ngrok-oauth", "google"]), false).unwrap_err();
+        assert!(matches!(err, TunnelError::OauthOpen(_)), "{err}");
+        // An OAuth without an allow-list is refused even behind a key.
+        assert!(check_guarded(&with(&["--ngrok-oauth", "google"]), true).is_err());
+        for guarded in [
+            &["--ngrok-basic-auth", "ann:correct-horse-1"][..],
+            &[
+                "--ngrok-oauth",
+                "google",
+                "--ngrok-oauth-allow-domain",
+                "example.org",
+            ],
+            &["--ngrok-allow-cidr", "10.0.0.0/8"],
+            &["--public"],
+            &["--ngrok-oauth", "google", "--public"],
+        ] {
+            check_guarded(&with(guarded), false).unwrap_or_else(|e| panic!("{guarded:?}: {e}"));
+        }
+        // A deny-list alone leaves everyone else in.
+        assert!(check_guarded(&with(&["--ngrok-deny-cidr", "10.0.0.0/8"]), false).is_err());
+        check_guarded(&with(&[]), true).unwrap();
     }
 
     /// Records the builder calls the protections turn into.

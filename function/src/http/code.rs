@@ -68,7 +68,8 @@ error_codes! {
     InvalidUploadId = "invalid_upload_id", BAD_REQUEST;
     /// The API key is missing or wrong.
     Unauthorized = "unauthorized", UNAUTHORIZED;
-    /// `/predict {"s3": …}` naming a bucket that is not on the allow-list.
+    /// `/predict {"s3": …}` naming a bucket that is not on the allow-list,
+    /// or a key with `.` or `..` segments.
     S3NotAllowed = "s3_not_allowed", FORBIDDEN;
     /// No such route.
     NotFound = "not_found", NOT_FOUND;
@@ -82,6 +83,12 @@ error_codes! {
     NoSuchKey = "no_such_key", NOT_FOUND;
     /// The route does not take that method.
     MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED;
+    /// The body did not arrive in time (no bytes for the body timeout, or
+    /// not all of it within the request timeout).
+    RequestTimeout = "request_timeout", REQUEST_TIMEOUT;
+    /// A keyless server bound to loopback asked for another host by name
+    /// (DNS rebinding).
+    MisdirectedRequest = "misdirected_request", MISDIRECTED_REQUEST;
     /// The body is over the limit.
     PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE;
     /// The request line and headers are over 64 KiB.
@@ -108,6 +115,9 @@ error_codes! {
     Overloaded = "overloaded", SERVICE_UNAVAILABLE;
     /// S3 is throttling, failing or out of reach; it may pass.
     S3Unavailable = "s3_unavailable", SERVICE_UNAVAILABLE;
+    /// The work would not finish before the request's deadline (Lambda's
+    /// invoke deadline less a margin, or the request timeout).
+    DeadlineExceeded = "deadline_exceeded", SERVICE_UNAVAILABLE;
 }
 
 impl ErrorCode {
@@ -116,7 +126,9 @@ impl ErrorCode {
     /// itself, which `Unready` (in `http::error`) knows, not the code.
     pub const fn retry_after(self) -> Option<u32> {
         match self {
-            ErrorCode::Overloaded | ErrorCode::S3Unavailable => Some(1),
+            ErrorCode::Overloaded | ErrorCode::S3Unavailable | ErrorCode::DeadlineExceeded => {
+                Some(1)
+            }
             _ => None,
         }
     }

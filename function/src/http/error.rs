@@ -33,12 +33,17 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
 }
 
+/// The longest message an error answer carries: whatever a request made
+/// it say (field names, paths), the answer stays small.
+pub const MAX_MESSAGE_CHARS: usize = 1024;
+
 impl ApiError {
-    /// An answer with `code`'s status and `Retry-After`.
+    /// An answer with `code`'s status and `Retry-After`; the message is
+    /// cut to [`MAX_MESSAGE_CHARS`].
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
-            message: message.into(),
+            message: bounded(message.into()),
             retry_after: code.retry_after(),
         }
     }
@@ -50,6 +55,14 @@ impl ApiError {
     /// 500: what failed goes to the log, not to the client.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Internal, message)
+    }
+}
+
+/// `message`, or its first [`MAX_MESSAGE_CHARS`] characters and `…`.
+fn bounded(message: String) -> String {
+    match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &message[..cut]),
+        None => message,
     }
 }
 
@@ -280,6 +293,16 @@ mod tests {
                 "`{code}` is not in the README's table (section Errors and limits)"
             );
         }
+    }
+
+    #[test]
+    fn messages_are_bounded_whatever_the_request_made_them_say() {
+        let long = "é".repeat(100_000);
+        let e = ApiError::new(ErrorCode::InvalidMultipart, long);
+        assert_eq!(e.message.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(e.message.ends_with('…'));
+        let short = ApiError::new(ErrorCode::NotFound, "no such route");
+        assert_eq!(short.message, "no such route");
     }
 
     #[test]

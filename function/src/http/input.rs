@@ -50,8 +50,9 @@ pub enum InputError {
     Base64 { index: usize, message: String },
     #[error("{0}")]
     Multipart(String),
-    #[error("the multipart form has no file field (fields: {0:?}); add the picture as a file")]
-    NoFileField(Vec<String>),
+    /// The first [`NAMED_FIELDS`] field names, and how many fields there were.
+    #[error("the multipart form has no file field ({count} fields, the first named {first:?}); add the picture as a file")]
+    NoFileField { first: Vec<String>, count: usize },
     #[error("the request holds no picture")]
     NoPicture,
     #[error("{count} pictures in one request; the limit is {limit}")]
@@ -68,7 +69,7 @@ impl From<&InputError> for ErrorCode {
             InputError::Json(_) => ErrorCode::InvalidJson,
             InputError::Base64 { .. } => ErrorCode::InvalidBase64,
             InputError::Multipart(_) => ErrorCode::InvalidMultipart,
-            InputError::NoFileField(_) | InputError::NoPicture => ErrorCode::NoImage,
+            InputError::NoFileField { .. } | InputError::NoPicture => ErrorCode::NoImage,
             InputError::TooManyPictures { .. } => ErrorCode::TooManyImages,
         }
     }
@@ -226,6 +227,9 @@ enum Kind {
     Unsupported,
 }
 
+/// How many field names a refusal of a form without a file repeats back.
+const NAMED_FIELDS: usize = 8;
+
 /// Every file field (a field with a file name, or named image/images/file/files).
 async fn multipart(content_type: &str, body: Bytes) -> Result<Vec<Bytes>, InputError> {
     let bad = InputError::Multipart;
@@ -234,7 +238,7 @@ async fn multipart(content_type: &str, body: Bytes) -> Result<Vec<Bytes>, InputE
         futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
     let mut form = multer::Multipart::new(stream, boundary);
     let mut images = Vec::new();
-    let mut fields = Vec::new();
+    let (mut fields, mut count) = (Vec::new(), 0);
     while let Some(field) = form
         .next_field()
         .await
@@ -243,7 +247,10 @@ async fn multipart(content_type: &str, body: Bytes) -> Result<Vec<Bytes>, InputE
         let name = field.name().unwrap_or("").to_string();
         let is_file = field.file_name().is_some()
             || matches!(name.as_str(), "image" | "images" | "file" | "files");
-        fields.push(name);
+        count += 1;
+        if fields.len() < NAMED_FIELDS {
+            fields.push(name);
+        }
         let data = field
             .bytes()
             .await
@@ -253,7 +260,10 @@ async fn multipart(content_type: &str, body: Bytes) -> Result<Vec<Bytes>, InputE
         }
     }
     if images.is_empty() {
-        return Err(InputError::NoFileField(fields));
+        return Err(InputError::NoFileField {
+            first: fields,
+            count,
+        });
     }
     Ok(images)
 }

@@ -4,9 +4,11 @@
 //! client's next request on it fails ("Broken pipe"). So the rest of an
 //! unread body is read and thrown away before the answer goes out (bounded
 //! by the 413 path's limits: [`drain`]), and when
-//! that cannot be done — a body declared over the bound, one that does not
-//! come in time, or one still being drained elsewhere (the 413 path) — the
-//! answer carries `Connection: close` (RFC 9112 §9.6): the server will close.
+//! that cannot be done at once — a body declared over the bound, one that
+//! has not come within [`QUICK_DRAIN`], or one still being drained
+//! elsewhere (the 413 path) — the answer goes out at once with
+//! `Connection: close` (RFC 9112 §9.6) while the body is drained in the
+//! background: the server will close.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,6 +57,12 @@ impl Drop for Tracked {
     }
 }
 
+/// How long an early answer waits for the rest of its body before it goes
+/// out with `Connection: close` (the body is then drained in the
+/// background): a body already on its way is read, a body that never comes
+/// does not hold the answer.
+const QUICK_DRAIN: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// The middleware: see the module's documentation.
 pub async fn keep_alive(req: Request, next: Next) -> Response {
     let declared = req
@@ -80,8 +88,20 @@ pub async fn keep_alive(req: Request, next: Next) -> Response {
         return res;
     }
     let drained = match rx.try_recv() {
-        // Left unread: drained now, if it is small enough to.
-        Ok(rest) => declared.is_some_and(|n| n <= LINGER_BYTES as u64) && drain(rest).await,
+        // Left unread: drained in the background; the answer waits for it
+        // only a moment, and goes out with `Connection: close` if it has
+        // not ended by then.
+        Ok(rest) if declared.is_some_and(|n| n <= LINGER_BYTES as u64) => {
+            let draining = tokio::spawn(drain(rest));
+            matches!(
+                tokio::time::timeout(QUICK_DRAIN, draining).await,
+                Ok(Ok(true))
+            )
+        }
+        Ok(rest) => {
+            tokio::spawn(drain(rest));
+            false
+        }
         // Still held (the 413 path drains it in the background, then closes).
         Err(_) => false,
     };

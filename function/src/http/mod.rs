@@ -4,6 +4,7 @@
 pub mod access;
 pub mod classify;
 pub mod code;
+pub mod deadline;
 pub mod error;
 pub mod head_limit;
 pub mod input;
@@ -47,6 +48,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(middleware::from_fn(head_limit::limit_head))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            deadline::deadline,
+        ))
         .layer(middleware::from_fn(oip_errors));
     if let Some(cors) = state.access.cors_layer() {
         app = app.layer(cors);
@@ -99,14 +104,14 @@ async fn oip_errors(req: Request, next: Next) -> Response {
 }
 
 /// One structured log line per request, with its timings, and the same
-/// figures into the metrics (and, on Lambda, an EMF line). Only the path is
-/// logged (no query string, no headers), so tokens never reach the logs;
-/// the metrics name the route's template, never the path.
+/// figures into the metrics (and, on Lambda, an EMF line). The log and the
+/// metrics name the route's template (`/uploads/{id}`), never the path, the
+/// query string or a header: an upload's id is the capability to read its
+/// answer, and keys and tokens never reach the logs.
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let in_flight = state.metrics.start_request();
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -124,11 +129,11 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let timings = res.extensions().get::<types::Timings>().copied();
     match timings {
         Some(t) => tracing::info!(
-            %method, path, status, ms, images = t.images, read_ms = t.read, decode_ms = t.decode,
+            %method, route, status, ms, images = t.images, read_ms = t.read, decode_ms = t.decode,
             preprocess_ms = t.preprocess, inference_ms = t.inference, queue_ms = t.queue,
             batch = t.batch, "request"
         ),
-        None => tracing::info!(%method, path, status, ms, error, "request"),
+        None => tracing::info!(%method, route, status, ms, error, "request"),
     }
     let observed = metrics::Observed {
         route: &route,

@@ -11,6 +11,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 
+use crate::http::access::{has_key, LocalCaller};
 use crate::http::classify::{classify, ready_model, Payload};
 use crate::http::code::ErrorCode;
 use crate::http::error::{ApiError, RETRY_AFTER_S};
@@ -114,18 +115,29 @@ classify_route!(
     }
 );
 
-/// `GET /health`: 200 once the model is loaded, 503 with the reason otherwise.
+/// `GET /health`: 200 once the model is loaded, 503 otherwise. Which
+/// model, and why it is not ready (which may name buckets, keys or S3's
+/// words), only to a caller with the key or on a keyless loopback server.
 #[utoipa::path(get, path = "/health", tag = "meta",
     responses(
-        (status = 200, description = "Ready", body = HealthAnswer),
-        (status = 503, description = "Loading, retrying a fetch, or failed; `reason` says why", body = HealthAnswer),
+        (status = 200, description = "Ready (`model` for a caller with the key)", body = HealthAnswer),
+        (status = 503, description = "Loading, retrying a fetch, or failed; `reason` says why to a caller with the key", body = HealthAnswer),
     ))]
-pub async fn health(State(state): State<AppState>) -> Response {
+pub async fn health(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    local: Option<axum::Extension<LocalCaller>>,
+) -> Response {
     let (status, model, reason) = match state.model() {
         ModelState::Ready(r) => (HealthStatus::Ok, Some(ModelRef::of(&r.classifier)), None),
         ModelState::Loading => (HealthStatus::Loading, None, None),
         ModelState::Retrying(reason) => (HealthStatus::Retrying, None, Some(reason)),
         ModelState::Failed(reason) => (HealthStatus::Failed, None, Some(reason)),
+    };
+    let (model, reason) = if local.is_some() || has_key(&state.access, &headers) {
+        (model, reason)
+    } else {
+        (None, None)
     };
     let code = if status == HealthStatus::Ok {
         StatusCode::OK

@@ -337,12 +337,20 @@ pub struct UploadRequest {
     /// many (at most `CATDOG_MAX_OBJECT_BYTES`, itself at most 4 GiB).
     #[schema(value_type = i64, format = Int64, minimum = 1, maximum = 4294967295_u64)]
     pub bytes: u32,
-    /// Its type, also signed (`image/jpeg`, `image/png`, …) [default: application/octet-stream].
-    #[serde(default)]
-    #[schema(pattern = r"^image/[A-Za-z0-9.+-]+$")]
-    pub content_type: Option<String>,
+    /// Its type, also signed: one of the formats catdog decodes.
+    #[schema(pattern = r"^image/(jpeg|png|webp|gif|bmp)$")]
+    pub content_type: String,
 }
 
+/// The picture types an upload may be, each with its id's extension: the
+/// formats catdog decodes, and nothing a browser would render as a page.
+pub const UPLOAD_TYPES: [(&str, &str); 5] = [
+    ("image/jpeg", ".jpg"),
+    ("image/png", ".png"),
+    ("image/webp", ".webp"),
+    ("image/gif", ".gif"),
+    ("image/bmp", ".bmp"),
+];
 /// `POST /uploads`' answer: where to PUT the picture, and where its answer
 /// will be.
 #[derive(Debug, Serialize, ToSchema)]

@@ -55,18 +55,31 @@ impl Failure {
 /// failure carries one (`invalid_image`, …), `no_such_key` for a missing
 /// object, else S3's failure as a gateway's (`s3_unavailable` when it may
 /// pass, `s3_error` when it will not).
+///
+/// S3's own words (an AccessDenied names the role's ARN, the bucket
+/// policy's conditions) go to the log, never to the client: a gateway
+/// error says only what kind of failure it was.
 impl From<Failure> for ApiError {
     fn from(f: Failure) -> Self {
-        let code = ErrorCode::ALL
+        if let Some(code) = ErrorCode::ALL
             .iter()
             .copied()
             .find(|c| c.as_str() == f.code)
-            .unwrap_or(if f.is_transient() {
-                ErrorCode::S3Unavailable
-            } else {
-                ErrorCode::S3Error
-            });
-        ApiError::new(code, f.message)
+        {
+            return ApiError::new(code, f.message);
+        }
+        tracing::warn!(code = %f.code, error = %f.message, "S3 refused a request");
+        if f.is_transient() {
+            ApiError::new(
+                ErrorCode::S3Unavailable,
+                "S3 is throttling or out of reach; try again",
+            )
+        } else {
+            ApiError::new(
+                ErrorCode::S3Error,
+                "S3 refused this server's request (the server log says why)",
+            )
+        }
     }
 }
 
@@ -119,9 +132,15 @@ mod tests {
             http(Failure::permanent("no_such_key", "x")).code,
             ErrorCode::NoSuchKey
         );
-        assert_eq!(
-            http(Failure::permanent("access_denied", "x")).code,
-            ErrorCode::S3Error
+        let denied = http(Failure::permanent(
+            "access_denied",
+            "AccessDenied: User: arn:aws:sts::123456789012:assumed-role/catdog is not authorized",
+        ));
+        assert_eq!(denied.code, ErrorCode::S3Error);
+        assert!(
+            !denied.message.contains("arn:") && !denied.message.contains("AccessDenied"),
+            "{}",
+            denied.message
         );
         assert_eq!(
             http(Failure::transient("throttled", "x")).code,

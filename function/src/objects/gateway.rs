@@ -10,20 +10,21 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tokio::sync::OnceCell;
 
-use super::location::ObjectRef;
+use super::location::{has_dot_segments, ObjectRef};
 use super::results::ResultsConfig;
 use super::store::ObjectStore;
 use super::worker::{ObjectWorker, Outcome};
 use crate::http::code::ErrorCode;
 use crate::http::error::ApiError;
 use crate::http::state::{AppState, StoredPictures};
-use crate::http::types::{UploadRequest, UploadTicket};
+use crate::http::types::{UploadRequest, UploadTicket, UPLOAD_TYPES};
 use crate::model::retry::SdkRetries;
 use crate::model::source::{s3_client, FetchOptions};
 
-/// How long a presigned upload URL stays valid: time to send a large
-/// picture over a slow link, short enough that a leaked URL soon expires.
-pub const UPLOAD_URL_LIFETIME: Duration = Duration::from_secs(15 * 60);
+/// How long a presigned upload URL stays valid: 64 MiB (the object
+/// limit) at 2 Mbit/s, short enough that a leaked URL soon expires (and it
+/// takes one PUT only).
+pub const UPLOAD_URL_LIFETIME: Duration = Duration::from_secs(5 * 60);
 
 /// Where uploads go, which buckets may be read, and the client for both.
 pub struct S3Gateway {
@@ -89,14 +90,10 @@ fn new_upload_id(content_type: &str) -> Result<String, ApiError> {
     let mut bits = [0u8; 16];
     getrandom::getrandom(&mut bits)
         .map_err(|e| ApiError::internal(format!("no randomness for an upload id: {e}")))?;
-    let ext = match content_type {
-        "image/jpeg" => ".jpg",
-        "image/png" => ".png",
-        "image/webp" => ".webp",
-        "image/gif" => ".gif",
-        "image/bmp" => ".bmp",
-        _ => "",
-    };
+    let ext = UPLOAD_TYPES
+        .iter()
+        .find(|(t, _)| *t == content_type)
+        .map_or("", |(_, ext)| ext);
     Ok(format!("{}{ext}", hex::encode(bits)))
 }
 
@@ -104,9 +101,7 @@ impl StoredPictures for S3Gateway {
     fn upload(&self, request: UploadRequest) -> BoxFuture<'_, Result<UploadTicket, ApiError>> {
         Box::pin(async move {
             let (bucket, prefix) = self.uploads()?;
-            let content_type = request
-                .content_type
-                .unwrap_or_else(|| "application/octet-stream".into());
+            let content_type = request.content_type;
             let id = new_upload_id(&content_type)?;
             let object = ObjectRef::new(bucket, format!("{prefix}{id}"));
             let (url, headers) = self
@@ -124,6 +119,7 @@ impl StoredPictures for S3Gateway {
                 headers.into_iter().collect();
             headers.insert("content-type".into(), content_type);
             headers.insert("content-length".into(), request.bytes.to_string());
+            headers.insert("if-none-match".into(), "*".into());
             Ok(UploadTicket {
                 result: format!("/uploads/{id}"),
                 id,
@@ -184,6 +180,12 @@ impl StoredPictures for S3Gateway {
                         format!("`s3` must be s3://bucket/key, not {uri:?}"),
                     )
                 })?;
+            if has_dot_segments(key) {
+                return Err(ApiError::new(
+                    ErrorCode::S3NotAllowed,
+                    "`s3` keys with `.` or `..` segments are not read",
+                ));
+            }
             if !self.may_read(bucket) {
                 return Err(ApiError::new(
                     ErrorCode::S3NotAllowed,

@@ -71,6 +71,56 @@ pub fn decode_event_key(raw: &str) -> Result<String, KeyError> {
         .map_err(|_| KeyError { raw: raw.into() })
 }
 
+/// Whether `key` has a `.` or `..` segment (`a/../b`, `./a`): S3 takes it
+/// literally, but HTTP clients and proxies may resolve it on the way to
+/// another key, so catdog never sends one.
+pub fn has_dot_segments(key: &str) -> bool {
+    key.split('/')
+        .any(|segment| segment == "." || segment == "..")
+}
+
+/// The part of S3 that events may ask catdog to read and tag: the uploads
+/// bucket, under the uploads prefix (`CATDOG_UPLOADS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectScope {
+    pub bucket: String,
+    /// Empty: the whole bucket.
+    pub prefix: String,
+}
+
+/// Why an event's object is refused before any S3 call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutOfScope {
+    #[error("this function classifies no S3 objects from events: no uploads area is configured (CATDOG_UPLOADS=s3://bucket/prefix/)")]
+    NoScope,
+    #[error("{object} is outside the uploads area s3://{bucket}/{prefix}")]
+    Outside {
+        object: String,
+        bucket: String,
+        prefix: String,
+    },
+    #[error("the key of {0} has `.` or `..` segments")]
+    DotSegments(String),
+}
+
+impl ObjectScope {
+    /// Whether `object` may be read and tagged on an event's word.
+    pub fn admit(scope: Option<&Self>, object: &ObjectRef) -> Result<(), OutOfScope> {
+        let scope = scope.ok_or(OutOfScope::NoScope)?;
+        if has_dot_segments(&object.key) {
+            return Err(OutOfScope::DotSegments(object.to_string()));
+        }
+        if object.bucket != scope.bucket || !object.key.starts_with(&scope.prefix) {
+            return Err(OutOfScope::Outside {
+                object: object.to_string(),
+                bucket: scope.bucket.clone(),
+                prefix: scope.prefix.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The bucket name of an S3 bucket ARN (`arn:aws:s3:::name`, in any partition).
 pub fn bucket_of_arn(arn: &str) -> Option<&str> {
     let mut parts = arn.splitn(6, ':');
@@ -119,6 +169,37 @@ mod tests {
         assert_eq!(split_s3_uri("s3://b"), Some(("b", "")));
         assert_eq!(split_s3_uri("s3:///k"), None);
         assert_eq!(split_s3_uri("/local"), None);
+    }
+
+    #[test]
+    fn events_may_name_the_uploads_area_only() {
+        let scope = ObjectScope {
+            bucket: "uploads".into(),
+            prefix: "incoming/".into(),
+        };
+        let admit = |b: &str, k: &str| ObjectScope::admit(Some(&scope), &ObjectRef::new(b, k));
+        assert_eq!(admit("uploads", "incoming/cat.jpg"), Ok(()));
+        assert!(matches!(
+            admit("uploads", "batch/manifests/m.csv"),
+            Err(OutOfScope::Outside { .. })
+        ));
+        assert!(matches!(
+            admit("other", "incoming/cat.jpg"),
+            Err(OutOfScope::Outside { .. })
+        ));
+        assert!(matches!(
+            admit("uploads", "incoming/../catdog-results/x.json"),
+            Err(OutOfScope::DotSegments(_))
+        ));
+        assert!(matches!(
+            admit("uploads", "incoming/./x.jpg"),
+            Err(OutOfScope::DotSegments(_))
+        ));
+        assert_eq!(admit("uploads", "incoming/a..b/x.jpg"), Ok(()));
+        assert_eq!(
+            ObjectScope::admit(None, &ObjectRef::new("uploads", "incoming/x.jpg")),
+            Err(OutOfScope::NoScope)
+        );
     }
 
     #[test]

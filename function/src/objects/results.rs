@@ -55,10 +55,18 @@ impl ResultsConfig {
         key.starts_with(&self.prefix)
     }
 
-    /// Where the record of `bucket`/`key` is written.
+    /// Where the record of `bucket`/`key` is written: beside it in its own
+    /// bucket (`<prefix><key>.json`), or in the results bucket, where the
+    /// object's bucket is part of the key (`<prefix><bucket>/<key>.json`), so
+    /// that two buckets' `x.jpg` never share (and reuse) one record.
     pub fn record_location(&self, bucket: &str, key: &str) -> (String, String) {
-        let b = self.bucket.clone().unwrap_or_else(|| bucket.to_string());
-        (b, format!("{}{key}.json", self.prefix))
+        match &self.bucket {
+            Some(results) => (
+                results.clone(),
+                format!("{}{bucket}/{key}.json", self.prefix),
+            ),
+            None => (bucket.to_string(), format!("{}{key}.json", self.prefix)),
+        }
     }
 }
 
@@ -163,6 +171,19 @@ mod tests {
         );
         assert!(c.is_result_key("out/a b/c.jpg.json"));
         assert!(!c.is_result_key("outside.jpg"));
+    }
+
+    #[test]
+    fn in_a_results_bucket_two_buckets_keys_never_share_a_record() {
+        let c = ResultsConfig {
+            bucket: Some("results".into()),
+            ..ResultsConfig::default()
+        };
+        let (b1, k1) = c.record_location("b1", "x.jpg");
+        let (b2, k2) = c.record_location("b2", "x.jpg");
+        assert_eq!((b1.as_str(), b2.as_str()), ("results", "results"));
+        assert_ne!(k1, k2);
+        assert!(k1.ends_with("b1/x.jpg.json"), "{k1}");
     }
 
     #[test]

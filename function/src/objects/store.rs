@@ -76,8 +76,10 @@ impl ObjectStore {
     }
 
     /// A presigned PUT of exactly `bytes` bytes of `content_type` to
-    /// `object`, valid for `expires`: its URL and the headers the PUT must
-    /// carry (both are signed, so S3 refuses another size or type).
+    /// `object`, valid for `expires`, that only creates: its URL and the
+    /// headers the PUT must carry. Size, type and `If-None-Match: *` are
+    /// signed, so S3 refuses another size or type, and refuses (412) a
+    /// second PUT to the key: one ticket, one picture, one inference.
     pub async fn presign_put(
         &self,
         object: &ObjectRef,
@@ -94,6 +96,7 @@ impl ObjectStore {
             .key(&object.key)
             .content_type(content_type)
             .content_length(bytes as i64)
+            .if_none_match("*")
             .presigned(config)
             .await
             .map_err(|e| sorted(e, "presigning a PUT to", object))?;
@@ -295,5 +298,55 @@ where
         (Some(_), _) => Failure::permanent("s3_error", format!("{what}: {said}")),
         // No answer at all: a timeout, a refused or cut connection.
         (None, _) => Failure::transient("s3_unreachable", format!("{what}: {said}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+
+    /// A client that signs with made-up credentials and never connects:
+    /// presigning is local.
+    fn offline_store() -> ObjectStore {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(
+                "AKIDEXAMPLE",
+                "secret",
+                None,
+                None,
+                "test",
+            ))
+            .build();
+        ObjectStore::new(Client::from_conf(config))
+    }
+
+    #[tokio::test]
+    async fn a_ticket_signs_its_size_its_type_and_create_only() {
+        let object = ObjectRef::new("uploads", "incoming/0123.png");
+        let lifetime = std::time::Duration::from_secs(300);
+        let (url, headers) = offline_store()
+            .presign_put(&object, 1234, "image/png", lifetime)
+            .await
+            .unwrap();
+        let url = reqwest::Url::parse(&url).unwrap();
+        let query: std::collections::HashMap<String, String> =
+            url.query_pairs().into_owned().collect();
+        let signed: Vec<&str> = query["X-Amz-SignedHeaders"].split(';').collect();
+        for header in ["content-length", "content-type", "host", "if-none-match"] {
+            assert!(
+                signed.contains(&header),
+                "{header} is not signed: {signed:?}"
+            );
+        }
+        assert_eq!(query["X-Amz-Expires"], "300");
+        let headers: std::collections::HashMap<String, String> = headers.into_iter().collect();
+        assert_eq!(headers.get("if-none-match").map(String::as_str), Some("*"));
+        assert_eq!(
+            headers.get("content-type").map(String::as_str),
+            Some("image/png")
+        );
     }
 }

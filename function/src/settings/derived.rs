@@ -55,6 +55,19 @@ impl Settings {
         }
     }
 
+    /// How the Lambda bootstrap works through S3-side events.
+    pub fn event_options(&self) -> crate::events::dispatch::EventOptions {
+        crate::events::dispatch::EventOptions {
+            concurrency: self.objects.object_concurrency,
+            scope: self
+                .objects
+                .uploads
+                .clone()
+                .map(|(bucket, prefix)| crate::objects::location::ObjectScope { bucket, prefix }),
+            margin: self.limits().timeouts.lambda_margin,
+        }
+    }
+
     /// Pictures in S3 as the HTTP API reaches them (`POST /uploads`,
     /// `/predict {"s3": …}`); `None` when no bucket is named.
     pub fn stored_pictures(&self) -> Option<crate::http::state::Stored> {
@@ -159,6 +172,11 @@ impl Settings {
                 lambda_memory_mb: self.process.lambda_memory_mb.filter(|_| self.on_lambda()),
                 wait: Duration::from_millis(l.memory_wait_ms),
             },
+            timeouts: crate::limits::Timeouts {
+                body_idle: Duration::from_secs_f64(l.body_timeout_s),
+                request: Duration::from_secs_f64(l.request_timeout_s),
+                lambda_margin: Duration::from_millis(l.deadline_margin_ms),
+            },
         }
     }
 
@@ -171,9 +189,27 @@ impl Settings {
         )
     }
 
+    /// How `catdog serve` (and the tunnel) hold connections.
+    pub fn connection_limits(&self) -> crate::host::connections::ConnectionLimits {
+        crate::host::connections::ConnectionLimits {
+            header_timeout: Duration::from_secs_f64(self.serve.header_timeout_s),
+            max_connections: self.serve.max_connections,
+        }
+    }
+
+    /// Whether the router will ask for an API key (given, or in a secret).
+    pub fn keyed(&self) -> bool {
+        self.access.api_key.is_some()
+            || self
+                .access
+                .api_key_secret
+                .as_ref()
+                .is_some_and(|s| !s.trim().is_empty())
+    }
+
     /// `host:port` to bind.
     pub fn bind_address(&self) -> String {
-        let ServeSettings { host, port } = &self.serve;
+        let ServeSettings { host, port, .. } = &self.serve;
         if host.contains(':') {
             format!("[{host}]:{port}")
         } else {

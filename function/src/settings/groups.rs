@@ -93,6 +93,18 @@ pub struct LimitSettings {
     #[arg(long, env = "CATDOG_MEMORY_WAIT_MS", default_value_t = crate::memory::DEFAULT_WAIT_MS,
           value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub memory_wait_ms: u64,
+    /// Longest pause between two pieces of a request body, in seconds (then 408 `request_timeout`).
+    #[arg(long, env = "CATDOG_BODY_TIMEOUT_S", default_value_t = crate::limits::DEFAULT_BODY_TIMEOUT_S,
+          value_parser = parse_timeout_s)]
+    pub body_timeout_s: f64,
+    /// Longest a whole request may take, in seconds (then 408 if its body had not come, else 503 `deadline_exceeded`).
+    #[arg(long, env = "CATDOG_REQUEST_TIMEOUT_S", default_value_t = crate::limits::DEFAULT_REQUEST_TIMEOUT_S,
+          value_parser = parse_timeout_s)]
+    pub request_timeout_s: f64,
+    /// On Lambda: ms kept before the invoke's deadline, where new work stops so the invoke answers instead of timing out.
+    #[arg(long, env = "CATDOG_DEADLINE_MARGIN_MS", default_value_t = crate::limits::DEFAULT_DEADLINE_MARGIN_MS,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub deadline_margin_ms: u64,
 }
 
 /// `CATDOG_MEMORY_BUDGET`: a number of bytes, or decided at start.
@@ -110,6 +122,13 @@ pub struct AccessSettings {
     /// flag is visible to other users in `ps`.
     #[arg(long, env = "CATDOG_API_KEY", hide_env_values = true, value_parser = parse_api_key)]
     pub api_key: Option<Secret>,
+    /// Read the API key from this AWS Secrets Manager secret (its ARN or
+    /// name; the secret's string is the key) at start, and again when a
+    /// presented key does not match, at most once a minute, so rotation
+    /// needs no restart. How the template keeps the key out of the
+    /// function's configuration.
+    #[arg(long, env = "CATDOG_API_KEY_SECRET", conflicts_with = "api_key")]
+    pub api_key_secret: Option<String>,
     /// Web origins allowed to call the API from a browser (CORS), comma-separated,
     /// e.g. `https://app.example.com`; `*` for any [default: none, CORS off].
     #[arg(long, env = "CATDOG_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
@@ -157,7 +176,8 @@ pub struct ObjectSettings {
     #[arg(long, env = "CATDOG_RESULTS_PREFIX", default_value = crate::objects::results::DEFAULT_PREFIX,
           value_parser = parse_results_prefix)]
     pub results_prefix: String,
-    /// The bucket records go to [default: the classified object's own].
+    /// The bucket records go to, at <results prefix><bucket>/<key>.json
+    /// [default: the classified object's own, at <results prefix><key>.json].
     #[arg(long, env = "CATDOG_RESULTS_BUCKET")]
     pub results_bucket: Option<String>,
     /// Objects classified at once within one event or listing.
@@ -189,6 +209,13 @@ pub struct ServeSettings {
     /// Port (0: any free one).
     #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
+    /// Seconds a connection has to send a request's line and headers; then it is closed.
+    #[arg(long, env = "CATDOG_HEADER_TIMEOUT_S", default_value_t = 10.0, value_parser = parse_timeout_s)]
+    pub header_timeout_s: f64,
+    /// Connections open at once (the port and the tunnel each); more wait until one closes.
+    #[arg(long, env = "CATDOG_MAX_CONNECTIONS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=65_536).map(|n| n as usize))]
+    pub max_connections: usize,
 }
 
 /// A public HTTPS URL through ngrok, and who may use it.
@@ -235,6 +262,12 @@ pub struct TunnelSettings {
     /// Seconds to wait for ngrok before giving up (no network: fails at once).
     #[arg(long = "ngrok-timeout-s", env = "NGROK_TIMEOUT_S", default_value_t = 10.0, value_parser = parse_timeout_s)]
     pub connect_timeout_s: f64,
+    /// Open the tunnel to anyone on the internet although nothing guards it
+    /// (no API key, no basic auth, OAuth or CIDR allow-list); without this
+    /// such a tunnel is refused. Anyone may then classify, mint upload
+    /// tickets signed with your AWS credentials and read /metrics.
+    #[arg(long = "public", env = "CATDOG_PUBLIC")]
+    pub public: bool,
 }
 
 /// The process: ONNX Runtime, caches, logs, the Lambda environment, the demo photos.

@@ -100,11 +100,13 @@ impl Hook {
             codedeploy: clients::codedeploy(&shared, &retry),
             function: h.check_function.clone().filter(|f| !f.trim().is_empty()),
             checks: h.checks_object.clone(),
-            api_key: settings
-                .access
-                .api_key
-                .as_ref()
-                .map(|k| k.expose().to_string()),
+            // Without the key every check gets 401, and the hook reports Failed.
+            api_key: crate::host::secret_key::key_text(settings)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "no API key for the checks");
+                    None
+                }),
             tolerance: h.check_tolerance,
             budget: Duration::from_secs_f64(h.check_timeout_s),
         }

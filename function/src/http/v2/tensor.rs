@@ -165,17 +165,16 @@ impl Given<'_> {
         &self.input.name
     }
 
-    /// The JSON `data`, flattened in row-major order.
-    fn data(&self) -> Result<Vec<&Value>, InferError> {
+    /// The JSON `data`, flattened in row-major order, read no further than
+    /// one element past the shape's count.
+    fn data(&self) -> Result<Vec<Value>, InferError> {
         let data = self.input.data.as_ref().ok_or_else(|| {
             bad(format!(
                 "input `{}` has neither `data` nor `binary_data_size`",
                 self.name()
             ))
         })?;
-        let mut flat = Vec::new();
-        flatten(data, &mut flat).map_err(|m| bad(format!("input `{}`: {m}", self.name())))?;
-        Ok(flat)
+        flatten(data.get(), self.elements).map_err(|m| bad(format!("input `{}`: {m}", self.name())))
     }
 }
 
@@ -291,6 +290,8 @@ fn given(input: &RequestInput, mut binary: Bytes) -> Result<Given<'_>, InferErro
 
 /// `image`, BYTES: encoded pictures, base64 in JSON or length-prefixed in binary.
 fn pictures(given: &Given, max_batch: usize) -> Result<Payload, InferError> {
+    // The batch limit from the shape, before any element is read.
+    check_count(given.elements, max_batch)?;
     let pictures: Vec<Bytes> = match &given.raw {
         Some(raw) => {
             split_bytes(raw.clone()).map_err(|m| bad(format!("input `{IMAGE_INPUT}`: {m}")))?
@@ -333,6 +334,7 @@ fn tensors(given: &Given, model: &Classifier, max_batch: usize) -> Result<Payloa
             join(&dims)
         )));
     }
+    check_count(shape[0], max_batch)?;
     let values: Vec<f32> = match &given.raw {
         Some(raw) => {
             if raw.len() != given.elements * 4 {
@@ -438,20 +440,111 @@ fn wanted(request: &InferRequest, model: &str) -> Result<Vec<Wanted>, InferError
     Ok(out)
 }
 
-/// Flattens nested arrays of elements, in row-major order.
-fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) -> Result<(), String> {
-    match v {
-        Value::Array(items) => {
-            for item in items {
-                if item.is_array() {
-                    flatten(item, out)?;
-                } else {
-                    out.push(item);
-                }
-            }
-            Ok(())
+/// Flattens nested arrays of elements, in row-major order, as they are
+/// read from the JSON text: past `limit` elements it stops with an error,
+/// before the rest is ever made into values.
+fn flatten(json: &str, limit: usize) -> Result<Vec<Value>, String> {
+    use serde::de::DeserializeSeed;
+    let mut out = Vec::new();
+    let mut de = serde_json::Deserializer::from_str(json);
+    Flat {
+        out: &mut out,
+        limit,
+        top: true,
+    }
+    .deserialize(&mut de)
+    .map_err(|e| {
+        // serde_json adds " at line 1 column …": the message is the point.
+        let e = e.to_string();
+        e.split(" at line ").next().unwrap_or(&e).to_string()
+    })?;
+    Ok(out)
+}
+
+/// One level of [`flatten`]'s arrays (`top`: the `data` itself, which must be one).
+struct Flat<'a> {
+    out: &'a mut Vec<Value>,
+    limit: usize,
+    top: bool,
+}
+
+impl Flat<'_> {
+    fn push<E: serde::de::Error>(self, v: Value) -> Result<(), E> {
+        if self.top {
+            return Err(E::custom("`data` must be an array"));
         }
-        _ => Err("`data` must be an array".into()),
+        if self.out.len() == self.limit {
+            return Err(E::custom(format!(
+                "`data` holds more than the shape's {} elements",
+                self.limit
+            )));
+        }
+        self.out.push(v);
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Flat<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Flat<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of elements, flat or nested")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let (out, limit) = (self.out, self.limit);
+        while seq
+            .next_element_seed(Flat {
+                out: &mut *out,
+                limit,
+                top: false,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.push(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<(), E> {
+        self.push(Value::String(v))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        self.push(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.push(Value::from(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.push(Value::from(v))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.push(Value::Bool(v))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.push(Value::Null)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        if self.top {
+            return Err(serde::de::Error::custom("`data` must be an array"));
+        }
+        Err(serde::de::Error::custom("an element is an object"))
     }
 }
 
@@ -620,13 +713,28 @@ mod tests {
 
     #[test]
     fn nested_data_flattens_in_row_major_order() {
-        let v: Value = serde_json::json!([[1, 2], [3, [4]]]);
-        let mut out = Vec::new();
-        flatten(&v, &mut out).unwrap();
+        let out = flatten("[[1, 2], [3, [4]]]", 4).unwrap();
         assert_eq!(
             out.iter().map(|v| v.as_i64().unwrap()).collect::<Vec<_>>(),
             [1, 2, 3, 4]
         );
-        assert!(flatten(&serde_json::json!("x"), &mut Vec::new()).is_err());
+        assert_eq!(flatten("\"x\"", 4).unwrap_err(), "`data` must be an array");
+        assert!(flatten("{\"a\": 1}", 4).is_err());
+        assert!(flatten("[{\"a\": 1}]", 4).is_err());
+    }
+
+    #[test]
+    fn data_past_the_shape_is_refused_without_being_read() {
+        // Six MiB of `0,`: refused at the shape's count plus one, and the
+        // rest is never turned into values (nor even parsed).
+        let mut huge = String::from("[");
+        huge.push_str(&"0,".repeat(3 << 20));
+        huge.push_str("0]");
+        let e = flatten(&huge, 16).unwrap_err();
+        assert_eq!(e, "`data` holds more than the shape's 16 elements");
+        // Malformed text after the point of refusal is not reached either.
+        let e = flatten("[1, 2, 3, oops", 2).unwrap_err();
+        assert!(e.contains("more than the shape's 2"), "{e}");
+        assert_eq!(flatten("[[1], [2]]", 2).unwrap().len(), 2);
     }
 }

@@ -136,10 +136,13 @@ pub struct RequestInput {
     #[serde(default)]
     #[schema(nullable = false)]
     pub parameters: Option<InputParameters>,
-    /// The elements in row-major order, flat or nested (BYTES: base64 strings).
+    /// The elements in row-major order, flat or nested (BYTES: base64
+    /// strings). Kept as text until the request's structure (one input,
+    /// its shape, the batch limit) is checked, then read up to the shape's
+    /// count of elements: a body of a million `0,` costs no million values.
     #[serde(default)]
     #[schema(value_type = Vec<Object>, nullable = false)]
-    pub data: Option<serde_json::Value>,
+    pub data: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// An input's parameters: the one catdog reads, and any others (ignored).

@@ -1,0 +1,118 @@
+//! The API key where secrets live: AWS Secrets Manager
+//! (`CATDOG_API_KEY_SECRET`). The function's environment then holds only
+//! the secret's ARN, so `lambda:GetFunctionConfiguration` (ReadOnlyAccess)
+//! no longer reveals the key; the secret's string is the key. The key is
+//! read at start and again on a failed match at most once a minute
+//! ([`crate::http::access::KeySource`]), so a rotation needs no restart. A
+//! plain key (`CATDOG_API_KEY`) stays possible for local use.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
+use futures_util::future::BoxFuture;
+
+use crate::http::access::{Access, AccessError, ApiKey, KeySource};
+use crate::model::retry::{RetryPolicy, SdkRetries};
+use crate::model::source::sdk_error_message;
+use crate::settings::{Secret, Settings};
+
+/// A secret in Secrets Manager, by ARN or name. The client is made for each
+/// read (at most one a minute), on the runtime of the caller, so a key read
+/// at start on one runtime is read again on the server's.
+pub struct SecretsManagerKey {
+    secret_id: String,
+    retry: RetryPolicy,
+}
+
+impl SecretsManagerKey {
+    pub fn new(secret_id: &str, retry: RetryPolicy) -> Self {
+        Self {
+            secret_id: secret_id.to_string(),
+            retry,
+        }
+    }
+
+    async fn read(&self) -> Result<String, AccessError> {
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await;
+        let conf = aws_sdk_secretsmanager::config::Builder::from(&shared)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .read_timeout(Duration::from_secs(10))
+                    .build(),
+            )
+            .retry_config(self.retry.sdk_config(SdkRetries::ThisPolicy))
+            .build();
+        let client = aws_sdk_secretsmanager::Client::from_conf(conf);
+        let what = || format!("Secrets Manager secret {}", self.secret_id);
+        let out = client
+            .get_secret_value()
+            .secret_id(&self.secret_id)
+            .send()
+            .await
+            .map_err(|e| AccessError::Source(format!("{}: {}", what(), sdk_error_message(&e))))?;
+        out.secret_string()
+            .map(str::to_string)
+            .ok_or_else(|| AccessError::Source(format!("{}: it holds no SecretString", what())))
+    }
+}
+
+impl KeySource for SecretsManagerKey {
+    fn fetch(&self) -> BoxFuture<'_, Result<String, AccessError>> {
+        Box::pin(self.read())
+    }
+}
+
+/// The router's access settings, the key read from its secret when one is
+/// named (a secret that cannot be read stops the start, with its reason).
+pub async fn access(settings: &Settings) -> Result<Access, AccessError> {
+    match &settings.access.api_key_secret {
+        Some(id) if !id.trim().is_empty() => {
+            let source = SecretsManagerKey::new(id.trim(), settings.retry_policy());
+            let key = ApiKey::from_source(Arc::new(source)).await?;
+            Access::with_key(Some(key), &settings.access.cors_origins)
+        }
+        _ => settings.access(),
+    }
+}
+
+/// The key's text, for a caller of the classifier (the PreTraffic hook).
+pub async fn key_text(settings: &Settings) -> Result<Option<String>, AccessError> {
+    match &settings.access.api_key_secret {
+        Some(id) if !id.trim().is_empty() => {
+            SecretsManagerKey::new(id.trim(), settings.retry_policy())
+                .read()
+                .await
+                .map(|k| Some(k.trim().to_string()))
+        }
+        _ => Ok(settings
+            .access
+            .api_key
+            .as_ref()
+            .map(|k| Secret::expose(k).to_string())),
+    }
+}
+
+/// [`access`] from code that is not async (the serve host starts before
+/// its runtime does): on a thread and runtime of its own, so it may be
+/// called inside another runtime (a notebook cell).
+pub fn access_blocking(settings: &Settings) -> Result<Access, AccessError> {
+    if settings.access.api_key_secret.is_none() {
+        return settings.access();
+    }
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| AccessError::Source(format!("a runtime to read the secret: {e}")))?
+                    .block_on(access(settings))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(AccessError::Source("the secret's reader panicked".into())))
+    })
+}
