@@ -34,7 +34,7 @@ runtime:
 setup: runtime build
 
 build:
-	cargo build --profile $(CARGO_PROFILE) --bin catdog
+	cargo build --locked --profile $(CARGO_PROFILE) --bin catdog
 
 serve: setup
 	@exec target/$(PROFILE)/catdog serve --host $(HOST) --port $(PORT)
@@ -116,11 +116,11 @@ define lambda-bootstrap
 	@if command -v cargo-lambda > /dev/null; then \
 	  py="$$(dirname "$$(command -v cargo-lambda)")/python3"; \
 	  if [ -z "$$CARGO_ZIGBUILD_PYTHON_PATH" ] && [ -x "$$py" ]; then export CARGO_ZIGBUILD_PYTHON_PATH="$$py"; fi; \
-	  cargo lambda build --release --bin catdog $$([ "$(ARCH)" = arm64 ] && echo --arm64) \
+	  cargo lambda build --locked --release --bin catdog $$([ "$(ARCH)" = arm64 ] && echo --arm64) \
 	    --lambda-dir "$${CARGO_TARGET_DIR:-target}/lambda/$(ARCH)" && \
 	  cp "$${CARGO_TARGET_DIR:-target}/lambda/$(ARCH)/catdog/bootstrap" "$(ARTIFACTS_DIR)/bootstrap"; \
 	else \
-	  cargo build --release --bin catdog && cp "$${CARGO_TARGET_DIR:-target}/release/catdog" "$(ARTIFACTS_DIR)/bootstrap"; \
+	  cargo build --locked --release --bin catdog && cp "$${CARGO_TARGET_DIR:-target}/release/catdog" "$(ARTIFACTS_DIR)/bootstrap"; \
 	fi
 endef
 

@@ -101,3 +101,14 @@ impl Default for BatchPolicy {
         }
     }
 }
+
+/// Limits on connections (`catdog serve`'s settings).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Time a connection has to send a whole request head (line and
+    /// headers), for its first request and each next one on keep-alive.
+    pub header_timeout: Duration,
+    /// Connections open at once; past it, new ones wait in the listen
+    /// backlog until one closes.
+    pub max_connections: usize,
+}

@@ -227,3 +227,182 @@ async fn the_api_key_guards_the_lambda_path_too() {
     let (status, body) = http_of(api.invoke("key", keyed).await, "key");
     assert_eq!((status, &body["label"]), (200, &json!("cat")), "{body}");
 }
+
+/// A GET with its `Host` header set to `host` (as a rebinding web page's
+/// request arrives: to 127.0.0.1, naming the attacker's domain).
+async fn get_as(base: &str, path: &str, host: &str, key: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .header("host", host);
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keyless_loopback_server_answers_only_requests_for_a_local_name() {
+    let model = fixture("tiny_caffe_nhwc.onnx");
+    let (_p, base) = serve(&["--model", model.to_str().unwrap()], &[]).await;
+    wait_ready(&base).await;
+    let port = base.rsplit(':').next().unwrap().to_string();
+    // DNS rebinding: the attacker's name, resolving to 127.0.0.1.
+    for path in ["/model", "/health", "/metrics", "/"] {
+        let (status, body) = get_as(&base, path, &format!("evil.example:{port}"), None).await;
+        assert_eq!(status, 421, "{path}: {body}");
+        assert_eq!(
+            body["error"]["code"], "misdirected_request",
+            "{path}: {body}"
+        );
+    }
+    // Under /v2, in the protocol's shape.
+    let (status, body) = get_as(&base, "/v2/models/catdog", "evil.example", None).await;
+    assert_eq!(status, 421, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("CATDOG_API_KEY"),
+        "{body}"
+    );
+    // The machine's own names pass, and see /health's details.
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "[::1]".into(),
+    ] {
+        let (status, body) = get_as(&base, "/health", &host, None).await;
+        assert_eq!(status, 200, "{host}: {body}");
+        assert!(body["model"]["sha256"].is_string(), "{host}: {body}");
+        let (status, _) = get_as(&base, "/model", &host, None).await;
+        assert_eq!(status, 200, "{host}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_key_health_tells_details_only_to_the_keyed_and_logs_hold_no_upload_id() {
+    let (mut proc, base, log_file) = serve_with_key_logged().await;
+    wait_ready(&base).await;
+    // A key guards the server: any name may be asked for (a reverse proxy's).
+    let (status, _) = get_as(&base, "/model", "catdog.example.com", Some(KEY)).await;
+    assert_eq!(status, 200);
+    // /health: the status for anyone, which model only with the key.
+    let (status, anonymous) = get_as(&base, "/health", "catdog.example.com", None).await;
+    assert_eq!((status, &anonymous), (200, &json!({"status": "ok"})));
+    let (_, keyed) = get_as(&base, "/health", "catdog.example.com", Some(KEY)).await;
+    assert!(keyed["model"]["sha256"].is_string(), "{keyed}");
+    // An upload id is the capability to read its answer: the log names the
+    // route, never the id.
+    let id = "0123456789abcdef0123456789abcdef.png";
+    let (status, _) = get_as(&base, &format!("/uploads/{id}"), "localhost", Some(KEY)).await;
+    assert_eq!(status, 404);
+    let _ = proc.child.kill();
+    let _ = proc.child.wait();
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    let _ = std::fs::remove_file(&log_file);
+    assert!(
+        log.contains("/uploads/{id}"),
+        "the route template is logged: {log}"
+    );
+    assert!(
+        !log.contains("0123456789abcdef"),
+        "an upload id was logged: {log}"
+    );
+}
+
+#[test]
+fn an_unguarded_tunnel_is_refused_before_anything_is_served() {
+    let port = free_port();
+    let run = |extra: &[&str]| {
+        catdog_command()
+            .args(["serve", "--port", &port.to_string(), "--ngrok", "--model"])
+            .arg(fixture("tiny_caffe_nhwc.onnx"))
+            .args(extra)
+            .env("NGROK_AUTHTOKEN", "not-a-real-token")
+            .env_remove("CATDOG_API_KEY")
+            .env_remove("CATDOG_PUBLIC")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to open a public URL"), "{err}");
+    assert!(err.contains("--public"), "{err}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    let out = run(&["--ngrok-oauth", "google"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--ngrok-oauth-allow-email"), "{err}");
+}
+
+/// A secret on moto's Secrets Manager, made with boto3 (another client than
+/// the one under test); returns its ARN.
+fn put_secret(endpoint: &str, name: &str, value: &str) -> String {
+    let script = r#"
+import sys, boto3
+c = boto3.client("secretsmanager", endpoint_url=sys.argv[1], region_name="us-east-1",
+                 aws_access_key_id="testing", aws_secret_access_key="testing")
+print(c.create_secret(Name=sys.argv[2], SecretString=sys.argv[3])["ARN"])
+"#;
+    let out = std::process::Command::new(python())
+        .args(["-c", script, endpoint, name, value])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_key_can_live_in_secrets_manager() {
+    let (_moto, endpoint) = moto().await;
+    let arn = put_secret(&endpoint, "catdog/api-key", KEY);
+    let mut env = s3_env(&endpoint);
+    env.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER".into(), endpoint.clone()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let model = fixture("tiny_caffe_nhwc.onnx");
+    let mut with_secret = env.clone();
+    with_secret.push(("CATDOG_API_KEY_SECRET", &arn));
+    let (_p, base) = serve(&["--model", model.to_str().unwrap()], &with_secret).await;
+    wait_ready(&base).await;
+    assert_eq!(predict_with(&base, &[]).await.status(), 401);
+    assert_eq!(
+        predict_with(&base, &[("x-api-key", "not-the-key-0123456")])
+            .await
+            .status(),
+        401
+    );
+    let res = predict_with(&base, &[("x-api-key", KEY)]).await;
+    assert_eq!(res.status(), 200);
+
+    // A secret that cannot be read stops the start, saying which and why.
+    let out = catdog_command()
+        .args(["serve", "--port", "0", "--model"])
+        .arg(&model)
+        .envs(env.iter().copied())
+        .env("CATDOG_API_KEY_SECRET", "catdog/no-such-secret")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("catdog/no-such-secret") && err.contains("ResourceNotFound"),
+        "{err}"
+    );
+    // Both a key and a secret: which one would be meant? Refused.
+    let out = catdog_command()
+        .args(["serve", "--port", "0", "--model"])
+        .arg(&model)
+        .env("CATDOG_API_KEY", KEY)
+        .env("CATDOG_API_KEY_SECRET", &arn)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

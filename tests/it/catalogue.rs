@@ -151,7 +151,7 @@ async fn raw_post(base: &str, case: &Case) -> (u16, String) {
         .await
         .unwrap();
     let head = format!(
-        "POST {} HTTP/1.1\r\nHost: test\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST {} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         case.path,
         case.content_type.as_deref().unwrap_or("image/jpeg"),
         case.body.len()

@@ -106,17 +106,37 @@ fn a_public_url_is_capped_and_access_is_scoped() {
         f["FunctionUrlConfig"]["AuthType"],
         serde_json::json!({"Ref": "FunctionUrlAuthType"})
     );
-    // the API key is a NoEcho parameter passed by reference, never a literal
+    // The API key is a NoEcho parameter kept in Secrets Manager: the
+    // function's environment holds the secret's ARN, never the key, and
+    // the function may read that secret only.
     assert_eq!(params["ApiKey"]["NoEcho"], true);
+    let vars = &f["Environment"]["Variables"];
+    assert!(vars.get("CATDOG_API_KEY").is_none(), "{vars}");
     assert_eq!(
-        f["Environment"]["Variables"]["CATDOG_API_KEY"],
+        vars["CATDOG_API_KEY_SECRET"],
+        serde_json::json!({"Fn::If": ["HasApiKey", {"Ref": "ApiKeySecret"}, {"Ref": "AWS::NoValue"}]})
+    );
+    let secret = &t["Resources"]["ApiKeySecret"];
+    assert_eq!(secret["Type"], "AWS::SecretsManager::Secret");
+    assert_eq!(secret["Condition"], "HasApiKey");
+    assert_eq!(
+        secret["Properties"]["SecretString"],
         serde_json::json!({"Ref": "ApiKey"})
     );
     // The function may read the model object; read and tag the uploads;
     // read and write records under the results prefix; list the uploads
     // bucket (so a missing key is a 404): nothing else, no wildcard action.
     assert_eq!(f["Policies"].as_array().unwrap().len(), 1);
-    let statements = f["Policies"][0]["Statement"].as_array().unwrap();
+    let all = f["Policies"][0]["Statement"].as_array().unwrap();
+    let (statements, secret): (Vec<_>, Vec<_>) =
+        all.iter().partition(|s| s.get("Fn::If").is_none());
+    assert_eq!(
+        secret,
+        [&serde_json::json!({"Fn::If": ["HasApiKey", {
+            "Sid": "ReadTheApiKeyOnly", "Effect": "Allow",
+            "Action": "secretsmanager:GetSecretValue", "Resource": {"Ref": "ApiKeySecret"}
+        }, {"Ref": "AWS::NoValue"}]})]
+    );
     let sub = |v: &serde_json::Value| v["Fn::Sub"].as_str().unwrap_or("").to_string();
     assert_eq!(statements[0]["Action"], "s3:GetObject");
     assert_eq!(
@@ -128,13 +148,14 @@ fn a_public_url_is_capped_and_access_is_scoped() {
         resources,
         [
             "arn:${AWS::Partition}:s3:::${ModelBucket}/${ModelKey}",
-            "arn:${AWS::Partition}:s3:::${UploadsBucketName}/*",
+            // Read and tag the pictures under the uploads prefix only.
+            "arn:${AWS::Partition}:s3:::${UploadsBucketName}/${UploadsPrefix}*",
             "arn:${AWS::Partition}:s3:::${UploadsBucketName}/${ResultsPrefix}*",
             "arn:${AWS::Partition}:s3:::${UploadsBucketName}/${UploadsPrefix}*",
             "arn:${AWS::Partition}:s3:::${UploadsBucketName}",
         ]
     );
-    for st in statements {
+    for st in &statements {
         assert_eq!(st["Effect"], "Allow");
         let actions: Vec<&str> = match &st["Action"] {
             serde_json::Value::String(a) => vec![a.as_str()],
@@ -163,6 +184,90 @@ fn a_public_url_is_capped_and_access_is_scoped() {
             "arn:${AWS::Partition}:s3:::${UploadsBucketName}/${UploadsPrefix}*",
         ]
     );
+}
+
+/// A CloudFormation rule function (the ones `Rules` may use here: `Ref`,
+/// `Fn::Equals`, `Fn::Not`, `Fn::And`, `Fn::Or`) evaluated as CloudFormation
+/// does, over these parameter values (else the template's defaults).
+fn rule_value(
+    v: &serde_json::Value,
+    t: &serde_json::Value,
+    given: &serde_json::Value,
+) -> serde_json::Value {
+    use serde_json::Value;
+    let Some((f, args)) = v.as_object().and_then(|o| o.iter().next()) else {
+        return v.clone();
+    };
+    let arg = |i: usize| rule_value(&args[i], t, given);
+    let all = || {
+        args.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| rule_value(a, t, given))
+    };
+    match f.as_str() {
+        "Ref" => {
+            let name = args.as_str().unwrap();
+            given
+                .get(name)
+                .or_else(|| t["Parameters"][name].get("Default"))
+                .unwrap_or_else(|| panic!("no value for {name}"))
+                .clone()
+        }
+        "Fn::Equals" => Value::Bool(arg(0) == arg(1)),
+        "Fn::Not" => Value::Bool(!arg(0).as_bool().unwrap()),
+        "Fn::And" => Value::Bool(all().all(|b| b.as_bool().unwrap())),
+        "Fn::Or" => Value::Bool(all().any(|b| b.as_bool().unwrap())),
+        other => panic!("rule function {other} is not evaluated here"),
+    }
+}
+
+/// The descriptions of the template's rule assertions that fail for these
+/// parameter values (CloudFormation refuses the stack with them).
+fn refused_by_rules(t: &serde_json::Value, given: serde_json::Value) -> Vec<String> {
+    let mut refused = Vec::new();
+    for rule in t["Rules"].as_object().unwrap().values() {
+        let applies = rule
+            .get("RuleCondition")
+            .is_none_or(|c| rule_value(c, t, &given).as_bool().unwrap());
+        for a in rule["Assertions"].as_array().unwrap() {
+            if applies && !rule_value(&a["Assert"], t, &given).as_bool().unwrap() {
+                refused.push(a["AssertDescription"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    refused
+}
+
+#[test]
+fn a_public_url_without_a_key_cannot_be_deployed() {
+    let t = decoded_template();
+    let key = "a-key-of-twenty-chars";
+    // Public without a key: refused, saying what to change.
+    let refused = refused_by_rules(&t, serde_json::json!({"FunctionUrlAuthType": "NONE"}));
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].contains("ApiKey"), "{refused:?}");
+    assert!(!refused_by_rules(
+        &t,
+        serde_json::json!({"FunctionUrlAuthType": "NONE", "ApiKey": ""})
+    )
+    .is_empty());
+    // Public with a key, or signed requests with or without one: deployed.
+    for ok in [
+        serde_json::json!({"FunctionUrlAuthType": "NONE", "ApiKey": key}),
+        serde_json::json!({}),
+        serde_json::json!({"FunctionUrlAuthType": "AWS_IAM", "ApiKey": key}),
+    ] {
+        assert_eq!(
+            refused_by_rules(&t, ok.clone()),
+            Vec::<String>::new(),
+            "{ok}"
+        );
+    }
+    // The model's digest is required: the function serves only what was published.
+    let sha = &t["Parameters"]["ModelSha256"];
+    assert!(sha.get("Default").is_none(), "{sha}");
+    assert_eq!(sha["AllowedPattern"], "^[0-9a-fA-F]{64}$");
 }
 
 fn sub_of(v: &serde_json::Value) -> String {
@@ -211,7 +316,25 @@ fn uploads_are_notified_through_a_queue_with_a_dead_letter_queue_and_batch_can_i
     );
     let cors = &bucket["CorsConfiguration"]["CorsRules"][0];
     assert_eq!(cors["AllowedMethods"], serde_json::json!(["PUT"]));
-    assert_eq!(cors["AllowedHeaders"], serde_json::json!(["content-type"]));
+    // The page sends the ticket's signed headers: its type and If-None-Match.
+    assert_eq!(
+        cors["AllowedHeaders"],
+        serde_json::json!(["content-type", "if-none-match"])
+    );
+    // Nothing grows without bound: pictures expire, replaced versions and
+    // unfinished multipart uploads after a day.
+    let rules = &bucket["LifecycleConfiguration"]["Rules"];
+    assert_eq!(
+        rules,
+        &serde_json::json!([
+            {"Id": "ExpireUploads", "Status": "Enabled", "Prefix": {"Ref": "UploadsPrefix"},
+             "ExpirationInDays": {"Ref": "UploadsRetentionDays"}},
+            {"Id": "ExpireNoncurrentVersions", "Status": "Enabled",
+             "NoncurrentVersionExpiration": {"NoncurrentDays": 1}, "ExpiredObjectDeleteMarker": true},
+            {"Id": "AbortIncompleteMultipartUploads", "Status": "Enabled",
+             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
+        ])
+    );
     let queue = &r["UploadsQueue"]["Properties"];
     assert_eq!(
         queue["RedrivePolicy"]["deadLetterTargetArn"],
@@ -232,9 +355,19 @@ fn uploads_are_notified_through_a_queue_with_a_dead_letter_queue_and_batch_can_i
         .contains("UploadsBucketName"));
     // Batch Operations may invoke the function and nothing else of it.
     let role = &r["BatchOperationsRole"]["Properties"];
+    let trust = &role["AssumeRolePolicyDocument"]["Statement"][0];
     assert_eq!(
-        role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"],
+        trust["Principal"]["Service"],
         "batchoperations.s3.amazonaws.com"
+    );
+    // Jobs of this account only (confused deputy): account and job ARN.
+    assert_eq!(
+        trust["Condition"]["StringEquals"]["aws:SourceAccount"],
+        serde_json::json!({"Ref": "AWS::AccountId"})
+    );
+    assert_eq!(
+        sub_of(&trust["Condition"]["ArnLike"]["aws:SourceArn"]),
+        "arn:${AWS::Partition}:s3:${AWS::Region}:${AWS::AccountId}:job/*"
     );
     let allowed = role["Policies"][0]["PolicyDocument"]["Statement"].to_string();
     assert!(allowed.contains("lambda:InvokeFunction"), "{allowed}");
@@ -299,29 +432,56 @@ fn deploys_shift_the_live_alias_by_canary_and_roll_back_on_alarms() {
         pref["Alarms"],
         serde_json::json!([{"Ref": "LiveErrorsAlarm"}, {"Ref": "LiveThrottlesAlarm"}])
     );
-    for (alarm, metric) in [
-        ("LiveErrorsAlarm", "Errors"),
-        ("LiveThrottlesAlarm", "Throttles"),
-    ] {
+    let live = serde_json::json!([
+        {"Name": "FunctionName", "Value": {"Ref": "CatdogFunction"}},
+        {"Name": "Resource", "Value": {"Fn::Sub": "${CatdogFunction}:live"}},
+    ]);
+    for alarm in ["LiveErrorsAlarm", "LiveThrottlesAlarm"] {
         assert_eq!(r[alarm]["Type"], "AWS::CloudWatch::Alarm", "{alarm}");
         let a = &r[alarm]["Properties"];
-        assert_eq!(a["Namespace"], "AWS/Lambda", "{alarm}");
-        assert_eq!(a["MetricName"], metric, "{alarm}");
-        assert_eq!(
-            a["Dimensions"],
-            serde_json::json!([
-                {"Name": "FunctionName", "Value": {"Ref": "CatdogFunction"}},
-                {"Name": "Resource", "Value": {"Fn::Sub": "${CatdogFunction}:live"}},
-            ]),
-            "{alarm}"
-        );
-        assert_eq!(a["Statistic"], "Sum", "{alarm}");
         assert_eq!(a["TreatMissingData"], "notBreaching", "{alarm}");
         assert_eq!(a["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
-        let threshold = a["Threshold"].as_f64().unwrap();
-        assert!((1.0..=10.0).contains(&threshold), "{alarm}: {threshold}");
-        assert_eq!(a["Period"], 60, "{alarm}");
     }
+    // Throttles: a count over two minutes.
+    let throttles = &r["LiveThrottlesAlarm"]["Properties"];
+    assert_eq!(throttles["Namespace"], "AWS/Lambda");
+    assert_eq!(throttles["MetricName"], "Throttles");
+    assert_eq!(throttles["Dimensions"], live);
+    assert_eq!(throttles["Statistic"], "Sum");
+    assert_eq!(throttles["Period"], 60);
+    // Errors: a rate of the live alias's invocations, not a count, so one
+    // caller cannot veto a deployment; quiet minutes never alarm.
+    let errors = &r["LiveErrorsAlarm"]["Properties"];
+    assert!(errors.get("MetricName").is_none(), "{errors}");
+    let metrics = errors["Metrics"].as_array().unwrap();
+    for (i, (id, name)) in [("errors", "Errors"), ("invocations", "Invocations")]
+        .into_iter()
+        .enumerate()
+    {
+        let m = &metrics[i];
+        assert_eq!(
+            (m["Id"].as_str(), m["ReturnData"].as_bool()),
+            (Some(id), Some(false))
+        );
+        let stat = &m["MetricStat"];
+        assert_eq!(stat["Metric"]["Namespace"], "AWS/Lambda");
+        assert_eq!(stat["Metric"]["MetricName"], name);
+        assert_eq!(stat["Metric"]["Dimensions"], live);
+        assert_eq!(
+            (stat["Stat"].as_str(), stat["Period"].as_u64()),
+            (Some("Sum"), Some(60))
+        );
+    }
+    assert_eq!(
+        metrics[2]["Expression"],
+        "IF(invocations >= 10, 100 * errors / invocations, 0)"
+    );
+    assert_eq!(metrics[2]["ReturnData"], true);
+    assert_eq!(
+        errors["Threshold"],
+        serde_json::json!({"Ref": "ErrorRatePercent"})
+    );
+    assert_eq!(params["ErrorRatePercent"]["Default"], 5);
     assert_eq!(
         pref["Hooks"],
         serde_json::json!({"PreTraffic": {"Ref": "PreTrafficHook"}})
@@ -415,7 +575,10 @@ fn the_hook_is_the_same_build_with_the_narrowest_permissions() {
         t["Parameters"]["CheckTolerance"]["Default"],
         catdog::checks::DEFAULT_TOLERANCE.to_string()
     );
-    assert_eq!(vars["CATDOG_API_KEY"], serde_json::json!({"Ref": "ApiKey"}));
+    assert_eq!(
+        vars["CATDOG_API_KEY_SECRET"],
+        serde_json::json!({"Fn::If": ["HasApiKey", {"Ref": "ApiKeySecret"}, {"Ref": "AWS::NoValue"}]})
+    );
     // The checks give up in time to report before Lambda ends the hook.
     assert!(vars.get("CATDOG_CHECK_TIMEOUT_S").is_none(), "{vars}");
     let budget = catdog::checks::DEFAULT_TIMEOUT_S;
@@ -432,6 +595,15 @@ fn the_hook_is_the_same_build_with_the_narrowest_permissions() {
     let granted: Vec<(Vec<String>, serde_json::Value)> = statements
         .iter()
         .map(|s| {
+            // The key's secret only when there is a key.
+            let s = match s.get("Fn::If") {
+                Some(when) => {
+                    assert_eq!(when[0], "HasApiKey");
+                    assert_eq!(when[2], serde_json::json!({"Ref": "AWS::NoValue"}));
+                    &when[1]
+                }
+                None => s,
+            };
             assert_eq!(s["Effect"], "Allow");
             (actions(s), s["Resource"].clone())
         })
@@ -453,6 +625,10 @@ fn the_hook_is_the_same_build_with_the_narrowest_permissions() {
                     {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ModelBucket}/${ModelKey}.checks.json"},
                     {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ModelBucket}/${ModelKey}.checks/*"}
                 ])
+            ),
+            (
+                vec!["secretsmanager:GetSecretValue".to_string()],
+                serde_json::json!({"Ref": "ApiKeySecret"})
             ),
         ]
     );
@@ -524,8 +700,11 @@ fn the_sam_transform_points_every_caller_at_the_alias_and_gates_it_with_the_hook
     };
     let t = sam_transformed(
         &python,
-        serde_json::json!({"ModelBucket": "models", "UploadsBucketName": "uploads"}),
+        serde_json::json!({"ModelBucket": "models", "UploadsBucketName": "uploads",
+                           "ModelSha256": "0".repeat(64)}),
     );
+    // The rules reach CloudFormation, which checks them before it deploys.
+    assert_eq!(t["Rules"], decoded_template()["Rules"]);
     let r = &t["Resources"];
     let alias_ref = serde_json::json!({"Ref": "CatdogFunctionAliaslive"});
     assert_eq!(r["CatdogFunctionAliaslive"]["Properties"]["Name"], "live");
@@ -592,7 +771,7 @@ fn the_sam_transform_points_every_caller_at_the_alias_and_gates_it_with_the_hook
     let now = sam_transformed(
         &python,
         serde_json::json!({"ModelBucket": "models", "UploadsBucketName": "uploads",
-                           "DeploymentType": "AllAtOnce"}),
+                           "ModelSha256": "0".repeat(64), "DeploymentType": "AllAtOnce"}),
     );
     assert_eq!(
         now["Resources"]["CatdogFunctionDeploymentGroup"]["Properties"]["DeploymentConfigName"]

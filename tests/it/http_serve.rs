@@ -269,7 +269,7 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
             .await
             .unwrap();
         tcp.write_all(
-            b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\nContent-Length: 7340032\r\n\r\n",
+            b"POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/jpeg\r\nContent-Length: 7340032\r\n\r\n",
         )
         .await
         .unwrap();

@@ -76,7 +76,7 @@ async fn early_answers_keep_the_connection_or_say_it_closes() {
         ] {
             let mut s = TcpStream::connect(&addr).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-            write!(s, "{head}Host: x\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+            write!(s, "{head}Host: localhost\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
             std::thread::sleep(Duration::from_millis(10));
             s.write_all(&body).unwrap();
             let (status, headers, _) = answer(&mut s);
@@ -87,7 +87,7 @@ async fn early_answers_keep_the_connection_or_say_it_closes() {
                 "{what}: the connection stays"
             );
             // The same connection answers the next request.
-            s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
                 .unwrap_or_else(|e| panic!("{what}: the connection was closed ({e})"));
             let (status, _, _) = answer(&mut s);
             assert!(status.contains("200"), "{what}, then: {status}");
@@ -96,7 +96,7 @@ async fn early_answers_keep_the_connection_or_say_it_closes() {
         let mut s = TcpStream::connect(&addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         s.write_all(
-            b"POST /no-such-route HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n",
+            b"POST /no-such-route HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000000\r\n\r\n",
         )
         .unwrap();
         s.write_all(&body).unwrap();
@@ -157,7 +157,7 @@ async fn headers_over_64_kib_are_431_every_time() {
     tokio::task::spawn_blocking(move || {
         let send = |path: &str, filler: usize, pieces: usize| -> (String, Vec<u8>) {
             let head = format!(
-                "GET {path} HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\nConnection: close\r\n\r\n",
+                "GET {path} HTTP/1.1\r\nHost: localhost\r\nX-Filler: {}\r\nConnection: close\r\n\r\n",
                 "a".repeat(filler)
             );
             let mut s = TcpStream::connect(&addr).unwrap();

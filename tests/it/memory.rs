@@ -157,7 +157,7 @@ fn a_jpeg_whose_size_disagrees_with_its_admission_allocates_nothing() {
     let before = proc_status("self", "VmRSS:");
     let refused = decode_inspected(&big, &admitted, DecodeLimits::default());
     let peak = proc_status("self", "VmHWM:").saturating_sub(before);
-    let e = refused.err().expect("a JPEG of another size is refused");
+    let e = refused.expect_err("a JPEG of another size is refused");
     assert!(e.to_string().contains("header said"), "{e}");
     // Decoding it would hold 34 MiB; refusing it, libjpeg's tables only.
     assert!(peak < 8 * MIB, "refusing held {} MiB", peak / MIB);

@@ -393,3 +393,24 @@ fn the_notebook_runs_headless_and_shows_the_same_answers_as_the_cli() {
     assert!(stopped.ends_with("closed = true"), "{stopped}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+#[test]
+fn the_notebook_pins_what_it_adds() {
+    // evcxr resolves `:dep` lines itself, outside Cargo.lock: each is the
+    // workspace's own crate (by path) or one exact version.
+    let text = std::fs::read_to_string(workspace().join("notebook/catdog.ipynb")).unwrap();
+    let notebook: Value = serde_json::from_str(&text).unwrap();
+    let deps: Vec<String> = notebook["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["source"].as_array().cloned().unwrap_or_default())
+        .filter_map(|l| l.as_str().map(str::trim).map(str::to_string))
+        .filter(|l| l.starts_with(":dep "))
+        .collect();
+    assert!(deps.len() >= 2, "{deps:?}");
+    for dep in &deps {
+        let pinned = dep.contains("path = ") || dep.contains("version = \"=");
+        assert!(pinned, "not pinned to one version: {dep}");
+    }
+}

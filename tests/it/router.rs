@@ -420,6 +420,14 @@ async fn the_api_description_comes_from_the_same_routes() {
     }
 }
 
+/// A GET as the serve host passes on a local caller's request.
+fn local_get(path: &str) -> Request<Body> {
+    Request::get(path)
+        .extension(catdog::http::access::LocalCaller)
+        .body(Body::empty())
+        .unwrap()
+}
+
 #[tokio::test]
 async fn health_and_model_follow_the_model_state() {
     let s = settings(&[]);
@@ -439,13 +447,19 @@ async fn health_and_model_follow_the_model_state() {
     );
 
     state.set_retrying("S3 unreachable".into());
+    // Who asks decides what /health tells: the reason (which may name
+    // buckets, keys, S3's words) to a local caller of a keyless loopback
+    // server (as the serve host marks them) or one with the key; the status
+    // alone to anyone else (the tunnel, a Function URL).
     let (status, headers, body) = call(app.clone(), get("/health")).await;
     assert_eq!(
         (status, body["status"].as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("retrying"))
     );
-    assert_eq!(body["reason"], "S3 unreachable");
+    assert!(body.get("reason").is_none(), "{body}");
     assert_eq!(headers[header::RETRY_AFTER], "5");
+    let (_, _, body) = call(app.clone(), local_get("/health")).await;
+    assert_eq!(body["reason"], "S3 unreachable");
     let (_, headers, body) = call(app.clone(), get("/model")).await;
     assert_error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -456,7 +470,7 @@ async fn health_and_model_follow_the_model_state() {
     assert_eq!(headers[header::RETRY_AFTER], "5");
 
     state.set_failed("bad bytes".into());
-    let (_, _, body) = call(app.clone(), get("/health")).await;
+    let (_, _, body) = call(app.clone(), local_get("/health")).await;
     assert_eq!(
         (body["status"].as_str(), body["reason"].as_str()),
         (Some("failed"), Some("bad bytes"))
@@ -464,6 +478,8 @@ async fn health_and_model_follow_the_model_state() {
 
     state.set_ready(classifier());
     let (status, _, body) = call(app.clone(), get("/health")).await;
+    assert_eq!((status, &body), (StatusCode::OK, &json!({"status": "ok"})));
+    let (status, _, body) = call(app.clone(), local_get("/health")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ok");
     assert_eq!(body["model"]["uri"], "tiny_torch_nchw.onnx");
@@ -1054,4 +1070,110 @@ async fn every_path_parameter_error_is_in_its_route_s_shape() {
     }
     let (status, _, _) = call(app, post("/predict", "image/png", png(RED))).await;
     assert_eq!(status, StatusCode::OK, "still serving");
+}
+
+/// A POST to /predict whose body is `chunks`, each after `pause`, and then
+/// never ends.
+fn trickle(chunks: usize, pause: Duration) -> Request<Body> {
+    let stream = futures_util::stream::unfold(0, move |n| async move {
+        if n == chunks {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(pause).await;
+        Some((
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x")),
+            n + 1,
+        ))
+    });
+    Request::post("/predict")
+        .header(header::CONTENT_TYPE, "image/png")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_body_that_stops_coming_is_a_408_after_the_body_timeout() {
+    let app = router(&["--body-timeout-s", "0.3"]);
+    let started = std::time::Instant::now();
+    let (status, _, body) = call(app.clone(), trickle(2, Duration::from_millis(50))).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+    );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("0.3 s"),
+        "{body}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The server goes on.
+    let (status, _, body) = call(app, post("/predict", "image/png", png(RED))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_past_the_request_timeout_is_a_408() {
+    // One byte every 100 ms never pauses long enough for the body timeout,
+    // yet the whole request has its own.
+    let app = router(&["--body-timeout-s", "5", "--request-timeout-s", "0.8"]);
+    let started = std::time::Instant::now();
+    let (status, _, body) = call(app, trickle(usize::MAX, Duration::from_millis(100))).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn v2_data_past_the_shape_is_refused_before_it_is_read() {
+    // Six MiB of `0,` for a [1, …] tensor: refused at the shape's count.
+    let mut data = String::from("[");
+    data.push_str(&"0,".repeat(3 << 20));
+    data.push_str("0]");
+    let body = format!(
+        r#"{{"inputs": [{{"name": "input", "datatype": "FP32", "shape": [1, 3, 224, 224], "data": {data}}}]}}"#
+    );
+    let app = router(&["--max-body-bytes", "8000000"]);
+    let (status, _, answer) = call(
+        app,
+        post("/v2/models/catdog/infer", "application/json", body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("more than the shape's"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_form_of_many_fields_gets_a_short_refusal() {
+    let mut form = String::new();
+    for i in 0..100_000 {
+        form.push_str(&format!(
+            "--b\r\ncontent-disposition: form-data; name=\"f{i}\"\r\n\r\n\r\n"
+        ));
+    }
+    form.push_str("--b--\r\n");
+    let app = router(&["--max-body-bytes", "16000000"]);
+    let (status, _, body) = call(
+        app,
+        post("/predict", "multipart/form-data; boundary=b", form),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "no_image");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.len() <= 1100, "a {} byte message", message.len());
+    assert!(message.contains("100000 fields"), "{message}");
 }

@@ -32,19 +32,31 @@ struct Stack {
     _boot: Proc,
     port: u16,
     s3: Client,
+    /// The paths of every request the bootstrap sent to S3.
+    seen: Seen,
 }
 
+type Seen = Arc<std::sync::Mutex<Vec<String>>>;
+
 /// Answers for S3 where a key asks for it: `…forbidden…` gets 403
-/// AccessDenied, `…throttled…` 503 SlowDown; everything else goes to moto.
-async fn fault_proxy(upstream: String) -> String {
+/// AccessDenied, `…throttled…` 503 SlowDown, `…slow…` is sent on after
+/// 10 s; everything else goes to moto. Every request's path is noted.
+async fn fault_proxy(upstream: String) -> (String, Seen) {
     let http = reqwest::Client::new();
     let upstream = Arc::new(upstream);
+    let seen = Seen::default();
+    let log = seen.clone();
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
         let http = http.clone();
         let upstream = upstream.clone();
+        let log = log.clone();
         async move {
             use axum::response::IntoResponse;
             let path = req.uri().path().to_string();
+            log.lock().unwrap().push(path.clone());
+            if path.contains("slow") {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
             let fault = |status: u16, code: &str| {
                 let body = format!(
                     "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
@@ -96,12 +108,12 @@ async fn fault_proxy(upstream: String) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    (url, seen)
 }
 
 async fn stack(env: &[(&str, &str)]) -> Stack {
     let (moto, endpoint) = moto().await;
-    let proxy = fault_proxy(endpoint.clone()).await;
+    let (proxy, seen) = fault_proxy(endpoint.clone()).await;
     let s3 = s3_test_client(&endpoint);
     s3.create_bucket().bucket(BUCKET).send().await.unwrap();
     let (emulator, port) = crate::support::emulator::start().await;
@@ -110,6 +122,8 @@ async fn stack(env: &[(&str, &str)]) -> Stack {
         .envs(s3_env(&proxy))
         .env("MODEL_URI", fixture("tiny_torch_nchw.onnx"))
         .env("CATDOG_MAX_OBJECT_BYTES", MAX_BODY.to_string())
+        // Events may name the whole bucket unless a test narrows it.
+        .env("CATDOG_UPLOADS", format!("s3://{BUCKET}/"))
         .env("RUST_LOG", "warn")
         .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
         .stdout(Stdio::null())
@@ -125,6 +139,7 @@ async fn stack(env: &[(&str, &str)]) -> Stack {
         },
         port,
         s3,
+        seen,
     }
 }
 
@@ -412,6 +427,185 @@ async fn sqs_messages_come_back_only_when_their_failure_may_pass() {
     let (status, answer) = st.invoke(&test_event).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer, json!({"batchItemFailures": []}));
+    // A message that is no S3 notification is kept (retried, then moved to
+    // the dead-letter queue where someone sees it), not dropped.
+    let mut garbled = event_file("sqs-s3.json");
+    let m = garbled["Records"][0].clone();
+    garbled["Records"] = ["not json at all", r#"{"Records": 3}"#]
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let mut m = m.clone();
+            m["messageId"] = json!(format!("m-garbled-{i}"));
+            m["body"] = json!(body);
+            m
+        })
+        .collect();
+    let (status, answer) = st.invoke(&garbled).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer,
+        json!({"batchItemFailures": [{"itemIdentifier": "m-garbled-0"}, {"itemIdentifier": "m-garbled-1"}]})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_outside_the_uploads_area_are_refused_before_any_s3_call() {
+    let st = stack(&[("CATDOG_UPLOADS", "s3://uploads/incoming/")]).await;
+    let etag = st.put("incoming/cat.png", red()).await;
+    st.put("batch/manifests/m.png", red()).await;
+    let mut ev = s3_put_event(&[
+        ("incoming/cat.png", &etag),
+        ("batch/manifests/m.png", "0"),
+        ("incoming/../batch/manifests/m.png", "0"),
+    ]);
+    let mut elsewhere = ev["Records"][0].clone();
+    elsewhere["s3"]["bucket"]["name"] = json!("someone-elses");
+    elsewhere["s3"]["object"]["key"] = json!("incoming/cat.png");
+    ev["Records"].as_array_mut().unwrap().push(elsewhere);
+    st.seen.lock().unwrap().clear();
+    let (status, answer) = st.invoke(&ev).await;
+    assert_eq!(status, 200, "{answer}");
+    let objects = answer["objects"].as_array().unwrap();
+    assert_eq!(objects[0]["status"], "classified", "{answer}");
+    for refused in &objects[1..] {
+        assert_eq!(refused["status"], "failed", "{answer}");
+        assert_eq!(refused["error"]["code"], "out_of_scope", "{answer}");
+    }
+    let seen = st.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .all(|p| !p.contains("manifests") && !p.contains("someone-elses")),
+        "S3 was asked about objects outside the uploads area: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|p| p.contains("incoming/cat.png")),
+        "{seen:?}"
+    );
+    // Nothing was written about them either.
+    assert!(st.tags("batch/manifests/m.png").await.is_empty());
+}
+
+/// The answer to an invoke given 6 s, which must come before them.
+async fn within_deadline(
+    api: &mut crate::support::lambda_api::Harness,
+    id: &str,
+    event: Value,
+) -> Value {
+    let started = std::time::Instant::now();
+    let reply = api.invoke(id, event).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "{id}: answered after {took:?}"
+    );
+    match reply {
+        crate::support::lambda_api::Reply::Response(_, v) => v,
+        other => panic!("{id}: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invoke_answers_before_its_deadline_and_lists_what_it_did_not_finish() {
+    // A Runtime API that gives each invoke 6 s, as Lambda does with the
+    // function's timeout (cargo-lambda's emulator sends no real deadline);
+    // a margin of 2 s leaves 4 s. The slow object's GET takes 10 s: it is
+    // left to be delivered again, and the one done keeps its result; the
+    // invoke itself succeeds.
+    let (_moto, endpoint) = moto().await;
+    let (proxy, _seen) = fault_proxy(endpoint.clone()).await;
+    let s3 = s3_test_client(&endpoint);
+    s3.create_bucket().bucket(BUCKET).send().await.unwrap();
+    let put = |key: &'static str| {
+        let s3 = s3.clone();
+        async move {
+            let out = s3
+                .put_object()
+                .bucket(BUCKET)
+                .key(key)
+                .body(ByteStream::from(red()));
+            out.send()
+                .await
+                .unwrap()
+                .e_tag()
+                .unwrap()
+                .trim_matches('"')
+                .to_string()
+        }
+    };
+    let good = put("in/cat.png").await;
+    put("in/slow.png").await;
+    let mut api = crate::support::lambda_api::Harness::start().await;
+    api.set_timeout(Duration::from_secs(6));
+    let mut env = s3_env(&proxy);
+    env.extend(
+        [
+            (
+                "MODEL_URI",
+                fixture("tiny_torch_nchw.onnx").display().to_string(),
+            ),
+            ("CATDOG_UPLOADS", format!("s3://{BUCKET}/")),
+            ("CATDOG_DEADLINE_MARGIN_MS", "2000".into()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    );
+    let _boot = api.bootstrap(&env);
+    let mut ev = event_file("sqs-s3.json");
+    let template = ev["Records"][0].clone();
+    ev["Records"] = [
+        ("m-good", "in/cat.png", good.as_str()),
+        ("m-slow", "in/slow.png", "0"),
+    ]
+    .iter()
+    .map(|(id, key, etag)| {
+        let mut m = template.clone();
+        m["messageId"] = json!(id);
+        m["body"] = json!(s3_put_event(&[(key, etag)]).to_string());
+        m
+    })
+    .collect();
+    let answer = within_deadline(&mut api, "sqs", ev).await;
+    assert_eq!(
+        answer,
+        json!({"batchItemFailures": [{"itemIdentifier": "m-slow"}]})
+    );
+    let tags = s3
+        .get_object_tagging()
+        .bucket(BUCKET)
+        .key("in/cat.png")
+        .send()
+        .await
+        .unwrap();
+    assert!(tags
+        .tag_set()
+        .iter()
+        .any(|t| t.key() == "catdog-label" && t.value() == "cat"));
+
+    // Batch Operations: the unfinished task is a TemporaryFailure.
+    let answer = within_deadline(
+        &mut api,
+        "batch",
+        batch_event("2.0", &["in/cat.png".into(), "in/slow.png".into()]),
+    )
+    .await;
+    let codes: Vec<&str> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["resultCode"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["Succeeded", "TemporaryFailure"], "{answer}");
+
+    // HTTP: 503 deadline_exceeded with Retry-After, never a timed-out invoke.
+    let mut url = event_file("function-url.json");
+    url["headers"] = json!({"content-type": "application/json"});
+    url["isBase64Encoded"] = json!(false);
+    url["body"] = json!(json!({"s3": format!("s3://{BUCKET}/in/slow.png")}).to_string());
+    let answer = within_deadline(&mut api, "http", url).await;
+    assert_eq!(answer["statusCode"], 503, "{answer}");
+    assert_eq!(answer["headers"]["retry-after"], "1", "{answer}");
+    let body: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "deadline_exceeded", "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -39,3 +39,52 @@ fn no_two_modules_import_each_other() {
         "{text}"
     );
 }
+
+#[test]
+fn every_build_that_resolves_dependencies_is_locked() {
+    // What `make`, `sam build`, the benchmarks and the test command build
+    // must be what Cargo.lock names: a build that may resolve anew could
+    // ship a dependency no one reviewed.
+    let mut unlocked = Vec::new();
+    let mut files = vec![workspace().join("Makefile")];
+    for dir in ["scripts", "bench"] {
+        for entry in std::fs::read_dir(workspace().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "sh") {
+                files.push(path);
+            }
+        }
+    }
+    let mut builds = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split(" #").next().unwrap_or(line).trim_start();
+            if code.starts_with('#') {
+                continue;
+            }
+            for command in [
+                "cargo build",
+                "cargo lambda build",
+                "cargo install",
+                "cargo run",
+            ] {
+                if code.contains(command) {
+                    builds += 1;
+                    if !code.contains("--locked") && !code.contains("--list") {
+                        unlocked.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        builds >= 8,
+        "found only {builds} builds: is the search looking in the right places?"
+    );
+    assert!(
+        unlocked.is_empty(),
+        "builds without --locked:\n{}",
+        unlocked.join("\n")
+    );
+}

@@ -8,7 +8,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -16,16 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::Semaphore;
 
-/// Limits on connections (`catdog serve`'s settings).
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
-    /// Time a connection has to send a whole request head (line and
-    /// headers), for its first request and each next one on keep-alive.
-    pub header_timeout: Duration,
-    /// Connections open at once; past it, new ones wait in the listen
-    /// backlog until one closes.
-    pub max_connections: usize,
-}
+pub use crate::limits::ConnectionLimits;
 
 /// Serves `router` on every connection `listener` accepts until `shutdown`
 /// completes, then lets requests in flight finish.

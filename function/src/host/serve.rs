@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::response::IntoResponse;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -275,9 +276,43 @@ impl Server {
 /// ([`access::local_hosts_only`]); the tunnel serves the router without it.
 fn local_only(router: axum::Router, addr: &SocketAddr, state: &AppState) -> axum::Router {
     if addr.ip().is_loopback() && state.access.api_key.is_none() {
-        router.layer(axum::middleware::from_fn(access::local_hosts_only))
+        router.layer(axum::middleware::from_fn(local_hosts_only))
     } else {
         router
+    }
+}
+
+/// Middleware of a keyless server bound to loopback (`catdog serve` without
+/// a key, the notebook): a request addressed to another host name is a web
+/// page's DNS rebinding (a name of the attacker's that resolves to
+/// 127.0.0.1), so it is refused with 421, as Jupyter's server does; the
+/// rest are marked [`access::LocalCaller`]. The ngrok tunnel does not pass
+/// here. A request without a `Host` (not a browser's) is this machine's.
+async fn local_hosts_only(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if host.is_none_or(access::is_local_host) {
+        req.extensions_mut().insert(access::LocalCaller);
+        return next.run(req).await;
+    }
+    let v2 = crate::http::v2::is_v2_path(req.uri().path());
+    let res = crate::http::error::ApiError::new(
+        crate::http::code::ErrorCode::MisdirectedRequest,
+        "this server listens on loopback without an API key, so it answers only requests \
+         addressed to localhost, 127.0.0.1 or [::1]; to serve other names, set an API key \
+         (CATDOG_API_KEY)",
+    )
+    .into_response();
+    if v2 {
+        crate::http::error::in_oip_shape(res)
+    } else {
+        res
     }
 }
 

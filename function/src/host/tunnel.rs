@@ -176,13 +176,13 @@ pub async fn open(
     keyed: bool,
     limits: ConnectionLimits,
 ) -> Result<Tunnel, TunnelError> {
-    check_guarded(config, keyed)?;
     let token = config
         .authtoken
         .as_ref()
         .ok_or(TunnelError::NoToken)?
         .expose()
         .to_string();
+    check_guarded(config, keyed)?;
     let timeout = config.connect_timeout();
     // Two TLS backends are linked (ring via reqwest, aws-lc-rs via the AWS SDK
     // and ngrok): name the process default, or rustls refuses to choose.

@@ -265,36 +265,6 @@ pub fn is_local_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Middleware of a keyless server bound to loopback (`catdog serve` without
-/// a key, the notebook): a request addressed to another host name is a web
-/// page's DNS rebinding (a name of the attacker's that resolves to
-/// 127.0.0.1), so it is refused with 421, as Jupyter's server does; the
-/// rest are marked [`LocalCaller`]. The ngrok tunnel does not pass here.
-pub async fn local_hosts_only(mut req: Request, next: Next) -> Response {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    if host.is_some_and(is_local_host) {
-        req.extensions_mut().insert(LocalCaller);
-        return next.run(req).await;
-    }
-    let v2 = crate::http::v2::is_v2_path(req.uri().path());
-    let res = ApiError::new(
-        ErrorCode::MisdirectedRequest,
-        "this server listens on loopback without an API key, so it answers only requests \
-         addressed to localhost, 127.0.0.1 or [::1]; to serve other names, set an API key \
-         (CATDOG_API_KEY)",
-    )
-    .into_response();
-    if v2 {
-        crate::http::error::in_oip_shape(res)
-    } else {
-        res
-    }
-}
-
 /// Middleware of the protected sub-router (built in `http/mod.rs`):
 /// 401 unless the request carries the key.
 pub async fn require_key(State(key): State<ApiKey>, req: Request, next: Next) -> Response {

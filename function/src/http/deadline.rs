@@ -31,14 +31,17 @@ use crate::limits::Timeouts;
 /// When work for an invoke must stop: Lambda's deadline (milliseconds since
 /// the Unix epoch, as the Runtime API gives it) less `margin`, as an
 /// instant of this process's clock; `None` for a context that names no
-/// deadline (0: not from a Runtime API).
+/// deadline a Runtime API could have meant: 0 (not from one), or a time
+/// more than a day away (cargo-lambda's emulator sends `600000`, its
+/// timeout, where Lambda sends the time; an invoke lasts 15 minutes at most).
 pub fn lambda_stop(deadline_ms: u64, margin: Duration) -> Option<Instant> {
-    if deadline_ms == 0 {
-        return None;
-    }
+    const DAY_MS: u64 = 24 * 3600 * 1000;
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
+    if deadline_ms.abs_diff(now_ms) > DAY_MS {
+        return None;
+    }
     let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
     Some(Instant::now() + left.saturating_sub(margin))
 }
@@ -93,8 +96,9 @@ pub async fn deadline(State(state): State<AppState>, req: Request, next: Next) -
         stop = stop.min(lambda);
     }
     let stalled = Arc::new(Notify::new());
-    let ended = Arc::new(AtomicBool::new(false));
     let (parts, body) = req.into_parts();
+    // A request without a body (a GET) has all of it from the start.
+    let ended = Arc::new(AtomicBool::new(axum::body::HttpBody::is_end_stream(&body)));
     let watched = Watched {
         inner: body.into_data_stream(),
         idle: body_idle,
@@ -104,6 +108,8 @@ pub async fn deadline(State(state): State<AppState>, req: Request, next: Next) -
     };
     let req = Request::from_parts(parts, Body::from_stream(watched));
     tokio::select! {
+        // An answer ready when time is up still goes out.
+        biased;
         res = next.run(req) => res,
         () = stalled.notified() => ApiError::new(
             ErrorCode::RequestTimeout,
@@ -152,5 +158,6 @@ mod tests {
         let past = lambda_stop(now_ms.saturating_sub(5_000), Duration::from_secs(2)).unwrap();
         assert!(past <= Instant::now());
         assert_eq!(lambda_stop(0, Duration::from_secs(2)), None);
+        assert_eq!(lambda_stop(600_000, Duration::from_secs(2)), None);
     }
 }

@@ -190,8 +190,8 @@ impl Settings {
     }
 
     /// How `catdog serve` (and the tunnel) hold connections.
-    pub fn connection_limits(&self) -> crate::host::connections::ConnectionLimits {
-        crate::host::connections::ConnectionLimits {
+    pub fn connection_limits(&self) -> crate::limits::ConnectionLimits {
+        crate::limits::ConnectionLimits {
             header_timeout: Duration::from_secs_f64(self.serve.header_timeout_s),
             max_connections: self.serve.max_connections,
         }

@@ -28,6 +28,8 @@ pub enum Reply {
 
 #[derive(Clone)]
 struct RuntimeApi {
+    /// Each invoke's time from `/next` to its deadline; far off when unset.
+    deadline_in: Arc<Mutex<Option<Duration>>>,
     queue: Arc<Mutex<VecDeque<(String, Value)>>>,
     ready: Arc<Notify>,
     replies: mpsc::UnboundedSender<Reply>,
@@ -38,10 +40,16 @@ async fn next(State(api): State<RuntimeApi>) -> impl IntoResponse {
         if let Some((id, event)) = api.queue.lock().unwrap().pop_front() {
             let mut h = HeaderMap::new();
             h.insert("lambda-runtime-aws-request-id", id.parse().unwrap());
-            h.insert(
-                "lambda-runtime-deadline-ms",
-                "4102444800000".parse().unwrap(),
-            );
+            // As Lambda sends it: milliseconds since the Unix epoch.
+            let deadline = match *api.deadline_in.lock().unwrap() {
+                Some(d) => (std::time::SystemTime::now() + d)
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis()
+                    .to_string(),
+                None => "4102444800000".into(),
+            };
+            h.insert("lambda-runtime-deadline-ms", deadline.parse().unwrap());
             h.insert(
                 "lambda-runtime-invoked-function-arn",
                 "arn:aws:lambda:us-east-1:123456789012:function:catdog"
@@ -96,6 +104,7 @@ impl Harness {
     pub async fn start() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let api = RuntimeApi {
+            deadline_in: Default::default(),
             queue: Default::default(),
             ready: Arc::new(Notify::new()),
             replies: tx,
@@ -120,6 +129,12 @@ impl Harness {
             addr,
             _server: server,
         }
+    }
+
+    /// Gives each next invoke `d` from its `/next` to its deadline, as
+    /// Lambda does with the function's timeout.
+    pub fn set_timeout(&self, d: Duration) {
+        *self.api.deadline_in.lock().unwrap() = Some(d);
     }
 
     /// Invokes the function with `event` and returns what it answered.
