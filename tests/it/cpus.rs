@@ -201,6 +201,16 @@ async fn run(
     results_prefix: &str,
 ) -> Run {
     let (_emulator, port) = crate::support::emulator::start().await;
+    // The template requires the model's digest, as `catdog upload` prints it.
+    let stored = s3_test_client(endpoint)
+        .get_object()
+        .bucket("catdog-models")
+        .key(model.key)
+        .send()
+        .await
+        .unwrap();
+    let digest =
+        catdog::model::source::sha256_hex(&stored.body.collect().await.unwrap().into_bytes());
     let scratch = std::env::temp_dir().join(format!(
         "catdog-cpus-{}-{}-{}",
         std::process::id(),
@@ -220,6 +230,7 @@ async fn run(
             .envs(function_environment(&[
                 ("ModelBucket", "catdog-models"),
                 ("ModelKey", model.key),
+                ("ModelSha256", &digest),
                 ("UploadsBucketName", "uploads"),
                 ("ResultsPrefix", results_prefix),
             ]))

@@ -186,42 +186,6 @@ fn a_public_url_is_capped_and_access_is_scoped() {
     );
 }
 
-/// A CloudFormation rule function (the ones `Rules` may use here: `Ref`,
-/// `Fn::Equals`, `Fn::Not`, `Fn::And`, `Fn::Or`) evaluated as CloudFormation
-/// does, over these parameter values (else the template's defaults).
-fn rule_value(
-    v: &serde_json::Value,
-    t: &serde_json::Value,
-    given: &serde_json::Value,
-) -> serde_json::Value {
-    use serde_json::Value;
-    let Some((f, args)) = v.as_object().and_then(|o| o.iter().next()) else {
-        return v.clone();
-    };
-    let arg = |i: usize| rule_value(&args[i], t, given);
-    let all = || {
-        args.as_array()
-            .unwrap()
-            .iter()
-            .map(|a| rule_value(a, t, given))
-    };
-    match f.as_str() {
-        "Ref" => {
-            let name = args.as_str().unwrap();
-            given
-                .get(name)
-                .or_else(|| t["Parameters"][name].get("Default"))
-                .unwrap_or_else(|| panic!("no value for {name}"))
-                .clone()
-        }
-        "Fn::Equals" => Value::Bool(arg(0) == arg(1)),
-        "Fn::Not" => Value::Bool(!arg(0).as_bool().unwrap()),
-        "Fn::And" => Value::Bool(all().all(|b| b.as_bool().unwrap())),
-        "Fn::Or" => Value::Bool(all().any(|b| b.as_bool().unwrap())),
-        other => panic!("rule function {other} is not evaluated here"),
-    }
-}
-
 /// The descriptions of the template's rule assertions that fail for these
 /// parameter values (CloudFormation refuses the stack with them).
 fn refused_by_rules(t: &serde_json::Value, given: serde_json::Value) -> Vec<String> {
@@ -229,9 +193,9 @@ fn refused_by_rules(t: &serde_json::Value, given: serde_json::Value) -> Vec<Stri
     for rule in t["Rules"].as_object().unwrap().values() {
         let applies = rule
             .get("RuleCondition")
-            .is_none_or(|c| rule_value(c, t, &given).as_bool().unwrap());
+            .is_none_or(|c| evaluate(c, t, &given).as_bool().unwrap());
         for a in rule["Assertions"].as_array().unwrap() {
-            if applies && !rule_value(&a["Assert"], t, &given).as_bool().unwrap() {
+            if applies && !evaluate(&a["Assert"], t, &given).as_bool().unwrap() {
                 refused.push(a["AssertDescription"].as_str().unwrap().to_string());
             }
         }

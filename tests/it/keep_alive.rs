@@ -211,3 +211,117 @@ async fn headers_over_64_kib_are_431_every_time() {
     let (status, _) = health(&base).await;
     assert_eq!(status, 200);
 }
+
+/// `addr` of a `catdog serve` base URL.
+fn addr_of(base: &str) -> String {
+    base.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_early_answer_does_not_wait_for_a_body_that_never_comes() {
+    // A 401 to a request declaring 1,000 bytes it never sends: the answer
+    // goes out while the body is still awaited (it once waited out the
+    // 5 s drain first), saying the server will close.
+    let model = fixture("tiny_torch_nchw.onnx");
+    let (_p, base) = serve(
+        &["--model", model.to_str().unwrap()],
+        &[("CATDOG_API_KEY", KEY)],
+    )
+    .await;
+    wait_ready(&base).await;
+    let addr = addr_of(&base);
+    tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(b"POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n")
+            .unwrap();
+        let (status, headers, body) = answer(&mut s);
+        assert!(status.contains(" 401 "), "{status}");
+        assert_eq!(connection_header(&headers), Some("close"), "{headers:?}");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "unauthorized");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_head_that_never_ends_is_cut_off_and_connections_are_capped() {
+    let model = fixture("tiny_torch_nchw.onnx");
+    let (_p, base) = serve(
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            "--header-timeout-s",
+            "1",
+            "--max-connections",
+            "2",
+        ],
+        &[],
+    )
+    .await;
+    wait_ready(&base).await;
+    let addr = addr_of(&base);
+    tokio::task::spawn_blocking(move || {
+        // A head sent a byte at a time, never finished: closed once its
+        // time is up (hyper's header-read timeout), not held for ever.
+        let mut slow = TcpStream::connect(&addr).unwrap();
+        slow.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        slow.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+            .unwrap();
+        let mut closed = false;
+        for _ in 0..8 {
+            std::thread::sleep(Duration::from_millis(300));
+            if slow.write_all(b"a").is_err() {
+                closed = true;
+                break;
+            }
+            let mut byte = [0u8; 1];
+            slow.set_nonblocking(true).unwrap();
+            let read = slow.read(&mut byte);
+            slow.set_nonblocking(false).unwrap();
+            if matches!(read, Ok(0)) || matches!(&read, Ok(n) if *n > 0) {
+                closed = true;
+                break;
+            }
+        }
+        assert!(
+            closed,
+            "a head trickling for 2.4 s outlived the 1 s header timeout"
+        );
+
+        // Two connections held open (each mid-head, within its time): a
+        // third is not served until one goes.
+        let hold = |addr: &str| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
+            s
+        };
+        let first = hold(&addr);
+        let _second = hold(&addr);
+        std::thread::sleep(Duration::from_millis(100));
+        let mut third = TcpStream::connect(&addr).unwrap();
+        third
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        third
+            .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut byte = [0u8; 1];
+        assert!(
+            third.read(&mut byte).is_err(),
+            "a third connection was served beside two held ones"
+        );
+        drop(first);
+        third
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let (status, _, _) = answer(&mut third);
+        assert!(status.contains(" 200 "), "{status}");
+    })
+    .await
+    .unwrap();
+}

@@ -98,13 +98,52 @@ pub fn glibc_needed(file: &Path) -> Vec<u32> {
         .unwrap_or_else(|| panic!("{} names no GLIBC_ version", file.display()))
 }
 
-/// Resolves a template value (a literal, `!Ref P` or `!Sub "…${P}…"`) with
-/// the parameter values given, else the template's defaults.
+/// A CloudFormation condition or rule function (`Ref`, `Fn::Equals`,
+/// `Fn::Not`, `Fn::And`, `Fn::Or`, and `Condition` naming one of the
+/// template's) evaluated as CloudFormation does, over these parameter
+/// values (else the template's defaults).
+pub fn evaluate(
+    v: &serde_json::Value,
+    t: &serde_json::Value,
+    given: &serde_json::Value,
+) -> serde_json::Value {
+    use serde_json::Value;
+    let Some((f, args)) = v.as_object().and_then(|o| o.iter().next()) else {
+        return v.clone();
+    };
+    let arg = |i: usize| evaluate(&args[i], t, given);
+    let all = || {
+        args.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| evaluate(a, t, given))
+    };
+    match f.as_str() {
+        "Ref" => {
+            let name = args.as_str().unwrap();
+            given
+                .get(name)
+                .or_else(|| t["Parameters"][name].get("Default"))
+                .unwrap_or_else(|| panic!("no value for {name}"))
+                .clone()
+        }
+        "Fn::Equals" => Value::Bool(arg(0) == arg(1)),
+        "Fn::Not" => Value::Bool(!arg(0).as_bool().unwrap()),
+        "Fn::And" => Value::Bool(all().all(|b| b.as_bool().unwrap())),
+        "Fn::Or" => Value::Bool(all().any(|b| b.as_bool().unwrap())),
+        "Condition" => evaluate(&t["Conditions"][args.as_str().unwrap()], t, given),
+        other => panic!("rule function {other} is not evaluated here"),
+    }
+}
+
+/// Resolves a template value (a literal, `!Ref P`, `!Sub "…${P}…"` or
+/// `!If [Condition, a, b]`) with the parameter values given, else the
+/// template's defaults; `None` for `AWS::NoValue` (the key is left out).
 fn resolve(
     value: &serde_json::Value,
     template: &serde_json::Value,
     given: &[(&str, &str)],
-) -> String {
+) -> Option<String> {
     let param = |name: &str| -> String {
         if let Some((_, v)) = given.iter().find(|(k, _)| *k == name) {
             return v.to_string();
@@ -115,9 +154,30 @@ fn resolve(
             other => other.to_string(),
         }
     };
-    match value {
+    Some(match value {
         serde_json::Value::String(s) => s.clone(),
+        v if v["Ref"] == "AWS::NoValue" => return None,
         v if v["Ref"].is_string() => param(v["Ref"].as_str().unwrap()),
+        v if v["Fn::If"].is_array() => {
+            let [condition, then, otherwise] = v["Fn::If"].as_array().unwrap().as_slice() else {
+                panic!("Fn::If takes three values: {v}");
+            };
+            let given_json: serde_json::Map<String, serde_json::Value> = given
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                .collect();
+            let holds = evaluate(
+                &serde_json::json!({"Condition": condition}),
+                template,
+                &serde_json::Value::Object(given_json),
+            );
+            let chosen = if holds.as_bool().unwrap() {
+                then
+            } else {
+                otherwise
+            };
+            return resolve(chosen, template, given);
+        }
         v if v["Fn::Sub"].is_string() => {
             let mut out = String::new();
             let mut rest = v["Fn::Sub"].as_str().unwrap();
@@ -130,7 +190,7 @@ fn resolve(
             out + rest
         }
         other => panic!("template value this test cannot resolve: {other}"),
-    }
+    })
 }
 
 /// The environment variables template.yaml gives the function, for these
@@ -141,7 +201,7 @@ pub fn function_environment(given: &[(&str, &str)]) -> Vec<(String, String)> {
         .as_object()
         .expect("the function's Environment.Variables");
     vars.iter()
-        .map(|(k, v)| (k.clone(), resolve(v, &t, given)))
+        .filter_map(|(k, v)| Some((k.clone(), resolve(v, &t, given)?)))
         .collect()
 }
 
