@@ -348,15 +348,8 @@ c = boto3.client("secretsmanager", endpoint_url=sys.argv[1], region_name="us-eas
                  aws_access_key_id="testing", aws_secret_access_key="testing")
 print(c.create_secret(Name=sys.argv[2], SecretString=sys.argv[3])["ARN"])
 "#;
-    let out = std::process::Command::new(python())
-        .args(["-c", script, endpoint, name, value])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        succeed(std::process::Command::new(python()).args(["-c", script, endpoint, name, value]));
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 

@@ -46,19 +46,29 @@ fn connection_header(headers: &[(String, String)]) -> Option<&str> {
         .map(|(_, v)| v.as_str())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn early_answers_keep_the_connection_or_say_it_closes() {
+/// `addr` of a `catdog serve` base URL.
+fn addr_of(base: &str) -> String {
+    base.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// A ready `catdog serve` that asks for [`KEY`], and its `host:port`.
+async fn keyed_server() -> (Proc, String) {
     let model = fixture("tiny_torch_nchw.onnx");
-    let (_p, base) = serve(
+    let (p, base) = serve(
         &["--model", model.to_str().unwrap()],
         &[("CATDOG_API_KEY", KEY)],
     )
     .await;
     wait_ready(&base).await;
-    let addr = base
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    (p, addr_of(&base))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn early_answers_keep_the_connection_or_say_it_closes() {
+    let (_p, addr) = keyed_server().await;
+    let base = format!("http://{addr}/");
     tokio::task::spawn_blocking(move || {
         let body = vec![b'x'; 200_000];
         let key = format!("x-api-key: {KEY}\r\n");
@@ -212,26 +222,12 @@ async fn headers_over_64_kib_are_431_every_time() {
     assert_eq!(status, 200);
 }
 
-/// `addr` of a `catdog serve` base URL.
-fn addr_of(base: &str) -> String {
-    base.trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_early_answer_does_not_wait_for_a_body_that_never_comes() {
     // A 401 to a request declaring 1,000 bytes it never sends: the answer
     // goes out while the body is still awaited (it once waited out the
     // 5 s drain first), saying the server will close.
-    let model = fixture("tiny_torch_nchw.onnx");
-    let (_p, base) = serve(
-        &["--model", model.to_str().unwrap()],
-        &[("CATDOG_API_KEY", KEY)],
-    )
-    .await;
-    wait_ready(&base).await;
-    let addr = addr_of(&base);
+    let (_p, addr) = keyed_server().await;
     tokio::task::spawn_blocking(move || {
         let mut s = TcpStream::connect(&addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();

@@ -246,6 +246,23 @@ fn s3_put_event(objects: &[(&str, &str)]) -> Value {
     ev
 }
 
+/// The SAM CLI's SQS event, one message per `(message id, key, etag)`,
+/// each carrying an S3 put event for its object.
+fn sqs_event(messages: &[(&str, &str, &str)]) -> Value {
+    let mut ev = event_file("sqs-s3.json");
+    let template = ev["Records"][0].clone();
+    ev["Records"] = messages
+        .iter()
+        .map(|(id, key, etag)| {
+            let mut m = template.clone();
+            m["messageId"] = json!(id);
+            m["body"] = json!(s3_put_event(&[(key, etag)]).to_string());
+            m
+        })
+        .collect();
+    ev
+}
+
 fn red() -> Vec<u8> {
     std::fs::read(fixture("images/red.png")).unwrap()
 }
@@ -392,23 +409,13 @@ async fn sqs_messages_come_back_only_when_their_failure_may_pass() {
     let st = stack(&[]).await;
     let good = st.put("in/cat.png", red()).await;
     let text = st.put("in/text.png", b"hello".to_vec()).await;
-    let mut ev = event_file("sqs-s3.json");
-    let template = ev["Records"][0].clone();
     let messages = [
         ("m-good", "in/cat.png", good.as_str()),
         ("m-throttled", "in/throttled.png", "0"),
         ("m-text", "in/text.png", text.as_str()),
         ("m-forbidden", "in/forbidden.png", "0"),
     ];
-    ev["Records"] = messages
-        .iter()
-        .map(|(id, key, etag)| {
-            let mut m = template.clone();
-            m["messageId"] = json!(id);
-            m["body"] = json!(s3_put_event(&[(key, etag)]).to_string());
-            m
-        })
-        .collect();
+    let ev = sqs_event(&messages);
     let (status, answer) = st.invoke(&ev).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(
@@ -550,20 +557,10 @@ async fn an_invoke_answers_before_its_deadline_and_lists_what_it_did_not_finish(
         .map(|(k, v)| (k.to_string(), v)),
     );
     let _boot = api.bootstrap(&env);
-    let mut ev = event_file("sqs-s3.json");
-    let template = ev["Records"][0].clone();
-    ev["Records"] = [
+    let ev = sqs_event(&[
         ("m-good", "in/cat.png", good.as_str()),
         ("m-slow", "in/slow.png", "0"),
-    ]
-    .iter()
-    .map(|(id, key, etag)| {
-        let mut m = template.clone();
-        m["messageId"] = json!(id);
-        m["body"] = json!(s3_put_event(&[(key, etag)]).to_string());
-        m
-    })
-    .collect();
+    ]);
     let answer = within_deadline(&mut api, "sqs", ev).await;
     assert_eq!(
         answer,
