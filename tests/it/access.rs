@@ -332,7 +332,8 @@ fn an_unguarded_tunnel_is_refused_before_anything_is_served() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refusing to open a public URL"), "{err}");
     assert!(err.contains("--public"), "{err}");
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    // Refused before the local server started, not after.
+    assert!(!err.contains("serving on"), "{err}");
     let out = run(&["--ngrok-oauth", "google"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -398,4 +399,57 @@ async fn the_api_key_can_live_in_secrets_manager() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot be used with"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keyless_server_on_the_network_is_refused_unless_public() {
+    let model = fixture("tiny_caffe_nhwc.onnx");
+    let port = free_port();
+    let out = catdog_command()
+        .args([
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            &port.to_string(),
+            "--model",
+        ])
+        .arg(&model)
+        .env_remove("CATDOG_API_KEY")
+        .env_remove("CATDOG_PUBLIC")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("without an API key") && err.contains("--public"),
+        "{err}"
+    );
+    assert!(!err.contains("serving on"), "{err}");
+    // On purpose it serves, and no Host check applies (anyone may reach it).
+    let (_p, base) = serve(
+        &[
+            "--host",
+            "0.0.0.0",
+            "--public",
+            "--model",
+            model.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    wait_ready(&base).await;
+    let (status, _) = get_as(&base, "/model", "catdog.lan", None).await;
+    assert_eq!(status, 200);
+    // With a key it serves too, the key guarding it.
+    let (_p, base) = serve(
+        &["--host", "0.0.0.0", "--model", model.to_str().unwrap()],
+        &[("CATDOG_API_KEY", KEY)],
+    )
+    .await;
+    wait_ready(&base).await;
+    let (status, _) = get_as(&base, "/model", "catdog.lan", None).await;
+    assert_eq!(status, 401);
 }

@@ -438,7 +438,7 @@ fn deploys_shift_the_live_alias_by_canary_and_roll_back_on_alarms() {
     }
     assert_eq!(
         metrics[2]["Expression"],
-        "IF(invocations >= 10, 100 * errors / invocations, 0)"
+        "IF(invocations >= 10, 100 * errors / invocations, IF(errors >= 3, 100, 0))"
     );
     assert_eq!(metrics[2]["ReturnData"], true);
     assert_eq!(

@@ -289,15 +289,11 @@ async fn a_head_that_never_ends_is_cut_off_and_connections_are_capped() {
             "a head trickling for 2.4 s outlived the 1 s header timeout"
         );
 
-        // Two connections held open (each mid-head, within its time): a
-        // third is not served until one goes.
-        let hold = |addr: &str| {
-            let mut s = TcpStream::connect(addr).unwrap();
-            s.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
-            s
-        };
-        let first = hold(&addr);
-        let _second = hold(&addr);
+        // Two connections held open (one silent, one mid-head, each within
+        // its time): a third is not served until one goes.
+        let first = TcpStream::connect(&addr).unwrap();
+        let mut second = TcpStream::connect(&addr).unwrap();
+        second.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
         std::thread::sleep(Duration::from_millis(100));
         let mut third = TcpStream::connect(&addr).unwrap();
         third
@@ -317,6 +313,22 @@ async fn a_head_that_never_ends_is_cut_off_and_connections_are_capped() {
             .unwrap();
         let (status, _, _) = answer(&mut third);
         assert!(status.contains(" 200 "), "{status}");
+        drop((second, third));
+
+        // Connections that send nothing at all are cut off by the same
+        // timer: two of them cannot hold the server's two places for ever.
+        let silent: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let mut after = TcpStream::connect(&addr).unwrap();
+        after
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        after
+            .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let (status, _, _) = answer(&mut after);
+        assert!(status.contains(" 200 "), "{status}");
+        drop(silent);
     })
     .await
     .unwrap();

@@ -10,7 +10,7 @@ use super::batch::{self, ResultCode};
 use super::kind::{EventKind, UnknownEvent};
 use super::notifications::{self, Wanted};
 use crate::http::deadline::lambda_stop;
-use crate::objects::location::ObjectScope;
+use crate::objects::location::{redact_upload_ids, ObjectScope};
 use crate::objects::{Failure, ObjectRef, ObjectWorker, Outcome};
 
 use std::time::{Duration, Instant};
@@ -164,13 +164,18 @@ impl EventHandler {
                         Wanted::Bad(failure) => return Done::Bad(failure),
                     };
                     if let Err(e) = ObjectScope::admit(scope, &object) {
-                        tracing::warn!(error = %e, "event refused: object outside the uploads area");
+                        let error = redact_upload_ids(&e.to_string());
+                        tracing::warn!(error, "event refused: object outside the uploads area");
                         return Done::Bad(Failure::permanent("out_of_scope", e.to_string()));
                     }
                     match tokio::time::timeout_at(stop.into(), worker.run(object.clone())).await {
                         Ok(outcome) => Done::Ran(Box::new(outcome)),
                         Err(_) => {
-                            tracing::warn!(object = %object, "object not finished before the invoke's deadline");
+                            let object_id = redact_upload_ids(&object.to_string());
+                            tracing::warn!(
+                                object = object_id,
+                                "object not finished before the invoke's deadline"
+                            );
                             Done::Unfinished(object)
                         }
                     }

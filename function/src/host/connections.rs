@@ -1,8 +1,8 @@
 //! Serving the router on accepted connections, for the local port and the
 //! ngrok tunnel alike, with the limits a public endpoint needs and
 //! `axum::serve` does not set: a deadline for a request's head (a client
-//! that sends a byte every few seconds no longer holds a connection
-//! forever), and a cap on connections open at once. The body and
+//! that sends nothing, or a byte every few seconds, no longer holds a
+//! connection forever), and a cap on connections open at once. The body and
 //! whole-request timeouts are the router's (`http::deadline`), so they
 //! hold on every host.
 
@@ -28,12 +28,17 @@ pub async fn serve<L>(
 where
     L: axum::serve::Listener,
 {
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1 only, and no upgrades: hyper then reads a request's head from
+    // the connection's first poll, under the header timer, so a client
+    // that connects and sends nothing is cut off like one that sends a
+    // byte at a time (the protocol sniffing of HTTP/1-or-2 waits untimed,
+    // and HTTP/2 has no header timer). The timer also bounds the idle time
+    // between two requests on a keep-alive connection.
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
-    builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
@@ -49,7 +54,7 @@ where
         };
         let service = TowerToHyperService::new(router.clone());
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .serve_connection(TokioIo::new(io), service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -69,26 +69,30 @@ impl KeySource for SecretsManagerKey {
 /// The router's access settings, the key read from its secret when one is
 /// named (a secret that cannot be read stops the start, with its reason).
 pub async fn access(settings: &Settings) -> Result<Access, AccessError> {
-    match &settings.access.api_key_secret {
-        Some(id) if !id.trim().is_empty() => {
-            let source = SecretsManagerKey::new(id.trim(), settings.retry_policy());
+    match secret(settings) {
+        Some(source) => {
             let key = ApiKey::from_source(Arc::new(source)).await?;
             Access::with_key(Some(key), &settings.access.cors_origins)
         }
-        _ => settings.access(),
+        None => settings.access(),
     }
+}
+
+/// The secret the settings name. Reads are tried twice at most: a read
+/// again after a mismatch happens while a request waits.
+fn secret(settings: &Settings) -> Option<SecretsManagerKey> {
+    let retry = RetryPolicy {
+        attempts: settings.retry_policy().attempts.min(2),
+        ..settings.retry_policy()
+    };
+    Some(SecretsManagerKey::new(settings.api_key_secret()?, retry))
 }
 
 /// The key's text, for a caller of the classifier (the PreTraffic hook).
 pub async fn key_text(settings: &Settings) -> Result<Option<String>, AccessError> {
-    match &settings.access.api_key_secret {
-        Some(id) if !id.trim().is_empty() => {
-            SecretsManagerKey::new(id.trim(), settings.retry_policy())
-                .read()
-                .await
-                .map(|k| Some(k.trim().to_string()))
-        }
-        _ => Ok(settings
+    match secret(settings) {
+        Some(source) => source.read().await.map(|k| Some(k.trim().to_string())),
+        None => Ok(settings
             .access
             .api_key
             .as_ref()
@@ -100,7 +104,7 @@ pub async fn key_text(settings: &Settings) -> Result<Option<String>, AccessError
 /// its runtime does): on a thread and runtime of its own, so it may be
 /// called inside another runtime (a notebook cell).
 pub fn access_blocking(settings: &Settings) -> Result<Access, AccessError> {
-    if settings.access.api_key_secret.is_none() {
+    if settings.api_key_secret().is_none() {
         return settings.access();
     }
     std::thread::scope(|scope| {

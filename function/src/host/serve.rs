@@ -41,6 +41,12 @@ pub enum ServeError {
     NotReady(Duration, String),
     #[error(transparent)]
     Tunnel(#[from] TunnelError),
+    #[error(
+        "refusing to serve {0} without an API key: anyone who can reach it could classify, mint \
+         upload tickets signed with this machine's AWS credentials and read /metrics; set \
+         CATDOG_API_KEY, or listen on 127.0.0.1 (the default), or pass --public to serve it anyway"
+    )]
+    Unguarded(SocketAddr),
 }
 
 /// A router being served on a local port; [`Server::stop`] ends it.
@@ -113,6 +119,9 @@ impl Server {
         let listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
+        if !local.ip().is_loopback() && state.access.api_key.is_none() && !settings.tunnel.public {
+            return Err(ServeError::Unguarded(local));
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
             .thread_name("catdog-serve")

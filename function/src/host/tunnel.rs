@@ -53,10 +53,10 @@ pub fn check_guarded(config: &TunnelSettings, keyed: bool) -> Result<(), TunnelE
             return Err(TunnelError::OauthOpen(provider.clone()));
         }
     }
-    let guarded = keyed
-        || !config.basic_auth.is_empty()
-        || config.oauth_provider.is_some()
-        || !config.allow_cidrs.is_empty();
+    // An allow-list of every address (`0.0.0.0/0`, `::/0`) guards nothing.
+    let allow_list = config.allow_cidrs.iter().any(|c| !c.ends_with("/0"));
+    let guarded =
+        keyed || !config.basic_auth.is_empty() || config.oauth_provider.is_some() || allow_list;
     if guarded {
         Ok(())
     } else {
@@ -286,8 +286,9 @@ mod tests {
         ] {
             check_guarded(&with(guarded), false).unwrap_or_else(|e| panic!("{guarded:?}: {e}"));
         }
-        // A deny-list alone leaves everyone else in.
+        // A deny-list alone leaves everyone else in; so does allowing all.
         assert!(check_guarded(&with(&["--ngrok-deny-cidr", "10.0.0.0/8"]), false).is_err());
+        assert!(check_guarded(&with(&["--ngrok-allow-cidr", "0.0.0.0/0"]), false).is_err());
         check_guarded(&with(&[]), true).unwrap();
     }
 

@@ -47,12 +47,14 @@ pub fn lambda_stop(deadline_ms: u64, margin: Duration) -> Option<Instant> {
 }
 
 /// The request body, watched: `stalled` is told when no bytes came for
-/// `idle` (the stream then stays pending; the middleware answers), `ended`
-/// is set when it was read to its end.
+/// `idle` while the handler waited for them (the stream then stays
+/// pending; the middleware answers), `ended` is set when it was read to
+/// its end. The clock starts when the handler first waits for the body,
+/// so work before reading it (a key read again) is not counted.
 struct Watched {
     inner: BodyDataStream,
     idle: Duration,
-    timer: Pin<Box<Sleep>>,
+    timer: Option<Pin<Box<Sleep>>>,
     stalled: Arc<Notify>,
     ended: Arc<AtomicBool>,
 }
@@ -68,11 +70,17 @@ impl Stream for Watched {
             }
             Poll::Ready(Some(item)) => {
                 let next = tokio::time::Instant::now() + self.idle;
-                self.timer.as_mut().reset(next);
+                if let Some(timer) = self.timer.as_mut() {
+                    timer.as_mut().reset(next);
+                }
                 Poll::Ready(Some(item))
             }
             Poll::Pending => {
-                if self.timer.as_mut().poll(cx).is_ready() {
+                let idle = self.idle;
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if timer.as_mut().poll(cx).is_ready() {
                     self.stalled.notify_one();
                 }
                 Poll::Pending
@@ -102,7 +110,7 @@ pub async fn deadline(State(state): State<AppState>, req: Request, next: Next) -
     let watched = Watched {
         inner: body.into_data_stream(),
         idle: body_idle,
-        timer: Box::pin(tokio::time::sleep(body_idle)),
+        timer: None,
         stalled: stalled.clone(),
         ended: ended.clone(),
     };

@@ -68,7 +68,8 @@ impl From<Failure> for ApiError {
         {
             return ApiError::new(code, f.message);
         }
-        tracing::warn!(code = %f.code, error = %f.message, "S3 refused a request");
+        let error = super::location::redact_upload_ids(&f.message);
+        tracing::warn!(code = %f.code, error, "S3 refused a request");
         if f.is_transient() {
             ApiError::new(
                 ErrorCode::S3Unavailable,

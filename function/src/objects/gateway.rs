@@ -117,9 +117,11 @@ impl StoredPictures for S3Gateway {
                 .map_err(ApiError::from)?;
             let mut headers: std::collections::BTreeMap<String, String> =
                 headers.into_iter().collect();
-            headers.insert("content-type".into(), content_type);
-            headers.insert("content-length".into(), request.bytes.to_string());
-            headers.insert("if-none-match".into(), "*".into());
+            // The signed headers come with the presigned request (type and
+            // If-None-Match among them); the length is sent by every client.
+            headers
+                .entry("content-length".into())
+                .or_insert_with(|| request.bytes.to_string());
             Ok(UploadTicket {
                 result: format!("/uploads/{id}"),
                 id,

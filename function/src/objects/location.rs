@@ -71,6 +71,35 @@ pub fn decode_event_key(raw: &str) -> Result<String, KeyError> {
         .map_err(|_| KeyError { raw: raw.into() })
 }
 
+/// `text` for a log line: each upload id in it (a run of exactly 32
+/// lowercase hex digits, as `POST /uploads` makes them: the capability to
+/// read that upload's answer) cut to its first 4 digits and `…`.
+pub fn redact_upload_ids(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let hex = |b: u8| matches!(b, b'0'..=b'9' | b'a'..=b'f');
+    let word = |b: u8| b.is_ascii_alphanumeric();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let run = bytes[i..].iter().take_while(|&&b| hex(b)).count();
+        let bounded =
+            (i == 0 || !word(bytes[i - 1])) && bytes.get(i + run).is_none_or(|&b| !word(b));
+        if run == 32 && bounded {
+            out.push_str(&text[i..i + 4]);
+            out.push('…');
+            i += run;
+        } else if run > 0 {
+            out.push_str(&text[i..i + run]);
+            i += run;
+        } else {
+            let c = text[i..].chars().next().expect("i is a char boundary");
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
+}
+
 /// Whether `key` has a `.` or `..` segment (`a/../b`, `./a`): S3 takes it
 /// literally, but HTTP clients and proxies may resolve it on the way to
 /// another key, so catdog never sends one.
@@ -169,6 +198,25 @@ mod tests {
         assert_eq!(split_s3_uri("s3://b"), Some(("b", "")));
         assert_eq!(split_s3_uri("s3:///k"), None);
         assert_eq!(split_s3_uri("/local"), None);
+    }
+
+    #[test]
+    fn upload_ids_are_cut_from_log_text() {
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            redact_upload_ids(&format!("reading s3://up/incoming/{id}.png: NoSuchKey")),
+            "reading s3://up/incoming/0123….png: NoSuchKey"
+        );
+        // Not an id: longer or shorter runs, upper case, part of a word.
+        for kept in [
+            format!("{id}0"),
+            id[1..].to_string(),
+            id.to_uppercase(),
+            format!("x{id}"),
+            "chat été.jpg".into(),
+        ] {
+            assert_eq!(redact_upload_ids(&kept), kept);
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::failure::Failure;
-use super::location::ObjectRef;
+use super::location::{redact_upload_ids, ObjectRef};
 use super::record::{ObjectRecord, ObjectTimings, RecordModel, RecordResult};
 use super::results::{self, ResultsConfig};
 use super::store::ObjectStore;
@@ -268,7 +268,11 @@ impl ObjectWorker {
         };
         let (bucket, key) = self.results.record_location(&object.bucket, &object.key);
         if let Err(e) = self.store.put_record(&bucket, &key, &record).await {
-            tracing::warn!(object = %object, error = %e, "could not write the failure record");
+            let (object, error) = (
+                redact_upload_ids(&object.to_string()),
+                redact_upload_ids(&e.to_string()),
+            );
+            tracing::warn!(object, error, "could not write the failure record");
         }
     }
 }
@@ -291,12 +295,14 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
 
-/// One structured line per object.
+/// One structured line per object; upload ids cut out (the capability to
+/// read an upload's answer stays out of the logs).
 fn log(outcome: &Outcome, started: Instant) {
     let total_ms = ms(started);
+    let object = redact_upload_ids(&outcome.object().to_string());
     match outcome {
         Outcome::Classified { record, reused } => tracing::info!(
-            object = %outcome.object(),
+            object,
             label = record.label().unwrap_or(""),
             reused,
             get_ms = record.timings_ms.get,
@@ -305,16 +311,16 @@ fn log(outcome: &Outcome, started: Instant) {
             total_ms,
             "object classified"
         ),
-        Outcome::Failed { object, failure } => tracing::warn!(
-            object = %object,
+        Outcome::Failed { failure, .. } => tracing::warn!(
+            object,
             code = %failure.code,
             kind = ?failure.kind,
-            error = %failure.message,
+            error = redact_upload_ids(&failure.message),
             total_ms,
             "object failed"
         ),
-        Outcome::Ignored { object, reason } => {
-            tracing::info!(object = %object, reason = %reason, "object ignored")
+        Outcome::Ignored { reason, .. } => {
+            tracing::info!(object, reason = redact_upload_ids(reason), "object ignored")
         }
     }
 }

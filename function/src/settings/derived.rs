@@ -199,12 +199,16 @@ impl Settings {
 
     /// Whether the router will ask for an API key (given, or in a secret).
     pub fn keyed(&self) -> bool {
-        self.access.api_key.is_some()
-            || self
-                .access
-                .api_key_secret
-                .as_ref()
-                .is_some_and(|s| !s.trim().is_empty())
+        self.access.api_key.is_some() || self.api_key_secret().is_some()
+    }
+
+    /// The Secrets Manager secret holding the API key, if one is named.
+    pub fn api_key_secret(&self) -> Option<&str> {
+        self.access
+            .api_key_secret
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
     }
 
     /// `host:port` to bind.

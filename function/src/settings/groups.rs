@@ -262,10 +262,11 @@ pub struct TunnelSettings {
     /// Seconds to wait for ngrok before giving up (no network: fails at once).
     #[arg(long = "ngrok-timeout-s", env = "NGROK_TIMEOUT_S", default_value_t = 10.0, value_parser = parse_timeout_s)]
     pub connect_timeout_s: f64,
-    /// Open the tunnel to anyone on the internet although nothing guards it
-    /// (no API key, no basic auth, OAuth or CIDR allow-list); without this
-    /// such a tunnel is refused. Anyone may then classify, mint upload
-    /// tickets signed with your AWS credentials and read /metrics.
+    /// Serve others although nothing guards the server: a tunnel without an
+    /// API key, basic auth, OAuth allow-list or CIDR allow-list, or a
+    /// keyless `--host` other than loopback. Without this both are refused:
+    /// anyone could then classify, mint upload tickets signed with your AWS
+    /// credentials and read /metrics.
     #[arg(long = "public", env = "CATDOG_PUBLIC")]
     pub public: bool,
 }

@@ -165,9 +165,9 @@ impl Given<'_> {
         &self.input.name
     }
 
-    /// The JSON `data`, flattened in row-major order, read no further than
-    /// one element past the shape's count.
-    fn data(&self) -> Result<Vec<Value>, InferError> {
+    /// The JSON `data`, flattened in row-major order into `T`s as they are
+    /// read, no further than one element past the shape's count.
+    fn data<T: Element>(&self) -> Result<Vec<T>, InferError> {
         let data = self.input.data.as_ref().ok_or_else(|| {
             bad(format!(
                 "input `{}` has neither `data` nor `binary_data_size`",
@@ -297,15 +297,10 @@ fn pictures(given: &Given, max_batch: usize) -> Result<Payload, InferError> {
             split_bytes(raw.clone()).map_err(|m| bad(format!("input `{IMAGE_INPUT}`: {m}")))?
         }
         None => given
-            .data()?
-            .into_iter()
+            .data::<String>()?
+            .iter()
             .enumerate()
-            .map(|(index, v)| {
-                let s = v.as_str().ok_or_else(|| {
-                    bad(format!(
-                        "input `{IMAGE_INPUT}`: element {index} is not a (base64) string"
-                    ))
-                })?;
+            .map(|(index, s)| {
                 decode_base64(s).map_err(|message| InputError::Base64 { index, message }.into())
             })
             .collect::<Result<_, InferError>>()?,
@@ -318,7 +313,6 @@ fn pictures(given: &Given, max_batch: usize) -> Result<Payload, InferError> {
             pictures.len()
         )));
     }
-    check_count(pictures.len(), max_batch)?;
     Ok(Payload::Encoded(pictures))
 }
 
@@ -348,16 +342,7 @@ fn tensors(given: &Given, model: &Classifier, max_batch: usize) -> Result<Payloa
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect()
         }
-        None => given
-            .data()?
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| {
-                v.as_f64()
-                    .map(|f| f as f32)
-                    .ok_or_else(|| bad(format!("input `{name}`: element {i} is not a number")))
-            })
-            .collect::<Result<_, _>>()?,
+        None => given.data::<f32>()?,
     };
     if values.len() != given.elements {
         return Err(bad(format!(
@@ -367,7 +352,6 @@ fn tensors(given: &Given, model: &Classifier, max_batch: usize) -> Result<Payloa
             values.len()
         )));
     }
-    check_count(shape[0], max_batch)?;
     let per = values.len() / shape[0];
     let tensors = values
         .chunks_exact(per)
@@ -440,12 +424,39 @@ fn wanted(request: &InferRequest, model: &str) -> Result<Vec<Wanted>, InferError
     Ok(out)
 }
 
-/// Flattens nested arrays of elements, in row-major order, as they are
-/// read from the JSON text: past `limit` elements it stops with an error,
-/// before the rest is ever made into values.
-fn flatten(json: &str, limit: usize) -> Result<Vec<Value>, String> {
+/// What a `data` array holds: FP32 numbers, or BYTES as base64 strings.
+trait Element: Sized {
+    /// What an element must be, for a refusal.
+    const WHAT: &'static str;
+    fn from_number(_: f64) -> Option<Self> {
+        None
+    }
+    fn from_text(_: &str) -> Option<Self> {
+        None
+    }
+}
+
+impl Element for f32 {
+    const WHAT: &'static str = "a number";
+    fn from_number(v: f64) -> Option<Self> {
+        Some(v as f32)
+    }
+}
+
+impl Element for String {
+    const WHAT: &'static str = "a (base64) string";
+    fn from_text(v: &str) -> Option<Self> {
+        Some(v.to_string())
+    }
+}
+
+/// Flattens nested arrays of elements, in row-major order, into `T`s as
+/// they are read from the JSON text (a million zeros are a million `f32`s,
+/// never a million JSON values): past `limit` elements it stops with an
+/// error, before the rest is read.
+fn flatten<T: Element>(json: &str, limit: usize) -> Result<Vec<T>, String> {
     use serde::de::DeserializeSeed;
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(limit.min(1 << 20));
     let mut de = serde_json::Deserializer::from_str(json);
     Flat {
         out: &mut out,
@@ -462,14 +473,14 @@ fn flatten(json: &str, limit: usize) -> Result<Vec<Value>, String> {
 }
 
 /// One level of [`flatten`]'s arrays (`top`: the `data` itself, which must be one).
-struct Flat<'a> {
-    out: &'a mut Vec<Value>,
+struct Flat<'a, T> {
+    out: &'a mut Vec<T>,
     limit: usize,
     top: bool,
 }
 
-impl Flat<'_> {
-    fn push<E: serde::de::Error>(self, v: Value) -> Result<(), E> {
+impl<T: Element> Flat<'_, T> {
+    fn push<E: serde::de::Error>(self, v: Option<T>) -> Result<(), E> {
         if self.top {
             return Err(E::custom("`data` must be an array"));
         }
@@ -479,12 +490,14 @@ impl Flat<'_> {
                 self.limit
             )));
         }
+        let v =
+            v.ok_or_else(|| E::custom(format!("element {} is not {}", self.out.len(), T::WHAT)))?;
         self.out.push(v);
         Ok(())
     }
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for Flat<'_> {
+impl<'de, T: Element> serde::de::DeserializeSeed<'de> for Flat<'_, T> {
     type Value = ();
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -492,7 +505,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for Flat<'_> {
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for Flat<'_> {
+impl<'de, T: Element> serde::de::Visitor<'de> for Flat<'_, T> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -513,38 +526,31 @@ impl<'de> serde::de::Visitor<'de> for Flat<'_> {
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
-        self.push(Value::String(v.to_string()))
-    }
-
-    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<(), E> {
-        self.push(Value::String(v))
+        self.push(T::from_text(v))
     }
 
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
-        self.push(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+        self.push(T::from_number(v))
     }
 
     fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
-        self.push(Value::from(v))
+        self.push(T::from_number(v as f64))
     }
 
     fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
-        self.push(Value::from(v))
+        self.push(T::from_number(v as f64))
     }
 
-    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
-        self.push(Value::Bool(v))
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.push(None)
     }
 
     fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
-        self.push(Value::Null)
+        self.push(None)
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
-        if self.top {
-            return Err(serde::de::Error::custom("`data` must be an array"));
-        }
-        Err(serde::de::Error::custom("an element is an object"))
+        self.push(None)
     }
 }
 
@@ -713,14 +719,23 @@ mod tests {
 
     #[test]
     fn nested_data_flattens_in_row_major_order() {
-        let out = flatten("[[1, 2], [3, [4]]]", 4).unwrap();
+        let out: Vec<f32> = flatten("[[1, 2], [3, [4.5]]]", 4).unwrap();
+        assert_eq!(out, [1.0, 2.0, 3.0, 4.5]);
+        let words: Vec<String> = flatten(r#"["a", ["b"]]"#, 2).unwrap();
+        assert_eq!(words, ["a", "b"]);
         assert_eq!(
-            out.iter().map(|v| v.as_i64().unwrap()).collect::<Vec<_>>(),
-            [1, 2, 3, 4]
+            flatten::<f32>("\"x\"", 4).unwrap_err(),
+            "`data` must be an array"
         );
-        assert_eq!(flatten("\"x\"", 4).unwrap_err(), "`data` must be an array");
-        assert!(flatten("{\"a\": 1}", 4).is_err());
-        assert!(flatten("[{\"a\": 1}]", 4).is_err());
+        assert!(flatten::<f32>("{\"a\": 1}", 4).is_err());
+        assert_eq!(
+            flatten::<f32>("[1, {\"a\": 1}]", 4).unwrap_err(),
+            "element 1 is not a number"
+        );
+        assert_eq!(
+            flatten::<String>("[\"a\", 7]", 4).unwrap_err(),
+            "element 1 is not a (base64) string"
+        );
     }
 
     #[test]
@@ -730,11 +745,11 @@ mod tests {
         let mut huge = String::from("[");
         huge.push_str(&"0,".repeat(3 << 20));
         huge.push_str("0]");
-        let e = flatten(&huge, 16).unwrap_err();
+        let e = flatten::<f32>(&huge, 16).unwrap_err();
         assert_eq!(e, "`data` holds more than the shape's 16 elements");
         // Malformed text after the point of refusal is not reached either.
-        let e = flatten("[1, 2, 3, oops", 2).unwrap_err();
+        let e = flatten::<f32>("[1, 2, 3, oops", 2).unwrap_err();
         assert!(e.contains("more than the shape's 2"), "{e}");
-        assert_eq!(flatten("[[1], [2]]", 2).unwrap().len(), 2);
+        assert_eq!(flatten::<f32>("[[1], [2]]", 2).unwrap().len(), 2);
     }
 }
