@@ -25,9 +25,11 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "function"
 
 def modules():
     mods = {}
-    for folder, _, files in os.walk(ROOT):
+    for folder, dirs, files in os.walk(ROOT):
+        if folder == ROOT:
+            dirs[:] = [d for d in dirs if d != "bin"]  # the binary is no module of the library
         for f in files:
-            if not f.endswith(".rs") or f == "main.rs":
+            if not f.endswith(".rs"):
                 continue
             path = os.path.join(folder, f)
             parts = os.path.relpath(path, ROOT)[:-3].split(os.sep)

@@ -3,11 +3,17 @@
 //! (`catdog eval`), publish it (`catdog upload`). Each step is the command's
 //! own code, called without a shell; the notebook shows what they write.
 
+// The notebook's cells show what a step prints on stdout (evcxr): printing
+// is how this host reports, as the binary's is for the command line.
+#![allow(clippy::print_stdout)]
+
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::eval::{EvalError, EvalReport};
-use crate::host::commands::{self, CommandError, Finetuned};
+use crate::finetune::{Event, Progress};
+use crate::host::commands::{self, CommandError, FinetuneOutcome, Finetuned};
 use crate::model::publish::{self, Published};
 use crate::model::Classifier;
 use crate::notebook::shared_data;
@@ -26,6 +32,24 @@ pub enum TutorialError {
     Eval(#[from] EvalError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(
+        "CATDOG_FINETUNE asks for cross-validation (--cv), which writes no model to go on with"
+    )]
+    CrossValidated,
+}
+
+/// Fine-tuning's progress as cell output: each epoch and note a line (a
+/// cell shows no progress bar).
+struct CellLines;
+
+impl Progress for CellLines {
+    fn event(&self, event: Event<'_>) {
+        match event {
+            Event::Epoch(stats) => println!("{stats}"),
+            Event::Note(note) => println!("finetune: {note}"),
+            _ => {}
+        }
+    }
 }
 
 /// Whether `flags` already gives `--name` (as `--name V` or `--name=V`).
@@ -102,7 +126,10 @@ pub fn finetune(settings: &Settings) -> Result<Finetuned, TutorialError> {
         std::fs::create_dir_all(dir).map_err(TutorialError::Runtime)?;
     }
     let runtime = tokio::runtime::Runtime::new().map_err(TutorialError::Runtime)?;
-    Ok(runtime.block_on(commands::finetune(&cli.settings, args))?)
+    match runtime.block_on(commands::finetune(&cli.settings, args, Arc::new(CellLines)))? {
+        FinetuneOutcome::Written(tuned) => Ok(*tuned),
+        FinetuneOutcome::CrossValidated(_) => Err(TutorialError::CrossValidated),
+    }
 }
 
 /// The labelled photos to score a model fine-tuned on `data` with: its
@@ -132,7 +159,7 @@ pub fn evaluate(
         &report.confusion,
         png,
     ) {
-        eprintln!("could not draw the confusion matrix: {e}");
+        println!("could not draw the confusion matrix: {e}");
     }
     Ok(report)
 }

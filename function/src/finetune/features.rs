@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
-use indicatif::{ProgressBar, ProgressStyle};
+pub use super::view::View;
 
-use super::graph::HeadInfo;
+use super::probe::Probe;
+use super::progress::{Event, Progress};
 use crate::decode::DecodeLimits;
 use crate::files::decode_chunks;
-use crate::model::session::Runner;
 
 /// Features of the pictures that decoded; the others are reported, not fatal.
 pub struct Extracted {
@@ -63,73 +63,24 @@ pub fn group_score(row: &[f32], group: &[i64]) -> f32 {
     log_sum_exp(&values)
 }
 
-/// A variant of each picture run through the base: augmentation on the
-/// cached features, each copy one more forward pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum View {
-    Original,
-    /// Left-right mirror image.
-    Mirror,
-    /// A corner crop (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right)
-    /// keeping [`CROP_SIDE`] of each side, as a zoom-and-shift augmentation.
-    Crop(u8),
-}
-
-/// Share of each side a crop keeps (Keras's `zoom_range=0.2`, at its corners).
-pub const CROP_SIDE: f64 = 0.8;
-
-impl View {
-    /// The four corner crops.
-    pub const CROPS: [View; 4] = [View::Crop(0), View::Crop(1), View::Crop(2), View::Crop(3)];
-
-    pub fn apply(self, picture: &mut image::RgbImage) {
-        match self {
-            View::Original => {}
-            View::Mirror => image::imageops::flip_horizontal_in_place(picture),
-            View::Crop(corner) => {
-                let (w, h) = picture.dimensions();
-                let (cw, ch) = (
-                    ((f64::from(w) * CROP_SIDE).round() as u32).max(1),
-                    ((f64::from(h) * CROP_SIDE).round() as u32).max(1),
-                );
-                let x = if corner % 2 == 1 { w - cw } else { 0 };
-                let y = if corner >= 2 { h - ch } else { 0 };
-                *picture = image::imageops::crop_imm(picture, x, y, cw, ch).to_image();
-            }
-        }
-    }
-
-    pub fn describe(self) -> &'static str {
-        match self {
-            View::Original => "original",
-            View::Mirror => "mirrored",
-            View::Crop(0) => "top-left crop",
-            View::Crop(1) => "top-right crop",
-            View::Crop(2) => "bottom-left crop",
-            View::Crop(_) => "bottom-right crop",
-        }
-    }
-}
-
 /// Pictures decoded and run at a time when the graph does not fix a batch size.
 const CHUNK: usize = 16;
 
 /// Runs the probe (the base with the feature tensor as an extra output) on
-/// `files`; also reads the base's `logits` tensor when given.
+/// `files`; also reads the base's `logits` tensor when it has one.
 pub fn extract(
-    runner: &Runner,
-    head: &HeadInfo,
-    logits: Option<&str>,
+    probe: &Probe,
     files: &[PathBuf],
     view: View,
     what: &str,
+    progress: &dyn Progress,
 ) -> Result<Extracted, String> {
-    let bar = ProgressBar::new(files.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message(format!("features ({what}, {})", view.describe()));
+    let (runner, head, logits) = (&probe.runner, &probe.head, probe.logits.as_deref());
+    progress.event(Event::Extracting {
+        set: what,
+        view: view.describe(),
+        total: files.len(),
+    });
     let mut out = Extracted {
         features: Vec::new(),
         kept: Vec::new(),
@@ -139,8 +90,9 @@ pub fn extract(
     };
     let chunk = runner.fixed_batch().unwrap_or(CHUNK);
     decode_chunks(files, chunk, DecodeLimits::default(), |decoded| {
+        let done = decoded.pictures.len() + decoded.skipped.len();
         for (i, e) in decoded.skipped {
-            bar.suspend(|| tracing::warn!(file = %files[i].display(), error = %e, "skipping a file that is not a usable picture"));
+            tracing::warn!(file = %files[i].display(), error = %e, "skipping a file that is not a usable picture");
             out.skipped.push((files[i].clone(), e));
         }
         let (kept, mut pictures): (Vec<usize>, Vec<image::RgbImage>) =
@@ -198,10 +150,10 @@ pub fn extract(
             }
             out.kept.extend(kept);
         }
-        bar.inc(chunk as u64);
+        progress.event(Event::Extracted(done));
         Ok::<(), String>(())
     })?;
-    bar.finish_and_clear();
+    progress.event(Event::ExtractDone);
     Ok(out)
 }
 
@@ -216,23 +168,5 @@ mod tests {
         let total: f32 = e.iter().sum();
         assert!((evidence(&row, &[1, 2]) - (e[1] + e[2]) / total).abs() < 1e-6);
         assert!((evidence(&row, &[0, 1, 2, 3]) - 1.0).abs() < 1e-6);
-    }
-
-    #[test]
-    fn views_keep_the_corner_they_name() {
-        // 10×5 picture whose pixel value encodes its position.
-        let picture = image::RgbImage::from_fn(10, 5, |x, y| image::Rgb([x as u8, y as u8, 0]));
-        let mut mirrored = picture.clone();
-        View::Mirror.apply(&mut mirrored);
-        assert_eq!(mirrored.get_pixel(0, 0)[0], 9);
-        for (corner, (x0, y0)) in [(0, (0, 0)), (1, (2, 0)), (2, (0, 1)), (3, (2, 1))] {
-            let mut p = picture.clone();
-            View::Crop(corner).apply(&mut p);
-            assert_eq!(p.dimensions(), (8, 4), "80% of each side");
-            assert_eq!(p.get_pixel(0, 0).0[..2], [x0, y0], "corner {corner}");
-        }
-        let mut tiny = image::RgbImage::new(1, 1);
-        View::Crop(3).apply(&mut tiny);
-        assert_eq!(tiny.dimensions(), (1, 1), "never an empty picture");
     }
 }

@@ -42,6 +42,23 @@ pub struct EpochStats {
     pub valid_accuracy: Option<f32>,
 }
 
+impl std::fmt::Display for EpochStats {
+    /// The epoch's line: `epoch   3: loss 0.1234 accuracy 95.0%  valid loss …`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "epoch {:>3}: loss {:.4} accuracy {:.1}%",
+            self.epoch,
+            self.loss,
+            self.accuracy * 100.0
+        )?;
+        if let (Some(l), Some(a)) = (self.valid_loss, self.valid_accuracy) {
+            write!(f, "  valid loss {l:.4} accuracy {:.1}%", a * 100.0)?;
+        }
+        Ok(())
+    }
+}
+
 /// A dense softmax layer: `probs = softmax(prior + x · W + b)`, `W` is F×C row-major.
 #[derive(Debug, Clone)]
 pub struct SoftmaxHead {

@@ -3,13 +3,14 @@
 //! binary prints it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 
 use crate::checks;
 use crate::eval::{EvalError, EvalReport};
 use crate::files::{FileAnswer, FilesError};
-use crate::finetune::{FinetuneConfig, FinetuneError, Summary};
+use crate::finetune::{self, FinetuneConfig, FinetuneError, Progress, Summary};
 use crate::http::state::AppState;
 use crate::model::load::{self, LoadError};
 use crate::model::publish::{self, PublishError, Published};
@@ -193,25 +194,44 @@ pub struct Finetuned {
     pub curves: Result<PathBuf, String>,
 }
 
+/// What `catdog finetune` did.
+#[derive(Debug, Clone)]
+pub enum FinetuneOutcome {
+    /// A model was written, with its training curves.
+    Written(Box<Finetuned>),
+    /// `--cv K`: the candidate settings were measured; nothing was written.
+    CrossValidated(finetune::cv::Report),
+}
+
 /// `catdog finetune`: a new head over a frozen base, written as one ONNX
-/// file, and its training curves beside it.
-pub async fn finetune(settings: &Settings, args: &FinetuneArgs) -> Result<Finetuned, CommandError> {
-    let summary = finetune_head(settings, args).await?;
+/// file, and its training curves beside it; `progress` hears how it goes.
+pub async fn finetune(
+    settings: &Settings,
+    args: &FinetuneArgs,
+    progress: Arc<dyn Progress>,
+) -> Result<FinetuneOutcome, CommandError> {
+    let cfg = finetune_config(settings, args);
+    let summary = match finetune::finetune(&cfg, progress).await? {
+        finetune::Outcome::Written(summary) => summary,
+        finetune::Outcome::CrossValidated(report) => {
+            return Ok(FinetuneOutcome::CrossValidated(report))
+        }
+    };
     let png = args.out.with_extension("training.png");
     let curves = crate::plot::training_curves(&summary.history, &png).map(|()| png);
-    Ok(Finetuned {
-        summary,
+    Ok(FinetuneOutcome::Written(Box::new(Finetuned {
+        summary: *summary,
         model: args.out.clone(),
         data: args.data.clone(),
         curves,
-    })
+    })))
 }
 
-async fn finetune_head(settings: &Settings, args: &FinetuneArgs) -> Result<Summary, CommandError> {
+fn finetune_config(settings: &Settings, args: &FinetuneArgs) -> FinetuneConfig {
     let mut base = settings.model_spec();
     base.uri = Some(args.base.clone());
     base.sha256 = args.base_sha256.clone();
-    let cfg = FinetuneConfig {
+    FinetuneConfig {
         base,
         data: args.data.clone(),
         out: args.out.clone(),
@@ -241,8 +261,7 @@ async fn finetune_head(settings: &Settings, args: &FinetuneArgs) -> Result<Summa
             photos: args.neither.clone(),
             mode: args.neither_mode,
         }),
-    };
-    Ok(crate::finetune::finetune(&cfg).await?)
+    }
 }
 
 /// What `catdog upload` put into S3.

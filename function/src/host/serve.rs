@@ -8,6 +8,7 @@
 //! `.await`s on a runtime that does not run between cells, which would freeze
 //! a server spawned there.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -222,8 +223,11 @@ impl Server {
     }
 
     /// Opens the tunnel in the background; its failure never stops the
-    /// local server (it is logged and printed).
-    pub fn spawn_tunnel(&self) -> JoinHandle<Option<Tunnel>> {
+    /// local server (it is logged and announced).
+    fn spawn_tunnel(
+        &self,
+        announce: impl Fn(Announcement<'_>) + Send + 'static,
+    ) -> JoinHandle<Option<Tunnel>> {
         let config = self.settings.tunnel.clone();
         let router = self.router.clone();
         let keyed = self.keyed();
@@ -231,16 +235,16 @@ impl Server {
         self.runtime().spawn(async move {
             match tunnel::open(&config, router, keyed, limits).await {
                 Ok(t) => {
-                    eprintln!(
-                        "catdog: public URL {} ({})",
-                        t.url,
-                        config.describe().join(", ")
-                    );
+                    let guards = config.describe();
+                    announce(Announcement::Public {
+                        url: &t.url,
+                        guards: &guards,
+                    });
                     Some(t)
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "no public URL; the local server keeps running");
-                    eprintln!("catdog: {e}; serving locally only");
+                    announce(Announcement::LocalOnly(&e));
                     None
                 }
             }
@@ -338,18 +342,44 @@ impl Drop for Server {
     }
 }
 
-/// `catdog serve`: serve until Ctrl-C or SIGTERM, with the tunnel when asked.
-pub async fn run(settings: &Settings) -> Result<(), ServeError> {
+/// Where `catdog serve` can be reached, as it learns it ([`fmt::Display`]:
+/// the line to show a user).
+pub enum Announcement<'a> {
+    /// The local server is up.
+    Serving { url: &'a str },
+    /// The tunnel is open, with what guards it.
+    Public { url: &'a str, guards: &'a [String] },
+    /// The tunnel could not open; the local server keeps running.
+    LocalOnly(&'a TunnelError),
+}
+
+impl fmt::Display for Announcement<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Announcement::Serving { url } => {
+                write!(f, "serving on {url} (upload page), POST /predict")
+            }
+            Announcement::Public { url, guards } => {
+                write!(f, "public URL {url} ({})", guards.join(", "))
+            }
+            Announcement::LocalOnly(e) => write!(f, "{e}; serving locally only"),
+        }
+    }
+}
+
+/// `catdog serve`: serve until Ctrl-C or SIGTERM, with the tunnel when
+/// asked, telling `announce` where it can be reached.
+pub async fn run(
+    settings: &Settings,
+    announce: impl Fn(Announcement<'_>) + Send + 'static,
+) -> Result<(), ServeError> {
     // An unguarded tunnel is refused before anything is served.
     if settings.tunnel.ngrok {
         tunnel::check_guarded(&settings.tunnel, settings.keyed())?;
     }
     let mut server = Server::start(settings)?;
-    eprintln!(
-        "catdog: serving on {} (upload page), POST /predict",
-        server.url
-    );
-    let tunnel = settings.tunnel.ngrok.then(|| server.spawn_tunnel());
+    announce(Announcement::Serving { url: &server.url });
+    let tunnel = settings.tunnel.ngrok.then(|| server.spawn_tunnel(announce));
     tokio::select! {
         r = server.wait() => r?,
         _ = shutdown_signal() => {}

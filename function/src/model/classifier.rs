@@ -174,89 +174,12 @@ impl Classifier {
             .as_deref()
             .map(OutputKind::parse)
             .transpose()?;
-        let (output_name, output_shape) = {
-            let out = opened
-                .session
-                .outputs()
-                .first()
-                .ok_or_else(|| ModelError::NotAnImageModel("it has no outputs".into()))?;
-            if out.dtype().tensor_type() != Some(ort::value::TensorElementType::Float32) {
-                return Err(ModelError::NotAnImageModel(format!(
-                    "output `{}` is not a float32 tensor",
-                    out.name()
-                )));
-            }
-            (
-                out.name().to_string(),
-                out.dtype()
-                    .tensor_shape()
-                    .map(|s| s.to_vec())
-                    .unwrap_or_default(),
-            )
-        };
+        let (output_name, output_shape) = float_output(&opened.session)?;
         let (input_name, input_shape) = opened.input;
         let runner = Runner::new(opened.session, spec.clone(), &input_shape)?;
         let layout = runner.preprocessor().layout();
-
-        // Warm-up: proves the graph runs on our tensor and tells the class
-        // count even when the output shape is dynamic.
-        let [h, w] = spec.size;
-        let classes = run_rows(&runner, std::slice::from_ref(&RgbImage::new(w, h)))?
-            .0
-            .first()
-            .map_or(0, Vec::len);
-        if let Some(&declared) = output_shape.get(1) {
-            if declared > 0 && declared as usize != classes {
-                return Err(ModelError::NotAnImageModel(format!(
-                    "output shape {output_shape:?} but got {classes} values"
-                )));
-            }
-        }
-        if classes == 0 {
-            return Err(ModelError::NotAnImageModel("the output is empty".into()));
-        }
-        let labels = contract::resolve(
-            contract.labels.clone(),
-            opened.metadata.labels.as_deref(),
-            contract::parse_labels,
-            None,
-        )?;
-        let (head, labels_source) = match labels {
-            Some((labels, _)) if labels.len() != classes => {
-                return Err(ModelError::LabelCount {
-                    outputs: classes,
-                    labels: labels.len(),
-                })
-            }
-            Some((labels, from)) => {
-                let rejection = opened
-                    .metadata
-                    .rejection
-                    .as_deref()
-                    .map(|text| contract::Rejection::parse(text, &labels))
-                    .transpose()?
-                    .map(|r| contract::Rejection {
-                        below: contract.neither_below.unwrap_or(r.below),
-                        ..r
-                    });
-                if rejection.is_none() && contract.neither_below.is_some() {
-                    tracing::warn!(
-                        "NEITHER_BELOW is set, but this model has no rejecting label \
-                         (no `rejection` metadata): it always answers one of {labels:?}"
-                    );
-                }
-                (Head::Labels { labels, rejection }, from)
-            }
-            None if classes == imagenet::NUM_CLASSES => (
-                Head::ImageNet {
-                    neither_below: contract
-                        .neither_below
-                        .unwrap_or(imagenet::DEFAULT_NEITHER_BELOW),
-                },
-                "default",
-            ),
-            None => return Err(ModelError::NoLabels(classes)),
-        };
+        let classes = warm_up(&runner, &output_shape)?;
+        let (head, labels_source) = resolve_head(contract, &opened.metadata, classes)?;
         let (name, name_source) = contract::resolve(
             contract.name.clone(),
             opened.metadata.name.as_deref(),
@@ -301,15 +224,7 @@ impl Classifier {
             threads: opened.threads,
             int8: opened.int8.map(Int8Info::on_this_cpu),
         };
-        if let Some(int8) = info.int8.as_ref().filter(|i| i.may_saturate) {
-            tracing::warn!(
-                scheme = %int8.scheme.scheme,
-                "this model multiplies by int8 weights that use all 8 bits, \
-                 and this CPU has no VNNI: ONNX Runtime's kernels can saturate here, so its \
-                 answers may differ from a VNNI CPU's (x86 Lambda has none); requantize it with \
-                 models/quantize.py, whose int8 models answer alike on both"
-            );
-        }
+        warn_if_it_may_saturate(&info);
         Ok(Self {
             runner,
             head,
@@ -397,4 +312,105 @@ fn run_rows<R: TensorRow>(
             .map_err(|e| e.to_string())?;
         session::rows(values, n)
     })
+}
+
+/// The graph's first output, which must be a float32 tensor: its name and
+/// declared shape.
+fn float_output(session: &ort::session::Session) -> Result<(String, Vec<i64>), ModelError> {
+    let out = session
+        .outputs()
+        .first()
+        .ok_or_else(|| ModelError::NotAnImageModel("it has no outputs".into()))?;
+    if out.dtype().tensor_type() != Some(ort::value::TensorElementType::Float32) {
+        return Err(ModelError::NotAnImageModel(format!(
+            "output `{}` is not a float32 tensor",
+            out.name()
+        )));
+    }
+    let shape = out.dtype().tensor_shape().map(|s| s.to_vec());
+    Ok((out.name().to_string(), shape.unwrap_or_default()))
+}
+
+/// One inference on a blank picture: proves the graph runs on our tensor
+/// and tells the class count even when the output shape is dynamic.
+fn warm_up(runner: &Runner, output_shape: &[i64]) -> Result<usize, ModelError> {
+    let [h, w] = runner.preprocessor().spec().size;
+    let classes = run_rows(runner, std::slice::from_ref(&RgbImage::new(w, h)))?
+        .0
+        .first()
+        .map_or(0, Vec::len);
+    if let Some(&declared) = output_shape.get(1) {
+        if declared > 0 && declared as usize != classes {
+            return Err(ModelError::NotAnImageModel(format!(
+                "output shape {output_shape:?} but got {classes} values"
+            )));
+        }
+    }
+    if classes == 0 {
+        return Err(ModelError::NotAnImageModel("the output is empty".into()));
+    }
+    Ok(classes)
+}
+
+/// How answers are read from the `classes` outputs: the labels (override >
+/// metadata) with their rejection rule, or the ImageNet cat/dog groups for
+/// a 1000-class model without labels. Returns where the labels came from.
+fn resolve_head(
+    contract: &ContractOverrides,
+    metadata: &session::Metadata,
+    classes: usize,
+) -> Result<(Head, &'static str), ModelError> {
+    let labels = contract::resolve(
+        contract.labels.clone(),
+        metadata.labels.as_deref(),
+        contract::parse_labels,
+        None,
+    )?;
+    match labels {
+        Some((labels, _)) if labels.len() != classes => Err(ModelError::LabelCount {
+            outputs: classes,
+            labels: labels.len(),
+        }),
+        Some((labels, from)) => {
+            let rejection = metadata
+                .rejection
+                .as_deref()
+                .map(|text| contract::Rejection::parse(text, &labels))
+                .transpose()?
+                .map(|r| contract::Rejection {
+                    below: contract.neither_below.unwrap_or(r.below),
+                    ..r
+                });
+            if rejection.is_none() && contract.neither_below.is_some() {
+                tracing::warn!(
+                    "NEITHER_BELOW is set, but this model has no rejecting label \
+                     (no `rejection` metadata): it always answers one of {labels:?}"
+                );
+            }
+            Ok((Head::Labels { labels, rejection }, from))
+        }
+        None if classes == imagenet::NUM_CLASSES => Ok((
+            Head::ImageNet {
+                neither_below: contract
+                    .neither_below
+                    .unwrap_or(imagenet::DEFAULT_NEITHER_BELOW),
+            },
+            "default",
+        )),
+        None => Err(ModelError::NoLabels(classes)),
+    }
+}
+
+/// int8 weights past 7 bits on an x86 CPU without VNNI may answer
+/// differently from a VNNI CPU: said once, at load.
+fn warn_if_it_may_saturate(info: &ModelInfo) {
+    if let Some(int8) = info.int8.as_ref().filter(|i| i.may_saturate) {
+        tracing::warn!(
+            scheme = %int8.scheme.scheme,
+            "this model multiplies by int8 weights that use all 8 bits, \
+             and this CPU has no VNNI: ONNX Runtime's kernels can saturate here, so its \
+             answers may differ from a VNNI CPU's (x86 Lambda has none); requantize it with \
+             models/quantize.py, whose int8 models answer alike on both"
+        );
+    }
 }

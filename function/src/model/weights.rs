@@ -190,6 +190,45 @@ fn split_tensor(
     )))
 }
 
+/// Why [`inline`] could not give a tensor its bytes back.
+#[derive(Debug, thiserror::Error)]
+pub enum InlineError {
+    #[error("not a valid ONNX model: {0}")]
+    Parse(#[from] protobuf::Error),
+    #[error("tensor `{0}` points outside the model")]
+    Outside(String),
+}
+
+/// The inverse of [`split`]: the serialized model `graph` with every tensor
+/// that refers to external data in `location` given its bytes back from
+/// `base` (the whole model file those references point into), as one
+/// self-contained ONNX file.
+pub fn inline(graph: &[u8], base: &[u8], location: &str) -> Result<Vec<u8>, InlineError> {
+    use protobuf::Message;
+    let mut m = onnx_protobuf::ModelProto::parse_from_bytes(graph)?;
+    for t in m.graph.mut_or_insert_default().initializer.iter_mut() {
+        let get = |key: &str| {
+            t.external_data
+                .iter()
+                .find(|e| e.key == key)
+                .map(|e| e.value.clone())
+        };
+        if get("location").as_deref() != Some(location) {
+            continue;
+        }
+        let number = |key: &str| get(key).and_then(|v| v.parse::<usize>().ok());
+        let (offset, length) = (number("offset").unwrap_or(0), number("length"));
+        let bytes = length
+            .and_then(|n| base.get(offset..offset.checked_add(n)?))
+            .ok_or_else(|| InlineError::Outside(t.name.clone()))?;
+        t.raw_data = bytes.to_vec();
+        t.external_data.clear();
+        t.data_location =
+            protobuf::EnumOrUnknown::new(onnx_protobuf::tensor_proto::DataLocation::DEFAULT);
+    }
+    Ok(m.write_to_bytes()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,11 @@
 //! library (the Lambda bootstrap when `AWS_LAMBDA_RUNTIME_API` is set,
 //! `serve`, `predict`, `eval`, `finetune`, `upload`) and prints the outcome.
 
+// The binary is where output is printed: the library returns what happened.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod finetune;
+
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -62,7 +67,7 @@ async fn run(settings: &Settings, command: Command) -> Result<ExitCode> {
     match command {
         Command::Lambda => lambda::run(settings).await?,
         Command::Pretraffic => pretraffic::run(settings).await?,
-        Command::Serve => serve::run(settings).await?,
+        Command::Serve => serve::run(settings, |a| eprintln!("catdog: {a}")).await?,
         Command::Predict {
             json,
             write_results,
@@ -96,33 +101,7 @@ async fn run(settings: &Settings, command: Command) -> Result<ExitCode> {
                 Err(e) => eprintln!("eval: could not write {}: {e}", png.display()),
             }
         }
-        Command::Finetune(args) => {
-            let tuned = match commands::finetune(settings, &args).await {
-                Err(commands::CommandError::Finetune(
-                    catdog::finetune::FinetuneError::CrossValidated(report),
-                )) => {
-                    print!("{report}");
-                    return Ok(ExitCode::SUCCESS);
-                }
-                other => other?,
-            };
-            let summary = tuned.summary;
-            let last = summary.history.last();
-            eprintln!(
-                "finetune: wrote {} (labels {:?}, {} training pictures, {} skipped; final loss {:.4}, accuracy {:.1}%)",
-                tuned.model.display(),
-                summary.labels,
-                summary.train_images,
-                summary.skipped.len(),
-                last.map_or(f32::NAN, |s| s.loss),
-                last.map_or(f32::NAN, |s| s.accuracy * 100.0)
-            );
-            match &tuned.curves {
-                Ok(png) => eprintln!("finetune: training curves written to {}", png.display()),
-                Err(e) => eprintln!("finetune: could not write the training curves: {e}"),
-            }
-            println!("{}", serde_json::to_string(&summary)?);
-        }
+        Command::Finetune(args) => return finetune::run(settings, &args).await,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,113 @@
+//! What to fine-tune on what: the command's choices.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::train::TrainConfig;
+use super::view::View;
+use crate::model::load::ModelSpec;
+
+/// How the new head starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Init {
+    /// From the base's own cat-vs-dog choice when it applies (ImageNet base,
+    /// labels cat and dog), else random.
+    Auto,
+    /// From the base's grouped cat and dog classes: before any step the head
+    /// answers exactly as the base's zero-shot choice.
+    ZeroShot,
+    /// Glorot-random weights (Keras `Dense`), as the tutorial.
+    Random,
+}
+
+/// When a result is good enough to write.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Acceptance {
+    /// Lowest validation accuracy accepted.
+    pub min_accuracy: f64,
+    /// Write a weak head anyway (and say so).
+    pub allow_weak: bool,
+}
+
+/// Augmentation: extra copies of each training photo, each run through the base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Augment {
+    /// The left-right mirror image.
+    pub mirror: bool,
+    /// The four corner crops keeping 80% of each side.
+    pub crop: bool,
+}
+
+impl Augment {
+    /// Every augmentation (what cross-validation measures).
+    pub const ALL: Augment = Augment {
+        mirror: true,
+        crop: true,
+    };
+
+    pub fn views(self) -> Vec<View> {
+        let mut views = Vec::new();
+        if self.mirror {
+            views.push(View::Mirror);
+        }
+        if self.crop {
+            views.extend(View::CROPS);
+        }
+        views
+    }
+
+    pub(super) fn describe(self) -> &'static str {
+        match (self.mirror, self.crop) {
+            (false, false) => "",
+            (true, false) => " (+ their mirror images)",
+            (false, true) => " (+ 4 corner crops each)",
+            (true, true) => " (+ their mirror images and 4 corner crops each)",
+        }
+    }
+}
+
+/// How the rejecting label (`neither`) is learnt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum NeitherMode {
+    /// The base's own probability that the picture is one of the labels'
+    /// classes (cats and dogs), under a threshold chosen on the photos.
+    Threshold,
+    /// A third class of the trained head, learnt from the non-pet photos
+    /// (`--neither DIR`), starting from the base's other classes.
+    Class,
+}
+
+/// The label that means "none of the others", and what it is learnt from.
+#[derive(Debug, Clone)]
+pub struct NeitherConfig {
+    /// Its name (`neither`).
+    pub label: String,
+    /// Photos of other things, for its threshold or as its class.
+    pub photos: Option<PathBuf>,
+    /// With photos: threshold or class (without, always threshold).
+    pub mode: NeitherMode,
+}
+
+/// What to fine-tune on what.
+#[derive(Debug, Clone)]
+pub struct FinetuneConfig {
+    /// The base model (its `preprocessing` override, session and fetch
+    /// options are those of serving).
+    pub base: ModelSpec,
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub train: TrainConfig,
+    pub init: Init,
+    /// Share of each class of train/ set aside for validation when there is no valid/.
+    pub valid_fraction: f64,
+    pub accept: Acceptance,
+    /// Which extra copies of each training photo to train on.
+    pub augment: Augment,
+    /// Measure the candidate settings by k-fold cross-validation instead of training.
+    pub cv: Option<usize>,
+    /// The rejecting label; `None` (`--no-neither`): every answer is one of the labels.
+    pub neither: Option<NeitherConfig>,
+}

@@ -1,0 +1,62 @@
+//! The frozen base, opened through serving's loading path to also output
+//! the tensor feeding its final layer (and an ImageNet base's logits).
+
+use super::error::FinetuneError;
+use super::graph;
+use crate::model::session::{self, Runner, SessionOptions};
+use crate::model::source::FetchedModel;
+use crate::model::{contract, imagenet, weights};
+use crate::preprocess::Preprocessing;
+
+/// The frozen base, opened to also output its feature tensor.
+pub struct Probe {
+    pub runner: Runner,
+    pub head: graph::HeadInfo,
+    /// The base graph without its large weights (they stay in `model`).
+    pub graph: onnx_protobuf::ModelProto,
+    pub model: FetchedModel,
+    /// The base's logits tensor (ImageNet bases).
+    pub logits: Option<String>,
+}
+
+impl Probe {
+    /// Finds the base's final layer and builds a session that also outputs
+    /// its input, through the same loading path as serving (a file: zero-copy).
+    pub fn open(
+        model: FetchedModel,
+        pre: Option<Preprocessing>,
+        opts: &SessionOptions,
+    ) -> Result<Probe, FinetuneError> {
+        let view = model.view().map_err(FinetuneError::Read)?;
+        let split = weights::split(&view, weights::MIN_BYTES, &model.location())
+            .map_err(|e| graph::GraphError::Parse(e.to_string()))?;
+        drop(view);
+        let graph = graph::parse(&split.graph)?;
+        let head = graph::find_head(&graph)?;
+        // An ImageNet base's logits, for a head that starts from its answer.
+        let logits = (head.base_classes == imagenet::NUM_CLASSES)
+            .then(|| graph::logits_tensor(&graph))
+            .flatten();
+        let edit = |g: &[u8]| {
+            graph::parse(g)
+                .and_then(|m| graph::with_feature_output(&m, &head, logits.as_deref()))
+                .map_err(|e| e.to_string())
+        };
+        let opened = session::open(&model, opts, Some(&edit))?;
+        let (spec, _) = contract::resolve(
+            pre,
+            opened.metadata.preprocessing.as_deref(),
+            str::parse::<Preprocessing>,
+            None,
+        )?
+        .ok_or(FinetuneError::NoPreprocessing)?;
+        let runner = Runner::new(opened.session, spec, &opened.input.1)?;
+        Ok(Probe {
+            runner,
+            head,
+            graph,
+            model,
+            logits,
+        })
+    }
+}

@@ -1,0 +1,129 @@
+//! What fine-tuning tells whoever runs it, while it works. The library only
+//! reports events; the binary draws them as progress bars and lines, the
+//! notebook as lines.
+
+use std::fmt;
+
+use super::config::{Augment, Init, NeitherMode};
+use super::data::ValidSource;
+use super::summary::NeitherSummary;
+use super::train::EpochStats;
+
+/// Receives fine-tuning's events as they happen, on its worker thread.
+pub trait Progress: Send + Sync {
+    fn event(&self, event: Event<'_>);
+
+    fn note(&self, note: Note<'_>) {
+        self.event(Event::Note(note));
+    }
+}
+
+/// Reports nothing (tests, callers that only want the outcome).
+pub struct Silent;
+
+impl Progress for Silent {
+    fn event(&self, _: Event<'_>) {}
+}
+
+/// One step of fine-tuning's work.
+pub enum Event<'a> {
+    /// Features of one set of pictures are being extracted: `total` files.
+    Extracting {
+        set: &'a str,
+        view: &'static str,
+        total: usize,
+    },
+    /// `n` more files of that set went through the base.
+    Extracted(usize),
+    /// That set is done.
+    ExtractDone,
+    /// Training starts: at most `epochs` epochs (it stops early when the
+    /// validation loss stops improving).
+    Training { epochs: usize },
+    /// One epoch's figures.
+    Epoch(&'a EpochStats),
+    /// Training is done.
+    TrainDone,
+    /// Something the user should read.
+    Note(Note<'a>),
+}
+
+/// What the user should read, as a sentence ([`fmt::Display`]).
+pub enum Note<'a> {
+    /// The base has no evidence for the rejecting label and no photos of
+    /// other things were given: the model answers only the labels.
+    NoEvidence {
+        label: &'a str,
+        labels: &'a [String],
+    },
+    /// Files that were not usable pictures were left out.
+    Skipped(usize),
+    /// What the head is about to be trained on.
+    Plan {
+        train: usize,
+        augment: Augment,
+        valid: usize,
+        source: ValidSource,
+        init: Init,
+    },
+    /// The rejecting label's rule and what it answers on the photos.
+    Neither {
+        summary: &'a NeitherSummary,
+        labels: &'a [String],
+    },
+    /// A weak head is written because `--allow-weak` asked for it.
+    WritingWeak(&'a str),
+}
+
+impl fmt::Display for Note<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Note::NoEvidence { label, labels } => write!(
+                f,
+                "the base is not an ImageNet classifier, so it has no evidence for `{label}`: \
+                 the model answers only {labels:?} (give photos of other things with --neither DIR \
+                 to train `{label}` as a class)"
+            ),
+            Note::Skipped(n) => write!(f, "skipped {n} file(s) that are not usable pictures"),
+            Note::Plan {
+                train,
+                augment,
+                valid,
+                source,
+                init,
+            } => write!(
+                f,
+                "{train} training{} and {valid} validation photos ({}), head starts {}",
+                augment.describe(),
+                match source {
+                    ValidSource::Folder => "valid/",
+                    ValidSource::Carved => "carved from train/",
+                },
+                match init {
+                    Init::ZeroShot => "from the base's zero-shot choice",
+                    _ => "random",
+                },
+            ),
+            Note::Neither { summary: n, labels } => write!(
+                f,
+                "`{}` {}: {} of the {} photos of {labels:?} and {} of {} photos of other things answer `{}`",
+                n.label,
+                match n.mode {
+                    NeitherMode::Threshold => format!(
+                        "when the base gives the labels' classes less than {:.4} in all",
+                        n.below
+                    ),
+                    NeitherMode::Class => "as a trained class".to_string(),
+                },
+                n.photos_rejected,
+                n.photos,
+                n.other_photos_rejected,
+                n.other_photos,
+                n.label,
+            ),
+            Note::WritingWeak(reason) => {
+                write!(f, "WARNING: writing a weak head (--allow-weak): {reason}")
+            }
+        }
+    }
+}

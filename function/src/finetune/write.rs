@@ -1,0 +1,101 @@
+//! Writing the fine-tuned model: the base graph with the new head and our
+//! metadata, its weights taken back from the base, as one ONNX file that
+//! the same data, base and seed write byte for byte the same.
+
+use std::path::Path;
+
+use super::config::NeitherMode;
+use super::error::FinetuneError;
+use super::graph;
+use super::plan::Plan;
+use super::probe::Probe;
+use super::summary::Summary;
+use super::train::SoftmaxHead;
+use crate::model::{contract, weights};
+
+/// What the written graph holds besides the trained head.
+pub struct Extras<'a> {
+    pub rejection: Option<&'a contract::Rejection>,
+    /// The head's prior per class (see [`super::neither::prior_groups`]).
+    pub prior_groups: Option<Vec<Vec<i64>>>,
+    /// The base classes the labels are about.
+    pub domain: Option<&'a (Vec<i64>, &'static str)>,
+}
+
+/// Writes the model to `out`.
+pub fn model(
+    out: &Path,
+    probe: &Probe,
+    plan: &Plan,
+    trained: &SoftmaxHead,
+    summary: &Summary,
+    extras: Extras,
+) -> Result<(), FinetuneError> {
+    let metadata = metadata(probe, summary, extras.rejection);
+    let prior = extras
+        .prior_groups
+        .zip(probe.logits.clone())
+        .map(|(groups, logits)| graph::Prior { logits, groups });
+    let evidence = match (plan.mode, extras.domain, &probe.logits) {
+        (Some(NeitherMode::Threshold), Some((domain, _)), Some(logits)) => Some(graph::Evidence {
+            logits: logits.clone(),
+            domain: domain.clone(),
+        }),
+        _ => None,
+    };
+    let graph = graph::replace_head(
+        &probe.graph,
+        &probe.head,
+        &trained.weights,
+        &trained.bias,
+        prior.as_ref(),
+        evidence.as_ref(),
+        &metadata,
+    )?;
+    // The weights the new graph still refers to, taken back from the base.
+    let view = probe.model.view().map_err(FinetuneError::Read)?;
+    let bytes =
+        weights::inline(&graph, &view, &probe.model.location()).map_err(graph::GraphError::from)?;
+    std::fs::write(out, bytes).map_err(|error| FinetuneError::Write {
+        path: out.to_path_buf(),
+        error,
+    })
+}
+
+/// The model contract's metadata: labels, the base's preprocessing (with
+/// its layout), the output, the rejection rule, and the training record.
+fn metadata(
+    probe: &Probe,
+    summary: &Summary,
+    rejection: Option<&contract::Rejection>,
+) -> Vec<(&'static str, String)> {
+    let mut spec = probe.runner.preprocessor().spec().clone();
+    spec.layout = Some(probe.runner.preprocessor().layout());
+    let mut metadata = vec![
+        (
+            contract::KEY_LABELS,
+            serde_json::to_string(&summary.labels).expect("strings serialise"),
+        ),
+        (
+            contract::KEY_PREPROCESSING,
+            serde_json::to_string(&spec).expect("spec serialises"),
+        ),
+        (contract::KEY_OUTPUT, "probabilities".to_string()),
+        ("catdog_training", training_record(summary)),
+    ];
+    if let Some(r) = rejection {
+        metadata.push((contract::KEY_REJECTION, r.to_metadata()));
+    }
+    metadata
+}
+
+/// The summary as stored in the model: without wall-clock timings, so the
+/// same data, base and seed give a byte-identical file.
+fn training_record(summary: &Summary) -> String {
+    let mut v = serde_json::to_value(summary).expect("summary serialises");
+    if let Some(o) = v.as_object_mut() {
+        o.remove("extract_s");
+        o.remove("train_s");
+    }
+    v.to_string()
+}
