@@ -10,10 +10,14 @@
 //! `{"error": "..."}` (the router re-shapes them for every `/v2` path), and
 //! `/predict`'s limits apply.
 
-pub mod tensor;
+mod binary;
+mod data;
+pub mod error;
+pub mod request;
+pub mod response;
 pub mod types;
 
-pub use tensor::InferError;
+pub use error::InferError;
 
 use std::time::Instant;
 
@@ -126,7 +130,7 @@ pub async fn model_ready(
 
 fn metadata(ready: &Ready) -> ModelMetadata {
     let model = &ready.classifier;
-    let (inputs, outputs) = tensor::signature(model);
+    let (inputs, outputs) = request::signature(model);
     ModelMetadata {
         name: model.name().to_string(),
         versions: model.version().map(str::to_owned).into_iter().collect(),
@@ -189,11 +193,11 @@ async fn infer_with(
     }
     let bytes = read_body(&headers, body, state.limits.max_body_bytes).await?;
     let read = started.elapsed().as_secs_f64() * 1e3;
-    let request = tensor::parse(&headers, &bytes, &ready.classifier, state.limits.max_batch)?;
+    let request = request::parse(&headers, &bytes, &ready.classifier, state.limits.max_batch)?;
     drop(bytes);
     let (predictions, timings) =
         classify(&ready, request.payload, &state.limits, started, read).await?;
-    let res = tensor::respond(
+    let res = response::respond(
         &ready.classifier,
         request.id,
         &request.outputs,

@@ -5,6 +5,16 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
+/// The binary tensor data extension's header: the length of the JSON part.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// The input of encoded pictures (BYTES).
+pub const IMAGE_INPUT: &str = "image";
+/// The output of probabilities, `[n, classes]` in `/model`'s label order.
+pub const PROBABILITIES: &str = "probabilities";
+/// The output of labels, `[n]`.
+pub const LABEL: &str = "label";
+
 /// A request's or tensor's `parameters`: any JSON values by name.
 pub type Parameters = serde_json::Map<String, serde_json::Value>;
 
