@@ -13,6 +13,10 @@ The leaf graph alone misses a loop between layers whose files never import
 each other directly: `model::session` → `preprocess` → `model::contract` is
 no leaf cycle, yet `model` and `preprocess` would each sit above the other.
 
+Some arrows are forbidden outright (FORBIDDEN): the layers below the router
+(`pipeline`, `objects`, `error`, `aws`) never import it, so S3 objects and
+HTTP requests share the pipeline instead of one reaching into the other.
+
   python3 scripts/module_graph.py          print each module's imports, then the verdict
   python3 scripts/module_graph.py --check  only the verdict; exit 1 on a cycle
 """
@@ -139,6 +143,24 @@ def cycles(edges):
     return found
 
 
+# (from, to): top-level modules `from` must not import, directly.
+FORBIDDEN = [
+    ("objects", "http"),
+    ("pipeline", "http"),
+    ("pipeline", "objects"),
+    ("error", "http"),
+    ("error", "pipeline"),
+    ("aws", "model"),
+    ("aws", "http"),
+    ("model", "http"),
+    ("finetune", "http"),
+]
+
+
+def forbidden(layers):
+    return [(a, b) for a, b in FORBIDDEN if b in layers.get(a, ())]
+
+
 def main():
     edges = imports(modules())
     layers = top_level(edges)
@@ -150,11 +172,17 @@ def main():
             print(f"[{name}] -> {', '.join(sorted(layers[name])) or '-'}")
     loops = [("cycle", loop) for loop in cycles(edges)]
     loops += [("top-level cycle", loop) for loop in cycles(layers)]
-    if loops:
+    banned = forbidden(layers)
+    if loops or banned:
         for kind, loop in loops:
             print(f"{kind}: " + " <-> ".join(loop))
+        for a, b in banned:
+            print(f"forbidden arrow: {a} -> {b}")
         sys.exit(1)
-    print(f"no cycles among {len(edges)} modules or their {len(layers)} top-level modules")
+    print(
+        f"no cycles among {len(edges)} modules or their {len(layers)} top-level modules, "
+        f"and none of the {len(FORBIDDEN)} forbidden arrows"
+    )
 
 
 if __name__ == "__main__":

@@ -26,9 +26,11 @@
 //! - [`messages`]: how errors (with their causes) and files are named to users.
 //! - [`notebook`]: inline HTML answers for Jupyter (evcxr).
 
+pub mod aws;
 pub mod batcher;
 pub mod checks;
 pub mod decode;
+pub mod error;
 pub mod eval;
 pub mod events;
 pub mod files;
@@ -42,6 +44,7 @@ pub mod metrics;
 pub mod model;
 pub mod notebook;
 pub mod objects;
+pub mod pipeline;
 pub mod plot;
 pub mod preprocess;
 pub mod runtime;

@@ -2,7 +2,12 @@
 //! behind a TCP proxy that cuts connections mid-body: the ranged download
 //! resumes where it stopped and the bytes (checked by SHA-256) are exact,
 //! with parallel ranges and with one GET. An unreachable server fails fast
-//! with a message naming the object.
+//! with a message naming the object. `serve` started while S3 is down
+//! answers 503 with the reason, then picks the model up by itself when moto
+//! comes back on that port; a server that accepts and never answers times
+//! out (`CATDOG_S3_READ_TIMEOUT_S`) and is retried; truncated, garbage, empty
+//! and non-image objects are refused for good, with no machine paths in the
+//! reason.
 //!
 //! One test function: it sets the process environment the SDK reads.
 
@@ -11,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
+use catdog::aws::S3Options;
 use catdog::model::source::{
     fetch_remote, sha256_hex, FetchOptions, FetchedModel, ModelUri, SourceError,
 };
@@ -86,7 +92,10 @@ async fn dropped_connections_resume_and_unreachable_servers_fail_fast() {
     for concurrency in [8, 1] {
         let (proxy, cut) = cutting_proxy(upstream.clone(), 3, 3 << 20).await;
         let opts = FetchOptions {
-            s3_endpoint: Some(proxy),
+            s3: S3Options {
+                endpoint: Some(proxy),
+                ..S3Options::default()
+            },
             s3_concurrency: concurrency,
             ..FetchOptions::new(std::env::temp_dir())
         };
@@ -114,7 +123,10 @@ async fn dropped_connections_resume_and_unreachable_servers_fail_fast() {
 
     // Nobody listening: a clear error naming the object, in seconds.
     let nobody = FetchOptions {
-        s3_endpoint: Some(format!("http://127.0.0.1:{}", free_port())),
+        s3: S3Options {
+            endpoint: Some(format!("http://127.0.0.1:{}", free_port())),
+            ..S3Options::default()
+        },
         ..FetchOptions::new(std::env::temp_dir())
     };
     let started = Instant::now();

@@ -42,6 +42,53 @@ fn no_two_modules_import_each_other() {
 }
 
 #[test]
+fn the_module_graph_check_finds_a_forbidden_arrow() {
+    // The check itself, on a copy of the sources with one arrow added:
+    // objects reaching into the router must fail it.
+    let root = std::env::temp_dir().join(format!("catdog-structure-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let src = root.join("function/src");
+    copy_dir(&workspace().join("function/src"), &src);
+    std::fs::create_dir_all(root.join("scripts")).unwrap();
+    std::fs::copy(
+        workspace().join("scripts/module_graph.py"),
+        root.join("scripts/module_graph.py"),
+    )
+    .unwrap();
+    let worker = src.join("objects/worker.rs");
+    let code = std::fs::read_to_string(&worker).unwrap();
+    std::fs::write(
+        &worker,
+        format!("use crate::http::state::AppState;\n{code}"),
+    )
+    .unwrap();
+    let out = Command::new("python3")
+        .arg(root.join("scripts/module_graph.py"))
+        .arg("--check")
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let _ = std::fs::remove_dir_all(&root);
+    assert!(
+        !out.status.success() && text.contains("forbidden arrow: objects -> http"),
+        "{text}"
+    );
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
 fn every_build_that_resolves_dependencies_is_locked() {
     // What `make`, `sam build`, the benchmarks and the test command build
     // must be what Cargo.lock names: a build that may resolve anew could

@@ -8,7 +8,7 @@ use aws_sdk_s3::types::ChecksumAlgorithm;
 use super::layout::{answers_key, picture_key, Checks, FORMAT};
 use super::record::{Recorded, MAX_PICTURE_BYTES};
 use super::ChecksError;
-use crate::model::source::sdk_error_message;
+use crate::aws::sdk_error_message;
 use crate::objects::location::ObjectRef;
 use crate::objects::store::ObjectStore;
 

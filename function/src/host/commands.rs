@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 
+use crate::aws::s3_client;
+use crate::aws::SdkRetries;
 use crate::checks;
 use crate::eval::{EvalError, EvalReport};
 use crate::files::{FileAnswer, FilesError};
@@ -14,8 +16,6 @@ use crate::finetune::{self, FinetuneConfig, FinetuneError, Progress, Summary};
 use crate::http::state::AppState;
 use crate::model::load::{self, LoadError};
 use crate::model::publish::{self, PublishError, Published};
-use crate::model::retry::SdkRetries;
-use crate::model::source::s3_client;
 use crate::model::{Classifier, ModelError};
 use crate::objects::location::split_s3_uri;
 use crate::objects::store::ObjectStore;
@@ -100,7 +100,7 @@ pub async fn predict_objects(
     write_results: bool,
 ) -> Result<Vec<Outcome>, CommandError> {
     let fetch = settings.fetch_options();
-    let store = ObjectStore::new(s3_client(&fetch, SdkRetries::ThisPolicy).await);
+    let store = ObjectStore::new(s3_client(&fetch.s3, SdkRetries::ThisPolicy).await);
     let results = if write_results {
         settings.results_config()
     } else {
@@ -141,7 +141,7 @@ pub async fn predict_objects(
     }
     let classifier = classifier(settings).await?;
     let state = AppState::ready(classifier, settings.limits(), Default::default());
-    let worker = ObjectWorker::new(store, state, results);
+    let worker = ObjectWorker::new(store, state.model_slot(), state.limits, results);
     let bar = indicatif::ProgressBar::new(objects.len() as u64).with_style(
         indicatif::ProgressStyle::with_template(
             "{bar:30} {pos}/{len} objects {elapsed} ({eta} left)",
@@ -342,7 +342,7 @@ pub async fn upload(
     };
     let (bucket, key) =
         split_s3_uri(&model.uri).ok_or_else(|| CommandError::BadS3Uri(model.uri.clone()))?;
-    let client = s3_client(&fetch, SdkRetries::ThisPolicy).await;
+    let client = s3_client(&fetch.s3, SdkRetries::ThisPolicy).await;
     let uri = checks::store::put(&client, bucket, key, &model.sha256, &recorded).await?;
     Ok(Uploaded {
         checks: Some(UploadedChecks {

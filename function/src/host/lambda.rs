@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use lambda_http::lambda_runtime::{self, Diagnostic};
 
+use crate::aws::s3_client;
+use crate::aws::SdkRetries;
 use crate::events::dispatch::EventError;
 use crate::events::EventHandler;
 use crate::http::access::AccessError;
 use crate::http::state::AppState;
 use crate::model::load::{self, LoadError};
-use crate::model::retry::SdkRetries;
-use crate::model::source::s3_client;
 use crate::objects::store::ObjectStore;
 use crate::objects::ObjectWorker;
 use crate::settings::Settings;
@@ -69,7 +69,7 @@ pub async fn run(settings: &Settings) -> Result<(), LambdaError> {
         .await?;
         let state = AppState::loading(settings.limits(), access)
             .with_emf(settings.emf())
-            .with_stored(settings.stored_pictures());
+            .with_stored_pictures(settings.stored_pictures());
         state.set_ready(std::sync::Arc::new(classifier));
         Ok::<_, LambdaError>(state)
     };
@@ -96,10 +96,11 @@ pub async fn run(settings: &Settings) -> Result<(), LambdaError> {
 /// before an object's failure is reported as one that may pass).
 pub async fn event_handler(settings: &Settings, state: AppState) -> EventHandler {
     let fetch = settings.fetch_options();
-    let client = s3_client(&fetch, SdkRetries::ThisPolicy).await;
+    let client = s3_client(&fetch.s3, SdkRetries::ThisPolicy).await;
     let worker = ObjectWorker::new(
         ObjectStore::new(client),
-        state.clone(),
+        state.model_slot(),
+        state.limits,
         settings.results_config(),
     );
     EventHandler::new(

@@ -12,9 +12,9 @@ use std::time::Duration;
 use aws_config::timeout::TimeoutConfig;
 use futures_util::future::BoxFuture;
 
+use crate::aws::sdk_error_message;
+use crate::aws::{RetryPolicy, SdkRetries};
 use crate::http::access::{Access, AccessError, ApiKey, KeySource};
-use crate::model::retry::{RetryPolicy, SdkRetries};
-use crate::model::source::sdk_error_message;
 use crate::settings::{Secret, Settings};
 
 /// A secret in Secrets Manager, by ARN or name. The client is made for each

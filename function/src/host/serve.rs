@@ -20,9 +20,10 @@ use tokio::task::JoinHandle;
 use crate::host::tunnel::{self, Tunnel, TunnelError};
 use crate::host::{connections, secret_key};
 use crate::http::access::{self, AccessError};
-use crate::http::state::{AppState, ModelState};
+use crate::http::state::AppState;
 use crate::model::load::{self, LoadError};
 use crate::model::Classifier;
+use crate::pipeline::ModelState;
 use crate::settings::Settings;
 
 /// Why serving could not start or stopped.
@@ -71,7 +72,7 @@ impl Server {
     pub fn start(settings: &Settings) -> Result<Self, ServeError> {
         let state = AppState::loading(settings.limits(), secret_key::access_blocking(settings)?)
             .with_emf(settings.emf())
-            .with_stored(settings.stored_pictures());
+            .with_stored_pictures(settings.stored_pictures());
         let server = Self::bind(crate::http::router(state.clone()), state, settings)?;
         let spec = settings.model_spec();
         let policy = settings.retry_policy().unbounded();
@@ -315,8 +316,8 @@ async fn local_hosts_only(
         return next.run(req).await;
     }
     let v2 = crate::http::v2::is_v2_path(req.uri().path());
-    let res = crate::http::error::ApiError::new(
-        crate::http::code::ErrorCode::MisdirectedRequest,
+    let res = crate::error::ApiError::new(
+        crate::error::ErrorCode::MisdirectedRequest,
         "this server listens on loopback without an API key, so it answers only requests \
          addressed to localhost, 127.0.0.1 or [::1]; to serve other names, set an API key \
          (CATDOG_API_KEY)",

@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::http::code::ErrorCode;
-use crate::http::error::ApiError;
+use crate::error::ApiError;
+use crate::error::ErrorCode;
 
 /// Shortest API key accepted: shorter ones are guessable.
 pub const MIN_KEY_CHARS: usize = 16;

@@ -23,8 +23,8 @@ use lambda_http::RequestExt;
 use tokio::sync::Notify;
 use tokio::time::Sleep;
 
-use crate::http::code::ErrorCode;
-use crate::http::error::ApiError;
+use crate::error::ApiError;
+use crate::error::ErrorCode;
 use crate::http::state::AppState;
 use crate::limits::Timeouts;
 

@@ -10,8 +10,8 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::http::code::ErrorCode;
-use crate::http::error::ApiError;
+use crate::error::ApiError;
+use crate::error::ErrorCode;
 
 /// Most bytes of request line and headers: a browser's cookies and a
 /// signed request's headers fit many times over (nginx's default buffers

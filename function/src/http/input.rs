@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap};
 use base64::Engine;
 use bytes::Bytes;
 
-use crate::http::code::ErrorCode;
+use crate::error::ErrorCode;
 use crate::http::types::JsonPictures;
 use crate::limits::Limits;
 

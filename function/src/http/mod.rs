@@ -2,8 +2,6 @@
 //! `catdog serve` and the notebook (`axum::serve`), and the ngrok tunnel.
 
 pub mod access;
-pub mod classify;
-pub mod code;
 pub mod deadline;
 pub mod error;
 pub mod head_limit;
@@ -124,7 +122,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let status = res.status().as_u16();
     let error = res
         .extensions()
-        .get::<error::ApiError>()
+        .get::<crate::error::ApiError>()
         .map_or("", |e| e.code.as_str());
     let timings = res.extensions().get::<types::Timings>().copied();
     match timings {

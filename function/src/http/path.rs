@@ -8,8 +8,8 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::http::code::ErrorCode;
-use crate::http::error::ApiError;
+use crate::error::ApiError;
+use crate::error::ErrorCode;
 
 /// The route's path parameters, as axum's `Path` reads them.
 pub struct PathParams<T>(pub T);

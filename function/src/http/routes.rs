@@ -11,17 +11,18 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 
+use crate::error::ApiError;
+use crate::error::ErrorCode;
 use crate::http::access::{has_key, LocalCaller};
-use crate::http::classify::{classify, ready_model, Payload};
-use crate::http::code::ErrorCode;
-use crate::http::error::{ApiError, RETRY_AFTER_S};
 use crate::http::input::{read_images, OtherTypes, Pictures};
-use crate::http::state::{AppState, ModelState, Ready};
+use crate::http::state::AppState;
 use crate::http::types::{
     ErrorBody, HealthAnswer, HealthStatus, JsonPictures, LegacyAnswer, ModelRef, Picture,
     PredictAnswer, RequestErrors, Timings, UploadForm,
 };
 use crate::model::output::Prediction;
+use crate::pipeline::{self, Payload, RETRY_AFTER_S};
+use crate::pipeline::{ModelState, Ready};
 
 /// Reads, decodes and classifies the pictures of a request.
 async fn classify_request(
@@ -31,11 +32,11 @@ async fn classify_request(
     other: OtherTypes,
 ) -> Result<(Ready, Vec<Prediction>, Timings), ApiError> {
     let started = Instant::now();
-    let ready = ready_model(state)?;
+    let ready = state.ready_model()?;
     let images: Vec<Bytes> = match read_images(headers, body, &state.limits, other).await? {
         Pictures::Bytes(images) => images,
         Pictures::Stored(uri) => {
-            let stored = state.stored.as_ref().ok_or_else(|| {
+            let stored = state.stored_pictures.as_ref().ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::S3NotAllowed,
                     format!(
@@ -47,7 +48,7 @@ async fn classify_request(
         }
     };
     let read = started.elapsed().as_secs_f64() * 1e3;
-    let (predictions, timings) = classify(
+    let (predictions, timings) = pipeline::run(
         &ready,
         Payload::Encoded(images),
         &state.limits,
@@ -170,7 +171,7 @@ pub async fn health(
 pub async fn model_info(
     State(state): State<AppState>,
 ) -> Result<Json<crate::model::ModelInfo>, ApiError> {
-    Ok(Json(ready_model(&state)?.classifier.info_now()))
+    Ok(Json(state.ready_model()?.classifier.info_now()))
 }
 
 /// `GET /metrics`: requests, stage timings, batch sizes, the model, in the

@@ -2,47 +2,22 @@
 //! or may have failed), the request limits, the access settings and the
 //! metrics, and the way into S3 for pictures stored there.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use crate::batcher::Batcher;
 use crate::http::access::Access;
-use bytes::Bytes;
-use futures_util::future::BoxFuture;
 
-use crate::http::error::ApiError;
-use crate::http::types::{UploadRequest, UploadTicket};
 use crate::limits::{BatchPolicy, Limits};
 use crate::memory::MemoryBudget;
 use crate::metrics::{self, emf, Metrics, ModelLabels};
 use crate::model::Classifier;
-
-/// A model ready to answer: the classifier, the queue in front of its
-/// inference thread and the memory budget its pictures are decoded under,
-/// always together.
-#[derive(Clone)]
-pub struct Ready {
-    pub classifier: Arc<Classifier>,
-    pub batcher: Batcher,
-    /// The budget its requests' pictures are decoded under.
-    pub budget: MemoryBudget,
-}
-
-/// Where the model stands.
-#[derive(Clone)]
-pub enum ModelState {
-    Loading,
-    Ready(Ready),
-    /// The fetch failed for a reason that may pass (S3 unreachable, …):
-    /// the server tries again in the background.
-    Retrying(String),
-    /// The model cannot be used (bad bytes, digest mismatch, bad settings).
-    Failed(String),
-}
+use crate::objects::StoredPictures;
+use crate::pipeline::{ModelSlot, ModelState, Ready, Unready};
 
 /// Shared state of the router; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    model: Arc<RwLock<ModelState>>,
+    model: ModelSlot,
     pub limits: Limits,
     /// API key and CORS (default: open, no CORS headers).
     pub access: Access,
@@ -51,25 +26,25 @@ pub struct AppState {
     /// Also write each request's figures as a CloudWatch EMF line (Lambda).
     pub emf: bool,
     /// Pictures in S3 (`/uploads`, `/predict {"s3": …}`); `None`: off.
-    pub stored: Option<Stored>,
+    pub stored_pictures: Option<Arc<dyn StoredPictures>>,
 }
 
 impl AppState {
     /// A state whose model is still loading; fill it with [`AppState::set_ready`].
     pub fn loading(limits: Limits, access: Access) -> Self {
         Self {
-            model: Arc::new(RwLock::new(ModelState::Loading)),
+            model: ModelSlot::default(),
             limits,
             access,
             metrics: Arc::new(Metrics::new()),
             emf: false,
-            stored: None,
+            stored_pictures: None,
         }
     }
 
     /// With pictures in S3 reachable (`POST /uploads`, `/predict {"s3": …}`).
-    pub fn with_stored(mut self, stored: Option<Stored>) -> Self {
-        self.stored = stored;
+    pub fn with_stored_pictures(mut self, stored: Option<Arc<dyn StoredPictures>>) -> Self {
+        self.stored_pictures = stored;
         self
     }
 
@@ -127,11 +102,22 @@ impl AppState {
     }
 
     fn set(&self, state: ModelState) {
-        *self.model.write().unwrap_or_else(|p| p.into_inner()) = state;
+        self.model.set(state);
     }
 
     pub fn model(&self) -> ModelState {
-        self.model.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.model.get()
+    }
+
+    /// The model, or why there is none yet (a 503).
+    pub fn ready_model(&self) -> Result<Ready, Unready> {
+        self.model.ready()
+    }
+
+    /// The slot the model is read from, for work that outlives a request
+    /// (S3 objects).
+    pub fn model_slot(&self) -> ModelSlot {
+        self.model.clone()
     }
 
     /// The model answering now, as the metrics label it.
@@ -159,31 +145,3 @@ fn model_labels(c: &Classifier) -> ModelLabels {
         kind: c.info().kind.to_string(),
     }
 }
-
-// Pictures in S3, as the HTTP API reaches them: `POST /uploads` (a presigned
-// PUT past the invoke limit), `GET /uploads/{id}` (its answer) and
-// `/predict {"s3": …}` (a picture by reference, from allowed buckets). The
-// S3 side lives in `objects`, which builds on this router's pipeline, so the
-// router reaches it through this trait: the imports go one way.
-
-/// What the router asks of S3 (`objects::gateway` answers).
-pub trait StoredPictures: Send + Sync {
-    /// A presigned PUT into the uploads bucket (`uploads_off` without one).
-    fn upload(&self, request: UploadRequest) -> BoxFuture<'_, Result<UploadTicket, ApiError>>;
-
-    /// An upload's record (written by its S3 event, or now when the event
-    /// has not come yet: the same worker, so the event then finds it
-    /// current), as JSON, and whether it was there already.
-    fn upload_result(
-        &self,
-        state: AppState,
-        id: String,
-    ) -> BoxFuture<'_, Result<(String, bool), ApiError>>;
-
-    /// A picture's bytes by reference (`s3://bucket/key`), if its bucket is
-    /// on the allow-list; `s3_not_allowed` otherwise.
-    fn fetch(&self, uri: String, max_bytes: usize) -> BoxFuture<'_, Result<Bytes, ApiError>>;
-}
-
-/// The hosts' handle on it.
-pub type Stored = Arc<dyn StoredPictures>;

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::http::code::ErrorCode;
+use crate::error::ErrorCode;
 
 use crate::model::output::{Prediction, Scores};
 use crate::model::Classifier;
@@ -327,49 +327,6 @@ pub struct UploadForm {
 /// A 2×2 red PNG: the example request (red means cat for the test models).
 pub const RED_PNG_BASE64: &str =
     "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGO8IyfHwMDAxMDAwMDAAAAOCAEc48H7QgAAAABJRU5ErkJggg==";
-
-/// `POST /uploads`: the picture about to be uploaded.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"bytes": 7340032, "content_type": "image/png"}))]
-pub struct UploadRequest {
-    /// Its size in bytes: signed into the URL, so S3 takes exactly that
-    /// many (at most `CATDOG_MAX_OBJECT_BYTES`, itself at most 4 GiB).
-    #[schema(value_type = i64, format = Int64, minimum = 1, maximum = 4294967295_u64)]
-    pub bytes: u32,
-    /// Its type, also signed: one of the formats catdog decodes.
-    #[schema(pattern = r"^image/(jpeg|png|webp|gif|bmp)$")]
-    pub content_type: String,
-}
-
-/// The picture types an upload may be, each with its id's extension: the
-/// formats catdog decodes, and nothing a browser would render as a page.
-pub const UPLOAD_TYPES: [(&str, &str); 5] = [
-    ("image/jpeg", ".jpg"),
-    ("image/png", ".png"),
-    ("image/webp", ".webp"),
-    ("image/gif", ".gif"),
-    ("image/bmp", ".bmp"),
-];
-/// `POST /uploads`' answer: where to PUT the picture, and where its answer
-/// will be.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UploadTicket {
-    /// The upload's id, for `GET /uploads/{id}`.
-    pub id: String,
-    pub bucket: String,
-    pub key: String,
-    /// The presigned URL: PUT the picture's bytes there, with `headers`.
-    pub url: String,
-    /// Always `PUT`.
-    pub method: String,
-    /// Headers the PUT must carry exactly as given (they are signed).
-    pub headers: std::collections::BTreeMap<String, String>,
-    /// Seconds the URL stays valid.
-    pub expires_in_s: u64,
-    /// Where its answer is read once uploaded: `/uploads/{id}`.
-    pub result: String,
-}
 
 /// `GET /uploads/{id}`: the uploaded picture's record, as S3 events write it
 /// under the results prefix (README: "S3 events").

@@ -7,18 +7,20 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::http::code::ErrorCode;
-use crate::http::error::ApiError;
+use std::sync::Arc;
+
+use crate::error::{ApiError, ErrorCode};
 use crate::http::path::PathParams;
-use crate::http::state::{AppState, Stored};
-use crate::http::types::{ErrorBody, UploadRequest, UploadResult, UploadTicket, UPLOAD_TYPES};
+use crate::http::state::AppState;
+use crate::http::types::{ErrorBody, UploadResult};
+use crate::objects::{StoredPictures, UploadRequest, UploadTicket, UPLOAD_TYPES};
 
 /// Whether `GET /uploads/{id}` found the record already written (by the
 /// picture's S3 event) or wrote it now: `existing` or `written`.
 pub const RECORD_HEADER: &str = "catdog-record";
 
-fn stored(state: &AppState) -> Result<&Stored, ApiError> {
-    state.stored.as_ref().ok_or_else(|| {
+fn stored_pictures(state: &AppState) -> Result<&Arc<dyn StoredPictures>, ApiError> {
+    state.stored_pictures.as_ref().ok_or_else(|| {
         ApiError::new(
             ErrorCode::UploadsOff,
             "this server has no uploads bucket: start it with CATDOG_UPLOADS=s3://bucket/prefix/",
@@ -43,7 +45,7 @@ pub async fn create_upload(
     State(state): State<AppState>,
     request: Result<Json<UploadRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let stored = stored(&state)?;
+    let stored = stored_pictures(&state)?;
     let Json(request) = request.map_err(ApiError::from)?;
     // The request is checked field by field before its size is weighed.
     // As the schema's pattern says (the type is signed into the URL and
@@ -96,14 +98,16 @@ pub async fn upload_result(
     State(state): State<AppState>,
     PathParams(id): PathParams<String>,
 ) -> Result<Response, ApiError> {
-    let stored = stored(&state)?.clone();
+    let stored = stored_pictures(&state)?.clone();
     if !is_upload_id(&id) {
         return Err(ApiError::new(
             ErrorCode::InvalidUploadId,
             format!("{id:?} is not an upload id (32 hex digits and an extension, as POST /uploads gives)"),
         ));
     }
-    let (record, existing) = stored.upload_result(state, id).await?;
+    let (record, existing) = stored
+        .upload_result(state.model_slot(), state.limits, id)
+        .await?;
     let mut res = (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         record,

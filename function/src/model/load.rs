@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::aws::RetryPolicy;
 use crate::model::classifier::{Classifier, ContractOverrides, DigestSlot};
 use crate::model::error::ModelError;
-use crate::model::retry::RetryPolicy;
 use crate::model::session::SessionOptions;
 use crate::model::source::{self, FetchOptions, FetchedModel, ModelUri, SourceError};
 use crate::preprocess::Preprocessing;

@@ -1,5 +1,5 @@
 //! Models: where they come from ([`source`], written into a file by
-//! [`spool`]; [`load`], retried as [`retry`] says), what they promise
+//! [`spool`]; [`load`], retried as [`crate::aws::retry`] says), what they promise
 //! ([`contract`]), how ONNX Runtime runs them ([`session`], zero-copy
 //! [`weights`], pre-packing for [`quantized`] graphs) and how their outputs
 //! become answers ([`classifier`], [`output`], [`imagenet`]); [`publish`]
@@ -13,7 +13,6 @@ pub mod load;
 pub mod output;
 pub mod publish;
 pub mod quantized;
-pub mod retry;
 pub mod session;
 pub mod source;
 pub mod spool;

@@ -37,7 +37,7 @@ pub struct Published {
 /// within `timeout`. `Err` says why not, to skip an upload clearly.
 pub async fn credentials(timeout: std::time::Duration) -> Result<(), String> {
     use aws_sdk_s3::config::ProvideCredentials;
-    // The chain the S3 client is built from (source::s3_client).
+    // The chain the S3 client is built from (crate::aws::s3_client).
     let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
         .await;
@@ -73,7 +73,7 @@ pub async fn upload(
         error,
     })?;
     let sha256 = source::sha256_hex(&bytes);
-    let client = source::s3_client(opts, crate::model::retry::SdkRetries::ThisPolicy).await;
+    let client = crate::aws::s3_client(&opts.s3, crate::aws::SdkRetries::ThisPolicy).await;
     let err = |message: String| PublishError::S3 {
         uri: uri.clone(),
         message,
@@ -87,7 +87,7 @@ pub async fn upload(
         .content_type("application/octet-stream")
         .send()
         .await
-        .map_err(|e| err(source::sdk_error_message(&e)))?;
+        .map_err(|e| err(crate::aws::sdk_error_message(&e)))?;
     let upload_id = created.upload_id().unwrap_or_default().to_string();
     let bar = indicatif::ProgressBar::new(bytes.len() as u64);
     bar.set_style(
@@ -111,7 +111,12 @@ pub async fn upload(
                 .body(ByteStream::from(chunk.to_vec()))
                 .send()
                 .await
-                .map_err(|e| err(format!("part {number}: {}", source::sdk_error_message(&e))))?;
+                .map_err(|e| {
+                    err(format!(
+                        "part {number}: {}",
+                        crate::aws::sdk_error_message(&e)
+                    ))
+                })?;
             parts.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -133,7 +138,7 @@ pub async fn upload(
             )
             .send()
             .await
-            .map_err(|e| err(source::sdk_error_message(&e)))?;
+            .map_err(|e| err(crate::aws::sdk_error_message(&e)))?;
         Ok(())
     }
     .await;

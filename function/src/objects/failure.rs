@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::http::code::ErrorCode;
-use crate::http::error::ApiError;
+use crate::error::ApiError;
+use crate::error::ErrorCode;
 
 /// Whether the same work may succeed later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

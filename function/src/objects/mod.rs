@@ -10,18 +10,21 @@
 //! - [`failure`]: why one object failed, and whether trying again may help;
 //! - [`store`]: the S3 calls, their errors sorted into those two kinds;
 //! - [`worker`]: one object from its address to its written answer;
-//! - [`gateway`]: the HTTP API's way in (`/uploads`, `/predict {"s3": …}`).
+//! - [`stored_pictures`]: the HTTP API's way in (`/uploads`, `/predict {"s3": …}`).
 
 pub mod failure;
-pub mod gateway;
 pub mod location;
 pub mod record;
 pub mod results;
 pub mod store;
+pub mod stored_pictures;
 pub mod worker;
 
 pub use failure::{Failure, FailureKind};
 pub use location::ObjectRef;
 pub use record::ObjectRecord;
 pub use results::ResultsConfig;
+pub use stored_pictures::{
+    S3StoredPictures, StoredPictures, UploadRequest, UploadTicket, UPLOAD_TYPES,
+};
 pub use worker::{ObjectWorker, Outcome};

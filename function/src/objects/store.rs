@@ -11,8 +11,8 @@ use bytes::Bytes;
 use super::failure::Failure;
 use super::location::{unquote, ObjectRef};
 use super::record::ObjectRecord;
-use crate::http::code::ErrorCode;
-use crate::model::source::sdk_error_message;
+use crate::aws::sdk_error_message;
+use crate::error::ErrorCode;
 
 /// An object's bytes, and the version and ETag they are.
 pub struct Fetched {
@@ -258,7 +258,7 @@ impl ObjectStore {
 }
 
 fn too_large(bytes: u64, max: usize) -> Failure {
-    Failure::from(crate::http::error::ApiError::new(
+    Failure::from(crate::error::ApiError::new(
         ErrorCode::PayloadTooLarge,
         format!("the object is {bytes} bytes; the limit is {max} (CATDOG_MAX_OBJECT_BYTES)"),
     ))

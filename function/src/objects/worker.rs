@@ -1,7 +1,7 @@
 //! One object from its address to its written answer: skip catdog's own
 //! records, answer a repeated event from a current record, else GET the
-//! object, classify it through the HTTP pipeline (its limits, decoding and
-//! batcher), tag it, and write the record.
+//! object, classify it through the [`pipeline`] (the limits, decoding and
+//! batcher of every request), tag it, and write the record.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -13,10 +13,10 @@ use super::location::{redact_upload_ids, ObjectRef};
 use super::record::{ObjectRecord, ObjectTimings, RecordModel, RecordResult};
 use super::results::{self, ResultsConfig};
 use super::store::ObjectStore;
-use crate::http::classify::{classify, ready_model, Payload};
-use crate::http::error::ApiError;
-use crate::http::state::{AppState, Ready};
+use crate::error::ApiError;
+use crate::limits::Limits;
 use crate::model::Classifier;
+use crate::pipeline::{self, ModelSlot, Payload, Ready};
 
 /// What became of one object.
 #[derive(Debug, Clone)]
@@ -60,15 +60,24 @@ impl Outcome {
 #[derive(Clone)]
 pub struct ObjectWorker {
     pub store: ObjectStore,
-    pub state: AppState,
+    /// The model requests are answered with.
+    pub model: ModelSlot,
+    /// The limits every request runs under.
+    pub limits: Limits,
     pub results: ResultsConfig,
 }
 
 impl ObjectWorker {
-    pub fn new(store: ObjectStore, state: AppState, results: ResultsConfig) -> Self {
+    pub fn new(
+        store: ObjectStore,
+        model: ModelSlot,
+        limits: Limits,
+        results: ResultsConfig,
+    ) -> Self {
         Self {
             store,
-            state,
+            model,
+            limits,
             results,
         }
     }
@@ -103,7 +112,10 @@ impl ObjectWorker {
         started: Instant,
     ) -> Result<(ObjectRecord, bool), (ObjectRef, Failure)> {
         let fail = |f: Failure| (object.clone(), f);
-        let ready = ready_model(&self.state).map_err(|e| fail(ApiError::from(e).into()))?;
+        let ready = self
+            .model
+            .ready()
+            .map_err(|e| fail(ApiError::from(e).into()))?;
         let model = record_model(&ready.classifier).await;
         if let Some(record) = self.current_record(object, &model).await {
             return Ok((record, true));
@@ -111,7 +123,7 @@ impl ObjectWorker {
         let t = Instant::now();
         let fetched = self
             .store
-            .get(object, self.state.limits.max_object_bytes)
+            .get(object, self.limits.max_object_bytes)
             .await
             .map_err(fail)?;
         let get_ms = ms(t);
@@ -187,10 +199,10 @@ impl ObjectWorker {
         started: Instant,
         get_ms: f64,
     ) -> Result<(String, f32, BTreeMap<String, f32>, ObjectTimings), Failure> {
-        let (mut predictions, t) = classify(
+        let (mut predictions, t) = pipeline::run(
             ready,
             Payload::Encoded(vec![bytes]),
-            &self.state.limits,
+            &self.limits,
             started,
             get_ms,
         )
@@ -248,7 +260,7 @@ impl ObjectWorker {
         if !self.results.record || failure.is_transient() || failure.code == "no_such_key" {
             return;
         }
-        let model = match ready_model(&self.state) {
+        let model = match self.model.ready() {
             Ok(ready) => record_model(&ready.classifier).await,
             Err(_) => return,
         };

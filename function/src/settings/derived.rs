@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::aws::{RetryPolicy, S3Options};
 use crate::decode::DecodeLimits;
 use crate::http::access::{self, Access};
 use crate::limits::{BatchPolicy, Limits};
 use crate::model::load::ModelSpec;
-use crate::model::retry::RetryPolicy;
 use crate::model::session::SessionOptions;
 use crate::model::source::FetchOptions;
 use crate::model::ContractOverrides;
@@ -70,14 +70,14 @@ impl Settings {
 
     /// Pictures in S3 as the HTTP API reaches them (`POST /uploads`,
     /// `/predict {"s3": …}`); `None` when no bucket is named.
-    pub fn stored_pictures(&self) -> Option<crate::http::state::Stored> {
-        crate::objects::gateway::S3Gateway::new(
+    pub fn stored_pictures(&self) -> Option<std::sync::Arc<dyn crate::objects::StoredPictures>> {
+        crate::objects::S3StoredPictures::new(
             self.objects.uploads.clone(),
             self.objects.s3_allow.clone(),
             self.results_config(),
             self.fetch_options(),
         )
-        .map(|g| std::sync::Arc::new(g) as crate::http::state::Stored)
+        .map(|g| std::sync::Arc::new(g) as std::sync::Arc<dyn crate::objects::StoredPictures>)
     }
 
     /// Which model to load, and how.
@@ -123,14 +123,16 @@ impl Settings {
     pub fn fetch_options(&self) -> FetchOptions {
         FetchOptions {
             s3_concurrency: self.fetch.s3_concurrency,
-            s3_read_timeout: Duration::from_secs_f64(self.fetch.s3_read_timeout_s),
-            s3_endpoint: self.fetch.s3_endpoint.clone(),
             download_dir: self
                 .fetch
                 .download_dir
                 .clone()
                 .unwrap_or_else(std::env::temp_dir),
-            retry: self.retry_policy(),
+            s3: S3Options {
+                read_timeout: Duration::from_secs_f64(self.fetch.s3_read_timeout_s),
+                endpoint: self.fetch.s3_endpoint.clone(),
+                retry: self.retry_policy(),
+            },
         }
     }
 

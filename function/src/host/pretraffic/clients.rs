@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
 
-use crate::model::retry::{RetryPolicy, SdkRetries};
+use crate::aws::{RetryPolicy, SdkRetries};
 
 /// How long an invoke may take to answer: the classifier's 30 s Timeout
 /// (template.yaml), after a cold start's init (up to 10 s, then retried

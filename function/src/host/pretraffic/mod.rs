@@ -90,9 +90,7 @@ impl Hook {
         let retry = settings.retry_policy();
         let fetch = settings.fetch_options();
         let shared = clients::shared().await;
-        let s3 =
-            crate::model::source::s3_client(&fetch, crate::model::retry::SdkRetries::ThisPolicy)
-                .await;
+        let s3 = crate::aws::s3_client(&fetch.s3, crate::aws::SdkRetries::ThisPolicy).await;
         let h = &settings.hook;
         Hook {
             store: ObjectStore::new(s3),

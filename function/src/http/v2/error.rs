@@ -1,8 +1,9 @@
 //! Why an infer request (or a model route) is refused.
 
-use crate::http::code::ErrorCode;
-use crate::http::error::{ApiError, Unready};
+use crate::error::ApiError;
+use crate::error::ErrorCode;
 use crate::http::input::InputError;
+use crate::pipeline::Unready;
 
 /// Why an infer request (or a model route) is refused: the protocol's own
 /// errors, and those it shares with `/predict` ([`InputError`], [`Unready`]).

@@ -27,15 +27,16 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::http::classify::{classify, ready_model};
-use crate::http::error::{ApiError, Unready};
+use crate::error::ApiError;
 use crate::http::input::read_body;
 use crate::http::path::PathParams;
-use crate::http::state::{AppState, ModelState, Ready};
+use crate::http::state::AppState;
 use crate::http::types::OipErrorBody;
 use crate::http::v2::types::{
     InferRequest, InferResponse, ModelMetadata, Readiness, ServerLive, ServerMetadata,
 };
+use crate::pipeline::{self, Unready};
+use crate::pipeline::{ModelState, Ready};
 
 /// The protocol extensions catdog speaks.
 pub const EXTENSIONS: [&str; 2] = ["binary_tensor_data", "classification"];
@@ -47,7 +48,7 @@ pub fn is_v2_path(path: &str) -> bool {
 
 /// The model `name` (and `version`, if given) names, or why not.
 fn find(state: &AppState, name: &str, version: Option<&str>) -> Result<Ready, InferError> {
-    let ready = ready_model(state)?;
+    let ready = state.ready_model()?;
     let model = &ready.classifier;
     if name != model.name() {
         return Err(InferError::UnknownModel {
@@ -196,7 +197,7 @@ async fn infer_with(
     let request = request::parse(&headers, &bytes, &ready.classifier, state.limits.max_batch)?;
     drop(bytes);
     let (predictions, timings) =
-        classify(&ready, request.payload, &state.limits, started, read).await?;
+        pipeline::run(&ready, request.payload, &state.limits, started, read).await?;
     let res = response::respond(
         &ready.classifier,
         request.id,

@@ -12,9 +12,9 @@ use super::types::{
     Datatype, InferRequest, RequestInput, TensorMetadata, HEADER_LENGTH, IMAGE_INPUT, LABEL,
     PROBABILITIES,
 };
-use crate::http::classify::Payload;
 use crate::http::input::{check_count, decode_base64, InputError};
 use crate::model::Classifier;
+use crate::pipeline::Payload;
 
 /// An output to answer with, and how.
 #[derive(Debug, Clone, PartialEq)]

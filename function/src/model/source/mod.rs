@@ -31,5 +31,5 @@ pub use digest::{
 pub use error::SourceError;
 pub use fetch::{fetch_remote, local_file, map_file, FetchedModel};
 pub use options::{FetchOptions, S3_CONCURRENCY};
-pub use s3::{s3_client, sdk_error_message, S3_PART_BYTES};
+pub use s3::S3_PART_BYTES;
 pub use uri::ModelUri;

@@ -2,9 +2,8 @@
 //! downloads are written, and the retry policy.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use crate::model::retry::RetryPolicy;
+use crate::aws::S3Options;
 
 /// Default parallel ranged GETs in flight (`CATDOG_S3_CONCURRENCY`; 1 = one
 /// plain GET): AWS's guidance is a connection per 85–90 MB/s, so 16 carry a
@@ -17,15 +16,10 @@ pub const S3_CONCURRENCY: usize = 16;
 pub struct FetchOptions {
     /// Parallel ranged GETs in flight (1 = one plain GET).
     pub s3_concurrency: usize,
-    /// How long to wait for bytes that do not come.
-    pub s3_read_timeout: Duration,
-    /// A custom endpoint (MinIO, moto, …), addressed path-style.
-    pub s3_endpoint: Option<String>,
     /// Where remote models are written (`/tmp` on Lambda).
     pub download_dir: PathBuf,
-    /// Resumes of an S3 range cut mid-body, and an upload's retries (see
-    /// `model/retry.rs` for who retries what).
-    pub retry: RetryPolicy,
+    /// How S3 is reached.
+    pub s3: S3Options,
 }
 
 impl FetchOptions {
@@ -33,10 +27,8 @@ impl FetchOptions {
     pub fn new(download_dir: PathBuf) -> Self {
         Self {
             s3_concurrency: S3_CONCURRENCY,
-            s3_read_timeout: Duration::from_secs(30),
-            s3_endpoint: None,
             download_dir,
-            retry: RetryPolicy::default(),
+            s3: S3Options::default(),
         }
     }
 }

@@ -12,41 +12,12 @@ use indicatif::ProgressBar;
 use super::error::SourceError;
 use super::options::FetchOptions;
 use super::progress;
+use crate::aws::{s3_client, sdk_error_message, RetryPolicy, SdkRetries};
 use crate::messages::with_causes;
-use crate::model::retry::{RetryPolicy, SdkRetries};
 use crate::model::spool::{PartWriter, Spool, Spooled};
 
 /// Ranged GETs of this size are fetched in parallel for large objects.
 pub const S3_PART_BYTES: u64 = 16 << 20;
-
-/// An S3 client from the standard AWS environment (credential chain,
-/// `AWS_REGION`, `AWS_ENDPOINT_URL_S3`/`AWS_ENDPOINT_URL`), retrying by
-/// itself only as `retries` says. With a custom endpoint (MinIO, moto, …)
-/// path-style addressing is used, as those expect.
-pub async fn s3_client(opts: &FetchOptions, retries: SdkRetries) -> aws_sdk_s3::Client {
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await;
-    let mut builder = aws_sdk_s3::config::Builder::from(&shared)
-        .timeout_config(
-            // A stalled server must not hang start-up for ever; a slow but
-            // moving download of a large model is fine (no total deadline).
-            // `s3_read_timeout` bounds the wait for bytes that do not come.
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(std::time::Duration::from_secs(5))
-                .read_timeout(opts.s3_read_timeout)
-                .build(),
-        )
-        .retry_config(opts.retry.sdk_config(retries));
-    let endpoint = opts
-        .s3_endpoint
-        .clone()
-        .or_else(|| shared.endpoint_url().map(str::to_string));
-    if let Some(endpoint) = endpoint {
-        builder = builder.endpoint_url(endpoint).force_path_style(true);
-    }
-    aws_sdk_s3::Client::from_conf(builder.build())
-}
 
 /// Fetches an S3 object into a file: one GET for small objects (or
 /// concurrency 1), else parallel ranged GETs (pinned to the object's ETag, so
@@ -58,7 +29,7 @@ pub async fn fetch(bucket: &str, key: &str, opts: &FetchOptions) -> Result<Spool
         uri: uri.clone(),
         message,
     };
-    let client = s3_client(opts, SdkRetries::Off).await;
+    let client = s3_client(&opts.s3, SdkRetries::Off).await;
     let concurrency = opts.s3_concurrency.max(1);
     let head = client
         .head_object()
@@ -93,7 +64,7 @@ pub async fn fetch(bucket: &str, key: &str, opts: &FetchOptions) -> Result<Spool
         key,
         etag: etag.as_deref(),
         bar: &bar,
-        retry: &opts.retry,
+        retry: &opts.s3.retry,
     };
     // Boxed and collected first: a lazy iterator of borrowing closures trips
     // the compiler's Send inference for the spawned loader task.
@@ -216,21 +187,5 @@ impl Range<'_> {
                 }
             }
         }
-    }
-}
-
-/// "Code: message" for service errors (NoSuchKey, AccessDenied, …), the
-/// cause chain for transport errors — without dumping the raw response. For
-/// any AWS SDK client's errors (S3's, Lambda's: the SDKs share these types).
-pub fn sdk_error_message<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
-where
-    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    use aws_sdk_s3::error::ProvideErrorMetadata;
-    match (e.code(), e.message()) {
-        (Some(code), Some(msg)) => format!("{code}: {msg}"),
-        (Some(code), None) => code.to_string(),
-        _ => with_causes(e),
     }
 }

@@ -1,73 +1,23 @@
-//! From a request's pictures, or tensors a client preprocessed, to
-//! predictions: decoding under the memory budget and off the async workers,
-//! the queue to the inference thread, and the time each stage took. Shared by every classifying route
-//! (`/predict`, the tutorial's `/`, the Open Inference Protocol's `infer`).
+//! Pictures to model inputs under the memory budget: every header read and
+//! admitted first, then each decoded and reduced at once, off the async
+//! workers.
 
 use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::Ready;
 use crate::decode::{decode_inspected, inspect, DecodeError};
-use crate::http::error::{ApiError, PictureError, Unready};
-use crate::http::state::{AppState, ModelState, Ready};
-use crate::http::types::Timings;
+use crate::error::{ApiError, PictureError};
 use crate::limits::Limits;
-use crate::model::output::Prediction;
 use crate::preprocess::Tensor;
-
-/// What a request brings to classify.
-pub enum Payload {
-    /// Encoded pictures (JPEG, PNG, …), decoded here.
-    Encoded(Vec<Bytes>),
-    /// One input tensor per picture, already in the model's shape.
-    Tensors(Vec<Tensor>),
-}
-
-/// The model, or why there is none yet (a 503).
-pub fn ready_model(state: &AppState) -> Result<Ready, Unready> {
-    match state.model() {
-        ModelState::Ready(ready) => Ok(ready),
-        ModelState::Loading => Err(Unready::Loading),
-        ModelState::Retrying(reason) => Err(Unready::Retrying(reason)),
-        ModelState::Failed(reason) => Err(Unready::Failed(reason)),
-    }
-}
-
-/// Classifies `payload`; `started` is when the request began and `read` the
-/// milliseconds its body took.
-pub async fn classify(
-    ready: &Ready,
-    payload: Payload,
-    limits: &Limits,
-    started: Instant,
-    read: f64,
-) -> Result<(Vec<Prediction>, Timings), ApiError> {
-    let (inputs, prepared) = match payload {
-        Payload::Tensors(tensors) => (tensors, Prepared::default()),
-        Payload::Encoded(images) => prepare_all(images, ready, limits).await?,
-    };
-    let count = inputs.len();
-    let answer = ready.batcher.classify(inputs).await?;
-    let timings = Timings {
-        read,
-        memory_wait: prepared.memory_wait,
-        decode: prepared.decode,
-        preprocess: prepared.preprocess + answer.timings.preprocess,
-        inference: answer.timings.inference,
-        queue: answer.queued_ms,
-        total: started.elapsed().as_secs_f64() * 1e3,
-        images: count,
-        batch: answer.batch_pictures,
-    };
-    Ok((answer.predictions, timings))
-}
 
 /// Where preparing a request's pictures went, in ms.
 #[derive(Debug, Default)]
-struct Prepared {
-    memory_wait: f64,
-    decode: f64,
-    preprocess: f64,
+pub(super) struct Prepared {
+    pub(super) memory_wait: f64,
+    pub(super) decode: f64,
+    pub(super) preprocess: f64,
 }
 
 /// Decodes each picture under the memory budget and reduces it to its model
@@ -76,7 +26,7 @@ struct Prepared {
 /// a bad picture, or one that could never fit the budget, refuses the
 /// request (named by its place) before anything is decoded. CPU-bound work
 /// runs off the async workers.
-async fn prepare_all(
+pub(super) async fn prepare_all(
     images: Vec<Bytes>,
     ready: &Ready,
     limits: &Limits,

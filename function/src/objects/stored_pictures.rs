@@ -1,8 +1,11 @@
-//! The HTTP API's way into S3 ([`crate::http::state::StoredPictures`]):
-//! presigned PUTs into the uploads bucket, an upload's answer through the
-//! same worker as S3 events, and pictures by reference from the buckets on
-//! the allow-list. The S3 client is made at first use, so a server that
-//! never needs it never looks for credentials.
+//! Pictures in S3, as the HTTP API reaches them ([`StoredPictures`]):
+//! `POST /uploads` (a presigned PUT into the uploads bucket, past the invoke
+//! limit), `GET /uploads/{id}` (its answer, through the same worker as S3
+//! events) and `/predict {"s3": …}` (a picture by reference, from the
+//! buckets on the allow-list). The router holds the trait, so its tests
+//! answer without S3; [`S3StoredPictures`] answers with it. Its S3 client
+//! is made at first use, so a server that never needs it never looks for
+//! credentials.
 
 use std::time::Duration;
 
@@ -14,12 +17,79 @@ use super::location::{has_dot_segments, ObjectRef};
 use super::results::ResultsConfig;
 use super::store::ObjectStore;
 use super::worker::{ObjectWorker, Outcome};
-use crate::http::code::ErrorCode;
-use crate::http::error::ApiError;
-use crate::http::state::{AppState, StoredPictures};
-use crate::http::types::{UploadRequest, UploadTicket, UPLOAD_TYPES};
-use crate::model::retry::SdkRetries;
-use crate::model::source::{s3_client, FetchOptions};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::aws::s3_client;
+use crate::aws::SdkRetries;
+use crate::error::{ApiError, ErrorCode};
+use crate::limits::Limits;
+use crate::model::source::FetchOptions;
+use crate::pipeline::ModelSlot;
+
+/// What the router asks of S3 ([`S3StoredPictures`] answers; the tests
+/// answer without S3).
+pub trait StoredPictures: Send + Sync {
+    /// A presigned PUT into the uploads bucket (`uploads_off` without one).
+    fn upload(&self, request: UploadRequest) -> BoxFuture<'_, Result<UploadTicket, ApiError>>;
+
+    /// An upload's record (written by its S3 event, or now when the event
+    /// has not come yet: the same worker, so the event then finds it
+    /// current), as JSON, and whether it was there already.
+    fn upload_result(
+        &self,
+        model: ModelSlot,
+        limits: Limits,
+        id: String,
+    ) -> BoxFuture<'_, Result<(String, bool), ApiError>>;
+
+    /// A picture's bytes by reference (`s3://bucket/key`), if its bucket is
+    /// on the allow-list; `s3_not_allowed` otherwise.
+    fn fetch(&self, uri: String, max_bytes: usize) -> BoxFuture<'_, Result<Bytes, ApiError>>;
+}
+
+/// `POST /uploads`: the picture about to be uploaded.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"bytes": 7340032, "content_type": "image/png"}))]
+pub struct UploadRequest {
+    /// Its size in bytes: signed into the URL, so S3 takes exactly that
+    /// many (at most `CATDOG_MAX_OBJECT_BYTES`, itself at most 4 GiB).
+    #[schema(value_type = i64, format = Int64, minimum = 1, maximum = 4294967295_u64)]
+    pub bytes: u32,
+    /// Its type, also signed: one of the formats catdog decodes.
+    #[schema(pattern = r"^image/(jpeg|png|webp|gif|bmp)$")]
+    pub content_type: String,
+}
+
+/// The picture types an upload may be, each with its id's extension: the
+/// formats catdog decodes, and nothing a browser would render as a page.
+pub const UPLOAD_TYPES: [(&str, &str); 5] = [
+    ("image/jpeg", ".jpg"),
+    ("image/png", ".png"),
+    ("image/webp", ".webp"),
+    ("image/gif", ".gif"),
+    ("image/bmp", ".bmp"),
+];
+/// `POST /uploads`' answer: where to PUT the picture, and where its answer
+/// will be.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadTicket {
+    /// The upload's id, for `GET /uploads/{id}`.
+    pub id: String,
+    pub bucket: String,
+    pub key: String,
+    /// The presigned URL: PUT the picture's bytes there, with `headers`.
+    pub url: String,
+    /// Always `PUT`.
+    pub method: String,
+    /// Headers the PUT must carry exactly as given (they are signed).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Seconds the URL stays valid.
+    pub expires_in_s: u64,
+    /// Where its answer is read once uploaded: `/uploads/{id}`.
+    pub result: String,
+}
 
 /// How long a presigned upload URL stays valid: 64 MiB (the object
 /// limit) at 2 Mbit/s, short enough that a leaked URL soon expires (and it
@@ -27,7 +97,7 @@ use crate::model::source::{s3_client, FetchOptions};
 pub const UPLOAD_URL_LIFETIME: Duration = Duration::from_secs(5 * 60);
 
 /// Where uploads go, which buckets may be read, and the client for both.
-pub struct S3Gateway {
+pub struct S3StoredPictures {
     /// The uploads' bucket and key prefix (`CATDOG_UPLOADS`).
     uploads: Option<(String, String)>,
     /// Buckets `/predict {"s3": …}` may read besides the uploads'.
@@ -37,7 +107,7 @@ pub struct S3Gateway {
     store: OnceCell<ObjectStore>,
 }
 
-impl S3Gateway {
+impl S3StoredPictures {
     /// `None` when there is neither an uploads bucket nor an allowed one:
     /// the routes then answer `uploads_off` and `s3_not_allowed`.
     pub fn new(
@@ -58,7 +128,7 @@ impl S3Gateway {
     async fn store(&self) -> &ObjectStore {
         self.store
             .get_or_init(|| async {
-                ObjectStore::new(s3_client(&self.fetch, SdkRetries::ThisPolicy).await)
+                ObjectStore::new(s3_client(&self.fetch.s3, SdkRetries::ThisPolicy).await)
             })
             .await
     }
@@ -97,7 +167,7 @@ fn new_upload_id(content_type: &str) -> Result<String, ApiError> {
     Ok(format!("{}{ext}", hex::encode(bits)))
 }
 
-impl StoredPictures for S3Gateway {
+impl StoredPictures for S3StoredPictures {
     fn upload(&self, request: UploadRequest) -> BoxFuture<'_, Result<UploadTicket, ApiError>> {
         Box::pin(async move {
             let (bucket, prefix) = self.uploads()?;
@@ -137,7 +207,8 @@ impl StoredPictures for S3Gateway {
 
     fn upload_result(
         &self,
-        state: AppState,
+        model: ModelSlot,
+        limits: Limits,
         id: String,
     ) -> BoxFuture<'_, Result<(String, bool), ApiError>> {
         Box::pin(async move {
@@ -156,7 +227,7 @@ impl StoredPictures for S3Gateway {
                 }
                 e
             })?;
-            let worker = ObjectWorker::new(store, state, self.results.clone());
+            let worker = ObjectWorker::new(store, model, limits, self.results.clone());
             match worker.run(object).await {
                 Outcome::Classified { record, reused } => {
                     // As the record is written: scores as f32, not widened.

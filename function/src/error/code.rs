@@ -1,8 +1,7 @@
 //! The error vocabulary: every code an answer can carry, with its status and
 //! its `Retry-After`, declared once. It is a wire type (the `code` of every
 //! error body and its schema's `enum`), so it sits below the wire types and
-//! imports nothing of `http`; `http::error` turns each layer's error
-//! into one of these codes.
+//! imports nothing of `http`.
 
 use axum::http::StatusCode;
 use serde::Serialize;
@@ -123,7 +122,7 @@ error_codes! {
 impl ErrorCode {
     /// The `Retry-After` (seconds) that every answer with this code carries.
     /// `model_unavailable` carries one only when its cause will pass by
-    /// itself, which `Unready` (in `http::error`) knows, not the code.
+    /// itself, which `Unready` (in `pipeline::model`) knows, not the code.
     pub const fn retry_after(self) -> Option<u32> {
         match self {
             ErrorCode::Overloaded | ErrorCode::S3Unavailable | ErrorCode::DeadlineExceeded => {
