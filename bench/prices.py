@@ -1,5 +1,5 @@
 """What a picture costs on POST /predict, x86_64 beside arm64 (`make prices`):
-the README's "What a picture costs" table, computed from the VGG16 p50
+docs/deploy.md's "What a picture costs" table, computed from the VGG16 p50
 latencies `make bench` wrote into BENCHMARKS.md and the Lambda prices set at
 the top of bench/objects.py (plus provisioned concurrency's, below).
 

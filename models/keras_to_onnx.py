@@ -20,7 +20,7 @@ def main():
     ap.add_argument("keras_model", help=".h5 file or SavedModel folder")
     ap.add_argument("out", help="ONNX file to write")
     ap.add_argument("--labels", default='["cat","dog"]', help="JSON array of class names in output order")
-    ap.add_argument("--preprocessing", default="caffe", help='"caffe", "torch" or a JSON object (models/README.md)')
+    ap.add_argument("--preprocessing", default="caffe", help='"caffe", "torch" or a JSON object (docs/models.md)')
     ap.add_argument("--opset", type=int, default=13)
     args = ap.parse_args()
 

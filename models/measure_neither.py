@@ -13,7 +13,7 @@ once per seed). test/ is never fitted on.
     python3 models/measure_neither.py --catdog target/release/catdog \
         --data ../shared/data --seeds 0 1 2
 
-prints a Markdown table (models/README.md has the one measured).
+prints a Markdown table (docs/models.md has the one measured).
 """
 
 import argparse
@@ -24,6 +24,13 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+
+def data_dir():
+    """The shared data folder: what scripts/data_dir.sh says, the one place its
+    default is written ($CATDOG_DATA, else shared/data beside the checkout)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "data_dir.sh")
+    return subprocess.run([script], check=True, capture_output=True, text=True).stdout.strip()
 
 
 def run(cmd):
@@ -61,10 +68,11 @@ def linked(root, name, files):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--catdog", default="target/release/catdog")
-    ap.add_argument("--data", default="../shared/data", type=Path)
+    ap.add_argument("--data", type=Path, help="the shared data folder (default: scripts/data_dir.sh's)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--folds", type=int, default=5)
     a = ap.parse_args()
+    a.data = a.data or Path(data_dir())
     base = a.data / "models/mobilenetv2-12-int8.onnx"
     photos, test = a.data / "catsdogs", a.data / "catsdogs/test"
     neither = a.data / "neither"
