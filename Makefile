@@ -97,9 +97,10 @@ soak:
 fuzz:
 	@scripts/fuzz.sh
 
+# cargo fmt --check, cargo machete, cargo clippy -D warnings: the same
+# script the test command runs (it installs cargo-machete's locked version).
 lint:
-	cargo fmt --all --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	@scripts/lint.sh
 
 # Called by `sam build` (template.yaml, BuildMethod: makefile) with ARTIFACTS_DIR set:
 # the binary as `bootstrap` plus the ONNX Runtime library it loads from its own folder.

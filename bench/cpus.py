@@ -127,7 +127,7 @@ def write_section(path, section):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--catdog", default="target/release/catdog")
-    ap.add_argument("--data", default=os.environ.get("CATDOG_DATA", "../shared/data"))
+    ap.add_argument("--data", help="the shared data folder (default: scripts/data_dir.sh's)")
     ap.add_argument("--work", default="target/bench/cpus", help="where the models are made")
     ap.add_argument("--qemu", default="qemu-x86_64")
     ap.add_argument("--cpu", default="Haswell", help="qemu CPU model: AVX2, no AVX-512, no VNNI")
@@ -137,6 +137,7 @@ def main():
     ap.add_argument("--only", nargs="*", help="variant names to run (default: all)")
     ap.add_argument("--out", default="BENCHMARKS.md", help="'' to write nothing")
     args = ap.parse_args()
+    args.data = args.data or dequantize.data_dir()
 
     os.makedirs(args.work, exist_ok=True)
     test = os.path.join(args.data, "catsdogs", "test")

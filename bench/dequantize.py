@@ -31,13 +31,22 @@ is opset 13 (so quantize.py may quantize it per channel) and carries catdog's
 says nothing). `bench/cpus.py` and tests/fixtures/make_fixtures.py use it.
 """
 import os
+import subprocess
 import sys
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-DEFAULT_IN = os.path.join(os.environ.get("CATDOG_DATA", "../shared/data"), "models", "mobilenetv2-12-int8.onnx")
+# The shared MobileNetV2 int8 (under data_dir()), when no input is given.
+DEFAULT_MODEL = os.path.join("models", "mobilenetv2-12-int8.onnx")
+
+
+def data_dir():
+    """The shared data folder: what scripts/data_dir.sh says, the one place its
+    default is written ($CATDOG_DATA, else shared/data beside the checkout)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "data_dir.sh")
+    return subprocess.run([script], check=True, capture_output=True, text=True).stdout.strip()
 
 
 def dequantize(src):
@@ -122,7 +131,7 @@ def dequantize(src):
 def main():
     args = sys.argv[1:]
     if len(args) == 1:
-        args = [DEFAULT_IN] + args
+        args = [os.path.join(data_dir(), DEFAULT_MODEL)] + args
     if len(args) != 2:
         raise SystemExit(__doc__)
     onnx.save(dequantize(args[0]), args[1])

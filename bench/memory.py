@@ -379,7 +379,7 @@ def run_soak(args):
              "baseline and progressive JPEGs) and hostile (truncated, a decompression bomb, text, TIFF, over the "
              "body limit, too many pictures, early 404s with 200 kB bodies, invalid UTF-8 paths, 70 KiB headers). "
              "Every answer is checked: a picture's label against its answer alone before the soak, an error's "
-             "status and code against the README's table. RSS is compared at rest (the clients pause after their "
+             "status and code against the error table of docs/api.md. RSS is compared at rest (the clients pause after their "
              "request in flight, 2 s before the reading): under load it swings by the 40-megapixel pictures in flight, "
              "120 MB each.", "",
              "| figure | value | target |", "| --- | --- | --- |",

@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/setup.sh --test-tools)"
-DATA="${CATDOG_DATA:-$(cd .. && pwd)/shared/data}"
+source scripts/data_dir.sh # CATDOG_DATA
+DATA=$CATDOG_DATA
 [[ -d "$DATA/catsdogs" ]] || { echo "bench: photos not found at $DATA/catsdogs (set CATDOG_DATA)"; exit 2; }
 cargo build --release --locked -p catdog
 "$CATDOG_PYTHON" tests/fixtures/make_fixtures.py target/fixtures "$DATA" > /dev/null

@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# `make bench`: installs what the benchmark needs (wrk, Flask, matplotlib,
-# TensorFlow for the tutorial's peer, s3s-fs), builds catdog in release mode,
-# the S3 simulation's proxy and the VGG16 models, then runs bench/run.py (extra
-# arguments are passed on: e.g. `bench/run.sh --only-s3`, `--s3-mbps 90`).
+# `make bench`: installs what the benchmark needs, at the versions tools/
+# locks (wrk, Flask, matplotlib, TensorFlow for the tutorial's peer, s3s-fs),
+# builds catdog in release mode, the S3 simulation's proxy and the VGG16
+# models, then runs bench/run.py (extra arguments are passed on: e.g.
+# `bench/run.sh --only-s3`, `--s3-mbps 90`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(CATDOG_WITH_KERAS=1 scripts/setup.sh --test-tools)"
-DATA="${CATDOG_DATA:-$(cd .. && pwd)/shared/data}"
+source scripts/data_dir.sh # CATDOG_DATA
+DATA=$CATDOG_DATA
 [[ -d "$DATA/catsdogs" ]] || { echo "bench: photos not found at $DATA/catsdogs (set CATDOG_DATA)"; exit 2; }
 
-if ! command -v wrk > /dev/null; then
-  SUDO=$([[ $(id -u) == 0 ]] && echo "" || echo sudo)
-  $SUDO apt-get install -y -q wrk > /dev/null || { $SUDO apt-get update -q > /dev/null && $SUDO apt-get install -y -q wrk > /dev/null; }
-fi
+# wrk at the version tools/apt.txt locks, as the test command installs its packages.
+source scripts/tools.sh
+apt_from_lock wrk
 
 cargo build --release --locked -p catdog
 # The simulated S3's bandwidth/first-byte proxy, in the dev profile the tests

@@ -3,7 +3,8 @@
 the test suite: a Function URL (payload 2.0) and an API Gateway REST (1.0)
 POST /predict carrying a real cat photo, base64-encoded.
 
-    make_events.py PHOTO   (default: ../shared/data/catsdogs/test/cat/cat.002.jpg)
+    make_events.py PHOTO   (default: catsdogs/test/cat/cat.002.jpg in the shared data
+                            folder, scripts/data_dir.sh: ../shared/data beside the checkout)
 
 The photo is shrunk to 224 px on its longer side (JPEG q85) to keep the
 events small; see events/README.md for its source.
@@ -12,12 +13,18 @@ import base64
 import io
 import json
 import os
+import subprocess
 import sys
 
 from PIL import Image
 
 here = os.path.dirname(os.path.abspath(__file__))
-photo = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "../../shared/data/catsdogs/test/cat/cat.002.jpg")
+if len(sys.argv) > 1:
+    photo = sys.argv[1]
+else:
+    # The shared data folder as scripts/data_dir.sh (the one place its default is written) says.
+    data = subprocess.run([os.path.join(here, "data_dir.sh")], check=True, capture_output=True, text=True).stdout.strip()
+    photo = os.path.join(data, "catsdogs/test/cat/cat.002.jpg")
 img = Image.open(photo).convert("RGB")
 img.thumbnail((224, 224), Image.BICUBIC)
 buf = io.BytesIO()

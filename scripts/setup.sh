@@ -123,7 +123,7 @@ esac
 
 if ((test_tools)); then
   venv_from_lock "$VENV" tests
-  # s3s-fs: the S3 server of the simulated S3 (tests/s3_sim.rs, `make bench`), which
+  # s3s-fs: the S3 server of the simulated S3 (tests/it/s3_sim.rs, `make bench`), which
   # reads only the range asked for. A few minutes of compiling, once. The tests
   # also look in cargo's bin folder.
   cargo_tool s3s-fs

@@ -4,6 +4,7 @@
 #   venv_from_lock VENV NAME   tools/python/NAME.txt into the virtualenv VENV
 #   cargo_tool CRATE           the version tools/cargo-tools.txt names
 #   npm_from_lock DIR          tools/npm/ into DIR/node_modules
+#   apt_from_lock PKG...       the Debian packages at the versions tools/apt.txt names
 # Logs go to stderr: the scripts that source this print only `export` lines.
 
 TOOLS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../tools" && pwd)"
@@ -63,4 +64,34 @@ npm_from_lock() {
   cp "$TOOLS_DIR/npm/package.json" "$TOOLS_DIR/npm/package-lock.json" "$dir/"
   (cd "$dir" && npm ci --ignore-scripts --silent) >&2
   echo "$want" > "$dir/.catdog-lock"
+}
+
+# Debian packages at the versions locked in tools/apt.txt, from the machine's
+# apt sources (needs root or sudo); a package already at its version is left.
+# Debian's archive keeps no superseded version (a stable update replaces it
+# within days: qemu-user's +b2 was gone the day it was locked), so where the
+# locked version can no longer be had, apt's own is installed and the log
+# says so, with the lock's and the installed version, rather than failing.
+apt_from_lock() {
+  local sudo pkg want have wanted=()
+  sudo=$([[ $(id -u) == 0 ]] && echo "" || echo sudo)
+  for pkg in "$@"; do
+    want=$(sed -n "s/^$pkg=//p" "$TOOLS_DIR/apt.txt")
+    [[ -n $want ]] || { tools_log "$pkg has no version in tools/apt.txt"; return 2; }
+    have=$(dpkg-query -W -f='${Version}' "$pkg" 2> /dev/null || true)
+    [[ $have == "$want" ]] || wanted+=("$pkg=$want")
+  done
+  ((${#wanted[@]})) || return 0
+  tools_log "installing ${wanted[*]} (tools/apt.txt) with apt-get"
+  $sudo apt-get install -y -q --allow-downgrades "${wanted[@]}" > /dev/null 2>&1 \
+    || { $sudo apt-get update -q > /dev/null \
+      && $sudo apt-get install -y -q --allow-downgrades "${wanted[@]}" > /dev/null 2>&1; } \
+    || {
+      $sudo apt-get install -y -q "${wanted[@]%%=*}" > /dev/null || return
+      for pkg in "${wanted[@]}"; do
+        have=$(dpkg-query -W -f='${Version}' "${pkg%%=*}")
+        [[ $have == "${pkg#*=}" ]] \
+          || tools_log "${pkg%%=*} ${pkg#*=} (tools/apt.txt) is no longer in Debian's archive: installed $have; \`make lock\` records it"
+      done
+    }
 }

@@ -1,5 +1,7 @@
 //! Access control on the real binary: the API key (`CATDOG_API_KEY`) over
-//! HTTP and through the Lambda path, and CORS (off unless origins are given).
+//! HTTP and through the Lambda path (401s, both headers, the public page and
+//! /health, a short key refused, the key never logged), and CORS (off unless
+//! origins are given; allowed origins, preflight without the key).
 
 use crate::support::lambda_api::*;
 use crate::support::*;

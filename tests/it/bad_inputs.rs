@@ -5,6 +5,16 @@
 //! macro), so one failure does not hide the rest. Bad requests get their
 //! documented 4xx JSON error; odd pictures get the right answer; and on every
 //! host a good request is answered right afterwards.
+//!
+//! The rows: empty, wrong or missing content type, truncated JPEG/PNG, random
+//! bytes, a text file named .jpg, a 50000×50000 PNG bomb, bodies over the
+//! limit, malformed multipart, base64 garbage, JSON of the wrong shape, a
+//! batch over the limit, unknown routes and methods, a 16 KB URL, `/uploads`
+//! with no uploads bucket, an `{"s3": …}` reference to a bucket not allowed;
+//! and odd but valid pictures: animated GIF, CMYK, 16-bit, grayscale, 1×1,
+//! 10000×10, EXIF-rotated, a PNG/HTML/ZIP polyglot. Smaller body, batch,
+//! pixel and memory-budget limits are set per row: a 40-megapixel JPEG over
+//! a 64 MiB budget is a 413.
 
 use base64::Engine;
 use serde_json::{json, Value};

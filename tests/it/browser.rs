@@ -1,7 +1,12 @@
 //! The upload page in a real browser (headless Debian Chromium driven through
 //! chromedriver by `tests/browser/upload_page.py`): pick a real photo, drop a
 //! PNG, pick a non-image. The page must show what the API answers, work with
-//! no network, and leave screenshots in target/screenshots/.
+//! no network (no request leaves the origin), and leave screenshots in
+//! target/screenshots/. A 7 MB PNG goes through the uploads path (`POST
+//! /uploads`, the presigned PUT, `GET /uploads/{id}`). And the tutorial's own
+//! front end (its jQuery 3.3.1 `$.post`, jQuery from npm), served from a
+//! second origin allowed by `CATDOG_CORS_ORIGINS`, shows the API's figures
+//! for a JPEG and a PNG.
 
 use std::process::Command;
 
@@ -224,10 +229,10 @@ async fn a_picture_over_the_body_limit_reaches_the_page_through_s3() {
     let dir = std::env::temp_dir().join(format!("catdog-big-page-{}", free_port()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("big.png");
-    crate::uploads::big_png(&file);
+    presigned::big_png(&file);
     let model = fixture("tiny_torch_nchw.onnx");
-    let want = crate::uploads::cli_answer(&model, &file);
-    let (_moto, _server, base, endpoint) = crate::uploads::uploads_stack(&[]).await;
+    let want = presigned::cli_answer(&model, &file);
+    let (_moto, _server, base, endpoint) = presigned::uploads_stack(&[]).await;
     let shots = workspace().join("target/screenshots");
     let out = tokio::task::spawn_blocking({
         let (base, file, shots) = (base.clone(), file.clone(), shots.clone());
@@ -274,7 +279,7 @@ async fn a_picture_over_the_body_limit_reaches_the_page_through_s3() {
     assert!(urls.iter().any(|u| u.ends_with("/uploads")), "{urls:?}");
     assert!(
         urls.iter()
-            .any(|u| u.starts_with(&format!("{endpoint}/{}/", crate::uploads::BUCKET))),
+            .any(|u| u.starts_with(&format!("{endpoint}/{}/", presigned::BUCKET))),
         "the PUT to S3: {urls:?}"
     );
     assert!(

@@ -3,7 +3,10 @@
 //! under Debian's qemu-aarch64 in cargo-lambda's Lambda emulator, the model
 //! on s3s-fs, and answers every event in `events/` as the x86_64 package
 //! does. Both packages start and answer with the CPU lists of /sys hidden,
-//! as on Lambda arm64, with as many threads as with them.
+//! as on Lambda arm64, with as many threads as with them. The x86_64
+//! package under `qemu-x86_64 -cpu Haswell` (AVX2, no VNNI: x86 Lambda's
+//! CPUs) answers fp32 and recipe-int8 models as natively, and `/model` names
+//! the u8s8 model that may saturate there.
 //!
 //! Emulating aarch64 here needs one adjustment the test makes itself: ONNX
 //! Runtime's cpuinfo reads this machine's x86 `/proc/cpuinfo` and crashes,
@@ -17,8 +20,8 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 use crate::support::package::{
-    function_environment, glibc_needed, invoke_event, packaged_library, runs, sam_build, sam_cli,
-    target_dir, AL2023_GLIBC,
+    function_environment, glibc_needed, invoke_event, package_inputs, packaged_library, runs,
+    sam_cli, shared_package, AL2023_GLIBC,
 };
 use crate::support::*;
 
@@ -60,15 +63,15 @@ fn elf_machine(file: &Path) -> u16 {
 }
 
 impl Package {
-    /// `ARCH=… sam build --parameter-overrides Architecture=…`; checks that both files are built for `arch` and need no newer
-    /// glibc than Amazon Linux 2023's.
-    /// `tag` names the test's own build folder, so that two tests building
-    /// at once never write into one (cargo's lock makes the second build
-    /// take seconds).
+    /// `ARCH=… sam build --parameter-overrides Architecture=…`, made once per
+    /// set of inputs and shared by these tests ([`shared_package`]: an
+    /// unchanged checkout reuses the arm64 package, the slowest build of
+    /// the suite); checks that both files are built for `arch` and need no
+    /// newer glibc than Amazon Linux 2023's.
+    /// `tag` names the test's own build folder where no package can be
+    /// shared (so that two tests building at once never write into one).
     fn build(sam: &Path, cargo_lambda: &Path, arch: &'static str, tag: &str) -> Package {
-        let build_dir = target_dir().join(format!("sam-build-{tag}-{arch}"));
-        let took = sam_build(sam, cargo_lambda, &build_dir, arch);
-        eprintln!("sam build ({arch}) took {:.1} s", took.as_secs_f64());
+        let build_dir = shared_package(sam, cargo_lambda, arch, tag);
         let pkg = Package {
             arch,
             dir: build_dir.join("CatdogFunction"),
@@ -810,4 +813,57 @@ async fn the_x86_64_package_on_lambda_s_avx2_only_cpus_answers_as_here_and_names
     // A float model has nothing to say.
     let fp32 = model_info(&pkg, LAMBDA_X86_CPU, &fixture("tiny_vgg.onnx"), &[]).await;
     assert!(fp32.get("int8").is_none(), "{fp32}");
+}
+
+/// What keys the shared packages ([`shared_package`]): the sources, the
+/// locks and build files `sam build` reads, the toolchain and the
+/// architecture; not the tests, which a package is not built from (an edit
+/// to a test reuses the arm64 package; an edit to the code builds a new one).
+#[test]
+fn the_shared_packages_are_keyed_by_what_the_build_reads() {
+    const TEST: &str = "cpus::the_shared_packages_are_keyed_by_what_the_build_reads";
+    let cargo_lambda = crate::support::emulator::cargo_lambda();
+    if !runs(&cargo_lambda, &["lambda", "--version"]) {
+        return skip_or_fail(
+            TEST,
+            "cargo-lambda is not installed (make test installs it)",
+        );
+    }
+    let inputs = package_inputs(&cargo_lambda, "arm64")
+        .expect("a git checkout with rustc and cargo: the package inputs");
+    let names = |bytes: &[u8]| -> Vec<String> {
+        bytes
+            .split(|b| *b == 0)
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect()
+    };
+    let listed = names(&inputs);
+    let has = |name: &str| listed.iter().any(|n| n == name);
+    for read in [
+        "Cargo.lock",
+        "Cargo.toml",
+        "function/Cargo.toml",
+        "function/src/lib.rs",
+        "function/assets/index.html",
+        "resize/Cargo.toml",
+        "tests/Cargo.toml",
+        "Makefile",
+        "template.yaml",
+        "samconfig.toml",
+        "scripts/setup.sh",
+        "tools/python/onnxruntime.txt",
+        "tools/python/tests.txt",
+    ] {
+        assert!(has(read), "{read} is not among the package's inputs");
+    }
+    for not_read in ["tests/it/cpus.rs", "tests/it/main.rs", "bench/run.py"] {
+        assert!(!has(not_read), "{not_read} is among the package's inputs");
+    }
+    assert!(
+        listed.iter().any(|l| l.contains("rustc ")),
+        "the toolchain's version is among the inputs"
+    );
+    // The same checkout gives the same inputs; the other architecture others.
+    assert!(package_inputs(&cargo_lambda, "arm64").unwrap() == inputs);
+    assert!(package_inputs(&cargo_lambda, "x86_64").unwrap() != inputs);
 }

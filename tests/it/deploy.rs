@@ -1,10 +1,21 @@
-//! Deployment artefacts: the SAM template passes cfn-lint and says what the
-//! README promises; the events are valid Lambda events; and what `sam build`
+//! Deployment artefacts: the SAM template passes cfn-lint and says what
+//! docs/deploy.md promises; the events are valid Lambda events; and what `sam build`
 //! packages (the real SAM CLI, offline, no Docker) is what ships: its
 //! `bootstrap` and ONNX Runtime library need no newer glibc than Amazon Linux
 //! 2023's, and, run under cargo-lambda's Lambda emulator in an environment
 //! holding only what Lambda and the template give it, answer the Function URL
 //! event in `events/` as `catdog predict` answers the same photo.
+//!
+//! The template as CloudFormation decodes it: a public URL ⇒ a
+//! reserved-concurrency cap, a NoEcho API key, the read policy naming the
+//! model object only; the alias, deployment preference, alarms, hook and its
+//! permissions, and the provisioned concurrency condition; the SAM CLI's own
+//! transform (samtranslator, offline) puts the URL and the queue's mapping on
+//! the alias, gates traffic by the hook and gives the hook invoke permission
+//! on the new version only. The hook's package is the same bootstrap alone,
+//! which, run bare, refuses an event that is not CodeDeploy's. The real
+//! `sam build` takes minutes the first time, seconds once target/ holds the
+//! release build.
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -1,6 +1,8 @@
 //! `catdog serve` over real TCP: every request form, every error status, the
 //! upload page, /health and /model — against tiny models whose answers are
-//! known by construction (red → cat, blue → dog).
+//! known by construction (red → cat, blue → dog). Models come from a file,
+//! from moto's S3 server and from HTTP; refused models (bad digest, not
+//! ONNX, not an image model) answer 503 with the reason.
 
 use std::time::Duration;
 

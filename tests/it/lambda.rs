@@ -2,7 +2,8 @@
 //! Lambda Runtime API on loopback (the same HTTP protocol the Lambda service
 //! speaks: `/invocation/next`, `/response`, `/error`, `/init/error`), with its
 //! model fetched from moto's S3 server, fed Function URL (2.0) and API Gateway
-//! REST (1.0) events with base64 bodies.
+//! REST (1.0) events in `events/` with base64 bodies. Init errors are
+//! reported to the Runtime API.
 
 use std::time::Duration;
 

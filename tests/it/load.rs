@@ -2,7 +2,8 @@
 //! real model: 2000 mixed requests from 32 concurrent clients on loopback.
 //! No wrong answer, no unexpected status, nothing lost; more work than the
 //! queue holds is shed with 503 + Retry-After (the clients come back after a
-//! pause); peak memory is reported.
+//! pause); peak memory is reported. The script runs against any server:
+//! `python scripts/loadtest.py --url http://127.0.0.1:8080 --photos DIR --pid PID`.
 
 use crate::support::*;
 use serde_json::Value;

@@ -100,3 +100,52 @@ fn an_installed_catdog_runs_from_its_own_folder() {
     let _ = std::fs::remove_dir_all(&prefix);
     let _ = std::fs::remove_dir_all(&empty);
 }
+
+/// The shared data folder's default is written once, in scripts/data_dir.sh,
+/// which the test and benchmark scripts source and [`data_dir`] runs: beside
+/// the checkout unless `CATDOG_DATA` says otherwise, whether run or sourced
+/// (and sourcing prints nothing, so `source` in a script adds no output).
+#[test]
+fn the_shared_data_folder_is_beside_the_checkout_unless_catdog_data_names_one() {
+    let script = workspace().join("scripts/data_dir.sh");
+    let run = |data: Option<&str>, how: &[&str]| {
+        let mut cmd = Command::new("bash");
+        cmd.args(how).current_dir(std::env::temp_dir());
+        match data {
+            Some(d) => cmd.env("CATDOG_DATA", d),
+            None => cmd.env_remove("CATDOG_DATA"),
+        };
+        let out = succeed(&mut cmd);
+        std::path::PathBuf::from(text(&out.stdout).trim_end_matches('\n'))
+    };
+    let sourced = format!(
+        "said=$(source '{0}'); [ -z \"$said\" ] || exit 3; source '{0}'; printf '%s\\n' \"$CATDOG_DATA\"",
+        script.display()
+    );
+    let checkout_parent = workspace().canonicalize().unwrap();
+    let checkout_parent = checkout_parent.parent().unwrap();
+    for how in [vec![script.to_str().unwrap()], vec!["-c", sourced.as_str()]] {
+        let default = run(None, how.as_slice());
+        assert!(
+            default.ends_with("shared/data"),
+            "{how:?}: {}",
+            default.display()
+        );
+        // `shared/` itself may be absent; the folder it would be in is not.
+        let beside = default.parent().and_then(Path::parent).unwrap();
+        assert_eq!(
+            beside.canonicalize().unwrap(),
+            checkout_parent,
+            "{how:?}: {}",
+            default.display()
+        );
+        let named = run(Some("/elsewhere/data"), how.as_slice());
+        assert_eq!(named, Path::new("/elsewhere/data"), "{how:?}");
+    }
+    // The tests' own lookup is the script's answer.
+    let here = std::env::var("CATDOG_DATA").ok();
+    assert_eq!(
+        data_dir(),
+        run(here.as_deref(), &[script.to_str().unwrap()][..])
+    );
+}

@@ -2,6 +2,11 @@
 //! with the Rust kernel, in local mode with a tiny model: its printed and HTML
 //! outputs must hold the answers `catdog predict` gives for the same files,
 //! its server must answer a real request, and its last cell must close it.
+//! Then the tutorial's path: it fine-tunes (the shared MobileNetV2 on the
+//! shared photos; per-epoch lines, the training curve as a decoded PNG),
+//! swaps the server to the new model without a restart (cards and a real
+//! POST answered by it, `neither` for the coloured squares), shows the 3×3
+//! confusion matrix (table and PNG) and says why it does not publish.
 //!
 //! Needs Jupyter and the evcxr kernel (`scripts/setup_notebook.sh`, run by
 //! `make test`): without them the test fails, unless the run allows skips

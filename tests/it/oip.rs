@@ -2,9 +2,12 @@
 //! model-serving world's own clients from PyPI (tests/clients/oip_clients.py:
 //! tritonclient[http] in binary and JSON, the kserve SDK's
 //! InferenceRESTClient in JSON and binary): each must read the label and
-//! probabilities `POST /predict` answers. And `/metrics`, parsed by
-//! prometheus_client's own parser: its counters move by exactly the requests
-//! sent.
+//! probabilities `POST /predict` answers, for a labelled and an ImageNet
+//! model (tritonclient: all outputs, the classification extension, FP32
+//! tensors preprocessed by PIL + numpy); their errors read as messages. And
+//! `/metrics`, parsed by prometheus_client's own parser: its counters move by
+//! exactly the requests sent; the key guards `/metrics` and the v2 model
+//! routes.
 
 use std::collections::HashMap;
 

@@ -1,7 +1,9 @@
 //! The OpenAPI document (`GET /openapi.json`, generated from the handlers by
 //! utoipa) against the live server: schemathesis (PyPI) generates requests
 //! from it and checks every answer (status documented, body matching its
-//! schema, no 5xx, content types), with and without an API key.
+//! schema, no 5xx, content types), with and without an API key. Also: the
+//! document lists every route, status and content type, and its example
+//! requests (`/predict`, v2 `infer`) are answered.
 
 use crate::support::*;
 use serde_json::Value;
@@ -111,9 +113,9 @@ async fn run_schemathesis(base: &str, headers: &[&str], upload_id: &str) -> Stri
 #[tokio::test(flavor = "multi_thread")]
 async fn the_document_describes_the_api_and_the_server_keeps_to_it() {
     let model = fixture("tiny_caffe_nhwc.onnx");
-    let (_moto, _p, base, _) = crate::uploads::uploads_stack_with(&model, &[], &[]).await;
+    let (_moto, _p, base, _) = presigned::uploads_stack_with(&model, &[], &[]).await;
     let red = std::fs::read(fixture("images/red.jpg")).unwrap();
-    let ticket = crate::uploads::upload(&base, &red, "image/jpeg", &[]).await;
+    let ticket = presigned::upload(&base, &red, "image/jpeg", &[]).await;
     let doc: Value = reqwest::get(format!("{base}/openapi.json"))
         .await
         .unwrap()
@@ -191,9 +193,9 @@ async fn the_document_describes_the_api_and_the_server_keeps_to_it() {
 async fn with_an_api_key_the_document_stays_public_and_true() {
     let model = fixture("tiny_caffe_nhwc.onnx");
     let (_moto, _p, base, _) =
-        crate::uploads::uploads_stack_with(&model, &[], &[("CATDOG_API_KEY", KEY)]).await;
+        presigned::uploads_stack_with(&model, &[], &[("CATDOG_API_KEY", KEY)]).await;
     let red = std::fs::read(fixture("images/red.jpg")).unwrap();
-    let ticket = crate::uploads::upload(&base, &red, "image/jpeg", &[("x-api-key", KEY)]).await;
+    let ticket = presigned::upload(&base, &red, "image/jpeg", &[("x-api-key", KEY)]).await;
     let id = ticket["id"].as_str().unwrap();
     assert_eq!(
         reqwest::get(format!("{base}/openapi.json"))

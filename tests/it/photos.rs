@@ -1,6 +1,7 @@
 //! Real photos (`../shared/data/catsdogs`) through the real binary with the
 //! ImageNet MobileNetV2 (int8, torch preset): catdog's cat/dog answers must
-//! equal Python onnxruntime's (PIL + numpy preprocessing) on every photo.
+//! equal Python onnxruntime's (PIL + numpy preprocessing) on every photo
+//! (all 140 of the shared set).
 //! JPEG decoding (libjpeg-turbo) and resizing are bit-exact with Pillow, so
 //! the answers are the same numbers.
 

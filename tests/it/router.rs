@@ -2,7 +2,11 @@
 //! `tower::ServiceExt::oneshot` as axum's own `testing` example does (no port,
 //! no process). The spawned-binary tests (http_serve, catalogue, lambda) keep
 //! checking the real hosts; these check the router's behaviour case by case,
-//! fast. Also: the serve host the notebook calls enforces the API key.
+//! fast. Also: the serve host the notebook calls enforces the API key; and
+//! the v2 routes case by case: the name from metadata and the digest
+//! version, a client's own FP32 tensor (JSON and binary) answered exactly as
+//! its picture, every refusal in the protocol's shape and status, readiness
+//! while loading.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

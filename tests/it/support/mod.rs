@@ -6,6 +6,7 @@
 pub mod emulator;
 pub mod lambda_api;
 pub mod package;
+pub mod presigned;
 pub mod skips;
 
 pub use skips::{allow_skips, skip_or_fail};
@@ -49,16 +50,27 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// The shared data folder (`CATDOG_DATA`, default `../shared/data` beside the
-/// checkout). Where it is absent the test fails, naming the folder, unless the
-/// run allows skips (`CATDOG_ALLOW_SKIPS=1`): then `None`, with the skip
-/// printed and recorded (see [`skip_or_fail`]).
+/// Where the shared data folder should be: `CATDOG_DATA`, else its default
+/// (`../shared/data` beside the checkout), as `scripts/data_dir.sh` says:
+/// the one place that default is written, for the scripts and these tests.
+pub fn data_dir() -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let script = workspace().join("scripts/data_dir.sh");
+    let mut dir = succeed(Command::new(&script).current_dir(workspace())).stdout;
+    if dir.last() == Some(&b'\n') {
+        dir.pop();
+    }
+    assert!(!dir.is_empty(), "{} printed no folder", script.display());
+    // Bytes, not UTF-8: any path CATDOG_DATA can name.
+    PathBuf::from(std::ffi::OsString::from_vec(dir))
+}
+
+/// The shared data folder ([`data_dir`]). Where it is absent the test fails,
+/// naming the folder, unless the run allows skips (`CATDOG_ALLOW_SKIPS=1`):
+/// then `None`, with the skip printed and recorded (see [`skip_or_fail`]).
 #[track_caller]
 pub fn shared_data(test: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("CATDOG_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("../shared/data"));
-    skips::shared_data_at(test, &dir, allow_skips(), &skips::skip_log())
+    skips::shared_data_at(test, &data_dir(), allow_skips(), &skips::skip_log())
 }
 
 /// The `catdog` binary built beside this test binary.
@@ -301,6 +313,8 @@ pub struct S3Sim {
     pub root: PathBuf,
     /// s3s-fs itself, without the throttle (quick set-up of big objects).
     pub direct: String,
+    /// Where the throttle answers with its byte counts ([`ThrottleStats`]).
+    stats: String,
     procs: Vec<Proc>,
 }
 
@@ -308,6 +322,88 @@ impl S3Sim {
     /// Creates `bucket` (a folder in the root; `create_bucket` works too).
     pub fn bucket(&self, bucket: &str) {
         std::fs::create_dir_all(self.root.join(bucket)).unwrap();
+    }
+
+    /// What the throttle has let through so far, per connection and window.
+    pub async fn throttle_stats(&self) -> ThrottleStats {
+        let v: serde_json::Value = reqwest::get(&self.stats)
+            .await
+            .expect("ask s3_throttle for its counts")
+            .json()
+            .await
+            .expect("s3_throttle's counts are JSON");
+        let ms = |key: &str| Duration::from_millis(v[key].as_u64().unwrap());
+        ThrottleStats {
+            window: ms("window_ms"),
+            mbps: v["mbps"].as_f64().unwrap(),
+            burst: ms("burst_ms"),
+            chunk: v["chunk_bytes"].as_u64().unwrap(),
+            connections: v["connections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    let bytes = c["bytes"].as_array().unwrap();
+                    (
+                        c["first_window"].as_u64().unwrap(),
+                        bytes.iter().map(|b| b.as_u64().unwrap()).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The simulated S3's throttle's own counts (`s3_throttle --stats-listen`):
+/// for each client connection, the bytes its pacer let through in each
+/// window of `window` since the proxy started. Counts, not timings: a busy
+/// machine makes transfers slower, never these counts larger.
+#[derive(Debug)]
+pub struct ThrottleStats {
+    pub window: Duration,
+    /// The cap per connection, MB/s (0: none).
+    pub mbps: f64,
+    /// How far ahead of the steady rate the pacer lets a connection go.
+    pub burst: Duration,
+    /// The largest piece the proxy writes at once.
+    pub chunk: u64,
+    /// Per connection: its first window, then bytes per window from there.
+    pub connections: Vec<(u64, Vec<u64>)>,
+}
+
+impl ThrottleStats {
+    /// The most one capped connection can be let through in one window,
+    /// however late its wake-ups: the rate over the window and the burst,
+    /// and one piece more (counted whole in the window it went out in); the
+    /// pacer holds that exactly, and a tenth more is allowed here anyway, so
+    /// that only a cap that does not hold can go over it.
+    pub fn one_connection_limit(&self) -> u64 {
+        let exact = self.mbps * 1e6 * (self.window + self.burst).as_secs_f64() + self.chunk as f64;
+        (exact * 1.1) as u64
+    }
+
+    /// Each connection's fullest window.
+    pub fn peak_per_connection(&self) -> Vec<u64> {
+        self.connections
+            .iter()
+            .map(|(_, w)| w.iter().copied().max().unwrap_or(0))
+            .collect()
+    }
+
+    /// The fullest window counting every connection together.
+    pub fn peak_all_connections(&self) -> u64 {
+        let mut total = std::collections::BTreeMap::<u64, u64>::new();
+        for (first, windows) in &self.connections {
+            for (i, bytes) in windows.iter().enumerate() {
+                *total.entry(first + i as u64).or_default() += bytes;
+            }
+        }
+        total.into_values().max().unwrap_or(0)
+    }
+
+    /// Everything let through, all connections.
+    pub fn total(&self) -> u64 {
+        self.connections.iter().flat_map(|(_, w)| w).sum()
     }
 }
 
@@ -387,24 +483,32 @@ pub async fn s3s(test: &str, opts: S3SimOptions) -> Option<(S3Sim, String)> {
         ])
         .args(["--mbps", &opts.mbps.to_string()])
         .args(["--first-byte-ms", &opts.first_byte_ms.to_string()])
+        .args(["--stats-listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start s3_throttle");
-    // Its first stdout line is the address it bound (port 0: its own pick).
+    // Its first stdout line is the address it bound (port 0: its own pick),
+    // the second the one it answers with its counts on.
     let stdout = proxy.stdout.take().expect("piped stdout");
     let proxy = Proc {
         child: proxy,
         name: "s3_throttle".into(),
     };
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-    let addr = line.trim();
-    assert!(!addr.is_empty(), "s3_throttle printed no address");
+    let mut stdout = std::io::BufReader::new(stdout);
+    let mut line = || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        let addr = line.trim().to_string();
+        assert!(!addr.is_empty(), "s3_throttle printed no address");
+        addr
+    };
+    let (addr, stats) = (line(), line());
     Some((
         S3Sim {
             root,
             direct,
+            stats: format!("http://{stats}/"),
             procs: vec![proxy, server],
         },
         format!("http://{addr}"),

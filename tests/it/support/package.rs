@@ -44,17 +44,22 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace().join("target"))
 }
 
+/// The folder scripts/setup.sh keeps its tools in, kept across checkouts:
+/// `CATDOG_CACHE`, else `$XDG_CACHE_HOME/catdog`, else `~/.cache/catdog`.
+pub fn cache_dir() -> Option<PathBuf> {
+    std::env::var_os("CATDOG_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("catdog")))
+        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/catdog")))
+}
+
 /// The SAM CLI: `$CATDOG_SAM`, else where `scripts/setup_sam.sh` installs it
 /// (`make test` runs it), else `sam` on PATH; `None` if none runs.
 pub fn sam_cli() -> Option<PathBuf> {
-    let cache = std::env::var_os("CATDOG_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("catdog")))
-        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/catdog")));
     let candidates = std::env::var_os("CATDOG_SAM")
         .map(PathBuf::from)
         .into_iter()
-        .chain(cache.map(|c| c.join("venv-sam/bin/sam")))
+        .chain(cache_dir().map(|c| c.join("venv-sam/bin/sam")))
         .chain([PathBuf::from("sam")]);
     candidates.into_iter().find(|sam| runs(sam, &["--version"]))
 }
@@ -267,6 +272,207 @@ pub fn sam_build(sam: &Path, cargo_lambda: &Path, build_dir: &Path, arch: &str) 
         String::from_utf8_lossy(&out.stderr)
     );
     took
+}
+
+/// How many packages of each architecture [`shared_package`] keeps (the most
+/// recently used): a few, for switching between branches.
+const PACKAGES_KEPT: usize = 3;
+
+/// The Lambda package `ARCH=arch sam build` makes of this checkout as it is
+/// (the build folder: `CatdogFunction/`, `PreTrafficHook/`), built once per
+/// set of inputs and shared: by every test that runs it (each test is a
+/// process of its own under nextest, so "once" is a stamp file under a file
+/// lock, not a static) and across checkouts and reruns on this machine
+/// (kept in the cache folder, `packages/ARCH-KEY/`, as the tools are). KEY
+/// hashes everything the build reads ([`package_inputs`]); a change to any
+/// of it is a new key and a new build. Read-only once made: tests run the
+/// bootstrap from it while another test may be looking it up.
+///
+/// Where no key can be made (not a git checkout) or `CATDOG_PACKAGE_CACHE=0`,
+/// the test builds its own in `target/sam-build-TAG-ARCH` (cargo's target/
+/// makes a second build of unchanged sources take seconds).
+pub fn shared_package(sam: &Path, cargo_lambda: &Path, arch: &str, tag: &str) -> PathBuf {
+    let cache_off = std::env::var_os("CATDOG_PACKAGE_CACHE").is_some_and(|v| v == "0");
+    let keyed = (!cache_off)
+        .then(|| package_inputs(cargo_lambda, arch))
+        .flatten()
+        .zip(cache_dir());
+    let Some((inputs, cache)) = keyed else {
+        let build_dir = target_dir().join(format!("sam-build-{tag}-{arch}"));
+        let took = sam_build(sam, cargo_lambda, &build_dir, arch);
+        eprintln!("sam build ({arch}) took {:.1} s", took.as_secs_f64());
+        return build_dir;
+    };
+    let key = catdog::model::source::sha256_hex(&inputs);
+    let key = &key[..32];
+    let store = cache.join("packages");
+    let dir = store.join(format!("{arch}-{key}"));
+    let stamp = dir.join(".complete");
+    if !stamp.is_file() {
+        std::fs::create_dir_all(&store).unwrap();
+        let lock = std::fs::File::create(store.join(format!("{arch}.lock"))).unwrap();
+        lock.lock().expect("lock the package cache");
+        // Another test may have built it while this one waited.
+        if !stamp.is_file() {
+            // Built beside its final place, renamed there whole: a package
+            // never shows its name half-made.
+            let part = store.join(format!(".{arch}-{key}.part{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&part);
+            let took = sam_build(sam, cargo_lambda, &part, arch);
+            eprintln!(
+                "sam build ({arch}) took {:.1} s; kept as {}",
+                took.as_secs_f64(),
+                dir.display()
+            );
+            std::fs::write(part.join(".complete"), format!("{arch}-{key}\n")).unwrap();
+            let _ = std::fs::remove_dir_all(&dir); // a stamp-less leftover
+            std::fs::rename(&part, &dir).unwrap();
+            prune_packages(&store, arch, &dir);
+        }
+        drop(lock);
+    } else {
+        eprintln!(
+            "sam build ({arch}): reusing {}, built from the same inputs",
+            dir.display()
+        );
+    }
+    // Most recently used: the last to go when old packages are pruned.
+    let _ = std::fs::File::options()
+        .append(true)
+        .open(&stamp)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    dir
+}
+
+/// Everything a `sam build` of this checkout reads, as one byte string;
+/// `None` where the file list cannot be had (not a git checkout, no git).
+/// Every file git tracks or would (untracked, not ignored), with its name,
+/// except `tests/` (but its Cargo.toml) and `bench/`, which nothing in the
+/// package is built from; so the sources, Cargo.lock and Cargo.toml files,
+/// the Makefile targets and template that `sam build` runs, scripts/setup.sh
+/// and the tool locks (ONNX Runtime, cargo-lambda and zig, the SAM CLI);
+/// plus the toolchain (`rustc -vV`, `cargo -V`, cargo-lambda's version), the
+/// variables that change a cargo build, and the user's cargo config.
+pub fn package_inputs(cargo_lambda: &Path, arch: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let ws = workspace();
+    let listed = Command::new("git")
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
+        .current_dir(&ws)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let mut files: Vec<&[u8]> = listed
+        .stdout
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .filter(|p| {
+            let built_from_nothing_here =
+                (p.starts_with(b"tests/") && *p != b"tests/Cargo.toml") || p.starts_with(b"bench/");
+            !built_from_nothing_here
+        })
+        .collect();
+    files.sort();
+    files.dedup();
+    let mut inputs = format!("arch {arch}\n").into_bytes();
+    // `\0name\0length\0content` each: no two lists give the same bytes.
+    let mut add = |name: &[u8], content: Option<Vec<u8>>| {
+        inputs.push(0);
+        inputs.extend_from_slice(name);
+        match content {
+            Some(bytes) => {
+                inputs.extend_from_slice(format!("\0{}\0", bytes.len()).as_bytes());
+                inputs.extend_from_slice(&bytes);
+            }
+            None => inputs.extend_from_slice(b"\0absent\0"),
+        }
+    };
+    for file in files {
+        let path = ws.join(std::ffi::OsStr::from_bytes(file));
+        add(file, std::fs::read(path).ok());
+    }
+    for (program, args) in [
+        (PathBuf::from("rustc"), &["-vV"][..]),
+        (PathBuf::from("cargo"), &["-V"][..]),
+        (cargo_lambda.to_path_buf(), &["lambda", "--version"][..]),
+    ] {
+        let out = Command::new(&program)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())?;
+        add(program.as_os_str().as_bytes(), Some(out.stdout));
+    }
+    let mut vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os()
+        .filter(|(k, _)| {
+            let k = k.to_string_lossy();
+            k.starts_with("RUSTFLAGS")
+                || k.starts_with("RUSTC")
+                || k.starts_with("CARGO_ENCODED_RUSTFLAGS")
+                || k.starts_with("CARGO_BUILD_")
+                || k.starts_with("CARGO_PROFILE_")
+                || k.starts_with("CARGO_TARGET_")
+                || k.starts_with("CARGO_ZIGBUILD")
+                || k.starts_with("ZIG")
+        })
+        .collect();
+    vars.sort();
+    for (k, v) in vars {
+        add(k.as_bytes(), Some(v.as_bytes().to_vec()));
+    }
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    for config in ["config.toml", "config"] {
+        if let Some(file) = cargo_home.as_ref().map(|d| d.join(config)) {
+            add(file.as_os_str().as_bytes(), std::fs::read(&file).ok());
+        }
+    }
+    Some(inputs)
+}
+
+/// Removes all but the [`PACKAGES_KEPT`] most recently used packages of
+/// `arch` (never `current`), and half-made ones a failed build left (the
+/// caller holds `arch`'s lock: no build of `arch` is under way).
+fn prune_packages(store: &Path, arch: &str, current: &Path) {
+    let part_prefix = format!(".{arch}-");
+    for entry in std::fs::read_dir(store).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&part_prefix) && name.contains(".part") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let mut made: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(store)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p != current)
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{arch}-")))
+        })
+        .filter_map(|p| {
+            let used = std::fs::metadata(p.join(".complete"))
+                .ok()?
+                .modified()
+                .ok()?;
+            Some((used, p))
+        })
+        .collect();
+    made.sort();
+    let surplus = made.len().saturating_sub(PACKAGES_KEPT - 1);
+    for (_, old) in made.into_iter().take(surplus) {
+        let _ = std::fs::remove_dir_all(old);
+    }
 }
 
 /// `cargo lambda invoke` of the function `_` with an event file: Lambda's raw

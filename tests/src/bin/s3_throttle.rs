@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! s3_throttle --listen 127.0.0.1:0 --upstream 127.0.0.1:8014 [--mbps 90] [--first-byte-ms 20]
+//!             [--stats-listen 127.0.0.1:0 [--stats-window-ms 50]]
 //! ```
 //!
 //! The first line on stdout is the bound address (`127.0.0.1:PORT`), so a
@@ -14,6 +15,13 @@
 //! cap. It knows nothing of HTTP: a request starts with the first
 //! client→server bytes since the previous answer began to flow back, which is
 //! how HTTP/1.1 keep-alive traffic goes (no pipelining).
+//!
+//! With `--stats-listen`, the second stdout line is a second address where
+//! any request is answered with what the proxy counted: for each client
+//! connection, the bytes it let through to the client in each window of
+//! `--stats-window-ms` since the proxy started (JSON, see [`Stats::json`]).
+//! tests/it/s3_sim.rs checks the cap by those counts rather than by how long
+//! a download took, which a busy machine stretches.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,6 +58,9 @@ struct Options {
     /// Megabytes (10^6 bytes) per second per connection; 0 = no cap.
     mbps: f64,
     first_byte: Duration,
+    /// Where to answer with the byte counts ([`Stats`]); none: not counted.
+    stats_listen: Option<String>,
+    stats_window: Duration,
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
@@ -58,6 +69,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
         upstream: String::new(),
         mbps: 90.0,
         first_byte: Duration::from_millis(20),
+        stats_listen: None,
+        stats_window: Duration::from_millis(50),
     };
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
@@ -77,6 +90,16 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
                     value()?
                         .parse()
                         .map_err(|_| "--first-byte-ms takes whole milliseconds")?,
+                )
+            }
+            "--stats-listen" => opts.stats_listen = Some(value()?),
+            "--stats-window-ms" => {
+                opts.stats_window = Duration::from_millis(
+                    value()?
+                        .parse()
+                        .ok()
+                        .filter(|ms: &u64| *ms > 0)
+                        .ok_or("--stats-window-ms takes whole milliseconds > 0")?,
                 )
             }
             "-h" | "--help" => return Err(String::new()),
@@ -123,6 +146,108 @@ impl Pacer {
     }
 }
 
+/// What the proxy let through to clients, counted where the pacer releases
+/// it: for each client connection (in the order they came), the bytes
+/// written in each window of `window` since `epoch`. The pacer allows a
+/// connection at most `rate × (window + BURST)` plus one `CHUNK` in any
+/// window, however late its wake-ups (it never lends more than the burst), so
+/// a count over that bound means the cap did not hold, and windows where
+/// several connections together went over it show the cap is per connection.
+#[derive(Debug)]
+struct Stats {
+    epoch: Instant,
+    window: Duration,
+    /// Per connection: the first window it wrote in, then bytes per window.
+    conns: Mutex<Vec<(u64, Vec<u64>)>>,
+}
+
+impl Stats {
+    fn new(window: Duration, epoch: Instant) -> Self {
+        Self {
+            epoch,
+            window,
+            conns: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A new connection's number.
+    fn open(&self) -> usize {
+        let mut conns = self.conns.lock().unwrap();
+        conns.push((0, Vec::new()));
+        conns.len() - 1
+    }
+
+    /// `n` bytes of connection `conn` let through at `at`.
+    fn record(&self, conn: usize, n: usize, at: Instant) {
+        let index =
+            (at.saturating_duration_since(self.epoch).as_nanos() / self.window.as_nanos()) as u64;
+        let mut conns = self.conns.lock().unwrap();
+        let (first, windows) = &mut conns[conn];
+        if windows.is_empty() {
+            *first = index;
+        }
+        // Windows are only ever added: one writer per connection, in time order.
+        let slot = (index - *first) as usize;
+        if windows.len() <= slot {
+            windows.resize(slot + 1, 0);
+        }
+        windows[slot] += n as u64;
+    }
+
+    /// `{"window_ms", "mbps", "burst_ms", "chunk_bytes", "connections":
+    /// [{"first_window", "bytes": [per window…]}, …]}`: the counts, and the
+    /// settings a reader needs to bound them.
+    fn json(&self, mbps: f64) -> String {
+        let conns = self.conns.lock().unwrap();
+        let conns: Vec<String> = conns
+            .iter()
+            .map(|(first, windows)| {
+                let bytes: Vec<String> = windows.iter().map(u64::to_string).collect();
+                format!(
+                    r#"{{"first_window":{first},"bytes":[{}]}}"#,
+                    bytes.join(",")
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"window_ms":{},"mbps":{mbps},"burst_ms":{},"chunk_bytes":{CHUNK},"connections":[{}]}}"#,
+            self.window.as_millis(),
+            BURST.as_millis(),
+            conns.join(",")
+        )
+    }
+}
+
+/// Answers every connection to `listener` with the counts so far (HTTP/1.1,
+/// `Connection: close`), whatever it asked.
+async fn serve_stats(listener: TcpListener, stats: Arc<Stats>, mbps: f64) {
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let body = stats.json(mbps);
+        tokio::spawn(async move {
+            // Read the request's head first: closing a socket with unread
+            // bytes resets it, and the client could lose the answer.
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(answer.as_bytes()).await;
+            let _ = conn.shutdown().await;
+        });
+    }
+}
+
 /// When the client's latest request started, if no answer to it has gone
 /// out yet: set by the client→server direction, taken by the other.
 type Pending = Arc<Mutex<Option<Instant>>>;
@@ -137,7 +262,8 @@ async fn main() {
             }
             eprintln!(
                 "usage: s3_throttle --listen 127.0.0.1:PORT --upstream HOST:PORT \
-                 [--mbps 90 (per connection, server→client; 0 = no cap)] [--first-byte-ms 20]"
+                 [--mbps 90 (per connection, server→client; 0 = no cap)] [--first-byte-ms 20] \
+                 [--stats-listen HOST:PORT [--stats-window-ms 50]]"
             );
             std::process::exit(2);
         }
@@ -151,6 +277,24 @@ async fn main() {
     };
     // The first stdout line is the contract with callers; println! flushes at the newline.
     println!("{}", listener.local_addr().unwrap());
+    // The counts start with the proxy: window 0 begins now.
+    let stats = match &opts.stats_listen {
+        Some(addr) => {
+            let stats_listener = match TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("s3_throttle: cannot listen on {addr} (--stats-listen): {e}");
+                    std::process::exit(1);
+                }
+            };
+            // The second line, when asked for.
+            println!("{}", stats_listener.local_addr().unwrap());
+            let stats = Arc::new(Stats::new(opts.stats_window, Instant::now()));
+            tokio::spawn(serve_stats(stats_listener, stats.clone(), opts.mbps));
+            Some(stats)
+        }
+        None => None,
+    };
     let opts = Arc::new(opts);
     loop {
         let (client, peer) = match listener.accept().await {
@@ -162,16 +306,22 @@ async fn main() {
             }
         };
         let opts = opts.clone();
+        let counted = stats.as_ref().map(|s| (s.clone(), s.open()));
         tokio::spawn(async move {
-            if let Err(e) = relay(client, &opts).await {
+            if let Err(e) = relay(client, &opts, counted).await {
                 eprintln!("s3_throttle: connection from {peer}: {e}");
             }
         });
     }
 }
 
-/// One client connection: its own upstream connection, its own pacer.
-async fn relay(client: TcpStream, opts: &Options) -> std::io::Result<()> {
+/// One client connection: its own upstream connection, its own pacer; with
+/// `counted`, what it lets through is counted under that connection number.
+async fn relay(
+    client: TcpStream,
+    opts: &Options,
+    counted: Option<(Arc<Stats>, usize)>,
+) -> std::io::Result<()> {
     let server = TcpStream::connect(&opts.upstream).await?;
     // Small writes (request headers, paced chunks) go out at once.
     client.set_nodelay(true)?;
@@ -238,6 +388,11 @@ async fn relay(client: TcpStream, opts: &Options) -> std::io::Result<()> {
             let wait = pacer.reserve(chunk.len(), Instant::now());
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
+            }
+            // Counted when released, which is what the pacer governs (the
+            // write itself may then wait for a slow client).
+            if let Some((stats, conn)) = &counted {
+                stats.record(*conn, chunk.len(), Instant::now());
             }
             cw.write_all(&chunk).await?;
         }
@@ -308,6 +463,68 @@ mod tests {
         );
     }
 
+    /// A paced stream released as the writer does it (reserve, sleep, then
+    /// count), with every wake-up `late` (up to far later than the burst, as
+    /// on a busy machine), counted in 50 ms windows: no window holds more
+    /// than the bound tests/it/s3_sim.rs applies.
+    #[test]
+    fn no_window_counts_more_than_the_rate_allows() {
+        let t0 = Instant::now();
+        let window = Duration::from_millis(50);
+        for late in [
+            Duration::ZERO,
+            Duration::from_micros(900),
+            Duration::from_millis(7),
+        ] {
+            let stats = Stats::new(window, t0);
+            let conn = stats.open();
+            let mut pacer = Pacer::new(10e6, BURST);
+            let mut now = t0 + Duration::from_millis(13); // mid-window
+            for _ in 0..200 {
+                let wait = pacer.reserve(CHUNK, now);
+                if !wait.is_zero() {
+                    now += wait + late;
+                }
+                stats.record(conn, CHUNK, now);
+            }
+            let bound = 10e6 * (window + BURST).as_secs_f64() + CHUNK as f64;
+            let conns = stats.conns.lock().unwrap();
+            let (_, windows) = &conns[conn];
+            assert_eq!(windows.iter().sum::<u64>(), 200 * CHUNK as u64);
+            let peak = *windows.iter().max().unwrap();
+            assert!(
+                peak as f64 <= bound,
+                "late {late:?}: {peak} bytes in one window, bound {bound}"
+            );
+            // Wake-ups later than the burst lose time (credit is never
+            // lent); shorter ones do not: the rate is met, not just bounded.
+            if late < BURST {
+                assert!(
+                    peak as f64 >= 10e6 * window.as_secs_f64() * 0.8,
+                    "late {late:?}: {windows:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn counts_land_in_their_windows_per_connection() {
+        let t0 = Instant::now();
+        let stats = Stats::new(Duration::from_millis(50), t0);
+        let (a, b) = (stats.open(), stats.open());
+        stats.record(a, 10, t0);
+        stats.record(a, 5, t0 + Duration::from_millis(49));
+        stats.record(a, 7, t0 + Duration::from_millis(120));
+        stats.record(b, 3, t0 + Duration::from_millis(100));
+        assert_eq!(
+            stats.json(2.5),
+            format!(
+                r#"{{"window_ms":50,"mbps":2.5,"burst_ms":{},"chunk_bytes":{CHUNK},"connections":[{{"first_window":0,"bytes":[15,0,7]}},{{"first_window":2,"bytes":[3]}}]}}"#,
+                BURST.as_millis()
+            )
+        );
+    }
+
     #[test]
     fn options_parse_with_defaults() {
         let args = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
@@ -319,6 +536,14 @@ mod tests {
         ))
         .unwrap();
         assert_eq!((o.mbps, o.first_byte), (2.5, Duration::ZERO));
+        assert_eq!(o.stats_listen, None);
+        let o = parse_args(args(
+            "--upstream h:1 --stats-listen 127.0.0.1:0 --stats-window-ms 20",
+        ))
+        .unwrap();
+        assert_eq!(o.stats_listen.as_deref(), Some("127.0.0.1:0"));
+        assert_eq!(o.stats_window, Duration::from_millis(20));
+        assert!(parse_args(args("--upstream h:1 --stats-window-ms 0")).is_err());
         assert!(parse_args(args("--mbps 9")).is_err());
         assert!(parse_args(args("--upstream h:1 --mbps -1")).is_err());
         assert!(parse_args(args("--upstream h:1 --bogus")).is_err());
