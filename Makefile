@@ -85,7 +85,7 @@ bench-memory:
 bench-cpus:
 	@bench/cpus.sh
 
-# The README's "What a picture costs" table, from BENCHMARKS.md's VGG16 latencies and AWS's prices.
+# docs/deploy.md's "What a picture costs" table, from BENCHMARKS.md's VGG16 latencies and AWS's prices.
 prices:
 	@python3 bench/prices.py
 

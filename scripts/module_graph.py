@@ -2,7 +2,7 @@
 """The import graph of function/src's modules, and whether it has cycles.
 
 A module imports another when its code (tests excluded) names it by path:
-`crate::a::b`, `super::x`. The architecture (README: Architecture) wants the
+`crate::a::b`, `super::x`. The architecture (ARCHITECTURE.md) wants the
 flow to go one way, so no two modules may import each other, directly or
 round a longer loop.
 

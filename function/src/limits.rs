@@ -1,5 +1,5 @@
-//! The limits every request is held to (documented in the README's "Errors
-//! and limits"), and how requests share the inference thread.
+//! The limits every request is held to (documented in docs/api.md's
+//! "Limits"), and how requests share the inference thread.
 
 use std::time::Duration;
 

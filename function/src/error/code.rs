@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 /// status and the list of every code cannot disagree.
 macro_rules! error_codes {
     ($($(#[doc = $doc:literal])* $variant:ident = $name:literal, $status:ident;)*) => {
-        /// A stable, machine-readable error code (README: Errors and limits).
+        /// A stable, machine-readable error code (docs/api.md: Errors and limits).
         ///
         /// The wire names are the variants' in snake_case (serde and the
         /// schema both read `rename_all`); `as_str` spells them out, and a

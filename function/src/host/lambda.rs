@@ -39,7 +39,7 @@ pub enum LambdaError {
 #[derive(Debug, thiserror::Error)]
 #[error(
     "`catdog {0}` runs inside AWS Lambda, and AWS_LAMBDA_RUNTIME_API is not set; \
-     to try it here, run it under cargo-lambda's emulator (README: Deploy to AWS Lambda)"
+     to try it here, run it under cargo-lambda's emulator (docs/deploy.md)"
 )]
 pub struct NotOnLambda(pub &'static str);
 

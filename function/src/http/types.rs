@@ -152,7 +152,7 @@ pub struct ErrorBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable, machine-readable (README: Errors and limits).
+    /// Stable, machine-readable (docs/api.md: Errors and limits).
     #[schema(example = "invalid_image")]
     pub code: ErrorCode,
     /// For people.
@@ -329,7 +329,7 @@ pub const RED_PNG_BASE64: &str =
     "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGO8IyfHwMDAxMDAwMDAAAAOCAEc48H7QgAAAABJRU5ErkJggg==";
 
 /// `GET /uploads/{id}`: the uploaded picture's record, as S3 events write it
-/// under the results prefix (README: "S3 events").
+/// under the results prefix (docs/s3-events.md).
 #[derive(Debug, Serialize, ToSchema)]
 #[allow(dead_code)]
 pub struct UploadResult {

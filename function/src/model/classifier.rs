@@ -88,7 +88,7 @@ pub struct Int8Info {
     pub cpu_vnni: Option<bool>,
     /// int8 weights past 7 bits (u8s8 or s8s8) on an x86 CPU without VNNI:
     /// ONNX Runtime's kernels can saturate there, so labels and scores may
-    /// differ from a VNNI CPU's (README: "Lambda's CPUs").
+    /// differ from a VNNI CPU's (docs/deploy.md: "Lambda's CPUs").
     pub may_saturate: bool,
 }
 

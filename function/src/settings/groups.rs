@@ -329,7 +329,7 @@ pub struct HookSettings {
     /// Largest difference allowed between a recorded score and the new
     /// version's (0–1); labels must be equal whatever it is. The answers were
     /// recorded on another CPU than Lambda's: fp32 models differ by ~1e-6
-    /// there, int8 ones by a few hundredths (README).
+    /// there, int8 ones by a few hundredths (docs/deploy.md).
     #[arg(long = "check-tolerance", env = "CATDOG_CHECK_TOLERANCE",
           default_value_t = crate::checks::DEFAULT_TOLERANCE, value_parser = parse_tolerance)]
     pub check_tolerance: f64,

@@ -223,7 +223,7 @@ pub fn sam_build(sam: &Path, cargo_lambda: &Path, build_dir: &Path, arch: &str) 
     }
     let mut cmd = Command::new(sam);
     // The Makefile picks the target from ARCH; the template's parameter
-    // sets the function's architecture to match (README).
+    // sets the function's architecture to match (docs/deploy.md).
     cmd.args(["build", "--build-dir"])
         .arg(build_dir)
         .args(["--parameter-overrides", &format!("Architecture={arch}")])

@@ -41,7 +41,7 @@ enum NoVerdict {
     NoFunction,
     #[error("no checks to run: set CATDOG_CHECKS to s3://bucket/<model key>.checks.json")]
     NoChecksObject,
-    #[error("{0}; record checks for the model with `catdog upload --model FILE --to s3://BUCKET/KEY --checks PICTURES…` (README: Deploys with a safety net)")]
+    #[error("{0}; record checks for the model with `catdog upload --model FILE --to s3://BUCKET/KEY --checks PICTURES…` (docs/deploy.md: Deploys with a safety net)")]
     Checks(ChecksError),
     #[error("the checks took longer than {0:?} (CATDOG_CHECK_TIMEOUT_S)")]
     OutOfTime(Duration),
