@@ -21,7 +21,7 @@ use crate::preprocess::Tensor;
 
 /// Why a job got no answers.
 #[derive(Debug, thiserror::Error)]
-pub enum BatchError {
+pub(crate) enum BatchError {
     #[error("too many requests are waiting for the model ({0}); retry shortly")]
     Busy(usize),
     #[error(transparent)]
@@ -32,13 +32,13 @@ pub enum BatchError {
 
 /// The batcher's reply to one request: its answers, and how its batch went.
 #[derive(Debug)]
-pub struct BatcherReply {
-    pub predictions: Vec<Prediction>,
-    pub timings: InferTimings,
+pub(crate) struct BatcherReply {
+    pub(crate) predictions: Vec<Prediction>,
+    pub(crate) timings: InferTimings,
     /// Pictures in the batch this request ran in (its own included).
-    pub batch_pictures: usize,
+    pub(crate) batch_pictures: usize,
     /// Time spent waiting in the queue before its batch started, ms.
-    pub queued_ms: f64,
+    pub(crate) queued_ms: f64,
 }
 
 struct Job {
@@ -48,7 +48,7 @@ struct Job {
 }
 
 /// What the inference thread runs: the classifier (a stand-in in tests).
-pub trait Infer: Send + Sync + 'static {
+pub(crate) trait Infer: Send + Sync + 'static {
     /// The batch size the graph is fixed to, if it is.
     fn fixed_batch(&self) -> Option<usize>;
     /// Answers for `pictures`, in order.
@@ -68,7 +68,7 @@ impl Infer for Classifier {
 /// Hands pictures to the model's inference thread. Cheap to clone; the
 /// thread ends when the last handle is dropped.
 #[derive(Clone)]
-pub struct Batcher {
+pub(crate) struct Batcher {
     tx: SyncSender<Job>,
     policy: BatchPolicy,
 }
@@ -76,7 +76,11 @@ pub struct Batcher {
 impl Batcher {
     /// Starts the inference thread for `classifier`; each run's size is
     /// observed in `batch_sizes`.
-    pub fn start(classifier: Arc<impl Infer>, policy: BatchPolicy, batch_sizes: Histogram) -> Self {
+    pub(crate) fn start(
+        classifier: Arc<impl Infer>,
+        policy: BatchPolicy,
+        batch_sizes: Histogram,
+    ) -> Self {
         let (tx, rx) = mpsc::sync_channel(policy.max_queued.max(1));
         let p = policy;
         std::thread::Builder::new()
@@ -88,7 +92,7 @@ impl Batcher {
 
     /// Queues `pictures` and waits for their answers; refuses at once when
     /// the queue is full.
-    pub async fn classify(&self, pictures: Vec<Tensor>) -> Result<BatcherReply, BatchError> {
+    pub(crate) async fn classify(&self, pictures: Vec<Tensor>) -> Result<BatcherReply, BatchError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             pictures,

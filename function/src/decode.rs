@@ -10,7 +10,7 @@ use std::io::Cursor;
 use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, RgbImage};
 
 /// Formats we decode; anything else that `image` recognises is refused as unsupported.
-pub const SUPPORTED_FORMATS: &[ImageFormat] = &[
+pub(crate) const SUPPORTED_FORMATS: &[ImageFormat] = &[
     ImageFormat::Jpeg,
     ImageFormat::Png,
     ImageFormat::WebP,
@@ -19,15 +19,15 @@ pub const SUPPORTED_FORMATS: &[ImageFormat] = &[
 ];
 
 /// Default cap on width × height (40 megapixels, above any phone camera).
-pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
+pub(crate) const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
 /// Default cap on either side, which also bounds very thin pictures.
-pub const DEFAULT_MAX_SIDE: u32 = 16_384;
+pub(crate) const DEFAULT_MAX_SIDE: u32 = 16_384;
 
 /// Size limits applied before decoding.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeLimits {
-    pub max_pixels: u64,
-    pub max_side: u32,
+    pub(crate) max_pixels: u64,
+    pub(crate) max_side: u32,
 }
 
 impl Default for DecodeLimits {
@@ -65,9 +65,9 @@ pub enum DecodeError {
 /// refuse it, and to know what decoding it will cost before paying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
-    pub format: ImageFormat,
-    pub width: u32,
-    pub height: u32,
+    pub(crate) format: ImageFormat,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
     /// Most bytes the decoder holds at once for this picture (see [`Header::decoded_bytes`]).
     decoded_bytes: u64,
 }
@@ -199,7 +199,10 @@ pub fn decode_inspected(
 
 /// Reads and decodes a picture file; the error says what went wrong, for
 /// tools that report unusable files and go on (predict, eval, finetune).
-pub fn decode_file(path: &std::path::Path, limits: DecodeLimits) -> Result<RgbImage, String> {
+pub(crate) fn decode_file(
+    path: &std::path::Path,
+    limits: DecodeLimits,
+) -> Result<RgbImage, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     decode_rgb(&bytes, limits).map_err(|e| e.to_string())
 }

@@ -7,55 +7,55 @@ use crate::decode::DecodeLimits;
 use crate::memory::MemoryPolicy;
 
 /// Default request body limit: Lambda's 6 MB synchronous payload limit.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 /// Default size limit of a picture read from S3 (uploads, events, Batch
 /// Operations, `/predict {"s3": …}`): past the invoke limit, which is the
 /// point of that path, and still bounded (the pixel limit applies as well).
-pub const DEFAULT_MAX_OBJECT_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_OBJECT_BYTES: usize = 64 * 1024 * 1024;
 /// Default maximum pictures per request.
-pub const DEFAULT_MAX_BATCH: usize = 16;
+pub(crate) const DEFAULT_MAX_BATCH: usize = 16;
 /// Default batching window, in milliseconds.
-pub const DEFAULT_BATCH_WINDOW_MS: u64 = 2;
+pub(crate) const DEFAULT_BATCH_WINDOW_MS: u64 = 2;
 /// Default bound on requests waiting for inference.
-pub const DEFAULT_MAX_QUEUED: usize = 64;
+pub(crate) const DEFAULT_MAX_QUEUED: usize = 64;
 
 /// Limits applied to every request.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
     /// Largest picture read from S3 (see [`DEFAULT_MAX_OBJECT_BYTES`]).
-    pub max_object_bytes: usize,
-    pub max_batch: usize,
-    pub decode: DecodeLimits,
+    pub(crate) max_object_bytes: usize,
+    pub(crate) max_batch: usize,
+    pub(crate) decode: DecodeLimits,
     /// Micro-batching window and the bound on requests waiting for the model.
-    pub batching: BatchPolicy,
+    pub(crate) batching: BatchPolicy,
     /// The budget of decoded pictures in flight.
-    pub memory: MemoryPolicy,
+    pub(crate) memory: MemoryPolicy,
     /// How long a request (and on Lambda, an invoke) may take.
-    pub timeouts: Timeouts,
+    pub(crate) timeouts: Timeouts,
 }
 
 /// How long a request may take (`http::deadline`), and how much of an
 /// invoke's time is kept to answer it (the event handler).
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     /// Longest pause between two pieces of a request's body (then 408).
-    pub body_idle: Duration,
+    pub(crate) body_idle: Duration,
     /// A whole request, from its head to its answer (then 408 if its body
     /// had not all come, else 503 `deadline_exceeded`).
-    pub request: Duration,
+    pub(crate) request: Duration,
     /// Time kept before Lambda's invoke deadline: new work stops there, so
     /// the invoke answers (503, or the events it could not finish) instead
     /// of timing out.
-    pub lambda_margin: Duration,
+    pub(crate) lambda_margin: Duration,
 }
 
 /// [`Timeouts::body_idle`]'s default, in seconds.
-pub const DEFAULT_BODY_TIMEOUT_S: f64 = 10.0;
+pub(crate) const DEFAULT_BODY_TIMEOUT_S: f64 = 10.0;
 /// [`Timeouts::request`]'s default, in seconds.
-pub const DEFAULT_REQUEST_TIMEOUT_S: f64 = 60.0;
+pub(crate) const DEFAULT_REQUEST_TIMEOUT_S: f64 = 60.0;
 /// [`Timeouts::lambda_margin`]'s default, in ms.
-pub const DEFAULT_DEADLINE_MARGIN_MS: u64 = 2_000;
+pub(crate) const DEFAULT_DEADLINE_MARGIN_MS: u64 = 2_000;
 
 impl Default for Timeouts {
     fn default() -> Self {
@@ -83,13 +83,13 @@ impl Default for Limits {
 
 /// How requests are grouped and how many may wait.
 #[derive(Debug, Clone, Copy)]
-pub struct BatchPolicy {
+pub(crate) struct BatchPolicy {
     /// How long the first job of a batch waits for company (0: no batching).
-    pub window: Duration,
+    pub(crate) window: Duration,
     /// Most pictures run in one batch.
-    pub max_pictures: usize,
+    pub(crate) max_pictures: usize,
     /// Most requests waiting for the inference thread; more are refused.
-    pub max_queued: usize,
+    pub(crate) max_queued: usize,
 }
 
 impl Default for BatchPolicy {
@@ -104,11 +104,11 @@ impl Default for BatchPolicy {
 
 /// Limits on connections (`catdog serve`'s settings).
 #[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     /// Time a connection has to send a whole request head (line and
     /// headers), for its first request and each next one on keep-alive.
-    pub header_timeout: Duration,
+    pub(crate) header_timeout: Duration,
     /// Connections open at once; past it, new ones wait in the listen
     /// backlog until one closes.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
 }

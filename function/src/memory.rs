@@ -24,22 +24,22 @@ const UNIT: u64 = 1 << 10;
 /// 40-megapixel JPEG takes ~125 MiB to decode and reduce, so a 2-core
 /// machine decodes 4 of them at once, already more than its cores can work
 /// on. More in flight would only hold memory, not go faster.
-pub const MIN_AUTO_CAP: u64 = 512 * MIB;
-pub const CAP_PER_CORE: u64 = 128 * MIB;
+pub(crate) const MIN_AUTO_CAP: u64 = 512 * MIB;
+pub(crate) const CAP_PER_CORE: u64 = 128 * MIB;
 /// Default bound on a picture's wait for the budget, in milliseconds.
-pub const DEFAULT_WAIT_MS: u64 = 30_000;
+pub(crate) const DEFAULT_WAIT_MS: u64 = 30_000;
 
 /// How the budget is decided (from settings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemoryPolicy {
+pub(crate) struct MemoryPolicy {
     /// A set budget in bytes (`CATDOG_MEMORY_BUDGET`); `None`: decided from
     /// the memory the process may use, once the model is loaded.
-    pub budget: Option<u64>,
+    pub(crate) budget: Option<u64>,
     /// The function's memory on Lambda (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`,
     /// in MB as Lambda counts them: MiB); `None` elsewhere.
-    pub lambda_memory_mb: Option<u64>,
+    pub(crate) lambda_memory_mb: Option<u64>,
     /// How long a picture may wait for the budget before a 503.
-    pub wait: Duration,
+    pub(crate) wait: Duration,
 }
 
 impl Default for MemoryPolicy {
@@ -55,7 +55,7 @@ impl Default for MemoryPolicy {
 /// Where a budget came from, as the log and `GET /model` say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum BudgetSource {
+pub(crate) enum BudgetSource {
     /// `CATDOG_MEMORY_BUDGET`.
     Set,
     /// Half of what `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` leaves after the
@@ -70,23 +70,23 @@ pub enum BudgetSource {
 
 /// A budget decided, with the figures it was decided from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct BudgetInfo {
+pub(crate) struct BudgetInfo {
     /// Bytes of decoded pictures in flight at most.
-    pub bytes: u64,
-    pub source: BudgetSource,
+    pub(crate) bytes: u64,
+    pub(crate) source: BudgetSource,
     /// The memory the process may use, when known.
-    pub limit_bytes: Option<u64>,
+    pub(crate) limit_bytes: Option<u64>,
     /// The process's resident memory when the budget was decided (the model
     /// loaded and warmed up), when known.
-    pub footprint_bytes: Option<u64>,
+    pub(crate) footprint_bytes: Option<u64>,
     /// A picture's longest wait for the budget, ms.
-    pub wait_ms: u64,
+    pub(crate) wait_ms: u64,
 }
 
 impl MemoryPolicy {
     /// Decides the budget now: call it once the model is loaded, so the
     /// process's footprint includes it.
-    pub fn decide(&self) -> BudgetInfo {
+    pub(crate) fn decide(&self) -> BudgetInfo {
         let footprint = process_rss();
         let (limit, source) = match self.lambda_memory_mb {
             Some(mb) => (Some(mb * MIB), BudgetSource::Lambda),
@@ -118,7 +118,7 @@ fn auto_budget(limit: u64, footprint: u64, cap: u64) -> u64 {
 
 /// Why a picture was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BudgetError {
+pub(crate) enum BudgetError {
     #[error(
         "decoding this {width}×{height} picture needs {} MiB, more than the whole memory budget \
          of {} MiB (CATDOG_MEMORY_BUDGET, or the function's memory on Lambda); send a smaller picture",
@@ -148,7 +148,7 @@ fn mib(bytes: u64) -> String {
 
 /// The budget: cheap to clone, shared by every request of one model.
 #[derive(Debug, Clone)]
-pub struct MemoryBudget {
+pub(crate) struct MemoryBudget {
     semaphore: Arc<Semaphore>,
     info: BudgetInfo,
     units: u32,
@@ -156,14 +156,14 @@ pub struct MemoryBudget {
 
 /// A picture's share of the budget, given back when dropped.
 #[derive(Debug)]
-pub struct Admitted {
+pub(crate) struct Admitted {
     _permit: Option<OwnedSemaphorePermit>,
     /// How long the picture waited for it, ms.
-    pub waited_ms: f64,
+    pub(crate) waited_ms: f64,
 }
 
 impl MemoryBudget {
-    pub fn new(info: BudgetInfo) -> Self {
+    pub(crate) fn new(info: BudgetInfo) -> Self {
         let units = (info.bytes / UNIT).clamp(1, u64::from(u32::MAX)) as u32;
         Self {
             semaphore: Arc::new(Semaphore::new(units as usize)),
@@ -172,17 +172,17 @@ impl MemoryBudget {
         }
     }
 
-    pub fn info(&self) -> BudgetInfo {
+    pub(crate) fn info(&self) -> BudgetInfo {
         self.info
     }
 
     /// Bytes of the budget in use now.
-    pub fn in_use(&self) -> u64 {
+    pub(crate) fn in_use(&self) -> u64 {
         u64::from(self.units).saturating_sub(self.semaphore.available_permits() as u64) * UNIT
     }
 
     /// Refuses at once a picture that could never be admitted (`Never`).
-    pub fn check(&self, width: u32, height: u32, bytes: u64) -> Result<u32, BudgetError> {
+    pub(crate) fn check(&self, width: u32, height: u32, bytes: u64) -> Result<u32, BudgetError> {
         let units = bytes.div_ceil(UNIT).max(1);
         if units > u64::from(self.units) {
             return Err(BudgetError::Never {
@@ -197,7 +197,7 @@ impl MemoryBudget {
 
     /// Waits (first come, first served) until `bytes` of the budget are free
     /// for a `width`×`height` picture, at most the policy's wait.
-    pub async fn admit(
+    pub(crate) async fn admit(
         &self,
         width: u32,
         height: u32,
@@ -249,7 +249,7 @@ pub fn return_freed_memory() {
 }
 
 /// The process's resident memory now (Linux: `VmRSS` in `/proc/self/status`).
-pub fn process_rss() -> Option<u64> {
+pub(crate) fn process_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status_kib(&status, "VmRSS:")
 }
@@ -263,7 +263,7 @@ fn status_kib(text: &str, name: &str) -> Option<u64> {
 
 /// The memory this process may use: the cgroup's limit (a container's,
 /// systemd's) when it has one, else the machine's physical memory.
-pub fn machine_memory() -> Option<u64> {
+pub(crate) fn machine_memory() -> Option<u64> {
     let total = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| status_kib(&m, "MemTotal:"));

@@ -22,7 +22,7 @@ pub fn with_causes(e: &dyn std::error::Error) -> String {
 
 /// The last part of a path: how answers, logs and messages name a file,
 /// never by the machine's folders.
-pub fn file_name(path: &Path) -> String {
+pub(crate) fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())

@@ -46,7 +46,7 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 /// Loss and accuracy per epoch (train, and valid when present).
-pub fn training_curves(history: &[EpochStats], path: &Path) -> PlotResult {
+pub(crate) fn training_curves(history: &[EpochStats], path: &Path) -> PlotResult {
     let text = font();
     let root = BitMapBackend::new(path, (900, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;

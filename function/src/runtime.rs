@@ -26,7 +26,10 @@ static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::
 static LIB_PATH: OnceLock<PathBuf> = OnceLock::new();
 
 /// Locates the shared library (see the module docs for the search order).
-pub fn find_library(explicit: Option<&Path>, cache_dir: &Path) -> Result<PathBuf, RuntimeError> {
+pub(crate) fn find_library(
+    explicit: Option<&Path>,
+    cache_dir: &Path,
+) -> Result<PathBuf, RuntimeError> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
     }
@@ -77,7 +80,7 @@ fn library_files(dir: &Path, keep: impl Fn(&str) -> bool, folders: bool) -> Vec<
 }
 
 /// The process-wide ONNX Runtime environment, loading the library on first use.
-pub fn environment(
+pub(crate) fn environment(
     explicit: Option<&Path>,
     cache_dir: &Path,
 ) -> Result<&'static ort::environment::Environment, RuntimeError> {

@@ -36,9 +36,9 @@ use aws_config::retry::RetryConfig;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Tries in all (1 = no retry; `u32::MAX`: until it works).
-    pub attempts: u32,
-    pub first_pause: Duration,
-    pub max_pause: Duration,
+    pub(crate) attempts: u32,
+    pub(crate) first_pause: Duration,
+    pub(crate) max_pause: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -55,7 +55,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The same pauses, tried until it works (a server answering 503 meanwhile).
-    pub fn unbounded(self) -> Self {
+    pub(crate) fn unbounded(self) -> Self {
         RetryPolicy {
             attempts: u32::MAX,
             ..self
@@ -63,7 +63,7 @@ impl RetryPolicy {
     }
 
     /// The pause after `pause`: doubled, at most `max_pause`.
-    pub fn next_pause(&self, pause: Duration) -> Duration {
+    pub(crate) fn next_pause(&self, pause: Duration) -> Duration {
         (pause * 2).min(self.max_pause)
     }
 
@@ -71,7 +71,7 @@ impl RetryPolicy {
     /// refuses, or the tries are spent (then its last error is returned).
     /// `on_retry` hears of each failure that will be tried again: the error,
     /// the try that failed (from 1) and the pause before the next.
-    pub async fn run<T, E, Fut>(
+    pub(crate) async fn run<T, E, Fut>(
         &self,
         mut attempt: impl FnMut() -> Fut,
         retryable: impl Fn(&E) -> bool,
@@ -99,7 +99,7 @@ impl RetryPolicy {
     /// the load retries (the SDK's default 3 tries would multiply its tries).
     /// Uploads, which have no loop of their own: this policy's tries and
     /// pauses, in the SDK's standard mode.
-    pub fn sdk_config(&self, use_: SdkRetries) -> RetryConfig {
+    pub(crate) fn sdk_config(&self, use_: SdkRetries) -> RetryConfig {
         match use_ {
             SdkRetries::Off => RetryConfig::disabled(),
             SdkRetries::ThisPolicy => RetryConfig::standard()

@@ -7,16 +7,16 @@ use super::layout::Expected;
 
 /// What a deployed version answered to one picture.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
-    pub label: String,
-    pub scores: BTreeMap<String, f64>,
+pub(crate) struct Answer {
+    pub(crate) label: String,
+    pub(crate) scores: BTreeMap<String, f64>,
     /// The model it answered with (`model.sha256` of the answer).
-    pub model_sha256: Option<String>,
+    pub(crate) model_sha256: Option<String>,
 }
 
 /// One way a new answer differs from the recorded one.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum Disagreement {
+pub(crate) enum Disagreement {
     #[error("label {got:?}, recorded {expected:?}")]
     Label { expected: String, got: String },
     #[error("score of {label:?} {got:.4}, recorded {expected:.4} (off by {off:.4}, more than {tolerance})", off = (got - expected).abs())]
@@ -34,7 +34,7 @@ pub enum Disagreement {
 
 /// How `got` differs from `expected`; empty when it agrees. Scores are
 /// compared as given (the model's f32, printed in JSON) within `tolerance`.
-pub fn compare(expected: &Expected, got: &Answer, tolerance: f64) -> Vec<Disagreement> {
+pub(crate) fn compare(expected: &Expected, got: &Answer, tolerance: f64) -> Vec<Disagreement> {
     let mut found = Vec::new();
     if got.label != expected.label {
         found.push(Disagreement::Label {

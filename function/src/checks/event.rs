@@ -13,7 +13,7 @@ use super::compare::Answer;
 
 /// The Function URL event of `POST /predict` with `picture` as a raw body,
 /// carrying the API key when the classifier asks for one.
-pub fn function_url_event(picture: &[u8], api_key: Option<&str>, request_id: &str) -> Value {
+pub(crate) fn function_url_event(picture: &[u8], api_key: Option<&str>, request_id: &str) -> Value {
     const AGENT: &str = "catdog-pretraffic";
     const DOMAIN: &str = "pretraffic.catdog.invalid";
     let mut headers = json!({
@@ -57,7 +57,7 @@ pub fn function_url_event(picture: &[u8], api_key: Option<&str>, request_id: &st
 
 /// The answer in an invoke's payload: a `200` HTTP response whose body is
 /// `/predict`'s answer. Anything else is an error saying what came instead.
-pub fn answer_of(payload: &[u8]) -> Result<Answer, String> {
+pub(crate) fn answer_of(payload: &[u8]) -> Result<Answer, String> {
     let response: Value = serde_json::from_slice(payload).map_err(|e| {
         format!(
             "the invoke answered no JSON ({e}): {}",

@@ -11,49 +11,49 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// What the answers file's key ends with, after the model's key.
-pub const ANSWERS_SUFFIX: &str = ".checks.json";
+pub(crate) const ANSWERS_SUFFIX: &str = ".checks.json";
 
 /// The answers file's `format`; another value is refused, not guessed at.
-pub const FORMAT: &str = "catdog-checks/1";
+pub(crate) const FORMAT: &str = "catdog-checks/1";
 
 /// The answers file: what a model answered to each picture, and which model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Checks {
-    pub format: String,
+pub(crate) struct Checks {
+    pub(crate) format: String,
     /// The SHA-256 of the model that gave these answers: a deployed version
     /// answering with another model fails the checks, even if it agrees.
-    pub model_sha256: String,
+    pub(crate) model_sha256: String,
     /// Which catdog on which CPU architecture recorded them (for people).
-    pub recorded_with: String,
-    pub pictures: Vec<Expected>,
+    pub(crate) recorded_with: String,
+    pub(crate) pictures: Vec<Expected>,
 }
 
 /// One picture and its recorded answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Expected {
+pub(crate) struct Expected {
     /// Its file name under `KEY.checks/`.
-    pub name: String,
+    pub(crate) name: String,
     /// Of its bytes: a picture replaced after recording fails the checks.
-    pub sha256: String,
-    pub label: String,
-    pub scores: BTreeMap<String, f64>,
+    pub(crate) sha256: String,
+    pub(crate) label: String,
+    pub(crate) scores: BTreeMap<String, f64>,
 }
 
 /// `KEY.checks.json` for the model at `model_key`.
-pub fn answers_key(model_key: &str) -> String {
+pub(crate) fn answers_key(model_key: &str) -> String {
     format!("{model_key}{ANSWERS_SUFFIX}")
 }
 
 /// The key of picture `name`, beside the answers file `answers_key`
 /// (`KEY.checks.json` → `KEY.checks/NAME`).
-pub fn picture_key(answers_key: &str, name: &str) -> String {
+pub(crate) fn picture_key(answers_key: &str, name: &str) -> String {
     let folder = answers_key.strip_suffix(".json").unwrap_or(answers_key);
     format!("{folder}/{name}")
 }
 
 /// Whether `name` is one file name (no folder, nothing hidden): it becomes
 /// a key under `KEY.checks/`, where the hook's policy lets it read.
-pub fn is_plain_name(name: &str) -> bool {
+pub(crate) fn is_plain_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
         && !name.contains(['/', '\\'])
@@ -63,7 +63,7 @@ pub fn is_plain_name(name: &str) -> bool {
 impl Checks {
     /// Parses and checks an answers file: the known format, at least one
     /// picture, plain and distinct names, a label and scores for each.
-    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, String> {
         let checks: Checks = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         if checks.format != FORMAT {
             return Err(format!(

@@ -11,15 +11,15 @@
 //!   and the answer out of the invoke's payload;
 //! - [`store`]: writing them to S3 and reading them back.
 
-pub mod compare;
-pub mod event;
-pub mod layout;
-pub mod record;
-pub mod store;
+pub(crate) mod compare;
+pub(crate) mod event;
+pub(crate) mod layout;
+pub(crate) mod record;
+pub(crate) mod store;
 
-pub use compare::{compare, Answer, Disagreement};
-pub use layout::{Checks, Expected, ANSWERS_SUFFIX};
-pub use record::Recorded;
+pub(crate) use compare::{compare, Answer};
+pub(crate) use layout::{Expected, ANSWERS_SUFFIX};
+pub(crate) use record::Recorded;
 
 /// The default of `CATDOG_CHECK_TOLERANCE`: answers are recorded on one CPU
 /// and checked on Lambda's. An fp32 model's scores differ there by ~1e-6 (other

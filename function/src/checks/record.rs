@@ -10,24 +10,23 @@ use crate::limits::Limits;
 use crate::model::Classifier;
 
 /// Each picture is one invoke of the new version, while its deployment waits.
-pub const MAX_PICTURES: usize = 100;
+pub(crate) const MAX_PICTURES: usize = 100;
 
 /// An invoke carries at most 6 MB, and the picture goes in base64 (4/3 of
 /// its size) inside the event.
-pub const MAX_PICTURE_BYTES: usize = 4 << 20;
+pub(crate) const MAX_PICTURE_BYTES: usize = 4 << 20;
 
 /// One picture as it will be stored: its bytes and its recorded answer.
 #[derive(Debug, Clone)]
-pub struct Recorded {
-    pub path: PathBuf,
-    pub bytes: Vec<u8>,
-    pub expected: Expected,
+pub(crate) struct Recorded {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) expected: Expected,
 }
 
 /// The model's answers to `files`, under distinct plain names; any picture
 /// it cannot answer (unreadable, too large) is an error naming it, as a
 /// check left out quietly would test less than asked. Blocking.
-pub fn record(
+pub(crate) fn record(
     classifier: &Classifier,
     files: &[PathBuf],
     limits: &Limits,
@@ -59,7 +58,6 @@ pub fn record(
             .outcome
             .map_err(|reason| picture_error(&answer.path, reason))?;
         recorded.push(Recorded {
-            path: answer.path,
             expected: Expected {
                 name,
                 sha256: crate::model::source::sha256_hex(&bytes),
@@ -80,7 +78,7 @@ pub fn record(
 /// Pictures whose answer another CPU may well change: the label wins by
 /// less than twice the default tolerance (an int8 model's scores move by a
 /// few hundredths from CPU to CPU). Clear pictures make steadier checks.
-pub fn close_calls(recorded: &[Recorded]) -> Vec<String> {
+pub(crate) fn close_calls(recorded: &[Recorded]) -> Vec<String> {
     recorded
         .iter()
         .filter_map(|r| {
@@ -154,7 +152,6 @@ mod tests {
     #[test]
     fn close_calls_are_named() {
         let at = |name: &str, cat: f64| Recorded {
-            path: PathBuf::from(name),
             bytes: Vec::new(),
             expected: Expected {
                 name: name.into(),

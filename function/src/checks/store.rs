@@ -15,7 +15,7 @@ use crate::objects::store::ObjectStore;
 /// Writes the recorded pictures and their answers next to the model at
 /// `s3://bucket/model_key`, whose digest is `model_sha256`; returns the
 /// answers file's URI.
-pub async fn put(
+pub(crate) async fn put(
     client: &aws_sdk_s3::Client,
     bucket: &str,
     model_key: &str,
@@ -73,7 +73,7 @@ async fn put_one(
 }
 
 /// The answers file at `s3://bucket/key`, parsed and checked.
-pub async fn get_checks(
+pub(crate) async fn get_checks(
     store: &ObjectStore,
     bucket: &str,
     key: &str,
@@ -105,7 +105,7 @@ fn read_error(uri: &str, failure: crate::objects::Failure) -> ChecksError {
 }
 
 /// Picture `name` of the answers file at `s3://bucket/answers`.
-pub async fn get_picture(
+pub(crate) async fn get_picture(
     store: &ObjectStore,
     bucket: &str,
     answers: &str,

@@ -18,23 +18,23 @@ macro_rules! error_codes {
         /// test checks that the three agree.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
         #[serde(rename_all = "snake_case")]
-        pub enum ErrorCode {
+        pub(crate) enum ErrorCode {
             $($(#[doc = $doc])* $variant,)*
         }
 
         impl ErrorCode {
             /// Every code, in the order of its declaration.
-            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
+            pub(crate) const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
 
             /// The code on the wire (`snake_case`).
-            pub const fn as_str(self) -> &'static str {
+            pub(crate) const fn as_str(self) -> &'static str {
                 match self {
                     $(ErrorCode::$variant => $name,)*
                 }
             }
 
             /// The status every answer with this code has.
-            pub const fn status(self) -> StatusCode {
+            pub(crate) const fn status(self) -> StatusCode {
                 match self {
                     $(ErrorCode::$variant => StatusCode::$status,)*
                 }
@@ -123,7 +123,7 @@ impl ErrorCode {
     /// The `Retry-After` (seconds) that every answer with this code carries.
     /// `model_unavailable` carries one only when its cause will pass by
     /// itself, which `Unready` (in `pipeline::model`) knows, not the code.
-    pub const fn retry_after(self) -> Option<u32> {
+    pub(crate) const fn retry_after(self) -> Option<u32> {
         match self {
             ErrorCode::Overloaded | ErrorCode::S3Unavailable | ErrorCode::DeadlineExceeded => {
                 Some(1)

@@ -11,7 +11,7 @@
 
 mod code;
 
-pub use code::ErrorCode;
+pub(crate) use code::ErrorCode;
 
 use axum::http::StatusCode;
 
@@ -23,21 +23,21 @@ use crate::memory::BudgetError;
 /// people. It rides on its response as an extension, so the request log can
 /// name it and the Open Inference Protocol routes can re-shape it.
 #[derive(Debug, Clone)]
-pub struct ApiError {
-    pub code: ErrorCode,
-    pub message: String,
+pub(crate) struct ApiError {
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
     /// Seconds for a `Retry-After` header.
-    pub retry_after: Option<u32>,
+    pub(crate) retry_after: Option<u32>,
 }
 
 /// The longest message an error answer carries: whatever a request made
 /// it say (field names, paths), the answer stays small.
-pub const MAX_MESSAGE_CHARS: usize = 1024;
+pub(crate) const MAX_MESSAGE_CHARS: usize = 1024;
 
 impl ApiError {
     /// An answer with `code`'s status and `Retry-After`; the message is
     /// cut to [`MAX_MESSAGE_CHARS`].
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: bounded(message.into()),
@@ -45,12 +45,12 @@ impl ApiError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         self.code.status()
     }
 
     /// 500: what failed goes to the log, not to the client.
-    pub fn internal(message: impl Into<String>) -> Self {
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Internal, message)
     }
 }
@@ -79,12 +79,12 @@ impl From<&DecodeError> for ErrorCode {
 /// A picture of a request that could not be decoded, or not admitted to
 /// the memory budget: which one, and why.
 #[derive(Debug)]
-pub struct PictureError<E = DecodeError> {
+pub(crate) struct PictureError<E = DecodeError> {
     /// 0-based place in the request.
-    pub index: usize,
+    pub(crate) index: usize,
     /// Pictures in the request (a lone picture is not numbered).
-    pub count: usize,
-    pub source: E,
+    pub(crate) count: usize,
+    pub(crate) source: E,
 }
 
 impl<E: std::fmt::Display> std::fmt::Display for PictureError<E> {

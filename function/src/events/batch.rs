@@ -15,14 +15,14 @@ use crate::objects::{Failure, ObjectRef, Outcome};
 
 /// How a task ended, as Batch Operations spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResultCode {
+pub(crate) enum ResultCode {
     Succeeded,
     TemporaryFailure,
     PermanentFailure,
 }
 
 impl ResultCode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ResultCode::Succeeded => "Succeeded",
             ResultCode::TemporaryFailure => "TemporaryFailure",
@@ -30,7 +30,7 @@ impl ResultCode {
         }
     }
 
-    pub fn of(outcome: &Outcome) -> Self {
+    pub(crate) fn of(outcome: &Outcome) -> Self {
         match outcome {
             Outcome::Classified { .. } | Outcome::Ignored { .. } => ResultCode::Succeeded,
             Outcome::Failed { failure, .. } if failure.is_transient() => {
@@ -42,7 +42,7 @@ impl ResultCode {
 }
 
 /// The object a task names (its key URL-encoded, as in both schemas).
-pub fn task_object(task: &S3BatchJobTask) -> Wanted {
+pub(crate) fn task_object(task: &S3BatchJobTask) -> Wanted {
     let bucket = task
         .s3_bucket_arn
         .as_deref()
@@ -72,7 +72,11 @@ pub fn task_object(task: &S3BatchJobTask) -> Wanted {
 const MAX_RESULT_CHARS: usize = 512;
 
 /// One task's result.
-pub fn task_result(task_id: Option<String>, code: ResultCode, said: &str) -> S3BatchJobResult {
+pub(crate) fn task_result(
+    task_id: Option<String>,
+    code: ResultCode,
+    said: &str,
+) -> S3BatchJobResult {
     let mut r = S3BatchJobResult::default();
     r.task_id = task_id;
     r.result_code = Some(code.as_str().into());
@@ -82,7 +86,10 @@ pub fn task_result(task_id: Option<String>, code: ResultCode, said: &str) -> S3B
 
 /// The answer to a job's invoke: a result for every task, in the schema
 /// version it came in; a task the function leaves out counts as failed for good.
-pub fn response(event: &S3BatchJobEvent, results: Vec<S3BatchJobResult>) -> S3BatchJobResponse {
+pub(crate) fn response(
+    event: &S3BatchJobEvent,
+    results: Vec<S3BatchJobResult>,
+) -> S3BatchJobResponse {
     let mut r = S3BatchJobResponse::default();
     r.invocation_schema_version = Some(
         event

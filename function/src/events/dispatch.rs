@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 /// Why an invoke fails (Lambda then reports it, and retries what it retries).
 #[derive(Debug, thiserror::Error)]
-pub enum EventError {
+pub(crate) enum EventError {
     #[error(transparent)]
     Unknown(#[from] UnknownEvent),
     /// An S3-side event reached a function with no S3 client (not on Lambda).
@@ -35,26 +35,30 @@ pub enum EventError {
 
 /// How S3-side events are worked through.
 #[derive(Debug, Clone)]
-pub struct EventOptions {
+pub(crate) struct EventOptions {
     /// Objects classified at once within one invoke.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// The only objects events may name (`CATDOG_UPLOADS`); `None`: none.
-    pub scope: Option<ObjectScope>,
+    pub(crate) scope: Option<ObjectScope>,
     /// Time kept before the invoke's deadline: objects not done by then
     /// are answered as unfinished (to be retried), not timed out.
-    pub margin: Duration,
+    pub(crate) margin: Duration,
 }
 
 /// Answers every event kind; cheap to clone (one per invoke).
 #[derive(Clone)]
-pub struct EventHandler {
+pub(crate) struct EventHandler {
     router: axum::Router,
     objects: Option<ObjectWorker>,
     options: EventOptions,
 }
 
 impl EventHandler {
-    pub fn new(router: axum::Router, objects: Option<ObjectWorker>, options: EventOptions) -> Self {
+    pub(crate) fn new(
+        router: axum::Router,
+        objects: Option<ObjectWorker>,
+        options: EventOptions,
+    ) -> Self {
         Self {
             router,
             objects,
@@ -66,7 +70,7 @@ impl EventHandler {
     }
 
     /// The answer to one invoke.
-    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, EventError> {
+    pub(crate) async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, EventError> {
         let LambdaEvent { payload, context } = event;
         // Lambda's longest invoke, for a context that names no deadline.
         let stop = lambda_stop(context.deadline, self.options.margin)

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 /// An invoke's event, parsed.
 #[derive(Debug)]
-pub enum EventKind {
+pub(crate) enum EventKind {
     Http(Box<LambdaRequest>),
     S3(S3Event),
     EventBridge(Box<EventBridgeEvent<ObjectCreatedDetail>>),
@@ -25,27 +25,27 @@ pub enum EventKind {
 /// The `detail` of EventBridge's S3 "Object Created" event (aws_lambda_events
 /// has the envelope, generic over its detail, but not this detail).
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
-pub struct ObjectCreatedDetail {
-    pub bucket: DetailBucket,
-    pub object: DetailObject,
+pub(crate) struct ObjectCreatedDetail {
+    pub(crate) bucket: DetailBucket,
+    pub(crate) object: DetailObject,
     #[serde(default)]
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
-pub struct DetailBucket {
-    pub name: String,
+pub(crate) struct DetailBucket {
+    pub(crate) name: String,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
-pub struct DetailObject {
-    pub key: String,
+pub(crate) struct DetailObject {
+    pub(crate) key: String,
     #[serde(default)]
-    pub size: Option<u64>,
+    pub(crate) size: Option<u64>,
     #[serde(default)]
-    pub etag: Option<String>,
+    pub(crate) etag: Option<String>,
     #[serde(default, rename = "version-id")]
-    pub version_id: Option<String>,
+    pub(crate) version_id: Option<String>,
 }
 
 /// An event catdog does not answer, named by what it held.
@@ -54,14 +54,14 @@ pub struct DetailObject {
     "catdog answers HTTP (Function URL, API Gateway, ALB), S3 notifications, EventBridge \
      Object Created, SQS-wrapped S3 notifications and S3 Batch Operations; this event is {what}"
 )]
-pub struct UnknownEvent {
-    pub what: String,
+pub(crate) struct UnknownEvent {
+    pub(crate) what: String,
 }
 
 impl EventKind {
     /// Tells the event apart by its shape; a known shape with bad fields is
     /// refused with serde's reason.
-    pub fn identify(event: Value) -> Result<Self, UnknownEvent> {
+    pub(crate) fn identify(event: Value) -> Result<Self, UnknownEvent> {
         let source = first_record_field(&event, "eventSource");
         let parse_err = |kind: &str, e: serde_json::Error| UnknownEvent {
             what: format!("an {kind} event that does not parse: {e}"),

@@ -11,10 +11,9 @@
 //! - [`batch`]: Batch Operations tasks and their results;
 //! - [`dispatch`]: one invoke, start to answer.
 
-pub mod batch;
-pub mod dispatch;
-pub mod kind;
-pub mod notifications;
+pub(crate) mod batch;
+pub(crate) mod dispatch;
+pub(crate) mod kind;
+pub(crate) mod notifications;
 
-pub use dispatch::EventHandler;
-pub use kind::{EventKind, UnknownEvent};
+pub(crate) use dispatch::EventHandler;

@@ -21,7 +21,7 @@ use crate::objects::{Failure, ObjectRef};
 
 /// What one notification record asks for.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Wanted {
+pub(crate) enum Wanted {
     /// An object to classify.
     Object(ObjectRef),
     /// A record that names no object to classify (a removal, S3's test
@@ -32,7 +32,7 @@ pub enum Wanted {
 }
 
 /// The objects an S3 notification names, one per record.
-pub fn s3_objects(event: &S3Event) -> Vec<Wanted> {
+pub(crate) fn s3_objects(event: &S3Event) -> Vec<Wanted> {
     event.records.iter().map(s3_object).collect()
 }
 
@@ -61,7 +61,7 @@ fn s3_object(record: &S3EventRecord) -> Wanted {
 }
 
 /// The object an EventBridge "Object Created" event names.
-pub fn eventbridge_object(event: &EventBridgeEvent<ObjectCreatedDetail>) -> Wanted {
+pub(crate) fn eventbridge_object(event: &EventBridgeEvent<ObjectCreatedDetail>) -> Wanted {
     let d = &event.detail;
     match decode_event_key(&d.object.key) {
         Ok(key) => Wanted::Object(
@@ -75,7 +75,7 @@ pub fn eventbridge_object(event: &EventBridgeEvent<ObjectCreatedDetail>) -> Want
 
 /// What one SQS message asks for: the S3 notification in its body (S3's
 /// `s3:TestEvent`, sent when the notification is set up, asks for nothing).
-pub fn sqs_objects(body: Option<&str>) -> Vec<Wanted> {
+pub(crate) fn sqs_objects(body: Option<&str>) -> Vec<Wanted> {
     let Some(body) = body else {
         return vec![Wanted::Bad(Failure::permanent(
             "invalid_event",
@@ -105,7 +105,7 @@ pub fn sqs_objects(body: Option<&str>) -> Vec<Wanted> {
 }
 
 /// The partial batch response: the messages to deliver again.
-pub fn sqs_response(retry: impl IntoIterator<Item = String>) -> SqsBatchResponse {
+pub(crate) fn sqs_response(retry: impl IntoIterator<Item = String>) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     response.batch_item_failures = retry
         .into_iter()
@@ -121,7 +121,7 @@ pub fn sqs_response(retry: impl IntoIterator<Item = String>) -> SqsBatchResponse
 /// The message ids of `event`, in order (a missing id cannot be retried by
 /// name: it is reported as the empty string, which makes Lambda retry the
 /// whole batch, the safe side).
-pub fn message_ids(event: &SqsEvent) -> Vec<String> {
+pub(crate) fn message_ids(event: &SqsEvent) -> Vec<String> {
     event
         .records
         .iter()

@@ -24,30 +24,30 @@ pub enum Init {
 
 /// When a result is good enough to write.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Acceptance {
+pub(crate) struct Acceptance {
     /// Lowest validation accuracy accepted.
-    pub min_accuracy: f64,
+    pub(crate) min_accuracy: f64,
     /// Write a weak head anyway (and say so).
-    pub allow_weak: bool,
+    pub(crate) allow_weak: bool,
 }
 
 /// Augmentation: extra copies of each training photo, each run through the base.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Augment {
     /// The left-right mirror image.
-    pub mirror: bool,
+    pub(crate) mirror: bool,
     /// The four corner crops keeping 80% of each side.
-    pub crop: bool,
+    pub(crate) crop: bool,
 }
 
 impl Augment {
     /// Every augmentation (what cross-validation measures).
-    pub const ALL: Augment = Augment {
+    pub(crate) const ALL: Augment = Augment {
         mirror: true,
         crop: true,
     };
 
-    pub fn views(self) -> Vec<View> {
+    pub(crate) fn views(self) -> Vec<View> {
         let mut views = Vec::new();
         if self.mirror {
             views.push(View::Mirror);
@@ -82,32 +82,32 @@ pub enum NeitherMode {
 
 /// The label that means "none of the others", and what it is learnt from.
 #[derive(Debug, Clone)]
-pub struct NeitherConfig {
+pub(crate) struct NeitherConfig {
     /// Its name (`neither`).
-    pub label: String,
+    pub(crate) label: String,
     /// Photos of other things, for its threshold or as its class.
-    pub photos: Option<PathBuf>,
+    pub(crate) photos: Option<PathBuf>,
     /// With photos: threshold or class (without, always threshold).
-    pub mode: NeitherMode,
+    pub(crate) mode: NeitherMode,
 }
 
 /// What to fine-tune on what.
 #[derive(Debug, Clone)]
-pub struct FinetuneConfig {
+pub(crate) struct FinetuneConfig {
     /// The base model (its `preprocessing` override, session and fetch
     /// options are those of serving).
-    pub base: ModelSpec,
-    pub data: PathBuf,
-    pub out: PathBuf,
-    pub train: TrainConfig,
-    pub init: Init,
+    pub(crate) base: ModelSpec,
+    pub(crate) data: PathBuf,
+    pub(crate) out: PathBuf,
+    pub(crate) train: TrainConfig,
+    pub(crate) init: Init,
     /// Share of each class of train/ set aside for validation when there is no valid/.
-    pub valid_fraction: f64,
-    pub accept: Acceptance,
+    pub(crate) valid_fraction: f64,
+    pub(crate) accept: Acceptance,
     /// Which extra copies of each training photo to train on.
-    pub augment: Augment,
+    pub(crate) augment: Augment,
     /// Measure the candidate settings by k-fold cross-validation instead of training.
-    pub cv: Option<usize>,
+    pub(crate) cv: Option<usize>,
     /// The rejecting label; `None` (`--no-neither`): every answer is one of the labels.
-    pub neither: Option<NeitherConfig>,
+    pub(crate) neither: Option<NeitherConfig>,
 }

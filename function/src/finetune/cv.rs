@@ -10,7 +10,7 @@ use super::features::{Extracted, View};
 use super::train::{self, Rng, Set, TrainConfig};
 
 /// The photos' features, with each augmented copy's.
-pub struct Pool {
+pub(crate) struct Pool {
     x: Vec<Vec<f32>>,
     y: Vec<usize>,
     prior: Option<Vec<Vec<f32>>>,
@@ -36,7 +36,7 @@ fn append(x: &mut Vec<Vec<f32>>, prior: &mut Option<Vec<Vec<f32>>>, ex: &Extract
 
 impl Pool {
     /// Pools sets of (features, labels) with, per view, the same sets' augmented extractions.
-    pub fn new<const N: usize>(
+    pub(crate) fn new<const N: usize>(
         sets: &[(&Extracted, &Vec<usize>); N],
         views: &[(View, [Extracted; N])],
     ) -> Self {
@@ -73,38 +73,44 @@ impl Pool {
 
 /// One candidate's settings.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Candidate {
-    pub zero_shot: bool,
-    pub weight_decay: f32,
-    pub label_smoothing: f32,
-    pub mirror: bool,
-    pub crop: bool,
+pub(crate) struct Candidate {
+    pub(crate) zero_shot: bool,
+    pub(crate) weight_decay: f32,
+    pub(crate) label_smoothing: f32,
+    pub(crate) mirror: bool,
+    pub(crate) crop: bool,
 }
 
 /// One candidate's cross-validated score.
 #[derive(Debug, Clone, Serialize)]
-pub struct CandidateScore {
-    pub candidate: Candidate,
-    pub correct: usize,
-    pub total: usize,
-    pub mean_loss: f32,
+pub(crate) struct CandidateScore {
+    pub(crate) candidate: Candidate,
+    pub(crate) correct: usize,
+    pub(crate) total: usize,
+    pub(crate) mean_loss: f32,
     /// The same heads, answering with the mean of the photo's and its
     /// mirror image's probabilities (test-time flip averaging).
-    pub tta_correct: Option<usize>,
-    pub tta_mean_loss: Option<f32>,
+    pub(crate) tta_correct: Option<usize>,
+    pub(crate) tta_mean_loss: Option<f32>,
 }
 
 /// Every candidate's score, best first, and the base's zero-shot choice.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    pub folds: usize,
-    pub photos: usize,
-    pub zero_shot_correct: Option<usize>,
-    pub rows: Vec<CandidateScore>,
+    pub(crate) folds: usize,
+    pub(crate) photos: usize,
+    pub(crate) zero_shot_correct: Option<usize>,
+    pub(crate) rows: Vec<CandidateScore>,
 }
 
 /// Runs every candidate over `k` stratified folds.
-pub fn run(pool: &Pool, classes: usize, k: usize, base: TrainConfig, zero_shot: bool) -> Report {
+pub(crate) fn run(
+    pool: &Pool,
+    classes: usize,
+    k: usize,
+    base: TrainConfig,
+    zero_shot: bool,
+) -> Report {
     let k = k.max(2);
     // Stratified folds: each class shuffled by the seed, dealt round-robin.
     let mut fold = vec![0usize; pool.y.len()];

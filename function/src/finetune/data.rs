@@ -30,9 +30,9 @@ pub enum DataError {
 
 /// Files of one split with their class index, and the sorted class names.
 #[derive(Debug, Clone)]
-pub struct Split {
-    pub labels: Vec<String>,
-    pub files: Vec<(PathBuf, usize)>,
+pub(crate) struct Split {
+    pub(crate) labels: Vec<String>,
+    pub(crate) files: Vec<(PathBuf, usize)>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
@@ -44,7 +44,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
 
 /// Lists `dir`: one sub-folder per class (sorted by name), the pictures in
 /// it (the one walker, [`crate::files::pictures_in`]).
-pub fn list_split(dir: &Path) -> Result<Split, DataError> {
+pub(crate) fn list_split(dir: &Path) -> Result<Split, DataError> {
     if !dir.is_dir() {
         return Err(DataError::Missing(dir.to_path_buf()));
     }
@@ -84,7 +84,7 @@ pub enum ValidSource {
 /// `DIR/train` and a validation split: `DIR/valid` when it exists (same
 /// classes required), else `fraction` of each class of `train/` set aside
 /// (seeded and stratified: at least one photo per class, never the last).
-pub fn train_and_valid(
+pub(crate) fn train_and_valid(
     dir: &Path,
     fraction: f64,
     seed: u64,
@@ -137,7 +137,7 @@ fn carve<T>(mut files: Vec<T>, fraction: f64, rng: &mut super::train::Rng) -> (V
 }
 
 /// The pictures under a folder of one class: none is an error.
-pub fn class_pictures(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+pub(crate) fn class_pictures(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     if !dir.is_dir() {
         return Err(DataError::MissingFolder(dir.to_path_buf()));
     }
@@ -150,7 +150,7 @@ pub fn class_pictures(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 
 impl Split {
     /// The index of the class `label`, added after the others if new.
-    pub fn class_of(&mut self, label: &str) -> usize {
+    pub(crate) fn class_of(&mut self, label: &str) -> usize {
         match self.labels.iter().position(|l| l == label) {
             Some(i) => i,
             None => {
@@ -164,7 +164,7 @@ impl Split {
 /// Adds the pictures under `dir` to the class `label` — a new class after
 /// the others, or more pictures of one that train/ already has — with a
 /// seeded `fraction` of them in `valid`. Returns the class's index.
-pub fn add_class(
+pub(crate) fn add_class(
     train: &mut Split,
     valid: &mut Split,
     label: &str,
@@ -182,7 +182,7 @@ pub fn add_class(
     Ok(class)
 }
 
-pub fn list(dir: &Path) -> Result<(Split, Option<Split>), DataError> {
+pub(crate) fn list(dir: &Path) -> Result<(Split, Option<Split>), DataError> {
     let train = list_split(&dir.join("train"))?;
     let valid_dir = dir.join("valid");
     let valid = if valid_dir.is_dir() {

@@ -13,7 +13,7 @@ use crate::model::{contract, imagenet, output};
 /// The written model's answers, computed on cached rows: the trained head,
 /// then (threshold mode) the base's evidence as the last column, then the
 /// label rule — the same rule serving applies ([`output::predict`]).
-pub struct Answers<'a> {
+pub(crate) struct Answers<'a> {
     head: &'a SoftmaxHead,
     rule: output::Head,
     /// Threshold mode: the base classes the evidence sums over.
@@ -21,7 +21,7 @@ pub struct Answers<'a> {
 }
 
 impl<'a> Answers<'a> {
-    pub fn new(
+    pub(crate) fn new(
         head: &'a SoftmaxHead,
         plan: &Plan,
         rejection: Option<&contract::Rejection>,
@@ -59,14 +59,14 @@ impl<'a> Answers<'a> {
     }
 
     /// How many rows of `ex` get the answer `label`.
-    pub fn count(&self, ex: &Extracted, label: usize) -> usize {
+    pub(crate) fn count(&self, ex: &Extracted, label: usize) -> usize {
         (0..ex.features.len())
             .filter(|&i| self.answer(ex, i) == label)
             .count()
     }
 
     /// Share of the rows answered right (see [`Plan::truth`]).
-    pub fn accuracy(&self, set: &Labelled, plan: &Plan) -> f64 {
+    pub(crate) fn accuracy(&self, set: &Labelled, plan: &Plan) -> f64 {
         let right = (0..set.y.len())
             .filter(|&i| self.answer(&set.ex, i) == plan.truth(set.y[i]))
             .count();
@@ -76,7 +76,7 @@ impl<'a> Answers<'a> {
 
 /// The base's own zero-shot answer on the same photos (ImageNet bases: the
 /// labels' groups, and `neither` below the ImageNet mode's threshold).
-pub fn base_accuracy(
+pub(crate) fn base_accuracy(
     plan: &Plan,
     rejection: Option<&contract::Rejection>,
     valid: &Labelled,
@@ -106,7 +106,7 @@ pub fn base_accuracy(
 
 /// The epoch whose head training kept: the lowest validation loss (the
 /// last epoch without validation).
-pub fn best_epoch(history: &[EpochStats]) -> usize {
+pub(crate) fn best_epoch(history: &[EpochStats]) -> usize {
     history
         .iter()
         .filter_map(|h| h.valid_loss.map(|l| (h.epoch, l)))
@@ -120,7 +120,7 @@ pub fn best_epoch(history: &[EpochStats]) -> usize {
 /// Why the head is too weak to write, the most specific reason first:
 /// photos of other things it does not answer `neither` for, then a
 /// validation accuracy under the floor, then under the base's own.
-pub fn weakness(
+pub(crate) fn weakness(
     accept: &Acceptance,
     neither: Option<&NeitherSummary>,
     valid_accuracy: f64,

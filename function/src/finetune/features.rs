@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-pub use super::view::View;
+pub(crate) use super::view::View;
 
 use super::probe::Probe;
 use super::progress::{Event, Progress};
@@ -10,23 +10,23 @@ use crate::decode::DecodeLimits;
 use crate::files::decode_chunks;
 
 /// Features of the pictures that decoded; the others are reported, not fatal.
-pub struct Extracted {
-    pub features: Vec<Vec<f32>>,
+pub(crate) struct Extracted {
+    pub(crate) features: Vec<Vec<f32>>,
     /// Index into the input list of each feature row.
-    pub kept: Vec<usize>,
+    pub(crate) kept: Vec<usize>,
     /// Files skipped, with why.
-    pub skipped: Vec<(PathBuf, String)>,
+    pub(crate) skipped: Vec<(PathBuf, String)>,
     /// With a prior: per kept picture, each new class's score from the
     /// base's logits (log-sum-exp over its group of base classes); see
     /// [`Extracted::set_prior`].
-    pub prior: Option<Vec<Vec<f32>>>,
+    pub(crate) prior: Option<Vec<Vec<f32>>>,
     /// Per kept picture, the base's logits (ImageNet bases).
-    pub logits: Option<Vec<Vec<f32>>>,
+    pub(crate) logits: Option<Vec<Vec<f32>>>,
 }
 
 impl Extracted {
     /// Each picture's prior: per group of base classes, its score.
-    pub fn set_prior(&mut self, groups: Option<&[Vec<i64>]>) {
+    pub(crate) fn set_prior(&mut self, groups: Option<&[Vec<i64>]>) {
         self.prior = groups.zip(self.logits.as_ref()).map(|(groups, logits)| {
             logits
                 .iter()
@@ -37,14 +37,14 @@ impl Extracted {
 
     /// Each picture's evidence for a group of base classes: the base's
     /// probability that the picture is one of them.
-    pub fn evidence(&self, domain: &[i64]) -> Option<Vec<f32>> {
+    pub(crate) fn evidence(&self, domain: &[i64]) -> Option<Vec<f32>> {
         let logits = self.logits.as_ref()?;
         Some(logits.iter().map(|row| evidence(row, domain)).collect())
     }
 }
 
 /// The base's probability (softmax of `row`) summed over `group`.
-pub fn evidence(row: &[f32], group: &[i64]) -> f32 {
+pub(crate) fn evidence(row: &[f32], group: &[i64]) -> f32 {
     (group_score(row, group) - log_sum_exp(row)).exp()
 }
 
@@ -55,7 +55,7 @@ fn log_sum_exp(values: &[f32]) -> f32 {
 }
 
 /// `log Σ exp(row[i])` over the group: the group's score, stable.
-pub fn group_score(row: &[f32], group: &[i64]) -> f32 {
+pub(crate) fn group_score(row: &[f32], group: &[i64]) -> f32 {
     let values: Vec<f32> = group
         .iter()
         .filter_map(|&i| row.get(i as usize).copied())
@@ -68,7 +68,7 @@ const CHUNK: usize = 16;
 
 /// Runs the probe (the base with the feature tensor as an extra output) on
 /// `files`; also reads the base's `logits` tensor when it has one.
-pub fn extract(
+pub(crate) fn extract(
     probe: &Probe,
     files: &[PathBuf],
     view: View,

@@ -8,30 +8,30 @@
 //! ([`cv`]), fit the rejecting label ([`neither`]), score ([`evaluate`]),
 //! and write ([`write`]). What happens on the way goes to a [`Progress`].
 
-pub mod config;
-pub mod cv;
-pub mod data;
-pub mod error;
-pub mod evaluate;
-pub mod features;
+pub(crate) mod config;
+pub(crate) mod cv;
+pub(crate) mod data;
+pub(crate) mod error;
+pub(crate) mod evaluate;
+pub(crate) mod features;
 pub mod graph;
-pub mod neither;
-pub mod plan;
-pub mod probe;
-pub mod progress;
-pub mod sets;
-pub mod summary;
-pub mod train;
-pub mod view;
-pub mod write;
+pub(crate) mod neither;
+pub(crate) mod plan;
+pub(crate) mod probe;
+pub(crate) mod progress;
+pub(crate) mod sets;
+pub(crate) mod summary;
+pub(crate) mod train;
+pub(crate) mod view;
+pub(crate) mod write;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use config::{Acceptance, Augment, FinetuneConfig, Init, NeitherConfig, NeitherMode};
-pub use error::FinetuneError;
+pub(crate) use config::{Acceptance, Augment, FinetuneConfig, Init, NeitherConfig, NeitherMode};
+pub(crate) use error::FinetuneError;
 pub use progress::{Event, Note, Progress};
-pub use summary::{NeitherSummary, Summary};
+pub(crate) use summary::Summary;
 
 use crate::model::load::{self, DigestTiming};
 use features::View;
@@ -42,7 +42,7 @@ use train::{EpochStats, SoftmaxHead};
 
 /// What fine-tuning did.
 #[derive(Debug, Clone)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// A model was written to `cfg.out`.
     Written(Box<Summary>),
     /// `--cv K`: the candidate settings were measured; nothing was written.
@@ -58,7 +58,7 @@ struct Splits {
 
 /// Fine-tunes and writes `cfg.out` (or, with `--cv`, only measures),
 /// telling `progress` what happens.
-pub async fn finetune(
+pub(crate) async fn finetune(
     cfg: &FinetuneConfig,
     progress: Arc<dyn Progress>,
 ) -> Result<Outcome, FinetuneError> {

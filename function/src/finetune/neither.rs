@@ -13,7 +13,7 @@ use crate::model::{contract, imagenet};
 
 /// Share of the user's own photos a threshold chosen from them alone may
 /// reject: the rest is the room left for other things.
-pub const PETS_REJECTED: f64 = 0.02;
+pub(crate) const PETS_REJECTED: f64 = 0.02;
 
 /// The base classes the labels are about, and where they came from, when
 /// the rejecting label needs them: the labels' ImageNet groups, else every
@@ -122,7 +122,7 @@ pub(super) fn summarize(
 /// the ImageNet mode's own. With photos of other things too: the split
 /// between the two with the fewest errors (each side weighted by its
 /// size), at the middle (in log) of the best splits.
-pub fn choose_threshold(photos: &[f32], others: &[f32]) -> f32 {
+pub(crate) fn choose_threshold(photos: &[f32], others: &[f32]) -> f32 {
     let log = |v: &[f32]| -> Vec<f64> {
         let mut l: Vec<f64> = v.iter().map(|&e| f64::from(e.max(1e-30)).ln()).collect();
         l.sort_by(f64::total_cmp);

@@ -11,28 +11,28 @@ use crate::model::imagenet;
 
 /// What the choices, the photos and the base settle on before any picture
 /// is run through the base.
-pub struct Plan {
+pub(crate) struct Plan {
     /// The splits' labels, the rejecting one (when it has photos) last.
-    pub labels: Vec<String>,
+    pub(crate) labels: Vec<String>,
     /// The labels' own classes are `0..pets`; photos of other things are `pets`.
-    pub pets: usize,
+    pub(crate) pets: usize,
     /// Whether the splits hold photos of other things (class `pets`).
-    pub rejecting: bool,
+    pub(crate) rejecting: bool,
     /// The base classes each label gathers, when the head starts from the
     /// base's zero-shot choice.
-    pub groups: Option<Vec<Vec<i64>>>,
+    pub(crate) groups: Option<Vec<Vec<i64>>>,
     /// How the head actually starts (`Auto` resolved).
-    pub init: Init,
+    pub(crate) init: Init,
     /// How the rejecting label is answered; `None`: it is not.
-    pub mode: Option<NeitherMode>,
+    pub(crate) mode: Option<NeitherMode>,
     /// What the model answers: the labels, then the rejecting one.
-    pub answers: Vec<String>,
+    pub(crate) answers: Vec<String>,
 }
 
 impl Plan {
     /// Gathers the rejecting class's photos into the splits (last), then
     /// settles how the head starts and how `neither` is answered.
-    pub fn settle(
+    pub(crate) fn settle(
         cfg: &FinetuneConfig,
         logits: Option<&str>,
         train: &mut Split,
@@ -87,7 +87,7 @@ impl Plan {
     }
 
     /// The head's classes: the labels, plus `neither` when it is a trained class.
-    pub fn head_classes(&self) -> usize {
+    pub(crate) fn head_classes(&self) -> usize {
         match self.mode {
             Some(NeitherMode::Class) => self.pets + 1,
             _ => self.pets,
@@ -96,12 +96,12 @@ impl Plan {
 
     /// The answer that is right for a photo of class `c`: its label, or the
     /// rejecting one for photos of other things.
-    pub fn truth(&self, c: usize) -> usize {
+    pub(crate) fn truth(&self, c: usize) -> usize {
         c.min(self.answers.len() - 1)
     }
 
     /// Every class has at least one usable picture among the rows `y`.
-    pub fn check_usable(&self, y: &[usize]) -> Result<(), FinetuneError> {
+    pub(crate) fn check_usable(&self, y: &[usize]) -> Result<(), FinetuneError> {
         match (0..self.labels.len()).find(|c| !y.contains(c)) {
             Some(c) => Err(FinetuneError::NoUsable(self.labels[c].clone())),
             None => Ok(()),

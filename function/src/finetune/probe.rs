@@ -9,20 +9,20 @@ use crate::model::{contract, imagenet, weights};
 use crate::preprocess::Preprocessing;
 
 /// The frozen base, opened to also output its feature tensor.
-pub struct Probe {
-    pub runner: Runner,
-    pub head: graph::HeadInfo,
+pub(crate) struct Probe {
+    pub(crate) runner: Runner,
+    pub(crate) head: graph::HeadInfo,
     /// The base graph without its large weights (they stay in `model`).
-    pub graph: onnx_protobuf::ModelProto,
-    pub model: FetchedModel,
+    pub(crate) graph: onnx_protobuf::ModelProto,
+    pub(crate) model: FetchedModel,
     /// The base's logits tensor (ImageNet bases).
-    pub logits: Option<String>,
+    pub(crate) logits: Option<String>,
 }
 
 impl Probe {
     /// Finds the base's final layer and builds a session that also outputs
     /// its input, through the same loading path as serving (a file: zero-copy).
-    pub fn open(
+    pub(crate) fn open(
         model: FetchedModel,
         pre: Option<Preprocessing>,
         opts: &SessionOptions,

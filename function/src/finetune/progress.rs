@@ -18,13 +18,6 @@ pub trait Progress: Send + Sync {
     }
 }
 
-/// Reports nothing (tests, callers that only want the outcome).
-pub struct Silent;
-
-impl Progress for Silent {
-    fn event(&self, _: Event<'_>) {}
-}
-
 /// One step of fine-tuning's work.
 pub enum Event<'a> {
     /// Features of one set of pictures are being extracted: `total` files.

@@ -11,14 +11,14 @@ use super::probe::Probe;
 use super::progress::Progress;
 
 /// Features of one split's usable pictures, with each row's class.
-pub struct Labelled {
-    pub ex: Extracted,
-    pub y: Vec<usize>,
+pub(crate) struct Labelled {
+    pub(crate) ex: Extracted,
+    pub(crate) y: Vec<usize>,
 }
 
 impl Labelled {
     /// The rows whose class passes `keep`.
-    pub fn select(&self, keep: impl Fn(usize) -> bool) -> Labelled {
+    pub(crate) fn select(&self, keep: impl Fn(usize) -> bool) -> Labelled {
         let rows: Vec<usize> = (0..self.y.len()).filter(|&i| keep(self.y[i])).collect();
         let pick = |v: &Vec<Vec<f32>>| rows.iter().map(|&i| v[i].clone()).collect::<Vec<_>>();
         let ex = &self.ex;
@@ -35,7 +35,7 @@ impl Labelled {
     }
 
     /// Appends another extraction of the same kind (an augmented copy).
-    pub fn extend(&mut self, more: Labelled) {
+    pub(crate) fn extend(&mut self, more: Labelled) {
         let (ex, m) = (&mut self.ex, more.ex);
         ex.features.extend(m.features);
         ex.kept.extend(m.kept);
@@ -49,21 +49,21 @@ impl Labelled {
     }
 
     /// Each row's prior for the head's classes (see [`Extracted::set_prior`]).
-    pub fn set_prior(&mut self, groups: Option<&[Vec<i64>]>) {
+    pub(crate) fn set_prior(&mut self, groups: Option<&[Vec<i64>]>) {
         self.ex.set_prior(groups);
     }
 }
 
 /// Runs splits through the probe, collecting the files that are not
 /// usable pictures (from the originals: augmented views skip the same ones).
-pub struct Extractor<'a> {
+pub(crate) struct Extractor<'a> {
     probe: &'a Probe,
     progress: &'a dyn Progress,
     skipped: Vec<String>,
 }
 
 impl<'a> Extractor<'a> {
-    pub fn new(probe: &'a Probe, progress: &'a dyn Progress) -> Self {
+    pub(crate) fn new(probe: &'a Probe, progress: &'a dyn Progress) -> Self {
         Extractor {
             probe,
             progress,
@@ -72,7 +72,7 @@ impl<'a> Extractor<'a> {
     }
 
     /// The features of `split` seen as `view`.
-    pub fn run(
+    pub(crate) fn run(
         &mut self,
         split: &Split,
         view: View,
@@ -93,7 +93,7 @@ impl<'a> Extractor<'a> {
     }
 
     /// The files left out, with why.
-    pub fn into_skipped(self) -> Vec<String> {
+    pub(crate) fn into_skipped(self) -> Vec<String> {
         self.skipped
     }
 }

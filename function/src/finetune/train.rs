@@ -16,30 +16,30 @@ use serde::Serialize;
 pub struct TrainConfig {
     /// Most epochs; training stops earlier when the validation loss has not
     /// improved for `patience` epochs, or when `max_steps` is spent.
-    pub epochs: usize,
-    pub lr: f32,
-    pub batch: usize,
-    pub seed: u64,
+    pub(crate) epochs: usize,
+    pub(crate) lr: f32,
+    pub(crate) batch: usize,
+    pub(crate) seed: u64,
     /// Decoupled weight decay (toward the start: zero correction).
-    pub weight_decay: f32,
+    pub(crate) weight_decay: f32,
     /// Epochs without a better validation loss before stopping.
-    pub patience: usize,
+    pub(crate) patience: usize,
     /// Most optimizer steps in all (bounds the run on large data sets).
-    pub max_steps: usize,
+    pub(crate) max_steps: usize,
     /// Label smoothing: the target puts this much mass evenly on all classes.
-    pub label_smoothing: f32,
+    pub(crate) label_smoothing: f32,
 }
 
 /// One epoch's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct EpochStats {
-    pub epoch: usize,
+    pub(crate) epoch: usize,
     pub loss: f32,
     pub accuracy: f32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub valid_loss: Option<f32>,
+    pub(crate) valid_loss: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub valid_accuracy: Option<f32>,
+    pub(crate) valid_accuracy: Option<f32>,
 }
 
 impl std::fmt::Display for EpochStats {
@@ -61,30 +61,29 @@ impl std::fmt::Display for EpochStats {
 
 /// A dense softmax layer: `probs = softmax(prior + x · W + b)`, `W` is F×C row-major.
 #[derive(Debug, Clone)]
-pub struct SoftmaxHead {
-    pub features: usize,
-    pub classes: usize,
-    pub weights: Vec<f32>,
-    pub bias: Vec<f32>,
+pub(crate) struct SoftmaxHead {
+    pub(crate) classes: usize,
+    pub(crate) weights: Vec<f32>,
+    pub(crate) bias: Vec<f32>,
 }
 
 /// A labelled set of cached features, with the base's prior logits per
 /// sample when the head starts from the base.
 #[derive(Clone, Copy)]
-pub struct Set<'a> {
-    pub x: &'a [Vec<f32>],
-    pub y: &'a [usize],
-    pub prior: Option<&'a [Vec<f32>]>,
+pub(crate) struct Set<'a> {
+    pub(crate) x: &'a [Vec<f32>],
+    pub(crate) y: &'a [usize],
+    pub(crate) prior: Option<&'a [Vec<f32>]>,
 }
 
 /// splitmix64: small, seedable, and the same on every platform.
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self(seed ^ 0x9E37_79B9_7F4A_7C15)
     }
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -92,10 +91,10 @@ impl Rng {
         z ^ (z >> 31)
     }
     /// Uniform in [0, 1).
-    pub fn next_f32(&mut self) -> f32 {
+    pub(crate) fn next_f32(&mut self) -> f32 {
         (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
     }
-    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+    pub(crate) fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
             let j = (self.next_u64() % (i as u64 + 1)) as usize;
             v.swap(i, j);
@@ -105,13 +104,12 @@ impl Rng {
 
 impl SoftmaxHead {
     /// Glorot-uniform weights, zero bias (Keras `Dense` defaults).
-    pub fn new(features: usize, classes: usize, rng: &mut Rng) -> Self {
+    pub(crate) fn new(features: usize, classes: usize, rng: &mut Rng) -> Self {
         let limit = (6.0 / (features + classes) as f32).sqrt();
         let weights = (0..features * classes)
             .map(|_| (rng.next_f32() * 2.0 - 1.0) * limit)
             .collect();
         Self {
-            features,
             classes,
             weights,
             bias: vec![0.0; classes],
@@ -119,16 +117,15 @@ impl SoftmaxHead {
     }
 
     /// All zero: with a prior, the base's own answer.
-    pub fn zero(features: usize, classes: usize) -> Self {
+    pub(crate) fn zero(features: usize, classes: usize) -> Self {
         Self {
-            features,
             classes,
             weights: vec![0.0; features * classes],
             bias: vec![0.0; classes],
         }
     }
 
-    pub fn probabilities(&self, x: &[f32], prior: Option<&[f32]>) -> Vec<f32> {
+    pub(crate) fn probabilities(&self, x: &[f32], prior: Option<&[f32]>) -> Vec<f32> {
         let mut z = self.bias.clone();
         if let Some(p) = prior {
             for (zc, pc) in z.iter_mut().zip(p) {
@@ -147,7 +144,7 @@ impl SoftmaxHead {
     }
 
     /// Mean cross-entropy and accuracy over a set.
-    pub fn evaluate(&self, set: Set) -> (f32, f32) {
+    pub(crate) fn evaluate(&self, set: Set) -> (f32, f32) {
         let mut loss = 0.0;
         let mut right = 0;
         for (i, (xi, &yi)) in set.x.iter().zip(set.y).enumerate() {
@@ -163,7 +160,7 @@ impl SoftmaxHead {
 }
 
 /// Index of the largest value (the first on ties).
-pub fn argmax(p: &[f32]) -> usize {
+pub(crate) fn argmax(p: &[f32]) -> usize {
     p.iter()
         .enumerate()
         .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
@@ -179,7 +176,7 @@ pub fn argmax(p: &[f32]) -> usize {
 /// Trains a head on `train`; `on_epoch` sees each epoch's figures as they
 /// come. Returns the head of the epoch with the lowest validation loss (the
 /// last one without validation) and every epoch's figures.
-pub fn train(
+pub(crate) fn train(
     train: Set,
     classes: usize,
     cfg: TrainConfig,

@@ -4,7 +4,7 @@
 /// A variant of each picture run through the base: augmentation on the
 /// cached features, each copy one more forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum View {
+pub(crate) enum View {
     Original,
     /// Left-right mirror image.
     Mirror,
@@ -14,13 +14,14 @@ pub enum View {
 }
 
 /// Share of each side a crop keeps (Keras's `zoom_range=0.2`, at its corners).
-pub const CROP_SIDE: f64 = 0.8;
+pub(crate) const CROP_SIDE: f64 = 0.8;
 
 impl View {
     /// The four corner crops.
-    pub const CROPS: [View; 4] = [View::Crop(0), View::Crop(1), View::Crop(2), View::Crop(3)];
+    pub(crate) const CROPS: [View; 4] =
+        [View::Crop(0), View::Crop(1), View::Crop(2), View::Crop(3)];
 
-    pub fn apply(self, picture: &mut image::RgbImage) {
+    pub(crate) fn apply(self, picture: &mut image::RgbImage) {
         match self {
             View::Original => {}
             View::Mirror => image::imageops::flip_horizontal_in_place(picture),
@@ -37,7 +38,7 @@ impl View {
         }
     }
 
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             View::Original => "original",
             View::Mirror => "mirrored",

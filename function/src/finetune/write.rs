@@ -14,16 +14,16 @@ use super::train::SoftmaxHead;
 use crate::model::{contract, weights};
 
 /// What the written graph holds besides the trained head.
-pub struct Extras<'a> {
-    pub rejection: Option<&'a contract::Rejection>,
+pub(crate) struct Extras<'a> {
+    pub(crate) rejection: Option<&'a contract::Rejection>,
     /// The head's prior per class (see [`super::neither::prior_groups`]).
-    pub prior_groups: Option<Vec<Vec<i64>>>,
+    pub(crate) prior_groups: Option<Vec<Vec<i64>>>,
     /// The base classes the labels are about.
-    pub domain: Option<&'a (Vec<i64>, &'static str)>,
+    pub(crate) domain: Option<&'a (Vec<i64>, &'static str)>,
 }
 
 /// Writes the model to `out`.
-pub fn model(
+pub(crate) fn model(
     out: &Path,
     probe: &Probe,
     plan: &Plan,

@@ -269,7 +269,7 @@ fn finetune_config(settings: &Settings, args: &FinetuneArgs) -> FinetuneConfig {
 pub struct Uploaded {
     pub model: Published,
     /// The checks recorded for it; `None` without `--checks`.
-    pub checks: Option<UploadedChecks>,
+    pub(crate) checks: Option<UploadedChecks>,
 }
 
 impl Uploaded {
@@ -305,12 +305,12 @@ impl Uploaded {
 
 /// The checks `catdog upload --checks` recorded and stored next to the model.
 #[derive(Debug, Clone)]
-pub struct UploadedChecks {
+pub(crate) struct UploadedChecks {
     /// The answers file, `s3://bucket/KEY.checks.json`.
-    pub uri: String,
-    pub pictures: usize,
+    pub(crate) uri: String,
+    pub(crate) pictures: usize,
     /// Pictures whose answer another CPU may change (see [`checks::record::close_calls`]).
-    pub close_calls: Vec<String>,
+    pub(crate) close_calls: Vec<String>,
 }
 
 /// `catdog upload --model FILE --to s3://… [--checks PICTURES…]`: the model,

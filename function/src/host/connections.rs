@@ -15,11 +15,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::Semaphore;
 
-pub use crate::limits::ConnectionLimits;
+pub(crate) use crate::limits::ConnectionLimits;
 
 /// Serves `router` on every connection `listener` accepts until `shutdown`
 /// completes, then lets requests in flight finish.
-pub async fn serve<L>(
+pub(crate) async fn serve<L>(
     mut listener: L,
     router: axum::Router,
     limits: ConnectionLimits,

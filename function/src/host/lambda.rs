@@ -44,7 +44,7 @@ pub enum LambdaError {
 pub struct NotOnLambda(pub &'static str);
 
 /// The Runtime API's address, which every Lambda host needs before anything else.
-pub fn runtime_api<'s>(
+pub(crate) fn runtime_api<'s>(
     settings: &'s Settings,
     command: &'static str,
 ) -> Result<&'s str, NotOnLambda> {
@@ -94,7 +94,7 @@ pub async fn run(settings: &Settings) -> Result<(), LambdaError> {
 /// The handler of every event kind, over the router and an S3 client (the
 /// SDK retries throttling by itself, within the settings' retry policy,
 /// before an object's failure is reported as one that may pass).
-pub async fn event_handler(settings: &Settings, state: AppState) -> EventHandler {
+pub(crate) async fn event_handler(settings: &Settings, state: AppState) -> EventHandler {
     let fetch = settings.fetch_options();
     let client = s3_client(&fetch.s3, SdkRetries::ThisPolicy).await;
     let worker = ObjectWorker::new(
@@ -127,7 +127,7 @@ fn diagnostic(e: EventError) -> Diagnostic {
 /// Tells the Lambda service why init failed. `api` is `AWS_LAMBDA_RUNTIME_API`
 /// as Lambda gives it (`host:port`) or as emulators do (`http://host:port/base`):
 /// read by the runtime's own client, which accepts both.
-pub async fn report_init_error(api: &str, message: &str) {
+pub(crate) async fn report_init_error(api: &str, message: &str) {
     match send_init_error(api, message).await {
         Ok(status) if status.is_success() => {}
         Ok(status) => tracing::warn!(%status, "the Runtime API refused the init error report"),

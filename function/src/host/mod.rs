@@ -11,10 +11,10 @@
 //! - [`logging`]: the log subscriber every host installs.
 
 pub mod commands;
-pub mod connections;
+pub(crate) mod connections;
 pub mod lambda;
 pub mod logging;
 pub mod pretraffic;
-pub mod secret_key;
+pub(crate) mod secret_key;
 pub mod serve;
-pub mod tunnel;
+pub(crate) mod tunnel;

@@ -20,13 +20,13 @@ use crate::settings::{Secret, Settings};
 /// A secret in Secrets Manager, by ARN or name. The client is made for each
 /// read (at most one a minute), on the runtime of the caller, so a key read
 /// at start on one runtime is read again on the server's.
-pub struct SecretsManagerKey {
+pub(crate) struct SecretsManagerKey {
     secret_id: String,
     retry: RetryPolicy,
 }
 
 impl SecretsManagerKey {
-    pub fn new(secret_id: &str, retry: RetryPolicy) -> Self {
+    pub(crate) fn new(secret_id: &str, retry: RetryPolicy) -> Self {
         Self {
             secret_id: secret_id.to_string(),
             retry,
@@ -68,7 +68,7 @@ impl KeySource for SecretsManagerKey {
 
 /// The router's access settings, the key read from its secret when one is
 /// named (a secret that cannot be read stops the start, with its reason).
-pub async fn access(settings: &Settings) -> Result<Access, AccessError> {
+pub(crate) async fn access(settings: &Settings) -> Result<Access, AccessError> {
     match secret(settings) {
         Some(source) => {
             let key = ApiKey::from_source(Arc::new(source)).await?;
@@ -89,7 +89,7 @@ fn secret(settings: &Settings) -> Option<SecretsManagerKey> {
 }
 
 /// The key's text, for a caller of the classifier (the PreTraffic hook).
-pub async fn key_text(settings: &Settings) -> Result<Option<String>, AccessError> {
+pub(crate) async fn key_text(settings: &Settings) -> Result<Option<String>, AccessError> {
     match secret(settings) {
         Some(source) => source.read().await.map(|k| Some(k.trim().to_string())),
         None => Ok(settings
@@ -103,7 +103,7 @@ pub async fn key_text(settings: &Settings) -> Result<Option<String>, AccessError
 /// [`access`] from code that is not async (the serve host starts before
 /// its runtime does): on a thread and runtime of its own, so it may be
 /// called inside another runtime (a notebook cell).
-pub fn access_blocking(settings: &Settings) -> Result<Access, AccessError> {
+pub(crate) fn access_blocking(settings: &Settings) -> Result<Access, AccessError> {
     if settings.api_key_secret().is_none() {
         return settings.access();
     }

@@ -44,7 +44,7 @@ pub enum TunnelError {
 /// Whether the tunnel may open: something must guard it (the router's API
 /// key, or an ngrok protection that names who may come in), unless
 /// `--public` says an open URL is what is wanted.
-pub fn check_guarded(config: &TunnelSettings, keyed: bool) -> Result<(), TunnelError> {
+pub(crate) fn check_guarded(config: &TunnelSettings, keyed: bool) -> Result<(), TunnelError> {
     if config.public {
         return Ok(());
     }
@@ -112,7 +112,7 @@ impl axum::serve::Listener for NgrokListener {
 
 /// The endpoint settings the tunnel's protections turn into: one method per
 /// ngrok builder call, so the mapping is tested without the ngrok service.
-pub trait EndpointOptions {
+pub(crate) trait EndpointOptions {
     fn domain(&mut self, domain: &str);
     fn basic_auth(&mut self, user: &str, password: &str);
     fn oauth(&mut self, provider: &str, allow_emails: &[String], allow_domains: &[String]);
@@ -146,7 +146,7 @@ impl EndpointOptions for ngrok::config::HttpTunnelBuilder {
 }
 
 /// Applies the configured protections to an endpoint builder.
-pub fn apply_protections(config: &TunnelSettings, endpoint: &mut impl EndpointOptions) {
+pub(crate) fn apply_protections(config: &TunnelSettings, endpoint: &mut impl EndpointOptions) {
     if let Some(d) = &config.domain {
         endpoint.domain(d);
     }
@@ -170,7 +170,7 @@ pub fn apply_protections(config: &TunnelSettings, endpoint: &mut impl EndpointOp
 
 /// Opens an HTTPS endpoint and serves `router` on it in the background,
 /// once [`check_guarded`] passed (`keyed`: the router asks for an API key).
-pub async fn open(
+pub(crate) async fn open(
     config: &TunnelSettings,
     router: axum::Router,
     keyed: bool,

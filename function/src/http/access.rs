@@ -18,11 +18,11 @@ use crate::error::ApiError;
 use crate::error::ErrorCode;
 
 /// Shortest API key accepted: shorter ones are guessable.
-pub const MIN_KEY_CHARS: usize = 16;
+pub(crate) const MIN_KEY_CHARS: usize = 16;
 
 /// The header a browser page (or any client) may send the key in, besides
 /// `Authorization: Bearer`.
-pub const API_KEY_HEADER: &str = "x-api-key";
+pub(crate) const API_KEY_HEADER: &str = "x-api-key";
 
 /// Why the access settings were refused at start.
 #[derive(Debug, thiserror::Error)]
@@ -39,13 +39,13 @@ pub enum AccessError {
 /// again when a presented key does not match, at most once per
 /// [`REFRESH_EVERY`], so that a rotated key is taken up without a restart
 /// and wrong keys cannot make the server hammer the store.
-pub trait KeySource: Send + Sync {
+pub(crate) trait KeySource: Send + Sync {
     /// The key's current text.
     fn fetch(&self) -> BoxFuture<'_, Result<String, AccessError>>;
 }
 
 /// Least time between two reads of a [`KeySource`].
-pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(60);
 
 /// An API key, kept only as its SHA-256 so comparing is constant-time and
 /// length-independent; never printed. Cheap to clone (shared).
@@ -66,7 +66,7 @@ impl std::fmt::Debug for ApiKey {
 }
 
 /// Checks a key's length (surrounding blanks do not count).
-pub fn check_key(key: &str) -> Result<(), AccessError> {
+pub(crate) fn check_key(key: &str) -> Result<(), AccessError> {
     match key.trim().chars().count() {
         n if n < MIN_KEY_CHARS => Err(AccessError::ShortKey(n)),
         _ => Ok(()),
@@ -74,7 +74,7 @@ pub fn check_key(key: &str) -> Result<(), AccessError> {
 }
 
 /// Checks that `origin` is a web origin: `scheme://host[:port]`, no path.
-pub fn check_origin(origin: &str) -> Result<(), AccessError> {
+pub(crate) fn check_origin(origin: &str) -> Result<(), AccessError> {
     let origin = origin.trim();
     if origin == "*" {
         return Ok(());
@@ -102,12 +102,12 @@ fn digest_of(key: &str) -> Result<[u8; 32], AccessError> {
 
 impl ApiKey {
     /// A key given as it is (the env var or flag): it never changes.
-    pub fn new(key: &str) -> Result<Self, AccessError> {
+    pub(crate) fn new(key: &str) -> Result<Self, AccessError> {
         Ok(Self::with(digest_of(key)?, None))
     }
 
     /// A key read from `source` now, and again as [`KeySource`] says.
-    pub async fn from_source(source: Arc<dyn KeySource>) -> Result<Self, AccessError> {
+    pub(crate) async fn from_source(source: Arc<dyn KeySource>) -> Result<Self, AccessError> {
         let digest = digest_of(&source.fetch().await?)?;
         Ok(Self::with(digest, Some(source)))
     }
@@ -121,7 +121,7 @@ impl ApiKey {
     }
 
     /// Constant-time check of a presented key against the key held now.
-    pub fn matches(&self, given: &[u8]) -> bool {
+    pub(crate) fn matches(&self, given: &[u8]) -> bool {
         let digest: [u8; 32] = Sha256::digest(given).into();
         let current = *self.0.digest.read().unwrap_or_else(|e| e.into_inner());
         current.ct_eq(&digest).into()
@@ -129,7 +129,7 @@ impl ApiKey {
 
     /// [`ApiKey::matches`], and on a mismatch, the key read again from its
     /// source if the last read is older than [`REFRESH_EVERY`] (a rotation).
-    pub async fn check(&self, given: &[u8]) -> bool {
+    pub(crate) async fn check(&self, given: &[u8]) -> bool {
         if self.matches(given) {
             return true;
         }
@@ -160,15 +160,15 @@ impl ApiKey {
 /// CORS headers (browsers then only allow same-origin calls: the upload page).
 #[derive(Debug, Clone, Default)]
 pub struct Access {
-    pub api_key: Option<ApiKey>,
+    pub(crate) api_key: Option<ApiKey>,
     /// Origins allowed to call the API from a browser; `*` allows any.
-    pub cors_origins: Vec<HeaderValue>,
-    pub cors_any: bool,
+    pub(crate) cors_origins: Vec<HeaderValue>,
+    pub(crate) cors_any: bool,
 }
 
 impl Access {
     /// From the `--api-key` / `--cors-origins` settings (empty = unset).
-    pub fn new(api_key: Option<&str>, cors_origins: &[String]) -> Result<Self, AccessError> {
+    pub(crate) fn new(api_key: Option<&str>, cors_origins: &[String]) -> Result<Self, AccessError> {
         let api_key = api_key
             .filter(|k| !k.trim().is_empty())
             .map(ApiKey::new)
@@ -177,7 +177,10 @@ impl Access {
     }
 
     /// With a key already made (one read from a [`KeySource`]).
-    pub fn with_key(api_key: Option<ApiKey>, cors_origins: &[String]) -> Result<Self, AccessError> {
+    pub(crate) fn with_key(
+        api_key: Option<ApiKey>,
+        cors_origins: &[String],
+    ) -> Result<Self, AccessError> {
         let mut access = Access {
             api_key,
             ..Default::default()
@@ -198,7 +201,7 @@ impl Access {
     }
 
     /// The CORS layer, or `None` when CORS is off.
-    pub fn cors_layer(&self) -> Option<CorsLayer> {
+    pub(crate) fn cors_layer(&self) -> Option<CorsLayer> {
         let origins = if self.cors_any {
             AllowOrigin::any()
         } else if !self.cors_origins.is_empty() {
@@ -234,7 +237,7 @@ fn presented(headers: &HeaderMap) -> Option<&[u8]> {
 }
 
 /// Whether the request carries the key (false when no key is set).
-pub fn has_key(access: &Access, headers: &HeaderMap) -> bool {
+pub(crate) fn has_key(access: &Access, headers: &HeaderMap) -> bool {
     match (&access.api_key, presented(headers)) {
         (Some(key), Some(given)) => key.matches(given),
         _ => false,
@@ -249,7 +252,7 @@ pub struct LocalCaller;
 
 /// Whether `host` (a `Host` header or URI authority, port included or not)
 /// names this machine: `localhost`, `*.localhost`, `127.0.0.0/8` or `[::1]`.
-pub fn is_local_host(host: &str) -> bool {
+pub(crate) fn is_local_host(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
         Some(v6) => match v6.split_once(']') {
             Some((addr, rest)) if rest.is_empty() || rest.starts_with(':') => addr,
@@ -267,7 +270,7 @@ pub fn is_local_host(host: &str) -> bool {
 
 /// Middleware of the protected sub-router (built in `http/mod.rs`):
 /// 401 unless the request carries the key.
-pub async fn require_key(State(key): State<ApiKey>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_key(State(key): State<ApiKey>, req: Request, next: Next) -> Response {
     let error = match presented(req.headers()) {
         Some(given) if key.check(given).await => return next.run(req).await,
         Some(_) => ApiError::new(ErrorCode::Unauthorized, "the API key is not valid"),

@@ -34,7 +34,7 @@ use crate::limits::Timeouts;
 /// deadline a Runtime API could have meant: 0 (not from one), or a time
 /// more than a day away (cargo-lambda's emulator sends `600000`, its
 /// timeout, where Lambda sends the time; an invoke lasts 15 minutes at most).
-pub fn lambda_stop(deadline_ms: u64, margin: Duration) -> Option<Instant> {
+pub(crate) fn lambda_stop(deadline_ms: u64, margin: Duration) -> Option<Instant> {
     const DAY_MS: u64 = 24 * 3600 * 1000;
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -90,7 +90,7 @@ impl Stream for Watched {
 }
 
 /// The middleware: see the module's documentation.
-pub async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Timeouts {
         body_idle,
         request,

@@ -55,7 +55,7 @@ impl IntoResponse for ApiError {
 /// "<message>"}` (what tritonclient and the kserve SDK read), keeping its
 /// status and headers (`Retry-After`, `WWW-Authenticate`, CORS). Answers
 /// that are not errors pass unchanged.
-pub fn in_oip_shape(res: Response) -> Response {
+pub(crate) fn in_oip_shape(res: Response) -> Response {
     let Some(error) = res.extensions().get::<ApiError>().cloned() else {
         return res;
     };

@@ -16,7 +16,7 @@ use crate::error::ErrorCode;
 /// Most bytes of request line and headers: a browser's cookies and a
 /// signed request's headers fit many times over (nginx's default buffers
 /// take 32 kB; a Lambda Function URL, 10 KB of headers).
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// The request's head as sent: `METHOD target HTTP/1.1`, then each
 /// `name: value` line.
@@ -33,7 +33,7 @@ fn head_bytes(req: &Request) -> usize {
     line + headers + 2
 }
 
-pub async fn limit_head(req: Request, next: Next) -> Response {
+pub(crate) async fn limit_head(req: Request, next: Next) -> Response {
     let size = head_bytes(&req);
     if size > MAX_HEAD_BYTES {
         return ApiError::new(

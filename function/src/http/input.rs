@@ -18,7 +18,7 @@ use crate::limits::Limits;
 
 /// How a route reads a body whose Content-Type is none of the accepted ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OtherTypes {
+pub(crate) enum OtherTypes {
     /// Refused with 415 (every route but the tutorial's).
     Refuse,
     /// Read as JSON, as the tutorial's Flask backend did
@@ -30,7 +30,7 @@ pub enum OtherTypes {
 /// Why a request's body gave no pictures to classify. Each variant is
 /// the client's; [`ErrorCode`] says which code and status it answers with.
 #[derive(Debug, thiserror::Error)]
-pub enum InputError {
+pub(crate) enum InputError {
     #[error(
         "{0} is not accepted: send the picture as image/* (or application/octet-stream), \
              multipart/form-data, or application/json {{\"image\": \"<base64>\"}}"
@@ -78,7 +78,7 @@ impl From<&InputError> for ErrorCode {
 /// The one check of how many pictures a request holds, whatever its form
 /// (`/predict`'s bodies, the v2 BYTES and FP32 inputs): at least one, and
 /// no more than the batch limit.
-pub fn check_count(count: usize, limit: usize) -> Result<(), InputError> {
+pub(crate) fn check_count(count: usize, limit: usize) -> Result<(), InputError> {
     match count {
         0 => Err(InputError::NoPicture),
         n if n > limit => Err(InputError::TooManyPictures { count: n, limit }),
@@ -88,7 +88,7 @@ pub fn check_count(count: usize, limit: usize) -> Result<(), InputError> {
 
 /// A request's pictures: their bytes, or where one is in S3.
 #[derive(Debug)]
-pub enum Pictures {
+pub(crate) enum Pictures {
     /// Encoded pictures, in request order.
     Bytes(Vec<Bytes>),
     /// `{"s3": "s3://bucket/key"}`, as given (checked by its reader).
@@ -96,7 +96,7 @@ pub enum Pictures {
 }
 
 /// Reads the body and returns the encoded pictures, in request order.
-pub async fn read_images(
+pub(crate) async fn read_images(
     headers: &HeaderMap,
     body: Body,
     limits: &Limits,
@@ -188,7 +188,11 @@ fn linger(rest: axum::body::BodyDataStream) {
 /// The whole body, within `limit` bytes: refused with 413 from its declared
 /// `Content-Length` before reading, or as soon as a streamed body passes the
 /// limit (the rest is then drained in the background, never stored).
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, InputError> {
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, InputError> {
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
@@ -276,7 +280,7 @@ fn json(body: &[u8]) -> Result<Pictures, InputError> {
 }
 
 /// Decodes base64, with or without padding, tolerating line breaks and a `data:` URL prefix.
-pub fn decode_base64(s: &str) -> Result<Bytes, String> {
+pub(crate) fn decode_base64(s: &str) -> Result<Bytes, String> {
     let s = s.trim();
     let payload = match s.strip_prefix("data:") {
         Some(rest) => match rest.split_once(',') {
@@ -313,7 +317,7 @@ pub fn decode_base64(s: &str) -> Result<Bytes, String> {
 // and the wire types stay below them.
 impl JsonPictures {
     /// The pictures' bytes, in order; the first malformed one is named.
-    pub fn decode(self) -> Result<Pictures, InputError> {
+    pub(crate) fn decode(self) -> Result<Pictures, InputError> {
         let pictures = match self {
             JsonPictures::One { image } => vec![image],
             JsonPictures::Many { images } => images,

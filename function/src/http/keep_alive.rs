@@ -64,7 +64,7 @@ impl Drop for Tracked {
 const QUICK_DRAIN: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The middleware: see the module's documentation.
-pub async fn keep_alive(req: Request, next: Next) -> Response {
+pub(crate) async fn keep_alive(req: Request, next: Next) -> Response {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

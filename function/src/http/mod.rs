@@ -2,18 +2,18 @@
 //! `catdog serve` and the notebook (`axum::serve`), and the ngrok tunnel.
 
 pub mod access;
-pub mod deadline;
-pub mod error;
-pub mod head_limit;
-pub mod input;
-pub mod keep_alive;
-pub mod openapi;
-pub mod path;
-pub mod routes;
+pub(crate) mod deadline;
+pub(crate) mod error;
+pub(crate) mod head_limit;
+pub(crate) mod input;
+pub(crate) mod keep_alive;
+pub(crate) mod openapi;
+pub(crate) mod path;
+pub(crate) mod routes;
 pub mod state;
-pub mod types;
-pub mod uploads;
-pub mod v2;
+pub(crate) mod types;
+pub(crate) mod uploads;
+pub(crate) mod v2;
 
 use std::time::Instant;
 

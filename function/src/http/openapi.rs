@@ -28,13 +28,13 @@ use crate::http::access::API_KEY_HEADER;
 struct ApiDoc;
 
 /// The document's frame: title and description, no paths yet.
-pub fn base() -> Document {
+pub(crate) fn base() -> Document {
     ApiDoc::openapi()
 }
 
 /// Marks every operation of `doc` as needing the API key (when the server
 /// has one; without a key the requirement is optional, hence the empty one).
-pub fn require_key(doc: &mut Document) {
+pub(crate) fn require_key(doc: &mut Document) {
     let schemes = [
         SecurityRequirement::new("bearer", Vec::<String>::new()),
         SecurityRequirement::new("api_key", Vec::<String>::new()),
@@ -70,7 +70,7 @@ static DOCUMENT: OnceLock<String> = OnceLock::new();
 
 /// Keeps the finished document for `GET /openapi.json` (the first one wins:
 /// it does not depend on the server's settings).
-pub fn publish(doc: &Document) {
+pub(crate) fn publish(doc: &Document) {
     DOCUMENT.get_or_init(|| {
         doc.to_pretty_json()
             .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
@@ -80,7 +80,7 @@ pub fn publish(doc: &Document) {
 /// `GET /openapi.json`: this document.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json", body = Object)))]
-pub async fn openapi_json() -> Response {
+pub(crate) async fn openapi_json() -> Response {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         DOCUMENT.get().map_or("{}", String::as_str),

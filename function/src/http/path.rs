@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::error::ErrorCode;
 
 /// The route's path parameters, as axum's `Path` reads them.
-pub struct PathParams<T>(pub T);
+pub(crate) struct PathParams<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
     type Rejection = ApiError;

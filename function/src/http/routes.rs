@@ -86,7 +86,7 @@ classify_route!(
     PredictAnswer,
     "The answer (one picture) or the answers in order (several)",
     /// `POST /predict`: one picture → one answer; several → `{"predictions": [...]}`.
-    pub async fn predict(
+    pub(crate) async fn predict(
         State(state): State<AppState>,
         headers: HeaderMap,
         body: Body,
@@ -104,7 +104,7 @@ classify_route!(
     "Scores per label",
     /// `POST /`: the tutorial's endpoint, kept for its front end:
     /// `{"image": "<base64>"}` → `{"prediction": {"cat": p, "dog": p}}`.
-    pub async fn legacy_predict(
+    pub(crate) async fn legacy_predict(
         State(state): State<AppState>,
         headers: HeaderMap,
         body: Body,
@@ -124,7 +124,7 @@ classify_route!(
         (status = 200, description = "Ready (`model` for a caller with the key)", body = HealthAnswer),
         (status = 503, description = "Loading, retrying a fetch, or failed; `reason` says why to a caller with the key", body = HealthAnswer),
     ))]
-pub async fn health(
+pub(crate) async fn health(
     State(state): State<AppState>,
     headers: HeaderMap,
     local: Option<axum::Extension<LocalCaller>>,
@@ -168,7 +168,7 @@ pub async fn health(
         (status = 401, description = "API key missing or wrong", body = ErrorBody),
         (status = 503, description = "Model not ready", body = ErrorBody),
     ))]
-pub async fn model_info(
+pub(crate) async fn model_info(
     State(state): State<AppState>,
 ) -> Result<Json<crate::model::ModelInfo>, ApiError> {
     Ok(Json(state.ready_model()?.classifier.info_now()))
@@ -181,7 +181,7 @@ pub async fn model_info(
         (status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String),
         (status = 401, description = "API key missing or wrong", body = ErrorBody),
     ))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     state.metrics.set_model(state.model_labels());
     if let ModelState::Ready(ready) = state.model() {
         state
@@ -200,7 +200,7 @@ const PAGE: &str = include_str!("../../assets/index.html");
 /// `GET /`: the upload page (no external resources: it works offline).
 #[utoipa::path(get, path = "/", tag = "page",
     responses((status = 200, description = "The upload page", content_type = "text/html", body = String)))]
-pub async fn page(State(state): State<AppState>) -> Response {
+pub(crate) async fn page(State(state): State<AppState>) -> Response {
     // The page sends a picture over the body limit through /uploads.
     let page = PAGE.replace(
         "__MAX_BODY_BYTES__",
@@ -209,14 +209,14 @@ pub async fn page(State(state): State<AppState>) -> Response {
     ([(header::CACHE_CONTROL, "no-cache")], Html(page)).into_response()
 }
 
-pub async fn not_found() -> ApiError {
+pub(crate) async fn not_found() -> ApiError {
     ApiError::new(
         ErrorCode::NotFound,
         "no such route; see GET / for the page, POST /predict to classify",
     )
 }
 
-pub async fn method_not_allowed() -> ApiError {
+pub(crate) async fn method_not_allowed() -> ApiError {
     ApiError::new(
         ErrorCode::MethodNotAllowed,
         "this route does not take that method",

@@ -18,15 +18,15 @@ use crate::pipeline::{ModelSlot, ModelState, Ready, Unready};
 #[derive(Clone)]
 pub struct AppState {
     model: ModelSlot,
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// API key and CORS (default: open, no CORS headers).
-    pub access: Access,
+    pub(crate) access: Access,
     /// What `GET /metrics` shows.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Also write each request's figures as a CloudWatch EMF line (Lambda).
-    pub emf: bool,
+    pub(crate) emf: bool,
     /// Pictures in S3 (`/uploads`, `/predict {"s3": …}`); `None`: off.
-    pub stored_pictures: Option<Arc<dyn StoredPictures>>,
+    pub(crate) stored_pictures: Option<Arc<dyn StoredPictures>>,
 }
 
 impl AppState {
@@ -43,13 +43,13 @@ impl AppState {
     }
 
     /// With pictures in S3 reachable (`POST /uploads`, `/predict {"s3": …}`).
-    pub fn with_stored_pictures(mut self, stored: Option<Arc<dyn StoredPictures>>) -> Self {
+    pub(crate) fn with_stored_pictures(mut self, stored: Option<Arc<dyn StoredPictures>>) -> Self {
         self.stored_pictures = stored;
         self
     }
 
     /// With each request's figures also written as CloudWatch EMF lines.
-    pub fn with_emf(mut self, on: bool) -> Self {
+    pub(crate) fn with_emf(mut self, on: bool) -> Self {
         self.emf = on;
         self
     }
@@ -105,23 +105,23 @@ impl AppState {
         self.model.set(state);
     }
 
-    pub fn model(&self) -> ModelState {
+    pub(crate) fn model(&self) -> ModelState {
         self.model.get()
     }
 
     /// The model, or why there is none yet (a 503).
-    pub fn ready_model(&self) -> Result<Ready, Unready> {
+    pub(crate) fn ready_model(&self) -> Result<Ready, Unready> {
         self.model.ready()
     }
 
     /// The slot the model is read from, for work that outlives a request
     /// (S3 objects).
-    pub fn model_slot(&self) -> ModelSlot {
+    pub(crate) fn model_slot(&self) -> ModelSlot {
         self.model.clone()
     }
 
     /// The model answering now, as the metrics label it.
-    pub fn model_labels(&self) -> Option<ModelLabels> {
+    pub(crate) fn model_labels(&self) -> Option<ModelLabels> {
         match self.model() {
             ModelState::Ready(r) => Some(model_labels(&r.classifier)),
             _ => None,

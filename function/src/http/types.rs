@@ -13,17 +13,17 @@ use crate::model::Classifier;
 
 /// Which model answered (in answers and in `/health`).
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ModelRef {
+pub(crate) struct ModelRef {
     /// `s3://…`, an `https://` URL without credentials or query, or a file name.
-    pub uri: String,
+    pub(crate) uri: String,
     /// `null` for a moment after start while a local file's digest is computed.
-    pub sha256: Option<String>,
+    pub(crate) sha256: Option<String>,
     /// `labels` or `imagenet`.
-    pub kind: String,
+    pub(crate) kind: String,
 }
 
 impl ModelRef {
-    pub fn of(model: &Classifier) -> Self {
+    pub(crate) fn of(model: &Classifier) -> Self {
         ModelRef {
             uri: model.info().uri.clone(),
             sha256: model.sha256().map(str::to_owned),
@@ -33,35 +33,39 @@ impl ModelRef {
 }
 
 /// A request's timings: in answers, the request log and the metrics alike.
-pub use crate::metrics::Timings;
+pub(crate) use crate::metrics::Timings;
 
 /// The answer for one picture.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SingleAnswer {
+pub(crate) struct SingleAnswer {
     #[serde(flatten)]
-    pub prediction: Prediction,
-    pub model: ModelRef,
-    pub timings_ms: Timings,
+    pub(crate) prediction: Prediction,
+    pub(crate) model: ModelRef,
+    pub(crate) timings_ms: Timings,
 }
 
 /// The answer for several pictures, in request order.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct BatchAnswer {
-    pub predictions: Vec<Prediction>,
-    pub model: ModelRef,
-    pub timings_ms: Timings,
+pub(crate) struct BatchAnswer {
+    pub(crate) predictions: Vec<Prediction>,
+    pub(crate) model: ModelRef,
+    pub(crate) timings_ms: Timings,
 }
 
 /// `POST /predict` answers one object for one picture, a batch for several.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
-pub enum PredictAnswer {
+pub(crate) enum PredictAnswer {
     Single(SingleAnswer),
     Batch(BatchAnswer),
 }
 
 impl PredictAnswer {
-    pub fn new(mut predictions: Vec<Prediction>, model: ModelRef, timings_ms: Timings) -> Self {
+    pub(crate) fn new(
+        mut predictions: Vec<Prediction>,
+        model: ModelRef,
+        timings_ms: Timings,
+    ) -> Self {
         if predictions.len() == 1 {
             let prediction = predictions.remove(0);
             PredictAnswer::Single(SingleAnswer {
@@ -81,29 +85,29 @@ impl PredictAnswer {
 
 /// The tutorial's answer to `POST /` for one picture: `{"prediction": {"cat": p, "dog": p}}`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct LegacySingle {
+pub(crate) struct LegacySingle {
     /// Scores per label.
     #[schema(value_type = std::collections::HashMap<String, f32>)]
-    pub prediction: Scores,
+    pub(crate) prediction: Scores,
 }
 
 /// The tutorial's answer to `POST /` for several pictures, in order.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct LegacyBatch {
+pub(crate) struct LegacyBatch {
     #[schema(value_type = Vec<std::collections::HashMap<String, f32>>)]
-    pub predictions: Vec<Scores>,
+    pub(crate) predictions: Vec<Scores>,
 }
 
 /// `POST /`: the tutorial's answer shape.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
-pub enum LegacyAnswer {
+pub(crate) enum LegacyAnswer {
     Single(LegacySingle),
     Batch(LegacyBatch),
 }
 
 impl LegacyAnswer {
-    pub fn new(predictions: Vec<Prediction>) -> Self {
+    pub(crate) fn new(predictions: Vec<Prediction>) -> Self {
         let mut scores: Vec<Scores> = predictions.into_iter().map(|p| p.scores).collect();
         if scores.len() == 1 {
             LegacyAnswer::Single(LegacySingle {
@@ -120,7 +124,7 @@ impl LegacyAnswer {
 /// Where the model stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum HealthStatus {
+pub(crate) enum HealthStatus {
     /// Ready: requests are answered.
     Ok,
     /// Being fetched or built.
@@ -133,43 +137,43 @@ pub enum HealthStatus {
 
 /// `GET /health`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct HealthAnswer {
-    pub status: HealthStatus,
+pub(crate) struct HealthAnswer {
+    pub(crate) status: HealthStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
-    pub model: Option<ModelRef>,
+    pub(crate) model: Option<ModelRef>,
     /// Why the model is not ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 /// `{"error": {"code", "message"}}`: every error answer.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
+pub(crate) struct ErrorBody {
+    pub(crate) error: ErrorDetail,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
+pub(crate) struct ErrorDetail {
     /// Stable, machine-readable (docs/api.md: Errors and limits).
     #[schema(example = "invalid_image")]
-    pub code: ErrorCode,
+    pub(crate) code: ErrorCode,
     /// For people.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// `{"error": "<message>"}`: every error of the Open Inference Protocol
 /// routes (`/v2/…`), as that protocol has it.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct OipErrorBody {
-    pub error: String,
+pub(crate) struct OipErrorBody {
+    pub(crate) error: String,
 }
 
 /// The error answers of the classifying routes (`POST /predict`, `POST /`),
 /// one per status, each listing its codes: made from [`ErrorCode`], so a new
 /// code shows up here by itself.
-pub struct RequestErrors;
+pub(crate) struct RequestErrors;
 
 impl RequestErrors {
     /// Codes a classifying route never answers: the protocol's own, and
@@ -239,7 +243,7 @@ impl utoipa::IntoResponses for RequestErrors {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged, try_from = "JsonFields")]
 #[schema(example = json!({"image": RED_PNG_BASE64}))]
-pub enum JsonPictures {
+pub(crate) enum JsonPictures {
     /// One picture.
     One { image: Base64Picture },
     /// Several, answered in order.
@@ -288,10 +292,10 @@ impl TryFrom<JsonFields> for JsonPictures {
 /// It must decode to a JPEG, PNG, WebP, GIF or BMP.
 #[derive(Debug, Deserialize)]
 #[serde(transparent)]
-pub struct Base64Picture(pub String);
+pub(crate) struct Base64Picture(pub String);
 
 /// What `http::input::decode_base64` takes, as a pattern (whitespace anywhere is dropped).
-pub const BASE64_PATTERN: &str =
+pub(crate) const BASE64_PATTERN: &str =
     r"^\s*(data:[^,]*;base64,)?[\sA-Za-z0-9+/_=-]*[A-Za-z0-9+/_-][\sA-Za-z0-9+/_=-]*$";
 
 impl utoipa::PartialSchema for Base64Picture {
@@ -314,35 +318,35 @@ impl utoipa::ToSchema for Base64Picture {}
 #[derive(ToSchema)]
 #[schema(value_type = String, format = Binary)]
 #[allow(dead_code)]
-pub struct Picture(pub Vec<u8>);
+pub(crate) struct Picture(pub Vec<u8>);
 
 /// A multipart form: one or more file fields, each a picture.
 #[derive(ToSchema)]
 #[allow(dead_code)]
-pub struct UploadForm {
+pub(crate) struct UploadForm {
     #[schema(value_type = String, format = Binary)]
-    pub file: Vec<u8>,
+    pub(crate) file: Vec<u8>,
 }
 
 /// A 2×2 red PNG: the example request (red means cat for the test models).
-pub const RED_PNG_BASE64: &str =
+pub(crate) const RED_PNG_BASE64: &str =
     "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGO8IyfHwMDAxMDAwMDAAAAOCAEc48H7QgAAAABJRU5ErkJggg==";
 
 /// `GET /uploads/{id}`: the uploaded picture's record, as S3 events write it
 /// under the results prefix (docs/s3-events.md).
 #[derive(Debug, Serialize, ToSchema)]
 #[allow(dead_code)]
-pub struct UploadResult {
-    pub bucket: String,
-    pub key: String,
-    pub label: String,
-    pub confidence: f32,
+pub(crate) struct UploadResult {
+    pub(crate) bucket: String,
+    pub(crate) key: String,
+    pub(crate) label: String,
+    pub(crate) confidence: f32,
     #[schema(value_type = Object)]
-    pub scores: std::collections::BTreeMap<String, f32>,
+    pub(crate) scores: std::collections::BTreeMap<String, f32>,
     /// The model's name, version and SHA-256.
     #[schema(value_type = Object)]
-    pub model: serde_json::Value,
+    pub(crate) model: serde_json::Value,
     /// Milliseconds: get, decode, preprocess, inference, write, total.
     #[schema(value_type = Object)]
-    pub timings_ms: serde_json::Value,
+    pub(crate) timings_ms: serde_json::Value,
 }

@@ -17,7 +17,7 @@ use crate::objects::{StoredPictures, UploadRequest, UploadTicket, UPLOAD_TYPES};
 
 /// Whether `GET /uploads/{id}` found the record already written (by the
 /// picture's S3 event) or wrote it now: `existing` or `written`.
-pub const RECORD_HEADER: &str = "catdog-record";
+pub(crate) const RECORD_HEADER: &str = "catdog-record";
 
 fn stored_pictures(state: &AppState) -> Result<&Arc<dyn StoredPictures>, ApiError> {
     state.stored_pictures.as_ref().ok_or_else(|| {
@@ -41,7 +41,7 @@ fn stored_pictures(state: &AppState) -> Result<&Arc<dyn StoredPictures>, ApiErro
         (status = 502, description = "S3 refused (`s3_error`)", body = ErrorBody),
         (status = 503, description = "S3 out of reach (`s3_unavailable`)", body = ErrorBody),
     ))]
-pub async fn create_upload(
+pub(crate) async fn create_upload(
     State(state): State<AppState>,
     request: Result<Json<UploadRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -94,7 +94,7 @@ pub async fn create_upload(
         (status = 502, description = "S3 refused (`s3_error`)", body = ErrorBody),
         (status = 503, description = "The model is not ready, or S3 is out of reach", body = ErrorBody),
     ))]
-pub async fn upload_result(
+pub(crate) async fn upload_result(
     State(state): State<AppState>,
     PathParams(id): PathParams<String>,
 ) -> Result<Response, ApiError> {
@@ -122,7 +122,7 @@ pub async fn upload_result(
 
 /// An id as `POST /uploads` makes them: 32 lowercase hex digits, and a
 /// picture extension when the type was given.
-pub fn is_upload_id(id: &str) -> bool {
+pub(crate) fn is_upload_id(id: &str) -> bool {
     let (hex, ext) = id.split_once('.').unwrap_or((id, ""));
     hex.len() == 32
         && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))

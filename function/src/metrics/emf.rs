@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use crate::metrics::{ModelLabels, Observed};
 
 /// The CloudWatch namespace of every catdog metric.
-pub const NAMESPACE: &str = "catdog";
+pub(crate) const NAMESPACE: &str = "catdog";
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -56,7 +56,7 @@ fn document(
 }
 
 /// The line for one request.
-pub fn request_line(o: &Observed, model: Option<&ModelLabels>, timestamp_ms: u64) -> String {
+pub(crate) fn request_line(o: &Observed, model: Option<&ModelLabels>, timestamp_ms: u64) -> String {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     let mut metrics = vec![
         ("Requests", "Count", 1.0),
@@ -91,7 +91,12 @@ pub fn request_line(o: &Observed, model: Option<&ModelLabels>, timestamp_ms: u64
 }
 
 /// The line written once the model is ready: its fetch and load times.
-pub fn model_line(model: &ModelLabels, fetch_ms: f64, load_ms: f64, timestamp_ms: u64) -> String {
+pub(crate) fn model_line(
+    model: &ModelLabels,
+    fetch_ms: f64,
+    load_ms: f64,
+    timestamp_ms: u64,
+) -> String {
     document(
         &[("Model", &model.name)],
         &[
@@ -109,19 +114,19 @@ pub fn model_line(model: &ModelLabels, fetch_ms: f64, load_ms: f64, timestamp_ms
 
 /// Writes a line to stdout in one piece (Lambda sends stdout to CloudWatch
 /// Logs, one event per line; the tracing logs go to stderr).
-pub fn emit(line: &str) {
+pub(crate) fn emit(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(format!("{line}\n").as_bytes());
     let _ = out.flush();
 }
 
 /// [`request_line`] at the current time, written out.
-pub fn emit_request(o: &Observed, model: Option<&ModelLabels>) {
+pub(crate) fn emit_request(o: &Observed, model: Option<&ModelLabels>) {
     emit(&request_line(o, model, now_ms()));
 }
 
 /// [`model_line`] at the current time, written out.
-pub fn emit_model(model: &ModelLabels, fetch_ms: f64, load_ms: f64) {
+pub(crate) fn emit_model(model: &ModelLabels, fetch_ms: f64, load_ms: f64) {
     emit(&model_line(model, fetch_ms, load_ms, now_ms()));
 }
 

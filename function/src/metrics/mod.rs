@@ -7,7 +7,7 @@
 //! Each router has its own registry (no global): two servers in one process
 //! (tests, a notebook re-run) count apart.
 
-pub mod emf;
+pub(crate) mod emf;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
@@ -20,56 +20,56 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
 /// The `Content-Type` of `GET /metrics` (Prometheus text format 0.0.4).
-pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// The route label of requests no route matched (their paths are not
 /// labels: anyone could grow the series without bound).
-pub const UNMATCHED_ROUTE: &str = "unmatched";
+pub(crate) const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// One request, as both sinks see it.
 #[derive(Debug, Clone)]
-pub struct Observed<'a> {
+pub(crate) struct Observed<'a> {
     /// The route's template (`/v2/models/{name}/infer`), or [`UNMATCHED_ROUTE`].
-    pub route: &'a str,
-    pub method: &'a str,
-    pub status: u16,
-    pub total_ms: f64,
+    pub(crate) route: &'a str,
+    pub(crate) method: &'a str,
+    pub(crate) status: u16,
+    pub(crate) total_ms: f64,
     /// For requests that classified pictures.
-    pub stages: Option<Timings>,
+    pub(crate) stages: Option<Timings>,
 }
 
 /// Where a classifying request's time went, in milliseconds: answered as
 /// `timings_ms`, logged, and observed here.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
-pub struct Timings {
-    pub read: f64,
+pub(crate) struct Timings {
+    pub(crate) read: f64,
     /// Waiting for the memory budget before decoding (behind other large pictures).
-    pub memory_wait: f64,
-    pub decode: f64,
-    pub preprocess: f64,
-    pub inference: f64,
+    pub(crate) memory_wait: f64,
+    pub(crate) decode: f64,
+    pub(crate) preprocess: f64,
+    pub(crate) inference: f64,
     /// Waiting for the inference thread (behind other batches).
-    pub queue: f64,
-    pub total: f64,
+    pub(crate) queue: f64,
+    pub(crate) total: f64,
     /// Pictures in the request.
     #[serde(skip)]
-    pub images: usize,
+    pub(crate) images: usize,
     /// Pictures in the micro-batch this request ran in (its own included).
     #[serde(rename = "batch_images")]
-    pub batch: usize,
+    pub(crate) batch: usize,
 }
 
 /// The model answering, for the info series.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct ModelLabels {
-    pub name: String,
+pub(crate) struct ModelLabels {
+    pub(crate) name: String,
     /// Empty while the digest is being computed.
-    pub version: String,
-    pub sha256: String,
+    pub(crate) version: String,
+    pub(crate) sha256: String,
     /// `s3`, `https` or `file`.
-    pub uri_scheme: String,
+    pub(crate) uri_scheme: String,
     /// `labels` or `imagenet`.
-    pub kind: String,
+    pub(crate) kind: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -92,7 +92,7 @@ fn seconds_histogram() -> Histogram {
 }
 
 /// Every series `/metrics` shows.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     in_flight: Gauge,
@@ -126,7 +126,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("catdog");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -238,13 +238,13 @@ impl Metrics {
 
     /// A request starts; the returned guard counts it in flight until dropped
     /// (also when the client goes away mid-request).
-    pub fn start_request(&self) -> InFlight {
+    pub(crate) fn start_request(&self) -> InFlight {
         self.in_flight.inc();
         InFlight(self.in_flight.clone())
     }
 
     /// A request was answered.
-    pub fn observe(&self, o: &Observed) {
+    pub(crate) fn observe(&self, o: &Observed) {
         self.requests
             .get_or_create(&RequestLabels {
                 route: o.route.to_string(),
@@ -273,18 +273,18 @@ impl Metrics {
     }
 
     /// The histogram the inference thread reports each run's size to.
-    pub fn batch_size(&self) -> Histogram {
+    pub(crate) fn batch_size(&self) -> Histogram {
         self.batch_size.clone()
     }
 
     /// The model is ready: its fetch and load times.
-    pub fn model_loaded(&self, fetch_ms: f64, load_ms: f64) {
+    pub(crate) fn model_loaded(&self, fetch_ms: f64, load_ms: f64) {
         self.model_fetch.set(fetch_ms / 1e3);
         self.model_load.set(load_ms / 1e3);
     }
 
     /// The memory budget and how much of it is held now (set when `/metrics` is read).
-    pub fn set_memory(&self, budget: u64, in_use: u64) {
+    pub(crate) fn set_memory(&self, budget: u64, in_use: u64) {
         self.memory_budget
             .set(i64::try_from(budget).unwrap_or(i64::MAX));
         self.memory_in_use
@@ -292,7 +292,7 @@ impl Metrics {
     }
 
     /// Sets the info series to `model` (or none), replacing the previous one.
-    pub fn set_model(&self, model: Option<ModelLabels>) {
+    pub(crate) fn set_model(&self, model: Option<ModelLabels>) {
         let mut now = self.model_now.lock().unwrap_or_else(|p| p.into_inner());
         if *now == model {
             return;
@@ -307,7 +307,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every series.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
@@ -316,7 +316,7 @@ impl Metrics {
 }
 
 /// Counts one request in flight while alive.
-pub struct InFlight(Gauge);
+pub(crate) struct InFlight(Gauge);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -326,7 +326,7 @@ impl Drop for InFlight {
 
 /// A request method as a label: the standard ones by name, any other as
 /// `other` (a client inventing methods must not grow the series).
-pub fn method_label(method: &str) -> &'static str {
+pub(crate) fn method_label(method: &str) -> &'static str {
     match method {
         "GET" => "GET",
         "POST" => "POST",
@@ -341,7 +341,7 @@ pub fn method_label(method: &str) -> &'static str {
 
 /// `s3`, `https`, `http` or `file`: a URI's scheme, without anything that
 /// could identify the bucket or host.
-pub fn uri_scheme(uri: &str) -> &'static str {
+pub(crate) fn uri_scheme(uri: &str) -> &'static str {
     match uri.split_once("://").map(|(s, _)| s) {
         Some("s3") => "s3",
         Some("https") => "https",

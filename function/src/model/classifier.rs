@@ -23,7 +23,7 @@ use crate::preprocess::{Layout, Preprocessing, Preprocessor, TensorRow};
 
 /// Where a model's SHA-256 goes once known (at load, or later from a
 /// background task for a local file whose digest is only informational).
-pub type DigestSlot = Arc<OnceLock<String>>;
+pub(crate) type DigestSlot = Arc<OnceLock<String>>;
 
 /// Contract values given by the user (they win over the model's metadata),
 /// and the default used when neither gives preprocessing.
@@ -130,7 +130,7 @@ pub struct ContractSource {
 
 /// Hex digits of the SHA-256 that make a model's version (as short as a
 /// Docker image ID, and as unlikely to collide between two models of one name).
-pub const VERSION_CHARS: usize = 12;
+pub(crate) const VERSION_CHARS: usize = 12;
 
 /// A loaded model, safe to share between threads.
 pub struct Classifier {

@@ -12,19 +12,19 @@ use serde::{Deserialize, Serialize};
 use crate::preprocess::SpecError;
 
 /// Metadata key holding a JSON array of class names in output order.
-pub const KEY_LABELS: &str = "labels";
+pub(crate) const KEY_LABELS: &str = "labels";
 /// Metadata key holding a preset name (`caffe`, `torch`) or a JSON object.
-pub const KEY_PREPROCESSING: &str = "preprocessing";
+pub(crate) const KEY_PREPROCESSING: &str = "preprocessing";
 /// Metadata key saying whether outputs are `"logits"` or `"probabilities"`.
-pub const KEY_OUTPUT: &str = "output";
+pub(crate) const KEY_OUTPUT: &str = "output";
 /// Metadata key naming the model on the Open Inference Protocol routes
 /// (`/v2/models/{name}`); [`DEFAULT_NAME`] without it.
-pub const KEY_NAME: &str = "name";
+pub(crate) const KEY_NAME: &str = "name";
 /// The model's name when neither the settings nor the metadata give one.
-pub const DEFAULT_NAME: &str = "catdog";
+pub(crate) const DEFAULT_NAME: &str = "catdog";
 /// Metadata key holding the rule for a label that means "none of the
 /// others" (a JSON [`Rejection`]).
-pub const KEY_REJECTION: &str = "rejection";
+pub(crate) const KEY_REJECTION: &str = "rejection";
 
 /// Why a model's contract could not be understood.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +44,7 @@ pub enum ContractError {
 /// The one rule for every contract value: what the user gave wins, then the
 /// model's metadata, then the default; with where it came from
 /// (`override`, `metadata` or `default`). `None` when none of them has it.
-pub fn resolve<T, E: Into<ContractError>>(
+pub(crate) fn resolve<T, E: Into<ContractError>>(
     given: Option<T>,
     metadata: Option<&str>,
     parse: impl Fn(&str) -> Result<T, E>,
@@ -58,7 +58,7 @@ pub fn resolve<T, E: Into<ContractError>>(
 }
 
 /// Checks a model name: it is a path segment of the `/v2/models/{name}` routes.
-pub fn parse_name(text: &str) -> Result<String, ContractError> {
+pub(crate) fn parse_name(text: &str) -> Result<String, ContractError> {
     let name = text.trim();
     let ok = (1..=128).contains(&name.len())
         && !name.starts_with('.')
@@ -75,13 +75,13 @@ pub fn parse_name(text: &str) -> Result<String, ContractError> {
 /// Whether the model's output already is a probability distribution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum OutputKind {
+pub(crate) enum OutputKind {
     Logits,
     Probabilities,
 }
 
 impl OutputKind {
-    pub fn parse(text: &str) -> Result<Self, ContractError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, ContractError> {
         match text.trim().trim_matches('"') {
             "logits" | "scores" => Ok(Self::Logits),
             "probabilities" | "softmax" => Ok(Self::Probabilities),
@@ -98,14 +98,14 @@ impl OutputKind {
 #[serde(deny_unknown_fields)]
 pub struct Rejection {
     /// The rejecting label, one of the model's labels.
-    pub label: String,
+    pub(crate) label: String,
     /// Below this summed score of the other labels (0–1), the answer is `label`.
-    pub below: f32,
+    pub(crate) below: f32,
 }
 
 impl Rejection {
     /// Parses a `rejection` value and checks it against the model's labels.
-    pub fn parse(text: &str, labels: &[String]) -> Result<Self, ContractError> {
+    pub(crate) fn parse(text: &str, labels: &[String]) -> Result<Self, ContractError> {
         let r: Rejection = serde_json::from_str(text.trim())
             .map_err(|e| ContractError::Rejection(e.to_string()))?;
         if !(0.0..=1.0).contains(&r.below) {
@@ -126,13 +126,13 @@ impl Rejection {
     }
 
     /// The metadata value.
-    pub fn to_metadata(&self) -> String {
+    pub(crate) fn to_metadata(&self) -> String {
         serde_json::to_string(self).expect("a rejection serialises")
     }
 }
 
 /// Parses a `labels` value: a JSON array of non-empty, distinct strings.
-pub fn parse_labels(text: &str) -> Result<Vec<String>, ContractError> {
+pub(crate) fn parse_labels(text: &str) -> Result<Vec<String>, ContractError> {
     let labels: Vec<String> =
         serde_json::from_str(text.trim()).map_err(|e| ContractError::Labels(e.to_string()))?;
     if labels.is_empty() {

@@ -8,31 +8,31 @@ use std::sync::OnceLock;
 
 /// Number of ImageNet-1k classes; a label-less model with this many outputs is
 /// treated as an ImageNet classifier.
-pub const NUM_CLASSES: usize = 1000;
+pub(crate) const NUM_CLASSES: usize = 1000;
 /// Domestic cats: tabby, tiger cat, Persian, Siamese, Egyptian cat.
-pub const CAT_CLASSES: std::ops::RangeInclusive<usize> = 281..=285;
+pub(crate) const CAT_CLASSES: std::ops::RangeInclusive<usize> = 281..=285;
 /// Dogs: Chihuahua (151) through Mexican hairless (268).
-pub const DOG_CLASSES: std::ops::RangeInclusive<usize> = 151..=268;
+pub(crate) const DOG_CLASSES: std::ops::RangeInclusive<usize> = 151..=268;
 /// Below this summed cat+dog probability the answer is `neither`.
 pub const DEFAULT_NEITHER_BELOW: f32 = 0.2;
 
 const NAMES_TXT: &str = include_str!("../../assets/imagenet_classes.txt");
 
 /// The 1000 class names, index = class id (torchvision's list).
-pub fn class_names() -> &'static [&'static str] {
+pub(crate) fn class_names() -> &'static [&'static str] {
     static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
     NAMES.get_or_init(|| NAMES_TXT.lines().collect())
 }
 
 /// Summed probabilities of the cat and dog groups.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Groups {
-    pub cat: f32,
-    pub dog: f32,
+pub(crate) struct Groups {
+    pub(crate) cat: f32,
+    pub(crate) dog: f32,
 }
 
 /// Sums a 1000-way probability vector into the cat and dog groups.
-pub fn group(probs: &[f32]) -> Groups {
+pub(crate) fn group(probs: &[f32]) -> Groups {
     Groups {
         cat: probs[CAT_CLASSES].iter().sum(),
         dog: probs[DOG_CLASSES].iter().sum(),

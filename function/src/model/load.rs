@@ -19,16 +19,16 @@ use crate::preprocess::Preprocessing;
 #[derive(Debug, Clone)]
 pub struct ModelSpec {
     /// `s3://…`, `https://…` or a path; `None` → the stock ImageNet VGG16.
-    pub uri: Option<String>,
+    pub(crate) uri: Option<String>,
     /// Expected SHA-256 (hex); the model is refused if it differs.
-    pub sha256: Option<String>,
+    pub(crate) sha256: Option<String>,
     /// Where the default VGG16 is downloaded from (a mirror may be given).
-    pub default_url: Option<String>,
+    pub(crate) default_url: Option<String>,
     /// Folder caching the default VGG16.
-    pub cache_dir: PathBuf,
-    pub contract: ContractOverrides,
-    pub session: SessionOptions,
-    pub fetch: FetchOptions,
+    pub(crate) cache_dir: PathBuf,
+    pub(crate) contract: ContractOverrides,
+    pub(crate) session: SessionOptions,
+    pub(crate) fetch: FetchOptions,
 }
 
 /// Why the model could not be made ready.
@@ -45,7 +45,7 @@ impl LoadError {
     /// (network, throttling, server errors, an object not uploaded yet or a
     /// policy being fixed). Bad bytes, a digest mismatch or a bad setting
     /// will not get better by themselves.
-    pub fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         matches!(
             self,
             LoadError::Source(SourceError::S3 { .. } | SourceError::Http { .. })
@@ -55,7 +55,7 @@ impl LoadError {
 
 /// When a model file's digest is computed if no digest is expected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DigestTiming {
+pub(crate) enum DigestTiming {
     /// While the session builds: known when loading returns (fine-tuning records it).
     Now,
     /// After loading, at low CPU priority (serving: it is only informational,
@@ -84,7 +84,7 @@ pub async fn load_classifier(spec: &ModelSpec) -> Result<Classifier, LoadError> 
 /// [`load_classifier`], tried again after retryable failures (see
 /// [`LoadError::is_retryable`]) as `policy` says; `on_retry` hears of each
 /// failure that will be retried, with the pause before the next try.
-pub async fn load_classifier_with_retries(
+pub(crate) async fn load_classifier_with_retries(
     spec: &ModelSpec,
     policy: RetryPolicy,
     mut on_retry: impl FnMut(&LoadError, u32, Duration),
@@ -176,7 +176,7 @@ async fn locate(spec: &ModelSpec, force_download: bool) -> Result<Located, Sourc
 /// Fetches the model `spec` names and builds `T` from it with `build` (on a
 /// blocking thread), handling its digest as `timing` says; returns `T` and
 /// the model's digest slot.
-pub async fn load_with<T: Send + 'static>(
+pub(crate) async fn load_with<T: Send + 'static>(
     spec: &ModelSpec,
     timing: DigestTiming,
     build: impl Fn(FetchedModel, DigestSlot) -> Result<T, ModelError> + Send + Sync + 'static,

@@ -5,23 +5,21 @@
 //! become answers ([`classifier`], [`output`], [`imagenet`]); [`publish`]
 //! puts one into S3.
 
-pub mod classifier;
-pub mod contract;
-pub mod error;
+pub(crate) mod classifier;
+pub(crate) mod contract;
+pub(crate) mod error;
 pub mod imagenet;
 pub mod load;
-pub mod output;
-pub mod publish;
-pub mod quantized;
+pub(crate) mod output;
+pub(crate) mod publish;
+pub(crate) mod quantized;
 pub mod session;
 pub mod source;
-pub mod spool;
-pub mod weights;
-pub mod wire;
+pub(crate) mod spool;
+pub(crate) mod weights;
+pub(crate) mod wire;
 
-pub use classifier::{
-    Classifier, ContractOverrides, ContractSource, DigestSlot, Int8Info, ModelInfo, OutputInfo,
-    TensorInfo,
-};
-pub use error::ModelError;
-pub use session::InferTimings;
+pub use classifier::Classifier;
+pub(crate) use classifier::{ContractOverrides, ModelInfo};
+pub(crate) use error::ModelError;
+pub(crate) use session::InferTimings;

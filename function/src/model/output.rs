@@ -9,7 +9,7 @@ use crate::model::imagenet;
 
 /// How output rows are turned into labelled answers.
 #[derive(Debug, Clone)]
-pub enum Head {
+pub(crate) enum Head {
     /// A model with its own class names, in output order, and the rule of
     /// its rejecting label when it has one (`neither`).
     Labels {
@@ -23,7 +23,7 @@ pub enum Head {
 
 impl Head {
     /// The labels answers can carry, in `scores` order.
-    pub fn labels(&self) -> Vec<String> {
+    pub(crate) fn labels(&self) -> Vec<String> {
         match self {
             Head::Labels { labels, .. } => labels.clone(),
             Head::ImageNet { .. } => vec!["cat".into(), "dog".into(), "neither".into()],
@@ -31,7 +31,7 @@ impl Head {
     }
 
     /// The rule of the label that means "none of the others", if any.
-    pub fn rejection(&self) -> Option<Rejection> {
+    pub(crate) fn rejection(&self) -> Option<Rejection> {
         match self {
             Head::Labels { rejection, .. } => rejection.clone(),
             Head::ImageNet { neither_below } => Some(Rejection {
@@ -44,7 +44,7 @@ impl Head {
 
 /// Scores per label, serialised as a JSON object in label order.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Scores(pub Vec<(String, f32)>);
+pub(crate) struct Scores(pub Vec<(String, f32)>);
 
 impl Serialize for Scores {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -56,18 +56,12 @@ impl Serialize for Scores {
     }
 }
 
-impl Scores {
-    pub fn get(&self, label: &str) -> Option<f32> {
-        self.0.iter().find(|(k, _)| k == label).map(|(_, v)| *v)
-    }
-}
-
 /// One ImageNet class in a top-k list.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct TopClass {
-    pub index: usize,
-    pub name: String,
-    pub probability: f32,
+pub(crate) struct TopClass {
+    pub(crate) index: usize,
+    pub(crate) name: String,
+    pub(crate) probability: f32,
 }
 
 /// The answer for one picture.
@@ -78,14 +72,14 @@ pub struct Prediction {
     pub confidence: f32,
     /// Probability per label (they sum to 1).
     #[schema(value_type = std::collections::HashMap<String, f32>)]
-    pub scores: Scores,
+    pub(crate) scores: Scores,
     /// For ImageNet models: the five most likely of the 1000 classes.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub imagenet_top5: Option<Vec<TopClass>>,
+    pub(crate) imagenet_top5: Option<Vec<TopClass>>,
 }
 
 /// Numerically stable softmax.
-pub fn softmax(row: &[f32]) -> Vec<f32> {
+pub(crate) fn softmax(row: &[f32]) -> Vec<f32> {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let exps: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
     let sum: f32 = exps.iter().sum();
@@ -94,13 +88,13 @@ pub fn softmax(row: &[f32]) -> Vec<f32> {
 
 /// True when `row` already is a probability distribution (all in [0, 1],
 /// summing to 1): the model ends in a softmax and must not get another.
-pub fn looks_like_probabilities(row: &[f32]) -> bool {
+pub(crate) fn looks_like_probabilities(row: &[f32]) -> bool {
     let sum: f32 = row.iter().sum();
     row.iter().all(|v| (0.0..=1.0).contains(v)) && (sum - 1.0).abs() < 1e-3
 }
 
 /// Probabilities of one output row, given what the model says it outputs.
-pub fn probabilities(row: &[f32], kind: Option<OutputKind>) -> Vec<f32> {
+pub(crate) fn probabilities(row: &[f32], kind: Option<OutputKind>) -> Vec<f32> {
     match kind {
         Some(OutputKind::Probabilities) => row.to_vec(),
         Some(OutputKind::Logits) => softmax(row),
@@ -110,7 +104,7 @@ pub fn probabilities(row: &[f32], kind: Option<OutputKind>) -> Vec<f32> {
 }
 
 /// Builds the answer for one row of probabilities.
-pub fn predict(head: &Head, probs: &[f32]) -> Prediction {
+pub(crate) fn predict(head: &Head, probs: &[f32]) -> Prediction {
     let (scores, top5) = match head {
         Head::Labels { labels, .. } => (
             labels.iter().cloned().zip(probs.iter().copied()).collect(),
@@ -170,7 +164,7 @@ fn choose(scores: &[(String, f32)], rejection: Option<&Rejection>) -> (String, f
 }
 
 /// The `k` most likely ImageNet classes, with names.
-pub fn top_k(probs: &[f32], k: usize) -> Vec<TopClass> {
+pub(crate) fn top_k(probs: &[f32], k: usize) -> Vec<TopClass> {
     let mut idx: Vec<usize> = (0..probs.len()).collect();
     idx.sort_by(|a, b| probs[*b].total_cmp(&probs[*a]));
     let names = imagenet::class_names();

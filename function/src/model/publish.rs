@@ -11,7 +11,7 @@ use crate::model::source::{self, ModelUri};
 
 /// Part size: S3 needs ≥ 5 MiB for all but the last part; 16 MiB keeps a
 /// 528 MB VGG16 at 33 parts.
-pub const PART_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const PART_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -35,7 +35,7 @@ pub struct Published {
 /// Whether S3 requests would be signed: the SDK's credential chain
 /// (variables, profile, container or instance role) gives credentials
 /// within `timeout`. `Err` says why not, to skip an upload clearly.
-pub async fn credentials(timeout: std::time::Duration) -> Result<(), String> {
+pub(crate) async fn credentials(timeout: std::time::Duration) -> Result<(), String> {
     use aws_sdk_s3::config::ProvideCredentials;
     // The chain the S3 client is built from (crate::aws::s3_client).
     let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -57,7 +57,7 @@ pub async fn credentials(timeout: std::time::Duration) -> Result<(), String> {
 }
 
 /// Uploads `file` to `to` (`s3://bucket/key`).
-pub async fn upload(
+pub(crate) async fn upload(
     file: &std::path::Path,
     to: &str,
     opts: &source::FetchOptions,

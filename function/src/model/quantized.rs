@@ -33,17 +33,17 @@ pub struct Int8Scheme {
     /// Activations then weights, `u` for uint8 and `s` for int8: `u8s8`,
     /// `u8u8`, `s8s8`; `mixed` when the graph's operators disagree.
     #[schema(example = "u8s8")]
-    pub scheme: String,
+    pub(crate) scheme: String,
     /// Whether every int8 weight lies within ±64, so a u8×s8 pair sum fits
     /// in int16; `None` when some weight is not inline in the model file
     /// (external data, typed fields), so it could not be read.
-    pub weights_within_7_bits: Option<bool>,
+    pub(crate) weights_within_7_bits: Option<bool>,
 }
 
 impl Int8Scheme {
     /// Whether some pair of products with int8 weights can exceed an int16:
     /// on an x86 CPU without VNNI, ONNX Runtime's kernels then saturate.
-    pub fn can_saturate(&self) -> bool {
+    pub(crate) fn can_saturate(&self) -> bool {
         self.scheme != "u8u8" && self.weights_within_7_bits != Some(true)
     }
 }
@@ -51,7 +51,7 @@ impl Int8Scheme {
 /// Whether this CPU multiplies u8×s8 with int32 sums (VNNI on x86: the
 /// AVX-512 or the AVX form). `None` off x86, where the question does not
 /// arise.
-pub fn cpu_has_vnni() -> Option<bool> {
+pub(crate) fn cpu_has_vnni() -> Option<bool> {
     #[cfg(target_arch = "x86_64")]
     {
         let avx512 = std::arch::is_x86_feature_detected!("avx512vnni");
@@ -74,7 +74,7 @@ struct Initializer {
 /// Which 8-bit integers the graph in `model` (a serialized `ModelProto`,
 /// weights inline or not) multiplies; `None` for a graph with no integer
 /// operator. Reads only framing, names and types, and the int8 weights.
-pub fn int8_scheme(model: &[u8]) -> Result<Option<Int8Scheme>, Malformed> {
+pub(crate) fn int8_scheme(model: &[u8]) -> Result<Option<Int8Scheme>, Malformed> {
     let mut graph = None;
     for field in Fields::new(model, 0) {
         if let (7, Value::Len(payload)) = field?.into_parts() {

@@ -16,7 +16,7 @@ use std::time::Instant;
 use crate::model::source::sha256_of_blocks;
 
 /// A file being filled with a model's bytes, in parts written in any order.
-pub struct Spool {
+pub(crate) struct Spool {
     file: File,
     path: SpooledFile,
     shared: Arc<Shared>,
@@ -41,7 +41,7 @@ struct Shared {
 pub struct SpooledFile(PathBuf, Option<File>);
 
 impl SpooledFile {
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -98,10 +98,10 @@ fn sweep_stale(dir: &Path) -> u64 {
 
 /// A finished spool: the file, its digest, and how long the digest kept the
 /// caller waiting after the last byte arrived.
-pub struct Spooled {
-    pub file: SpooledFile,
-    pub sha256: String,
-    pub digest_wait_ms: f64,
+pub(crate) struct Spooled {
+    pub(crate) file: SpooledFile,
+    pub(crate) sha256: String,
+    pub(crate) digest_wait_ms: f64,
 }
 
 /// Why a model could not be spooled.
@@ -126,7 +126,7 @@ impl Spool {
     /// A new file of `total` bytes in `dir`, filled in parts of `part` bytes
     /// (the last may be shorter). The space is reserved up front, so a full
     /// disk is found before anything is downloaded.
-    pub fn create(dir: &Path, total: u64, part: u64) -> Result<Spool, SpoolError> {
+    pub(crate) fn create(dir: &Path, total: u64, part: u64) -> Result<Spool, SpoolError> {
         let needed = format!("{:.0} MB", total as f64 / 1e6);
         let create_err = |error| SpoolError::Create {
             dir: dir.display().to_string(),
@@ -160,17 +160,18 @@ impl Spool {
     }
 
     /// How many parts there are.
-    pub fn parts(&self) -> usize {
+    pub(crate) fn parts(&self) -> usize {
         self.shared.written.len()
     }
 
     /// Part `i`'s offset and length.
-    pub fn part_range(&self, i: usize) -> (u64, u64) {
+    #[cfg(test)]
+    pub(crate) fn part_range(&self, i: usize) -> (u64, u64) {
         self.shared.range(i)
     }
 
     /// The writer of part `i`: bytes go to the file at their offset, in order.
-    pub fn writer(&self, i: usize) -> PartWriter<'_> {
+    pub(crate) fn writer(&self, i: usize) -> PartWriter<'_> {
         let (start, len) = self.shared.range(i);
         PartWriter {
             spool: self,
@@ -181,7 +182,7 @@ impl Spool {
     }
 
     /// Waits for the digest of the whole (every part written) and hands the file over.
-    pub fn finish(mut self) -> Result<Spooled, SpoolError> {
+    pub(crate) fn finish(mut self) -> Result<Spooled, SpoolError> {
         for i in 0..self.parts() {
             if self.shared.written[i].load(Ordering::Acquire) != self.shared.range(i).1 {
                 return Err(SpoolError::Incomplete(i));
@@ -225,7 +226,7 @@ impl Shared {
 }
 
 /// Writes one part's bytes in order (a resumed range continues where it stopped).
-pub struct PartWriter<'a> {
+pub(crate) struct PartWriter<'a> {
     spool: &'a Spool,
     part: usize,
     start: u64,
@@ -234,26 +235,26 @@ pub struct PartWriter<'a> {
 
 impl PartWriter<'_> {
     /// This part's offset in the file.
-    pub fn start(&self) -> u64 {
+    pub(crate) fn start(&self) -> u64 {
         self.start
     }
 
     /// Bytes of this part written so far.
-    pub fn written(&self) -> u64 {
+    pub(crate) fn written(&self) -> u64 {
         self.spool.shared.written[self.part].load(Ordering::Acquire)
     }
 
     /// This part's length.
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Appends `chunk`; refuses more bytes than the part holds.
-    pub fn write(&self, chunk: &[u8]) -> Result<(), SpoolError> {
+    pub(crate) fn write(&self, chunk: &[u8]) -> Result<(), SpoolError> {
         let done = self.written();
         if done + chunk.len() as u64 > self.len {
             return Err(SpoolError::Write(std::io::Error::other(format!(
@@ -306,7 +307,7 @@ fn hash_as_written(file: &File, shared: &Shared) -> Option<String> {
 
 /// A new, empty download file in `dir` (for a stream of unknown length),
 /// removed when its guard is dropped.
-pub fn create_file(dir: &Path) -> Result<(File, SpooledFile), SpoolError> {
+pub(crate) fn create_file(dir: &Path) -> Result<(File, SpooledFile), SpoolError> {
     new_file(dir, "the model's size")
 }
 

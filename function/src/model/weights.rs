@@ -21,33 +21,33 @@ use crate::model::wire::{put_len_field, put_varint, Fields, Malformed, Reader, V
 
 /// Initializers smaller than this stay inside the graph: moving them saves
 /// nothing measurable and keeps the rewritten graph close to the original.
-pub const MIN_BYTES: usize = 64 * 1024;
+pub(crate) const MIN_BYTES: usize = 64 * 1024;
 
 /// Why the model's bytes could not be split: their framing is broken.
-pub type SplitError = Malformed;
+pub(crate) type SplitError = Malformed;
 
 /// One initializer moved out of the graph: where its bytes are in the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Weight {
-    pub name: String,
+pub(crate) struct Weight {
+    pub(crate) name: String,
     /// ONNX `TensorProto.DataType` (same numbering as ONNX Runtime's element types).
-    pub data_type: i32,
-    pub dims: Vec<i64>,
+    pub(crate) data_type: i32,
+    pub(crate) dims: Vec<i64>,
     /// Byte range of the raw data inside the model bytes given to [`split`].
-    pub range: Range<usize>,
+    pub(crate) range: Range<usize>,
 }
 
 /// A model with its large initializers cut out.
 #[derive(Debug)]
-pub struct Split {
+pub(crate) struct Split {
     /// The rewritten `ModelProto` (graph, metadata, small initializers).
-    pub graph: Vec<u8>,
-    pub weights: Vec<Weight>,
+    pub(crate) graph: Vec<u8>,
+    pub(crate) weights: Vec<Weight>,
 }
 
 impl Split {
     /// Bytes moved out of the graph.
-    pub fn moved_bytes(&self) -> usize {
+    pub(crate) fn moved_bytes(&self) -> usize {
         self.weights.iter().map(|w| w.range.len()).sum()
     }
 }
@@ -67,7 +67,7 @@ fn element_size(data_type: i32) -> Option<usize> {
 /// the whole content of the file named `location`): each becomes a reference
 /// to its own bytes in that file. Moved weights are never read; the result's
 /// `graph` holds everything else verbatim.
-pub fn split(model: &[u8], min_bytes: usize, location: &str) -> Result<Split, SplitError> {
+pub(crate) fn split(model: &[u8], min_bytes: usize, location: &str) -> Result<Split, SplitError> {
     let mut weights = Vec::new();
     let mut graph = Vec::with_capacity(64 * 1024);
     for field in Fields::new(model, 0) {
@@ -203,7 +203,7 @@ pub enum InlineError {
 /// that refers to external data in `location` given its bytes back from
 /// `base` (the whole model file those references point into), as one
 /// self-contained ONNX file.
-pub fn inline(graph: &[u8], base: &[u8], location: &str) -> Result<Vec<u8>, InlineError> {
+pub(crate) fn inline(graph: &[u8], base: &[u8], location: &str) -> Result<Vec<u8>, InlineError> {
     use protobuf::Message;
     let mut m = onnx_protobuf::ModelProto::parse_from_bytes(graph)?;
     for t in m.graph.mut_or_insert_default().initializer.iter_mut() {

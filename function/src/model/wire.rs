@@ -8,35 +8,35 @@ use std::ops::Range;
 /// Broken protobuf framing.
 #[derive(Debug, thiserror::Error)]
 #[error("not a valid ONNX model (protobuf framing broken at byte {at}: {what})")]
-pub struct Malformed {
-    pub at: usize,
-    pub what: &'static str,
+pub(crate) struct Malformed {
+    pub(crate) at: usize,
+    pub(crate) what: &'static str,
 }
 
 #[derive(Debug)]
-pub enum Value {
+pub(crate) enum Value {
     Varint(u64),
     Len(Range<usize>),
     Fixed,
 }
 
 #[derive(Debug)]
-pub struct Field {
-    pub number: u64,
+pub(crate) struct Field {
+    pub(crate) number: u64,
     /// The whole field (tag included), as a range of the model bytes.
-    pub span: Range<usize>,
+    pub(crate) span: Range<usize>,
     /// For `Len`: the payload as a range of the model bytes.
-    pub value: Value,
+    pub(crate) value: Value,
 }
 
 impl Field {
     /// The field's number and value, for matching on both.
-    pub fn into_parts(self) -> (u64, Value) {
+    pub(crate) fn into_parts(self) -> (u64, Value) {
         (self.number, self.value)
     }
 }
 
-pub struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
     /// Offset of `bytes` within the whole model, so ranges refer to the model.
@@ -44,7 +44,7 @@ pub struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    pub fn new(bytes: &'a [u8], base: usize) -> Self {
+    pub(crate) fn new(bytes: &'a [u8], base: usize) -> Self {
         Reader {
             bytes,
             pos: 0,
@@ -52,7 +52,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.pos >= self.bytes.len()
     }
 
@@ -63,7 +63,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub fn varint(&mut self) -> Result<u64, Malformed> {
+    pub(crate) fn varint(&mut self) -> Result<u64, Malformed> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
             let byte = *self
@@ -119,13 +119,13 @@ impl<'a> Reader<'a> {
 }
 
 /// Iterates over a message's fields; stops at the first framing error.
-pub struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     reader: Reader<'a>,
     failed: bool,
 }
 
 impl<'a> Fields<'a> {
-    pub fn new(bytes: &'a [u8], base: usize) -> Self {
+    pub(crate) fn new(bytes: &'a [u8], base: usize) -> Self {
         Fields {
             reader: Reader::new(bytes, base),
             failed: false,
@@ -146,7 +146,7 @@ impl Iterator for Fields<'_> {
     }
 }
 
-pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -154,7 +154,7 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-pub fn put_len_field(out: &mut Vec<u8>, number: u64, payload: &[u8]) {
+pub(crate) fn put_len_field(out: &mut Vec<u8>, number: u64, payload: &[u8]) {
     put_varint(out, (number << 3) | 2);
     put_varint(out, payload.len() as u64);
     out.extend_from_slice(payload);

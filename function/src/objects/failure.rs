@@ -12,7 +12,7 @@ use crate::error::ErrorCode;
 /// Whether the same work may succeed later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum FailureKind {
+pub(crate) enum FailureKind {
     Permanent,
     Transient,
 }
@@ -24,13 +24,13 @@ pub struct Failure {
     /// The HTTP API's code for the same problem (`invalid_image`,
     /// `image_too_large`, …) or an S3 one: `no_such_key`, `access_denied`,
     /// `throttled`, `s3_error`, `invalid_key`, `tag_limit`, `not_a_file`.
-    pub code: String,
-    pub message: String,
-    pub kind: FailureKind,
+    pub(crate) code: String,
+    pub(crate) message: String,
+    pub(crate) kind: FailureKind,
 }
 
 impl Failure {
-    pub fn permanent(code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn permanent(code: &str, message: impl Into<String>) -> Self {
         Self {
             code: code.into(),
             message: message.into(),
@@ -38,7 +38,7 @@ impl Failure {
         }
     }
 
-    pub fn transient(code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn transient(code: &str, message: impl Into<String>) -> Self {
         Self {
             code: code.into(),
             message: message.into(),
@@ -46,7 +46,7 @@ impl Failure {
         }
     }
 
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         self.kind == FailureKind::Transient
     }
 }

@@ -8,16 +8,16 @@ use std::fmt;
 /// One S3 object, as an event or a listing names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectRef {
-    pub bucket: String,
+    pub(crate) bucket: String,
     /// The key, decoded.
-    pub key: String,
-    pub version_id: Option<String>,
+    pub(crate) key: String,
+    pub(crate) version_id: Option<String>,
     /// As S3 gives it, without quotes.
-    pub etag: Option<String>,
+    pub(crate) etag: Option<String>,
 }
 
 impl ObjectRef {
-    pub fn new(bucket: impl Into<String>, key: impl Into<String>) -> Self {
+    pub(crate) fn new(bucket: impl Into<String>, key: impl Into<String>) -> Self {
         Self {
             bucket: bucket.into(),
             key: key.into(),
@@ -26,12 +26,12 @@ impl ObjectRef {
         }
     }
 
-    pub fn with_version(mut self, version_id: Option<String>) -> Self {
+    pub(crate) fn with_version(mut self, version_id: Option<String>) -> Self {
         self.version_id = version_id.filter(|v| !v.is_empty() && v != "null");
         self
     }
 
-    pub fn with_etag(mut self, etag: Option<String>) -> Self {
+    pub(crate) fn with_etag(mut self, etag: Option<String>) -> Self {
         self.etag = etag
             .map(|e| unquote(&e).to_string())
             .filter(|e| !e.is_empty());
@@ -50,20 +50,20 @@ impl fmt::Display for ObjectRef {
 }
 
 /// ETags come quoted from S3's API and bare in events.
-pub fn unquote(etag: &str) -> &str {
+pub(crate) fn unquote(etag: &str) -> &str {
     etag.trim().trim_matches('"')
 }
 
 /// A key that does not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the key {raw:?} is not valid URL-encoded UTF-8")]
-pub struct KeyError {
-    pub raw: String,
+pub(crate) struct KeyError {
+    pub(crate) raw: String,
 }
 
 /// Decodes a key as S3 events and Batch Operations send it: `+` is a space,
 /// `%XX` a byte, and the bytes UTF-8.
-pub fn decode_event_key(raw: &str) -> Result<String, KeyError> {
+pub(crate) fn decode_event_key(raw: &str) -> Result<String, KeyError> {
     let plus_as_space = raw.replace('+', " ");
     percent_encoding::percent_decode_str(&plus_as_space)
         .decode_utf8()
@@ -74,7 +74,7 @@ pub fn decode_event_key(raw: &str) -> Result<String, KeyError> {
 /// `text` for a log line: each upload id in it (a run of exactly 32
 /// lowercase hex digits, as `POST /uploads` makes them: the capability to
 /// read that upload's answer) cut to its first 4 digits and `…`.
-pub fn redact_upload_ids(text: &str) -> String {
+pub(crate) fn redact_upload_ids(text: &str) -> String {
     let bytes = text.as_bytes();
     let hex = |b: u8| matches!(b, b'0'..=b'9' | b'a'..=b'f');
     let word = |b: u8| b.is_ascii_alphanumeric();
@@ -103,7 +103,7 @@ pub fn redact_upload_ids(text: &str) -> String {
 /// Whether `key` has a `.` or `..` segment (`a/../b`, `./a`): S3 takes it
 /// literally, but HTTP clients and proxies may resolve it on the way to
 /// another key, so catdog never sends one.
-pub fn has_dot_segments(key: &str) -> bool {
+pub(crate) fn has_dot_segments(key: &str) -> bool {
     key.split('/')
         .any(|segment| segment == "." || segment == "..")
 }
@@ -111,15 +111,15 @@ pub fn has_dot_segments(key: &str) -> bool {
 /// The part of S3 that events may ask catdog to read and tag: the uploads
 /// bucket, under the uploads prefix (`CATDOG_UPLOADS`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectScope {
-    pub bucket: String,
+pub(crate) struct ObjectScope {
+    pub(crate) bucket: String,
     /// Empty: the whole bucket.
-    pub prefix: String,
+    pub(crate) prefix: String,
 }
 
 /// Why an event's object is refused before any S3 call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OutOfScope {
+pub(crate) enum OutOfScope {
     #[error("this function classifies no S3 objects from events: no uploads area is configured (CATDOG_UPLOADS=s3://bucket/prefix/)")]
     NoScope,
     #[error("{object} is outside the uploads area s3://{bucket}/{prefix}")]
@@ -134,7 +134,7 @@ pub enum OutOfScope {
 
 impl ObjectScope {
     /// Whether `object` may be read and tagged on an event's word.
-    pub fn admit(scope: Option<&Self>, object: &ObjectRef) -> Result<(), OutOfScope> {
+    pub(crate) fn admit(scope: Option<&Self>, object: &ObjectRef) -> Result<(), OutOfScope> {
         let scope = scope.ok_or(OutOfScope::NoScope)?;
         if has_dot_segments(&object.key) {
             return Err(OutOfScope::DotSegments(object.to_string()));
@@ -151,7 +151,7 @@ impl ObjectScope {
 }
 
 /// The bucket name of an S3 bucket ARN (`arn:aws:s3:::name`, in any partition).
-pub fn bucket_of_arn(arn: &str) -> Option<&str> {
+pub(crate) fn bucket_of_arn(arn: &str) -> Option<&str> {
     let mut parts = arn.splitn(6, ':');
     let (Some("arn"), Some(_partition), Some("s3"), Some(""), Some(""), Some(bucket)) = (
         parts.next(),
@@ -167,7 +167,7 @@ pub fn bucket_of_arn(arn: &str) -> Option<&str> {
 }
 
 /// `s3://bucket/prefix` → (bucket, prefix), the prefix possibly empty.
-pub fn split_s3_uri(uri: &str) -> Option<(&str, &str)> {
+pub(crate) fn split_s3_uri(uri: &str) -> Option<(&str, &str)> {
     let rest = uri.strip_prefix("s3://")?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     (!bucket.is_empty()).then_some((bucket, prefix))

@@ -12,19 +12,18 @@
 //! - [`worker`]: one object from its address to its written answer;
 //! - [`stored_pictures`]: the HTTP API's way in (`/uploads`, `/predict {"s3": …}`).
 
-pub mod failure;
-pub mod location;
-pub mod record;
-pub mod results;
-pub mod store;
-pub mod stored_pictures;
-pub mod worker;
+pub(crate) mod failure;
+pub(crate) mod location;
+pub(crate) mod record;
+pub(crate) mod results;
+pub(crate) mod store;
+pub(crate) mod stored_pictures;
+pub(crate) mod worker;
 
-pub use failure::{Failure, FailureKind};
-pub use location::ObjectRef;
-pub use record::ObjectRecord;
-pub use results::ResultsConfig;
-pub use stored_pictures::{
+pub(crate) use failure::Failure;
+pub(crate) use location::ObjectRef;
+pub(crate) use results::ResultsConfig;
+pub(crate) use stored_pictures::{
     S3StoredPictures, StoredPictures, UploadRequest, UploadTicket, UPLOAD_TYPES,
 };
 pub use worker::{ObjectWorker, Outcome};

@@ -15,36 +15,36 @@ use super::location::ObjectRef;
 /// One object's result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ObjectRecord {
-    pub bucket: String,
-    pub key: String,
+    pub(crate) bucket: String,
+    pub(crate) key: String,
     /// The version classified, where the bucket keeps versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version_id: Option<String>,
+    pub(crate) version_id: Option<String>,
     /// The ETag of the bytes classified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub etag: Option<String>,
-    pub model: RecordModel,
+    pub(crate) etag: Option<String>,
+    pub(crate) model: RecordModel,
     /// The answer, or why there is none.
     #[serde(flatten)]
-    pub result: RecordResult,
-    pub timings_ms: ObjectTimings,
+    pub(crate) result: RecordResult,
+    pub(crate) timings_ms: ObjectTimings,
 }
 
 /// The model that answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct RecordModel {
-    pub name: String,
+pub(crate) struct RecordModel {
+    pub(crate) name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
+    pub(crate) version: Option<String>,
     /// SHA-256 of the model file: with the object's ETag or version, what
     /// makes a record current.
-    pub sha256: String,
+    pub(crate) sha256: String,
 }
 
 /// The label, or the failure.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
-pub enum RecordResult {
+pub(crate) enum RecordResult {
     Classified {
         label: String,
         confidence: f32,
@@ -57,15 +57,15 @@ pub enum RecordResult {
 
 /// Where one object's time went, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct ObjectTimings {
+pub(crate) struct ObjectTimings {
     /// The GET of the object (first byte to last).
-    pub get: f64,
-    pub decode: f64,
-    pub preprocess: f64,
-    pub inference: f64,
+    pub(crate) get: f64,
+    pub(crate) decode: f64,
+    pub(crate) preprocess: f64,
+    pub(crate) inference: f64,
     /// Writing the tags and the record.
-    pub write: f64,
-    pub total: f64,
+    pub(crate) write: f64,
+    pub(crate) total: f64,
 }
 
 impl ObjectRecord {
@@ -73,7 +73,7 @@ impl ObjectRecord {
     /// with digest `sha256`: the same model, and the same bytes (the same
     /// version where the bucket keeps them, else the same ETag). Failed
     /// records never do (the failure may have passed, or the rules changed).
-    pub fn is_current_for(&self, object: &ObjectRef, sha256: &str) -> bool {
+    pub(crate) fn is_current_for(&self, object: &ObjectRef, sha256: &str) -> bool {
         if self.model.sha256 != sha256 || matches!(self.result, RecordResult::Failed { .. }) {
             return false;
         }
@@ -85,7 +85,7 @@ impl ObjectRecord {
     }
 
     /// The label, when classified.
-    pub fn label(&self) -> Option<&str> {
+    pub(crate) fn label(&self) -> Option<&str> {
         match &self.result {
             RecordResult::Classified { label, .. } => Some(label),
             RecordResult::Failed { .. } => None,
@@ -111,7 +111,7 @@ impl ObjectRecord {
 
     /// A short line for a Batch Operations report or a log: `dog 0.9731`,
     /// or the failure.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         match &self.result {
             RecordResult::Classified {
                 label, confidence, ..

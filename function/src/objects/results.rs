@@ -5,26 +5,26 @@
 //! uploads trigger catdog cannot loop on its records).
 
 /// The tag keys catdog writes (and replaces, leaving the object's others).
-pub const TAG_LABEL: &str = "catdog-label";
-pub const TAG_CONFIDENCE: &str = "catdog-confidence";
-pub const TAG_MODEL: &str = "catdog-model";
+pub(crate) const TAG_LABEL: &str = "catdog-label";
+pub(crate) const TAG_CONFIDENCE: &str = "catdog-confidence";
+pub(crate) const TAG_MODEL: &str = "catdog-model";
 /// S3 allows at most this many tags on an object.
-pub const S3_MAX_TAGS: usize = 10;
+pub(crate) const S3_MAX_TAGS: usize = 10;
 /// The results prefix unless set (`CATDOG_RESULTS_PREFIX`).
-pub const DEFAULT_PREFIX: &str = "catdog-results/";
+pub(crate) const DEFAULT_PREFIX: &str = "catdog-results/";
 
 /// What is written for each classified object.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResultsConfig {
+pub(crate) struct ResultsConfig {
     /// Tag the object itself.
-    pub tags: bool,
+    pub(crate) tags: bool,
     /// Write the JSON record (also what makes a repeated event cheap: a
     /// record for the same object version and model is answered from).
-    pub record: bool,
+    pub(crate) record: bool,
     /// Where records go, ending in `/`; keys under it are never classified.
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// The bucket records go to [default: the object's own].
-    pub bucket: Option<String>,
+    pub(crate) bucket: Option<String>,
 }
 
 impl Default for ResultsConfig {
@@ -41,7 +41,7 @@ impl Default for ResultsConfig {
 impl ResultsConfig {
     /// A prefix as given, made to end in `/` (an empty one is refused by
     /// the settings: every key would be a result).
-    pub fn normalise_prefix(prefix: &str) -> String {
+    pub(crate) fn normalise_prefix(prefix: &str) -> String {
         let p = prefix.trim_start_matches('/');
         if p.ends_with('/') {
             p.to_string()
@@ -51,7 +51,7 @@ impl ResultsConfig {
     }
 
     /// Whether `key` is one of catdog's records (never classified).
-    pub fn is_result_key(&self, key: &str) -> bool {
+    pub(crate) fn is_result_key(&self, key: &str) -> bool {
         key.starts_with(&self.prefix)
     }
 
@@ -59,7 +59,7 @@ impl ResultsConfig {
     /// bucket (`<prefix><key>.json`), or in the results bucket, where the
     /// object's bucket is part of the key (`<prefix><bucket>/<key>.json`), so
     /// that two buckets' `x.jpg` never share (and reuse) one record.
-    pub fn record_location(&self, bucket: &str, key: &str) -> (String, String) {
+    pub(crate) fn record_location(&self, bucket: &str, key: &str) -> (String, String) {
         match &self.bucket {
             Some(results) => (
                 results.clone(),
@@ -72,7 +72,7 @@ impl ResultsConfig {
 
 /// A tag value as S3 accepts it: letters, digits, spaces and `+ - = . _ : / @`,
 /// at most 256 characters; anything else becomes `_`.
-pub fn tag_value(s: &str) -> String {
+pub(crate) fn tag_value(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_alphanumeric() || " +-=._:/@".contains(c) {
@@ -91,14 +91,14 @@ pub fn tag_value(s: &str) -> String {
     "the object has {own} tags of its own; S3 allows {S3_MAX_TAGS} and catdog adds {ours}: \
      remove some, or write records only (CATDOG_RESULTS=record)"
 )]
-pub struct TagLimit {
-    pub own: usize,
-    pub ours: usize,
+pub(crate) struct TagLimit {
+    pub(crate) own: usize,
+    pub(crate) ours: usize,
 }
 
 /// The object's tags with catdog's set: PutObjectTagging replaces the whole
 /// set, so the others are kept as they were and ours replace any earlier ones.
-pub fn merge_tags(
+pub(crate) fn merge_tags(
     existing: Vec<(String, String)>,
     ours: &[(String, String)],
 ) -> Result<Vec<(String, String)>, TagLimit> {

@@ -15,30 +15,30 @@ use crate::aws::sdk_error_message;
 use crate::error::ErrorCode;
 
 /// An object's bytes, and the version and ETag they are.
-pub struct Fetched {
-    pub bytes: Bytes,
-    pub etag: Option<String>,
-    pub version_id: Option<String>,
+pub(crate) struct Fetched {
+    pub(crate) bytes: Bytes,
+    pub(crate) etag: Option<String>,
+    pub(crate) version_id: Option<String>,
 }
 
 /// The S3 side of object classification.
 #[derive(Clone)]
-pub struct ObjectStore {
+pub(crate) struct ObjectStore {
     client: Client,
 }
 
 impl ObjectStore {
-    pub fn new(client: Client) -> Self {
+    pub(crate) fn new(client: Client) -> Self {
         Self { client }
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
     }
 
     /// The object's bytes (its version, when named), refused before they
     /// are read when over `max_bytes` (`CATDOG_MAX_OBJECT_BYTES`).
-    pub async fn get(&self, object: &ObjectRef, max_bytes: usize) -> Result<Fetched, Failure> {
+    pub(crate) async fn get(
+        &self,
+        object: &ObjectRef,
+        max_bytes: usize,
+    ) -> Result<Fetched, Failure> {
         let out = self
             .client
             .get_object()
@@ -80,7 +80,7 @@ impl ObjectStore {
     /// headers the PUT must carry. Size, type and `If-None-Match: *` are
     /// signed, so S3 refuses another size or type, and refuses (412) a
     /// second PUT to the key: one ticket, one picture, one inference.
-    pub async fn presign_put(
+    pub(crate) async fn presign_put(
         &self,
         object: &ObjectRef,
         bytes: u64,
@@ -109,7 +109,7 @@ impl ObjectStore {
 
     /// The object's current ETag (and version), by a HEAD: for callers that
     /// were not told which bytes they are about (Batch Operations tasks).
-    pub async fn head(&self, object: &ObjectRef) -> Result<ObjectRef, Failure> {
+    pub(crate) async fn head(&self, object: &ObjectRef) -> Result<ObjectRef, Failure> {
         let out = self
             .client
             .head_object()
@@ -131,7 +131,7 @@ impl ObjectStore {
 
     /// The record at `bucket`/`key`, if there is one that parses (an
     /// unreadable record is as good as none: it is written again).
-    pub async fn get_record(
+    pub(crate) async fn get_record(
         &self,
         bucket: &str,
         key: &str,
@@ -159,7 +159,7 @@ impl ObjectStore {
         }
     }
 
-    pub async fn put_record(
+    pub(crate) async fn put_record(
         &self,
         bucket: &str,
         key: &str,
@@ -179,7 +179,7 @@ impl ObjectStore {
     }
 
     /// The object's tags.
-    pub async fn tags(&self, object: &ObjectRef) -> Result<Vec<(String, String)>, Failure> {
+    pub(crate) async fn tags(&self, object: &ObjectRef) -> Result<Vec<(String, String)>, Failure> {
         let out = self
             .client
             .get_object_tagging()
@@ -197,7 +197,7 @@ impl ObjectStore {
     }
 
     /// Replaces the object's tags with `tags` (already merged).
-    pub async fn put_tags(
+    pub(crate) async fn put_tags(
         &self,
         object: &ObjectRef,
         tags: &[(String, String)],
@@ -225,7 +225,7 @@ impl ObjectStore {
 
     /// One page of keys under `prefix` (`continuation` from the last page):
     /// the objects and the token for the next page, if any.
-    pub async fn list_page(
+    pub(crate) async fn list_page(
         &self,
         bucket: &str,
         prefix: &str,

@@ -29,7 +29,7 @@ use crate::pipeline::ModelSlot;
 
 /// What the router asks of S3 ([`S3StoredPictures`] answers; the tests
 /// answer without S3).
-pub trait StoredPictures: Send + Sync {
+pub(crate) trait StoredPictures: Send + Sync {
     /// A presigned PUT into the uploads bucket (`uploads_off` without one).
     fn upload(&self, request: UploadRequest) -> BoxFuture<'_, Result<UploadTicket, ApiError>>;
 
@@ -52,19 +52,19 @@ pub trait StoredPictures: Send + Sync {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"bytes": 7340032, "content_type": "image/png"}))]
-pub struct UploadRequest {
+pub(crate) struct UploadRequest {
     /// Its size in bytes: signed into the URL, so S3 takes exactly that
     /// many (at most `CATDOG_MAX_OBJECT_BYTES`, itself at most 4 GiB).
     #[schema(value_type = i64, format = Int64, minimum = 1, maximum = 4294967295_u64)]
-    pub bytes: u32,
+    pub(crate) bytes: u32,
     /// Its type, also signed: one of the formats catdog decodes.
     #[schema(pattern = r"^image/(jpeg|png|webp|gif|bmp)$")]
-    pub content_type: String,
+    pub(crate) content_type: String,
 }
 
 /// The picture types an upload may be, each with its id's extension: the
 /// formats catdog decodes, and nothing a browser would render as a page.
-pub const UPLOAD_TYPES: [(&str, &str); 5] = [
+pub(crate) const UPLOAD_TYPES: [(&str, &str); 5] = [
     ("image/jpeg", ".jpg"),
     ("image/png", ".png"),
     ("image/webp", ".webp"),
@@ -74,30 +74,30 @@ pub const UPLOAD_TYPES: [(&str, &str); 5] = [
 /// `POST /uploads`' answer: where to PUT the picture, and where its answer
 /// will be.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct UploadTicket {
+pub(crate) struct UploadTicket {
     /// The upload's id, for `GET /uploads/{id}`.
-    pub id: String,
-    pub bucket: String,
-    pub key: String,
+    pub(crate) id: String,
+    pub(crate) bucket: String,
+    pub(crate) key: String,
     /// The presigned URL: PUT the picture's bytes there, with `headers`.
-    pub url: String,
+    pub(crate) url: String,
     /// Always `PUT`.
-    pub method: String,
+    pub(crate) method: String,
     /// Headers the PUT must carry exactly as given (they are signed).
-    pub headers: std::collections::BTreeMap<String, String>,
+    pub(crate) headers: std::collections::BTreeMap<String, String>,
     /// Seconds the URL stays valid.
-    pub expires_in_s: u64,
+    pub(crate) expires_in_s: u64,
     /// Where its answer is read once uploaded: `/uploads/{id}`.
-    pub result: String,
+    pub(crate) result: String,
 }
 
 /// How long a presigned upload URL stays valid: 64 MiB (the object
 /// limit) at 2 Mbit/s, short enough that a leaked URL soon expires (and it
 /// takes one PUT only).
-pub const UPLOAD_URL_LIFETIME: Duration = Duration::from_secs(5 * 60);
+pub(crate) const UPLOAD_URL_LIFETIME: Duration = Duration::from_secs(5 * 60);
 
 /// Where uploads go, which buckets may be read, and the client for both.
-pub struct S3StoredPictures {
+pub(crate) struct S3StoredPictures {
     /// The uploads' bucket and key prefix (`CATDOG_UPLOADS`).
     uploads: Option<(String, String)>,
     /// Buckets `/predict {"s3": …}` may read besides the uploads'.
@@ -110,7 +110,7 @@ pub struct S3StoredPictures {
 impl S3StoredPictures {
     /// `None` when there is neither an uploads bucket nor an allowed one:
     /// the routes then answer `uploads_off` and `s3_not_allowed`.
-    pub fn new(
+    pub(crate) fn new(
         uploads: Option<(String, String)>,
         allowed: Vec<String>,
         results: ResultsConfig,
@@ -146,7 +146,7 @@ impl S3StoredPictures {
     }
 
     /// Whether `/predict {"s3": …}` may read `bucket`.
-    pub fn may_read(&self, bucket: &str) -> bool {
+    pub(crate) fn may_read(&self, bucket: &str) -> bool {
         self.allowed.iter().any(|b| b == bucket)
             || self.uploads.as_ref().is_some_and(|(b, _)| b == bucket)
     }

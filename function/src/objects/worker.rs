@@ -33,7 +33,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// A transient failure: the event source should try it again.
-    pub fn retryable(&self) -> bool {
+    pub(crate) fn retryable(&self) -> bool {
         matches!(self, Outcome::Failed { failure, .. } if failure.is_transient())
     }
 
@@ -47,7 +47,7 @@ impl Outcome {
     }
 
     /// One line: the answer, the failure or why it was skipped.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         match self {
             Outcome::Classified { record, .. } => record.summary(),
             Outcome::Failed { failure, .. } => failure.to_string(),
@@ -59,16 +59,16 @@ impl Outcome {
 /// Classifies objects for every event kind and the command line.
 #[derive(Clone)]
 pub struct ObjectWorker {
-    pub store: ObjectStore,
+    pub(crate) store: ObjectStore,
     /// The model requests are answered with.
-    pub model: ModelSlot,
+    pub(crate) model: ModelSlot,
     /// The limits every request runs under.
-    pub limits: Limits,
-    pub results: ResultsConfig,
+    pub(crate) limits: Limits,
+    pub(crate) results: ResultsConfig,
 }
 
 impl ObjectWorker {
-    pub fn new(
+    pub(crate) fn new(
         store: ObjectStore,
         model: ModelSlot,
         limits: Limits,
@@ -84,7 +84,7 @@ impl ObjectWorker {
 
     /// Classifies `object` and writes its results; never panics, never
     /// fails its neighbours: every problem is this object's [`Outcome`].
-    pub async fn run(&self, object: ObjectRef) -> Outcome {
+    pub(crate) async fn run(&self, object: ObjectRef) -> Outcome {
         let started = Instant::now();
         if self.results.is_result_key(&object.key) {
             return Outcome::Ignored {

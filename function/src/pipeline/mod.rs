@@ -5,14 +5,14 @@
 //! Inference Protocol's `infer`) and by S3 objects (`objects`): the one
 //! path from bytes to an answer.
 
-pub mod model;
+pub(crate) mod model;
 mod prepare;
 
 use std::time::Instant;
 
 use bytes::Bytes;
 
-pub use model::{ModelSlot, ModelState, Ready, Unready, RETRY_AFTER_S};
+pub(crate) use model::{ModelSlot, ModelState, Ready, Unready, RETRY_AFTER_S};
 
 use crate::error::ApiError;
 use crate::limits::Limits;
@@ -22,7 +22,7 @@ use crate::preprocess::Tensor;
 use prepare::{prepare_all, Prepared};
 
 /// What a request brings to classify.
-pub enum Payload {
+pub(crate) enum Payload {
     /// Encoded pictures (JPEG, PNG, …), decoded here.
     Encoded(Vec<Bytes>),
     /// One input tensor per picture, already in the model's shape.
@@ -31,7 +31,7 @@ pub enum Payload {
 
 /// Classifies `payload`; `started` is when the request began and `read` the
 /// milliseconds its body took.
-pub async fn run(
+pub(crate) async fn run(
     ready: &Ready,
     payload: Payload,
     limits: &Limits,

@@ -12,16 +12,16 @@ use crate::model::Classifier;
 /// inference thread and the memory budget its pictures are decoded under,
 /// always together.
 #[derive(Clone)]
-pub struct Ready {
-    pub classifier: Arc<Classifier>,
-    pub batcher: Batcher,
+pub(crate) struct Ready {
+    pub(crate) classifier: Arc<Classifier>,
+    pub(crate) batcher: Batcher,
     /// The budget its requests' pictures are decoded under.
-    pub budget: MemoryBudget,
+    pub(crate) budget: MemoryBudget,
 }
 
 /// Where the model stands.
 #[derive(Clone)]
-pub enum ModelState {
+pub(crate) enum ModelState {
     Loading,
     Ready(Ready),
     /// The fetch failed for a reason that may pass (S3 unreachable, …):
@@ -34,7 +34,7 @@ pub enum ModelState {
 /// The model every request of a process shares: set by the host as it
 /// loads, read by each request; cheap to clone.
 #[derive(Clone)]
-pub struct ModelSlot(Arc<RwLock<ModelState>>);
+pub(crate) struct ModelSlot(Arc<RwLock<ModelState>>);
 
 impl Default for ModelSlot {
     fn default() -> Self {
@@ -43,16 +43,16 @@ impl Default for ModelSlot {
 }
 
 impl ModelSlot {
-    pub fn set(&self, state: ModelState) {
+    pub(crate) fn set(&self, state: ModelState) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = state;
     }
 
-    pub fn get(&self) -> ModelState {
+    pub(crate) fn get(&self) -> ModelState {
         self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The model, or why there is none yet (a 503).
-    pub fn ready(&self) -> Result<Ready, Unready> {
+    pub(crate) fn ready(&self) -> Result<Ready, Unready> {
         match self.get() {
             ModelState::Ready(ready) => Ok(ready),
             ModelState::Loading => Err(Unready::Loading),
@@ -66,7 +66,7 @@ impl ModelSlot {
 /// `Retry-After`: a fetch being retried or a digest being computed will
 /// pass; a load that failed will not by itself.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum Unready {
+pub(crate) enum Unready {
     #[error("the model is still loading; retry in a few seconds")]
     Loading,
     #[error("the model could not be fetched yet ({0}); the server keeps trying")]
@@ -78,7 +78,7 @@ pub enum Unready {
 }
 
 /// Seconds a client is told to wait while the server retries a fetch.
-pub const RETRY_AFTER_S: u32 = 5;
+pub(crate) const RETRY_AFTER_S: u32 = 5;
 
 impl From<Unready> for ApiError {
     fn from(e: Unready) -> Self {

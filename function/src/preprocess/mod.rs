@@ -6,7 +6,7 @@
 //! reference on real photos. Nothing here knows about models: the model
 //! layer hands in a spec and a layout.
 
-pub mod spec;
+pub(crate) mod spec;
 
 use std::borrow::Cow;
 
@@ -20,11 +20,11 @@ pub use spec::{ColorOrder, Filter, Layout, Preprocessing, ResizeMode, SpecError}
 /// checked to have the model's size and only finite values
 /// ([`Preprocessor::check_tensor`]); a batch takes either as it is.
 #[derive(Debug, Clone)]
-pub struct Tensor(Vec<f32>);
+pub(crate) struct Tensor(Vec<f32>);
 
 /// Why a client's tensor cannot be one picture's input.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum TensorError {
+pub(crate) enum TensorError {
     #[error("{got} values, but one picture's input holds {want}")]
     Size { got: usize, want: usize },
     #[error("value {index} is not a finite number")]
@@ -69,21 +69,21 @@ impl Preprocessor {
         Self { spec, layout, lut }
     }
 
-    pub fn spec(&self) -> &Preprocessing {
+    pub(crate) fn spec(&self) -> &Preprocessing {
         &self.spec
     }
 
-    pub fn layout(&self) -> Layout {
+    pub(crate) fn layout(&self) -> Layout {
         self.layout
     }
 
     /// Number of f32 values one picture occupies in the input tensor.
-    pub fn tensor_len(&self) -> usize {
+    pub(crate) fn tensor_len(&self) -> usize {
         3 * self.spec.size[0] as usize * self.spec.size[1] as usize
     }
 
     /// Shape of a batch of `n` pictures, in the model's layout.
-    pub fn batch_shape(&self, n: usize) -> [usize; 4] {
+    pub(crate) fn batch_shape(&self, n: usize) -> [usize; 4] {
         let [h, w] = self.spec.size.map(|v| v as usize);
         match self.layout {
             Layout::Nchw => [n, 3, h, w],
@@ -92,7 +92,7 @@ impl Preprocessor {
     }
 
     /// Writes one picture's tensor into `out` (`tensor_len()` values).
-    pub fn write_tensor(&self, picture: &RgbImage, out: &mut [f32]) {
+    pub(crate) fn write_tensor(&self, picture: &RgbImage, out: &mut [f32]) {
         assert_eq!(
             out.len(),
             self.tensor_len(),
@@ -137,7 +137,7 @@ impl Preprocessor {
     }
 
     /// Checks a client's preprocessed values as one picture's input.
-    pub fn check_tensor(&self, values: Vec<f32>) -> Result<Tensor, TensorError> {
+    pub(crate) fn check_tensor(&self, values: Vec<f32>) -> Result<Tensor, TensorError> {
         if values.len() != self.tensor_len() {
             return Err(TensorError::Size {
                 got: values.len(),
@@ -153,14 +153,14 @@ impl Preprocessor {
     /// A decoded picture reduced to its model input, so the picture itself
     /// can be freed before it waits for inference (bit-exact with writing
     /// it into a batch: the same [`Preprocessor::write_tensor`]).
-    pub fn input(&self, picture: &RgbImage) -> Tensor {
+    pub(crate) fn input(&self, picture: &RgbImage) -> Tensor {
         Tensor(self.tensor(picture))
     }
 
     /// The most memory preprocessing a `width`×`height` picture takes besides
     /// the picture: the resize's intermediate rows (the output's width by the
     /// rows it reads, at most every row), the resized region and the tensor.
-    pub fn scratch_bytes(&self, width: u32, height: u32) -> u64 {
+    pub(crate) fn scratch_bytes(&self, width: u32, height: u32) -> u64 {
         let [h, w] = self.spec.size.map(u64::from);
         let longest = u64::from(width.max(height));
         let intermediate = 3 * w.max(h) * longest;
@@ -204,7 +204,7 @@ impl Preprocessor {
 
 /// Output size of torchvision `Resize(shorter)` for a `width`×`height` picture:
 /// the shorter side becomes `shorter`, the longer one `int(shorter * long / short)`.
-pub fn shorter_side_size(width: u32, height: u32, shorter: u32) -> (u32, u32) {
+pub(crate) fn shorter_side_size(width: u32, height: u32, shorter: u32) -> (u32, u32) {
     let (short, long) = if width <= height {
         (width, height)
     } else {

@@ -57,26 +57,26 @@ pub use pillow_resize::Filter;
 pub struct Preprocessing {
     /// Preset this came from, if any (informational).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preset: Option<String>,
+    pub(crate) preset: Option<String>,
     /// Input layout; `None` means "read it off the input shape".
     #[serde(default)]
-    pub layout: Option<Layout>,
-    pub color: ColorOrder,
+    pub(crate) layout: Option<Layout>,
+    pub(crate) color: ColorOrder,
     /// Model input `[height, width]`.
-    pub size: [u32; 2],
+    pub(crate) size: [u32; 2],
     #[serde(default = "default_resize")]
-    pub resize: ResizeMode,
+    pub(crate) resize: ResizeMode,
     /// Target of the shorter side for `shorter_side_center_crop`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resize_shorter: Option<u32>,
+    pub(crate) resize_shorter: Option<u32>,
     #[serde(default = "default_filter")]
-    pub filter: Filter,
+    pub(crate) filter: Filter,
     /// Multiplied into 0..255 pixel values before mean/std.
-    pub scale: f32,
+    pub(crate) scale: f32,
     /// Per channel, in the model's channel order.
-    pub mean: [f32; 3],
+    pub(crate) mean: [f32; 3],
     /// Per channel, in the model's channel order.
-    pub std: [f32; 3],
+    pub(crate) std: [f32; 3],
 }
 
 fn default_resize() -> ResizeMode {

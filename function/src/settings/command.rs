@@ -94,83 +94,83 @@ pub enum Command {
 pub struct FinetuneArgs {
     /// Base classifier: s3://…, https://… or a path (its last layer must be Gemm/MatMul(+Add)).
     #[arg(long)]
-    pub base: String,
+    pub(crate) base: String,
     /// Expected SHA-256 of the base.
     #[arg(long, value_parser = parse_sha256)]
-    pub base_sha256: Option<String>,
+    pub(crate) base_sha256: Option<String>,
     /// Folder with train/<label>/* (and optionally valid/<label>/*).
     #[arg(long)]
-    pub data: PathBuf,
+    pub(crate) data: PathBuf,
     /// Where to write the fine-tuned model.
     #[arg(long)]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Most epochs; training stops earlier once the validation loss has not
     /// improved for --patience epochs, and the best epoch is kept.
     #[arg(long, default_value_t = 300)]
-    pub epochs: usize,
+    pub(crate) epochs: usize,
     #[arg(long, default_value_t = 1e-3)]
-    pub lr: f32,
+    pub(crate) lr: f32,
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
-    pub batch: usize,
+    pub(crate) batch: usize,
     /// Seed for the split, initialisation and shuffling (same seed, same model file).
     #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// How the new head starts: `auto` (from the base's zero-shot cat/dog choice
     /// when the base is an ImageNet classifier and the labels are cat and dog,
     /// else random), `zero-shot` or `random`.
     #[arg(long, value_enum, default_value_t = Init::Auto)]
-    pub init: Init,
+    pub(crate) init: Init,
     /// Decoupled weight decay, pulling the head back toward its start.
     #[arg(long, default_value_t = 1e-2)]
-    pub weight_decay: f32,
+    pub(crate) weight_decay: f32,
     /// Epochs without a better validation loss before training stops.
     #[arg(long, default_value_t = 20)]
-    pub patience: usize,
+    pub(crate) patience: usize,
     /// Most optimizer steps in all (bounds the run on large data sets).
     #[arg(long, default_value_t = 5000)]
-    pub max_steps: usize,
+    pub(crate) max_steps: usize,
     /// Share of each class of train/ held out for validation when there is no valid/ folder.
     #[arg(long, default_value_t = 0.2, value_parser = parse_fraction)]
-    pub valid_fraction: f64,
+    pub(crate) valid_fraction: f64,
     /// Refuse (exit non-zero, write nothing) below this validation accuracy (0–1).
     #[arg(long, default_value_t = 0.9, value_parser = parse_fraction)]
-    pub min_accuracy: f64,
+    pub(crate) min_accuracy: f64,
     /// Write the model even when it is weak (below the floor, or below the base's zero-shot choice).
     #[arg(long)]
-    pub allow_weak: bool,
+    pub(crate) allow_weak: bool,
     /// Label smoothing of the training targets (0–1).
     #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
-    pub label_smoothing: f64,
+    pub(crate) label_smoothing: f64,
     /// Also train on each photo's mirror image (its features through the base):
     /// measured to win by cross-validation (models/README.md); `false` halves extraction.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub mirror: bool,
+    pub(crate) mirror: bool,
     /// Also train on four corner crops of each photo (80% of each side; four
     /// more passes through the base per photo): measured to win by
     /// cross-validation (models/README.md).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub crop: bool,
+    pub(crate) crop: bool,
     /// Measure the candidate settings by K-fold cross-validation on train/ and
     /// valid/ (never test/) and print the table; nothing is written.
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u16).range(2..=20).map(usize::from))]
-    pub cv: Option<usize>,
+    pub(crate) cv: Option<usize>,
     /// Photos of other things (any folder of pictures): they set the
     /// threshold of `neither`, or train it as a class (--neither-mode). A
     /// train/neither/ folder is taken the same way. Without either, the
     /// threshold comes from the labels' own photos.
     #[arg(long, value_name = "DIR", conflicts_with = "no_neither")]
-    pub neither: Option<PathBuf>,
+    pub(crate) neither: Option<PathBuf>,
     /// With photos of other things: `class` trains `neither` as a third
     /// class (measured best, models/README.md), `threshold` only uses them
     /// to set the threshold of the base's evidence.
     #[arg(long, value_enum, default_value_t = NeitherMode::Class)]
-    pub neither_mode: NeitherMode,
+    pub(crate) neither_mode: NeitherMode,
     /// The name of the label that means "none of the others".
     #[arg(long, default_value = "neither", value_parser = parse_label)]
-    pub neither_label: String,
+    pub(crate) neither_label: String,
     /// Every answer is one of the labels (the tutorial's forced two-way model).
     #[arg(long)]
-    pub no_neither: bool,
+    pub(crate) no_neither: bool,
 }
 
 /// Only the settings, no command: what hosts without a command line read.
@@ -204,7 +204,7 @@ impl Cli {
     }
 
     /// [`Cli::from_process`] for a given `argv` (its first item is the program).
-    pub fn try_from_args<I, T>(argv: I) -> Result<Self, clap::Error>
+    pub(crate) fn try_from_args<I, T>(argv: I) -> Result<Self, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,

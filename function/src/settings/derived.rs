@@ -32,12 +32,12 @@ impl Settings {
     }
 
     /// Whether requests' figures go out as CloudWatch EMF lines (see [`ProcessSettings::emf`]).
-    pub fn emf(&self) -> bool {
+    pub(crate) fn emf(&self) -> bool {
         self.process.emf.unwrap_or_else(|| self.on_lambda())
     }
 
     /// catdog's cache folder (see [`ProcessSettings::cache_dir`]).
-    pub fn cache_dir(&self) -> PathBuf {
+    pub(crate) fn cache_dir(&self) -> PathBuf {
         self.process
             .cache_dir
             .clone()
@@ -45,7 +45,7 @@ impl Settings {
     }
 
     /// What classifying an S3 object writes back, and where.
-    pub fn results_config(&self) -> crate::objects::ResultsConfig {
+    pub(crate) fn results_config(&self) -> crate::objects::ResultsConfig {
         let o = &self.objects;
         crate::objects::ResultsConfig {
             tags: o.results.tags,
@@ -56,7 +56,7 @@ impl Settings {
     }
 
     /// How the Lambda bootstrap works through S3-side events.
-    pub fn event_options(&self) -> crate::events::dispatch::EventOptions {
+    pub(crate) fn event_options(&self) -> crate::events::dispatch::EventOptions {
         crate::events::dispatch::EventOptions {
             concurrency: self.objects.object_concurrency,
             scope: self
@@ -70,7 +70,9 @@ impl Settings {
 
     /// Pictures in S3 as the HTTP API reaches them (`POST /uploads`,
     /// `/predict {"s3": …}`); `None` when no bucket is named.
-    pub fn stored_pictures(&self) -> Option<std::sync::Arc<dyn crate::objects::StoredPictures>> {
+    pub(crate) fn stored_pictures(
+        &self,
+    ) -> Option<std::sync::Arc<dyn crate::objects::StoredPictures>> {
         crate::objects::S3StoredPictures::new(
             self.objects.uploads.clone(),
             self.objects.s3_allow.clone(),
@@ -101,7 +103,7 @@ impl Settings {
     }
 
     /// How ONNX Runtime sessions are built.
-    pub fn session_options(&self) -> SessionOptions {
+    pub(crate) fn session_options(&self) -> SessionOptions {
         SessionOptions {
             threads: self.model.threads.map(usize::from),
             // Pre-packed weights cost a transient copy at load (fp32 VGG16:
@@ -137,7 +139,7 @@ impl Settings {
     }
 
     /// Retries of a fetch that may pass (bounded: Lambda init, the CLI).
-    pub fn retry_policy(&self) -> RetryPolicy {
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
             attempts: self.fetch.fetch_attempts,
             first_pause: Duration::from_millis(self.fetch.retry_pause_ms),
@@ -192,7 +194,7 @@ impl Settings {
     }
 
     /// How `catdog serve` (and the tunnel) hold connections.
-    pub fn connection_limits(&self) -> crate::limits::ConnectionLimits {
+    pub(crate) fn connection_limits(&self) -> crate::limits::ConnectionLimits {
         crate::limits::ConnectionLimits {
             header_timeout: Duration::from_secs_f64(self.serve.header_timeout_s),
             max_connections: self.serve.max_connections,
@@ -200,12 +202,12 @@ impl Settings {
     }
 
     /// Whether the router will ask for an API key (given, or in a secret).
-    pub fn keyed(&self) -> bool {
+    pub(crate) fn keyed(&self) -> bool {
         self.access.api_key.is_some() || self.api_key_secret().is_some()
     }
 
     /// The Secrets Manager secret holding the API key, if one is named.
-    pub fn api_key_secret(&self) -> Option<&str> {
+    pub(crate) fn api_key_secret(&self) -> Option<&str> {
         self.access
             .api_key_secret
             .as_deref()
@@ -214,7 +216,7 @@ impl Settings {
     }
 
     /// `host:port` to bind.
-    pub fn bind_address(&self) -> String {
+    pub(crate) fn bind_address(&self) -> String {
         let ServeSettings { host, port, .. } = &self.serve;
         if host.contains(':') {
             format!("[{host}]:{port}")

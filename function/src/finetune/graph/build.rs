@@ -7,7 +7,7 @@ use onnx_protobuf::{
     ValueInfoProto,
 };
 
-pub fn tensor_value_info(
+pub(crate) fn tensor_value_info(
     name: &str,
     elem: DataType,
     dims: Option<Vec<(Option<i64>, String)>>,
@@ -34,7 +34,7 @@ pub fn tensor_value_info(
     vi
 }
 
-pub fn int64_tensor(name: &str, values: &[i64]) -> TensorProto {
+pub(crate) fn int64_tensor(name: &str, values: &[i64]) -> TensorProto {
     let mut t = TensorProto::new();
     t.name = name.to_string();
     t.dims = vec![values.len() as i64];
@@ -44,7 +44,7 @@ pub fn int64_tensor(name: &str, values: &[i64]) -> TensorProto {
 }
 
 /// The default domain's opset version of the model.
-pub fn opset(model: &ModelProto) -> i64 {
+pub(crate) fn opset(model: &ModelProto) -> i64 {
     model
         .opset_import
         .iter()
@@ -52,7 +52,7 @@ pub fn opset(model: &ModelProto) -> i64 {
         .map_or(1, |o| o.version)
 }
 
-pub fn float_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+pub(crate) fn float_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
     let mut t = TensorProto::new();
     t.name = name.to_string();
     t.dims = dims.to_vec();
@@ -61,7 +61,12 @@ pub fn float_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
     t
 }
 
-pub fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+pub(crate) fn node(
+    op: &str,
+    inputs: &[&str],
+    output: &str,
+    attrs: Vec<AttributeProto>,
+) -> NodeProto {
     let mut n = NodeProto::new();
     n.op_type = op.to_string();
     n.name = format!("{output}_{}", op.to_lowercase());
@@ -71,7 +76,7 @@ pub fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>)
     n
 }
 
-pub fn int_attr(name: &str, v: i64) -> AttributeProto {
+pub(crate) fn int_attr(name: &str, v: i64) -> AttributeProto {
     let mut a = AttributeProto::new();
     a.name = name.to_string();
     a.type_ = protobuf::EnumOrUnknown::new(onnx_protobuf::attribute_proto::AttributeType::INT);
@@ -81,7 +86,7 @@ pub fn int_attr(name: &str, v: i64) -> AttributeProto {
 
 /// `ReduceLogSumExp` over axis 1, keeping it: the axes are an attribute
 /// before opset 18, an input since.
-pub fn log_sum_exp(g: &mut GraphProto, opset: i64, input: &str, output: &str) {
+pub(crate) fn log_sum_exp(g: &mut GraphProto, opset: i64, input: &str, output: &str) {
     if opset >= 18 {
         let axes = format!("{output}.axes");
         g.initializer.push(int64_tensor(&axes, &[1]));
@@ -107,7 +112,13 @@ pub fn log_sum_exp(g: &mut GraphProto, opset: i64, input: &str, output: &str) {
 }
 
 /// `Gather` of classes along axis 1, then their log-sum-exp: a group's score.
-pub fn group_score(g: &mut GraphProto, opset: i64, logits: &str, classes: &[i64], name: &str) {
+pub(crate) fn group_score(
+    g: &mut GraphProto,
+    opset: i64,
+    logits: &str,
+    classes: &[i64],
+    name: &str,
+) {
     let idx = format!("{name}.classes");
     g.initializer.push(int64_tensor(&idx, classes));
     let gathered = format!("{name}.logits");

@@ -14,7 +14,7 @@ use super::{serialize, GraphError, HeadInfo};
 
 /// A copy of the model that also outputs the feature tensor and, when given,
 /// the base's logits (float).
-pub fn with_feature_output(
+pub(crate) fn with_feature_output(
     model: &ModelProto,
     head: &HeadInfo,
     logits: Option<&str>,
@@ -36,11 +36,11 @@ pub fn with_feature_output(
 /// A head that starts from the base's own answer: each new class's score is
 /// the log-sum-exp of the base's logits over its group of base classes.
 #[derive(Debug, Clone)]
-pub struct Prior {
+pub(crate) struct Prior {
     /// The base's logits tensor (see [`super::logits_tensor`]).
-    pub logits: String,
+    pub(crate) logits: String,
     /// Per new class, the base classes it gathers.
-    pub groups: Vec<Vec<i64>>,
+    pub(crate) groups: Vec<Vec<i64>>,
 }
 
 /// A rejecting label after the trained ones: its score is the base's
@@ -48,11 +48,11 @@ pub struct Prior {
 /// the trained labels' probabilities are scaled by `p`, so a row still sums
 /// to 1.
 #[derive(Debug, Clone)]
-pub struct Evidence {
+pub(crate) struct Evidence {
     /// The base's logits tensor (see [`super::logits_tensor`]).
-    pub logits: String,
+    pub(crate) logits: String,
     /// The base classes the trained labels are about (cats and dogs).
-    pub domain: Vec<i64>,
+    pub(crate) domain: Vec<i64>,
 }
 
 /// The base model with its head replaced by `Gemm(weights [F×C], bias [C]) →
@@ -67,7 +67,7 @@ pub struct Evidence {
 ///
 /// With `evidence`, a last column is added for the rejecting label (see
 /// [`Evidence`]); the base's head stays for it as for a prior.
-pub fn replace_head(
+pub(crate) fn replace_head(
     model: &ModelProto,
     head: &HeadInfo,
     weights: &[f32],

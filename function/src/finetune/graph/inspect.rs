@@ -10,17 +10,17 @@ use super::GraphError;
 #[derive(Debug, Clone)]
 pub struct HeadInfo {
     /// Tensor feeding the final layer: the features we train on.
-    pub feature: String,
+    pub(crate) feature: String,
     /// For int8 graphs (QLinearMatMul): the features' scale and zero point.
-    pub quant: Option<(f32, i32)>,
+    pub(crate) quant: Option<(f32, i32)>,
     /// Width of the feature vector.
-    pub feature_dim: usize,
+    pub(crate) feature_dim: usize,
     /// Classes of the base head.
-    pub base_classes: usize,
+    pub(crate) base_classes: usize,
     /// Indices of the nodes that make up the head (replaced on export).
     pub nodes: Vec<usize>,
     /// Op of the final layer (`Gemm`, `MatMul`, `QLinearMatMul`).
-    pub op: String,
+    pub(crate) op: String,
 }
 
 pub(super) fn initializer<'a>(model: &'a ModelProto, name: &str) -> Option<&'a TensorProto> {

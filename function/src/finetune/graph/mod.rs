@@ -3,14 +3,14 @@
 //! base's logits, [`head`] exposes the feature tensor and writes the model
 //! back with a new head, built from [`build`]'s nodes and tensors.
 
-pub mod build;
-pub mod head;
-pub mod inspect;
+pub(crate) mod build;
+pub(crate) mod head;
+pub(crate) mod inspect;
 
 use onnx_protobuf::ModelProto;
 use protobuf::Message;
 
-pub use head::{replace_head, with_feature_output, Evidence, Prior};
+pub(crate) use head::{replace_head, with_feature_output, Evidence, Prior};
 pub use inspect::{find_head, logits_tensor, metadata, HeadInfo};
 
 /// Why a base model cannot be fine-tuned.

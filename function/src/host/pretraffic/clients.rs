@@ -17,14 +17,17 @@ use crate::aws::{RetryPolicy, SdkRetries};
 const INVOKE_READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The SDK's shared configuration, loaded once for both clients.
-pub async fn shared() -> aws_config::SdkConfig {
+pub(crate) async fn shared() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
         .await
 }
 
 /// Invokes the version under check.
-pub fn lambda(shared: &aws_config::SdkConfig, retry: &RetryPolicy) -> aws_sdk_lambda::Client {
+pub(crate) fn lambda(
+    shared: &aws_config::SdkConfig,
+    retry: &RetryPolicy,
+) -> aws_sdk_lambda::Client {
     let conf = aws_sdk_lambda::config::Builder::from(shared)
         .timeout_config(timeouts(INVOKE_READ_TIMEOUT))
         .retry_config(retry.sdk_config(SdkRetries::ThisPolicy))
@@ -33,7 +36,7 @@ pub fn lambda(shared: &aws_config::SdkConfig, retry: &RetryPolicy) -> aws_sdk_la
 }
 
 /// Reports the hook's outcome.
-pub fn codedeploy(
+pub(crate) fn codedeploy(
     shared: &aws_config::SdkConfig,
     retry: &RetryPolicy,
 ) -> aws_sdk_codedeploy::Client {

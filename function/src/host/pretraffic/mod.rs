@@ -9,7 +9,7 @@
 //! has the ids it always reports (CodeDeploy would otherwise wait an hour).
 
 mod clients;
-pub mod verify;
+pub(crate) mod verify;
 
 use std::time::{Duration, SystemTime};
 
@@ -51,11 +51,11 @@ enum NoVerdict {
 
 /// The ids CodeDeploy invokes a lifecycle hook with.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-pub struct LifecycleEvent {
+pub(crate) struct LifecycleEvent {
     #[serde(rename = "DeploymentId")]
-    pub deployment_id: String,
+    pub(crate) deployment_id: String,
     #[serde(rename = "LifecycleEventHookExecutionId")]
-    pub execution_id: String,
+    pub(crate) execution_id: String,
 }
 
 /// Everything one invoke needs, built once in the init phase.

@@ -16,24 +16,24 @@ use crate::objects::store::ObjectStore;
 
 /// The version under check, and how to reach it.
 #[derive(Clone)]
-pub struct Target {
-    pub lambda: aws_sdk_lambda::Client,
+pub(crate) struct Target {
+    pub(crate) lambda: aws_sdk_lambda::Client,
     /// A name, an ARN or `name:version`, as Lambda's Invoke API takes it.
-    pub function: String,
+    pub(crate) function: String,
     /// The classifier's API key, when it asks for one.
-    pub api_key: Option<String>,
+    pub(crate) api_key: Option<String>,
 }
 
 /// What the checks found: how many pictures were answered, and every
 /// problem, one line each (empty: the version passed).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Verdict {
-    pub pictures: usize,
-    pub problems: Vec<String>,
+pub(crate) struct Verdict {
+    pub(crate) pictures: usize,
+    pub(crate) problems: Vec<String>,
 }
 
 impl Verdict {
-    pub fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         self.problems.is_empty() && self.pictures > 0
     }
 }
@@ -41,7 +41,7 @@ impl Verdict {
 /// Runs the checks of the answers file `s3://bucket/key` against `target`,
 /// scores within `tolerance`. `Err` when there are no checks to run (the
 /// file is missing, unreadable or not a checks file).
-pub async fn verify(
+pub(crate) async fn verify(
     store: &ObjectStore,
     target: &Target,
     bucket: &str,

@@ -8,7 +8,7 @@ use crate::pipeline::Unready;
 /// Why an infer request (or a model route) is refused: the protocol's own
 /// errors, and those it shares with `/predict` ([`InputError`], [`Unready`]).
 #[derive(Debug, thiserror::Error)]
-pub enum InferError {
+pub(crate) enum InferError {
     /// Inputs, outputs, shapes, datatypes or binary framing catdog cannot take.
     #[error("{0}")]
     Invalid(String),

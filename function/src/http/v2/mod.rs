@@ -12,12 +12,12 @@
 
 mod binary;
 mod data;
-pub mod error;
-pub mod request;
-pub mod response;
-pub mod types;
+pub(crate) mod error;
+pub(crate) mod request;
+pub(crate) mod response;
+pub(crate) mod types;
 
-pub use error::InferError;
+pub(crate) use error::InferError;
 
 use std::time::Instant;
 
@@ -39,10 +39,10 @@ use crate::pipeline::{self, Unready};
 use crate::pipeline::{ModelState, Ready};
 
 /// The protocol extensions catdog speaks.
-pub const EXTENSIONS: [&str; 2] = ["binary_tensor_data", "classification"];
+pub(crate) const EXTENSIONS: [&str; 2] = ["binary_tensor_data", "classification"];
 
 /// Whether `path` is one of the protocol's (its errors then take its shape).
-pub fn is_v2_path(path: &str) -> bool {
+pub(crate) fn is_v2_path(path: &str) -> bool {
     path == "/v2" || path.starts_with("/v2/")
 }
 
@@ -75,7 +75,7 @@ fn find(state: &AppState, name: &str, version: Option<&str>) -> Result<Ready, In
 /// `GET /v2`: who answers, and which protocol extensions it speaks.
 #[utoipa::path(get, path = "/v2", tag = "v2",
     responses((status = 200, description = "Server metadata", body = ServerMetadata)))]
-pub async fn server_metadata() -> Json<ServerMetadata> {
+pub(crate) async fn server_metadata() -> Json<ServerMetadata> {
     Json(ServerMetadata {
         name: "catdog".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -86,7 +86,7 @@ pub async fn server_metadata() -> Json<ServerMetadata> {
 /// `GET /v2/health/live`: the server answers.
 #[utoipa::path(get, path = "/v2/health/live", tag = "v2",
     responses((status = 200, description = "Live", body = ServerLive)))]
-pub async fn server_live() -> Json<ServerLive> {
+pub(crate) async fn server_live() -> Json<ServerLive> {
     Json(ServerLive { live: true })
 }
 
@@ -105,7 +105,7 @@ fn readiness(ready: bool) -> Response {
         (status = 200, description = "Ready", body = Readiness),
         (status = 503, description = "The model is loading, retrying a fetch, or failed (`GET /health` says why)", body = Readiness),
     ))]
-pub async fn server_ready(State(state): State<AppState>) -> Response {
+pub(crate) async fn server_ready(State(state): State<AppState>) -> Response {
     readiness(matches!(state.model(), ModelState::Ready(_)))
 }
 
@@ -118,7 +118,7 @@ pub async fn server_ready(State(state): State<AppState>) -> Response {
         (status = 404, description = "No model of that name", body = OipErrorBody),
         (status = 503, description = "Not loaded (yet)", body = Readiness),
     ))]
-pub async fn model_ready(
+pub(crate) async fn model_ready(
     State(state): State<AppState>,
     PathParams(name): PathParams<String>,
 ) -> Result<Response, ApiError> {
@@ -151,7 +151,7 @@ fn metadata(ready: &Ready) -> ModelMetadata {
         (status = 404, description = "No model of that name", body = OipErrorBody),
         (status = 503, description = "Model not ready", body = OipErrorBody),
     ))]
-pub async fn model_metadata(
+pub(crate) async fn model_metadata(
     State(state): State<AppState>,
     PathParams(name): PathParams<String>,
 ) -> Result<Json<ModelMetadata>, ApiError> {
@@ -169,7 +169,7 @@ pub async fn model_metadata(
         (status = 404, description = "No such model or version", body = OipErrorBody),
         (status = 503, description = "Model not ready, or its version not computed yet", body = OipErrorBody),
     ))]
-pub async fn model_version_metadata(
+pub(crate) async fn model_version_metadata(
     State(state): State<AppState>,
     PathParams((name, version)): PathParams<(String, String)>,
 ) -> Result<Json<ModelMetadata>, ApiError> {
@@ -236,7 +236,7 @@ infer_route!(
     "/v2/models/{name}/infer",
     (("name" = String, Path, description = "The model's name")),
     /// `POST /v2/models/{name}/infer`.
-    pub async fn infer(
+    pub(crate) async fn infer(
         State(state): State<AppState>,
         PathParams(name): PathParams<String>,
         headers: HeaderMap,
@@ -257,7 +257,7 @@ infer_route!(
         )
     ),
     /// `POST /v2/models/{name}/versions/{version}/infer`.
-    pub async fn infer_version(
+    pub(crate) async fn infer_version(
         State(state): State<AppState>,
         PathParams((name, version)): PathParams<(String, String)>,
         headers: HeaderMap,

@@ -18,24 +18,24 @@ use crate::pipeline::Payload;
 
 /// An output to answer with, and how.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Wanted {
-    pub output: Output,
-    pub binary: bool,
+pub(crate) struct Wanted {
+    pub(crate) output: Output,
+    pub(crate) binary: bool,
     /// Top K as `"probability:index:label"` strings (Triton's classification extension).
-    pub classification: Option<usize>,
+    pub(crate) classification: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
+pub(crate) enum Output {
     Probabilities,
     Label,
 }
 
 /// What an infer request asks.
-pub struct Parsed {
-    pub id: Option<String>,
-    pub payload: Payload,
-    pub outputs: Vec<Wanted>,
+pub(crate) struct Parsed {
+    pub(crate) id: Option<String>,
+    pub(crate) payload: Payload,
+    pub(crate) outputs: Vec<Wanted>,
 }
 
 /// The model's FP32 input: its name and one picture's dimensions.
@@ -47,7 +47,7 @@ fn tensor_input(model: &Classifier) -> (&str, Vec<usize>) {
 }
 
 /// The inputs and outputs the model metadata lists.
-pub fn signature(model: &Classifier) -> (Vec<TensorMetadata>, Vec<TensorMetadata>) {
+pub(crate) fn signature(model: &Classifier) -> (Vec<TensorMetadata>, Vec<TensorMetadata>) {
     let (name, dims) = tensor_input(model);
     let tensor = |name: &str, datatype: Datatype, shape: Vec<i64>| TensorMetadata {
         name: name.to_string(),
@@ -125,7 +125,7 @@ impl Given<'_> {
 }
 
 /// Reads an infer request's body for `model`, taking at most `max_batch` pictures.
-pub fn parse(
+pub(crate) fn parse(
     headers: &HeaderMap,
     body: &Bytes,
     model: &Classifier,

@@ -23,7 +23,7 @@ enum Elements {
 
 /// The answer: JSON, or JSON followed by the binary outputs (with the
 /// `Inference-Header-Content-Length` header) when any is asked in binary.
-pub fn respond(
+pub(crate) fn respond(
     model: &Classifier,
     id: Option<String>,
     outputs: &[Wanted],

@@ -9,7 +9,7 @@
 //! [`runner`] runs pictures through it.
 
 mod graph;
-pub mod runner;
+pub(crate) mod runner;
 mod threads;
 
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 
-pub use runner::{inference_idle, resolve_layout, rows, InferTimings, Runner};
+pub(crate) use runner::{inference_idle, rows, InferTimings, Runner};
 pub use threads::INTRA_OP_THREAD_NAME;
 
 use crate::model::contract;
@@ -31,22 +31,22 @@ use threads::NamedThreads;
 #[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
     /// Intra-op threads [default: the cores this process may use].
-    pub threads: Option<usize>,
+    pub(crate) threads: Option<usize>,
     /// Weight pre-packing; `None` = on for quantized graphs only. Measured on
     /// VGG16 (bench/README.md): off, an fp32 session builds ~0.5 s faster at
     /// the same speed, while int8 runs 2× slower.
-    pub prepack: Option<bool>,
+    pub(crate) prepack: Option<bool>,
     /// Model files: let ONNX Runtime map the weights from the file in place
     /// (see [`weights`]). Off: it parses and copies them.
-    pub zero_copy: bool,
+    pub(crate) zero_copy: bool,
     /// Explicit path of libonnxruntime.
-    pub ort_library: Option<PathBuf>,
+    pub(crate) ort_library: Option<PathBuf>,
     /// catdog's cache folder, where `make setup` puts the library.
-    pub cache_dir: PathBuf,
+    pub(crate) cache_dir: PathBuf,
 }
 
 impl SessionOptions {
-    pub fn threads(&self) -> usize {
+    pub(crate) fn threads(&self) -> usize {
         self.threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
@@ -54,31 +54,31 @@ impl SessionOptions {
 
 /// A change to the graph before the session is built (fine-tuning adds the
 /// feature tensor as an output). Given and giving a serialized `ModelProto`.
-pub type GraphEdit<'a> = &'a dyn Fn(&[u8]) -> Result<Vec<u8>, String>;
+pub(crate) type GraphEdit<'a> = &'a dyn Fn(&[u8]) -> Result<Vec<u8>, String>;
 
 /// The contract keys a model's metadata carries (models/README.md).
 #[derive(Debug, Clone, Default)]
-pub struct Metadata {
-    pub labels: Option<String>,
-    pub preprocessing: Option<String>,
-    pub output: Option<String>,
-    pub name: Option<String>,
-    pub rejection: Option<String>,
+pub(crate) struct Metadata {
+    pub(crate) labels: Option<String>,
+    pub(crate) preprocessing: Option<String>,
+    pub(crate) output: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) rejection: Option<String>,
 }
 
 /// A built session and what it says about itself.
-pub struct Opened {
-    pub session: Session,
-    pub threads: usize,
+pub(crate) struct Opened {
+    pub(crate) session: Session,
+    pub(crate) threads: usize,
     /// The one image input: name and shape (`-1` where dynamic).
-    pub input: (String, Vec<i64>),
-    pub metadata: Metadata,
+    pub(crate) input: (String, Vec<i64>),
+    pub(crate) metadata: Metadata,
     /// Which 8-bit integers the graph multiplies; `None` when it is not quantized.
-    pub int8: Option<quantized::Int8Scheme>,
+    pub(crate) int8: Option<quantized::Int8Scheme>,
 }
 
 /// Builds a session for `model`, after `edit` if given.
-pub fn open(
+pub(crate) fn open(
     model: &FetchedModel,
     opts: &SessionOptions,
     edit: Option<GraphEdit>,

@@ -14,8 +14,8 @@ use crate::preprocess::{Layout, Preprocessing, Preprocessor, SpecError, TensorRo
 /// Per-call timings in milliseconds.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct InferTimings {
-    pub preprocess: f64,
-    pub inference: f64,
+    pub(crate) preprocess: f64,
+    pub(crate) inference: f64,
 }
 
 /// Inference runs under way in this process (every session shares the cores).
@@ -24,7 +24,7 @@ static RUNS_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomi
 /// Whether no inference is running: background work (the informational
 /// digest) waits for this, because on a small machine one stolen core slice
 /// stalls every thread of ONNX Runtime's parallel loops and shows as a tail.
-pub fn inference_idle() -> bool {
+pub(crate) fn inference_idle() -> bool {
     RUNS_IN_FLIGHT.load(std::sync::atomic::Ordering::Relaxed) == 0
 }
 
@@ -47,7 +47,7 @@ impl Drop for InFlight {
 /// A session with its preprocessing: runs pictures in the batches the graph
 /// takes. Calls take turns on the one session (ONNX Runtime parallelises
 /// inside one run; `run` needs `&mut`).
-pub struct Runner {
+pub(crate) struct Runner {
     session: Mutex<Session>,
     pre: Preprocessor,
     /// Fixed batch size of the graph (the zoo VGG16 takes exactly 1), if any.
@@ -56,7 +56,7 @@ pub struct Runner {
 
 impl Runner {
     /// Checks `spec` against the input shape (layout, size) and keeps both.
-    pub fn new(
+    pub(crate) fn new(
         session: Session,
         spec: Preprocessing,
         input_shape: &[i64],
@@ -86,19 +86,19 @@ impl Runner {
         })
     }
 
-    pub fn preprocessor(&self) -> &Preprocessor {
+    pub(crate) fn preprocessor(&self) -> &Preprocessor {
         &self.pre
     }
 
     /// The batch size the graph insists on, if any (`None`: any batch size).
-    pub fn fixed_batch(&self) -> Option<usize> {
+    pub(crate) fn fixed_batch(&self) -> Option<usize> {
         self.fixed_batch
     }
 
     /// Runs `pictures` (one batch when the graph allows, else in groups of its
     /// fixed size); `read` turns one group's outputs into one row per picture.
     /// Blocking: call it off the async workers.
-    pub fn run<T, R: TensorRow>(
+    pub(crate) fn run<T, R: TensorRow>(
         &self,
         pictures: &[R],
         mut read: impl FnMut(&SessionOutputs<'_>, usize) -> Result<Vec<T>, String>,
@@ -141,7 +141,7 @@ impl Runner {
 }
 
 /// Splits a flat output of `n` pictures into one row each.
-pub fn rows(values: &[f32], n: usize) -> Result<Vec<Vec<f32>>, String> {
+pub(crate) fn rows(values: &[f32], n: usize) -> Result<Vec<Vec<f32>>, String> {
     if n == 0 || values.is_empty() || !values.len().is_multiple_of(n) {
         return Err(format!("{} output values for {n} pictures", values.len()));
     }
@@ -152,7 +152,7 @@ pub fn rows(values: &[f32], n: usize) -> Result<Vec<Vec<f32>>, String> {
 }
 
 /// The layout from the spec, or read off the input shape `[N, 3, H, W]` / `[N, H, W, 3]`.
-pub fn resolve_layout(spec: &Preprocessing, shape: &[i64]) -> Result<Layout, ModelError> {
+pub(crate) fn resolve_layout(spec: &Preprocessing, shape: &[i64]) -> Result<Layout, ModelError> {
     let by_shape = match (shape[1] == 3, shape[3] == 3) {
         (true, false) => Some(Layout::Nchw),
         (false, true) => Some(Layout::Nhwc),

@@ -9,17 +9,17 @@ use super::http;
 use super::uri::ModelUri;
 
 /// The stock ImageNet VGG16 from the ONNX Model Zoo (opset 7), used when no model is given.
-pub const DEFAULT_MODEL_URL: &str =
+pub(crate) const DEFAULT_MODEL_URL: &str =
     "https://github.com/onnx/models/raw/main/validated/vision/classification/vgg/model/vgg16-7.onnx";
 /// Size of [`DEFAULT_MODEL_URL`] in bytes.
-pub const DEFAULT_MODEL_SIZE: u64 = 553_437_328;
+pub(crate) const DEFAULT_MODEL_SIZE: u64 = 553_437_328;
 /// SHA-256 of [`DEFAULT_MODEL_URL`].
-pub const DEFAULT_MODEL_SHA256: &str =
+pub(crate) const DEFAULT_MODEL_SHA256: &str =
     "f20805a3ecccaa88647bbab4ad011ff2412a9838485ea844de0fcbce349820b9";
 
 /// The default VGG16's file in `cache`, and whether it looks whole (right size;
 /// its digest is checked while it loads).
-pub fn cached_default(cache: &Path) -> (PathBuf, bool) {
+pub(crate) fn cached_default(cache: &Path) -> (PathBuf, bool) {
     let file = cache.join("vgg16-7.onnx");
     let whole = std::fs::metadata(&file).is_ok_and(|m| m.len() == DEFAULT_MODEL_SIZE);
     (file, whole)
@@ -28,7 +28,7 @@ pub fn cached_default(cache: &Path) -> (PathBuf, bool) {
 /// Downloads the default VGG16 once from `url` (a mirror may be given) into
 /// `cache`, hashing it as it arrives: written to a `.part` file, renamed
 /// into place only when its SHA-256 is the known one.
-pub async fn download_default(url: &str, cache: &Path) -> Result<PathBuf, SourceError> {
+pub(crate) async fn download_default(url: &str, cache: &Path) -> Result<PathBuf, SourceError> {
     let (file, _) = cached_default(cache);
     let uri: ModelUri = url.parse()?;
     let shown = uri.to_string();

@@ -12,7 +12,11 @@ use sha2::{Digest, Sha256};
 use super::error::SourceError;
 
 /// Refuses a model whose digest is not the `expected` one (already normalised).
-pub fn verify_sha256(uri: &str, expected: Option<&str>, actual: &str) -> Result<(), SourceError> {
+pub(crate) fn verify_sha256(
+    uri: &str,
+    expected: Option<&str>,
+    actual: &str,
+) -> Result<(), SourceError> {
     match expected {
         Some(expected) if expected != actual => Err(SourceError::Sha256Mismatch {
             uri: uri.to_string(),
@@ -29,7 +33,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Checks a user-given digest's form, lowercasing it.
-pub fn normalize_sha256(s: &str) -> Result<String, SourceError> {
+pub(crate) fn normalize_sha256(s: &str) -> Result<String, SourceError> {
     let t = s.trim().to_ascii_lowercase();
     if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(t)
@@ -40,13 +44,13 @@ pub fn normalize_sha256(s: &str) -> Result<String, SourceError> {
 
 /// A writer that hashes what passes through it: every path that hashes a
 /// model's bytes goes through this one type.
-pub struct HashingWriter<W> {
+pub(crate) struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
 }
 
 impl<W: Write> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         Self {
             inner,
             hasher: Sha256::new(),
@@ -54,7 +58,7 @@ impl<W: Write> HashingWriter<W> {
     }
 
     /// The inner writer, flushed, and the lowercase hex digest of all that was written.
-    pub fn finish(mut self) -> std::io::Result<(W, String)> {
+    pub(crate) fn finish(mut self) -> std::io::Result<(W, String)> {
         self.inner.flush()?;
         Ok((self.inner, hex::encode(self.hasher.finalize())))
     }
@@ -75,7 +79,7 @@ impl<W: Write> Write for HashingWriter<W> {
 
 /// SHA-256 (hex) of the bytes `fill` reads into the buffer it is given, a
 /// block at a time, until it reads none: a file read back in order.
-pub fn sha256_of_blocks(
+pub(crate) fn sha256_of_blocks(
     block: usize,
     mut fill: impl FnMut(&mut [u8]) -> std::io::Result<usize>,
 ) -> std::io::Result<String> {
@@ -91,13 +95,13 @@ pub fn sha256_of_blocks(
 }
 
 /// SHA-256 (hex) of a local file, streamed; run it while the session builds.
-pub fn hash_file(path: &Path) -> std::io::Result<String> {
+pub(crate) fn hash_file(path: &Path) -> std::io::Result<String> {
     hash_file_when(path, || true, Duration::ZERO)
 }
 
 /// SHA-256 (hex) of a local file in 1 MiB steps (under a millisecond each),
 /// each taken only when `may_run()` says so, checked every `pause`.
-pub fn hash_file_when(
+pub(crate) fn hash_file_when(
     path: &Path,
     may_run: impl Fn() -> bool,
     pause: Duration,

@@ -23,19 +23,19 @@ pub struct FetchedModel {
     /// Size of the model in bytes.
     pub size: u64,
     /// Where it came from, as shown to users (no secrets, no folders).
-    pub uri: String,
-    pub fetch_ms: f64,
+    pub(crate) uri: String,
+    pub(crate) fetch_ms: f64,
 }
 
 impl FetchedModel {
     /// The whole model as bytes, mapped.
-    pub fn view(&self) -> std::io::Result<memmap2::Mmap> {
+    pub(crate) fn view(&self) -> std::io::Result<memmap2::Mmap> {
         map_file(&self.path)
     }
 
     /// The file name weights are found under by external-data references
     /// (the model file's own name, links resolved).
-    pub fn location(&self) -> String {
+    pub(crate) fn location(&self) -> String {
         std::fs::canonicalize(&self.path)
             .ok()
             .and_then(|r| r.file_name().map(|n| n.to_string_lossy().into_owned()))

@@ -15,7 +15,7 @@ use crate::model::spool::{self, SpoolError, Spooled};
 
 /// Streams `url` into a new download file in `dir`, hashing it on the way.
 /// `shown` names it in messages (no credentials or query).
-pub async fn fetch(url: &str, shown: &str, dir: &Path) -> Result<Spooled, SourceError> {
+pub(crate) async fn fetch(url: &str, shown: &str, dir: &Path) -> Result<Spooled, SourceError> {
     let (file, path) = spool::create_file(dir)?;
     let (_, sha256) = download_into(url, shown, file, |e| {
         SourceError::Spool(SpoolError::Write(e))
@@ -30,7 +30,7 @@ pub async fn fetch(url: &str, shown: &str, dir: &Path) -> Result<Spooled, Source
 
 /// GETs `url` into `file` (with a progress bar), returning the file and the
 /// SHA-256 of what was written; `write_err` says why a write failed.
-pub async fn download_into(
+pub(crate) async fn download_into(
     url: &str,
     shown: &str,
     file: File,

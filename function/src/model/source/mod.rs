@@ -21,15 +21,14 @@ mod progress;
 mod s3;
 mod uri;
 
-pub use default_model::{
-    cached_default, download_default, DEFAULT_MODEL_SHA256, DEFAULT_MODEL_SIZE, DEFAULT_MODEL_URL,
+pub(crate) use default_model::{
+    cached_default, download_default, DEFAULT_MODEL_SHA256, DEFAULT_MODEL_URL,
 };
-pub use digest::{
-    hash_file, hash_file_when, normalize_sha256, sha256_hex, sha256_of_blocks, verify_sha256,
-    HashingWriter,
+pub use digest::sha256_hex;
+pub(crate) use digest::{
+    hash_file, hash_file_when, normalize_sha256, sha256_of_blocks, verify_sha256,
 };
 pub use error::SourceError;
 pub use fetch::{fetch_remote, local_file, map_file, FetchedModel};
 pub use options::{FetchOptions, S3_CONCURRENCY};
-pub use s3::S3_PART_BYTES;
 pub use uri::ModelUri;

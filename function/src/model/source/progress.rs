@@ -5,7 +5,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// A bar counting bytes of `total` (when known). indicatif draws to stderr
 /// and stays silent when that is not a terminal (Lambda, CI), so no flag is
 /// needed.
-pub fn bar(total: Option<u64>, what: &str) -> ProgressBar {
+pub(crate) fn bar(total: Option<u64>, what: &str) -> ProgressBar {
     let bar = match total {
         Some(n) => ProgressBar::new(n),
         None => ProgressBar::no_length(),

@@ -17,13 +17,17 @@ use crate::messages::with_causes;
 use crate::model::spool::{PartWriter, Spool, Spooled};
 
 /// Ranged GETs of this size are fetched in parallel for large objects.
-pub const S3_PART_BYTES: u64 = 16 << 20;
+pub(crate) const S3_PART_BYTES: u64 = 16 << 20;
 
 /// Fetches an S3 object into a file: one GET for small objects (or
 /// concurrency 1), else parallel ranged GETs (pinned to the object's ETag, so
 /// a replaced object is refused rather than mixed), each written at its
 /// offset as it arrives.
-pub async fn fetch(bucket: &str, key: &str, opts: &FetchOptions) -> Result<Spooled, SourceError> {
+pub(crate) async fn fetch(
+    bucket: &str,
+    key: &str,
+    opts: &FetchOptions,
+) -> Result<Spooled, SourceError> {
     let uri = format!("s3://{bucket}/{key}");
     let err = |message: String| SourceError::S3 {
         uri: uri.clone(),
