@@ -3,9 +3,10 @@
 //! (`catdog eval`), publish it (`catdog upload`). Each step is the command's
 //! own code, called without a shell; the notebook shows what they write.
 
-// The notebook's cells show what a step prints on stdout (evcxr): printing
-// is how this host reports, as the binary's is for the command line.
-#![allow(clippy::print_stdout)]
+// The notebook's cells show what a step prints (evcxr): printing is how
+// this host reports, as the binary's is for the command line. Progress goes
+// to stderr, as the command's does.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,15 +39,15 @@ pub enum TutorialError {
     CrossValidated,
 }
 
-/// Fine-tuning's progress as cell output: each epoch and note a line (a
-/// cell shows no progress bar).
+/// Fine-tuning's progress as cell output on stderr, as the command writes
+/// it: each epoch and note a line (a cell shows no progress bar).
 struct CellLines;
 
 impl Progress for CellLines {
     fn event(&self, event: Event<'_>) {
         match event {
-            Event::Epoch(stats) => println!("{stats}"),
-            Event::Note(note) => println!("finetune: {note}"),
+            Event::Epoch(stats) => eprintln!("{stats}"),
+            Event::Note(note) => eprintln!("finetune: {note}"),
             _ => {}
         }
     }
@@ -159,7 +160,7 @@ pub fn evaluate(
         &report.confusion,
         png,
     ) {
-        println!("could not draw the confusion matrix: {e}");
+        eprintln!("could not draw the confusion matrix: {e}");
     }
     Ok(report)
 }

@@ -17,4 +17,4 @@ pub mod logging;
 pub mod pretraffic;
 pub(crate) mod secret_key;
 pub mod serve;
-pub(crate) mod tunnel;
+pub mod tunnel;
