@@ -92,7 +92,7 @@ impl Batcher {
 
     /// Queues `pictures` and waits for their answers; refuses at once when
     /// the queue is full.
-    pub(crate) async fn classify(&self, pictures: Vec<Tensor>) -> Result<BatcherReply, BatchError> {
+    pub(crate) async fn submit(&self, pictures: Vec<Tensor>) -> Result<BatcherReply, BatchError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             pictures,
@@ -234,12 +234,12 @@ mod tests {
         };
         let model = Arc::new(PanicsOnce(AtomicUsize::new(0)));
         let batcher = Batcher::start(model.clone(), policy, Histogram::new([1.0].into_iter()));
-        let first = batcher.classify(Vec::new()).await;
+        let first = batcher.submit(Vec::new()).await;
         assert!(
             matches!(&first, Err(BatchError::Model(ModelError::Inference(m))) if m.contains("panicked")),
             "{first:?}"
         );
-        let second = batcher.classify(Vec::new()).await;
+        let second = batcher.submit(Vec::new()).await;
         assert!(second.is_ok(), "{second:?}");
         assert_eq!(model.0.load(Ordering::SeqCst), 2);
     }

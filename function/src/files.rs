@@ -166,7 +166,7 @@ pub fn classify_each(
 }
 
 /// [`classify_each`], collected.
-pub fn classify(
+pub fn classify_files(
     classifier: &Classifier,
     files: &[PathBuf],
     limits: &Limits,

@@ -153,7 +153,7 @@ pub fn evaluate(
     others: Option<&Path>,
     png: &Path,
 ) -> Result<EvalReport, TutorialError> {
-    let report = crate::eval::evaluate(classifier, dir, others, &settings.limits())?;
+    let report = crate::eval::evaluate(classifier, dir, others, &settings.request_limits())?;
     if let Err(e) = crate::plot::confusion_matrix(
         &report.labels,
         &report.predicted_labels,

@@ -590,8 +590,8 @@ fn documented_routes(api: &str) -> BTreeMap<String, bool> {
 async fn the_route_table_is_the_openapi_document() {
     let settings = catdog::Settings::from_env().unwrap();
     let app = catdog::router(catdog::AppState::loading(
-        settings.limits(),
-        settings.access().unwrap(),
+        settings.request_limits(),
+        settings.access_control().unwrap(),
     ));
     let res = app
         .oneshot(Request::get("/openapi.json").body(Body::empty()).unwrap())

@@ -58,8 +58,8 @@ fn router(args: &[&str]) -> axum::Router {
     let s = settings(args);
     catdog::router(AppState::ready(
         classifier(),
-        s.limits(),
-        s.access().unwrap(),
+        s.request_limits(),
+        s.access_control().unwrap(),
     ))
 }
 
@@ -235,7 +235,11 @@ async fn bad_input(case: crate::bad_inputs::Case) {
         .clone();
     let flags = case.flags();
     let s = settings(&flags.iter().map(String::as_str).collect::<Vec<_>>());
-    let app = catdog::router(AppState::ready(model, s.limits(), s.access().unwrap()));
+    let app = catdog::router(AppState::ready(
+        model,
+        s.request_limits(),
+        s.access_control().unwrap(),
+    ));
     let mut req = Request::builder().method(case.method).uri(&case.path);
     if let Some(c) = &case.content_type {
         req = req.header(header::CONTENT_TYPE, c);
@@ -435,7 +439,7 @@ fn local_get(path: &str) -> Request<Body> {
 #[tokio::test]
 async fn health_and_model_follow_the_model_state() {
     let s = settings(&[]);
-    let state = AppState::loading(s.limits(), s.access().unwrap());
+    let state = AppState::loading(s.request_limits(), s.access_control().unwrap());
     let app = catdog::router(state.clone());
     let (status, _, body) = call(app.clone(), get("/health")).await;
     assert_eq!(
@@ -562,7 +566,11 @@ fn kitty() -> axum::Router {
         })
         .clone();
     let s = settings(&["--max-batch", "2"]);
-    catdog::router(AppState::ready(model, s.limits(), s.access().unwrap()))
+    catdog::router(AppState::ready(
+        model,
+        s.request_limits(),
+        s.access_control().unwrap(),
+    ))
 }
 
 fn infer(path: &str, body: Value) -> Request<Body> {
@@ -866,7 +874,7 @@ async fn bad_inference_requests_get_the_protocol_s_error_and_status() {
 #[tokio::test]
 async fn v2_readiness_follows_the_model_state() {
     let s = settings(&[]);
-    let state = AppState::loading(s.limits(), s.access().unwrap());
+    let state = AppState::loading(s.request_limits(), s.access_control().unwrap());
     let app = catdog::router(state.clone());
     let (status, _, body) = call(app.clone(), get("/v2/health/ready")).await;
     assert_eq!(
@@ -908,8 +916,8 @@ async fn a_rejecting_label_is_answered_on_every_route() {
         let s = settings(&args);
         catdog::router(AppState::ready(
             load(&args),
-            s.limits(),
-            s.access().unwrap(),
+            s.request_limits(),
+            s.access_control().unwrap(),
         ))
     };
     let app = with(&[]);

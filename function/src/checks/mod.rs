@@ -9,13 +9,13 @@
 //! - [`compare`]: one new answer against its recorded one;
 //! - [`event`]: a picture as the Function URL event the hook invokes with,
 //!   and the answer out of the invoke's payload;
-//! - [`store`]: writing them to S3 and reading them back.
+//! - [`persist`]: writing them to S3 and reading them back.
 
 pub(crate) mod compare;
 pub(crate) mod event;
 pub(crate) mod layout;
+pub(crate) mod persist;
 pub(crate) mod record;
-pub(crate) mod store;
 
 pub(crate) use compare::{compare, Answer};
 pub(crate) use layout::{Expected, ANSWERS_SUFFIX};

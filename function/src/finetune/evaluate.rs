@@ -15,7 +15,7 @@ use crate::model::{contract, imagenet, output};
 /// label rule — the same rule serving applies ([`output::predict`]).
 pub(crate) struct Answers<'a> {
     head: &'a SoftmaxHead,
-    rule: output::Head,
+    rule: output::AnswerRule,
     /// Threshold mode: the base classes the evidence sums over.
     evidence: Option<&'a [i64]>,
 }
@@ -29,7 +29,7 @@ impl<'a> Answers<'a> {
     ) -> Self {
         Answers {
             head,
-            rule: output::Head::Labels {
+            rule: output::AnswerRule::Labels {
                 labels: plan.answers.clone(),
                 rejection: rejection.cloned(),
             },
@@ -82,7 +82,7 @@ pub(crate) fn base_accuracy(
     valid: &Labelled,
 ) -> Option<f64> {
     let (groups, logits) = plan.groups.as_ref().zip(valid.ex.logits.as_ref())?;
-    let zero_shot = output::Head::Labels {
+    let zero_shot = output::AnswerRule::Labels {
         labels: plan.answers.clone(),
         rejection: rejection.map(|r| contract::Rejection {
             below: imagenet::DEFAULT_NEITHER_BELOW,

@@ -270,7 +270,7 @@ fn set(s: &Labelled) -> train::Set<'_> {
 }
 
 /// What the summary says was replaced in the base.
-fn describe_replaced(plan: &Plan, head: &graph::HeadInfo) -> String {
+fn describe_replaced(plan: &Plan, head: &graph::FinalLayer) -> String {
     match plan.init {
         Init::ZeroShot => format!(
             "{} ({} nodes) kept, grouped, plus a trained correction",

@@ -11,7 +11,7 @@ use crate::preprocess::Preprocessing;
 /// The frozen base, opened to also output its feature tensor.
 pub(crate) struct Probe {
     pub(crate) runner: Runner,
-    pub(crate) head: graph::HeadInfo,
+    pub(crate) head: graph::FinalLayer,
     /// The base graph without its large weights (they stay in `model`).
     pub(crate) graph: onnx_protobuf::ModelProto,
     pub(crate) model: FetchedModel,

@@ -84,8 +84,8 @@ pub async fn predict(
         return Err(CommandError::NoFiles);
     }
     let classifier = classifier(settings).await?;
-    let limits = settings.limits();
-    Ok(blocking(move || crate::files::classify(&classifier, &files, &limits)).await??)
+    let limits = settings.request_limits();
+    Ok(blocking(move || crate::files::classify_files(&classifier, &files, &limits)).await??)
 }
 
 /// `catdog predict s3://bucket/prefix/…`: every picture under each prefix
@@ -140,7 +140,7 @@ pub async fn predict_objects(
         }
     }
     let classifier = classifier(settings).await?;
-    let state = AppState::ready(classifier, settings.limits(), Default::default());
+    let state = AppState::ready(classifier, settings.request_limits(), Default::default());
     let worker = ObjectWorker::new(store, state.model_slot(), state.limits, results);
     let bar = indicatif::ProgressBar::new(objects.len() as u64).with_style(
         indicatif::ProgressStyle::with_template(
@@ -173,7 +173,7 @@ pub async fn eval(
     others: Option<&Path>,
 ) -> Result<EvalReport, CommandError> {
     let classifier = classifier(settings).await?;
-    let limits = settings.limits();
+    let limits = settings.request_limits();
     let dir = dir.to_path_buf();
     let others = others.map(Path::to_path_buf);
     Ok(
@@ -343,7 +343,7 @@ pub async fn upload(
     let (bucket, key) =
         split_s3_uri(&model.uri).ok_or_else(|| CommandError::BadS3Uri(model.uri.clone()))?;
     let client = s3_client(&fetch.s3, SdkRetries::ThisPolicy).await;
-    let uri = checks::store::put(&client, bucket, key, &model.sha256, &recorded).await?;
+    let uri = checks::persist::put(&client, bucket, key, &model.sha256, &recorded).await?;
     Ok(Uploaded {
         checks: Some(UploadedChecks {
             uri,
@@ -370,6 +370,6 @@ async fn record_checks(
     spec.contract = crate::model::ContractOverrides::default();
     let classifier =
         load::load_classifier_with_retries(&spec, settings.retry_policy(), |_, _, _| {}).await?;
-    let limits = settings.limits();
+    let limits = settings.request_limits();
     Ok(blocking(move || checks::record::record(&classifier, &files, &limits)).await??)
 }

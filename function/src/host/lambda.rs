@@ -67,7 +67,7 @@ pub async fn run(settings: &Settings) -> Result<(), LambdaError> {
             |_, _, _| {},
         )
         .await?;
-        let state = AppState::loading(settings.limits(), access)
+        let state = AppState::loading(settings.request_limits(), access)
             .with_emf(settings.emf())
             .with_stored_pictures(settings.stored_pictures());
         state.set_ready(std::sync::Arc::new(classifier));

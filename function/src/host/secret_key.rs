@@ -74,7 +74,7 @@ pub(crate) async fn access(settings: &Settings) -> Result<Access, AccessError> {
             let key = ApiKey::from_source(Arc::new(source)).await?;
             Access::with_key(Some(key), &settings.access.cors_origins)
         }
-        None => settings.access(),
+        None => settings.access_control(),
     }
 }
 
@@ -105,7 +105,7 @@ pub(crate) async fn key_text(settings: &Settings) -> Result<Option<String>, Acce
 /// called inside another runtime (a notebook cell).
 pub(crate) fn access_blocking(settings: &Settings) -> Result<Access, AccessError> {
     if settings.api_key_secret().is_none() {
-        return settings.access();
+        return settings.access_control();
     }
     std::thread::scope(|scope| {
         scope

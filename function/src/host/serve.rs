@@ -70,9 +70,12 @@ impl Server {
     /// use, unknown host) and bad access settings are returned here, before
     /// anything runs.
     pub fn start(settings: &Settings) -> Result<Self, ServeError> {
-        let state = AppState::loading(settings.limits(), secret_key::access_blocking(settings)?)
-            .with_emf(settings.emf())
-            .with_stored_pictures(settings.stored_pictures());
+        let state = AppState::loading(
+            settings.request_limits(),
+            secret_key::access_blocking(settings)?,
+        )
+        .with_emf(settings.emf())
+        .with_stored_pictures(settings.stored_pictures());
         let server = Self::bind(crate::http::router(state.clone()), state, settings)?;
         let spec = settings.model_spec();
         let policy = settings.retry_policy().unbounded();

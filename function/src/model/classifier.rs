@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::model::contract::{self, OutputKind};
 use crate::model::error::ModelError;
 use crate::model::imagenet;
-use crate::model::output::{self, Head, Prediction};
+use crate::model::output::{self, AnswerRule, Prediction};
 use crate::model::quantized;
 use crate::model::session::{self, InferTimings, Runner, SessionOptions};
 use crate::model::source::FetchedModel;
@@ -135,7 +135,7 @@ pub(crate) const VERSION_CHARS: usize = 12;
 /// A loaded model, safe to share between threads.
 pub struct Classifier {
     runner: Runner,
-    head: Head,
+    head: AnswerRule,
     output_kind: Option<OutputKind>,
     classes: usize,
     info: ModelInfo,
@@ -192,7 +192,7 @@ impl Classifier {
             uri: model.uri.clone(),
             sha256: None,
             size_bytes: model.size,
-            kind: if matches!(head, Head::ImageNet { .. }) {
+            kind: if matches!(head, AnswerRule::ImageNet { .. }) {
                 "imagenet"
             } else {
                 "labels"
@@ -359,7 +359,7 @@ fn resolve_head(
     contract: &ContractOverrides,
     metadata: &session::Metadata,
     classes: usize,
-) -> Result<(Head, &'static str), ModelError> {
+) -> Result<(AnswerRule, &'static str), ModelError> {
     let labels = contract::resolve(
         contract.labels.clone(),
         metadata.labels.as_deref(),
@@ -387,10 +387,10 @@ fn resolve_head(
                      (no `rejection` metadata): it always answers one of {labels:?}"
                 );
             }
-            Ok((Head::Labels { labels, rejection }, from))
+            Ok((AnswerRule::Labels { labels, rejection }, from))
         }
         None if classes == imagenet::NUM_CLASSES => Ok((
-            Head::ImageNet {
+            AnswerRule::ImageNet {
                 neither_below: contract
                     .neither_below
                     .unwrap_or(imagenet::DEFAULT_NEITHER_BELOW),

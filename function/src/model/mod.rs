@@ -8,6 +8,7 @@
 pub(crate) mod classifier;
 pub(crate) mod contract;
 pub(crate) mod error;
+pub(crate) mod framing;
 pub mod imagenet;
 pub mod load;
 pub(crate) mod output;
@@ -17,7 +18,6 @@ pub mod session;
 pub mod source;
 pub(crate) mod spool;
 pub(crate) mod weights;
-pub(crate) mod wire;
 
 pub use classifier::Classifier;
 pub(crate) use classifier::{ContractOverrides, ModelInfo};

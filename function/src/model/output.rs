@@ -9,7 +9,7 @@ use crate::model::imagenet;
 
 /// How output rows are turned into labelled answers.
 #[derive(Debug, Clone)]
-pub(crate) enum Head {
+pub(crate) enum AnswerRule {
     /// A model with its own class names, in output order, and the rule of
     /// its rejecting label when it has one (`neither`).
     Labels {
@@ -21,20 +21,20 @@ pub(crate) enum Head {
     ImageNet { neither_below: f32 },
 }
 
-impl Head {
+impl AnswerRule {
     /// The labels answers can carry, in `scores` order.
     pub(crate) fn labels(&self) -> Vec<String> {
         match self {
-            Head::Labels { labels, .. } => labels.clone(),
-            Head::ImageNet { .. } => vec!["cat".into(), "dog".into(), "neither".into()],
+            AnswerRule::Labels { labels, .. } => labels.clone(),
+            AnswerRule::ImageNet { .. } => vec!["cat".into(), "dog".into(), "neither".into()],
         }
     }
 
     /// The rule of the label that means "none of the others", if any.
     pub(crate) fn rejection(&self) -> Option<Rejection> {
         match self {
-            Head::Labels { rejection, .. } => rejection.clone(),
-            Head::ImageNet { neither_below } => Some(Rejection {
+            AnswerRule::Labels { rejection, .. } => rejection.clone(),
+            AnswerRule::ImageNet { neither_below } => Some(Rejection {
                 label: "neither".into(),
                 below: *neither_below,
             }),
@@ -104,13 +104,13 @@ pub(crate) fn probabilities(row: &[f32], kind: Option<OutputKind>) -> Vec<f32> {
 }
 
 /// Builds the answer for one row of probabilities.
-pub(crate) fn predict(head: &Head, probs: &[f32]) -> Prediction {
+pub(crate) fn predict(head: &AnswerRule, probs: &[f32]) -> Prediction {
     let (scores, top5) = match head {
-        Head::Labels { labels, .. } => (
+        AnswerRule::Labels { labels, .. } => (
             labels.iter().cloned().zip(probs.iter().copied()).collect(),
             None,
         ),
-        Head::ImageNet { .. } => {
+        AnswerRule::ImageNet { .. } => {
             let g = imagenet::group(probs);
             let other = (1.0 - g.cat - g.dog).max(0.0);
             (
@@ -195,7 +195,7 @@ mod tests {
 
     #[test]
     fn labelled_head_takes_argmax() {
-        let head = Head::Labels {
+        let head = AnswerRule::Labels {
             labels: vec!["cat".into(), "dog".into()],
             rejection: None,
         };
@@ -210,7 +210,7 @@ mod tests {
 
     #[test]
     fn a_rejecting_label_answers_only_below_its_threshold() {
-        let head = Head::Labels {
+        let head = AnswerRule::Labels {
             labels: vec!["cat".into(), "neither".into(), "dog".into()],
             rejection: Some(Rejection {
                 label: "neither".into(),
@@ -223,7 +223,7 @@ mod tests {
         let p = predict(&head, &[0.05, 0.92, 0.03]);
         assert_eq!((p.label.as_str(), p.confidence), ("neither", 0.92));
         // Without the rule the same row is an argmax.
-        let plain = Head::Labels {
+        let plain = AnswerRule::Labels {
             labels: head.labels(),
             rejection: None,
         };
@@ -232,7 +232,7 @@ mod tests {
 
     #[test]
     fn imagenet_head_groups_and_says_neither() {
-        let head = Head::ImageNet { neither_below: 0.2 };
+        let head = AnswerRule::ImageNet { neither_below: 0.2 };
         let mut probs = vec![0.0f32; 1000];
         probs[281] = 0.3; // tabby
         probs[285] = 0.2; // Egyptian cat

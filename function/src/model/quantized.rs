@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use crate::model::wire::{Fields, Malformed, Value};
+use crate::model::framing::{Fields, Malformed, Value};
 
 /// ONNX `TensorProto.DataType` of the 8-bit integers.
 const UINT8: i32 = 2;
@@ -196,7 +196,7 @@ fn node_of(model: &[u8], node: Range<usize>) -> Result<(String, Vec<String>), Ma
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::wire::{put_len_field, put_varint};
+    use crate::model::framing::{put_len_field, put_varint};
 
     fn tensor(name: &str, data_type: i32, raw: &[u8]) -> Vec<u8> {
         let mut t = Vec::new();

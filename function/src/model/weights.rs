@@ -17,7 +17,7 @@
 
 use std::ops::Range;
 
-use crate::model::wire::{put_len_field, put_varint, Fields, Malformed, Reader, Value};
+use crate::model::framing::{put_len_field, put_varint, Fields, Malformed, Reader, Value};
 
 /// Initializers smaller than this stay inside the graph: moving them saves
 /// nothing measurable and keeps the rewritten graph close to the original.

@@ -95,7 +95,7 @@ impl ObjectWorker {
                 object,
             };
         }
-        let outcome = match self.classify(&object, started).await {
+        let outcome = match self.classify_object(&object, started).await {
             Ok((record, reused)) => Outcome::Classified { record, reused },
             Err((object, failure)) => {
                 self.record_failure(&object, &failure, started).await;
@@ -106,7 +106,7 @@ impl ObjectWorker {
         outcome
     }
 
-    async fn classify(
+    async fn classify_object(
         &self,
         object: &ObjectRef,
         started: Instant,

@@ -43,7 +43,7 @@ pub(crate) async fn run(
         Payload::Encoded(images) => prepare_all(images, ready, limits).await?,
     };
     let count = inputs.len();
-    let answer = ready.batcher.classify(inputs).await?;
+    let answer = ready.batcher.submit(inputs).await?;
     let timings = Timings {
         read,
         memory_wait: prepared.memory_wait,

@@ -64,7 +64,7 @@ impl Settings {
                 .uploads
                 .clone()
                 .map(|(bucket, prefix)| crate::objects::location::ObjectScope { bucket, prefix }),
-            margin: self.limits().timeouts.lambda_margin,
+            margin: self.request_limits().timeouts.lambda_margin,
         }
     }
 
@@ -148,7 +148,7 @@ impl Settings {
     }
 
     /// The request limits.
-    pub fn limits(&self) -> Limits {
+    pub fn request_limits(&self) -> Limits {
         let l = &self.limits;
         Limits {
             max_body_bytes: l.max_body_bytes,
@@ -186,7 +186,7 @@ impl Settings {
 
     /// API key and CORS, as the router applies them (the values were
     /// checked when parsed; this only builds them).
-    pub fn access(&self) -> Result<Access, access::AccessError> {
+    pub fn access_control(&self) -> Result<Access, access::AccessError> {
         Access::new(
             self.access.api_key.as_ref().map(Secret::expose),
             &self.access.cors_origins,

@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let s = parse(&[]).unwrap();
-        let l = s.limits();
+        let l = s.request_limits();
         assert_eq!(l.max_body_bytes, 6 * 1024 * 1024);
         assert_eq!(l.max_batch, 16);
         assert_eq!(l.batching.window, Duration::from_millis(2));
@@ -214,7 +214,7 @@ mod tests {
     #[test]
     fn lambda_does_not_wait_for_company_that_cannot_come() {
         let lambda = parse(&["--lambda-runtime-api", "127.0.0.1:9001"]).unwrap();
-        assert_eq!(lambda.limits().batching.window, Duration::ZERO);
+        assert_eq!(lambda.request_limits().batching.window, Duration::ZERO);
         assert_eq!(
             lambda.session_options().prepack,
             None,
@@ -236,14 +236,14 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            asked.limits().batching.window,
+            asked.request_limits().batching.window,
             Duration::from_millis(5),
             "an explicit window is kept"
         );
         assert_eq!(
             parse(&["--batch-window-ms", "0"])
                 .unwrap()
-                .limits()
+                .request_limits()
                 .batching
                 .window,
             Duration::ZERO

@@ -10,13 +10,13 @@ use onnx_protobuf::{GraphProto, ModelProto, NodeProto, StringStringEntryProto, T
 use super::build::{
     float_tensor, group_score, int_attr, log_sum_exp, node, opset, tensor_value_info,
 };
-use super::{serialize, GraphError, HeadInfo};
+use super::{serialize, FinalLayer, GraphError};
 
 /// A copy of the model that also outputs the feature tensor and, when given,
 /// the base's logits (float).
 pub(crate) fn with_feature_output(
     model: &ModelProto,
-    head: &HeadInfo,
+    head: &FinalLayer,
     logits: Option<&str>,
 ) -> Result<Vec<u8>, GraphError> {
     let mut m = model.clone();
@@ -69,7 +69,7 @@ pub(crate) struct Evidence {
 /// [`Evidence`]); the base's head stays for it as for a prior.
 pub(crate) fn replace_head(
     model: &ModelProto,
-    head: &HeadInfo,
+    head: &FinalLayer,
     weights: &[f32],
     bias: &[f32],
     prior: Option<&Prior>,
@@ -147,7 +147,7 @@ fn batch_dim(g: &GraphProto) -> (Option<i64>, String) {
 /// removed nodes.
 fn drop_old_head(
     g: &mut GraphProto,
-    head: &HeadInfo,
+    head: &FinalLayer,
     out_name: &str,
     keep_logits: bool,
 ) -> Vec<NodeProto> {
@@ -195,7 +195,7 @@ fn free_output_name(g: &mut GraphProto, logits: String, out_name: &str) -> Strin
 
 /// The feature tensor as float: int8 graphs' features go through a
 /// DequantizeLinear first.
-fn dequantized_features(g: &mut GraphProto, head: &HeadInfo) -> String {
+fn dequantized_features(g: &mut GraphProto, head: &FinalLayer) -> String {
     let Some((scale, zp)) = head.quant else {
         return head.feature.clone();
     };

@@ -8,7 +8,7 @@ use super::GraphError;
 
 /// The final layer found in a base graph.
 #[derive(Debug, Clone)]
-pub struct HeadInfo {
+pub struct FinalLayer {
     /// Tensor feeding the final layer: the features we train on.
     pub(crate) feature: String,
     /// For int8 graphs (QLinearMatMul): the features' scale and zero point.
@@ -50,7 +50,7 @@ fn scalar_zero_point(t: &TensorProto) -> Option<i32> {
 /// Identity / (QLinear)Add-with-a-constant to the Gemm, MatMul or
 /// QLinearMatMul whose weight is an initializer: that is the final layer, and
 /// its data input is the feature tensor (fc2's ReLU output for VGG16).
-pub fn find_head(model: &ModelProto) -> Result<HeadInfo, GraphError> {
+pub fn find_head(model: &ModelProto) -> Result<FinalLayer, GraphError> {
     let graph = model.graph.as_ref().ok_or(GraphError::Empty)?;
     let out = graph.output.first().ok_or(GraphError::Empty)?;
     let producer = |name: &str| {
@@ -91,7 +91,7 @@ pub fn find_head(model: &ModelProto) -> Result<HeadInfo, GraphError> {
                     ([c, f], true) | ([f, c], false) => (*f as usize, *c as usize),
                     _ => return Err(GraphError::NoHead(format!("weight of rank {}", w.dims.len()))),
                 };
-                return Ok(HeadInfo { feature: n.input[0].clone(), quant: None, feature_dim: f, base_classes: c, nodes, op: n.op_type.clone() });
+                return Ok(FinalLayer { feature: n.input[0].clone(), quant: None, feature_dim: f, base_classes: c, nodes, op: n.op_type.clone() });
             }
             "QLinearMatMul" => {
                 let w = initializer(model, &n.input[3]).ok_or_else(|| GraphError::NoHead("QLinearMatMul weight is not a constant".into()))?;
@@ -100,7 +100,7 @@ pub fn find_head(model: &ModelProto) -> Result<HeadInfo, GraphError> {
                 let (Some(scale), Some(zp), [f, c]) = (scale, zp, w.dims.as_slice()) else {
                     return Err(GraphError::NoHead("QLinearMatMul without constant per-tensor input scale/zero point".into()));
                 };
-                return Ok(HeadInfo {
+                return Ok(FinalLayer {
                     feature: n.input[0].clone(),
                     quant: Some((scale, zp)),
                     feature_dim: *f as usize,

@@ -11,7 +11,7 @@ use onnx_protobuf::ModelProto;
 use protobuf::Message;
 
 pub(crate) use head::{replace_head, with_feature_output, Evidence, Prior};
-pub use inspect::{find_head, logits_tensor, metadata, HeadInfo};
+pub use inspect::{find_head, logits_tensor, metadata, FinalLayer};
 
 /// Why a base model cannot be fine-tuned.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@ use aws_sdk_lambda::primitives::Blob;
 
 use crate::aws::sdk_error_message;
 use crate::checks::event::{answer_of, function_url_event};
-use crate::checks::store::{get_checks, get_picture};
+use crate::checks::persist::{get_checks, get_picture};
 use crate::checks::{compare, Answer, ChecksError};
 use crate::model::source::sha256_hex;
 use crate::objects::store::ObjectStore;

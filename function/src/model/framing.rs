@@ -1,4 +1,4 @@
-//! The protobuf wire format, just enough of it to walk an ONNX model's
+//! Protobuf framing (its encoding of fields), just enough of it to walk an ONNX model's
 //! messages and copy or cut their fields without decoding the model: the
 //! weights stay where they lie (the zero-copy split) and a graph can be read
 //! in a few kilobytes (which integers a quantized model multiplies).
