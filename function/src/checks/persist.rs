@@ -9,8 +9,10 @@ use super::layout::{answers_key, picture_key, Checks, FORMAT};
 use super::record::{Recorded, MAX_PICTURE_BYTES};
 use super::ChecksError;
 use crate::aws::sdk_error_message;
+use crate::error::ErrorCode;
 use crate::objects::location::ObjectRef;
 use crate::objects::store::ObjectStore;
+use crate::objects::FailureCode;
 
 /// Writes the recorded pictures and their answers next to the model at
 /// `s3://bucket/model_key`, whose digest is `model_sha256`; returns the
@@ -90,16 +92,16 @@ pub(crate) async fn get_checks(
 /// A failed read, said as the hook's reader needs it: S3 answers 403, not
 /// 404, for a missing key to a role without s3:ListBucket (the hook's).
 fn read_error(uri: &str, failure: crate::objects::Failure) -> ChecksError {
-    let reason = match failure.code.as_str() {
-        "no_such_key" => "no such object".to_string(),
-        "access_denied" => {
+    let reason = match failure.code {
+        FailureCode::Api(ErrorCode::NoSuchKey) => "no such object".to_string(),
+        FailureCode::AccessDenied => {
             "access denied: the object is missing, or this role may not read it".to_string()
         }
         _ => failure.message,
     };
     ChecksError::Read {
         uri: uri.to_string(),
-        code: failure.code,
+        code: failure.code.to_string(),
         reason,
     }
 }

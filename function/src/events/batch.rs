@@ -11,6 +11,7 @@ use aws_lambda_events::event::s3::batch_job::{
 
 use super::notifications::Wanted;
 use crate::objects::location::{bucket_of_arn, decode_event_key};
+use crate::objects::FailureCode;
 use crate::objects::{Failure, ObjectRef, Outcome};
 
 /// How a task ended, as Batch Operations spells it.
@@ -56,7 +57,7 @@ pub(crate) fn task_object(task: &S3BatchJobTask) -> Wanted {
         });
     let (Some(bucket), Some(raw)) = (bucket, task.s3_key.as_deref()) else {
         return Wanted::Bad(Failure::permanent(
-            "invalid_event",
+            FailureCode::InvalidEvent,
             "the task names no bucket (s3BucketArn or s3Bucket) or no s3Key",
         ));
     };
@@ -64,7 +65,7 @@ pub(crate) fn task_object(task: &S3BatchJobTask) -> Wanted {
         Ok(key) => {
             Wanted::Object(ObjectRef::new(bucket, key).with_version(task.s3_version_id.clone()))
         }
-        Err(e) => Wanted::Bad(Failure::permanent("invalid_key", e.to_string())),
+        Err(e) => Wanted::Bad(Failure::permanent(FailureCode::InvalidKey, e.to_string())),
     }
 }
 

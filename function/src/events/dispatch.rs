@@ -4,13 +4,14 @@
 
 use futures_util::StreamExt;
 use lambda_http::{Adapter, LambdaEvent, Service};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::batch::{self, ResultCode};
 use super::kind::{EventKind, UnknownEvent};
 use super::notifications::{self, Wanted};
 use crate::http::deadline::lambda_stop;
 use crate::objects::location::{redact_upload_ids, ObjectScope};
+use crate::objects::FailureCode;
 use crate::objects::{Failure, ObjectRef, ObjectWorker, Outcome};
 
 use std::time::{Duration, Instant};
@@ -147,7 +148,10 @@ impl EventHandler {
                 first: first.summary(),
             });
         }
-        Ok(json!({ "objects": outcomes.iter().map(Done::to_json).collect::<Vec<_>>() }))
+        let answer = DirectAnswer {
+            objects: outcomes.iter().map(Done::answer).collect(),
+        };
+        Ok(serde_json::to_value(answer).expect("serializes"))
     }
 
     /// Every wanted object, `concurrency` at a time, in order; those outside
@@ -170,7 +174,10 @@ impl EventHandler {
                     if let Err(e) = ObjectScope::admit(scope, &object) {
                         let error = redact_upload_ids(&e.to_string());
                         tracing::warn!(error, "event refused: object outside the uploads area");
-                        return Done::Bad(Failure::permanent("out_of_scope", e.to_string()));
+                        return Done::Bad(Failure::permanent(
+                            FailureCode::OutOfScope,
+                            e.to_string(),
+                        ));
                     }
                     match tokio::time::timeout_at(stop.into(), worker.run(object.clone())).await {
                         Ok(outcome) => Done::Ran(Box::new(outcome)),
@@ -230,26 +237,74 @@ impl Done {
         }
     }
 
-    fn to_json(&self) -> Value {
+    fn answer(&self) -> ObjectAnswer<'_> {
         match self {
             Done::Ran(o) => match o.as_ref() {
-                Outcome::Classified { record, reused } => json!({
-                    "object": crate::objects::ObjectRef::new(&record.bucket, &record.key).to_string(),
-                    "status": if *reused { "reused" } else { "classified" },
-                    "label": record.label(),
-                }),
-                Outcome::Failed { object, failure } => json!({
-                    "object": object.to_string(), "status": "failed", "error": failure,
-                }),
-                Outcome::Ignored { object, reason } => json!({
-                    "object": object.to_string(), "status": "ignored", "reason": reason,
-                }),
+                Outcome::Classified { record, reused } => {
+                    let object = ObjectRef::new(&record.bucket, &record.key).to_string();
+                    let label = record.label();
+                    if *reused {
+                        ObjectAnswer::Reused { object, label }
+                    } else {
+                        ObjectAnswer::Classified { object, label }
+                    }
+                }
+                Outcome::Failed { object, failure } => ObjectAnswer::Failed {
+                    object: Some(object.to_string()),
+                    error: failure,
+                },
+                Outcome::Ignored { object, reason } => ObjectAnswer::Ignored {
+                    object: object.to_string(),
+                    reason,
+                },
             },
-            Done::Nothing(why) => json!({"status": "nothing", "reason": why}),
-            Done::Unfinished(object) => json!({
-                "object": object.to_string(), "status": "unfinished",
-            }),
-            Done::Bad(failure) => json!({"status": "failed", "error": failure}),
+            Done::Nothing(reason) => ObjectAnswer::Nothing { reason },
+            Done::Unfinished(object) => ObjectAnswer::Unfinished {
+                object: object.to_string(),
+            },
+            Done::Bad(failure) => ObjectAnswer::Failed {
+                object: None,
+                error: failure,
+            },
         }
     }
+}
+
+/// A direct S3 or EventBridge invoke's answer: what became of each object.
+#[derive(serde::Serialize)]
+struct DirectAnswer<'a> {
+    objects: Vec<ObjectAnswer<'a>>,
+}
+
+/// One object's line in it, by its `status`.
+#[derive(serde::Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum ObjectAnswer<'a> {
+    Classified {
+        object: String,
+        label: Option<&'a str>,
+    },
+    /// Answered by a record already current for the same bytes and model.
+    Reused {
+        object: String,
+        label: Option<&'a str>,
+    },
+    Failed {
+        /// Absent when the event named no object catdog could read.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        object: Option<String>,
+        error: &'a Failure,
+    },
+    Ignored {
+        object: String,
+        reason: &'a str,
+    },
+    /// The event asked for no object (a test event, a folder marker).
+    Nothing {
+        reason: &'a str,
+    },
+    /// Not reached before the invoke's deadline.
+    Unfinished {
+        object: String,
+    },
 }

@@ -17,6 +17,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 
 use super::kind::ObjectCreatedDetail;
 use crate::objects::location::decode_event_key;
+use crate::objects::FailureCode;
 use crate::objects::{Failure, ObjectRef};
 
 /// What one notification record asks for.
@@ -46,7 +47,7 @@ fn s3_object(record: &S3EventRecord) -> Wanted {
         record.s3.object.key.as_deref(),
     ) else {
         return Wanted::Bad(Failure::permanent(
-            "invalid_event",
+            FailureCode::InvalidEvent,
             "the record names no bucket or key",
         ));
     };
@@ -56,7 +57,7 @@ fn s3_object(record: &S3EventRecord) -> Wanted {
                 .with_version(record.s3.object.version_id.clone())
                 .with_etag(record.s3.object.e_tag.clone()),
         ),
-        Err(e) => Wanted::Bad(Failure::permanent("invalid_key", e.to_string())),
+        Err(e) => Wanted::Bad(Failure::permanent(FailureCode::InvalidKey, e.to_string())),
     }
 }
 
@@ -69,7 +70,7 @@ pub(crate) fn eventbridge_object(event: &EventBridgeEvent<ObjectCreatedDetail>) 
                 .with_version(d.object.version_id.clone())
                 .with_etag(d.object.etag.clone()),
         ),
-        Err(e) => Wanted::Bad(Failure::permanent("invalid_key", e.to_string())),
+        Err(e) => Wanted::Bad(Failure::permanent(FailureCode::InvalidKey, e.to_string())),
     }
 }
 
@@ -78,7 +79,7 @@ pub(crate) fn eventbridge_object(event: &EventBridgeEvent<ObjectCreatedDetail>) 
 pub(crate) fn sqs_objects(body: Option<&str>) -> Vec<Wanted> {
     let Some(body) = body else {
         return vec![Wanted::Bad(Failure::permanent(
-            "invalid_event",
+            FailureCode::InvalidEvent,
             "the SQS message has no body",
         ))];
     };
@@ -86,7 +87,7 @@ pub(crate) fn sqs_objects(body: Option<&str>) -> Vec<Wanted> {
         Ok(v) => v,
         Err(e) => {
             return vec![Wanted::Bad(Failure::permanent(
-                "invalid_event",
+                FailureCode::InvalidEvent,
                 format!("the SQS message body is not JSON: {e}"),
             ))]
         }
@@ -98,7 +99,7 @@ pub(crate) fn sqs_objects(body: Option<&str>) -> Vec<Wanted> {
         Ok(event) if !event.records.is_empty() => s3_objects(&event),
         Ok(_) => vec![Wanted::Nothing("an S3 notification with no records".into())],
         Err(e) => vec![Wanted::Bad(Failure::permanent(
-            "invalid_event",
+            FailureCode::InvalidEvent,
             format!("the SQS message body is not an S3 notification: {e}"),
         ))],
     }
@@ -167,7 +168,7 @@ mod tests {
         ));
         assert!(matches!(
             &s3_objects(&s3_event("ObjectCreated:Put", "%FF"))[0],
-            Wanted::Bad(f) if f.code == "invalid_key"
+            Wanted::Bad(f) if f.code == FailureCode::InvalidKey
         ));
     }
 

@@ -17,8 +17,8 @@ use crate::http::access::{has_key, LocalCaller};
 use crate::http::input::{read_images, OtherTypes, Pictures};
 use crate::http::state::AppState;
 use crate::http::types::{
-    ErrorBody, HealthAnswer, HealthStatus, JsonPictures, LegacyAnswer, ModelRef, Picture,
-    PredictAnswer, RequestErrors, Timings, UploadForm,
+    ErrorBody, HealthAnswer, HealthStatus, JsonPictures, KeyRequired, LegacyAnswer, ModelRef,
+    Picture, PredictAnswer, RequestErrors, Timings, UploadForm,
 };
 use crate::model::output::Prediction;
 use crate::pipeline::{self, Payload, RETRY_AFTER_S};
@@ -165,8 +165,8 @@ pub(crate) async fn health(
 #[utoipa::path(get, path = "/model", tag = "meta",
     responses(
         (status = 200, description = "The model answering", body = crate::model::ModelInfo),
-        (status = 401, description = "API key missing or wrong", body = ErrorBody),
         (status = 503, description = "Model not ready", body = ErrorBody),
+        KeyRequired,
     ))]
 pub(crate) async fn model_info(
     State(state): State<AppState>,
@@ -179,7 +179,7 @@ pub(crate) async fn model_info(
 #[utoipa::path(get, path = "/metrics", tag = "meta",
     responses(
         (status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String),
-        (status = 401, description = "API key missing or wrong", body = ErrorBody),
+        KeyRequired,
     ))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     state.metrics.set_model(state.model_labels());

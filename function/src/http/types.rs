@@ -237,6 +237,77 @@ impl utoipa::IntoResponses for RequestErrors {
     }
 }
 
+/// Error responses several routes share, each declared once: a status, what
+/// it means, and its body (`ErrorBody`, or under `/v2` the protocol's
+/// `OipErrorBody`).
+fn shared_errors(
+    list: &[(u16, &str, &str)],
+) -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>>
+{
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    list.iter()
+        .map(|(status, body, description)| {
+            let content = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(*body)))
+                .build();
+            let response = ResponseBuilder::new()
+                .description(*description)
+                .content("application/json", content)
+                .build();
+            (status.to_string(), response.into())
+        })
+        .collect()
+}
+
+/// A route behind the API key: 401 without it.
+pub(crate) struct KeyRequired;
+
+impl utoipa::IntoResponses for KeyRequired {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        shared_errors(&[(401, "ErrorBody", "API key missing or wrong")])
+    }
+}
+
+/// A route that calls S3: 502 when S3 refuses.
+pub(crate) struct S3Refusal;
+
+impl utoipa::IntoResponses for S3Refusal {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        shared_errors(&[(502, "ErrorBody", "S3 refused (`s3_error`)")])
+    }
+}
+
+/// A protocol route behind the API key: 401 without it, in the protocol's shape.
+pub(crate) struct OipKeyRequired;
+
+impl utoipa::IntoResponses for OipKeyRequired {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        shared_errors(&[(401, "OipErrorBody", "API key missing or wrong")])
+    }
+}
+
+/// A protocol route that names a model (and maybe a version): 404 for
+/// another.
+pub(crate) struct OipNoSuchModel;
+
+impl utoipa::IntoResponses for OipNoSuchModel {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        shared_errors(&[(404, "OipErrorBody", "No such model or version")])
+    }
+}
+
 /// A JSON request: one picture or several, base64 (a `data:image/…;base64,`
 /// prefix is accepted). `image` or `images`, not both; other fields are
 /// ignored. This type is what reads the body (`input.rs`) and its schema.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::path::PathParams;
 use crate::http::state::AppState;
-use crate::http::types::{ErrorBody, UploadResult};
+use crate::http::types::{ErrorBody, KeyRequired, S3Refusal, UploadResult};
 use crate::objects::{StoredPictures, UploadRequest, UploadTicket, UPLOAD_TYPES};
 
 /// Whether `GET /uploads/{id}` found the record already written (by the
@@ -34,12 +34,11 @@ fn stored_pictures(state: &AppState) -> Result<&Arc<dyn StoredPictures>, ApiErro
     responses(
         (status = 201, description = "Where to PUT the picture (within `expires_in_s`), and where its answer will be", body = UploadTicket),
         (status = 400, description = "Not JSON of that shape (`invalid_json`)", body = ErrorBody),
-        (status = 401, description = "API key missing or wrong", body = ErrorBody),
         (status = 404, description = "No uploads bucket on this server (`uploads_off`)", body = ErrorBody),
         (status = 413, description = "`bytes` over CATDOG_MAX_OBJECT_BYTES (`payload_too_large`)", body = ErrorBody),
         (status = 415, description = "A body that is not JSON, or a `content_type` that is not one of the picture types catdog decodes", body = ErrorBody),
-        (status = 502, description = "S3 refused (`s3_error`)", body = ErrorBody),
         (status = 503, description = "S3 out of reach (`s3_unavailable`)", body = ErrorBody),
+        KeyRequired, S3Refusal,
     ))]
 pub(crate) async fn create_upload(
     State(state): State<AppState>,
@@ -86,13 +85,12 @@ pub(crate) async fn create_upload(
     responses(
         (status = 200, description = "Its record; header `catdog-record`: `existing` (written by its S3 event) or `written` (now)", body = UploadResult),
         (status = 400, description = "Not an upload id (`invalid_upload_id`, or `invalid_path`: not UTF-8), or the picture was refused (`invalid_image`, …)", body = ErrorBody),
-        (status = 401, description = "API key missing or wrong", body = ErrorBody),
         (status = 404, description = "No uploads bucket (`uploads_off`), or nothing uploaded under that id (`no_such_key`)", body = ErrorBody),
         (status = 413, description = "Over CATDOG_MAX_OBJECT_BYTES (`payload_too_large`)", body = ErrorBody),
         (status = 415, description = "A picture format that is not supported", body = ErrorBody),
         (status = 422, description = "Over the pixel limit (`image_too_large`)", body = ErrorBody),
-        (status = 502, description = "S3 refused (`s3_error`)", body = ErrorBody),
         (status = 503, description = "The model is not ready, or S3 is out of reach", body = ErrorBody),
+        KeyRequired, S3Refusal,
     ))]
 pub(crate) async fn upload_result(
     State(state): State<AppState>,

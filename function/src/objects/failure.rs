@@ -17,20 +17,118 @@ pub(crate) enum FailureKind {
     Transient,
 }
 
+/// What went wrong with one object: the HTTP API's code for the same
+/// problem, or one of S3's and the events' own. On the wire (records,
+/// logs) it is its snake_case name, as an [`ErrorCode`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureCode {
+    /// The pipeline's refusal (`invalid_image`, `image_too_large`, …), a
+    /// missing object (`no_such_key`) or an internal failure.
+    Api(ErrorCode),
+    /// S3 refused the function's role.
+    AccessDenied,
+    /// S3 asked to slow down.
+    Throttled,
+    /// S3 answered with another error.
+    S3Error,
+    /// S3 did not answer: a timeout, a refused or cut connection.
+    S3Unreachable,
+    /// The event's key is not a valid key (bad URL-encoding, …).
+    InvalidKey,
+    /// The event is not one catdog can read.
+    InvalidEvent,
+    /// The object is outside `CATDOG_UPLOADS`.
+    OutOfScope,
+    /// The object's tags would pass S3's limits.
+    TagLimit,
+}
+
+impl FailureCode {
+    const OWN: [(FailureCode, &'static str); 8] = [
+        (FailureCode::AccessDenied, "access_denied"),
+        (FailureCode::Throttled, "throttled"),
+        (FailureCode::S3Error, "s3_error"),
+        (FailureCode::S3Unreachable, "s3_unreachable"),
+        (FailureCode::InvalidKey, "invalid_key"),
+        (FailureCode::InvalidEvent, "invalid_event"),
+        (FailureCode::OutOfScope, "out_of_scope"),
+        (FailureCode::TagLimit, "tag_limit"),
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            FailureCode::Api(code) => code.as_str(),
+            own => Self::OWN
+                .iter()
+                .find(|(c, _)| *c == own)
+                .map_or("internal", |(_, name)| name),
+        }
+    }
+
+    /// The code named `name`: objects' own first (`s3_error` is S3's
+    /// refusal here, not the gateway's answer), then the API's.
+    fn parse(name: &str) -> Option<Self> {
+        Self::OWN
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(c, _)| *c)
+            .or_else(|| {
+                ErrorCode::ALL
+                    .iter()
+                    .find(|c| c.as_str() == name)
+                    .map(|c| FailureCode::Api(*c))
+            })
+    }
+}
+
+impl From<ErrorCode> for FailureCode {
+    fn from(code: ErrorCode) -> Self {
+        FailureCode::Api(code)
+    }
+}
+
+impl std::fmt::Display for FailureCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for FailureCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for FailureCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for FailureCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Self::parse(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown failure code `{name}`")))
+    }
+}
+
 /// One object's failure: a stable code, the reason, and its kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct Failure {
     /// The HTTP API's code for the same problem (`invalid_image`,
-    /// `image_too_large`, …) or an S3 one: `no_such_key`, `access_denied`,
-    /// `throttled`, `s3_error`, `invalid_key`, `tag_limit`, `not_a_file`.
-    pub(crate) code: String,
+    /// `image_too_large`, `no_such_key`, …) or an S3 or event one:
+    /// `access_denied`, `throttled`, `s3_error`, `s3_unreachable`,
+    /// `invalid_key`, `invalid_event`, `out_of_scope`, `tag_limit`.
+    #[schema(value_type = String)]
+    pub(crate) code: FailureCode,
     pub(crate) message: String,
     pub(crate) kind: FailureKind,
 }
 
 impl Failure {
-    pub(crate) fn permanent(code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn permanent(code: impl Into<FailureCode>, message: impl Into<String>) -> Self {
         Self {
             code: code.into(),
             message: message.into(),
@@ -38,7 +136,7 @@ impl Failure {
         }
     }
 
-    pub(crate) fn transient(code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn transient(code: impl Into<FailureCode>, message: impl Into<String>) -> Self {
         Self {
             code: code.into(),
             message: message.into(),
@@ -61,11 +159,7 @@ impl Failure {
 /// error says only what kind of failure it was.
 impl From<Failure> for ApiError {
     fn from(f: Failure) -> Self {
-        if let Some(code) = ErrorCode::ALL
-            .iter()
-            .copied()
-            .find(|c| c.as_str() == f.code)
-        {
+        if let FailureCode::Api(code) = f.code {
             return ApiError::new(code, f.message);
         }
         let error = super::location::redact_upload_ids(&f.message);
@@ -95,7 +189,7 @@ impl From<ApiError> for Failure {
             FailureKind::Transient
         };
         Self {
-            code: e.code.as_str().into(),
+            code: FailureCode::Api(e.code),
             message: e.message,
             kind,
         }
@@ -126,15 +220,15 @@ mod tests {
     fn an_objects_failure_answers_http_with_the_apis_code_or_s3s() {
         let http = |f: Failure| ApiError::from(f);
         assert_eq!(
-            http(Failure::permanent("invalid_image", "x")).code,
+            http(Failure::permanent(ErrorCode::InvalidImage, "x")).code,
             ErrorCode::InvalidImage
         );
         assert_eq!(
-            http(Failure::permanent("no_such_key", "x")).code,
+            http(Failure::permanent(ErrorCode::NoSuchKey, "x")).code,
             ErrorCode::NoSuchKey
         );
         let denied = http(Failure::permanent(
-            "access_denied",
+            FailureCode::AccessDenied,
             "AccessDenied: User: arn:aws:sts::123456789012:assumed-role/catdog is not authorized",
         ));
         assert_eq!(denied.code, ErrorCode::S3Error);
@@ -144,11 +238,11 @@ mod tests {
             denied.message
         );
         assert_eq!(
-            http(Failure::transient("throttled", "x")).code,
+            http(Failure::transient(FailureCode::Throttled, "x")).code,
             ErrorCode::S3Unavailable
         );
         assert_eq!(
-            http(Failure::transient("s3_unreachable", "x")).code,
+            http(Failure::transient(FailureCode::S3Unreachable, "x")).code,
             ErrorCode::S3Unavailable
         );
         assert_eq!(ErrorCode::S3Unavailable.retry_after(), Some(1));

@@ -20,7 +20,7 @@ pub(crate) mod store;
 pub(crate) mod stored_pictures;
 pub(crate) mod worker;
 
-pub(crate) use failure::Failure;
+pub(crate) use failure::{Failure, FailureCode};
 pub(crate) use location::ObjectRef;
 pub(crate) use results::ResultsConfig;
 pub(crate) use stored_pictures::{

@@ -124,6 +124,7 @@ impl ObjectRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
 
     fn record(version: Option<&str>, etag: Option<&str>, sha: &str) -> ObjectRecord {
         ObjectRecord {
@@ -166,7 +167,7 @@ mod tests {
         assert_eq!(serde_json::from_value::<ObjectRecord>(json).unwrap(), ok);
         let failed = ObjectRecord {
             result: RecordResult::Failed {
-                error: Failure::permanent("invalid_image", "not a picture"),
+                error: Failure::permanent(ErrorCode::InvalidImage, "not a picture"),
             },
             ..ok
         };

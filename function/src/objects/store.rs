@@ -9,6 +9,7 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 
 use super::failure::Failure;
+use super::failure::FailureCode;
 use super::location::{unquote, ObjectRef};
 use super::record::ObjectRecord;
 use crate::aws::sdk_error_message;
@@ -60,7 +61,7 @@ impl ObjectStore {
             .await
             .map_err(|e| {
                 Failure::transient(
-                    "s3_error",
+                    FailureCode::S3Error,
                     format!("reading {object}: the body was cut: {e}"),
                 )
             })?
@@ -88,7 +89,7 @@ impl ObjectStore {
         expires: std::time::Duration,
     ) -> Result<(String, Vec<(String, String)>), Failure> {
         let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires)
-            .map_err(|e| Failure::permanent("s3_error", format!("presigning: {e}")))?;
+            .map_err(|e| Failure::permanent(FailureCode::S3Error, format!("presigning: {e}")))?;
         let request = self
             .client
             .put_object()
@@ -150,7 +151,9 @@ impl ObjectStore {
                     .body
                     .collect()
                     .await
-                    .map_err(|e| Failure::transient("s3_error", format!("reading {at}: {e}")))?
+                    .map_err(|e| {
+                        Failure::transient(FailureCode::S3Error, format!("reading {at}: {e}"))
+                    })?
                     .into_bytes();
                 Ok(serde_json::from_slice(&bytes).ok())
             }
@@ -206,11 +209,11 @@ impl ObjectStore {
             .iter()
             .map(|(k, v)| Tag::builder().key(k).value(v).build())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Failure::permanent("tag_limit", e.to_string()))?;
+            .map_err(|e| Failure::permanent(FailureCode::TagLimit, e.to_string()))?;
         let tagging = Tagging::builder()
             .set_tag_set(Some(set))
             .build()
-            .map_err(|e| Failure::permanent("tag_limit", e.to_string()))?;
+            .map_err(|e| Failure::permanent(FailureCode::TagLimit, e.to_string()))?;
         self.client
             .put_object_tagging()
             .bucket(&object.bucket)
@@ -284,20 +287,22 @@ where
     let what = format!("{doing} {object}");
     match (status, code.as_deref()) {
         (Some(404), _) | (_, Some("NoSuchKey" | "NoSuchVersion")) => Failure::permanent(
-            "no_such_key",
+            ErrorCode::NoSuchKey,
             format!("{what}: the object does not exist (deleted before the event was handled?)"),
         ),
         (Some(403), _) | (_, Some("AccessDenied")) => Failure::permanent(
-            "access_denied",
+            FailureCode::AccessDenied,
             format!("{what}: access denied ({said}); the function's role needs the permission"),
         ),
         (Some(429 | 503), _) | (_, Some("SlowDown" | "Throttling" | "RequestLimitExceeded")) => {
-            Failure::transient("throttled", format!("{what}: {said}"))
+            Failure::transient(FailureCode::Throttled, format!("{what}: {said}"))
         }
-        (Some(s), _) if s >= 500 => Failure::transient("s3_error", format!("{what}: {said}")),
-        (Some(_), _) => Failure::permanent("s3_error", format!("{what}: {said}")),
+        (Some(s), _) if s >= 500 => {
+            Failure::transient(FailureCode::S3Error, format!("{what}: {said}"))
+        }
+        (Some(_), _) => Failure::permanent(FailureCode::S3Error, format!("{what}: {said}")),
         // No answer at all: a timeout, a refused or cut connection.
-        (None, _) => Failure::transient("s3_unreachable", format!("{what}: {said}")),
+        (None, _) => Failure::transient(FailureCode::S3Unreachable, format!("{what}: {said}")),
     }
 }
 

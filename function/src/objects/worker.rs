@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::failure::Failure;
+use super::failure::{Failure, FailureCode};
 use super::location::{redact_upload_ids, ObjectRef};
 use super::record::{ObjectRecord, ObjectTimings, RecordModel, RecordResult};
 use super::results::{self, ResultsConfig};
 use super::store::ObjectStore;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::limits::Limits;
 use crate::model::Classifier;
 use crate::pipeline::{self, ModelSlot, Payload, Ready};
@@ -210,7 +210,7 @@ impl ObjectWorker {
         .map_err(Failure::from)?;
         let p = predictions
             .pop()
-            .ok_or_else(|| Failure::transient("internal", "the model gave no answer"))?;
+            .ok_or_else(|| Failure::transient(ErrorCode::Internal, "the model gave no answer"))?;
         let scores = p.scores.0.into_iter().collect();
         Ok((
             p.label,
@@ -250,14 +250,17 @@ impl ObjectWorker {
         .map(|(k, v)| (k.to_string(), v));
         let existing = self.store.tags(object).await?;
         let merged = results::merge_tags(existing, &ours)
-            .map_err(|e| Failure::permanent("tag_limit", e.to_string()))?;
+            .map_err(|e| Failure::permanent(FailureCode::TagLimit, e.to_string()))?;
         self.store.put_tags(object, &merged).await
     }
 
     /// A permanent failure is written where records are on, so the bucket
     /// says why an object has no label; a transient one will be tried again.
     async fn record_failure(&self, object: &ObjectRef, failure: &Failure, started: Instant) {
-        if !self.results.record || failure.is_transient() || failure.code == "no_such_key" {
+        if !self.results.record
+            || failure.is_transient()
+            || failure.code == FailureCode::Api(ErrorCode::NoSuchKey)
+        {
             return;
         }
         let model = match self.model.ready() {

@@ -31,7 +31,7 @@ use crate::error::ApiError;
 use crate::http::input::read_body;
 use crate::http::path::PathParams;
 use crate::http::state::AppState;
-use crate::http::types::OipErrorBody;
+use crate::http::types::{OipErrorBody, OipKeyRequired, OipNoSuchModel};
 use crate::http::v2::types::{
     InferRequest, InferResponse, ModelMetadata, Readiness, ServerLive, ServerMetadata,
 };
@@ -115,8 +115,8 @@ pub(crate) async fn server_ready(State(state): State<AppState>) -> Response {
     responses(
         (status = 200, description = "Ready", body = Readiness),
         (status = 400, description = "A name that cannot be read (not UTF-8)", body = OipErrorBody),
-        (status = 404, description = "No model of that name", body = OipErrorBody),
         (status = 503, description = "Not loaded (yet)", body = Readiness),
+        OipNoSuchModel,
     ))]
 pub(crate) async fn model_ready(
     State(state): State<AppState>,
@@ -147,9 +147,8 @@ fn metadata(ready: &Ready) -> ModelMetadata {
     responses(
         (status = 200, description = "Model metadata", body = ModelMetadata),
         (status = 400, description = "A name or version that cannot be read (not UTF-8)", body = OipErrorBody),
-        (status = 401, description = "API key missing or wrong", body = OipErrorBody),
-        (status = 404, description = "No model of that name", body = OipErrorBody),
         (status = 503, description = "Model not ready", body = OipErrorBody),
+        OipKeyRequired, OipNoSuchModel,
     ))]
 pub(crate) async fn model_metadata(
     State(state): State<AppState>,
@@ -165,9 +164,8 @@ pub(crate) async fn model_metadata(
     responses(
         (status = 200, description = "Model metadata", body = ModelMetadata),
         (status = 400, description = "A name or version that cannot be read (not UTF-8)", body = OipErrorBody),
-        (status = 401, description = "API key missing or wrong", body = OipErrorBody),
-        (status = 404, description = "No such model or version", body = OipErrorBody),
         (status = 503, description = "Model not ready, or its version not computed yet", body = OipErrorBody),
+        OipKeyRequired, OipNoSuchModel,
     ))]
 pub(crate) async fn model_version_metadata(
     State(state): State<AppState>,
@@ -220,13 +218,12 @@ macro_rules! infer_route {
                     (InferResponse = "application/json"),
                     (Vec<u8> = "application/octet-stream"))),
                 (status = 400, description = "Malformed request, unknown input or output, wrong shape, not a picture, or a path that cannot be read", body = OipErrorBody),
-                (status = 401, description = "API key missing or wrong", body = OipErrorBody),
-                (status = 404, description = "No such model or version", body = OipErrorBody),
                 (status = 413, description = "Body over the limit", body = OipErrorBody),
                 (status = 415, description = "Compressed body, or image format not supported", body = OipErrorBody),
                 (status = 422, description = "Picture over the pixel limit, or too many pictures", body = OipErrorBody),
                 (status = 500, description = "Inference failed", body = OipErrorBody),
                 (status = 503, description = "Model not ready, or queue full (Retry-After)", body = OipErrorBody),
+                OipKeyRequired, OipNoSuchModel,
             ))]
         $handler
     };
