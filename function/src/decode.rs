@@ -197,14 +197,23 @@ pub fn decode_inspected(
     Ok(picture.into_rgb8())
 }
 
+/// Why a picture file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FileDecodeError {
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
 /// Reads and decodes a picture file; the error says what went wrong, for
 /// tools that report unusable files and go on (predict, eval, finetune).
 pub(crate) fn decode_file(
     path: &std::path::Path,
     limits: DecodeLimits,
-) -> Result<RgbImage, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    decode_rgb(&bytes, limits).map_err(|e| e.to_string())
+) -> Result<RgbImage, FileDecodeError> {
+    let bytes = std::fs::read(path)?;
+    Ok(decode_rgb(&bytes, limits)?)
 }
 
 /// Decodes a YCbCr/grayscale/RGB JPEG with libjpeg-turbo's decoder (the

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 
-use crate::decode::{decode_file, DecodeLimits};
+use crate::decode::{decode_file, DecodeLimits, FileDecodeError};
 use crate::limits::Limits;
 use crate::model::output::Prediction;
 use crate::model::{Classifier, ModelError};
@@ -81,14 +81,14 @@ fn is_hidden(path: &Path) -> bool {
 #[derive(Debug)]
 pub struct FileAnswer {
     pub path: PathBuf,
-    pub outcome: Result<(RgbImage, Prediction), String>,
+    pub outcome: Result<(RgbImage, Prediction), FileDecodeError>,
 }
 
 /// A chunk of decoded files: the usable pictures with their index in the
 /// file list, and the others with why they were skipped.
 pub struct Decoded {
     pub pictures: Vec<(usize, RgbImage)>,
-    pub skipped: Vec<(usize, String)>,
+    pub skipped: Vec<(usize, FileDecodeError)>,
 }
 
 /// Decodes `files` `chunk` at a time (so memory holds one chunk of

@@ -51,7 +51,7 @@ pub fn answers_html(answers: &[FileAnswer]) -> String {
                     "<div class=\"catdog-card\" style=\"width:{THUMBNAIL_SIDE}px;border:1px solid #c33;\
                      padding:6px\"><b>{}</b><br><span style=\"color:#c33\">{}</span></div>",
                     escape(&name),
-                    escape(e)
+                    escape(&e.to_string())
                 );
             }
         }
@@ -249,7 +249,7 @@ mod tests {
             },
             FileAnswer {
                 path: "a/notes.jpg".into(),
-                outcome: Err("not a picture".into()),
+                outcome: Err(std::io::Error::other("not a picture").into()),
             },
         ];
         let html = answers_html(&answers);

@@ -39,10 +39,15 @@ fn font() -> bool {
     })
 }
 
-type PlotResult = Result<(), String>;
+/// Why a chart could not be drawn or written.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct PlotError(String);
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
+type PlotResult = Result<(), PlotError>;
+
+fn err(e: impl std::fmt::Display) -> PlotError {
+    PlotError(e.to_string())
 }
 
 /// Loss and accuracy per epoch (train, and valid when present).

@@ -56,7 +56,7 @@ pub(crate) fn record(
     for ((answer, bytes), name) in answers.into_iter().zip(read).zip(names) {
         let (_, prediction) = answer
             .outcome
-            .map_err(|reason| picture_error(&answer.path, reason))?;
+            .map_err(|reason| picture_error(&answer.path, reason.to_string()))?;
         recorded.push(Recorded {
             expected: Expected {
                 name,

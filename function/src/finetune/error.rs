@@ -36,7 +36,7 @@ pub enum FinetuneError {
     #[error("{0}")]
     Neither(String),
     #[error("--init zero-shot needs an ImageNet base (1000 outputs) and the labels cat and dog; here: {0}")]
-    NoZeroShot(String),
+    NoZeroShot(#[from] NoZeroShot),
     #[error(
         "the fine-tuned head is weak, so it was not written: {reason}. Try more photos per class, a valid/ folder \
          that looks like the photos it will see, --init zero-shot on an ImageNet base, or more training (--epochs, --lr); \
@@ -48,4 +48,13 @@ pub enum FinetuneError {
     },
     #[error("the fine-tuning worker failed: {0}")]
     Worker(#[from] tokio::task::JoinError),
+}
+
+/// Why the head cannot start from the base's zero-shot choice.
+#[derive(Debug, thiserror::Error)]
+pub enum NoZeroShot {
+    #[error("the base is not an ImageNet classifier with 1000 outputs")]
+    NotImageNet,
+    #[error("the labels are {0:?}, not cat and dog")]
+    Labels(Vec<String>),
 }

@@ -93,7 +93,7 @@ pub(crate) fn extract(
         let done = decoded.pictures.len() + decoded.skipped.len();
         for (i, e) in decoded.skipped {
             tracing::warn!(file = %files[i].display(), error = %e, "skipping a file that is not a usable picture");
-            out.skipped.push((files[i].clone(), e));
+            out.skipped.push((files[i].clone(), e.to_string()));
         }
         let (kept, mut pictures): (Vec<usize>, Vec<image::RgbImage>) =
             decoded.pictures.into_iter().unzip();

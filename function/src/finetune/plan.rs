@@ -5,7 +5,7 @@
 
 use super::config::{FinetuneConfig, Init, NeitherMode};
 use super::data::{self, Split};
-use super::error::FinetuneError;
+use super::error::{FinetuneError, NoZeroShot};
 use super::progress::{Note, Progress};
 use crate::model::imagenet;
 
@@ -111,9 +111,9 @@ impl Plan {
 
 /// The base classes each label gathers, when the head can start from the
 /// base's zero-shot choice: an ImageNet base and the labels cat and dog.
-fn zero_shot_groups(labels: &[String], logits: Option<&str>) -> Result<Vec<Vec<i64>>, String> {
+fn zero_shot_groups(labels: &[String], logits: Option<&str>) -> Result<Vec<Vec<i64>>, NoZeroShot> {
     if logits.is_none() {
-        return Err("the base is not an ImageNet classifier with 1000 outputs".into());
+        return Err(NoZeroShot::NotImageNet);
     }
     let group = |label: &str| match label.to_ascii_lowercase().trim_end_matches('s') {
         "cat" => Some(imagenet::CAT_CLASSES.map(|i| i as i64).collect::<Vec<_>>()),
@@ -123,7 +123,7 @@ fn zero_shot_groups(labels: &[String], logits: Option<&str>) -> Result<Vec<Vec<i
     let groups: Option<Vec<Vec<i64>>> = labels.iter().map(|l| group(l)).collect();
     match groups {
         Some(g) if g.len() == 2 && g[0] != g[1] => Ok(g),
-        _ => Err(format!("the labels are {labels:?}, not cat and dog")),
+        _ => Err(NoZeroShot::Labels(labels.to_vec())),
     }
 }
 

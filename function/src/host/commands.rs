@@ -191,7 +191,7 @@ pub struct Finetuned {
     pub data: PathBuf,
     /// The training curves' PNG beside the model (`MODEL.training.png`), or
     /// why it could not be drawn.
-    pub curves: Result<PathBuf, String>,
+    pub curves: Result<PathBuf, crate::plot::PlotError>,
 }
 
 /// What `catdog finetune` did.

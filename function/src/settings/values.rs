@@ -7,34 +7,55 @@ use crate::preprocess::Preprocessing;
 
 use super::*;
 
-pub(super) fn parse_model_uri(s: &str) -> Result<String, String> {
-    s.parse::<source::ModelUri>().map_err(|e| e.to_string())?;
+/// A flag's value refused, saying what to change (clap shows it after the
+/// flag's name).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub(crate) String);
+
+impl From<String> for InvalidValue {
+    fn from(message: String) -> Self {
+        Self(message)
+    }
+}
+
+impl From<&str> for InvalidValue {
+    fn from(message: &str) -> Self {
+        Self(message.to_string())
+    }
+}
+
+/// Any refusal, as its message.
+fn invalid(e: impl std::fmt::Display) -> InvalidValue {
+    InvalidValue(e.to_string())
+}
+
+pub(super) fn parse_model_uri(s: &str) -> Result<String, InvalidValue> {
+    s.parse::<source::ModelUri>().map_err(invalid)?;
     Ok(s.trim().to_string())
 }
 
-pub(super) fn parse_sha256(s: &str) -> Result<String, String> {
-    source::normalize_sha256(s).map_err(|e| e.to_string())
+pub(super) fn parse_sha256(s: &str) -> Result<String, InvalidValue> {
+    source::normalize_sha256(s).map_err(invalid)
 }
 
-pub(super) fn parse_labels(s: &str) -> Result<Labels, String> {
-    contract::parse_labels(s)
-        .map(Labels)
-        .map_err(|e| e.to_string())
+pub(super) fn parse_labels(s: &str) -> Result<Labels, InvalidValue> {
+    contract::parse_labels(s).map(Labels).map_err(invalid)
 }
 
 /// One label: a non-empty name (as in `labels`).
-pub(super) fn parse_label(s: &str) -> Result<String, String> {
+pub(super) fn parse_label(s: &str) -> Result<String, InvalidValue> {
     contract::parse_labels(&serde_json::json!([s.trim()]).to_string())
         .map(|mut l| l.remove(0))
-        .map_err(|e| e.to_string())
+        .map_err(invalid)
 }
 
-pub(super) fn parse_model_name(s: &str) -> Result<String, String> {
-    crate::model::contract::parse_name(s).map_err(|e| format!("MODEL_NAME: {e}"))
+pub(super) fn parse_model_name(s: &str) -> Result<String, InvalidValue> {
+    crate::model::contract::parse_name(s).map_err(|e| InvalidValue(format!("MODEL_NAME: {e}")))
 }
 
-pub(super) fn parse_preprocessing(s: &str) -> Result<Preprocessing, String> {
-    s.parse::<Preprocessing>().map_err(|e| e.to_string())
+pub(super) fn parse_preprocessing(s: &str) -> Result<Preprocessing, InvalidValue> {
+    s.parse::<Preprocessing>().map_err(invalid)
 }
 
 /// A number within `range`; `what` names it in the refusal.
@@ -42,18 +63,18 @@ pub(super) fn number_in<T>(
     s: &str,
     range: impl std::ops::RangeBounds<T>,
     what: &str,
-) -> Result<T, String>
+) -> Result<T, InvalidValue>
 where
     T: std::str::FromStr + PartialOrd,
 {
     match s.trim().parse::<T>() {
         Ok(v) if range.contains(&v) => Ok(v),
-        _ => Err(format!("{s:?} is not {what}")),
+        _ => Err(InvalidValue(format!("{s:?} is not {what}"))),
     }
 }
 
 /// `auto`, or bytes with an optional unit: `536870912`, `512MiB`, `1GiB`, `600MB`.
-pub(super) fn parse_memory_budget(s: &str) -> Result<MemoryBudgetSetting, String> {
+pub(super) fn parse_memory_budget(s: &str) -> Result<MemoryBudgetSetting, InvalidValue> {
     let t = s.trim();
     if t.eq_ignore_ascii_case("auto") {
         return Ok(MemoryBudgetSetting::Auto);
@@ -72,25 +93,25 @@ pub(super) fn parse_memory_budget(s: &str) -> Result<MemoryBudgetSetting, String
     };
     match digits.parse::<u64>().ok().and_then(|n| n.checked_mul(scale)) {
         Some(bytes) if bytes >= 1 << 20 => Ok(MemoryBudgetSetting::Bytes(bytes)),
-        _ => Err(format!(
+        _ => Err(InvalidValue(format!(
             "{s:?} is not a memory budget: give `auto` or a size of at least 1 MiB, e.g. `512MiB`, `1GiB`"
-        )),
+        ))),
     }
 }
 
-pub(super) fn parse_probability(s: &str) -> Result<f32, String> {
+pub(super) fn parse_probability(s: &str) -> Result<f32, InvalidValue> {
     number_in(s, 0.0..=1.0, "a probability between 0 and 1")
 }
 
-pub(super) fn parse_tolerance(s: &str) -> Result<f64, String> {
+pub(super) fn parse_tolerance(s: &str) -> Result<f64, InvalidValue> {
     number_in(s, 0.0..=1.0, "a score difference between 0 and 1")
 }
 
-pub(super) fn parse_fraction(s: &str) -> Result<f64, String> {
+pub(super) fn parse_fraction(s: &str) -> Result<f64, InvalidValue> {
     number_in(s, 0.0..=1.0, "a fraction between 0 and 1")
 }
 
-pub(super) fn parse_timeout_s(s: &str) -> Result<f64, String> {
+pub(super) fn parse_timeout_s(s: &str) -> Result<f64, InvalidValue> {
     number_in(
         s,
         f64::MIN_POSITIVE..=3600.0,
@@ -98,29 +119,29 @@ pub(super) fn parse_timeout_s(s: &str) -> Result<f64, String> {
     )
 }
 
-pub(super) fn parse_url(s: &str) -> Result<String, String> {
+pub(super) fn parse_url(s: &str) -> Result<String, InvalidValue> {
     match reqwest::Url::parse(s.trim()) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(s.trim().to_string()),
-        _ => Err(format!("{s:?} is not an http(s) URL")),
+        _ => Err(InvalidValue(format!("{s:?} is not an http(s) URL"))),
     }
 }
 
-pub(super) fn parse_secret(s: &str) -> Result<Secret, String> {
+pub(super) fn parse_secret(s: &str) -> Result<Secret, InvalidValue> {
     Ok(Secret(s.trim().to_string()))
 }
 
-pub(super) fn parse_api_key(s: &str) -> Result<Secret, String> {
-    access::check_key(s).map_err(|e| e.to_string())?;
+pub(super) fn parse_api_key(s: &str) -> Result<Secret, InvalidValue> {
+    access::check_key(s).map_err(invalid)?;
     Ok(Secret(s.trim().to_string()))
 }
 
-pub(super) fn parse_origin(s: &str) -> Result<String, String> {
-    access::check_origin(s).map_err(|e| e.to_string())?;
+pub(super) fn parse_origin(s: &str) -> Result<String, InvalidValue> {
+    access::check_origin(s).map_err(invalid)?;
     Ok(s.trim().to_string())
 }
 
 /// Parses a `user:password` credential (ngrok wants 8–128 character passwords).
-pub fn parse_basic_auth(s: &str) -> Result<BasicAuth, String> {
+pub fn parse_basic_auth(s: &str) -> Result<BasicAuth, InvalidValue> {
     let (user, pass) = s
         .trim()
         .split_once(':')
@@ -135,7 +156,7 @@ pub fn parse_basic_auth(s: &str) -> Result<BasicAuth, String> {
 }
 
 /// Checks a CIDR block (`10.0.0.0/8`, `2001:db8::/32`).
-pub fn parse_cidr(cidr: &str) -> Result<String, String> {
+pub fn parse_cidr(cidr: &str) -> Result<String, InvalidValue> {
     let cidr = cidr.trim();
     let (addr, bits) = cidr
         .split_once('/')
@@ -145,12 +166,12 @@ pub fn parse_cidr(cidr: &str) -> Result<String, String> {
         .map_err(|_| format!("{cidr:?} is not a CIDR"))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     if bits.parse::<u8>().ok().filter(|b| *b <= max).is_none() {
-        return Err(format!("{cidr:?} has a bad prefix length"));
+        return Err(InvalidValue(format!("{cidr:?} has a bad prefix length")));
     }
     Ok(cidr.to_string())
 }
 
-pub(super) fn parse_results(s: &str) -> Result<ResultsWanted, String> {
+pub(super) fn parse_results(s: &str) -> Result<ResultsWanted, InvalidValue> {
     let mut wanted = ResultsWanted {
         tags: false,
         record: false,
@@ -163,16 +184,16 @@ pub(super) fn parse_results(s: &str) -> Result<ResultsWanted, String> {
             "tags" => wanted.tags = true,
             "record" => wanted.record = true,
             other => {
-                return Err(format!(
+                return Err(InvalidValue(format!(
                     "{other:?}: expected `tags`, `record`, `tags,record` or `none`"
-                ))
+                )))
             }
         }
     }
     Ok(wanted)
 }
 
-pub(super) fn parse_results_prefix(s: &str) -> Result<String, String> {
+pub(super) fn parse_results_prefix(s: &str) -> Result<String, InvalidValue> {
     let p = s.trim().trim_start_matches('/');
     if p.is_empty() {
         return Err(
@@ -185,7 +206,7 @@ pub(super) fn parse_results_prefix(s: &str) -> Result<String, String> {
 
 /// An S3 bucket name as S3 allows it (3–63 lowercase letters, digits, dots
 /// and hyphens, starting and ending with a letter or digit).
-pub(super) fn parse_bucket(s: &str) -> Result<String, String> {
+pub(super) fn parse_bucket(s: &str) -> Result<String, InvalidValue> {
     let b = s.trim();
     let ok = (3..=63).contains(&b.len())
         && b.bytes()
@@ -195,15 +216,15 @@ pub(super) fn parse_bucket(s: &str) -> Result<String, String> {
     if ok {
         Ok(b.to_string())
     } else {
-        Err(format!(
+        Err(InvalidValue(format!(
             "{b:?} is not an S3 bucket name (3–63 lowercase letters, digits, dots and hyphens)"
-        ))
+        )))
     }
 }
 
 /// `s3://bucket/prefix/`: the uploads' bucket and key prefix (ending in `/`,
 /// or empty for the whole bucket).
-pub(super) fn parse_uploads(s: &str) -> Result<(String, String), String> {
+pub(super) fn parse_uploads(s: &str) -> Result<(String, String), InvalidValue> {
     let rest = s
         .trim()
         .strip_prefix("s3://")
@@ -221,7 +242,7 @@ pub(super) fn parse_uploads(s: &str) -> Result<(String, String), String> {
 
 /// `s3://bucket/key.checks.json`: where the PreTraffic hook reads the
 /// recorded answers (bucket, key).
-pub(super) fn parse_checks_uri(s: &str) -> Result<(String, String), String> {
+pub(super) fn parse_checks_uri(s: &str) -> Result<(String, String), InvalidValue> {
     let rest = s
         .trim()
         .strip_prefix("s3://")
