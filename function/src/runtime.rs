@@ -22,7 +22,11 @@ pub enum RuntimeError {
     Load { path: PathBuf, message: String },
 }
 
-static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+static ENV: OnceLock<Result<ort::environment::Environment, LoadFailure>> = OnceLock::new();
+
+/// Why ONNX Runtime could not be loaded, as the first try found.
+#[derive(Debug, Clone)]
+struct LoadFailure(String);
 static LIB_PATH: OnceLock<PathBuf> = OnceLock::new();
 
 /// Locates the shared library (see the module docs for the search order).
@@ -92,15 +96,20 @@ pub(crate) fn environment(
                 message: "no such file".into(),
             });
         }
+        // Kept as its message: an ONNX Runtime error is no Clone, and every
+        // later call reports the same failure.
         let env = ort::init_from(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| b.with_name("catdog").build().map_err(|e| e.to_string()));
+            .map_err(|e| LoadFailure(e.to_string()))
+            .and_then(|b| {
+                let built = b.with_name("catdog").build();
+                built.map_err(|e| LoadFailure(e.to_string()))
+            });
         let _ = LIB_PATH.set(path);
         let _ = ENV.set(env);
     }
     match ENV.get().expect("set above") {
         Ok(env) => Ok(env),
-        Err(message) => Err(RuntimeError::Load {
+        Err(LoadFailure(message)) => Err(RuntimeError::Load {
             path: LIB_PATH.get().cloned().unwrap_or_default(),
             message: message.clone(),
         }),

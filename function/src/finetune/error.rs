@@ -25,7 +25,7 @@ pub enum FinetuneError {
     #[error("cannot read the base model: {0}")]
     Read(std::io::Error),
     #[error("feature extraction failed: {0}")]
-    Features(String),
+    Features(ModelError),
     #[error("class `{0}` has no usable pictures (all were skipped)")]
     NoUsable(String),
     #[error("cannot write {}: {error}", path.display())]

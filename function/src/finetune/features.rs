@@ -8,6 +8,7 @@ use super::probe::Probe;
 use super::progress::{Event, Progress};
 use crate::decode::DecodeLimits;
 use crate::files::decode_chunks;
+use crate::model::error::{inference_err, ModelError};
 
 /// Features of the pictures that decoded; the others are reported, not fatal.
 pub(crate) struct Extracted {
@@ -74,7 +75,7 @@ pub(crate) fn extract(
     view: View,
     what: &str,
     progress: &dyn Progress,
-) -> Result<Extracted, String> {
+) -> Result<Extracted, ModelError> {
     let (runner, head, logits) = (&probe.runner, &probe.head, probe.logits.as_deref());
     progress.event(Event::Extracting {
         set: what,
@@ -101,47 +102,43 @@ pub(crate) fn extract(
             view.apply(p);
         }
         if !pictures.is_empty() {
-            let (rows, _) = runner
-                .run(&pictures, |outputs, n| {
-                    let value = &outputs[head.feature.as_str()];
-                    let flat: Vec<f32> = match head.quant {
-                        Some((scale, zp)) => {
-                            let (_, q) = value
-                                .try_extract_tensor::<u8>()
-                                .map_err(|e| e.to_string())?;
-                            q.iter()
-                                .map(|&v| (i32::from(v) - zp) as f32 * scale)
-                                .collect()
-                        }
-                        None => value
-                            .try_extract_tensor::<f32>()
-                            .map_err(|e| e.to_string())?
-                            .1
-                            .to_vec(),
-                    };
-                    if flat.len() != n * head.feature_dim {
-                        return Err(format!(
-                            "feature tensor has {} values for {n} pictures of {}",
-                            flat.len(),
-                            head.feature_dim
-                        ));
+            let (rows, _) = runner.run(&pictures, |outputs, n| {
+                let value = &outputs[head.feature.as_str()];
+                let flat: Vec<f32> = match head.quant {
+                    Some((scale, zp)) => {
+                        let (_, q) = value.try_extract_tensor::<u8>().map_err(inference_err)?;
+                        q.iter()
+                            .map(|&v| (i32::from(v) - zp) as f32 * scale)
+                            .collect()
                     }
-                    let features = flat.chunks_exact(head.feature_dim).map(<[f32]>::to_vec);
-                    let base: Vec<Option<Vec<f32>>> = match logits {
-                        Some(name) => {
-                            let (_, values) = outputs[name]
-                                .try_extract_tensor::<f32>()
-                                .map_err(|e| e.to_string())?;
-                            crate::model::session::rows(values, n)?
-                                .into_iter()
-                                .map(Some)
-                                .collect()
-                        }
-                        None => vec![None; n],
-                    };
-                    Ok(features.zip(base).collect::<Vec<_>>())
-                })
-                .map_err(|e| e.to_string())?;
+                    None => value
+                        .try_extract_tensor::<f32>()
+                        .map_err(inference_err)?
+                        .1
+                        .to_vec(),
+                };
+                if flat.len() != n * head.feature_dim {
+                    return Err(ModelError::Inference(format!(
+                        "feature tensor has {} values for {n} pictures of {}",
+                        flat.len(),
+                        head.feature_dim
+                    )));
+                }
+                let features = flat.chunks_exact(head.feature_dim).map(<[f32]>::to_vec);
+                let base: Vec<Option<Vec<f32>>> = match logits {
+                    Some(name) => {
+                        let (_, values) = outputs[name]
+                            .try_extract_tensor::<f32>()
+                            .map_err(inference_err)?;
+                        crate::model::session::rows(values, n)?
+                            .into_iter()
+                            .map(Some)
+                            .collect()
+                    }
+                    None => vec![None; n],
+                };
+                Ok(features.zip(base).collect::<Vec<_>>())
+            })?;
             for (features, base) in rows {
                 out.features.push(features);
                 if let (Some(all), Some(row)) = (out.logits.as_mut(), base) {
@@ -151,7 +148,7 @@ pub(crate) fn extract(
             out.kept.extend(kept);
         }
         progress.event(Event::Extracted(done));
-        Ok::<(), String>(())
+        Ok::<(), ModelError>(())
     })?;
     progress.event(Event::ExtractDone);
     Ok(out)

@@ -5,7 +5,7 @@ use super::error::FinetuneError;
 use super::graph;
 use crate::model::session::{self, Runner, SessionOptions};
 use crate::model::source::FetchedModel;
-use crate::model::{contract, imagenet, weights};
+use crate::model::{contract, imagenet, weights, ModelError};
 use crate::preprocess::Preprocessing;
 
 /// The frozen base, opened to also output its feature tensor.
@@ -40,7 +40,7 @@ impl Probe {
         let edit = |g: &[u8]| {
             graph::parse(g)
                 .and_then(|m| graph::with_feature_output(&m, &head, logits.as_deref()))
-                .map_err(|e| e.to_string())
+                .map_err(|e| ModelError::Onnx(e.to_string()))
         };
         let opened = session::open(&model, opts, Some(&edit))?;
         let (spec, _) = contract::resolve(

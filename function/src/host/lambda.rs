@@ -135,28 +135,41 @@ pub(crate) async fn report_init_error(api: &str, message: &str) {
     }
 }
 
-async fn send_init_error(api: &str, message: &str) -> Result<http::StatusCode, String> {
+/// Why the init error could not be reported.
+#[derive(Debug, thiserror::Error)]
+enum ReportError {
+    #[error("AWS_LAMBDA_RUNTIME_API {0:?}: {1}")]
+    Address(String, http::uri::InvalidUri),
+    #[error("AWS_LAMBDA_RUNTIME_API {0:?} names no host")]
+    NoHost(String),
+    #[error("{0}")]
+    Client(String),
+    #[error("no answer within 2 s")]
+    Timeout,
+}
+
+async fn send_init_error(api: &str, message: &str) -> Result<http::StatusCode, ReportError> {
     let base: http::Uri = api
         .parse()
-        .map_err(|e| format!("AWS_LAMBDA_RUNTIME_API {api:?}: {e}"))?;
+        .map_err(|e| ReportError::Address(api.to_string(), e))?;
     if base.authority().is_none() {
-        return Err(format!("AWS_LAMBDA_RUNTIME_API {api:?} names no host"));
+        return Err(ReportError::NoHost(api.to_string()));
     }
     let client = lambda_runtime_api_client::Client::builder()
         .with_endpoint(base)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ReportError::Client(e.to_string()))?;
     let body =
         serde_json::json!({"errorMessage": message, "errorType": "Runtime.InitError"}).to_string();
     let request = http::Request::post("/2018-06-01/runtime/init/error")
         .header("lambda-runtime-function-error-type", "Runtime.InitError")
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(lambda_runtime_api_client::body::Body::from(body))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ReportError::Client(e.to_string()))?;
     let response = tokio::time::timeout(Duration::from_secs(2), client.call(request))
         .await
-        .map_err(|_| "no answer within 2 s".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| ReportError::Timeout)?
+        .map_err(|e| ReportError::Client(e.to_string()))?;
     Ok(response.status())
 }
 

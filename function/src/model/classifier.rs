@@ -13,7 +13,7 @@ use image::RgbImage;
 use serde::Serialize;
 
 use crate::model::contract::{self, OutputKind};
-use crate::model::error::ModelError;
+use crate::model::error::{inference_err, ModelError};
 use crate::model::imagenet;
 use crate::model::output::{self, AnswerRule, Prediction};
 use crate::model::quantized;
@@ -309,7 +309,7 @@ fn run_rows<R: TensorRow>(
     runner.run(pictures, |outputs, n| {
         let (_, values) = outputs[0]
             .try_extract_tensor::<f32>()
-            .map_err(|e| e.to_string())?;
+            .map_err(inference_err)?;
         session::rows(values, n)
     })
 }

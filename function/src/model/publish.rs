@@ -32,27 +32,35 @@ pub struct Published {
     pub parts: usize,
 }
 
+/// Why S3 requests would not be signed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NoCredentials {
+    #[error("no AWS credentials provider is configured")]
+    NoProvider,
+    #[error(
+        "no AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or a role): {0}"
+    )]
+    Refused(String),
+    #[error("no AWS credentials within {:.0} s (none in the environment or profiles, and no role answered)", .0.as_secs_f64())]
+    Timeout(std::time::Duration),
+}
+
 /// Whether S3 requests would be signed: the SDK's credential chain
 /// (variables, profile, container or instance role) gives credentials
 /// within `timeout`. `Err` says why not, to skip an upload clearly.
-pub(crate) async fn credentials(timeout: std::time::Duration) -> Result<(), String> {
+pub(crate) async fn credentials(timeout: std::time::Duration) -> Result<(), NoCredentials> {
     use aws_sdk_s3::config::ProvideCredentials;
     // The chain the S3 client is built from (crate::aws::s3_client).
     let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
         .await;
     let Some(provider) = shared.credentials_provider() else {
-        return Err("no AWS credentials provider is configured".into());
+        return Err(NoCredentials::NoProvider);
     };
     match tokio::time::timeout(timeout, provider.provide_credentials()).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!(
-            "no AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or a role): {e}"
-        )),
-        Err(_) => Err(format!(
-            "no AWS credentials within {:.0} s (none in the environment or profiles, and no role answered)",
-            timeout.as_secs_f64()
-        )),
+        Ok(Err(e)) => Err(NoCredentials::Refused(e.to_string())),
+        Err(_) => Err(NoCredentials::Timeout(timeout)),
     }
 }
 

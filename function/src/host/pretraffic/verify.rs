@@ -107,6 +107,21 @@ pub(crate) async fn verify(
     Ok(verdict)
 }
 
+/// Why a version gave no answer for a recorded picture.
+#[derive(Debug, thiserror::Error)]
+enum NoAnswer {
+    #[error(transparent)]
+    Picture(#[from] crate::checks::ChecksError),
+    #[error("the picture in S3 is not the one recorded (its SHA-256 changed)")]
+    Changed,
+    #[error("invoking {function}: {reason}")]
+    Invoke { function: String, reason: String },
+    #[error("the function failed ({kind}): {payload}")]
+    Failed { kind: String, payload: String },
+    #[error("{0}")]
+    Answer(String),
+}
+
 /// Picture `expected`'s answer from the version, or why there is none.
 async fn ask(
     store: &ObjectStore,
@@ -115,12 +130,10 @@ async fn ask(
     key: &str,
     expected: &crate::checks::Expected,
     index: usize,
-) -> Result<Answer, String> {
-    let bytes = get_picture(store, bucket, key, &expected.name)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<Answer, NoAnswer> {
+    let bytes = get_picture(store, bucket, key, &expected.name).await?;
     if sha256_hex(&bytes) != expected.sha256 {
-        return Err("the picture in S3 is not the one recorded (its SHA-256 changed)".into());
+        return Err(NoAnswer::Changed);
     }
     let event = function_url_event(
         &bytes,
@@ -134,13 +147,16 @@ async fn ask(
         .payload(Blob::new(event.to_string()))
         .send()
         .await
-        .map_err(|e| format!("invoking {}: {}", target.function, sdk_error_message(&e)))?;
+        .map_err(|e| NoAnswer::Invoke {
+            function: target.function.clone(),
+            reason: sdk_error_message(&e),
+        })?;
     let payload = out.payload().map(Blob::as_ref).unwrap_or_default();
     if let Some(kind) = out.function_error() {
-        return Err(format!(
-            "the function failed ({kind}): {}",
-            String::from_utf8_lossy(payload)
-        ));
+        return Err(NoAnswer::Failed {
+            kind: kind.to_string(),
+            payload: String::from_utf8_lossy(payload).into_owned(),
+        });
     }
-    answer_of(payload)
+    answer_of(payload).map_err(NoAnswer::Answer)
 }

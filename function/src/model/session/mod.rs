@@ -54,7 +54,7 @@ impl SessionOptions {
 
 /// A change to the graph before the session is built (fine-tuning adds the
 /// feature tensor as an output). Given and giving a serialized `ModelProto`.
-pub(crate) type GraphEdit<'a> = &'a dyn Fn(&[u8]) -> Result<Vec<u8>, String>;
+pub(crate) type GraphEdit<'a> = &'a dyn Fn(&[u8]) -> Result<Vec<u8>, ModelError>;
 
 /// The contract keys a model's metadata carries (models/README.md).
 #[derive(Debug, Clone, Default)]
@@ -89,14 +89,14 @@ pub(crate) fn open(
     let graph = match (graph, edit) {
         (g, None) => g,
         (Graph::Memory { graph, folder }, Some(edit)) => Graph::Memory {
-            graph: edit(&graph).map_err(ModelError::Onnx)?,
+            graph: edit(&graph)?,
             folder,
         },
         (Graph::File(path), Some(edit)) => {
             let bytes = std::fs::read(&path)
                 .map_err(|e| ModelError::Onnx(format!("cannot read the model file: {e}")))?;
             Graph::Memory {
-                graph: edit(&bytes).map_err(ModelError::Onnx)?,
+                graph: edit(&bytes)?,
                 folder: folder_of(&path),
             }
         }

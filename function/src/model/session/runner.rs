@@ -101,7 +101,7 @@ impl Runner {
     pub(crate) fn run<T, R: TensorRow>(
         &self,
         pictures: &[R],
-        mut read: impl FnMut(&SessionOutputs<'_>, usize) -> Result<Vec<T>, String>,
+        mut read: impl FnMut(&SessionOutputs<'_>, usize) -> Result<Vec<T>, ModelError>,
     ) -> Result<(Vec<T>, InferTimings), ModelError> {
         let chunk = self.fixed_batch.unwrap_or(pictures.len().max(1));
         if self.fixed_batch.is_some_and(|b| b != 1) && !pictures.len().is_multiple_of(chunk) {
@@ -124,7 +124,7 @@ impl Runner {
             let tensor = TensorRef::from_array_view((shape, &data[..])).map_err(inference_err)?;
             let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
             let outputs = session.run(ort::inputs![tensor]).map_err(inference_err)?;
-            let got = read(&outputs, group.len()).map_err(ModelError::Inference)?;
+            let got = read(&outputs, group.len())?;
             if got.len() != group.len() {
                 return Err(ModelError::Inference(format!(
                     "{} answers for {} pictures",
@@ -141,9 +141,12 @@ impl Runner {
 }
 
 /// Splits a flat output of `n` pictures into one row each.
-pub(crate) fn rows(values: &[f32], n: usize) -> Result<Vec<Vec<f32>>, String> {
+pub(crate) fn rows(values: &[f32], n: usize) -> Result<Vec<Vec<f32>>, ModelError> {
     if n == 0 || values.is_empty() || !values.len().is_multiple_of(n) {
-        return Err(format!("{} output values for {n} pictures", values.len()));
+        return Err(ModelError::Inference(format!(
+            "{} output values for {n} pictures",
+            values.len()
+        )));
     }
     Ok(values
         .chunks_exact(values.len() / n)

@@ -74,13 +74,13 @@ pub(crate) async fn fetch(
     // the compiler's Send inference for the spawned loader task.
     let mut jobs = Vec::with_capacity(spool.parts());
     for i in 0..spool.parts() {
-        let job: Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> =
+        let job: Pin<Box<dyn Future<Output = Result<(), Cut>> + Send + '_>> =
             Box::pin(range.fetch(spool.writer(i)));
         jobs.push(job);
     }
     let mut stream = futures_util::stream::iter(jobs).buffer_unordered(concurrency);
     while let Some(r) = stream.next().await {
-        r.map_err(&err)?;
+        r.map_err(|cut| err(cut.message))?;
     }
     drop(stream);
     bar.finish_and_clear();
@@ -99,6 +99,8 @@ struct Range<'a> {
 }
 
 /// How one GET of a range ended, if not with all its bytes.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 struct Cut {
     message: String,
     /// Worth asking again: a transport failure, not the service's refusal.
@@ -110,7 +112,7 @@ impl Range<'_> {
     /// some bytes came resumes from the last one (at most `retry.attempts`
     /// tries, `retry.first_pause` apart); a try that brought nothing ends
     /// the fetch, for the load to retry (`model/retry.rs`).
-    async fn fetch(self, out: PartWriter<'_>) -> Result<(), String> {
+    async fn fetch(self, out: PartWriter<'_>) -> Result<(), Cut> {
         if out.is_empty() {
             return Ok(()); // an empty object: nothing to ask for
         }
@@ -122,10 +124,13 @@ impl Range<'_> {
             };
             tried += 1;
             if !cut.resumable || out.written() == before {
-                return Err(cut.message);
+                return Err(cut);
             }
             if tried >= self.retry.attempts {
-                return Err(format!("{} (gave up after {tried} tries)", cut.message));
+                return Err(Cut {
+                    message: format!("{} (gave up after {tried} tries)", cut.message),
+                    resumable: false,
+                });
             }
             tracing::warn!(
                 error = %cut.message, offset = out.start() + out.written(), tried,
