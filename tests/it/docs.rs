@@ -28,23 +28,18 @@ use crate::support::*;
 /// The Markdown files of the checkout: tracked, and new ones not ignored.
 fn markdown_files() -> Vec<PathBuf> {
     let root = workspace();
-    let out = Command::new("git")
-        .args([
-            "ls-files",
-            "--cached",
-            "--others",
-            "--exclude-standard",
-            "--",
-            "*.md",
-        ])
-        .current_dir(&root)
-        .output()
-        .expect("run git ls-files (git is needed to list the Markdown files)");
-    assert!(
-        out.status.success(),
-        "git ls-files failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut out = Command::new("git");
+    out.args([
+        "ls-files",
+        "--cached",
+        "--others",
+        "--exclude-standard",
+        "--",
+        "*.md",
+    ])
+    .current_dir(&root);
+    // git is needed to list the Markdown files.
+    let out = succeed(&mut out);
     let mut files: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| root.join(l))
@@ -369,16 +364,7 @@ fn slugs_follow_github() {
 
 /// `catdog ARGS --help`'s text.
 fn help(args: &[&str]) -> String {
-    let out = catdog_command()
-        .args(args)
-        .arg("--help")
-        .output()
-        .expect("run catdog --help");
-    assert!(
-        out.status.success(),
-        "catdog {args:?} --help failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeed(catdog_command().args(args).arg("--help"));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

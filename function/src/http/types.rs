@@ -259,53 +259,34 @@ fn shared_errors(
         .collect()
 }
 
-/// A route behind the API key: 401 without it.
-pub(crate) struct KeyRequired;
+/// Declares response sets from (status, body schema, description) rows.
+macro_rules! shared_error_sets {
+    ($($(#[doc = $doc:literal])* $name:ident: $(($status:literal, $body:literal, $description:literal)),+;)*) => {
+        $(
+            $(#[doc = $doc])*
+            pub(crate) struct $name;
 
-impl utoipa::IntoResponses for KeyRequired {
-    fn responses() -> std::collections::BTreeMap<
-        String,
-        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
-    > {
-        shared_errors(&[(401, "ErrorBody", "API key missing or wrong")])
-    }
+            impl utoipa::IntoResponses for $name {
+                fn responses() -> std::collections::BTreeMap<
+                    String,
+                    utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+                > {
+                    shared_errors(&[$(($status, $body, $description)),+])
+                }
+            }
+        )*
+    };
 }
 
-/// A route that calls S3: 502 when S3 refuses.
-pub(crate) struct S3Refusal;
-
-impl utoipa::IntoResponses for S3Refusal {
-    fn responses() -> std::collections::BTreeMap<
-        String,
-        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
-    > {
-        shared_errors(&[(502, "ErrorBody", "S3 refused (`s3_error`)")])
-    }
-}
-
-/// A protocol route behind the API key: 401 without it, in the protocol's shape.
-pub(crate) struct OipKeyRequired;
-
-impl utoipa::IntoResponses for OipKeyRequired {
-    fn responses() -> std::collections::BTreeMap<
-        String,
-        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
-    > {
-        shared_errors(&[(401, "OipErrorBody", "API key missing or wrong")])
-    }
-}
-
-/// A protocol route that names a model (and maybe a version): 404 for
-/// another.
-pub(crate) struct OipNoSuchModel;
-
-impl utoipa::IntoResponses for OipNoSuchModel {
-    fn responses() -> std::collections::BTreeMap<
-        String,
-        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
-    > {
-        shared_errors(&[(404, "OipErrorBody", "No such model or version")])
-    }
+shared_error_sets! {
+    /// A route behind the API key: 401 without it.
+    KeyRequired: (401, "ErrorBody", "API key missing or wrong");
+    /// A route that calls S3: 502 when S3 refuses.
+    S3Refusal: (502, "ErrorBody", "S3 refused (`s3_error`)");
+    /// A protocol route behind the API key: 401 without it, in the protocol's shape.
+    OipKeyRequired: (401, "OipErrorBody", "API key missing or wrong");
+    /// A protocol route that names a model (and maybe a version): 404 for another.
+    OipNoSuchModel: (404, "OipErrorBody", "No such model or version");
 }
 
 /// A JSON request: one picture or several, base64 (a `data:image/…;base64,`

@@ -33,16 +33,11 @@ pub fn big_png(path: &std::path::Path) -> Vec<u8> {
 
 /// `catdog predict --json FILE` with the same model: what the upload must answer.
 pub fn cli_answer(model: &std::path::Path, file: &std::path::Path) -> Value {
-    let out = Command::new(catdog_bin())
-        .args(["predict", "--json", "--model"])
-        .arg(model)
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeed(
+        Command::new(catdog_bin())
+            .args(["predict", "--json", "--model"])
+            .arg(model)
+            .arg(file),
     );
     serde_json::from_slice(out.stdout.trim_ascii_end()).unwrap()
 }
