@@ -26,7 +26,7 @@ pub(crate) const DEFAULT_MAX_SIDE: u32 = 16_384;
 /// Size limits applied before decoding.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeLimits {
-    pub(crate) max_pixels: u64,
+    pub max_pixels: u64,
     pub(crate) max_side: u32,
 }
 

@@ -22,11 +22,11 @@ pub(crate) const DEFAULT_MAX_QUEUED: usize = 64;
 /// Limits applied to every request.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    pub(crate) max_body_bytes: usize,
+    pub max_body_bytes: usize,
     /// Largest picture read from S3 (see [`DEFAULT_MAX_OBJECT_BYTES`]).
     pub(crate) max_object_bytes: usize,
-    pub(crate) max_batch: usize,
-    pub(crate) decode: DecodeLimits,
+    pub max_batch: usize,
+    pub decode: DecodeLimits,
     /// Micro-batching window and the bound on requests waiting for the model.
     pub(crate) batching: BatchPolicy,
     /// The budget of decoded pictures in flight.

@@ -47,6 +47,9 @@ impl Progress for CellLines {
     fn event(&self, event: Event<'_>) {
         match event {
             Event::Epoch(stats) => eprintln!("{stats}"),
+            Event::Skipped { file, error } => {
+                tracing::warn!(file = %file.display(), error, "skipping a file that is not a usable picture");
+            }
             Event::Note(note) => eprintln!("finetune: {note}"),
             _ => {}
         }

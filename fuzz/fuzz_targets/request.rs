@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use catdog::decode::{decode_rgb, DecodeLimits};
 use catdog::http::input::{read_images, OtherTypes};
 use catdog::preprocess::{Layout, Preprocessing, Preprocessor};
-use catdog::state::Limits;
+use catdog::Limits;
 use libfuzzer_sys::fuzz_target;
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {

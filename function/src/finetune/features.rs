@@ -93,8 +93,12 @@ pub(crate) fn extract(
     decode_chunks(files, chunk, DecodeLimits::default(), |decoded| {
         let done = decoded.pictures.len() + decoded.skipped.len();
         for (i, e) in decoded.skipped {
-            tracing::warn!(file = %files[i].display(), error = %e, "skipping a file that is not a usable picture");
-            out.skipped.push((files[i].clone(), e.to_string()));
+            let error = e.to_string();
+            progress.event(Event::Skipped {
+                file: &files[i],
+                error: &error,
+            });
+            out.skipped.push((files[i].clone(), error));
         }
         let (kept, mut pictures): (Vec<usize>, Vec<image::RgbImage>) =
             decoded.pictures.into_iter().unzip();

@@ -28,6 +28,11 @@ pub enum Event<'a> {
     },
     /// `n` more files of that set went through the base.
     Extracted(usize),
+    /// A file of that set is not a usable picture and is left out.
+    Skipped {
+        file: &'a std::path::Path,
+        error: &'a str,
+    },
     /// That set is done.
     ExtractDone,
     /// Training starts: at most `epochs` epochs (it stops early when the

@@ -18,7 +18,7 @@ use crate::limits::Limits;
 
 /// How a route reads a body whose Content-Type is none of the accepted ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OtherTypes {
+pub enum OtherTypes {
     /// Refused with 415 (every route but the tutorial's).
     Refuse,
     /// Read as JSON, as the tutorial's Flask backend did
@@ -30,7 +30,7 @@ pub(crate) enum OtherTypes {
 /// Why a request's body gave no pictures to classify. Each variant is
 /// the client's; [`ErrorCode`] says which code and status it answers with.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum InputError {
+pub enum InputError {
     #[error(
         "{0} is not accepted: send the picture as image/* (or application/octet-stream), \
              multipart/form-data, or application/json {{\"image\": \"<base64>\"}}"
@@ -88,7 +88,7 @@ pub(crate) fn check_count(count: usize, limit: usize) -> Result<(), InputError> 
 
 /// A request's pictures: their bytes, or where one is in S3.
 #[derive(Debug)]
-pub(crate) enum Pictures {
+pub enum Pictures {
     /// Encoded pictures, in request order.
     Bytes(Vec<Bytes>),
     /// `{"s3": "s3://bucket/key"}`, as given (checked by its reader).
@@ -96,7 +96,7 @@ pub(crate) enum Pictures {
 }
 
 /// Reads the body and returns the encoded pictures, in request order.
-pub(crate) async fn read_images(
+pub async fn read_images(
     headers: &HeaderMap,
     body: Body,
     limits: &Limits,

@@ -5,7 +5,7 @@ pub mod access;
 pub(crate) mod deadline;
 pub(crate) mod error;
 pub(crate) mod head_limit;
-pub(crate) mod input;
+pub mod input;
 pub(crate) mod keep_alive;
 pub(crate) mod openapi;
 pub(crate) mod path;

@@ -193,7 +193,7 @@ fn split_tensor(
 /// Why [`inline`] could not give a tensor its bytes back.
 #[derive(Debug, thiserror::Error)]
 pub enum InlineError {
-    #[error("not a valid ONNX model: {0}")]
+    #[error("{0}")]
     Parse(#[from] protobuf::Error),
     #[error("tensor `{0}` points outside the model")]
     Outside(String),

@@ -164,7 +164,9 @@ impl From<Failure> for ApiError {
         }
         let error = super::location::redact_upload_ids(&f.message);
         tracing::warn!(code = %f.code, error, "S3 refused a request");
-        if f.is_transient() {
+        // S3's own error (a 5xx, a body cut short) stays the gateway's 502,
+        // as it always was; only its words stay in the log.
+        if f.is_transient() && f.code != FailureCode::S3Error {
             ApiError::new(
                 ErrorCode::S3Unavailable,
                 "S3 is throttling or out of reach; try again",

@@ -78,7 +78,7 @@ impl Preprocessor {
     }
 
     /// Number of f32 values one picture occupies in the input tensor.
-    pub(crate) fn tensor_len(&self) -> usize {
+    pub fn tensor_len(&self) -> usize {
         3 * self.spec.size[0] as usize * self.spec.size[1] as usize
     }
 

@@ -38,13 +38,18 @@ impl Terminal {
         }
     }
 
-    /// A line above the bar (or alone when there is none).
-    fn line(&self, text: &str) {
+    /// Writes with the bar out of the way (or alone when there is none).
+    fn suspended(&self, write: impl FnOnce()) {
         let guard = self.bar.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
-            Some(bar) => bar.suspend(|| eprintln!("{text}")),
-            None => eprintln!("{text}"),
+            Some(bar) => bar.suspend(write),
+            None => write(),
         }
+    }
+
+    /// A line above the bar.
+    fn line(&self, text: &str) {
+        self.suspended(|| eprintln!("{text}"));
     }
 }
 
@@ -57,6 +62,9 @@ impl Progress for Terminal {
                 format!("features ({set}, {view})"),
             ),
             Event::Extracted(n) => self.with_bar(|b| b.inc(n as u64)),
+            Event::Skipped { file, error } => self.suspended(|| {
+                tracing::warn!(file = %file.display(), error, "skipping a file that is not a usable picture");
+            }),
             Event::ExtractDone | Event::TrainDone => self.finish(),
             Event::Training { epochs } => self.start(
                 epochs,

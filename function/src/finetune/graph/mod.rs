@@ -22,7 +22,7 @@ pub enum GraphError {
     Empty,
     #[error("cannot find the final layer: {0}")]
     NoHead(String),
-    #[error(transparent)]
+    #[error("not a valid ONNX model: {0}")]
     Inline(#[from] crate::model::weights::InlineError),
 }
 

@@ -1,6 +1,6 @@
 //! Where a model comes from: `s3://bucket/key`, `https://…` (or `http://`),
 //! or a local path. A fetched model is always a file, so that ONNX Runtime
-//! maps its weights (see `model/session.rs`): remote models are written into
+//! maps its weights (see `model/session/`): remote models are written into
 //! a download folder as they arrive (`/tmp` on Lambda: `model/spool.rs`),
 //! hashed on the way and verified against an optional SHA-256 before
 //! anything is built from them. The default VGG16 is downloaded once into

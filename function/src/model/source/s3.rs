@@ -111,7 +111,7 @@ impl Range<'_> {
     /// Writes one part of the object through `out`. A connection cut after
     /// some bytes came resumes from the last one (at most `retry.attempts`
     /// tries, `retry.first_pause` apart); a try that brought nothing ends
-    /// the fetch, for the load to retry (`model/retry.rs`).
+    /// the fetch, for the load to retry (`aws/retry.rs`).
     async fn fetch(self, out: PartWriter<'_>) -> Result<(), Cut> {
         if out.is_empty() {
             return Ok(()); // an empty object: nothing to ask for
