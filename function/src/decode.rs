@@ -27,7 +27,7 @@ pub(crate) const DEFAULT_MAX_SIDE: u32 = 16_384;
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeLimits {
     pub max_pixels: u64,
-    pub(crate) max_side: u32,
+    pub max_side: u32,
 }
 
 impl Default for DecodeLimits {

@@ -24,21 +24,21 @@ pub(crate) const DEFAULT_MAX_QUEUED: usize = 64;
 pub struct Limits {
     pub max_body_bytes: usize,
     /// Largest picture read from S3 (see [`DEFAULT_MAX_OBJECT_BYTES`]).
-    pub(crate) max_object_bytes: usize,
+    pub max_object_bytes: usize,
     pub max_batch: usize,
     pub decode: DecodeLimits,
     /// Micro-batching window and the bound on requests waiting for the model.
-    pub(crate) batching: BatchPolicy,
+    pub batching: BatchPolicy,
     /// The budget of decoded pictures in flight.
-    pub(crate) memory: MemoryPolicy,
+    pub memory: MemoryPolicy,
     /// How long a request (and on Lambda, an invoke) may take.
-    pub(crate) timeouts: Timeouts,
+    pub timeouts: Timeouts,
 }
 
 /// How long a request may take (`http::deadline`), and how much of an
 /// invoke's time is kept to answer it (the event handler).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Timeouts {
+pub struct Timeouts {
     /// Longest pause between two pieces of a request's body (then 408).
     pub(crate) body_idle: Duration,
     /// A whole request, from its head to its answer (then 408 if its body
@@ -83,7 +83,7 @@ impl Default for Limits {
 
 /// How requests are grouped and how many may wait.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct BatchPolicy {
+pub struct BatchPolicy {
     /// How long the first job of a batch waits for company (0: no batching).
     pub(crate) window: Duration,
     /// Most pictures run in one batch.

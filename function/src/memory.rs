@@ -31,7 +31,7 @@ pub(crate) const DEFAULT_WAIT_MS: u64 = 30_000;
 
 /// How the budget is decided (from settings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct MemoryPolicy {
+pub struct MemoryPolicy {
     /// A set budget in bytes (`CATDOG_MEMORY_BUDGET`); `None`: decided from
     /// the memory the process may use, once the model is loaded.
     pub(crate) budget: Option<u64>,

@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue};
 use catdog::decode::{decode_rgb, DecodeLimits};
-use catdog::http::input::{read_images, OtherTypes};
+use catdog::http::input::{read_images, OtherTypes, Pictures};
 use catdog::preprocess::{Layout, Preprocessing, Preprocessor};
 use catdog::Limits;
 use libfuzzer_sys::fuzz_target;
@@ -57,7 +57,11 @@ fuzz_target!(|data: &[u8]| {
     let ctype = CONTENT_TYPES[selector as usize % CONTENT_TYPES.len()];
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     let limits = limits();
-    let Ok(images) = RUNTIME.block_on(read_images(&headers, Body::from(body.to_vec()), &limits, OtherTypes::Refuse)) else {
+    let Ok(pictures) = RUNTIME.block_on(read_images(&headers, Body::from(body.to_vec()), &limits, OtherTypes::Refuse)) else {
+        return;
+    };
+    // A picture by reference (`{"s3": …}`) is read from S3, not from the body.
+    let Pictures::Bytes(images) = pictures else {
         return;
     };
     assert!(!images.is_empty() && images.len() <= limits.max_batch);
