@@ -46,8 +46,8 @@ pub enum InputError {
     #[error("{0}")]
     Json(String),
     /// A picture's base64, by its 0-based place.
-    #[error("image {}: {message}", .index + 1)]
-    Base64 { index: usize, message: String },
+    #[error("image {}: {source}", .index + 1)]
+    Base64 { index: usize, source: Base64Error },
     #[error("{0}")]
     Multipart(String),
     /// The first [`NAMED_FIELDS`] field names, and how many fields there were.
@@ -279,13 +279,24 @@ fn json(body: &[u8]) -> Result<Pictures, InputError> {
         .decode()
 }
 
+/// Why a picture's base64 could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Base64Error {
+    #[error("a data: URL must be base64 (data:<type>;base64,<data>)")]
+    NotBase64DataUrl,
+    #[error("empty base64 string")]
+    Empty,
+    #[error("invalid base64: {0}")]
+    Invalid(#[from] base64::DecodeError),
+}
+
 /// Decodes base64, with or without padding, tolerating line breaks and a `data:` URL prefix.
-pub(crate) fn decode_base64(s: &str) -> Result<Bytes, String> {
+pub(crate) fn decode_base64(s: &str) -> Result<Bytes, Base64Error> {
     let s = s.trim();
     let payload = match s.strip_prefix("data:") {
         Some(rest) => match rest.split_once(',') {
             Some((meta, data)) if meta.ends_with(";base64") => data,
-            _ => return Err("a data: URL must be base64 (data:<type>;base64,<data>)".into()),
+            _ => return Err(Base64Error::NotBase64DataUrl),
         },
         None => s,
     };
@@ -294,7 +305,7 @@ pub(crate) fn decode_base64(s: &str) -> Result<Bytes, String> {
         .filter(|b| !b.is_ascii_whitespace())
         .collect();
     if clean.is_empty() {
-        return Err("empty base64 string".into());
+        return Err(Base64Error::Empty);
     }
     let engine = base64::engine::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
@@ -310,7 +321,7 @@ pub(crate) fn decode_base64(s: &str) -> Result<Bytes, String> {
         .decode(&clean)
         .or_else(|_| url_safe.decode(&clean))
         .map(Bytes::from)
-        .map_err(|e| format!("invalid base64: {e}"))
+        .map_err(Base64Error::Invalid)
 }
 
 // The wire type's decoding lives with the readers: it yields their error,
@@ -327,7 +338,7 @@ impl JsonPictures {
             .into_iter()
             .enumerate()
             .map(|(index, p)| {
-                decode_base64(&p.0).map_err(|message| InputError::Base64 { index, message })
+                decode_base64(&p.0).map_err(|source| InputError::Base64 { index, source })
             })
             .collect::<Result<_, _>>()
             .map(Pictures::Bytes)

@@ -3,24 +3,34 @@
 
 use bytes::Bytes;
 
+/// Why binary BYTES elements could not be split.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum FramingError {
+    #[error("{0} stray bytes where an element's 4-byte length should be")]
+    Stray(usize),
+    #[error("element {element} says {len} bytes, {remain} remain")]
+    Short {
+        element: usize,
+        len: usize,
+        remain: usize,
+    },
+}
+
 /// BYTES elements in binary: each is a 4-byte little-endian length, then its bytes.
-pub(super) fn split_bytes(mut raw: Bytes) -> Result<Vec<Bytes>, String> {
+pub(super) fn split_bytes(mut raw: Bytes) -> Result<Vec<Bytes>, FramingError> {
     let mut out = Vec::new();
     while !raw.is_empty() {
         if raw.len() < 4 {
-            return Err(format!(
-                "{} stray bytes where an element's 4-byte length should be",
-                raw.len()
-            ));
+            return Err(FramingError::Stray(raw.len()));
         }
         let len = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]) as usize;
         let _ = raw.split_to(4);
         if len > raw.len() {
-            return Err(format!(
-                "element {} says {len} bytes, {} remain",
-                out.len(),
-                raw.len()
-            ));
+            return Err(FramingError::Short {
+                element: out.len(),
+                len,
+                remain: raw.len(),
+            });
         }
         out.push(raw.split_to(len));
     }

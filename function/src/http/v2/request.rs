@@ -247,7 +247,7 @@ fn pictures(given: &Given, max_batch: usize) -> Result<Payload, InferError> {
             .iter()
             .enumerate()
             .map(|(index, s)| {
-                decode_base64(s).map_err(|message| InputError::Base64 { index, message }.into())
+                decode_base64(s).map_err(|source| InputError::Base64 { index, source }.into())
             })
             .collect::<Result<_, InferError>>()?,
     };
