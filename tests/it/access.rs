@@ -270,7 +270,18 @@ async fn a_keyless_loopback_server_answers_only_requests_for_a_local_name() {
         body["error"].as_str().unwrap().contains("CATDOG_API_KEY"),
         "{body}"
     );
-    // The machine's own names pass, and see /health's details.
+    // The machine's own names pass, and see /health's details. A local
+    // file's digest is computed in the background once the model answers
+    // (null until then, docs/api.md): wait for it, so every detail is there.
+    let local = format!("127.0.0.1:{port}");
+    let digest_known = async {
+        while !get_as(&base, "/health", &local, None).await.1["model"]["sha256"].is_string() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), digest_known)
+        .await
+        .expect("the model's digest within 60 s");
     for host in [
         format!("localhost:{port}"),
         format!("127.0.0.1:{port}"),
