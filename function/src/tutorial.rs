@@ -47,9 +47,7 @@ impl Progress for CellLines {
     fn event(&self, event: Event<'_>) {
         match event {
             Event::Epoch(stats) => eprintln!("{stats}"),
-            Event::Skipped { file, error } => {
-                tracing::warn!(file = %file.display(), error, "skipping a file that is not a usable picture");
-            }
+            Event::Skipped { file, error } => crate::finetune::log_skipped(file, error),
             Event::Note(note) => eprintln!("finetune: {note}"),
             _ => {}
         }

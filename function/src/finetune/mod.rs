@@ -30,7 +30,7 @@ use std::time::Instant;
 
 pub(crate) use config::{Acceptance, Augment, FinetuneConfig, Init, NeitherConfig, NeitherMode};
 pub(crate) use error::FinetuneError;
-pub use progress::{Event, Note, Progress};
+pub use progress::{log_skipped, Event, Note, Progress};
 pub(crate) use summary::Summary;
 
 use crate::model::load::{self, DigestTiming};

@@ -18,6 +18,12 @@ pub trait Progress: Send + Sync {
     }
 }
 
+/// Logs a skipped file, as every host that draws the progress does (with
+/// its progress bar, if any, out of the way).
+pub fn log_skipped(file: &std::path::Path, error: &str) {
+    tracing::warn!(file = %file.display(), error, "skipping a file that is not a usable picture");
+}
+
 /// One step of fine-tuning's work.
 pub enum Event<'a> {
     /// Features of one set of pictures are being extracted: `total` files.

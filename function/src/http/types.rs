@@ -194,7 +194,6 @@ impl utoipa::IntoResponses for RequestErrors {
         String,
         utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
     > {
-        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
         let mut by_status: std::collections::BTreeMap<u16, Vec<ErrorCode>> = Default::default();
         for code in ErrorCode::ALL {
             if !Self::ELSEWHERE.contains(code) {
@@ -214,14 +213,8 @@ impl utoipa::IntoResponses for RequestErrors {
                         None => format!("`{c}`"),
                     })
                     .collect();
-                let mut response = ResponseBuilder::new()
-                    .description(format!("Codes: {}", names.join(", ")))
-                    .content(
-                        "application/json",
-                        ContentBuilder::new()
-                            .schema(Some(Ref::from_schema_name("ErrorBody")))
-                            .build(),
-                    );
+                let mut response =
+                    error_response(&format!("Codes: {}", names.join(", ")), "ErrorBody");
                 if status == 503 {
                     response = response.header(
                         "Retry-After",
@@ -244,19 +237,24 @@ fn shared_errors(
     list: &[(u16, &str, &str)],
 ) -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>>
 {
-    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     list.iter()
         .map(|(status, body, description)| {
-            let content = ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name(*body)))
-                .build();
-            let response = ResponseBuilder::new()
-                .description(*description)
-                .content("application/json", content)
-                .build();
+            let response = error_response(description, body).build();
             (status.to_string(), response.into())
         })
         .collect()
+}
+
+/// An error response of the OpenAPI document: what it means, and its JSON
+/// body's schema (`ErrorBody` or `OipErrorBody`).
+fn error_response(description: &str, body: &str) -> utoipa::openapi::ResponseBuilder {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let content = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name(body)))
+        .build();
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", content)
 }
 
 /// Declares response sets from (status, body schema, description) rows.

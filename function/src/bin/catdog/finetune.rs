@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
-use catdog::finetune::{Event, Progress};
+use catdog::finetune::{log_skipped, Event, Progress};
 use catdog::host::commands::{self, FinetuneOutcome};
 use catdog::settings::{FinetuneArgs, Settings};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -62,9 +62,7 @@ impl Progress for Terminal {
                 format!("features ({set}, {view})"),
             ),
             Event::Extracted(n) => self.with_bar(|b| b.inc(n as u64)),
-            Event::Skipped { file, error } => self.suspended(|| {
-                tracing::warn!(file = %file.display(), error, "skipping a file that is not a usable picture");
-            }),
+            Event::Skipped { file, error } => self.suspended(|| log_skipped(file, error)),
             Event::ExtractDone | Event::TrainDone => self.finish(),
             Event::Training { epochs } => self.start(
                 epochs,
