@@ -15,6 +15,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::oneshot;
 
 use crate::limits::BatchPolicy;
+use crate::model::classifier::Answer;
+use crate::model::explain::Heatmap;
 use crate::model::output::Prediction;
 use crate::model::{Classifier, InferTimings, ModelError};
 use crate::preprocess::Tensor;
@@ -34,6 +36,9 @@ pub(crate) enum BatchError {
 #[derive(Debug)]
 pub(crate) struct BatcherReply {
     pub(crate) predictions: Vec<Prediction>,
+    /// Per picture, the graph's explanation when the job asked for one and
+    /// the model has an explanation branch.
+    pub(crate) heatmaps: Vec<Option<Heatmap>>,
     pub(crate) timings: InferTimings,
     /// Pictures in the batch this request ran in (its own included).
     pub(crate) batch_pictures: usize,
@@ -43,6 +48,7 @@ pub(crate) struct BatcherReply {
 
 struct Job {
     pictures: Vec<Tensor>,
+    explain: bool,
     enqueued: Instant,
     reply: oneshot::Sender<Result<BatcherReply, BatchError>>,
 }
@@ -51,8 +57,13 @@ struct Job {
 pub(crate) trait Infer: Send + Sync + 'static {
     /// The batch size the graph is fixed to, if it is.
     fn fixed_batch(&self) -> Option<usize>;
-    /// Answers for `pictures`, in order.
-    fn infer(&self, pictures: &[Tensor]) -> Result<(Vec<Prediction>, InferTimings), ModelError>;
+    /// Answers for `pictures`, in order, each with its explanation when
+    /// `explain` (and the model can).
+    fn infer(
+        &self,
+        pictures: &[Tensor],
+        explain: bool,
+    ) -> Result<(Vec<Answer>, InferTimings), ModelError>;
 }
 
 impl Infer for Classifier {
@@ -60,8 +71,17 @@ impl Infer for Classifier {
         Classifier::fixed_batch(self)
     }
 
-    fn infer(&self, pictures: &[Tensor]) -> Result<(Vec<Prediction>, InferTimings), ModelError> {
-        self.classify(pictures)
+    fn infer(
+        &self,
+        pictures: &[Tensor],
+        explain: bool,
+    ) -> Result<(Vec<Answer>, InferTimings), ModelError> {
+        if explain {
+            self.classify_explained(pictures)
+        } else {
+            let (answers, timings) = self.classify(pictures)?;
+            Ok((answers.into_iter().map(|a| (a, None)).collect(), timings))
+        }
     }
 }
 
@@ -93,9 +113,21 @@ impl Batcher {
     /// Queues `pictures` and waits for their answers; refuses at once when
     /// the queue is full.
     pub(crate) async fn submit(&self, pictures: Vec<Tensor>) -> Result<BatcherReply, BatchError> {
+        self.submit_asking(pictures, false).await
+    }
+
+    /// [`Batcher::submit`], with explanations when `explain` (the batch it
+    /// joins then runs the model's explanation branch for all its pictures;
+    /// only the jobs that asked get theirs).
+    pub(crate) async fn submit_asking(
+        &self,
+        pictures: Vec<Tensor>,
+        explain: bool,
+    ) -> Result<BatcherReply, BatchError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             pictures,
+            explain,
             enqueued: Instant::now(),
             reply,
         };
@@ -157,10 +189,11 @@ fn run(
             .flat_map(|j| std::mem::take(&mut j.pictures))
             .collect();
         batch_sizes.observe(count as f64);
+        let explain = jobs.iter().any(|j| j.explain);
         // A panic in inference (ONNX Runtime, a bug of ours) fails this
         // batch's requests, not every later one: the thread goes on.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            classifier.infer(&pictures)
+            classifier.infer(&pictures, explain)
         }))
         .unwrap_or_else(|panic| {
             let what = panic
@@ -173,13 +206,20 @@ fn run(
         });
         drop(pictures);
         match result {
-            Ok((predictions, timings)) => {
-                let mut it = predictions.into_iter();
+            Ok((answers, timings)) => {
+                let mut it = answers.into_iter();
                 for (job, n) in jobs.into_iter().zip(sizes) {
-                    let mine: Vec<Prediction> = it.by_ref().take(n).collect();
+                    let (mine, heatmaps): (Vec<Prediction>, Vec<Option<Heatmap>>) =
+                        it.by_ref().take(n).unzip();
+                    let heatmaps = if job.explain {
+                        heatmaps
+                    } else {
+                        vec![None; heatmaps.len()]
+                    };
                     let answer = if mine.len() == n {
                         Ok(BatcherReply {
                             predictions: mine,
+                            heatmaps,
                             timings,
                             batch_pictures: count,
                             queued_ms: (started - job.enqueued).as_secs_f64() * 1e3,
@@ -217,7 +257,7 @@ mod tests {
             None
         }
 
-        fn infer(&self, _: &[Tensor]) -> Result<(Vec<Prediction>, InferTimings), ModelError> {
+        fn infer(&self, _: &[Tensor], _: bool) -> Result<(Vec<Answer>, InferTimings), ModelError> {
             if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
                 panic!("a bug in inference");
             }

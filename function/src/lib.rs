@@ -33,6 +33,7 @@ pub mod decode;
 pub mod error;
 pub mod eval;
 pub mod events;
+pub(crate) mod explanation;
 pub mod files;
 pub mod finetune;
 pub mod host;

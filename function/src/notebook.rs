@@ -213,6 +213,7 @@ mod tests {
             confidence: 0.75,
             scores: Scores(vec![("cat".into(), 0.75), ("dog".into(), 0.25)]),
             imagenet_top5: None,
+            explanation: None,
         }
     }
 

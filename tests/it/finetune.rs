@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::support::*;
-use catdog::finetune::graph;
+use catdog::model::graph;
 use image::ImageFormat;
 use protobuf::Message;
 use serde_json::Value;

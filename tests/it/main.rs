@@ -31,6 +31,8 @@ mod cpus;
 mod deploy;
 // The documentation against the code: links, flags, routes, this list.
 mod docs;
+// `explain=true`: in-graph Grad-CAM/CAM against TensorFlow's, the collage, the query.
+mod explain;
 // `catdog finetune` on real photos and on a VGG16-shaped model.
 mod finetune;
 // `catdog serve` over real TCP: request forms, errors, page, /health, /model.

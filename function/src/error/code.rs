@@ -63,6 +63,8 @@ error_codes! {
     /// A path parameter that cannot be read (not valid UTF-8 once
     /// percent-decoded, …).
     InvalidPath = "invalid_path", BAD_REQUEST;
+    /// A query parameter the route does not know, or a value it cannot read.
+    InvalidQuery = "invalid_query", BAD_REQUEST;
     /// An `/uploads/{id}` that is not one `POST /uploads` gives.
     InvalidUploadId = "invalid_upload_id", BAD_REQUEST;
     /// The API key is missing or wrong.

@@ -14,7 +14,7 @@ pub(crate) mod data;
 pub(crate) mod error;
 pub(crate) mod evaluate;
 pub(crate) mod features;
-pub mod graph;
+pub(crate) mod graph;
 pub(crate) mod neither;
 pub(crate) mod plan;
 pub(crate) mod probe;

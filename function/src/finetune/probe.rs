@@ -31,7 +31,9 @@ impl Probe {
         let split = weights::split(&view, weights::MIN_BYTES, &model.location())
             .map_err(|e| graph::GraphError::Parse(e.to_string()))?;
         drop(view);
-        let graph = graph::parse(&split.graph)?;
+        let mut graph = graph::parse(&split.graph)?;
+        // A base that explains itself gets a new branch for its new head.
+        crate::model::explain::remove_branch(&mut graph);
         let head = graph::find_head(&graph)?;
         // An ImageNet base's logits, for a head that starts from its answer.
         let logits = (head.base_classes == imagenet::NUM_CLASSES)
@@ -50,7 +52,7 @@ impl Probe {
             None,
         )?
         .ok_or(FinetuneError::NoPreprocessing)?;
-        let runner = Runner::new(opened.session, spec, &opened.input.1)?;
+        let runner = Runner::new(opened.session, spec, (&opened.input.0, &opened.input.1))?;
         Ok(Probe {
             runner,
             head,

@@ -11,7 +11,7 @@ use super::plan::Plan;
 use super::probe::Probe;
 use super::summary::Summary;
 use super::train::SoftmaxHead;
-use crate::model::{contract, weights};
+use crate::model::{contract, explain, weights};
 
 /// What the written graph holds besides the trained head.
 pub(crate) struct Extras<'a> {
@@ -52,6 +52,13 @@ pub(crate) fn model(
         evidence.as_ref(),
         &metadata,
     )?;
+    let graph = with_explanation(
+        graph,
+        probe,
+        &summary.labels,
+        extras.rejection,
+        prior.as_ref(),
+    )?;
     // The weights the new graph still refers to, taken back from the base.
     let view = probe.model.view().map_err(FinetuneError::Read)?;
     let bytes =
@@ -60,6 +67,84 @@ pub(crate) fn model(
         path: out.to_path_buf(),
         error,
     })
+}
+
+/// The written graph with its explanation branch (see
+/// [`crate::model::explain`]): the trained head's columns, plus the base's
+/// groups when the head starts from the base's answer. A base whose
+/// feature map catdog cannot reach is written without one, and said so.
+fn with_explanation(
+    graph_bytes: Vec<u8>,
+    probe: &Probe,
+    labels: &[String],
+    rejection: Option<&contract::Rejection>,
+    prior: Option<&graph::Prior>,
+) -> Result<Vec<u8>, FinetuneError> {
+    let mut model = graph::parse(&graph_bytes)?;
+    let rejecting = rejection.map(|r| r.label.as_str());
+    let kept: Vec<usize> = (0..labels.len())
+        .filter(|&i| Some(labels[i].as_str()) != rejecting)
+        .collect();
+    let Some(scores) = graph::logits_tensor(&model) else {
+        return Ok(graph_bytes);
+    };
+    let trained = explain::Layer {
+        weight: explain::Weight::Float("catdog_head.weight".into()),
+        transposed: false,
+    };
+    let base = prior.and_then(|prior| {
+        let layer = explain::plan::final_layer(&probe.graph, &probe.head)?;
+        let produced = |name: &str| {
+            model
+                .graph
+                .as_ref()
+                .is_some_and(|g| g.node.iter().any(|n| n.output.iter().any(|o| o == name)))
+        };
+        // When the base's logits were its output, the new head took that
+        // name and they were renamed.
+        let renamed = "catdog_head.base_logits";
+        let logits = if produced(renamed) {
+            renamed.to_string()
+        } else {
+            prior.logits.clone()
+        };
+        Some(explain::score::Grouped {
+            layer,
+            logits,
+            classes: probe.head.base_classes,
+            groups: prior
+                .groups
+                .iter()
+                .map(|g| g.iter().map(|&c| c as usize).collect())
+                .collect(),
+        })
+    });
+    let plan = explain::Plan {
+        features: probe.head.feature.clone(),
+        targets: explain::Targets {
+            labels: kept.iter().map(|&i| labels[i].clone()).collect(),
+            scores,
+            width: labels.len(),
+            columns: kept.iter().map(|&i| vec![i]).collect(),
+        },
+        layers: explain::ScoreLayers {
+            trained: Some((trained, kept.iter().map(|&i| i as i64).collect())),
+            base: base.map(|mut b| {
+                b.groups = kept
+                    .iter()
+                    .filter_map(|&i| b.groups.get(i).cloned())
+                    .collect();
+                b
+            }),
+        },
+    };
+    match explain::add_branch(&mut model, &plan) {
+        Ok(_) => Ok(graph::serialize(&model)?),
+        Err(why) => {
+            tracing::info!(reason = %why, "the fine-tuned model is explained by occlusion");
+            Ok(graph_bytes)
+        }
+    }
 }
 
 /// The model contract's metadata: labels, the base's preprocessing (with

@@ -9,6 +9,7 @@ pub mod input;
 pub(crate) mod keep_alive;
 pub(crate) mod openapi;
 pub(crate) mod path;
+pub(crate) mod query;
 pub(crate) mod routes;
 pub mod state;
 pub(crate) mod types;

@@ -15,6 +15,7 @@ use crate::error::ApiError;
 use crate::error::ErrorCode;
 use crate::http::access::{has_key, LocalCaller};
 use crate::http::input::{read_images, OtherTypes, Pictures};
+use crate::http::query::PredictQuery;
 use crate::http::state::AppState;
 use crate::http::types::{
     ErrorBody, HealthAnswer, HealthStatus, JsonPictures, KeyRequired, LegacyAnswer, ModelRef,
@@ -30,6 +31,7 @@ async fn classify_request(
     headers: &HeaderMap,
     body: Body,
     other: OtherTypes,
+    explain: bool,
 ) -> Result<(Ready, Vec<Prediction>, Timings), ApiError> {
     let started = Instant::now();
     let ready = state.ready_model()?;
@@ -52,6 +54,7 @@ async fn classify_request(
         &ready,
         Payload::Encoded(images),
         &state.limits,
+        explain,
         started,
         read,
     )
@@ -70,7 +73,10 @@ pub(crate) fn with_timings(body: impl IntoResponse, timings: Timings) -> Respons
 /// error answers they share, and the 200 answer that is theirs alone.
 macro_rules! classify_route {
     ($path:literal, $answer:ty, $described:literal, $handler:item) => {
-        #[utoipa::path(post, path = $path, tag = "classify",
+        classify_route!($path, (), $answer, $described, $handler);
+    };
+    ($path:literal, ($($params:ty)?), $answer:ty, $described:literal, $handler:item) => {
+        #[utoipa::path(post, path = $path, tag = "classify", params($($params)?),
             request_body(description = "The picture(s): a raw image body, a multipart form with one or more files, or JSON with base64", content(
                 (Picture = "image/jpeg"), (Picture = "image/png"), (Picture = "image/webp"),
                 (Picture = "image/gif"), (Picture = "image/bmp"), (Picture = "application/octet-stream"),
@@ -83,16 +89,19 @@ macro_rules! classify_route {
 
 classify_route!(
     "/predict",
+    (PredictQuery),
     PredictAnswer,
     "The answer (one picture) or the answers in order (several)",
     /// `POST /predict`: one picture → one answer; several → `{"predictions": [...]}`.
     pub(crate) async fn predict(
         State(state): State<AppState>,
+        uri: axum::http::Uri,
         headers: HeaderMap,
         body: Body,
     ) -> Result<Response, ApiError> {
+        let query = PredictQuery::parse(uri.query())?;
         let (ready, predictions, timings) =
-            classify_request(&state, &headers, body, OtherTypes::Refuse).await?;
+            classify_request(&state, &headers, body, OtherTypes::Refuse, query.explain()).await?;
         let answer = PredictAnswer::new(predictions, ModelRef::of(&ready.classifier), timings);
         Ok(with_timings(Json(answer), timings))
     }
@@ -111,7 +120,7 @@ classify_route!(
     ) -> Result<Response, ApiError> {
         // Any other Content-Type is read as JSON, as the tutorial's backend did.
         let (_, predictions, timings) =
-            classify_request(&state, &headers, body, OtherTypes::AsJson).await?;
+            classify_request(&state, &headers, body, OtherTypes::AsJson, false).await?;
         Ok(with_timings(Json(LegacyAnswer::new(predictions)), timings))
     }
 );

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::model::contract::{self, OutputKind};
 use crate::model::error::{inference_err, ModelError};
+use crate::model::explain::{self, at_load::LoadEdit, Explains, Heatmap, Method};
 use crate::model::imagenet;
 use crate::model::output::{self, AnswerRule, Prediction};
 use crate::model::quantized;
@@ -76,6 +77,9 @@ pub struct ModelInfo {
     /// differently from a VNNI one; absent for a float model.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub int8: Option<Int8Info>,
+    /// How `explain=true` explains an answer: in the graph (`cam`,
+    /// `grad-cam`) or, for a model of another shape, by `occlusion`.
+    pub explanation: Method,
 }
 
 /// Which 8-bit integers a quantized model multiplies, on which CPU.
@@ -132,9 +136,14 @@ pub struct ContractSource {
 /// Docker image ID, and as unlikely to collide between two models of one name).
 pub(crate) const VERSION_CHARS: usize = 12;
 
+/// One picture's answer and, when asked, its explanation from the graph.
+pub(crate) type Answer = (Prediction, Option<Heatmap>);
+
 /// A loaded model, safe to share between threads.
 pub struct Classifier {
     runner: Runner,
+    /// The graph's explanation branch, if it has one.
+    explains: Option<Explains>,
     head: AnswerRule,
     output_kind: Option<OutputKind>,
     classes: usize,
@@ -160,7 +169,7 @@ impl Classifier {
         digest: DigestSlot,
     ) -> Result<Self, ModelError> {
         let started = Instant::now();
-        let opened = session::open(model, opts, None)?;
+        let (opened, explains) = open_explainable(model, opts, contract)?;
         let (spec, pre_source) = contract::resolve(
             contract.preprocessing.clone(),
             opened.metadata.preprocessing.as_deref(),
@@ -176,7 +185,7 @@ impl Classifier {
             .transpose()?;
         let (output_name, output_shape) = float_output(&opened.session)?;
         let (input_name, input_shape) = opened.input;
-        let runner = Runner::new(opened.session, spec.clone(), &input_shape)?;
+        let runner = Runner::new(opened.session, spec.clone(), (&input_name, &input_shape))?;
         let layout = runner.preprocessor().layout();
         let classes = warm_up(&runner, &output_shape)?;
         let (head, labels_source) = resolve_head(contract, &opened.metadata, classes)?;
@@ -223,10 +232,12 @@ impl Classifier {
             load_ms: started.elapsed().as_secs_f64() * 1e3,
             threads: opened.threads,
             int8: opened.int8.map(Int8Info::on_this_cpu),
+            explanation: explains.as_ref().map_or(Method::Occlusion, |e| e.method),
         };
         warn_if_it_may_saturate(&info);
         Ok(Self {
             runner,
+            explains,
             head,
             output_kind,
             classes,
@@ -283,22 +294,143 @@ impl Classifier {
         let (rows, timings) = run_rows(&self.runner, pictures)?;
         let preds = rows
             .iter()
-            .map(|row| {
-                if row.len() != self.classes {
-                    return Err(ModelError::Inference(format!(
-                        "expected {} outputs, got {}",
-                        self.classes,
-                        row.len()
-                    )));
-                }
-                Ok(output::predict(
-                    &self.head,
-                    &output::probabilities(row, self.output_kind),
-                ))
-            })
+            .map(|row| self.answer(row))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((preds, timings))
     }
+
+    /// What the graph's explanation branch explains; `None` when the model
+    /// has none (it is then explained by occlusion).
+    pub(crate) fn explains(&self) -> Option<&Explains> {
+        self.explains.as_ref()
+    }
+
+    /// [`Classifier::classify`], with each answer's explanation from the
+    /// graph's branch in the same run (`None` each when it has no branch).
+    pub(crate) fn classify_explained<R: TensorRow>(
+        &self,
+        pictures: &[R],
+    ) -> Result<(Vec<Answer>, InferTimings), ModelError> {
+        let Some(explains) = &self.explains else {
+            let (preds, timings) = self.classify(pictures)?;
+            return Ok((preds.into_iter().map(|p| (p, None)).collect(), timings));
+        };
+        let (rows, timings) = self.runner.run_asking(pictures, true, |outputs, n| {
+            let (_, values) = outputs[0]
+                .try_extract_tensor::<f32>()
+                .map_err(inference_err)?;
+            let rows = session::rows(values, n)?;
+            let heatmaps = heatmaps(outputs, n, explains)?;
+            Ok(rows.into_iter().zip(heatmaps).collect())
+        })?;
+        let answers = rows
+            .into_iter()
+            .map(|(row, heatmap)| Ok((self.answer(&row)?, Some(heatmap))))
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        Ok((answers, timings))
+    }
+
+    /// One output row's answer.
+    fn answer(&self, row: &[f32]) -> Result<Prediction, ModelError> {
+        if row.len() != self.classes {
+            return Err(ModelError::Inference(format!(
+                "expected {} outputs, got {}",
+                self.classes,
+                row.len()
+            )));
+        }
+        Ok(output::predict(
+            &self.head,
+            &output::probabilities(row, self.output_kind),
+        ))
+    }
+}
+
+/// The session, with the explanation branch added when the model has none
+/// and one can be (a graph ONNX Runtime then refuses loads as it came), and
+/// what its branch explains.
+fn open_explainable(
+    model: &FetchedModel,
+    opts: &SessionOptions,
+    contract: &ContractOverrides,
+) -> Result<(session::Opened, Option<Explains>), ModelError> {
+    let edit = LoadEdit::new(contract.labels.clone());
+    let apply = |bytes: &[u8]| edit.apply(bytes);
+    let opened = match session::open(model, opts, Some(&apply)) {
+        Ok(opened) => opened,
+        Err(error) if matches!(edit.outcome(), Some(explain::at_load::Outcome::Added(_))) => {
+            tracing::warn!(%error, "ONNX Runtime refused the explanation branch catdog added; \
+                 loading the model as it came (explained by occlusion)");
+            session::open(model, opts, None)?
+        }
+        Err(error) => return Err(error),
+    };
+    let explains = opened
+        .metadata
+        .explanation
+        .as_deref()
+        .and_then(|text| serde_json::from_str::<Explains>(text).ok())
+        .filter(|_| has_branch_outputs(&opened.session));
+    match (&explains, edit.outcome()) {
+        (Some(e), _) => tracing::debug!(method = ?e.method, "explanations in the graph"),
+        (None, Some(explain::at_load::Outcome::Without(why))) => {
+            tracing::info!(reason = %why, "explanations by occlusion")
+        }
+        (None, _) => tracing::info!("explanations by occlusion"),
+    }
+    Ok((opened, explains))
+}
+
+fn has_branch_outputs(session: &ort::session::Session) -> bool {
+    let names: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+    names.contains(&explain::MAP) && names.contains(&explain::TARGET)
+}
+
+/// The branch's outputs for `n` pictures: each one's map and the label it explains.
+fn heatmaps(
+    outputs: &ort::session::SessionOutputs<'_>,
+    n: usize,
+    explains: &Explains,
+) -> Result<Vec<Heatmap>, ModelError> {
+    let (shape, values) = outputs[explain::MAP]
+        .try_extract_tensor::<f32>()
+        .map_err(inference_err)?;
+    let (_, targets) = outputs[explain::TARGET]
+        .try_extract_tensor::<i64>()
+        .map_err(inference_err)?;
+    let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+    let [count, rows, cols] = dims[..] else {
+        return Err(ModelError::Inference(format!(
+            "the explanation has shape {dims:?}, expected [pictures, rows, columns]"
+        )));
+    };
+    if count != n || targets.len() != n || values.len() != n * rows * cols {
+        return Err(ModelError::Inference(format!(
+            "{count} explanations ({} labels) for {n} pictures",
+            targets.len()
+        )));
+    }
+    let per = rows * cols;
+    (0..n)
+        .map(|i| {
+            let label = usize::try_from(targets[i])
+                .ok()
+                .and_then(|t| explains.labels.get(t))
+                .ok_or_else(|| {
+                    ModelError::Inference(format!(
+                        "explained label #{} is not one of the model's",
+                        targets[i]
+                    ))
+                })?;
+            Ok(Heatmap {
+                label: label.clone(),
+                method: explains.method,
+                rows,
+                cols,
+                values: values[i * per..(i + 1) * per].to_vec(),
+            })
+        })
+        .collect()
 }
 
 /// The first output's rows, one per picture.

@@ -8,7 +8,9 @@
 pub(crate) mod classifier;
 pub(crate) mod contract;
 pub(crate) mod error;
+pub(crate) mod explain;
 pub(crate) mod framing;
+pub mod graph;
 pub mod imagenet;
 pub mod load;
 pub(crate) mod output;

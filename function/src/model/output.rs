@@ -76,6 +76,9 @@ pub struct Prediction {
     /// For ImageNet models: the five most likely of the 1000 classes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) imagenet_top5: Option<Vec<TopClass>>,
+    /// Why: only when asked (`explain=true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) explanation: Option<crate::model::explain::Explanation>,
 }
 
 /// Numerically stable softmax.
@@ -129,6 +132,7 @@ pub(crate) fn predict(head: &AnswerRule, probs: &[f32]) -> Prediction {
         confidence,
         scores: Scores(scores),
         imagenet_top5: top5,
+        explanation: None,
     }
 }
 

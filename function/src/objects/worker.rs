@@ -203,6 +203,7 @@ impl ObjectWorker {
             ready,
             Payload::Encoded(vec![bytes]),
             &self.limits,
+            false,
             started,
             get_ms,
         )

@@ -5,6 +5,7 @@
 //! Inference Protocol's `infer`) and by S3 objects (`objects`): the one
 //! path from bytes to an answer.
 
+mod explain;
 pub(crate) mod model;
 mod prepare;
 
@@ -29,21 +30,30 @@ pub(crate) enum Payload {
     Tensors(Vec<Tensor>),
 }
 
-/// Classifies `payload`; `started` is when the request began and `read` the
-/// milliseconds its body took.
+/// Classifies `payload`, each answer with its explanation when `explain`;
+/// `started` is when the request began and `read` the milliseconds its
+/// body took.
 pub(crate) async fn run(
     ready: &Ready,
     payload: Payload,
     limits: &Limits,
+    explain: bool,
     started: Instant,
     read: f64,
 ) -> Result<(Vec<Prediction>, Timings), ApiError> {
-    let (inputs, prepared) = match payload {
+    let (inputs, mut prepared) = match payload {
         Payload::Tensors(tensors) => (tensors, Prepared::default()),
-        Payload::Encoded(images) => prepare_all(images, ready, limits).await?,
+        Payload::Encoded(images) => prepare_all(images, ready, limits, explain).await?,
     };
     let count = inputs.len();
-    let answer = ready.batcher.submit(inputs).await?;
+    // A model without an explanation branch is explained by occlusion,
+    // which needs the inputs again.
+    let occlusion = (explain && ready.classifier.explains().is_none()).then(|| inputs.clone());
+    let mut answer = ready.batcher.submit_asking(inputs, explain).await?;
+    if explain {
+        let seen = std::mem::take(&mut prepared.seen);
+        explain::attach(ready, &mut answer, occlusion, seen).await?;
+    }
     let timings = Timings {
         read,
         memory_wait: prepared.memory_wait,

@@ -9,15 +9,18 @@ use bytes::Bytes;
 use super::Ready;
 use crate::decode::{decode_inspected, inspect, DecodeError};
 use crate::error::{ApiError, PictureError};
+use crate::explanation::Seen;
 use crate::limits::Limits;
 use crate::preprocess::Tensor;
 
-/// Where preparing a request's pictures went, in ms.
+/// Where preparing a request's pictures went, in ms, and what an
+/// explanation needs of each picture (when asked).
 #[derive(Debug, Default)]
 pub(super) struct Prepared {
     pub(super) memory_wait: f64,
     pub(super) decode: f64,
     pub(super) preprocess: f64,
+    pub(super) seen: Vec<Option<Seen>>,
 }
 
 /// Decodes each picture under the memory budget and reduces it to its model
@@ -30,6 +33,7 @@ pub(super) async fn prepare_all(
     images: Vec<Bytes>,
     ready: &Ready,
     limits: &Limits,
+    explain: bool,
 ) -> Result<(Vec<Tensor>, Prepared), ApiError> {
     let decode_limits = limits.decode;
     let count = images.len();
@@ -79,13 +83,16 @@ pub(super) async fn prepare_all(
             })?;
         prepared.memory_wait += admitted.waited_ms;
         let classifier = ready.classifier.clone();
-        let (input, decode_ms, preprocess_ms) = blocking(move || {
+        let (input, seen, decode_ms, preprocess_ms) = blocking(move || {
             let t0 = Instant::now();
             let picture = decode_inspected(&bytes, &header, decode_limits)?;
             let t1 = Instant::now();
-            let input = classifier.preprocessor().input(&picture);
+            let pre = classifier.preprocessor();
+            let input = pre.input(&picture);
+            let seen =
+                explain.then(|| Seen::of(&picture, pre.region(picture.width(), picture.height())));
             drop(picture);
-            Ok::<_, DecodeError>((input, ms(t1 - t0), ms(t1.elapsed())))
+            Ok::<_, DecodeError>((input, seen, ms(t1 - t0), ms(t1.elapsed())))
         })
         .await?
         .map_err(|source| PictureError {
@@ -96,6 +103,7 @@ pub(super) async fn prepare_all(
         drop(admitted);
         prepared.decode += decode_ms;
         prepared.preprocess += preprocess_ms;
+        prepared.seen.push(seen);
         inputs.push(input);
     }
     Ok((inputs, prepared))
@@ -106,7 +114,7 @@ fn ms(d: std::time::Duration) -> f64 {
 }
 
 /// Runs CPU-bound work off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work).await.map_err(|e| {

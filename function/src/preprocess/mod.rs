@@ -22,6 +22,18 @@ pub use spec::{ColorOrder, Filter, Layout, Preprocessing, ResizeMode, SpecError}
 #[derive(Debug, Clone)]
 pub(crate) struct Tensor(Vec<f32>);
 
+impl Tensor {
+    /// The values, in the model's layout.
+    pub(crate) fn values(&self) -> &[f32] {
+        &self.0
+    }
+
+    /// Values already in the model's shape (an edit of another input's).
+    pub(crate) fn from_values(values: Vec<f32>) -> Self {
+        Tensor(values)
+    }
+}
+
 /// Why a client's tensor cannot be one picture's input.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub(crate) enum TensorError {
@@ -174,6 +186,26 @@ impl Preprocessor {
         out
     }
 
+    /// The part of a `width`×`height` picture the model sees (the center
+    /// crop, or all of it when stretched), in the picture's pixels.
+    pub(crate) fn region(&self, width: u32, height: u32) -> Region {
+        let [h, w] = self.spec.size;
+        let (rw, rh) = match self.spec.resize {
+            ResizeMode::Stretch => (w, h),
+            ResizeMode::ShorterSideCenterCrop => {
+                shorter_side_size(width, height, self.spec.resize_shorter.unwrap_or(h.min(w)))
+            }
+        };
+        let sx = f64::from(width) / f64::from(rw.max(1));
+        let sy = f64::from(height) / f64::from(rh.max(1));
+        Region {
+            x: f64::from(round_half_even_half(rw.saturating_sub(w))) * sx,
+            y: f64::from(round_half_even_half(rh.saturating_sub(h))) * sy,
+            width: f64::from(w.min(rw)) * sx,
+            height: f64::from(h.min(rh)) * sy,
+        }
+    }
+
     /// Resizes per the spec, producing only the model's input region
     /// (the center crop, if any): same pixels as resize-then-crop.
     fn resize<'a>(&self, picture: &'a RgbImage) -> Cow<'a, RgbImage> {
@@ -200,6 +232,15 @@ impl Preprocessor {
             ))
         }
     }
+}
+
+/// A rectangle of a picture, in its pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Region {
+    pub(crate) x: f64,
+    pub(crate) y: f64,
+    pub(crate) width: f64,
+    pub(crate) height: f64,
 }
 
 /// Output size of torchvision `Resize(shorter)` for a `width`×`height` picture:
@@ -243,6 +284,29 @@ mod tests {
         assert_eq!(round_half_even_half(115), 58);
         assert_eq!(round_half_even_half(32), 16);
         assert_eq!(round_half_even_half(1), 0);
+    }
+
+    #[test]
+    fn the_region_is_the_center_crop_in_the_pictures_pixels() {
+        let pre = Preprocessor::new(Preprocessing::torch(), Layout::Nchw);
+        // 500×375 → 341×256, crop 224 at (58, 16) → ×(500/341, 375/256).
+        let r = pre.region(500, 375);
+        assert!((r.x - 58.0 * 500.0 / 341.0).abs() < 1e-9, "{r:?}");
+        assert!((r.y - 16.0 * 375.0 / 256.0).abs() < 1e-9, "{r:?}");
+        assert!((r.width - 224.0 * 500.0 / 341.0).abs() < 1e-9, "{r:?}");
+        assert!((r.height - 224.0 * 375.0 / 256.0).abs() < 1e-9, "{r:?}");
+        let mut stretch = Preprocessing::caffe();
+        stretch.resize = ResizeMode::Stretch;
+        let whole = Preprocessor::new(stretch, Layout::Nhwc).region(640, 480);
+        assert_eq!(
+            whole,
+            Region {
+                x: 0.0,
+                y: 0.0,
+                width: 640.0,
+                height: 480.0
+            }
+        );
     }
 
     #[test]

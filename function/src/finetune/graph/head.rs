@@ -7,10 +7,10 @@ use std::collections::HashSet;
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::{GraphProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto};
 
-use super::build::{
+use crate::model::graph::build::{
     float_tensor, group_score, int_attr, log_sum_exp, node, opset, tensor_value_info,
 };
-use super::{serialize, FinalLayer, GraphError};
+use crate::model::graph::{serialize, FinalLayer, GraphError};
 
 /// A copy of the model that also outputs the feature tensor and, when given,
 /// the base's logits (float).

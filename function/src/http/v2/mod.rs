@@ -195,7 +195,7 @@ async fn infer_with(
     let request = request::parse(&headers, &bytes, &ready.classifier, state.limits.max_batch)?;
     drop(bytes);
     let (predictions, timings) =
-        pipeline::run(&ready, request.payload, &state.limits, started, read).await?;
+        pipeline::run(&ready, request.payload, &state.limits, false, started, read).await?;
     let res = response::respond(
         &ready.classifier,
         request.id,

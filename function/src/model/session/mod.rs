@@ -64,6 +64,8 @@ pub(crate) struct Metadata {
     pub(crate) output: Option<String>,
     pub(crate) name: Option<String>,
     pub(crate) rejection: Option<String>,
+    /// What the explanation branch explains (see [`crate::model::explain`]).
+    pub(crate) explanation: Option<String>,
 }
 
 /// A built session and what it says about itself.
@@ -132,6 +134,7 @@ pub(crate) fn open(
         output: meta.custom(contract::KEY_OUTPUT),
         name: meta.custom(contract::KEY_NAME),
         rejection: meta.custom(contract::KEY_REJECTION),
+        explanation: meta.custom(crate::model::explain::METADATA_KEY),
     };
     drop(meta);
     Ok(Opened {

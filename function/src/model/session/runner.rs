@@ -49,6 +49,8 @@ impl Drop for InFlight {
 /// inside one run; `run` needs `&mut`).
 pub(crate) struct Runner {
     session: Mutex<Session>,
+    /// The image input's name (runs that ask for an explanation feed it by name).
+    input: String,
     pre: Preprocessor,
     /// Fixed batch size of the graph (the zoo VGG16 takes exactly 1), if any.
     fixed_batch: Option<usize>,
@@ -59,7 +61,7 @@ impl Runner {
     pub(crate) fn new(
         session: Session,
         spec: Preprocessing,
-        input_shape: &[i64],
+        (input, input_shape): (&str, &[i64]),
     ) -> Result<Self, ModelError> {
         let layout = resolve_layout(&spec, input_shape)?;
         let (h_dim, w_dim) = match layout {
@@ -81,6 +83,7 @@ impl Runner {
         }
         Ok(Self {
             session: Mutex::new(session),
+            input: input.to_string(),
             pre: Preprocessor::new(spec, layout),
             fixed_batch: usize::try_from(input_shape[0]).ok().filter(|n| *n > 0),
         })
@@ -101,6 +104,17 @@ impl Runner {
     pub(crate) fn run<T, R: TensorRow>(
         &self,
         pictures: &[R],
+        read: impl FnMut(&SessionOutputs<'_>, usize) -> Result<Vec<T>, ModelError>,
+    ) -> Result<(Vec<T>, InferTimings), ModelError> {
+        self.run_asking(pictures, false, read)
+    }
+
+    /// [`Runner::run`], feeding the explanation flag (`explain`: the graph's
+    /// explanation branch runs too; see [`crate::model::explain`]).
+    pub(crate) fn run_asking<T, R: TensorRow>(
+        &self,
+        pictures: &[R],
+        explain: bool,
         mut read: impl FnMut(&SessionOutputs<'_>, usize) -> Result<Vec<T>, ModelError>,
     ) -> Result<(Vec<T>, InferTimings), ModelError> {
         let chunk = self.fixed_batch.unwrap_or(pictures.len().max(1));
@@ -123,7 +137,17 @@ impl Runner {
             let t1 = Instant::now();
             let tensor = TensorRef::from_array_view((shape, &data[..])).map_err(inference_err)?;
             let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
-            let outputs = session.run(ort::inputs![tensor]).map_err(inference_err)?;
+            let outputs = if explain {
+                let flag =
+                    ort::value::Tensor::from_array(((), vec![true])).map_err(inference_err)?;
+                session.run(ort::inputs![
+                    self.input.as_str() => tensor,
+                    crate::model::explain::FLAG => flag,
+                ])
+            } else {
+                session.run(ort::inputs![tensor])
+            }
+            .map_err(inference_err)?;
             let got = read(&outputs, group.len())?;
             if got.len() != group.len() {
                 return Err(ModelError::Inference(format!(

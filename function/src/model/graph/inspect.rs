@@ -23,7 +23,7 @@ pub struct FinalLayer {
     pub(crate) op: String,
 }
 
-pub(super) fn initializer<'a>(model: &'a ModelProto, name: &str) -> Option<&'a TensorProto> {
+pub(crate) fn initializer<'a>(model: &'a ModelProto, name: &str) -> Option<&'a TensorProto> {
     model.graph.initializer.iter().find(|t| t.name == name)
 }
 

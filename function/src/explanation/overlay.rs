@@ -1,0 +1,108 @@
+//! The grid drawn over the picture: a small copy of it, each pixel tinted
+//! by the grid's value there (bilinear), as a PNG.
+
+use base64::Engine;
+use image::{Rgb, RgbImage};
+
+use super::grid::Grid;
+
+/// The longest side of the picture an overlay is drawn on.
+pub(crate) const OVERLAY_SIDE: u32 = 384;
+
+/// How strongly the hottest regions are tinted.
+const OPACITY: f32 = 0.6;
+
+/// A copy of `picture` at most [`OVERLAY_SIDE`] pixels a side.
+pub(crate) fn thumbnail(picture: &RgbImage) -> RgbImage {
+    let (w, h) = picture.dimensions();
+    let longest = w.max(h).max(1);
+    if longest <= OVERLAY_SIDE {
+        return picture.clone();
+    }
+    let scale = f64::from(OVERLAY_SIDE) / f64::from(longest);
+    let nw = ((f64::from(w) * scale).round() as u32).max(1);
+    let nh = ((f64::from(h) * scale).round() as u32).max(1);
+    image::imageops::thumbnail(picture, nw, nh)
+}
+
+/// `picture` with `grid` over it (stretched to cover all of it).
+pub(crate) fn draw(picture: &RgbImage, grid: &Grid) -> RgbImage {
+    let (w, h) = picture.dimensions();
+    let mut out = picture.clone();
+    for (x, y, px) in out.enumerate_pixels_mut() {
+        let u = ((f64::from(x) + 0.5) / f64::from(w) * grid.cols as f64 - 0.5)
+            .clamp(0.0, (grid.cols - 1) as f64);
+        let v = ((f64::from(y) + 0.5) / f64::from(h) * grid.rows as f64 - 0.5)
+            .clamp(0.0, (grid.rows - 1) as f64);
+        let heat = sample(grid, u, v);
+        let tint = colour(heat);
+        let a = OPACITY * heat;
+        for c in 0..3 {
+            px[c] = (f32::from(px[c]) * (1.0 - a) + f32::from(tint[c]) * a).round() as u8;
+        }
+    }
+    out
+}
+
+/// The overlay as a base64 PNG.
+pub(crate) fn png_base64(picture: &RgbImage, grid: &Grid) -> String {
+    let drawn = draw(picture, grid);
+    let mut png = Vec::new();
+    // Encoding an in-memory RGB picture to PNG cannot fail short of memory.
+    let encoded = drawn.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png);
+    if let Err(error) = encoded {
+        tracing::warn!(%error, "could not encode the explanation overlay");
+        return String::new();
+    }
+    base64::engine::general_purpose::STANDARD.encode(png)
+}
+
+fn sample(grid: &Grid, u: f64, v: f64) -> f32 {
+    let (c0, r0) = (u.floor() as usize, v.floor() as usize);
+    let (c1, r1) = ((c0 + 1).min(grid.cols - 1), (r0 + 1).min(grid.rows - 1));
+    let (fu, fv) = ((u - c0 as f64) as f32, (v - r0 as f64) as f32);
+    let top = grid.at(r0, c0) * (1.0 - fu) + grid.at(r0, c1) * fu;
+    let bottom = grid.at(r1, c0) * (1.0 - fu) + grid.at(r1, c1) * fu;
+    top * (1.0 - fv) + bottom * fv
+}
+
+/// Dark blue (nothing) through red to yellow (most).
+fn colour(heat: f32) -> Rgb<u8> {
+    const STOPS: [(f32, [f32; 3]); 4] = [
+        (0.0, [20.0, 20.0, 120.0]),
+        (0.4, [200.0, 30.0, 60.0]),
+        (0.75, [250.0, 140.0, 20.0]),
+        (1.0, [255.0, 240.0, 60.0]),
+    ];
+    let heat = heat.clamp(0.0, 1.0);
+    let i = STOPS.iter().rposition(|(at, _)| *at <= heat).unwrap_or(0);
+    let (a, ca) = STOPS[i];
+    let (b, cb) = STOPS[(i + 1).min(STOPS.len() - 1)];
+    let t = if b > a { (heat - a) / (b - a) } else { 0.0 };
+    Rgb([0, 1, 2].map(|c| (ca[c] + (cb[c] - ca[c]) * t).round() as u8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hot_half_is_tinted_and_the_cold_half_is_not() {
+        let picture = RgbImage::from_pixel(40, 20, Rgb([128, 128, 128]));
+        let grid = Grid {
+            rows: 1,
+            cols: 2,
+            values: vec![0.0, 1.0],
+        };
+        let drawn = draw(&picture, &grid);
+        assert_eq!(drawn.get_pixel(0, 10), &Rgb([128, 128, 128]));
+        let hot = drawn.get_pixel(39, 10);
+        assert!(hot[0] > 180 && hot[2] < 120, "{hot:?}");
+    }
+
+    #[test]
+    fn big_pictures_are_drawn_small() {
+        let t = thumbnail(&RgbImage::new(1000, 500));
+        assert_eq!(t.dimensions(), (OVERLAY_SIDE, OVERLAY_SIDE / 2));
+    }
+}

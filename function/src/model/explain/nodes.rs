@@ -1,0 +1,163 @@
+//! Writing the explanation branch's nodes: fresh tensor names, constants,
+//! and the operators whose form changed between opsets (reductions).
+
+use onnx_protobuf::attribute_proto::AttributeType;
+use onnx_protobuf::tensor_proto::DataType;
+use onnx_protobuf::{AttributeProto, NodeProto, TensorProto};
+
+use crate::model::graph::build::{float_tensor, int64_tensor};
+
+/// How a feature map is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MapLayout {
+    Nchw,
+    Nhwc,
+}
+
+/// Prefix of every tensor and node the branch adds.
+pub(crate) const PREFIX: &str = "catdog.explain";
+
+/// The nodes and constants of a subgraph being written.
+pub(crate) struct Nodes {
+    pub(crate) opset: i64,
+    pub(crate) nodes: Vec<NodeProto>,
+    pub(crate) constants: Vec<TensorProto>,
+    next: usize,
+}
+
+impl Nodes {
+    pub(crate) fn new(opset: i64) -> Self {
+        Self {
+            opset,
+            nodes: Vec::new(),
+            constants: Vec::new(),
+            next: 0,
+        }
+    }
+
+    fn fresh(&mut self, what: &str) -> String {
+        self.next += 1;
+        format!("{PREFIX}.{}{}", what.to_lowercase(), self.next)
+    }
+
+    /// Adds `op(inputs)` with one output; returns the output's name.
+    pub(crate) fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+        let out = self.fresh(op);
+        self.op_into(op, inputs, &[&out], attrs);
+        out
+    }
+
+    /// Adds `op(inputs)` writing the named outputs.
+    pub(crate) fn op_into(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attrs: Vec<AttributeProto>,
+    ) {
+        let mut n = NodeProto::new();
+        n.op_type = op.to_string();
+        n.name = format!("{}.node", outputs[0]);
+        n.input = inputs.iter().map(|s| s.to_string()).collect();
+        n.output = outputs.iter().map(|s| s.to_string()).collect();
+        n.attribute = attrs;
+        self.nodes.push(n);
+    }
+
+    /// A float constant of the given shape.
+    pub(crate) fn constant(&mut self, dims: &[i64], values: &[f32]) -> String {
+        let name = self.fresh("const");
+        self.constants.push(float_tensor(&name, dims, values));
+        name
+    }
+
+    pub(crate) fn scalar(&mut self, v: f32) -> String {
+        self.constant(&[], &[v])
+    }
+
+    pub(crate) fn int64s(&mut self, values: &[i64]) -> String {
+        let name = self.fresh("const");
+        self.constants.push(int64_tensor(&name, values));
+        name
+    }
+
+    /// `MaxPool` of `map` with the given attributes, for its second output:
+    /// where each window's maximum is.
+    pub(crate) fn max_pool_indices(&mut self, map: &str, attrs: Vec<AttributeProto>) -> String {
+        let pooled = self.fresh("maxpool");
+        let indices = self.fresh("indices");
+        self.op_into("MaxPool", &[map], &[&pooled, &indices], attrs);
+        indices
+    }
+
+    /// The number of cells of a feature map (`H·W`), as a float scalar.
+    pub(crate) fn spatial_cells(&mut self, map: &str, layout: MapLayout) -> String {
+        let shape = self.op("Shape", &[map], vec![]);
+        let axes = match layout {
+            MapLayout::Nchw => [2, 3],
+            MapLayout::Nhwc => [1, 2],
+        };
+        let axes = self.int64s(&axes);
+        let dims = self.op("Gather", &[&shape, &axes], vec![]);
+        // Every axis, kept: the same form in every opset.
+        let cells = self.op("ReduceProd", &[&dims], vec![Self::int_attr("keepdims", 0)]);
+        self.op(
+            "Cast",
+            &[&cells],
+            vec![Self::int_attr("to", DataType::FLOAT as i64)],
+        )
+    }
+
+    /// A feature map's shape with its spatial axes 1 (what its global
+    /// average pooling keeps).
+    pub(crate) fn pooled_shape(&mut self, map: &str, layout: MapLayout) -> String {
+        let shape = self.op("Shape", &[map], vec![]);
+        let (keep, ones) = match layout {
+            MapLayout::Nchw => ([1, 1, 0, 0], [0, 0, 1, 1]),
+            MapLayout::Nhwc => ([1, 0, 0, 1], [0, 1, 1, 0]),
+        };
+        let keep = self.int64s(&keep);
+        let ones = self.int64s(&ones);
+        let kept = self.op("Mul", &[&shape, &keep], vec![]);
+        self.op("Add", &[&kept, &ones], vec![])
+    }
+
+    /// `ReduceSum` over `axes`: an attribute before opset 13, an input since.
+    pub(crate) fn reduce_sum(&mut self, input: &str, axes: &[i64], keep: bool) -> String {
+        let keepdims = Self::int_attr("keepdims", i64::from(keep));
+        if self.opset >= 13 {
+            let axes = self.int64s(axes);
+            self.op("ReduceSum", &[input, &axes], vec![keepdims])
+        } else {
+            self.op(
+                "ReduceSum",
+                &[input],
+                vec![Self::ints_attr("axes", axes), keepdims],
+            )
+        }
+    }
+
+    pub(crate) fn int_attr(name: &str, v: i64) -> AttributeProto {
+        let mut a = AttributeProto::new();
+        a.name = name.to_string();
+        a.type_ = protobuf::EnumOrUnknown::new(AttributeType::INT);
+        a.i = v;
+        a
+    }
+
+    pub(crate) fn float_attr(name: &str, v: f32) -> AttributeProto {
+        let mut a = AttributeProto::new();
+        a.name = name.to_string();
+        a.type_ = protobuf::EnumOrUnknown::new(AttributeType::FLOAT);
+        a.f = v;
+        a
+    }
+
+    pub(crate) fn ints_attr(name: &str, v: &[i64]) -> AttributeProto {
+        let mut a = AttributeProto::new();
+        a.name = name.to_string();
+        a.type_ = protobuf::EnumOrUnknown::new(AttributeType::INTS);
+        a.ints = v.to_vec();
+        a
+    }
+}

@@ -1,0 +1,98 @@
+//! Plans for the branch of a model catdog did not write: a classifier with
+//! its own labels (its final layer's columns are the labels' scores) or a
+//! stock ImageNet model (cat and dog are groups of its classes).
+
+use onnx_protobuf::ModelProto;
+
+use super::score::{Grouped, Layer, ScoreLayers, Targets};
+use super::tail::Weight;
+use super::{ExplainGraphError, Plan};
+use crate::model::graph::{find_head, logits_tensor, FinalLayer};
+
+/// What the answers of a model are, as its contract says.
+pub(crate) enum Answers<'a> {
+    /// Its own labels, in output order, and the rejecting one if any.
+    Labels {
+        labels: &'a [String],
+        rejecting: Option<&'a str>,
+    },
+    /// A 1000-class ImageNet model: cat and dog are these groups of classes.
+    ImageNet { cat: &'a [usize], dog: &'a [usize] },
+}
+
+/// The plan for a model whose final layer [`find_head`] finds.
+pub(crate) fn for_model(model: &ModelProto, answers: &Answers) -> Result<Plan, ExplainGraphError> {
+    let unsupported = |why: String| ExplainGraphError::Unsupported(why);
+    let head = find_head(model).map_err(|e| unsupported(e.to_string()))?;
+    let layer = final_layer(model, &head)
+        .ok_or_else(|| unsupported("its final layer's weight is not a plain matrix".into()))?;
+    let scores = logits_tensor(model).ok_or(ExplainGraphError::Empty)?;
+    let width = head.base_classes;
+    let (targets, layers) = match answers {
+        Answers::Labels { labels, rejecting } => {
+            let kept: Vec<usize> = (0..labels.len())
+                .filter(|&i| Some(labels[i].as_str()) != *rejecting)
+                .collect();
+            let targets = Targets {
+                labels: kept.iter().map(|&i| labels[i].clone()).collect(),
+                scores,
+                width,
+                columns: kept.iter().map(|&i| vec![i]).collect(),
+            };
+            let columns = kept.iter().map(|&i| i as i64).collect();
+            let layers = ScoreLayers {
+                trained: Some((layer, columns)),
+                base: None,
+            };
+            (targets, layers)
+        }
+        Answers::ImageNet { cat, dog } => {
+            let groups = vec![cat.to_vec(), dog.to_vec()];
+            let targets = Targets {
+                labels: vec!["cat".into(), "dog".into()],
+                scores: scores.clone(),
+                width,
+                columns: groups.clone(),
+            };
+            let layers = ScoreLayers {
+                trained: None,
+                base: Some(Grouped {
+                    layer,
+                    logits: scores,
+                    classes: width,
+                    groups,
+                }),
+            };
+            (targets, layers)
+        }
+    };
+    Ok(Plan {
+        features: head.feature.clone(),
+        targets,
+        layers,
+    })
+}
+
+/// The final layer's weight as the graph stores it.
+pub(crate) fn final_layer(model: &ModelProto, head: &FinalLayer) -> Option<Layer> {
+    let graph = model.graph.as_ref()?;
+    let node = graph.node.get(*head.nodes.last()?)?;
+    match node.op_type.as_str() {
+        "Gemm" | "MatMul" => Some(Layer {
+            weight: Weight::Float(node.input.get(1)?.clone()),
+            transposed: node
+                .attribute
+                .iter()
+                .any(|a| a.name == "transB" && a.i == 1),
+        }),
+        "QLinearMatMul" => Some(Layer {
+            weight: Weight::Int8 {
+                values: node.input.get(3)?.clone(),
+                scale: node.input.get(4)?.clone(),
+                zero: node.input.get(5)?.clone(),
+            },
+            transposed: false,
+        }),
+        _ => None,
+    }
+}

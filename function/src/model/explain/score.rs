@@ -1,0 +1,161 @@
+//! Which label the branch explains, and the gradient of that label's score
+//! with respect to the features.
+//!
+//! A label's score is its logit: the trained layer's column, plus, for
+//! heads that start from the base's answer (and for ImageNet's cat and dog
+//! groups), the log-sum-exp of the base's logits over the label's group of
+//! base classes. Both are linear in the features up to that log-sum-exp, so
+//! the gradient is the trained column plus the base's weights averaged by
+//! the softmax within the group: no general differentiation is needed.
+
+use super::nodes::Nodes;
+use super::tail::Weight;
+
+/// The labels a branch can explain and how they are ranked.
+#[derive(Debug, Clone)]
+pub(crate) struct Targets {
+    /// Each target's label (the rejecting label is never one).
+    pub(crate) labels: Vec<String>,
+    /// `[N, K]` scores whose softmax gives the model's probabilities (the
+    /// logits, or the output when it has no Softmax of its own; either
+    /// ranks the targets as the answer does).
+    pub(crate) scores: String,
+    /// `K`.
+    pub(crate) width: usize,
+    /// Per target, the columns of `scores` whose probabilities it sums.
+    pub(crate) columns: Vec<Vec<usize>>,
+}
+
+impl Targets {
+    /// Refuses targets the scores cannot hold (labels that do not match
+    /// the model's outputs, which loading then reports on its own).
+    pub(crate) fn check(&self) -> Result<(), super::ExplainGraphError> {
+        let fits = self.columns.iter().flatten().all(|&c| c < self.width);
+        if self.labels.is_empty() || self.labels.len() != self.columns.len() || !fits {
+            return Err(super::ExplainGraphError::Unsupported(format!(
+                "{} labels for {} outputs",
+                self.labels.len(),
+                self.width
+            )));
+        }
+        Ok(())
+    }
+
+    /// The target explained per picture (`[N]`, int64): the most likely
+    /// target, the first on ties, as the answer's rule chooses.
+    pub(crate) fn choose(&self, n: &mut Nodes) -> String {
+        let probabilities = n.op("Softmax", &[&self.scores], vec![Nodes::int_attr("axis", 1)]);
+        let count = self.labels.len();
+        let mut sums = vec![0f32; self.width * count];
+        for (t, columns) in self.columns.iter().enumerate() {
+            for &c in columns {
+                sums[c * count + t] = 1.0;
+            }
+        }
+        let sums = n.constant(&[self.width as i64, count as i64], &sums);
+        let per_target = n.op("MatMul", &[&probabilities, &sums], vec![]);
+        n.op(
+            "ArgMax",
+            &[&per_target],
+            vec![Nodes::int_attr("axis", 1), Nodes::int_attr("keepdims", 0)],
+        )
+    }
+}
+
+/// A dense layer of the head.
+#[derive(Debug, Clone)]
+pub(crate) struct Layer {
+    pub(crate) weight: Weight,
+    /// Stored `[classes, features]` (Gemm's `transB`), else `[features, classes]`.
+    pub(crate) transposed: bool,
+}
+
+/// What a target's score is made of.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ScoreLayers {
+    /// A layer trained for the targets, and each target's column of it.
+    pub(crate) trained: Option<(Layer, Vec<i64>)>,
+    /// The base's final layer, its logits (`[N, classes]`) and each
+    /// target's group of its classes, whose log-sum-exp is part of the score.
+    pub(crate) base: Option<Grouped>,
+}
+
+/// The base's layer and the groups of its classes.
+#[derive(Debug, Clone)]
+pub(crate) struct Grouped {
+    pub(crate) layer: Layer,
+    pub(crate) logits: String,
+    pub(crate) classes: usize,
+    pub(crate) groups: Vec<Vec<usize>>,
+}
+
+/// A log-probability that counts as impossible inside a softmax.
+const EXCLUDED: f32 = -1e30;
+
+impl ScoreLayers {
+    /// `[N, F]`: per picture, the chosen target's score gradient; `None`
+    /// when there is no layer to take it from.
+    pub(crate) fn gradient(&self, n: &mut Nodes, chosen: &str) -> Option<String> {
+        let trained = self.trained.as_ref().map(|(layer, columns)| {
+            let columns = n.int64s(columns);
+            let column = n.op(
+                "Gather",
+                &[&columns, chosen],
+                vec![Nodes::int_attr("axis", 0)],
+            );
+            rows_of(n, layer, &column)
+        });
+        let base = self.base.as_ref().map(|grouped| {
+            let count = grouped.groups.len();
+            let mut masks = vec![EXCLUDED; count * grouped.classes];
+            for (t, group) in grouped.groups.iter().enumerate() {
+                for &c in group {
+                    masks[t * grouped.classes + c] = 0.0;
+                }
+            }
+            let masks = n.constant(&[count as i64, grouped.classes as i64], &masks);
+            let mask = n.op(
+                "Gather",
+                &[&masks, chosen],
+                vec![Nodes::int_attr("axis", 0)],
+            );
+            let within = n.op("Add", &[&grouped.logits, &mask], vec![]);
+            let shares = n.op("Softmax", &[&within], vec![Nodes::int_attr("axis", 1)]);
+            let weight = grouped.layer.weight.float(n);
+            // shares [N, classes] · Wᵀ: W is [features, classes] unless transposed.
+            let trans_b = i64::from(!grouped.layer.transposed);
+            n.op(
+                "Gemm",
+                &[&shares, &weight],
+                vec![Nodes::int_attr("transB", trans_b)],
+            )
+        });
+        match (trained, base) {
+            (Some(a), Some(b)) => Some(n.op("Add", &[&a, &b], vec![])),
+            (one, other) => one.or(other),
+        }
+    }
+}
+
+/// `[N, F]`: the layer's weights of each picture's `column` (`[N]`).
+fn rows_of(n: &mut Nodes, layer: &Layer, column: &str) -> String {
+    let weight = layer.weight.float(n);
+    if layer.transposed {
+        n.op(
+            "Gather",
+            &[&weight, column],
+            vec![Nodes::int_attr("axis", 0)],
+        )
+    } else {
+        let picked = n.op(
+            "Gather",
+            &[&weight, column],
+            vec![Nodes::int_attr("axis", 1)],
+        );
+        n.op(
+            "Transpose",
+            &[&picked],
+            vec![Nodes::ints_attr("perm", &[1, 0])],
+        )
+    }
+}

@@ -1,0 +1,441 @@
+//! The way back from a classifier's feature vector to its last feature map:
+//! the chain of layers between them (flatten, dense layers and their ReLUs,
+//! the pooling), read off the graph, and its backward pass written as ONNX
+//! nodes. Only layers whose gradient is exact and cheap are followed; any
+//! other layer means the model's shape is unknown here (the caller then
+//! explains by occlusion).
+
+use onnx_protobuf::tensor_proto::DataType;
+use onnx_protobuf::{GraphProto, ModelProto, NodeProto};
+
+use super::nodes::{MapLayout, Nodes};
+use super::ExplainGraphError;
+use crate::model::graph::inspect::initializer;
+
+/// The most weights of an int8 dense layer dequantized for one explanation
+/// (VGG16's fc2 has 16.8 M; fc1's 102.8 M would be 411 MB per explanation,
+/// so such a model is explained by occlusion).
+const MAX_DEQUANTIZED_WEIGHTS: usize = 32 << 20;
+
+/// Layers are followed back this far at most.
+const MAX_STEPS: usize = 48;
+
+/// One layer on the way back, with what its backward pass needs.
+#[derive(Debug, Clone)]
+enum Step {
+    /// The gradient goes through unchanged (Identity, Dropout, a
+    /// quantization boundary, adding a constant).
+    Same,
+    /// Flatten/Reshape/Squeeze/Unsqueeze: the gradient takes the input's shape.
+    Reshape {
+        input: String,
+    },
+    Transpose {
+        perm: Vec<i64>,
+    },
+    /// ReLU: the gradient where the output is positive.
+    Relu {
+        output: String,
+    },
+    /// `y = alpha · x · W` (W as stored, `[in, out]`, or `[out, in]` when
+    /// `transposed`): `g_x = alpha · g · Wᵀ`.
+    Dense {
+        weight: Weight,
+        transposed: bool,
+        alpha: f32,
+    },
+}
+
+/// A constant weight matrix as the graph stores it.
+#[derive(Debug, Clone)]
+pub(crate) enum Weight {
+    Float(String),
+    /// 8-bit values with a scale and zero point per tensor or per column.
+    Int8 {
+        values: String,
+        scale: String,
+        zero: String,
+    },
+}
+
+impl Weight {
+    /// The weight as floats, in the branch.
+    pub(crate) fn float(&self, n: &mut Nodes) -> String {
+        match self {
+            Weight::Float(name) => name.clone(),
+            Weight::Int8 {
+                values,
+                scale,
+                zero,
+            } => {
+                let to_float = || vec![Nodes::int_attr("to", DataType::FLOAT as i64)];
+                let q = n.op("Cast", &[values], to_float());
+                let z = n.op("Cast", &[zero], to_float());
+                let centred = n.op("Sub", &[&q, &z], vec![]);
+                n.op("Mul", &[&centred, scale], vec![])
+            }
+        }
+    }
+}
+
+/// Where the chain ends: the pooling of the feature map.
+#[derive(Debug, Clone)]
+enum Pool {
+    /// Global average (GlobalAveragePool, QLinearGlobalAveragePool, or a
+    /// ReduceMean over the spatial axes): every cell gets `g / (H·W)`.
+    Average,
+    /// MaxPool: the gradient goes back to each window's maximum (MaxUnpool
+    /// of the same pooling's indices).
+    Max {
+        attributes: Vec<onnx_protobuf::AttributeProto>,
+    },
+}
+
+/// The chain from the feature map to the features.
+#[derive(Debug, Clone)]
+pub(crate) struct Tail {
+    /// The feature map as the graph holds it (maybe 8-bit).
+    map: String,
+    /// Its scale and zero point when it is 8-bit.
+    quant: Option<(String, String)>,
+    layout: MapLayout,
+    pool: Pool,
+    /// From the pooling's output to the features, in forward order.
+    steps: Vec<Step>,
+}
+
+impl Tail {
+    /// Reads the chain back from `features` (the input of the final layer).
+    pub(crate) fn find(model: &ModelProto, features: &str) -> Result<Self, ExplainGraphError> {
+        let graph = model.graph.as_ref().ok_or(ExplainGraphError::Empty)?;
+        let mut steps = Vec::new();
+        let mut cur = features.to_string();
+        for _ in 0..MAX_STEPS {
+            let node = producer(graph, &cur)
+                .ok_or_else(|| ExplainGraphError::Unsupported(format!("no node makes `{cur}`")))?;
+            let (step, next) = match node.op_type.as_str() {
+                "Identity" | "Dropout" | "DequantizeLinear" | "QuantizeLinear" => {
+                    (Step::Same, node.input[0].clone())
+                }
+                "Add" => (Step::Same, data_input(model, node, &[0, 1])?),
+                "QLinearAdd" => (Step::Same, data_input(model, node, &[0, 3])?),
+                "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" => (
+                    Step::Reshape {
+                        input: node.input[0].clone(),
+                    },
+                    node.input[0].clone(),
+                ),
+                "Transpose" => (
+                    Step::Transpose {
+                        perm: ints(node, "perm").ok_or_else(|| {
+                            ExplainGraphError::Unsupported("a Transpose without `perm`".into())
+                        })?,
+                    },
+                    node.input[0].clone(),
+                ),
+                "Relu" => (
+                    Step::Relu {
+                        output: node.output[0].clone(),
+                    },
+                    node.input[0].clone(),
+                ),
+                "Gemm" => (dense_gemm(model, node)?, node.input[0].clone()),
+                "MatMul" => (dense_matmul(model, node)?, node.input[0].clone()),
+                "QLinearMatMul" => (dense_qlinear(model, node)?, node.input[0].clone()),
+                _ => {
+                    let (map, quant, layout, pool) = pooling(model, node)?;
+                    steps.reverse();
+                    return Ok(Self {
+                        map,
+                        quant,
+                        layout,
+                        pool,
+                        steps,
+                    });
+                }
+            };
+            steps.push(step);
+            cur = next;
+        }
+        Err(ExplainGraphError::Unsupported(format!(
+            "no pooling of a feature map within {MAX_STEPS} layers of the features"
+        )))
+    }
+
+    /// Whether the features are the map's global average alone, so the
+    /// explanation is the class activation map itself (CAM), not a gradient
+    /// through dense layers (Grad-CAM).
+    pub(crate) fn is_pooled(&self) -> bool {
+        matches!(self.pool, Pool::Average)
+            && self.steps.iter().all(|s| !matches!(s, Step::Dense { .. }))
+    }
+
+    /// Grad-CAM from `gradient` (of the explained score with respect to
+    /// the features, `[N, F]`): the backward pass to the feature map, the
+    /// channel weights (the gradient's spatial mean), their weighted sum of
+    /// the map's channels and its positive part. Returns the `[N, H, W]` map.
+    pub(crate) fn grad_cam(&self, n: &mut Nodes, gradient: &str) -> String {
+        let mut g = gradient.to_string();
+        for step in self.steps.iter().rev() {
+            g = backward(n, step, &g);
+        }
+        let map = match &self.quant {
+            Some((scale, zero)) => n.op("DequantizeLinear", &[&self.map, scale, zero], vec![]),
+            None => self.map.clone(),
+        };
+        let (map, weights) = match &self.pool {
+            Pool::Average => {
+                // The pooling's output is `[N, C, 1, 1]` (or `[N, 1, 1, C]`)
+                // and so is `g`: every cell's gradient is `g / (H·W)`, which
+                // is also the cells' mean.
+                // `g` may have dropped the pooled axes (keepdims=0): it
+                // takes the map's shape with those axes 1.
+                let pooled_shape = n.pooled_shape(&map, self.layout);
+                let g = n.op("Reshape", &[&g, &pooled_shape], vec![]);
+                let cells = n.spatial_cells(&map, self.layout);
+                let weights = n.op("Div", &[&g, &cells], vec![]);
+                (map, weights)
+            }
+            Pool::Max { attributes } => {
+                let shape = n.op("Shape", &[&map], vec![]);
+                let indices = n.max_pool_indices(&map, attributes.clone());
+                let mut unpool_attrs: Vec<_> = attributes
+                    .iter()
+                    .filter(|a| ["kernel_shape", "strides", "pads"].contains(&a.name.as_str()))
+                    .cloned()
+                    .collect();
+                unpool_attrs.sort_by(|a, b| a.name.cmp(&b.name));
+                let cells_gradient = n.op("MaxUnpool", &[&g, &indices, &shape], unpool_attrs);
+                let weights = n.op("GlobalAveragePool", &[&cells_gradient], vec![]);
+                (map, weights)
+            }
+        };
+        let (map, weights) = match self.layout {
+            MapLayout::Nchw => (map, weights),
+            MapLayout::Nhwc => {
+                let to_nchw = || vec![Nodes::ints_attr("perm", &[0, 3, 1, 2])];
+                (
+                    n.op("Transpose", &[&map], to_nchw()),
+                    n.op("Transpose", &[&weights], to_nchw()),
+                )
+            }
+        };
+        let weighted = n.op("Mul", &[&map, &weights], vec![]);
+        let summed = n.reduce_sum(&weighted, &[1], false);
+        n.op("Relu", &[&summed], vec![])
+    }
+}
+
+/// The node that makes `tensor`.
+fn producer<'a>(graph: &'a GraphProto, tensor: &str) -> Option<&'a NodeProto> {
+    graph
+        .node
+        .iter()
+        .find(|n| n.output.iter().any(|o| o == tensor))
+}
+
+/// Of a node adding a constant, the input that is not one.
+fn data_input(
+    model: &ModelProto,
+    node: &NodeProto,
+    operands: &[usize; 2],
+) -> Result<String, ExplainGraphError> {
+    let is_const = |i: usize| {
+        node.input
+            .get(i)
+            .is_some_and(|t| initializer(model, t).is_some())
+    };
+    match (is_const(operands[0]), is_const(operands[1])) {
+        (false, true) => Ok(node.input[operands[0]].clone()),
+        (true, false) => Ok(node.input[operands[1]].clone()),
+        _ => Err(ExplainGraphError::Unsupported(format!(
+            "an {} of two computed tensors (a residual connection)",
+            node.op_type
+        ))),
+    }
+}
+
+fn int_attr(node: &NodeProto, name: &str) -> Option<i64> {
+    node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
+}
+
+fn ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    node.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map(|a| a.ints.clone())
+}
+
+fn dense_gemm(model: &ModelProto, node: &NodeProto) -> Result<Step, ExplainGraphError> {
+    if int_attr(node, "transA").unwrap_or(0) != 0 || initializer(model, &node.input[1]).is_none() {
+        return Err(ExplainGraphError::Unsupported(
+            "a Gemm whose weight is not a constant".into(),
+        ));
+    }
+    let alpha = node
+        .attribute
+        .iter()
+        .find(|a| a.name == "alpha")
+        .map_or(1.0, |a| a.f);
+    Ok(Step::Dense {
+        weight: Weight::Float(node.input[1].clone()),
+        transposed: int_attr(node, "transB").unwrap_or(0) == 1,
+        alpha,
+    })
+}
+
+fn dense_matmul(model: &ModelProto, node: &NodeProto) -> Result<Step, ExplainGraphError> {
+    match initializer(model, &node.input[1]) {
+        Some(w) if w.dims.len() == 2 => Ok(Step::Dense {
+            weight: Weight::Float(node.input[1].clone()),
+            transposed: false,
+            alpha: 1.0,
+        }),
+        _ => Err(ExplainGraphError::Unsupported(
+            "a MatMul whose weight is not a constant matrix".into(),
+        )),
+    }
+}
+
+/// An int8 dense layer: its weight is dequantized in the branch (per
+/// tensor or per output column), only when an explanation is asked for.
+fn dense_qlinear(model: &ModelProto, node: &NodeProto) -> Result<Step, ExplainGraphError> {
+    let unsupported =
+        |why: &str| ExplainGraphError::Unsupported(format!("an int8 dense layer {why}"));
+    let weight = initializer(model, &node.input[3])
+        .ok_or_else(|| unsupported("whose weight is not a constant"))?;
+    let [rows, cols] = weight.dims[..] else {
+        return Err(unsupported("whose weight is not a matrix"));
+    };
+    let count = (rows * cols) as usize;
+    if count > MAX_DEQUANTIZED_WEIGHTS {
+        return Err(unsupported(&format!(
+            "of {rows}×{cols} weights (over {MAX_DEQUANTIZED_WEIGHTS} to dequantize per explanation)"
+        )));
+    }
+    Ok(Step::Dense {
+        weight: Weight::Int8 {
+            values: node.input[3].clone(),
+            scale: node.input[4].clone(),
+            zero: node.input[5].clone(),
+        },
+        transposed: false,
+        alpha: 1.0,
+    })
+}
+
+/// The pooling that ends the chain: the feature map, its quantization and
+/// layout, and how the gradient spreads over its cells.
+#[allow(clippy::type_complexity)]
+fn pooling(
+    model: &ModelProto,
+    node: &NodeProto,
+) -> Result<(String, Option<(String, String)>, MapLayout, Pool), ExplainGraphError> {
+    let input = node.input[0].clone();
+    match node.op_type.as_str() {
+        "GlobalAveragePool" => Ok((input, None, MapLayout::Nchw, Pool::Average)),
+        "QLinearGlobalAveragePool" => {
+            let layout = if int_attr(node, "channels_last").unwrap_or(0) == 1 {
+                MapLayout::Nhwc
+            } else {
+                MapLayout::Nchw
+            };
+            let quant = Some((node.input[1].clone(), node.input[2].clone()));
+            Ok((input, quant, layout, Pool::Average))
+        }
+        "ReduceMean" => {
+            let axes = ints(node, "axes")
+                .filter(|a| !a.is_empty())
+                .or_else(|| {
+                    let t = initializer(model, node.input.get(1)?)?;
+                    Some(
+                        t.raw_data
+                            .chunks_exact(8)
+                            .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                            .chain(t.int64_data.iter().copied())
+                            .collect(),
+                    )
+                })
+                .unwrap_or_default();
+            let mut sorted = axes.clone();
+            sorted.sort_unstable();
+            match sorted.as_slice() {
+                [2, 3] => Ok((input, None, MapLayout::Nchw, Pool::Average)),
+                [1, 2] => Ok((input, None, MapLayout::Nhwc, Pool::Average)),
+                _ => Err(ExplainGraphError::Unsupported(format!(
+                    "a ReduceMean over axes {axes:?}, not a feature map's spatial axes"
+                ))),
+            }
+        }
+        "MaxPool" => {
+            let dilated = ints(node, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1));
+            let ceil = int_attr(node, "ceil_mode").unwrap_or(0) != 0;
+            let auto_pad = node
+                .attribute
+                .iter()
+                .find(|a| a.name == "auto_pad")
+                .map(|a| String::from_utf8_lossy(&a.s).to_string())
+                .filter(|p| p != "NOTSET");
+            if dilated || ceil || auto_pad.is_some() || node.output.len() > 1 {
+                return Err(ExplainGraphError::Unsupported(
+                    "a MaxPool with dilations, ceil_mode or auto_pad".into(),
+                ));
+            }
+            let attributes = node
+                .attribute
+                .iter()
+                .filter(|a| ["kernel_shape", "strides", "pads"].contains(&a.name.as_str()))
+                .cloned()
+                .collect();
+            Ok((input, None, MapLayout::Nchw, Pool::Max { attributes }))
+        }
+        other => Err(ExplainGraphError::Unsupported(format!(
+            "a {other} between the feature map and the features"
+        ))),
+    }
+}
+
+/// One layer's backward pass: the gradient of its input from its output's.
+fn backward(n: &mut Nodes, step: &Step, g: &str) -> String {
+    match step {
+        Step::Same => g.to_string(),
+        Step::Reshape { input } => {
+            let shape = n.op("Shape", &[input], vec![]);
+            n.op("Reshape", &[g, &shape], vec![])
+        }
+        Step::Transpose { perm } => {
+            let mut inverse = vec![0i64; perm.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                inverse[p as usize] = i as i64;
+            }
+            n.op("Transpose", &[g], vec![Nodes::ints_attr("perm", &inverse)])
+        }
+        Step::Relu { output } => {
+            let zero = n.scalar(0.0);
+            let positive = n.op("Greater", &[output, &zero], vec![]);
+            let mask = n.op(
+                "Cast",
+                &[&positive],
+                vec![Nodes::int_attr("to", DataType::FLOAT as i64)],
+            );
+            n.op("Mul", &[g, &mask], vec![])
+        }
+        Step::Dense {
+            weight,
+            transposed,
+            alpha,
+        } => {
+            // y = x·W (W [in, out]) → g·Wᵀ; y = x·Wᵀ (W [out, in]) → g·W.
+            let trans_b = i64::from(!*transposed);
+            let weight = weight.float(n);
+            n.op(
+                "Gemm",
+                &[g, &weight],
+                vec![
+                    Nodes::float_attr("alpha", *alpha),
+                    Nodes::int_attr("transB", trans_b),
+                ],
+            )
+        }
+    }
+}

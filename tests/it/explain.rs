@@ -1,0 +1,307 @@
+//! `POST /predict?explain=true`: each answer carries why. The grid of a
+//! model explained in its own graph equals what TensorFlow's GradientTape
+//! computes for the same model and pixels (Grad-CAM for a VGG-like model,
+//! CAM for a pooled one) within 1e-4; a pet pasted into one quadrant of a
+//! collage of other things is where the shared MobileNetV2's explanation
+//! is strongest; the overlay is a PNG of the picture; a bad `explain` value
+//! or an unknown parameter is a 400 naming it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine;
+use serde_json::Value;
+
+use crate::support::*;
+
+async fn explain(base: &str, picture: Vec<u8>, ctype: &str) -> Value {
+    let res = reqwest::Client::new()
+        .post(format!("{base}/predict?explain=true"))
+        .header("content-type", ctype)
+        .body(picture)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// The grid's values, row by row, after checking it is a rectangle of
+/// values in [0, 1].
+fn grid_of(explanation: &Value) -> Vec<Vec<f64>> {
+    let rows: Vec<Vec<f64>> = explanation["grid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r.len() == rows[0].len()), "ragged grid");
+    assert!(rows.iter().flatten().all(|v| (0.0..=1.0).contains(v)));
+    rows
+}
+
+/// The overlay decodes as a PNG of the picture's shape (at most 384 a side).
+fn overlay_size(explanation: &Value) -> (u32, u32) {
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(explanation["overlay_png"].as_str().unwrap())
+        .unwrap();
+    let img = image::load_from_memory_with_format(&png, image::ImageFormat::Png).unwrap();
+    (img.width(), img.height())
+}
+
+fn keras_python() -> PathBuf {
+    std::env::var_os("CATDOG_KERAS_PYTHON")
+        .map(PathBuf::from)
+        .expect("CATDOG_KERAS_PYTHON is not set: run the tests with `make test` (it installs TensorFlow + tf2onnx)")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_graph_explanations_equal_tensorflow_grad_cam_and_cam() {
+    let Some(data) = shared_data("in_graph_explanations_equal_tensorflow_grad_cam_and_cam") else {
+        return;
+    };
+    let python = keras_python();
+    let dir = std::env::temp_dir().join(format!("catdog-explain-{}", std::process::id()));
+    let photos = [
+        data.join("catsdogs/test/cat/cat.001.jpg"),
+        data.join("catsdogs/test/dog/dog.001.jpg"),
+        data.join("neither/n01704323_triceratops.JPEG"),
+    ];
+    succeed(
+        Command::new(&python)
+            .arg(workspace().join("tests/fixtures/explain_reference.py"))
+            .arg(&dir)
+            .args(&photos),
+    );
+    let reference: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
+    for (kind, method) in [("vgg", "grad-cam"), ("pooled", "cam")] {
+        let onnx = dir.join(format!("{kind}.onnx"));
+        succeed(
+            Command::new(&python)
+                .arg(workspace().join("models/keras_to_onnx.py"))
+                .arg(dir.join(format!("{kind}.h5")))
+                .arg(&onnx)
+                .args(["--labels", r#"["cat","dog"]"#]),
+        );
+        let (_p, base) = serve(&["--model", onnx.to_str().unwrap()], &[]).await;
+        wait_ready(&base).await;
+        let model: Value = reqwest::get(format!("{base}/model"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(model["explanation"], method, "{kind}: {model}");
+        for (name, want) in reference[kind].as_object().unwrap() {
+            let v = explain(&base, std::fs::read(dir.join(name)).unwrap(), "image/png").await;
+            let e = &v["explanation"];
+            assert_eq!(e["method"], method, "{kind} {name}");
+            assert_eq!(e["label"], want["label"], "{kind} {name}: {}", v["scores"]);
+            assert_eq!(v["label"], want["label"], "{kind} {name}");
+            let ours = grid_of(e);
+            let theirs: Vec<Vec<f64>> = serde_json::from_value(want["grid"].clone()).unwrap();
+            assert_eq!(
+                (ours.len(), ours[0].len()),
+                (theirs.len(), theirs[0].len()),
+                "{kind} {name}: grid shape"
+            );
+            let worst = ours
+                .iter()
+                .flatten()
+                .zip(theirs.iter().flatten())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                worst <= 1e-4,
+                "{kind} {name}: grid differs from TensorFlow's by {worst}"
+            );
+            assert!(
+                theirs.iter().flatten().any(|v| *v > 0.0 && *v < 1.0),
+                "{kind} {name}: a map with something to compare"
+            );
+            assert_eq!(overlay_size(e), (224, 224));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A 448×448 collage: `pet` in the quadrant `(qx, qy)`, other things in
+/// the others.
+fn collage(pet: &Path, others: &[PathBuf], quadrant: (u32, u32)) -> Vec<u8> {
+    let mut canvas = image::RgbImage::new(448, 448);
+    let mut others = others.iter();
+    for qy in 0..2 {
+        for qx in 0..2 {
+            let path = if (qx, qy) == quadrant {
+                pet
+            } else {
+                others.next().unwrap()
+            };
+            let tile = image::open(path)
+                .unwrap()
+                .resize_exact(224, 224, image::imageops::FilterType::Triangle)
+                .to_rgb8();
+            image::imageops::replace(&mut canvas, &tile, i64::from(qx) * 224, i64::from(qy) * 224);
+        }
+    }
+    let mut out = std::io::Cursor::new(Vec::new());
+    canvas.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// Which quadrant holds the grid's largest value.
+fn strongest_quadrant(grid: &[Vec<f64>]) -> (u32, u32) {
+    let (rows, cols) = (grid.len(), grid[0].len());
+    let mut best = (0.0, (0, 0));
+    for (r, row) in grid.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            if *v > best.0 {
+                best = (*v, ((c * 2 / cols) as u32, (r * 2 / rows) as u32));
+            }
+        }
+    }
+    best.1
+}
+
+/// The shared MobileNetV2 int8 and a model fine-tuned from it (its
+/// explanation branch written by `catdog finetune`), served.
+fn collage_models(data: &Path) -> Vec<(&'static str, PathBuf)> {
+    let base = data.join("models/mobilenetv2-12-int8.onnx");
+    let dir = std::env::temp_dir().join(format!("catdog-explain-ft-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tuned = dir.join("tuned.onnx");
+    succeed(catdog_command().args([
+        "finetune",
+        "--base",
+        base.to_str().unwrap(),
+        "--preprocessing",
+        "torch",
+        "--data",
+        data.join("catsdogs").to_str().unwrap(),
+        "--out",
+        tuned.to_str().unwrap(),
+        "--seed",
+        "1",
+    ]));
+    vec![("shared MobileNetV2", base), ("fine-tuned from it", tuned)]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pet_in_a_collage_is_where_the_explanation_is_strongest() {
+    let Some(data) = shared_data("the_pet_in_a_collage_is_where_the_explanation_is_strongest")
+    else {
+        return;
+    };
+    let others: Vec<PathBuf> = [
+        "neither/n01704323_triceratops.JPEG",
+        "neither/n01773549_barn_spider.JPEG",
+        "neither/n01697457_African_crocodile.JPEG",
+    ]
+    .iter()
+    .map(|p| data.join(p))
+    .collect();
+    let pets = [
+        (data.join("catsdogs/test/cat/cat.001.jpg"), "cat", (1, 0)),
+        (data.join("catsdogs/test/dog/dog.001.jpg"), "dog", (0, 1)),
+        (data.join("catsdogs/test/cat/cat.002.jpg"), "cat", (1, 1)),
+        (data.join("catsdogs/test/dog/dog.002.jpg"), "dog", (0, 0)),
+    ];
+    for (which, model) in collage_models(&data) {
+        let (_p, base) = serve(
+            &[
+                "--model",
+                model.to_str().unwrap(),
+                "--preprocessing",
+                "torch",
+            ],
+            &[],
+        )
+        .await;
+        wait_ready(&base).await;
+        let mut answered = 0;
+        for (pet, label, quadrant) in &pets {
+            let v = explain(&base, collage(pet, &others, *quadrant), "image/png").await;
+            let e = &v["explanation"];
+            let what = format!("{which}, {}", pet.display());
+            assert_eq!(e["method"], "cam", "{what}");
+            // The answer's label, or for `neither` the strongest other.
+            let scores = v["scores"].as_object().unwrap();
+            let strongest_other = scores
+                .iter()
+                .filter(|(l, _)| *l != "neither")
+                .max_by(|a, b| a.1.as_f64().unwrap().total_cmp(&b.1.as_f64().unwrap()))
+                .map(|(l, _)| l.clone())
+                .unwrap();
+            if v["label"] == "neither" {
+                // Three quarters of other things can make it `neither`; the
+                // strongest other label is then explained, wherever it is.
+                assert_eq!(e["label"], strongest_other.as_str(), "{what}");
+            } else {
+                assert_eq!(v["label"], *label, "{what}: {}", v["scores"]);
+                assert_eq!(e["label"], *label, "{what}");
+                assert_eq!(
+                    strongest_quadrant(&grid_of(e)),
+                    *quadrant,
+                    "{what}: strongest cell outside the pet's quadrant"
+                );
+                answered += 1;
+            }
+            assert_eq!(overlay_size(e), (384, 384));
+        }
+        assert!(
+            answered >= 2,
+            "{which}: only {answered} of {} collages answered as their pet",
+            pets.len()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_values_are_checked_and_unknown_parameters_named() {
+    let (_p, base) = serve(
+        &["--model", fixture("tiny_torch_nchw.onnx").to_str().unwrap()],
+        &[],
+    )
+    .await;
+    wait_ready(&base).await;
+    for (query, named) in [("explain=maybe", "maybe"), ("explian=true", "explian")] {
+        let res = reqwest::Client::new()
+            .post(format!("{base}/predict?{query}"))
+            .header("content-type", "image/png")
+            .body(solid([200, 30, 30], 64, 64, image::ImageFormat::Png))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{query}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_query", "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(named),
+            "{body}"
+        );
+    }
+    // Without `explain`, no explanation; with it, one whose grid covers the
+    // whole picture (a 96×64 picture: wider than tall).
+    let picture = solid([200, 30, 30], 96, 64, image::ImageFormat::Png);
+    let plain = predict_json(&base, picture.clone(), "image/png").await;
+    assert!(plain.get("explanation").is_none(), "explained unasked");
+    let v = explain(&base, picture, "image/png").await;
+    let grid = grid_of(&v["explanation"]);
+    assert!(
+        grid[0].len() > grid.len(),
+        "a {}×{} grid for a 96×64 picture",
+        grid[0].len(),
+        grid.len()
+    );
+    assert_eq!(overlay_size(&v["explanation"]), (96, 64));
+}
