@@ -125,12 +125,16 @@ pub fn classify_each(
     classifier: &Classifier,
     files: &[PathBuf],
     limits: &Limits,
+    explain: bool,
     mut visit: impl FnMut(FileAnswer),
 ) -> Result<(), ModelError> {
     decode_chunks(files, limits.max_batch, limits.decode, |chunk| {
         let (index, pictures): (Vec<usize>, Vec<RgbImage>) = chunk.pictures.into_iter().unzip();
         let preds = if pictures.is_empty() {
             Vec::new()
+        } else if explain {
+            let side = crate::explanation::overlay::FILE_OVERLAY_SIDE;
+            crate::explanation::classify_explained(classifier, &pictures, side)?
         } else {
             classifier.classify(&pictures)?.0
         };
@@ -170,9 +174,10 @@ pub fn classify_files(
     classifier: &Classifier,
     files: &[PathBuf],
     limits: &Limits,
+    explain: bool,
 ) -> Result<Vec<FileAnswer>, ModelError> {
     let mut out = Vec::with_capacity(files.len());
-    classify_each(classifier, files, limits, |a| out.push(a))?;
+    classify_each(classifier, files, limits, explain, |a| out.push(a))?;
     Ok(out)
 }
 

@@ -304,4 +304,137 @@ async fn explain_values_are_checked_and_unknown_parameters_named() {
         grid.len()
     );
     assert_eq!(overlay_size(&v["explanation"]), (96, 64));
+
+    // A model explained by occlusion says so, on /model and in the answer,
+    // and takes at most 4 pictures per request with explain=true.
+    let (_q, base) = serve(
+        &[
+            "--model",
+            fixture("tiny_vgg_recipe_int8.onnx").to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    wait_ready(&base).await;
+    let model: Value = reqwest::get(format!("{base}/model"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(model["explanation"], "occlusion");
+    let v = explain(
+        &base,
+        solid([30, 200, 30], 64, 64, image::ImageFormat::Png),
+        "image/png",
+    )
+    .await;
+    assert_eq!(v["explanation"]["method"], "occlusion");
+    assert_eq!(grid_of(&v["explanation"]).len(), 7);
+    let five = serde_json::json!({
+        "images": vec![base64::engine::general_purpose::STANDARD.encode(solid([9, 9, 9], 8, 8, image::ImageFormat::Png)); 5]
+    });
+    let res = reqwest::Client::new()
+        .post(format!("{base}/predict?explain=true"))
+        .json(&five)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_images", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("occlusion"),
+        "{body}"
+    );
+}
+
+/// `catdog predict --explain DIR --json` over two pictures.
+fn predict_explained(model: &str, dir: &Path) -> Vec<Value> {
+    let out = succeed(catdog_command().args([
+        "predict",
+        "--model",
+        fixture(model).to_str().unwrap(),
+        "--json",
+        "--explain",
+        dir.to_str().unwrap(),
+        fixture("images/red.jpg").to_str().unwrap(),
+        fixture("images/blue.png").to_str().unwrap(),
+    ]));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn predict_writes_overlays_and_other_shapes_are_explained_by_occlusion() {
+    let dir = std::env::temp_dir().join(format!("catdog-explain-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // tiny_vgg: conv → max-pool → dense layers (Grad-CAM in the graph);
+    // its int8 recipe (QDQ: the final layer behind QuantizeLinear) has a
+    // shape the graph is not explained in, so occlusion, 7×7 regions.
+    for (model, method) in [
+        ("tiny_vgg.onnx", "grad-cam"),
+        ("tiny_vgg_recipe_int8.onnx", "occlusion"),
+    ] {
+        let lines = predict_explained(model, &dir.join(model));
+        assert_eq!(lines.len(), 2, "{model}");
+        for (line, picture) in lines.iter().zip(["images/red.jpg", "images/blue.png"]) {
+            let e = &line["explanation"];
+            assert_eq!(e["method"], method, "{model} {picture}");
+            assert!(
+                e.get("overlay_png").is_none(),
+                "the PNG is a file, not base64"
+            );
+            let overlay = PathBuf::from(e["overlay"].as_str().unwrap());
+            assert_eq!(overlay.parent().unwrap(), dir.join(model));
+            let drawn = image::open(&overlay).unwrap();
+            let original = image::open(fixture(picture)).unwrap();
+            assert_eq!(
+                (drawn.width(), drawn.height()),
+                (original.width(), original.height()),
+                "{model} {picture}: small pictures are drawn at their size"
+            );
+            let grid = grid_of(e);
+            if method == "occlusion" {
+                // caffe stretches the whole picture: the grid is the 7×7 map.
+                assert_eq!((grid.len(), grid[0].len()), (7, 7), "{model}");
+            }
+        }
+    }
+    // Two pictures with one name get two files.
+    let again = dir.join("again");
+    let out = succeed(catdog_command().args([
+        "predict",
+        "--model",
+        fixture("tiny_vgg.onnx").to_str().unwrap(),
+        "--explain",
+        again.to_str().unwrap(),
+        fixture("images/blue.png").to_str().unwrap(),
+        fixture("images/blue.jpg").to_str().unwrap(),
+    ]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("blue.explain.png") && text.contains("blue-2.explain.png"),
+        "{text}"
+    );
+    assert!(again.join("blue-2.explain.png").exists());
+    // S3 objects are refused with --explain, before any model is loaded.
+    let out = catdog_command()
+        .args([
+            "predict",
+            "--explain",
+            again.to_str().unwrap(),
+            "s3://bucket/prefix/",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("S3 objects are not explained"));
+    let _ = std::fs::remove_dir_all(&dir);
 }

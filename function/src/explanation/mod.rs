@@ -11,6 +11,8 @@ pub(crate) mod overlay;
 use image::RgbImage;
 
 use crate::model::explain::{Explanation, Heatmap};
+use crate::model::output::Prediction;
+use crate::model::{Classifier, ModelError};
 use crate::preprocess::Region;
 
 /// What an explanation needs of the picture besides the model's map.
@@ -27,13 +29,13 @@ pub(crate) struct Seen {
 
 impl Seen {
     /// What `picture` shows of itself to an explanation; `region` is the
-    /// part the model sees.
-    pub(crate) fn of(picture: &RgbImage, region: Region) -> Self {
+    /// part the model sees, `side` the overlay's longest side.
+    pub(crate) fn of(picture: &RgbImage, region: Region, side: u32) -> Self {
         Self {
             width: picture.width(),
             height: picture.height(),
             region,
-            thumbnail: overlay::thumbnail(picture),
+            thumbnail: overlay::thumbnail(picture, side),
         }
     }
 }
@@ -48,7 +50,42 @@ pub(crate) fn explain(heatmap: &Heatmap, seen: Option<&Seen>) -> Explanation {
     Explanation {
         label: heatmap.label.clone(),
         method: heatmap.method,
-        overlay_png: seen.map(|s| overlay::png_base64(&s.thumbnail, &grid)),
+        overlay_png: seen.and_then(|s| overlay::png(&s.thumbnail, &grid)),
         grid: grid.rows(),
     }
+}
+
+/// Classifies `pictures` (on this thread, as the command line does), each
+/// answer with its explanation: the graph's own, or by occlusion for a
+/// model without an explanation branch; overlays at most `side` a side.
+pub(crate) fn classify_explained(
+    classifier: &Classifier,
+    pictures: &[RgbImage],
+    side: u32,
+) -> Result<Vec<Prediction>, ModelError> {
+    let (answers, _) = classifier.classify_explained(pictures)?;
+    let pre = classifier.preprocessor();
+    let rejecting = classifier
+        .info()
+        .rejection
+        .as_ref()
+        .map(|r| r.label.clone());
+    answers
+        .into_iter()
+        .zip(pictures)
+        .map(|((mut answer, heatmap), picture)| {
+            let heatmap = match heatmap {
+                Some(h) => h,
+                None => {
+                    let covered = occlusion::covered(&pre.input(picture), pre);
+                    let (scores, _) = classifier.classify(&covered)?;
+                    let label = occlusion::label_of(&answer, rejecting.as_deref());
+                    occlusion::heatmap(&answer, &scores, &label)
+                }
+            };
+            let seen = Seen::of(picture, pre.region(picture.width(), picture.height()), side);
+            answer.explanation = Some(explain(&heatmap, Some(&seen)));
+            Ok(answer)
+        })
+        .collect()
 }

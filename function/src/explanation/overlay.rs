@@ -1,25 +1,29 @@
 //! The grid drawn over the picture: a small copy of it, each pixel tinted
 //! by the grid's value there (bilinear), as a PNG.
 
-use base64::Engine;
 use image::{Rgb, RgbImage};
 
 use super::grid::Grid;
+use crate::model::explain::Png;
 
-/// The longest side of the picture an overlay is drawn on.
+/// The longest side of the picture an overlay is drawn on, on the HTTP API
+/// (the command line draws larger ones: [`FILE_OVERLAY_SIDE`]).
 pub(crate) const OVERLAY_SIDE: u32 = 384;
+
+/// The longest side of an overlay `catdog predict --explain` writes.
+pub(crate) const FILE_OVERLAY_SIDE: u32 = 1024;
 
 /// How strongly the hottest regions are tinted.
 const OPACITY: f32 = 0.6;
 
-/// A copy of `picture` at most [`OVERLAY_SIDE`] pixels a side.
-pub(crate) fn thumbnail(picture: &RgbImage) -> RgbImage {
+/// A copy of `picture` at most `side` pixels a side.
+pub(crate) fn thumbnail(picture: &RgbImage, side: u32) -> RgbImage {
     let (w, h) = picture.dimensions();
     let longest = w.max(h).max(1);
-    if longest <= OVERLAY_SIDE {
+    if longest <= side {
         return picture.clone();
     }
-    let scale = f64::from(OVERLAY_SIDE) / f64::from(longest);
+    let scale = f64::from(side) / f64::from(longest);
     let nw = ((f64::from(w) * scale).round() as u32).max(1);
     let nh = ((f64::from(h) * scale).round() as u32).max(1);
     image::imageops::thumbnail(picture, nw, nh)
@@ -44,17 +48,18 @@ pub(crate) fn draw(picture: &RgbImage, grid: &Grid) -> RgbImage {
     out
 }
 
-/// The overlay as a base64 PNG.
-pub(crate) fn png_base64(picture: &RgbImage, grid: &Grid) -> String {
+/// The overlay as a PNG; `None` if it could not be encoded (only short
+/// of memory).
+pub(crate) fn png(picture: &RgbImage, grid: &Grid) -> Option<Png> {
     let drawn = draw(picture, grid);
     let mut png = Vec::new();
-    // Encoding an in-memory RGB picture to PNG cannot fail short of memory.
-    let encoded = drawn.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png);
-    if let Err(error) = encoded {
-        tracing::warn!(%error, "could not encode the explanation overlay");
-        return String::new();
+    match drawn.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png) {
+        Ok(()) => Some(Png(png)),
+        Err(error) => {
+            tracing::warn!(%error, "could not encode the explanation overlay");
+            None
+        }
     }
-    base64::engine::general_purpose::STANDARD.encode(png)
 }
 
 fn sample(grid: &Grid, u: f64, v: f64) -> f32 {
@@ -102,7 +107,7 @@ mod tests {
 
     #[test]
     fn big_pictures_are_drawn_small() {
-        let t = thumbnail(&RgbImage::new(1000, 500));
+        let t = thumbnail(&RgbImage::new(1000, 500), OVERLAY_SIDE);
         assert_eq!(t.dimensions(), (OVERLAY_SIDE, OVERLAY_SIDE / 2));
     }
 }

@@ -78,6 +78,7 @@ async fn blocking<T: Send + 'static>(
 pub async fn predict(
     settings: &Settings,
     paths: &[PathBuf],
+    explain: bool,
 ) -> Result<Vec<FileAnswer>, CommandError> {
     let files = crate::files::collect(paths)?;
     if files.is_empty() {
@@ -85,7 +86,10 @@ pub async fn predict(
     }
     let classifier = classifier(settings).await?;
     let limits = settings.request_limits();
-    Ok(blocking(move || crate::files::classify_files(&classifier, &files, &limits)).await??)
+    Ok(
+        blocking(move || crate::files::classify_files(&classifier, &files, &limits, explain))
+            .await??,
+    )
 }
 
 /// `catdog predict s3://bucket/prefix/…`: every picture under each prefix

@@ -8,7 +8,7 @@
 pub(crate) mod classifier;
 pub(crate) mod contract;
 pub(crate) mod error;
-pub(crate) mod explain;
+pub mod explain;
 pub(crate) mod framing;
 pub mod graph;
 pub mod imagenet;

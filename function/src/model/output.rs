@@ -78,7 +78,7 @@ pub struct Prediction {
     pub(crate) imagenet_top5: Option<Vec<TopClass>>,
     /// Why: only when asked (`explain=true`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) explanation: Option<crate::model::explain::Explanation>,
+    pub explanation: Option<crate::model::explain::Explanation>,
 }
 
 /// Numerically stable softmax.

@@ -4,7 +4,7 @@
 use super::prepare::blocking;
 use super::Ready;
 use crate::batcher::BatcherReply;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::explanation::{self, occlusion, Seen};
 use crate::model::explain::Heatmap;
 use crate::preprocess::Tensor;
@@ -38,6 +38,25 @@ pub(super) async fn attach(
         prediction.explanation = explanation;
     }
     Ok(())
+}
+
+/// The most pictures one request may have explained by occlusion: each
+/// costs [`occlusion::CELLS`]² more passes of the model.
+pub(super) const MAX_OCCLUDED_PICTURES: usize = 4;
+
+/// Refuses a request that would take too many occlusion passes.
+pub(super) fn check_occlusion_count(count: usize) -> Result<(), ApiError> {
+    if count <= MAX_OCCLUDED_PICTURES {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::TooManyImages,
+        format!(
+            "this model is explained by occlusion ({} runs of the model per picture): \
+             at most {MAX_OCCLUDED_PICTURES} pictures per request with explain=true, not {count}",
+            occlusion::CELLS * occlusion::CELLS + 1
+        ),
+    ))
 }
 
 /// Per picture, the drop of its label's probability as each region is

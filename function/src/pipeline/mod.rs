@@ -49,6 +49,9 @@ pub(crate) async fn run(
     // A model without an explanation branch is explained by occlusion,
     // which needs the inputs again.
     let occlusion = (explain && ready.classifier.explains().is_none()).then(|| inputs.clone());
+    if occlusion.is_some() {
+        explain::check_occlusion_count(count)?;
+    }
     let mut answer = ready.batcher.submit_asking(inputs, explain).await?;
     if explain {
         let seen = std::mem::take(&mut prepared.seen);

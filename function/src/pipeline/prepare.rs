@@ -89,8 +89,10 @@ pub(super) async fn prepare_all(
             let t1 = Instant::now();
             let pre = classifier.preprocessor();
             let input = pre.input(&picture);
-            let seen =
-                explain.then(|| Seen::of(&picture, pre.region(picture.width(), picture.height())));
+            let seen = explain.then(|| {
+                let region = pre.region(picture.width(), picture.height());
+                Seen::of(&picture, region, crate::explanation::overlay::OVERLAY_SIDE)
+            });
             drop(picture);
             Ok::<_, DecodeError>((input, seen, ms(t1 - t0), ms(t1.elapsed())))
         })

@@ -47,6 +47,11 @@ pub enum Command {
         /// function does (which: --results, where: --results-prefix).
         #[arg(long)]
         write_results: bool,
+        /// Explain each answer: write DIR/<picture>.explain.png (the picture
+        /// with where the label was seen over it); with --json, each line
+        /// also carries the explanation (label, method, grid, overlay file).
+        #[arg(long, value_name = "DIR")]
+        explain: Option<PathBuf>,
         #[arg(required = true, value_name = "FILE|DIR|s3://BUCKET/PREFIX")]
         paths: Vec<PathBuf>,
     },

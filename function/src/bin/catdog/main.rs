@@ -7,6 +7,7 @@
 
 mod finetune;
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -71,8 +72,9 @@ async fn run(settings: &Settings, command: Command) -> Result<ExitCode> {
         Command::Predict {
             json,
             write_results,
+            explain,
             paths,
-        } => return predict(settings, json, write_results, &paths).await,
+        } => return predict(settings, json, write_results, explain.as_deref(), &paths).await,
         Command::Upload { to, checks } => {
             let up = commands::upload(settings, &to, &checks).await?;
             up.report().iter().for_each(|l| eprintln!("upload: {l}"));
@@ -127,28 +129,45 @@ async fn predict(
     settings: &Settings,
     json: bool,
     write_results: bool,
+    explain: Option<&Path>,
     paths: &[std::path::PathBuf],
 ) -> Result<ExitCode> {
     let (s3, files): (Vec<_>, Vec<_>) = paths
         .iter()
         .partition(|p| p.to_str().is_some_and(|s| s.starts_with("s3://")));
+    if explain.is_some() && !s3.is_empty() {
+        anyhow::bail!(
+            "--explain draws pictures from files and folders; S3 objects are not explained \
+             (copy them here first, or ask the HTTP API with explain=true)"
+        );
+    }
+    let mut overlays = Overlays::new(explain)?;
     let mut failures = 0usize;
     if !files.is_empty() {
         let files: Vec<_> = files.into_iter().cloned().collect();
-        for a in commands::predict(settings, &files).await? {
+        for a in commands::predict(settings, &files, explain.is_some()).await? {
             let name = a.path.display().to_string();
             match a.outcome {
                 Err(e) => {
                     failures += 1;
                     eprintln!("catdog: {name}: {e}");
                 }
-                Ok((_, p)) => print_answer(
-                    json,
-                    &name,
-                    serde_json::to_value(&p)?,
-                    &p.label,
-                    p.confidence,
-                ),
+                Ok((_, mut p)) => {
+                    let written = overlays.write(&a.path, p.explanation.as_mut())?;
+                    let mut v = serde_json::to_value(&p)?;
+                    if let (Some(path), Some(e)) = (&written, v.get_mut("explanation")) {
+                        e["overlay"] = path.display().to_string().into();
+                    }
+                    print_answer(json, &name, v, &p.label, p.confidence);
+                    if let (Some(path), Some(e), false) = (&written, &p.explanation, json) {
+                        println!(
+                            "  why: {} ({}): {}",
+                            e.label,
+                            method_name(e),
+                            path.display()
+                        );
+                    }
+                }
             }
         }
     }
@@ -175,4 +194,58 @@ async fn predict(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Where `predict --explain DIR` writes each picture's overlay:
+/// `DIR/<name>.explain.png`, numbered when two pictures share a name.
+struct Overlays<'a> {
+    dir: Option<&'a Path>,
+    taken: std::collections::HashSet<std::path::PathBuf>,
+}
+
+impl<'a> Overlays<'a> {
+    fn new(dir: Option<&'a Path>) -> Result<Self> {
+        if let Some(dir) = dir {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot make the folder {}", dir.display()))?;
+        }
+        Ok(Self {
+            dir,
+            taken: Default::default(),
+        })
+    }
+
+    /// Writes the explanation's overlay (taking it out of the answer, whose
+    /// line then names the file instead); returns where.
+    fn write(
+        &mut self,
+        picture: &Path,
+        explanation: Option<&mut catdog::model::explain::Explanation>,
+    ) -> Result<Option<std::path::PathBuf>> {
+        let (Some(dir), Some(e)) = (self.dir, explanation) else {
+            return Ok(None);
+        };
+        let Some(png) = e.overlay_png.take() else {
+            return Ok(None);
+        };
+        let stem = picture
+            .file_stem()
+            .map_or_else(|| "picture".into(), |s| s.to_string_lossy().into_owned());
+        let mut path = dir.join(format!("{stem}.explain.png"));
+        let mut n = 2;
+        while !self.taken.insert(path.clone()) {
+            path = dir.join(format!("{stem}-{n}.explain.png"));
+            n += 1;
+        }
+        std::fs::write(&path, &png.0)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(Some(path))
+    }
+}
+
+fn method_name(e: &catdog::model::explain::Explanation) -> String {
+    serde_json::to_value(e.method)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }

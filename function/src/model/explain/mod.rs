@@ -74,19 +74,32 @@ pub(crate) struct Heatmap {
 
 /// Why an answer was given, as an answer carries it.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub(crate) struct Explanation {
+pub struct Explanation {
     /// The label explained: the answer's, or for a rejecting answer
     /// (`neither`) the strongest other label.
-    pub(crate) label: String,
-    pub(crate) method: Method,
-    /// How much each region counted for `label`, in [0, 1]: `rows` rows of
-    /// `cols` values covering the whole picture as sent (regions the
-    /// preprocessing cropped away are 0).
-    pub(crate) grid: Vec<Vec<f32>>,
-    /// The picture (at most 384 pixels a side) with the grid over it, as a
-    /// base64 PNG; absent when no picture was sent (tensors).
+    pub label: String,
+    pub method: Method,
+    /// How much each region counted for `label`, in [0, 1]: rows of values
+    /// covering the whole picture as sent (regions the preprocessing
+    /// cropped away are 0).
+    pub grid: Vec<Vec<f32>>,
+    /// The picture with the grid over it, as a base64 PNG (at most 384
+    /// pixels a side on the HTTP API); absent when no picture was sent
+    /// (tensors).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) overlay_png: Option<String>,
+    #[schema(value_type = Option<String>, format = Byte)]
+    pub overlay_png: Option<Png>,
+}
+
+/// PNG bytes, written as base64 in JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Png(pub Vec<u8>);
+
+impl Serialize for Png {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
 }
 
 /// Why a graph gets no explanation branch (it is then explained by occlusion).
