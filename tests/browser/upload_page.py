@@ -37,9 +37,20 @@ try:
     wait.until(lambda d: d.find_element(By.ID, "label").text.strip() != "")
     result["photo_label"] = driver.find_element(By.ID, "label").text.strip().lower()
     result["photo_bars"] = [b.get_attribute("data-label") for b in driver.find_elements(By.CSS_SELECTOR, "#bars .bar")]
-    result["preview_loaded"] = driver.execute_script(
-        "const i = document.getElementById('preview'); return i.complete && i.naturalWidth > 0;")
+    wait.until(lambda d: d.execute_script(
+        "const i = document.getElementById('preview'); return i.complete && i.naturalWidth > 0;"))
+    result["preview_loaded"] = True
+    # The explanation: shown over the picture, and the toggle switches back.
+    result["why_shown"] = driver.find_element(By.ID, "why").is_displayed()
+    result["why_text"] = driver.find_element(By.ID, "whytext").text
+    result["preview_is_overlay"] = driver.execute_script(
+        "return document.getElementById('preview').src.startsWith('data:image/png;base64,');")
+    result["overlay_size"] = driver.execute_script(
+        "const i = document.getElementById('preview'); return [i.naturalWidth, i.naturalHeight];")
     driver.save_screenshot(os.path.join(out, "upload-page-photo.png"))
+    driver.find_element(By.ID, "showwhy").click()
+    result["preview_after_toggle"] = driver.execute_script(
+        "return document.getElementById('preview').src.slice(0, 5);")
 
     # 2. drop a PNG onto the drop zone (a synthetic drop event with a real File)
     driver.execute_script("document.getElementById('label').textContent = '';")
