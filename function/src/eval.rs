@@ -90,7 +90,7 @@ pub fn evaluate(
     let mut skipped = Vec::new();
     let files: Vec<PathBuf> = split.files.iter().map(|(f, _)| f.clone()).collect();
     let mut label_of = split.files.iter().map(|(_, label)| *label);
-    classify_each(classifier, &files, limits, false, |a| {
+    classify_each(classifier, &files, limits, crate::files::Explain::No, |a| {
         let label = label_of.next().unwrap_or(0);
         match a.outcome {
             Ok((_, p)) => {

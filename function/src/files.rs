@@ -77,6 +77,21 @@ fn is_hidden(path: &Path) -> bool {
         .is_some_and(|n| n.starts_with('.'))
 }
 
+/// Whether answers carry their explanation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Explain {
+    No,
+    /// With overlays at most `side` pixels a side.
+    Overlays {
+        side: u32,
+    },
+}
+
+impl Explain {
+    /// The overlays `catdog predict --explain` writes.
+    pub const FILES: Explain = Explain::Overlays { side: 1024 };
+}
+
 /// One file's outcome: its upright RGB picture and answer, or why it was skipped.
 #[derive(Debug)]
 pub struct FileAnswer {
@@ -125,15 +140,14 @@ pub fn classify_each(
     classifier: &Classifier,
     files: &[PathBuf],
     limits: &Limits,
-    explain: bool,
+    explain: Explain,
     mut visit: impl FnMut(FileAnswer),
 ) -> Result<(), ModelError> {
     decode_chunks(files, limits.max_batch, limits.decode, |chunk| {
         let (index, pictures): (Vec<usize>, Vec<RgbImage>) = chunk.pictures.into_iter().unzip();
         let preds = if pictures.is_empty() {
             Vec::new()
-        } else if explain {
-            let side = crate::explanation::overlay::FILE_OVERLAY_SIDE;
+        } else if let Explain::Overlays { side } = explain {
             crate::explanation::classify_explained(classifier, &pictures, side)?
         } else {
             classifier.classify(&pictures)?.0
@@ -174,7 +188,7 @@ pub fn classify_files(
     classifier: &Classifier,
     files: &[PathBuf],
     limits: &Limits,
-    explain: bool,
+    explain: Explain,
 ) -> Result<Vec<FileAnswer>, ModelError> {
     let mut out = Vec::with_capacity(files.len());
     classify_each(classifier, files, limits, explain, |a| out.push(a))?;

@@ -67,12 +67,45 @@ pub fn answer_card(name: &str, picture: &RgbImage, p: &Prediction) -> String {
          border:1px solid #ccc;border-radius:6px;padding:6px\">",
         label = escape(&p.label)
     );
-    if let Some(src) = thumbnail_data_url(picture) {
-        let _ = write!(
-            html,
-            "<img src=\"{src}\" alt=\"{}\" style=\"display:block;margin:auto;max-width:100%\">",
-            escape(name)
+    // With an explanation, the card shows the picture with it over it; the
+    // picture alone folds out below.
+    let overlay = p.explanation.as_ref().and_then(|e| {
+        let png = e.overlay_png.as_ref()?;
+        let src = format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(&png.0)
         );
+        Some((e, src))
+    });
+    let image = |src: &str, class: &str| {
+        format!(
+            "<img class=\"{class}\" src=\"{src}\" alt=\"{}\" \
+             style=\"display:block;margin:auto;max-width:100%\">",
+            escape(name)
+        )
+    };
+    match (&overlay, thumbnail_data_url(picture)) {
+        (Some((e, overlay)), thumbnail) => {
+            html.push_str(&image(overlay, "catdog-why"));
+            let method = serde_json::to_value(e.method)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let _ = write!(
+                html,
+                "<div style=\"font-size:11px;color:#555\">why: {} ({method})</div>",
+                escape(&e.label)
+            );
+            if let Some(src) = thumbnail {
+                let _ = write!(
+                    html,
+                    "<details><summary style=\"font-size:11px\">picture</summary>{}</details>",
+                    image(&src, "catdog-picture")
+                );
+            }
+        }
+        (None, Some(src)) => html.push_str(&image(&src, "catdog-picture")),
+        (None, None) => {}
     }
     let _ = write!(
         html,
@@ -239,6 +272,19 @@ mod tests {
             .unwrap();
         let thumb = image::load_from_memory(&jpeg).unwrap();
         assert_eq!((thumb.width(), thumb.height()), (160, 80));
+
+        // With an explanation, the overlay leads and says what it shows.
+        let mut explained = prediction();
+        explained.explanation = Some(crate::model::explain::Explanation {
+            label: "cat".into(),
+            method: crate::model::explain::Method::Cam,
+            grid: vec![vec![1.0]],
+            overlay_png: Some(crate::model::explain::Png(vec![0x89, b'P', b'N', b'G'])),
+        });
+        let html = answer_card("kitty.jpg", &picture, &explained);
+        assert!(html.contains("class=\"catdog-why\" src=\"data:image/png;base64,iVBORw==\""));
+        assert!(html.contains("why: cat (cam)"));
+        assert!(html.contains("<details>"));
     }
 
     #[test]

@@ -93,7 +93,10 @@ async fn upload_page_works_in_headless_chromium() {
     // 384 a side), says what it shows, and the toggle shows the picture.
     assert_eq!(page["why_shown"], true, "{page}");
     assert_eq!(page["preview_is_overlay"], true, "{page}");
-    let side = page["overlay_size"][0].as_u64().unwrap().max(page["overlay_size"][1].as_u64().unwrap());
+    let side = page["overlay_size"][0]
+        .as_u64()
+        .unwrap()
+        .max(page["overlay_size"][1].as_u64().unwrap());
     assert!(side > 0 && side <= 384, "{page}");
     assert!(page["why_text"].as_str().unwrap().contains(want), "{page}");
     assert_eq!(page["preview_after_toggle"], "blob:", "{page}");

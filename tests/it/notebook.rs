@@ -273,6 +273,15 @@ fn the_notebook_runs_headless_and_shows_the_same_answers_as_the_cli() {
         assert!(html.contains(&format!("data-label=\"{label}\"")));
     }
     assert_eq!(html.matches("catdog-bar").count(), 2 * expected.len());
+    // Each card shows its explanation over the picture (a PNG overlay) and
+    // says which label it explains and how.
+    assert_eq!(
+        html.matches("class=\"catdog-why\" src=\"data:image/png;base64,")
+            .count(),
+        expected.len(),
+        "an overlay per card"
+    );
+    assert_eq!(html.matches("why: ").count(), expected.len());
     assert!(
         html.contains("Upload page: <a href=\"http://127.0.0.1:"),
         "{html}"

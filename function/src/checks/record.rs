@@ -51,7 +51,8 @@ pub(crate) fn record(
         names.push(unique_name(path, &names));
         read.push(bytes);
     }
-    let answers = crate::files::classify_files(classifier, files, limits, false)?;
+    let answers =
+        crate::files::classify_files(classifier, files, limits, crate::files::Explain::No)?;
     let mut recorded = Vec::with_capacity(files.len());
     for ((answer, bytes), name) in answers.into_iter().zip(read).zip(names) {
         let (_, prediction) = answer

@@ -7,11 +7,8 @@ use super::grid::Grid;
 use crate::model::explain::Png;
 
 /// The longest side of the picture an overlay is drawn on, on the HTTP API
-/// (the command line draws larger ones: [`FILE_OVERLAY_SIDE`]).
+/// (the command line draws larger ones: [`crate::files::Explain::FILES`]).
 pub(crate) const OVERLAY_SIDE: u32 = 384;
-
-/// The longest side of an overlay `catdog predict --explain` writes.
-pub(crate) const FILE_OVERLAY_SIDE: u32 = 1024;
 
 /// How strongly the hottest regions are tinted.
 const OPACITY: f32 = 0.6;

@@ -78,7 +78,7 @@ async fn blocking<T: Send + 'static>(
 pub async fn predict(
     settings: &Settings,
     paths: &[PathBuf],
-    explain: bool,
+    explain: crate::files::Explain,
 ) -> Result<Vec<FileAnswer>, CommandError> {
     let files = crate::files::collect(paths)?;
     if files.is_empty() {

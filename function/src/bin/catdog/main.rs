@@ -145,7 +145,12 @@ async fn predict(
     let mut failures = 0usize;
     if !files.is_empty() {
         let files: Vec<_> = files.into_iter().cloned().collect();
-        for a in commands::predict(settings, &files, explain.is_some()).await? {
+        let asked = if explain.is_some() {
+            catdog::files::Explain::FILES
+        } else {
+            catdog::files::Explain::No
+        };
+        for a in commands::predict(settings, &files, asked).await? {
             let name = a.path.display().to_string();
             match a.outcome {
                 Err(e) => {
