@@ -305,6 +305,32 @@ async fn explain_values_are_checked_and_unknown_parameters_named() {
     );
     assert_eq!(overlay_size(&v["explanation"]), (96, 64));
 
+    // The Open Inference Protocol asks with `parameters.explain`: the
+    // `explanation` output holds the same explanation as /predict's.
+    let png = solid([200, 30, 30], 96, 64, image::ImageFormat::Png);
+    let infer = serde_json::json!({
+        "parameters": {"explain": true},
+        "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                    "data": [base64::engine::general_purpose::STANDARD.encode(&png)]}]
+    });
+    let res = reqwest::Client::new()
+        .post(format!("{base}/v2/models/catdog/infer"))
+        .json(&infer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let answer: Value = res.json().await.unwrap();
+    let outputs = answer["outputs"].as_array().unwrap();
+    let names: Vec<&str> = outputs
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["probabilities", "label", "explanation"]);
+    let doc: Value = serde_json::from_str(outputs[2]["data"][0].as_str().unwrap()).unwrap();
+    assert_eq!(doc["grid"], v["explanation"]["grid"]);
+    assert_eq!(doc["label"], v["explanation"]["label"]);
+
     // A model explained by occlusion says so, on /model and in the answer,
     // and takes at most 4 pictures per request with explain=true.
     let (_q, base) = serve(

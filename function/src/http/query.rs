@@ -11,7 +11,7 @@ use crate::error::{ApiError, ErrorCode};
 #[into_params(parameter_in = Query)]
 pub(crate) struct PredictQuery {
     /// `true`: each answer carries `explanation` (why: a grid over the
-    /// picture and an overlay PNG). Also `1`/`0`, `false`.
+    /// picture and an overlay PNG); `false`, the default: it does not.
     pub(crate) explain: Option<bool>,
 }
 
@@ -55,8 +55,8 @@ fn decoded(text: &str) -> Result<String, ApiError> {
 
 fn boolean(key: &str, value: &str) -> Result<bool, ApiError> {
     match value {
-        "true" | "1" | "" => Ok(true),
-        "false" | "0" => Ok(false),
+        "true" => Ok(true),
+        "false" => Ok(false),
         other => Err(invalid(format!(
             "`{key}` is `true` or `false`, not `{}`",
             other.chars().take(64).collect::<String>()
@@ -73,9 +73,11 @@ mod tests {
         let explain = |q| PredictQuery::parse(Some(q)).map(PredictQuery::explain);
         assert!(!PredictQuery::parse(None).unwrap().explain());
         assert!(explain("explain=true").unwrap());
-        assert!(explain("explain").unwrap());
-        assert!(explain("explain=1").unwrap());
         assert!(!explain("explain=false").unwrap());
+        // The schema's boolean, spelled as JSON spells it, and nothing else.
+        for other in ["explain", "explain=1", "explain=True", "explain=yes"] {
+            assert!(explain(other).is_err(), "{other}");
+        }
         let refused = explain("explain=maybe").unwrap_err();
         assert_eq!(refused.code, ErrorCode::InvalidQuery);
         assert!(refused.message.contains("maybe"), "{}", refused.message);

@@ -194,8 +194,15 @@ async fn infer_with(
     let read = started.elapsed().as_secs_f64() * 1e3;
     let request = request::parse(&headers, &bytes, &ready.classifier, state.limits.max_batch)?;
     drop(bytes);
-    let (predictions, timings) =
-        pipeline::run(&ready, request.payload, &state.limits, false, started, read).await?;
+    let (predictions, timings) = pipeline::run(
+        &ready,
+        request.payload,
+        &state.limits,
+        request.explain,
+        started,
+        read,
+    )
+    .await?;
     let res = response::respond(
         &ready.classifier,
         request.id,

@@ -9,8 +9,8 @@ use super::binary::split_bytes;
 use super::data::{flatten, Element};
 use super::error::{bad, InferError};
 use super::types::{
-    Datatype, InferRequest, RequestInput, TensorMetadata, HEADER_LENGTH, IMAGE_INPUT, LABEL,
-    PROBABILITIES,
+    Datatype, InferRequest, RequestInput, TensorMetadata, EXPLANATION, HEADER_LENGTH, IMAGE_INPUT,
+    LABEL, PROBABILITIES,
 };
 use crate::http::input::{check_count, decode_base64, InputError};
 use crate::model::Classifier;
@@ -29,6 +29,7 @@ pub(crate) struct Wanted {
 pub(crate) enum Output {
     Probabilities,
     Label,
+    Explanation,
 }
 
 /// What an infer request asks.
@@ -36,6 +37,14 @@ pub(crate) struct Parsed {
     pub(crate) id: Option<String>,
     pub(crate) payload: Payload,
     pub(crate) outputs: Vec<Wanted>,
+    /// Whether the answers are explained (the `explanation` output).
+    pub(crate) explain: bool,
+}
+
+impl Parsed {
+    fn explains(outputs: &[Wanted]) -> bool {
+        outputs.iter().any(|w| w.output == Output::Explanation)
+    }
 }
 
 /// The model's FP32 input: its name and one picture's dimensions.
@@ -65,6 +74,7 @@ pub(crate) fn signature(model: &Classifier) -> (Vec<TensorMetadata>, Vec<TensorM
         vec![
             tensor(PROBABILITIES, Datatype::Fp32, vec![-1, classes]),
             tensor(LABEL, Datatype::Bytes, vec![-1]),
+            tensor(EXPLANATION, Datatype::Bytes, vec![-1]),
         ],
     )
 }
@@ -166,6 +176,7 @@ pub(crate) fn parse(
     Ok(Parsed {
         id: request.id,
         payload,
+        explain: Parsed::explains(&outputs),
         outputs,
     })
 }
@@ -319,9 +330,16 @@ fn wanted(request: &InferRequest, model: &str) -> Result<Vec<Wanted>, InferError
         .as_ref()
         .and_then(|p| p.binary_data_output)
         .unwrap_or(false);
+    let explain = request
+        .parameters
+        .as_ref()
+        .and_then(|p| p.explain)
+        .unwrap_or(false);
     let Some(asked) = &request.outputs else {
+        let explained = explain.then_some(Output::Explanation);
         return Ok([Output::Probabilities, Output::Label]
             .into_iter()
+            .chain(explained)
             .map(|output| Wanted {
                 output,
                 binary: all_binary,
@@ -334,9 +352,10 @@ fn wanted(request: &InferRequest, model: &str) -> Result<Vec<Wanted>, InferError
         let output = match o.name.as_str() {
             PROBABILITIES => Output::Probabilities,
             LABEL => Output::Label,
+            EXPLANATION => Output::Explanation,
             other => {
                 return Err(bad(format!(
-                    "unexpected inference output `{other}` for model `{model}`; it has `{PROBABILITIES}` and `{LABEL}`"
+                    "unexpected inference output `{other}` for model `{model}`; it has `{PROBABILITIES}`, `{LABEL}` and `{EXPLANATION}`"
                 )))
             }
         };

@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::binary::join_bytes;
 use super::request::{Output, Wanted};
 use super::types::{
-    Datatype, InferResponse, Parameters, ResponseOutput, TensorData, HEADER_LENGTH, LABEL,
-    PROBABILITIES,
+    Datatype, InferResponse, Parameters, ResponseOutput, TensorData, EXPLANATION, HEADER_LENGTH,
+    LABEL, PROBABILITIES,
 };
 use crate::model::output::Prediction;
 use crate::model::Classifier;
@@ -68,6 +68,16 @@ fn output(w: &Wanted, predictions: &[Prediction]) -> (&'static str, Vec<usize>, 
             LABEL,
             vec![n],
             Elements::Strings(predictions.iter().map(|p| p.label.clone()).collect()),
+        ),
+        (Output::Explanation, _) => (
+            EXPLANATION,
+            vec![n],
+            Elements::Strings(
+                predictions
+                    .iter()
+                    .map(|p| serde_json::to_string(&p.explanation).unwrap_or_default())
+                    .collect(),
+            ),
         ),
     }
 }

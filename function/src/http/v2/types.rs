@@ -14,6 +14,10 @@ pub(crate) const IMAGE_INPUT: &str = "image";
 pub(crate) const PROBABILITIES: &str = "probabilities";
 /// The output of labels, `[n]`.
 pub(crate) const LABEL: &str = "label";
+/// The output of each answer's explanation (BYTES, one JSON document per
+/// picture: label, method, grid, overlay_png), given when a request asks
+/// (`parameters.explain`, or by naming it in `outputs`).
+pub(crate) const EXPLANATION: &str = "explanation";
 
 /// A request's or tensor's `parameters`: any JSON values by name.
 pub(crate) type Parameters = serde_json::Map<String, serde_json::Value>;
@@ -132,6 +136,11 @@ pub(crate) struct RequestParameters {
     #[serde(default, deserialize_with = "flag")]
     #[schema(nullable = false)]
     pub(crate) binary_data_output: Option<bool>,
+    /// `true` adds the `explanation` output: why each answer was given
+    /// (docs/api.md: Explanations).
+    #[serde(default, deserialize_with = "flag")]
+    #[schema(nullable = false)]
+    pub(crate) explain: Option<bool>,
 }
 
 /// One input tensor of a request.
