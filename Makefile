@@ -22,7 +22,7 @@ LIBDIR = $(PREFIX)/lib/catdog
 PROFILE ?= release
 CARGO_PROFILE = $(if $(filter debug,$(PROFILE)),dev,$(PROFILE))
 
-.PHONY: runtime setup build serve install install-files uninstall test lint lock bench bench-objects bench-memory bench-cpus prices soak fuzz build-CatdogFunction build-PreTrafficHook
+.PHONY: runtime setup build serve install install-files uninstall test lint lock bench bench-objects bench-explain bench-memory bench-cpus prices soak fuzz build-CatdogFunction build-PreTrafficHook
 
 # Only what running catdog needs: the ONNX Runtime shared library, into
 # ~/.cache/catdog/, where the binary finds it with no variable set
@@ -75,6 +75,10 @@ bench:
 # S3 objects per second (fp32, int8) and the cost table: BENCHMARKS.md's "S3 objects" section.
 bench-objects:
 	@bench/objects.sh
+
+# What explain=true costs, in the graph and by occlusion: BENCHMARKS.md's "Explanations" section.
+bench-explain:
+	@bench/explain.sh
 
 # Peak memory under 40-megapixel pictures, on both hosts: BENCHMARKS.md's "Memory" section.
 bench-memory:

@@ -481,6 +481,21 @@ fn vgg_shaped_model_goes_through_finetune_predict_and_serve() {
     assert!(meta("rejection").starts_with(r#"{"label":"neither","below":"#));
     assert!(meta("preprocessing").contains("\"preset\":\"caffe\""));
     assert!(meta("catdog_training").contains("\"history\""));
+    // The model explains itself: Grad-CAM through the VGG's dense layers,
+    // for the trained labels (never the rejecting one).
+    assert_eq!(
+        meta("explanation"),
+        r#"{"method":"grad-cam","labels":["cat","dog"]}"#
+    );
+    let info: Value = tokio_block(async {
+        reqwest::get(format!("{base_url}/model"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(info["explanation"], "grad-cam");
     let _ = std::fs::remove_dir_all(&root);
 }
 

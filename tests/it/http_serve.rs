@@ -236,7 +236,7 @@ async fn every_request_form_gets_the_right_answer() {
     assert!(
         html.contains("<input")
             && html.contains("type=\"file\"")
-            && html.contains("fetch(\"predict\""),
+            && html.contains("fetch(\"predict?explain=true\""),
         "upload page lacks its form"
     );
     assert!(

@@ -30,6 +30,19 @@ impl Grid {
         self.values[row * self.cols + col]
     }
 
+    /// The value at fractional (`u` columns, `v` rows), bilinear between
+    /// the nearest cells, clamped to the grid.
+    pub(crate) fn sample(&self, u: f64, v: f64) -> f32 {
+        let u = u.clamp(0.0, (self.cols.max(1) - 1) as f64);
+        let v = v.clamp(0.0, (self.rows.max(1) - 1) as f64);
+        let (c0, r0) = (u.floor() as usize, v.floor() as usize);
+        let (c1, r1) = ((c0 + 1).min(self.cols - 1), (r0 + 1).min(self.rows - 1));
+        let (fu, fv) = ((u - c0 as f64) as f32, (v - r0 as f64) as f32);
+        let top = self.at(r0, c0) * (1.0 - fu) + self.at(r0, c1) * fu;
+        let bottom = self.at(r1, c0) * (1.0 - fu) + self.at(r1, c1) * fu;
+        top * (1.0 - fv) + bottom * fv
+    }
+
     /// As rows, the answer's form.
     pub(crate) fn rows(&self) -> Vec<Vec<f32>> {
         self.values
@@ -55,7 +68,7 @@ fn normalised(values: &[f32]) -> Vec<f32> {
 /// takes the map's value there (bilinear), any other is 0. When the region
 /// is the whole picture, the grid is the map.
 pub(crate) fn whole_picture(map: &Heatmap, width: u32, height: u32, region: Region) -> Grid {
-    let values = normalised(&map.values);
+    let map_grid = Grid::of_map(map);
     let (mr, mc) = (map.rows.max(1), map.cols.max(1));
     let cell_w = region.width / mc as f64;
     let cell_h = region.height / mr as f64;
@@ -69,7 +82,6 @@ pub(crate) fn whole_picture(map: &Heatmap, width: u32, height: u32, region: Regi
         .min(1.0);
     let cols = ((ideal_cols * shrink).round() as usize).max(1);
     let rows = ((ideal_rows * shrink).round() as usize).max(1);
-    let at = |r: usize, c: usize| values[r * mc + c];
     let mut out = Vec::with_capacity(rows * cols);
     for i in 0..rows {
         let y = (i as f64 + 0.5) * h / rows as f64;
@@ -80,9 +92,7 @@ pub(crate) fn whole_picture(map: &Heatmap, width: u32, height: u32, region: Regi
                 && y >= region.y
                 && y < region.y + region.height;
             out.push(if inside {
-                let u = ((x - region.x) / cell_w - 0.5).clamp(0.0, (mc - 1) as f64);
-                let v = ((y - region.y) / cell_h - 0.5).clamp(0.0, (mr - 1) as f64);
-                bilinear(&at, u, v, mr, mc)
+                map_grid.sample((x - region.x) / cell_w - 0.5, (y - region.y) / cell_h - 0.5)
             } else {
                 0.0
             });
@@ -93,15 +103,6 @@ pub(crate) fn whole_picture(map: &Heatmap, width: u32, height: u32, region: Regi
         cols,
         values: out,
     }
-}
-
-fn bilinear(at: &impl Fn(usize, usize) -> f32, u: f64, v: f64, rows: usize, cols: usize) -> f32 {
-    let (c0, r0) = (u.floor() as usize, v.floor() as usize);
-    let (c1, r1) = ((c0 + 1).min(cols - 1), (r0 + 1).min(rows - 1));
-    let (fu, fv) = ((u - c0 as f64) as f32, (v - r0 as f64) as f32);
-    let top = at(r0, c0) * (1.0 - fu) + at(r0, c1) * fu;
-    let bottom = at(r1, c0) * (1.0 - fu) + at(r1, c1) * fu;
-    top * (1.0 - fv) + bottom * fv
 }
 
 #[cfg(test)]
