@@ -111,7 +111,6 @@ fn with_explanation(
         Some(explain::score::Grouped {
             layer,
             logits,
-            classes: probe.head.base_classes,
             groups: prior
                 .groups
                 .iter()

@@ -59,7 +59,6 @@ pub(crate) fn for_model(model: &ModelProto, answers: &Answers) -> Result<Plan, E
                 base: Some(Grouped {
                     layer,
                     logits: scores,
-                    classes: width,
                     groups,
                 }),
             };

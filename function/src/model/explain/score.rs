@@ -85,7 +85,6 @@ pub(crate) struct ScoreLayers {
 pub(crate) struct Grouped {
     pub(crate) layer: Layer,
     pub(crate) logits: String,
-    pub(crate) classes: usize,
     pub(crate) groups: Vec<Vec<usize>>,
 }
 
@@ -106,24 +105,39 @@ impl ScoreLayers {
             rows_of(n, layer, &column)
         });
         let base = self.base.as_ref().map(|grouped| {
+            // Only the groups' classes count (123 of ImageNet's 1000 for cat
+            // and dog): their logits and weights alone are taken.
+            let mut members: Vec<usize> = grouped.groups.iter().flatten().copied().collect();
+            members.sort_unstable();
+            members.dedup();
             let count = grouped.groups.len();
-            let mut masks = vec![EXCLUDED; count * grouped.classes];
+            let mut masks = vec![EXCLUDED; count * members.len()];
             for (t, group) in grouped.groups.iter().enumerate() {
-                for &c in group {
-                    masks[t * grouped.classes + c] = 0.0;
+                for c in group {
+                    if let Ok(at) = members.binary_search(c) {
+                        masks[t * members.len() + at] = 0.0;
+                    }
                 }
             }
-            let masks = n.constant(&[count as i64, grouped.classes as i64], &masks);
+            let indices: Vec<i64> = members.iter().map(|&c| c as i64).collect();
+            let indices = n.int64s(&indices);
+            let logits = n.op(
+                "Gather",
+                &[&grouped.logits, &indices],
+                vec![Nodes::int_attr("axis", 1)],
+            );
+            let masks = n.constant(&[count as i64, members.len() as i64], &masks);
             let mask = n.op(
                 "Gather",
                 &[&masks, chosen],
                 vec![Nodes::int_attr("axis", 0)],
             );
-            let within = n.op("Add", &[&grouped.logits, &mask], vec![]);
+            let within = n.op("Add", &[&logits, &mask], vec![]);
             let shares = n.op("Softmax", &[&within], vec![Nodes::int_attr("axis", 1)]);
-            let weight = grouped.layer.weight.float(n);
-            // shares [N, classes] · Wᵀ: W is [features, classes] unless transposed.
-            let trans_b = i64::from(!grouped.layer.transposed);
+            let layer = &grouped.layer;
+            let weight = layer.weight.outputs(n, &indices, layer.transposed);
+            // shares [N, members] · Wᵀ: W is [features, members] unless transposed.
+            let trans_b = i64::from(!layer.transposed);
             n.op(
                 "Gemm",
                 &[&shares, &weight],
@@ -139,19 +153,10 @@ impl ScoreLayers {
 
 /// `[N, F]`: the layer's weights of each picture's `column` (`[N]`).
 fn rows_of(n: &mut Nodes, layer: &Layer, column: &str) -> String {
-    let weight = layer.weight.float(n);
+    let picked = layer.weight.outputs(n, column, layer.transposed);
     if layer.transposed {
-        n.op(
-            "Gather",
-            &[&weight, column],
-            vec![Nodes::int_attr("axis", 0)],
-        )
+        picked
     } else {
-        let picked = n.op(
-            "Gather",
-            &[&weight, column],
-            vec![Nodes::int_attr("axis", 1)],
-        );
         n.op(
             "Transpose",
             &[&picked],

@@ -76,6 +76,47 @@ impl Weight {
             }
         }
     }
+
+    /// Some of its columns (`[in, out]` stored) or rows (`transposed`,
+    /// `[out, in]`), as floats, in the branch: only those are dequantized.
+    /// `indices` is an int64 tensor of output positions.
+    pub(crate) fn outputs(&self, n: &mut Nodes, indices: &str, transposed: bool) -> String {
+        let axis = i64::from(!transposed);
+        let gather = |n: &mut Nodes, t: &str| {
+            n.op("Gather", &[t, indices], vec![Nodes::int_attr("axis", axis)])
+        };
+        match self {
+            Weight::Float(name) => gather(n, name),
+            Weight::Int8 {
+                values,
+                scale,
+                zero,
+            } => {
+                // Int8 weights come from QLinearMatMul: `[in, out]`, with a
+                // scale and zero point per tensor or per output column.
+                let picked = gather(n, values);
+                let shape = n.op("Shape", &[values], vec![]);
+                let out_axis = n.int64s(&[1]);
+                let outs = n.op("Gather", &[&shape, &out_axis], vec![]);
+                let per_output = |n: &mut Nodes, t: &str| {
+                    let full = n.op("Expand", &[t, &outs], vec![]);
+                    n.op(
+                        "Gather",
+                        &[&full, indices],
+                        vec![Nodes::int_attr("axis", 0)],
+                    )
+                };
+                let scale = per_output(n, scale);
+                let zero = per_output(n, zero);
+                Weight::Int8 {
+                    values: picked,
+                    scale,
+                    zero,
+                }
+                .float(n)
+            }
+        }
+    }
 }
 
 /// Where the chain ends: the pooling of the feature map.
