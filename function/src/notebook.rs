@@ -87,10 +87,7 @@ pub fn answer_card(name: &str, picture: &RgbImage, p: &Prediction) -> String {
     match (&overlay, thumbnail_data_url(picture)) {
         (Some((e, overlay)), thumbnail) => {
             html.push_str(&image(overlay, "catdog-why"));
-            let method = serde_json::to_value(e.method)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
+            let method = e.method.as_str();
             let _ = write!(
                 html,
                 "<div style=\"font-size:11px;color:#555\">why: {} ({method})</div>",

@@ -81,13 +81,12 @@ fn with_explanation(
     prior: Option<&graph::Prior>,
 ) -> Result<Vec<u8>, FinetuneError> {
     let mut model = graph::parse(&graph_bytes)?;
-    let rejecting = rejection.map(|r| r.label.as_str());
-    let kept: Vec<usize> = (0..labels.len())
-        .filter(|&i| Some(labels[i].as_str()) != rejecting)
-        .collect();
     let Some(scores) = graph::logits_tensor(&model) else {
         return Ok(graph_bytes);
     };
+    let rejecting = rejection.map(|r| r.label.as_str());
+    let targets = explain::Targets::labelled(labels, rejecting, scores, labels.len());
+    let kept = targets.label_columns();
     let trained = explain::Layer {
         weight: explain::Weight::Float("catdog_head.weight".into()),
         transposed: false,
@@ -102,7 +101,7 @@ fn with_explanation(
         };
         // When the base's logits were its output, the new head took that
         // name and they were renamed.
-        let renamed = "catdog_head.base_logits";
+        let renamed = graph::BASE_LOGITS;
         let logits = if produced(renamed) {
             renamed.to_string()
         } else {
@@ -120,12 +119,7 @@ fn with_explanation(
     });
     let plan = explain::Plan {
         features: probe.head.feature.clone(),
-        targets: explain::Targets {
-            labels: kept.iter().map(|&i| labels[i].clone()).collect(),
-            scores,
-            width: labels.len(),
-            columns: kept.iter().map(|&i| vec![i]).collect(),
-        },
+        targets,
         layers: explain::ScoreLayers {
             trained: Some((trained, kept.iter().map(|&i| i as i64).collect())),
             base: base.map(|mut b| {

@@ -68,7 +68,7 @@ pub(crate) async fn run(
                         println!(
                             "  why: {} ({}): {}",
                             e.label,
-                            method_name(e),
+                            e.method.as_str(),
                             path.display()
                         );
                     }
@@ -146,11 +146,4 @@ impl<'a> Overlays<'a> {
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(Some(path))
     }
-}
-
-fn method_name(e: &catdog::model::explain::Explanation) -> String {
-    serde_json::to_value(e.method)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }

@@ -33,6 +33,10 @@ pub(crate) fn with_feature_output(
     serialize(&m)
 }
 
+/// What the base's logits are renamed to when they were the graph's output
+/// (the new head's output takes that name).
+pub(crate) const BASE_LOGITS: &str = "catdog_head.base_logits";
+
 /// A head that starts from the base's own answer: each new class's score is
 /// the log-sum-exp of the base's logits over its group of base classes.
 #[derive(Debug, Clone)]
@@ -182,7 +186,7 @@ fn free_output_name(g: &mut GraphProto, logits: String, out_name: &str) -> Strin
     if logits != out_name {
         return logits;
     }
-    let renamed = "catdog_head.base_logits".to_string();
+    let renamed = BASE_LOGITS.to_string();
     for n in g.node.iter_mut() {
         for t in n.output.iter_mut().chain(n.input.iter_mut()) {
             if *t == out_name {

@@ -7,4 +7,4 @@ pub(crate) mod head;
 pub(crate) use crate::model::graph::{
     find_head, logits_tensor, parse, serialize, FinalLayer, GraphError,
 };
-pub(crate) use head::{replace_head, with_feature_output, Evidence, Prior};
+pub(crate) use head::{replace_head, with_feature_output, Evidence, Prior, BASE_LOGITS};

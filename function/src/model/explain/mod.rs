@@ -51,6 +51,17 @@ pub enum Method {
     Occlusion,
 }
 
+impl Method {
+    /// The method's name on the wire (`cam`, `grad-cam`, `occlusion`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Cam => "cam",
+            Method::GradCam => "grad-cam",
+            Method::Occlusion => "occlusion",
+        }
+    }
+}
+
 /// What a model's explanation branch says it does (its metadata).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Explains {
@@ -279,4 +290,16 @@ fn tensor_attr(name: &str, t: TensorProto) -> AttributeProto {
     a.type_ = protobuf::EnumOrUnknown::new(onnx_protobuf::attribute_proto::AttributeType::TENSOR);
     a.t = protobuf::MessageField::some(t);
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_methods_name_is_its_wire_name() {
+        for m in [Method::Cam, Method::GradCam, Method::Occlusion] {
+            assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
+        }
+    }
 }

@@ -30,16 +30,8 @@ pub(crate) fn for_model(model: &ModelProto, answers: &Answers) -> Result<Plan, E
     let width = head.base_classes;
     let (targets, layers) = match answers {
         Answers::Labels { labels, rejecting } => {
-            let kept: Vec<usize> = (0..labels.len())
-                .filter(|&i| Some(labels[i].as_str()) != *rejecting)
-                .collect();
-            let targets = Targets {
-                labels: kept.iter().map(|&i| labels[i].clone()).collect(),
-                scores,
-                width,
-                columns: kept.iter().map(|&i| vec![i]).collect(),
-            };
-            let columns = kept.iter().map(|&i| i as i64).collect();
+            let targets = Targets::labelled(labels, *rejecting, scores, width);
+            let columns = targets.label_columns().iter().map(|&i| i as i64).collect();
             let layers = ScoreLayers {
                 trained: Some((layer, columns)),
                 base: None,

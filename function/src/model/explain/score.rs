@@ -27,6 +27,33 @@ pub(crate) struct Targets {
 }
 
 impl Targets {
+    /// A model's own labels (output column `i` is label `i`), all but the
+    /// rejecting one.
+    pub(crate) fn labelled(
+        labels: &[String],
+        rejecting: Option<&str>,
+        scores: String,
+        width: usize,
+    ) -> Self {
+        let kept: Vec<usize> = (0..labels.len())
+            .filter(|&i| Some(labels[i].as_str()) != rejecting)
+            .collect();
+        Self {
+            labels: kept.iter().map(|&i| labels[i].clone()).collect(),
+            scores,
+            width,
+            columns: kept.iter().map(|&i| vec![i]).collect(),
+        }
+    }
+
+    /// Each target's one output column, for targets made by
+    /// [`Targets::labelled`].
+    pub(crate) fn label_columns(&self) -> Vec<usize> {
+        self.columns
+            .iter()
+            .filter_map(|c| c.first().copied())
+            .collect()
+    }
     /// Refuses targets the scores cannot hold (labels that do not match
     /// the model's outputs, which loading then reports on its own).
     pub(crate) fn check(&self) -> Result<(), super::ExplainGraphError> {
