@@ -20,6 +20,8 @@
 //! - [`files`]: classifying picture files in chunks (predict, eval, the
 //!   notebook, fine-tuning's features); [`eval`], [`finetune`], [`plot`]: scoring,
 //!   training a new head, and their pictures.
+//! - [`feedback`]: corrections people send (`POST /feedback`), stored where
+//!   fine-tuning reads them.
 //! - [`checks`]: known pictures and a model's answers to them, recorded by
 //!   `catdog upload` and compared by the PreTraffic hook before a deploy.
 //! - [`runtime`]: finding the ONNX Runtime library at run time.
@@ -34,6 +36,7 @@ pub mod error;
 pub mod eval;
 pub mod events;
 pub(crate) mod explanation;
+pub mod feedback;
 pub mod files;
 pub mod finetune;
 pub mod host;

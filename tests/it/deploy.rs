@@ -139,14 +139,20 @@ fn a_public_url_is_capped_and_access_is_scoped() {
     // bucket (so a missing key is a 404): nothing else, no wildcard action.
     assert_eq!(f["Policies"].as_array().unwrap().len(), 1);
     let all = f["Policies"][0]["Statement"].as_array().unwrap();
-    let (statements, secret): (Vec<_>, Vec<_>) =
+    let (statements, optional): (Vec<_>, Vec<_>) =
         all.iter().partition(|s| s.get("Fn::If").is_none());
     assert_eq!(
-        secret,
-        [&serde_json::json!({"Fn::If": ["HasApiKey", {
+        optional,
+        [
+            &serde_json::json!({"Fn::If": ["HasFeedback", {
+            "Sid": "StoreCorrections", "Effect": "Allow", "Action": "s3:PutObject",
+            "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::${UploadsBucketName}/${FeedbackPrefix}*"}
+        }, {"Ref": "AWS::NoValue"}]}),
+            &serde_json::json!({"Fn::If": ["HasApiKey", {
             "Sid": "ReadTheApiKeyOnly", "Effect": "Allow",
             "Action": "secretsmanager:GetSecretValue", "Resource": {"Ref": "ApiKeySecret"}
-        }, {"Ref": "AWS::NoValue"}]})]
+        }, {"Ref": "AWS::NoValue"}]})
+        ]
     );
     let sub = |v: &serde_json::Value| v["Fn::Sub"].as_str().unwrap_or("").to_string();
     assert_eq!(statements[0]["Action"], "s3:GetObject");
@@ -304,6 +310,9 @@ fn uploads_are_notified_through_a_queue_with_a_dead_letter_queue_and_batch_can_i
         &serde_json::json!([
             {"Id": "ExpireUploads", "Status": "Enabled", "Prefix": {"Ref": "UploadsPrefix"},
              "ExpirationInDays": {"Ref": "UploadsRetentionDays"}},
+            {"Fn::If": ["HasFeedback", {"Id": "ExpireCorrections", "Status": "Enabled",
+             "Prefix": {"Ref": "FeedbackPrefix"}, "ExpirationInDays": {"Ref": "FeedbackRetentionDays"}},
+             {"Ref": "AWS::NoValue"}]},
             {"Id": "ExpireNoncurrentVersions", "Status": "Enabled",
              "NoncurrentVersionExpiration": {"NoncurrentDays": 1}, "ExpiredObjectDeleteMarker": true},
             {"Id": "AbortIncompleteMultipartUploads", "Status": "Enabled",
@@ -322,6 +331,28 @@ fn uploads_are_notified_through_a_queue_with_a_dead_letter_queue_and_batch_can_i
         source["Properties"]["FunctionResponseTypes"],
         serde_json::json!(["ReportBatchItemFailures"])
     );
+    // Corrections: off by default; when on, under their own prefix, apart
+    // from the uploads and the records.
+    let vars = &r["CatdogFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(t["Parameters"]["FeedbackPrefix"]["Default"], "");
+    assert_eq!(
+        vars["CATDOG_FEEDBACK"],
+        serde_json::json!({"Fn::If": ["HasFeedback",
+            {"Fn::Sub": "s3://${UploadsBucketName}/${FeedbackPrefix}"}, {"Ref": "AWS::NoValue"}]})
+    );
+    assert!(
+        !evaluate(&t["Conditions"]["HasFeedback"], &t, &serde_json::json!({}))
+            .as_bool()
+            .unwrap()
+    );
+    for (prefix, refused) in [
+        ("feedback/", false),
+        ("incoming/", true),
+        ("catdog-results/", true),
+    ] {
+        let given = serde_json::json!({"FeedbackPrefix": prefix});
+        assert_eq!(!refused_by_rules(&t, given).is_empty(), refused, "{prefix}");
+    }
     // Only the uploads bucket may send to the queue.
     let qp = &r["UploadsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0];
     assert_eq!(qp["Principal"]["Service"], "s3.amazonaws.com");

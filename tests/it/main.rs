@@ -33,6 +33,8 @@ mod deploy;
 mod docs;
 // `explain=true`: in-graph Grad-CAM/CAM against TensorFlow's, the collage, the query.
 mod explain;
+// `POST /feedback`: corrections stored once, in a folder and in S3.
+mod feedback;
 // `catdog finetune` on real photos and on a VGG16-shaped model.
 mod finetune;
 // `catdog serve` over real TCP: request forms, errors, page, /health, /model.

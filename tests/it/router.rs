@@ -372,6 +372,7 @@ async fn the_api_description_comes_from_the_same_routes() {
             "get /v2/models/{name}/ready",
             "get /v2/models/{name}/versions/{version}",
             "post /",
+            "post /feedback",
             "post /predict",
             "post /uploads",
             "post /v2/models/{name}/infer",

@@ -65,6 +65,8 @@ error_codes! {
     InvalidPath = "invalid_path", BAD_REQUEST;
     /// A query parameter the route does not know, or a value it cannot read.
     InvalidQuery = "invalid_query", BAD_REQUEST;
+    /// `POST /feedback` naming a label the model does not have.
+    UnknownLabel = "unknown_label", BAD_REQUEST;
     /// An `/uploads/{id}` that is not one `POST /uploads` gives.
     InvalidUploadId = "invalid_upload_id", BAD_REQUEST;
     /// The API key is missing or wrong.
@@ -80,6 +82,8 @@ error_codes! {
     UnknownVersion = "unknown_version", NOT_FOUND;
     /// `/uploads` on a server with no uploads bucket (`CATDOG_UPLOADS`).
     UploadsOff = "uploads_off", NOT_FOUND;
+    /// `POST /feedback` on a server with no feedback destination (`CATDOG_FEEDBACK`).
+    FeedbackOff = "feedback_off", NOT_FOUND;
     /// The S3 object does not exist (not uploaded yet, or deleted).
     NoSuchKey = "no_such_key", NOT_FOUND;
     /// The route does not take that method.

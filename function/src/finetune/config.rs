@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::train::TrainConfig;
 use super::view::View;
 use crate::model::load::ModelSpec;
+use crate::model::source::FetchOptions;
 
 /// How the new head starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -97,7 +98,10 @@ pub(crate) struct FinetuneConfig {
     /// The base model (its `preprocessing` override, session and fetch
     /// options are those of serving).
     pub(crate) base: ModelSpec,
-    pub(crate) data: PathBuf,
+    /// The photos: folders and S3 prefixes, merged by label.
+    pub(crate) data: Vec<DataSource>,
+    /// How S3 prefixes among them are read.
+    pub(crate) data_fetch: DataFetch,
     pub(crate) out: PathBuf,
     pub(crate) train: TrainConfig,
     pub(crate) init: Init,
@@ -110,4 +114,34 @@ pub(crate) struct FinetuneConfig {
     pub(crate) cv: Option<usize>,
     /// The rejecting label; `None` (`--no-neither`): every answer is one of the labels.
     pub(crate) neither: Option<NeitherConfig>,
+}
+
+/// One `--data`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataSource {
+    Folder(PathBuf),
+    /// The prefix ends in `/` (or is empty: the whole bucket).
+    S3 {
+        bucket: String,
+        prefix: String,
+    },
+}
+
+impl std::fmt::Display for DataSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataSource::Folder(dir) => write!(f, "{}", dir.display()),
+            DataSource::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// How prefixes are read: the S3 options of serving, where the mirrors go,
+/// and the largest object read.
+#[derive(Debug, Clone)]
+pub(crate) struct DataFetch {
+    pub(crate) fetch: FetchOptions,
+    /// `<cache>/data`: a prefix is mirrored at `<this>/<bucket>/<prefix>`.
+    pub(crate) mirrors: PathBuf,
+    pub(crate) max_object_bytes: usize,
 }

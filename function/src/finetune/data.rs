@@ -1,13 +1,15 @@
-//! A labelled picture folder: `DIR/<split>/<label>/*`, labels from folder names.
+//! Labelled picture folders: `DIR/<split>/<label>/*` (train/, and valid/
+//! when given) or `DIR/<label>/*` (all for training, as corrections are
+//! stored), labels from folder names; several merged by label.
 
 use std::path::{Path, PathBuf};
 
 /// Why a data folder cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{0}: no such folder (expected DIR/train/<label>/ with pictures)")]
+    #[error("{0}: no such folder (expected DIR/train/<label>/ or DIR/<label>/ with pictures)")]
     Missing(PathBuf),
-    #[error("{0}: needs at least two class folders, found {1:?}")]
+    #[error("{0}: needs at least two class folders (besides the other sources'), found {1:?}")]
     TooFewClasses(PathBuf, Vec<String>),
     #[error("{}: no such folder", .0.display())]
     MissingFolder(PathBuf),
@@ -45,6 +47,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
 /// Lists `dir`: one sub-folder per class (sorted by name), the pictures in
 /// it (the one walker, [`crate::files::pictures_in`]).
 pub(crate) fn list_split(dir: &Path) -> Result<Split, DataError> {
+    list_classes(dir, 2)
+}
+
+/// [`list_split`], with at least `min_classes` class folders.
+fn list_classes(dir: &Path, min_classes: usize) -> Result<Split, DataError> {
     if !dir.is_dir() {
         return Err(DataError::Missing(dir.to_path_buf()));
     }
@@ -56,7 +63,7 @@ pub(crate) fn list_split(dir: &Path) -> Result<Split, DataError> {
         .filter(|n| !n.starts_with('.'))
         .collect();
     labels.sort();
-    if labels.len() < 2 {
+    if labels.len() < min_classes.max(1) {
         return Err(DataError::TooFewClasses(dir.to_path_buf(), labels));
     }
     let mut files = Vec::new();
@@ -71,6 +78,29 @@ pub(crate) fn list_split(dir: &Path) -> Result<Split, DataError> {
     Ok(Split { labels, files })
 }
 
+impl Split {
+    /// This split and `other` as one: the labels of both (sorted), the
+    /// files of both, in order.
+    fn merge(self, other: Split) -> Split {
+        let mut labels: Vec<String> = self.labels.iter().chain(&other.labels).cloned().collect();
+        labels.sort();
+        labels.dedup();
+        let mut files = self.aligned(&labels);
+        files.extend(other.aligned(&labels));
+        Split { labels, files }
+    }
+
+    /// The files with their class indices in `labels` (a superset of its own).
+    fn aligned(self, labels: &[String]) -> Vec<(PathBuf, usize)> {
+        let to: Vec<usize> = self
+            .labels
+            .iter()
+            .map(|l| labels.iter().position(|n| n == l).expect("a superset"))
+            .collect();
+        self.files.into_iter().map(|(p, c)| (p, to[c])).collect()
+    }
+}
+
 /// Where the validation photos come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -81,17 +111,21 @@ pub enum ValidSource {
     Carved,
 }
 
-/// `DIR/train` and a validation split: `DIR/valid` when it exists (same
-/// classes required), else `fraction` of each class of `train/` set aside
-/// (seeded and stratified: at least one photo per class, never the last).
+/// The sources' training photos, merged, and a validation split: their
+/// valid/ folders when any has one (classes among train's), else
+/// `fraction` of each class set aside (seeded and stratified: at least one
+/// photo per class, never the last). One source with train/ reads as it
+/// always did.
 pub(crate) fn train_and_valid(
-    dir: &Path,
+    dirs: &[PathBuf],
     fraction: f64,
     seed: u64,
 ) -> Result<(Split, Split, ValidSource), DataError> {
-    let (train, valid) = list(dir)?;
+    let (train, valid) = merged(dirs)?;
     if let Some(valid) = valid {
-        return Ok((train, valid, ValidSource::Folder));
+        let files = valid.aligned(&train.labels);
+        let labels = train.labels.clone();
+        return Ok((train, Split { labels, files }, ValidSource::Folder));
     }
     let mut rng = super::train::Rng::new(seed ^ 0x5EED_CA7D_0600);
     let (mut kept, mut carved) = (Vec::new(), Vec::new());
@@ -120,6 +154,51 @@ pub(crate) fn train_and_valid(
         },
         ValidSource::Carved,
     ))
+}
+
+/// Every source's training photos (train/, or the class folders of a
+/// source without one) and valid/ folders, each merged by label. The
+/// classes of all sources together must be at least two.
+fn merged(dirs: &[PathBuf]) -> Result<(Split, Option<Split>), DataError> {
+    let (mut train, mut valid): (Option<Split>, Option<Split>) = (None, None);
+    for dir in dirs {
+        let (t, v) = if dir.join("train").is_dir() {
+            list(dir)?
+        } else {
+            // Alone, a source needs two classes; beside others, one will do
+            // (corrections of one label). None at all: not a photo folder.
+            let classes = list_classes(dir, if dirs.len() == 1 { 2 } else { 1 });
+            match classes {
+                Err(DataError::TooFewClasses(_, found)) if found.is_empty() => {
+                    return Err(DataError::Missing(dir.join("train")))
+                }
+                classes => (classes?, None),
+            }
+        };
+        train = Some(match train {
+            Some(acc) => acc.merge(t),
+            None => t,
+        });
+        valid = match (valid, v) {
+            (Some(acc), Some(v)) => Some(acc.merge(v)),
+            (acc, v) => acc.or(v),
+        };
+    }
+    let train = train.ok_or_else(|| DataError::Missing(PathBuf::from("(no --data)")))?;
+    if train.labels.len() < 2 {
+        let dir = dirs.first().cloned().unwrap_or_default();
+        return Err(DataError::TooFewClasses(dir, train.labels));
+    }
+    if let Some(v) = &valid {
+        if let Some(extra) = v.labels.iter().find(|l| !train.labels.contains(l)) {
+            return Err(DataError::ClassMismatch {
+                split: format!("valid (class {extra:?})"),
+                found: v.labels.clone(),
+                expected: train.labels.clone(),
+            });
+        }
+    }
+    Ok((train, valid))
 }
 
 /// `DIR/train` and, when present, `DIR/valid` (same classes required).

@@ -19,6 +19,8 @@ pub enum FinetuneError {
     #[error(transparent)]
     Data(#[from] data::DataError),
     #[error(transparent)]
+    Source(#[from] super::sources::SourceError),
+    #[error(transparent)]
     Contract(#[from] crate::model::contract::ContractError),
     #[error("the base model has no `preprocessing` metadata: pass --preprocessing caffe|torch|JSON (the one it was trained with)")]
     NoPreprocessing,

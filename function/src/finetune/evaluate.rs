@@ -40,7 +40,7 @@ impl<'a> Answers<'a> {
     }
 
     /// The index (in the rule's labels) of the answer for row `i` of `ex`.
-    fn answer(&self, ex: &Extracted, i: usize) -> usize {
+    pub(crate) fn answer(&self, ex: &Extracted, i: usize) -> usize {
         let mut row = self
             .head
             .probabilities(&ex.features[i], ex.prior.as_ref().map(|p| p[i].as_slice()));

@@ -8,7 +8,8 @@
 //! ([`cv`]), fit the rejecting label ([`neither`]), score ([`evaluate`]),
 //! and write ([`write`]). What happens on the way goes to a [`Progress`].
 
-pub(crate) mod config;
+pub mod config;
+pub(crate) mod corrections;
 pub(crate) mod cv;
 pub(crate) mod data;
 pub(crate) mod error;
@@ -20,6 +21,7 @@ pub(crate) mod plan;
 pub(crate) mod probe;
 pub(crate) mod progress;
 pub(crate) mod sets;
+pub(crate) mod sources;
 pub(crate) mod summary;
 pub(crate) mod train;
 pub(crate) mod view;
@@ -54,6 +56,9 @@ struct Splits {
     train: data::Split,
     valid: data::Split,
     source: data::ValidSource,
+    /// The `--data` sources as given, and as local folders.
+    sources: Vec<String>,
+    folders: Vec<std::path::PathBuf>,
 }
 
 /// Fine-tunes and writes `cfg.out` (or, with `--cv`, only measures),
@@ -62,8 +67,9 @@ pub(crate) async fn finetune(
     cfg: &FinetuneConfig,
     progress: Arc<dyn Progress>,
 ) -> Result<Outcome, FinetuneError> {
+    let folders = sources::local_folders(&cfg.data, &cfg.data_fetch, progress.as_ref()).await?;
     let (train, valid, source) =
-        data::train_and_valid(&cfg.data, cfg.valid_fraction, cfg.train.seed)?;
+        data::train_and_valid(&folders, cfg.valid_fraction, cfg.train.seed)?;
     let pre = cfg.base.contract.preprocessing.clone();
     let opts = cfg.base.session.clone();
     let (probe, digest) = load::load_with(&cfg.base, DigestTiming::Now, move |model, _| {
@@ -77,6 +83,8 @@ pub(crate) async fn finetune(
         train,
         valid,
         source,
+        sources: cfg.data.iter().map(ToString::to_string).collect(),
+        folders,
     };
     tokio::task::spawn_blocking(move || run(&cfg, &probe, base_sha256, splits, progress.as_ref()))
         .await?
@@ -106,6 +114,7 @@ fn run(
 ) -> Result<Outcome, FinetuneError> {
     let logits = probe.logits.as_deref();
     let plan = Plan::settle(cfg, logits, &mut splits.train, &mut splits.valid, progress)?;
+    let corrected = corrections::find([&splits.train, &splits.valid]);
     let t0 = Instant::now();
     let mut extractor = Extractor::new(probe, progress);
     let mut train = extractor.run(&splits.train, View::Original, "train")?;
@@ -169,6 +178,16 @@ fn run(
         let labels = &plan.answers[..plan.pets];
         progress.note(Note::Neither { summary: n, labels });
     }
+    let corrections = corrections::summarize(
+        &corrected,
+        [&splits.train, &splits.valid],
+        [&features.train, &features.valid],
+        &answers,
+        &plan,
+    );
+    if let Some(c) = &corrections {
+        progress.note(Note::Corrections(c));
+    }
     let weak = evaluate::weakness(
         &cfg.accept,
         neither.as_ref(),
@@ -194,6 +213,9 @@ fn run(
         valid_accuracy,
         base_valid_accuracy,
         neither,
+        corrections,
+        data: splits.sources.clone(),
+        data_folders: splits.folders.clone(),
         weak: weak.is_some(),
         extract_s: features.extract_s,
         train_s,

@@ -26,6 +26,12 @@ pub fn log_skipped(file: &std::path::Path, error: &str) {
 
 /// One step of fine-tuning's work.
 pub enum Event<'a> {
+    /// A `--data` prefix in S3 is being mirrored: `total` files.
+    Fetching { source: &'a str, total: usize },
+    /// `n` more of its files are mirrored.
+    Fetched(usize),
+    /// The mirror is up to date.
+    FetchDone,
     /// Features of one set of pictures are being extracted: `total` files.
     Extracting {
         set: &'a str,
@@ -77,6 +83,8 @@ pub enum Note<'a> {
     },
     /// A weak head is written because `--allow-weak` asked for it.
     WritingWeak(&'a str),
+    /// Corrected pictures were among the photos.
+    Corrections(&'a super::summary::CorrectionsSummary),
 }
 
 impl fmt::Display for Note<'_> {
@@ -125,6 +133,17 @@ impl fmt::Display for Note<'_> {
                 n.other_photos,
                 n.label,
             ),
+            Note::Corrections(c) => {
+                write!(
+                    f,
+                    "{} corrected picture(s) ({} trained on): the model that answered them had {} right, the new one has {} right",
+                    c.pictures, c.trained_on, c.right_before, c.right_after
+                )?;
+                for file in &c.still_wrong {
+                    write!(f, "\n  still wrong: {}", file.display())?;
+                }
+                Ok(())
+            }
             Note::WritingWeak(reason) => {
                 write!(f, "WARNING: writing a weak head (--allow-weak): {reason}")
             }

@@ -34,6 +34,15 @@ pub struct Summary {
     pub base_valid_accuracy: Option<f64>,
     /// The rejecting label's rule, when the model has one.
     pub neither: Option<NeitherSummary>,
+    /// The corrected pictures among the photos (`POST /feedback`'s), and
+    /// how the model that answered them and the new one do on them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corrections: Option<CorrectionsSummary>,
+    /// The `--data` sources, as given.
+    pub data: Vec<String>,
+    /// The same as local folders (an S3 prefix's mirror).
+    #[serde(skip)]
+    pub data_folders: Vec<std::path::PathBuf>,
     /// Written although weak (--allow-weak).
     pub weak: bool,
     pub extract_s: f64,
@@ -60,4 +69,21 @@ pub struct NeitherSummary {
     /// answers `label` for.
     pub other_photos: usize,
     pub other_photos_rejected: usize,
+}
+
+/// What fine-tuning says about the corrected pictures it read.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CorrectionsSummary {
+    /// Corrected pictures among the photos (usable ones).
+    pub pictures: usize,
+    /// Of them, in the training photos (the rest are validation photos).
+    pub trained_on: usize,
+    /// The models that answered them (SHA-256), when recorded.
+    pub models: Vec<String>,
+    /// How many the model that answered got right (the label a person gave).
+    pub right_before: usize,
+    /// How many the new model gets right.
+    pub right_after: usize,
+    /// Each corrected picture the new model still gets wrong.
+    pub still_wrong: Vec<std::path::PathBuf>,
 }

@@ -191,7 +191,8 @@ pub async fn eval(
 pub struct Finetuned {
     pub summary: Summary,
     pub model: PathBuf,
-    /// The photo folder it was fine-tuned on (`--data`).
+    /// The first `--data` as a local folder (a prefix's mirror): where its
+    /// test/ photos are.
     pub data: PathBuf,
     /// The training curves' PNG beside the model (`MODEL.training.png`), or
     /// why it could not be drawn.
@@ -223,10 +224,11 @@ pub async fn finetune(
     };
     let png = args.out.with_extension("training.png");
     let curves = crate::plot::training_curves(&summary.history, &png).map(|()| png);
+    let data = summary.data_folders.first().cloned().unwrap_or_default();
     Ok(FinetuneOutcome::Written(Box::new(Finetuned {
         summary: *summary,
         model: args.out.clone(),
-        data: args.data.clone(),
+        data,
         curves,
     })))
 }
@@ -235,9 +237,15 @@ fn finetune_config(settings: &Settings, args: &FinetuneArgs) -> FinetuneConfig {
     let mut base = settings.model_spec();
     base.uri = Some(args.base.clone());
     base.sha256 = args.base_sha256.clone();
+    let data_fetch = crate::finetune::config::DataFetch {
+        fetch: settings.fetch_options(),
+        mirrors: settings.cache_dir().join("data"),
+        max_object_bytes: settings.request_limits().max_object_bytes,
+    };
     FinetuneConfig {
         base,
         data: args.data.clone(),
+        data_fetch,
         out: args.out.clone(),
         train: crate::finetune::train::TrainConfig {
             epochs: args.epochs,

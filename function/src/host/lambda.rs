@@ -32,6 +32,8 @@ pub enum LambdaError {
     Runtime(String),
     #[error(transparent)]
     NotOnLambda(#[from] NotOnLambda),
+    #[error(transparent)]
+    Feedback(#[from] crate::feedback::Overlap),
 }
 
 /// A Lambda host started outside Lambda: without the Runtime API the
@@ -69,7 +71,8 @@ pub async fn run(settings: &Settings) -> Result<(), LambdaError> {
         .await?;
         let state = AppState::loading(settings.request_limits(), access)
             .with_emf(settings.emf())
-            .with_stored_pictures(settings.stored_pictures());
+            .with_stored_pictures(settings.stored_pictures())
+            .with_feedback(settings.feedback_sink()?);
         state.set_ready(std::sync::Arc::new(classifier));
         Ok::<_, LambdaError>(state)
     };

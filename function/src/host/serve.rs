@@ -49,6 +49,8 @@ pub enum ServeError {
          CATDOG_API_KEY, or listen on 127.0.0.1 (the default), or pass --public to serve it anyway"
     )]
     Unguarded(SocketAddr),
+    #[error(transparent)]
+    Feedback(#[from] crate::feedback::Overlap),
 }
 
 /// A router being served on a local port; [`Server::stop`] ends it.
@@ -75,7 +77,8 @@ impl Server {
             secret_key::access_blocking(settings)?,
         )
         .with_emf(settings.emf())
-        .with_stored_pictures(settings.stored_pictures());
+        .with_stored_pictures(settings.stored_pictures())
+        .with_feedback(settings.feedback_sink()?);
         let server = Self::bind(crate::http::router(state.clone()), state, settings)?;
         let spec = settings.model_spec();
         let policy = settings.retry_policy().unbounded();

@@ -93,6 +93,8 @@ pub enum Pictures {
     Bytes(Vec<Bytes>),
     /// `{"s3": "s3://bucket/key"}`, as given (checked by its reader).
     Stored(String),
+    /// `{"upload": "<id>"}`, as given (checked by its reader).
+    Uploaded(String),
 }
 
 /// Reads the body and returns the encoded pictures, in request order.
@@ -333,6 +335,7 @@ impl JsonPictures {
             JsonPictures::One { image } => vec![image],
             JsonPictures::Many { images } => images,
             JsonPictures::Stored { s3 } => return Ok(Pictures::Stored(s3)),
+            JsonPictures::Uploaded { upload } => return Ok(Pictures::Uploaded(upload)),
         };
         pictures
             .into_iter()
@@ -367,13 +370,17 @@ mod tests {
     fn json_shapes() {
         let count = |body: &[u8]| match json(body).unwrap() {
             Pictures::Bytes(p) => p.len(),
-            Pictures::Stored(s) => panic!("stored {s}"),
+            other => panic!("not bytes: {other:?}"),
         };
         assert_eq!(count(br#"{"image":"aGk="}"#), 1);
         assert_eq!(count(br#"{"images":["aGk=","aGk="]}"#), 2);
         assert!(matches!(
             json(br#"{"s3":"s3://b/k.jpg"}"#).unwrap(),
             Pictures::Stored(s) if s == "s3://b/k.jpg"
+        ));
+        assert!(matches!(
+            json(br#"{"upload":"0123456789abcdef0123456789abcdef.png"}"#).unwrap(),
+            Pictures::Uploaded(id) if id.ends_with(".png")
         ));
         for bad in [
             &br#"[1]"#[..],
@@ -395,6 +402,7 @@ mod tests {
             br#"{"images":["aGk=",7]}"#,
             br#"{}"#,
             br#"{"image":"aGk=","s3":"s3://b/k"}"#,
+            br#"{"upload":"0123","s3":"s3://b/k"}"#,
         ] {
             assert_eq!(
                 ErrorCode::from(&json(bad).unwrap_err()),

@@ -4,6 +4,7 @@
 pub mod access;
 pub(crate) mod deadline;
 pub(crate) mod error;
+pub(crate) mod feedback;
 pub(crate) mod head_limit;
 pub mod input;
 pub(crate) mod keep_alive;
@@ -73,6 +74,7 @@ fn api(access: &Access) -> OpenApiRouter<AppState> {
     let mut protected = OpenApiRouter::new()
         .routes(routes!(routes::predict))
         .routes(routes!(routes::legacy_predict))
+        .routes(routes!(feedback::feedback))
         .routes(routes!(uploads::create_upload))
         .routes(routes!(uploads::upload_result))
         .routes(routes!(routes::model_info))

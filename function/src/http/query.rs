@@ -19,18 +19,10 @@ impl PredictQuery {
     /// Reads `query` (the URI's, without `?`).
     pub(crate) fn parse(query: Option<&str>) -> Result<Self, ApiError> {
         let mut out = Self::default();
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let key = decoded(key)?;
-            let value = decoded(value)?;
+        for (key, value) in pairs(query)? {
             match key.as_str() {
                 "explain" => out.explain = Some(boolean(&key, &value)?),
-                other => {
-                    return Err(invalid(format!(
-                        "unknown query parameter `{}`: this route takes `explain`",
-                        other.chars().take(64).collect::<String>()
-                    )))
-                }
+                other => return Err(unknown(other, "`explain`")),
             }
         }
         Ok(out)
@@ -39,6 +31,53 @@ impl PredictQuery {
     pub(crate) fn explain(self) -> bool {
         self.explain.unwrap_or(false)
     }
+}
+
+/// `POST /feedback`'s query.
+#[derive(Debug, Clone, PartialEq, Eq, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct FeedbackQuery {
+    /// The label that is right for the picture: one of the model's
+    /// (`GET /model`'s `labels`, e.g. `cat`, `dog`, `neither`).
+    pub(crate) label: String,
+}
+
+impl FeedbackQuery {
+    /// Reads `query` (the URI's, without `?`): `label`, once.
+    pub(crate) fn parse(query: Option<&str>) -> Result<Self, ApiError> {
+        let mut label = None;
+        for (key, value) in pairs(query)? {
+            match key.as_str() {
+                "label" if label.is_none() => label = Some(value),
+                "label" => return Err(invalid("`label` is given twice: give it once".into())),
+                other => return Err(unknown(other, "`label`")),
+            }
+        }
+        let label = label.ok_or_else(|| {
+            invalid("`label` is missing: say which label is right, e.g. ?label=dog".into())
+        })?;
+        Ok(Self { label })
+    }
+}
+
+/// The query's `key=value` pairs, percent-decoded.
+fn pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decoded(key)?, decoded(value)?))
+        })
+        .collect()
+}
+
+fn unknown(key: &str, takes: &str) -> ApiError {
+    invalid(format!(
+        "unknown query parameter `{}`: this route takes {takes}",
+        key.chars().take(64).collect::<String>()
+    ))
 }
 
 fn invalid(message: String) -> ApiError {
@@ -83,5 +122,21 @@ mod tests {
         assert!(refused.message.contains("maybe"), "{}", refused.message);
         let typo = explain("explian=true").unwrap_err();
         assert!(typo.message.contains("explian"), "{}", typo.message);
+    }
+
+    #[test]
+    fn feedback_takes_one_label() {
+        let parse = |q| FeedbackQuery::parse(q).map(|f| f.label);
+        assert_eq!(parse(Some("label=dog")).unwrap(), "dog");
+        assert_eq!(parse(Some("label=n%C3%A9")).unwrap(), "né");
+        for bad in [
+            None,
+            Some(""),
+            Some("label=a&label=b"),
+            Some("label=dog&explain=true"),
+        ] {
+            let refused = parse(bad).unwrap_err();
+            assert_eq!(refused.code, ErrorCode::InvalidQuery, "{bad:?}");
+        }
     }
 }

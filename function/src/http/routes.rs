@@ -21,9 +21,48 @@ use crate::http::types::{
     ErrorBody, HealthAnswer, HealthStatus, JsonPictures, KeyRequired, LegacyAnswer, ModelRef,
     Picture, PredictAnswer, RequestErrors, Timings, UploadForm,
 };
+use crate::http::uploads::is_upload_id;
 use crate::model::output::Prediction;
+use crate::objects::uploads_off;
 use crate::pipeline::{self, Payload, RETRY_AFTER_S};
 use crate::pipeline::{ModelState, Ready};
+
+/// The pictures of a request, in order: from its body, or fetched from S3
+/// when it names one (`{"s3": …}`, `{"upload": …}`).
+pub(crate) async fn request_pictures(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    other: OtherTypes,
+) -> Result<Vec<Bytes>, ApiError> {
+    let no_bucket = |code, message: String| ApiError::new(code, message);
+    let stored = || state.stored_pictures.as_ref();
+    let max = state.limits.max_object_bytes;
+    Ok(
+        match read_images(headers, body, &state.limits, other).await? {
+            Pictures::Bytes(images) => images,
+            Pictures::Stored(uri) => {
+                let stored = stored().ok_or_else(|| {
+                no_bucket(
+                    ErrorCode::S3NotAllowed,
+                    format!("{uri}: this server reads no bucket (CATDOG_S3_ALLOW names those it may)"),
+                )
+            })?;
+                vec![stored.fetch(uri, max).await?]
+            }
+            Pictures::Uploaded(id) => {
+                let stored = stored().ok_or_else(uploads_off)?;
+                if !is_upload_id(&id) {
+                    return Err(ApiError::new(
+                    ErrorCode::InvalidUploadId,
+                    format!("{id:?} is not an upload id (32 hex digits and an extension, as POST /uploads gives)"),
+                ));
+                }
+                vec![stored.fetch_upload(id, max).await?]
+            }
+        },
+    )
+}
 
 /// Reads, decodes and classifies the pictures of a request.
 async fn classify_request(
@@ -35,20 +74,7 @@ async fn classify_request(
 ) -> Result<(Ready, Vec<Prediction>, Timings), ApiError> {
     let started = Instant::now();
     let ready = state.ready_model()?;
-    let images: Vec<Bytes> = match read_images(headers, body, &state.limits, other).await? {
-        Pictures::Bytes(images) => images,
-        Pictures::Stored(uri) => {
-            let stored = state.stored_pictures.as_ref().ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::S3NotAllowed,
-                    format!(
-                        "{uri}: this server reads no bucket (CATDOG_S3_ALLOW names those it may)"
-                    ),
-                )
-            })?;
-            vec![stored.fetch(uri, state.limits.max_object_bytes).await?]
-        }
-    };
+    let images = request_pictures(state, headers, body, other).await?;
     let read = started.elapsed().as_secs_f64() * 1e3;
     let (predictions, timings) = pipeline::run(
         &ready,
@@ -211,10 +237,13 @@ const PAGE: &str = include_str!("../../assets/index.html");
     responses((status = 200, description = "The upload page", content_type = "text/html", body = String)))]
 pub(crate) async fn page(State(state): State<AppState>) -> Response {
     // The page sends a picture over the body limit through /uploads.
-    let page = PAGE.replace(
-        "__MAX_BODY_BYTES__",
-        &state.limits.max_body_bytes.to_string(),
-    );
+    // Its "Wrong? It is a …" buttons only where corrections are stored.
+    let page = PAGE
+        .replace(
+            "__MAX_BODY_BYTES__",
+            &state.limits.max_body_bytes.to_string(),
+        )
+        .replace("__FEEDBACK__", &state.feedback.is_some().to_string());
     ([(header::CACHE_CONTROL, "no-cache")], Html(page)).into_response()
 }
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::batcher::Batcher;
+use crate::feedback::FeedbackSink;
 use crate::http::access::Access;
 
 use crate::limits::{BatchPolicy, Limits};
@@ -27,6 +28,8 @@ pub struct AppState {
     pub(crate) emf: bool,
     /// Pictures in S3 (`/uploads`, `/predict {"s3": …}`); `None`: off.
     pub(crate) stored_pictures: Option<Arc<dyn StoredPictures>>,
+    /// Where `POST /feedback` stores corrections; `None`: off.
+    pub(crate) feedback: Option<Arc<dyn FeedbackSink>>,
 }
 
 impl AppState {
@@ -39,12 +42,19 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             emf: false,
             stored_pictures: None,
+            feedback: None,
         }
     }
 
     /// With pictures in S3 reachable (`POST /uploads`, `/predict {"s3": …}`).
     pub(crate) fn with_stored_pictures(mut self, stored: Option<Arc<dyn StoredPictures>>) -> Self {
         self.stored_pictures = stored;
+        self
+    }
+
+    /// With corrections stored there (`POST /feedback`).
+    pub(crate) fn with_feedback(mut self, sink: Option<Arc<dyn FeedbackSink>>) -> Self {
+        self.feedback = sink;
         self
     }
 

@@ -175,59 +175,78 @@ pub(crate) struct OipErrorBody {
 /// code shows up here by itself.
 pub(crate) struct RequestErrors;
 
-impl RequestErrors {
-    /// Codes a classifying route never answers: the protocol's own, and
-    /// the router's for a route or method that does not exist.
-    const ELSEWHERE: [ErrorCode; 7] = [
-        ErrorCode::UploadsOff,
-        ErrorCode::InvalidUploadId,
-        ErrorCode::InvalidInferenceRequest,
-        ErrorCode::UnknownModel,
-        ErrorCode::UnknownVersion,
-        ErrorCode::NotFound,
-        ErrorCode::MethodNotAllowed,
-    ];
-}
+/// Codes no picture-reading route answers: the protocol's own, and the
+/// router's for a route or method that does not exist.
+const NOT_PICTURE_ROUTES: [ErrorCode; 5] = [
+    ErrorCode::InvalidInferenceRequest,
+    ErrorCode::UnknownModel,
+    ErrorCode::UnknownVersion,
+    ErrorCode::NotFound,
+    ErrorCode::MethodNotAllowed,
+];
+
+/// Codes only `POST /feedback` answers.
+const FEEDBACK_ONLY: [ErrorCode; 2] = [ErrorCode::FeedbackOff, ErrorCode::UnknownLabel];
 
 impl utoipa::IntoResponses for RequestErrors {
     fn responses() -> std::collections::BTreeMap<
         String,
         utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
     > {
-        let mut by_status: std::collections::BTreeMap<u16, Vec<ErrorCode>> = Default::default();
-        for code in ErrorCode::ALL {
-            if !Self::ELSEWHERE.contains(code) {
-                by_status
-                    .entry(code.status().as_u16())
-                    .or_default()
-                    .push(*code);
-            }
-        }
-        by_status
-            .into_iter()
-            .map(|(status, codes)| {
-                let names: Vec<String> = codes
-                    .iter()
-                    .map(|c| match c.retry_after() {
-                        Some(s) => format!("`{c}` (with `Retry-After: {s}`)"),
-                        None => format!("`{c}`"),
-                    })
-                    .collect();
-                let mut response =
-                    error_response(&format!("Codes: {}", names.join(", ")), "ErrorBody");
-                if status == 503 {
-                    response = response.header(
-                        "Retry-After",
-                        utoipa::openapi::HeaderBuilder::new()
-                            .schema(u32::schema())
-                            .description(Some("Seconds, when the cause will pass by itself"))
-                            .build(),
-                    );
-                }
-                (status.to_string(), response.build().into())
-            })
-            .collect()
+        picture_route_errors(|c| !FEEDBACK_ONLY.contains(c))
     }
+}
+
+/// `POST /feedback`'s error answers: those of the classifying routes, and its own.
+pub(crate) struct FeedbackErrors;
+
+impl utoipa::IntoResponses for FeedbackErrors {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        picture_route_errors(|_| true)
+    }
+}
+
+/// The error answers of a route that reads pictures, one per status, each
+/// listing the codes `answers` keeps.
+fn picture_route_errors(
+    answers: impl Fn(&ErrorCode) -> bool,
+) -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>>
+{
+    let mut by_status: std::collections::BTreeMap<u16, Vec<ErrorCode>> = Default::default();
+    for code in ErrorCode::ALL {
+        if !NOT_PICTURE_ROUTES.contains(code) && answers(code) {
+            by_status
+                .entry(code.status().as_u16())
+                .or_default()
+                .push(*code);
+        }
+    }
+    by_status
+        .into_iter()
+        .map(|(status, codes)| {
+            let names: Vec<String> = codes
+                .iter()
+                .map(|c| match c.retry_after() {
+                    Some(s) => format!("`{c}` (with `Retry-After: {s}`)"),
+                    None => format!("`{c}`"),
+                })
+                .collect();
+            let mut response = error_response(&format!("Codes: {}", names.join(", ")), "ErrorBody");
+            if status == 503 {
+                response = response.header(
+                    "Retry-After",
+                    utoipa::openapi::HeaderBuilder::new()
+                        .schema(u32::schema())
+                        .description(Some("Seconds, when the cause will pass by itself"))
+                        .build(),
+                );
+            }
+            (status.to_string(), response.build().into())
+        })
+        .collect()
 }
 
 /// Error responses several routes share, each declared once: a status, what
@@ -308,12 +327,18 @@ pub(crate) enum JsonPictures {
         #[schema(pattern = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+$")]
         s3: String,
     },
+    /// One picture uploaded through `POST /uploads`, by its `id` (the
+    /// server must have an uploads bucket: 404 `uploads_off` otherwise).
+    Uploaded {
+        #[schema(pattern = r"^[0-9a-f]{32}(\.(jpg|png|webp|gif|bmp))?$")]
+        upload: String,
+    },
 }
 
 /// The fields as sent, before the rule that exactly one of them is given.
 #[derive(Deserialize)]
 #[serde(
-    expecting = "an object {\"image\": \"<base64>\"}, {\"images\": [\"<base64>\", ...]} or {\"s3\": \"s3://bucket/key\"}"
+    expecting = "an object {\"image\": \"<base64>\"}, {\"images\": [\"<base64>\", ...]}, {\"s3\": \"s3://bucket/key\"} or {\"upload\": \"<id>\"}"
 )]
 struct JsonFields {
     #[serde(default)]
@@ -322,17 +347,20 @@ struct JsonFields {
     images: Option<Vec<Base64Picture>>,
     #[serde(default)]
     s3: Option<String>,
+    #[serde(default)]
+    upload: Option<String>,
 }
 
 impl TryFrom<JsonFields> for JsonPictures {
     type Error = &'static str;
     fn try_from(fields: JsonFields) -> Result<Self, Self::Error> {
-        match (fields.image, fields.images, fields.s3) {
-            (Some(image), None, None) => Ok(JsonPictures::One { image }),
-            (None, Some(images), None) => Ok(JsonPictures::Many { images }),
-            (None, None, Some(s3)) => Ok(JsonPictures::Stored { s3 }),
-            (None, None, None) => Err("no `image` field: expected {\"image\": \"<base64>\"}, {\"images\": [\"<base64>\", ...]} or {\"s3\": \"s3://bucket/key\"}"),
-            _ => Err("give one of `image`, `images` and `s3`, not several"),
+        match (fields.image, fields.images, fields.s3, fields.upload) {
+            (Some(image), None, None, None) => Ok(JsonPictures::One { image }),
+            (None, Some(images), None, None) => Ok(JsonPictures::Many { images }),
+            (None, None, Some(s3), None) => Ok(JsonPictures::Stored { s3 }),
+            (None, None, None, Some(upload)) => Ok(JsonPictures::Uploaded { upload }),
+            (None, None, None, None) => Err("no `image` field: expected {\"image\": \"<base64>\"}, {\"images\": [\"<base64>\", ...]}, {\"s3\": \"s3://bucket/key\"} or {\"upload\": \"<id>\"}"),
+            _ => Err("give one of `image`, `images`, `s3` and `upload`, not several"),
         }
     }
 }
@@ -399,4 +427,26 @@ pub(crate) struct UploadResult {
     /// Milliseconds: get, decode, preprocess, inference, write, total.
     #[schema(value_type = Object)]
     pub(crate) timings_ms: serde_json::Value,
+}
+
+/// `POST /feedback`'s answer: what was stored, and what the model answers
+/// for the picture now.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"label": "dog", "answered": "cat", "confidence": 0.62,
+    "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "stored": "dog/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08.jpg", "new": true}))]
+pub(crate) struct FeedbackAnswer {
+    /// The label given (the folder the picture is stored in).
+    pub(crate) label: String,
+    /// What the model answers for the picture.
+    pub(crate) answered: String,
+    /// The probability of that answer.
+    pub(crate) confidence: f32,
+    /// The picture's SHA-256 (its name in the folder).
+    pub(crate) sha256: String,
+    /// Its key under the feedback destination: `<label>/<sha256>.<ext>`.
+    pub(crate) stored: String,
+    /// `false`: the same picture had already been given this label (200);
+    /// it is stored once.
+    pub(crate) new: bool,
 }

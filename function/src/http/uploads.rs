@@ -13,19 +13,14 @@ use crate::error::{ApiError, ErrorCode};
 use crate::http::path::PathParams;
 use crate::http::state::AppState;
 use crate::http::types::{ErrorBody, KeyRequired, S3Refusal, UploadResult};
-use crate::objects::{StoredPictures, UploadRequest, UploadTicket, UPLOAD_TYPES};
+use crate::objects::{uploads_off, StoredPictures, UploadRequest, UploadTicket, UPLOAD_TYPES};
 
 /// Whether `GET /uploads/{id}` found the record already written (by the
 /// picture's S3 event) or wrote it now: `existing` or `written`.
 pub(crate) const RECORD_HEADER: &str = "catdog-record";
 
 fn stored_pictures(state: &AppState) -> Result<&Arc<dyn StoredPictures>, ApiError> {
-    state.stored_pictures.as_ref().ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::UploadsOff,
-            "this server has no uploads bucket: start it with CATDOG_UPLOADS=s3://bucket/prefix/",
-        )
-    })
+    state.stored_pictures.as_ref().ok_or_else(uploads_off)
 }
 
 /// `POST /uploads`: a presigned PUT URL into the uploads bucket, and the key.

@@ -112,6 +112,33 @@ pub(crate) fn model_line(
     )
 }
 
+/// The line for one correction (`POST /feedback`): counted by the model's
+/// answer and the label given, so CloudWatch holds the same confusion
+/// matrix as `/metrics`.
+pub(crate) fn correction_line(
+    answered: &str,
+    corrected: &str,
+    model: Option<&ModelLabels>,
+    timestamp_ms: u64,
+) -> String {
+    let mut properties = Vec::new();
+    if let Some(m) = model {
+        properties.push(("Model", Value::from(m.name.as_str())));
+        properties.push(("ModelVersion", Value::from(m.version.as_str())));
+    }
+    document(
+        &[("Answered", answered), ("Corrected", corrected)],
+        &[("Corrections", "Count", 1.0)],
+        &properties,
+        timestamp_ms,
+    )
+}
+
+/// [`correction_line`] at the current time, written out.
+pub(crate) fn emit_correction(answered: &str, corrected: &str, model: Option<&ModelLabels>) {
+    emit(&correction_line(answered, corrected, model, now_ms()));
+}
+
 /// Writes a line to stdout in one piece (Lambda sends stdout to CloudWatch
 /// Logs, one event per line; the tracing logs go to stderr).
 pub(crate) fn emit(line: &str) {
@@ -163,5 +190,20 @@ mod tests {
         }
         assert_eq!(v["BatchSize"], 3.0);
         assert_eq!(v["Route"], "/predict");
+    }
+
+    #[test]
+    fn a_correction_is_counted_by_answer_and_label() {
+        let v: Value = serde_json::from_str(&correction_line("cat", "dog", None, 1)).unwrap();
+        let directive = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(
+            directive["Dimensions"][0],
+            serde_json::json!(["Answered", "Corrected"])
+        );
+        assert_eq!(directive["Metrics"][0]["Name"], "Corrections");
+        assert_eq!(
+            (&v["Answered"], &v["Corrected"], &v["Corrections"]),
+            (&"cat".into(), &"dog".into(), &1.0.into())
+        );
     }
 }

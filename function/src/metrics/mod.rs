@@ -79,6 +79,13 @@ struct RequestLabels {
     status: u16,
 }
 
+/// A correction: what the model answered, and the label a person gave.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CorrectionLabels {
+    answered: String,
+    corrected: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
@@ -109,6 +116,7 @@ pub(crate) struct Metrics {
     memory_budget: Gauge,
     memory_in_use: Gauge,
     model_info: Family<ModelLabels, Gauge>,
+    corrections: Family<CorrectionLabels, Counter>,
     /// The info series is replaced as a whole (the digest may arrive late).
     model_now: Mutex<Option<ModelLabels>>,
 }
@@ -215,6 +223,12 @@ impl Metrics {
             "The model answering (1): name, version, SHA-256, URI scheme, kind",
             model_info.clone(),
         );
+        let corrections = Family::<CorrectionLabels, Counter>::default();
+        registry.register(
+            "corrections",
+            "Corrections people sent (POST /feedback), by the model's answer and the label they gave: a live confusion matrix",
+            corrections.clone(),
+        );
         Self {
             registry,
             requests,
@@ -232,6 +246,7 @@ impl Metrics {
             memory_budget,
             memory_in_use,
             model_info,
+            corrections,
             model_now: Mutex::new(None),
         }
     }
@@ -270,6 +285,17 @@ impl Metrics {
                 family.get_or_create(&route).observe(ms / 1e3);
             }
         }
+    }
+
+    /// A person said a picture answered `answered` is `corrected`. Both
+    /// are the model's labels, so the series stay few.
+    pub(crate) fn corrected(&self, answered: &str, corrected: &str) {
+        self.corrections
+            .get_or_create(&CorrectionLabels {
+                answered: answered.to_string(),
+                corrected: corrected.to_string(),
+            })
+            .inc();
     }
 
     /// The histogram the inference thread reports each run's size to.

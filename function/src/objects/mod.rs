@@ -24,6 +24,6 @@ pub(crate) use failure::{Failure, FailureCode};
 pub(crate) use location::ObjectRef;
 pub(crate) use results::ResultsConfig;
 pub(crate) use stored_pictures::{
-    S3StoredPictures, StoredPictures, UploadRequest, UploadTicket, UPLOAD_TYPES,
+    uploads_off, S3StoredPictures, StoredPictures, UploadRequest, UploadTicket, UPLOAD_TYPES,
 };
 pub use worker::{ObjectWorker, Outcome};

@@ -181,6 +181,31 @@ impl ObjectStore {
         Ok(())
     }
 
+    /// Creates `object` with `bytes` unless it exists (`If-None-Match: *`):
+    /// `false` when it was there already (412).
+    pub(crate) async fn create(
+        &self,
+        object: &ObjectRef,
+        bytes: Bytes,
+        content_type: &str,
+    ) -> Result<bool, Failure> {
+        let put = self
+            .client
+            .put_object()
+            .bucket(&object.bucket)
+            .key(&object.key)
+            .content_type(content_type)
+            .if_none_match("*")
+            .body(ByteStream::from(bytes))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if status_of(&e) == Some(412) => Ok(false),
+            Err(e) => Err(sorted(e, "writing", object)),
+        }
+    }
+
     /// The object's tags.
     pub(crate) async fn tags(&self, object: &ObjectRef) -> Result<Vec<(String, String)>, Failure> {
         let out = self
@@ -234,6 +259,17 @@ impl ObjectStore {
         prefix: &str,
         continuation: Option<String>,
     ) -> Result<(Vec<ObjectRef>, Option<String>), Failure> {
+        let (objects, next) = self.list_page_sized(bucket, prefix, continuation).await?;
+        Ok((objects.into_iter().map(|(o, _)| o).collect(), next))
+    }
+
+    /// [`ObjectStore::list_page`], with each object's size.
+    pub(crate) async fn list_page_sized(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        continuation: Option<String>,
+    ) -> Result<(Vec<(ObjectRef, Option<i64>)>, Option<String>), Failure> {
         let out = self
             .client
             .list_objects_v2()
@@ -248,7 +284,8 @@ impl ObjectStore {
             .iter()
             .filter_map(|o| {
                 let key = o.key()?;
-                Some(ObjectRef::new(bucket, key).with_etag(o.e_tag().map(str::to_string)))
+                let object = ObjectRef::new(bucket, key).with_etag(o.e_tag().map(str::to_string));
+                Some((object, o.size()))
             })
             .collect();
         let next = out

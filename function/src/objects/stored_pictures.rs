@@ -46,6 +46,10 @@ pub(crate) trait StoredPictures: Send + Sync {
     /// A picture's bytes by reference (`s3://bucket/key`), if its bucket is
     /// on the allow-list; `s3_not_allowed` otherwise.
     fn fetch(&self, uri: String, max_bytes: usize) -> BoxFuture<'_, Result<Bytes, ApiError>>;
+
+    /// An uploaded picture's bytes by its id (`uploads_off` without an
+    /// uploads bucket, `no_such_key` before it is uploaded).
+    fn fetch_upload(&self, id: String, max_bytes: usize) -> BoxFuture<'_, Result<Bytes, ApiError>>;
 }
 
 /// `POST /uploads`: the picture about to be uploaded.
@@ -137,12 +141,7 @@ impl S3StoredPictures {
         self.uploads
             .as_ref()
             .map(|(b, p)| (b.as_str(), p.as_str()))
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::UploadsOff,
-                    "this server has no uploads bucket: start it with CATDOG_UPLOADS=s3://bucket/prefix/",
-                )
-            })
+            .ok_or_else(uploads_off)
     }
 
     /// Whether `/predict {"s3": …}` may read `bucket`.
@@ -150,6 +149,14 @@ impl S3StoredPictures {
         self.allowed.iter().any(|b| b == bucket)
             || self.uploads.as_ref().is_some_and(|(b, _)| b == bucket)
     }
+}
+
+/// The answer of an uploads route on a server without an uploads bucket.
+pub(crate) fn uploads_off() -> ApiError {
+    ApiError::new(
+        ErrorCode::UploadsOff,
+        "this server has no uploads bucket: start it with CATDOG_UPLOADS=s3://bucket/prefix/",
+    )
 }
 
 /// 128 random bits as 32 hex digits, and the picture type's extension: an
@@ -237,6 +244,23 @@ impl StoredPictures for S3StoredPictures {
                 }
                 Outcome::Failed { failure, .. } => Err(failure.into()),
                 Outcome::Ignored { reason, .. } => Err(ApiError::new(ErrorCode::NoSuchKey, reason)),
+            }
+        })
+    }
+
+    fn fetch_upload(&self, id: String, max_bytes: usize) -> BoxFuture<'_, Result<Bytes, ApiError>> {
+        Box::pin(async move {
+            let (bucket, prefix) = self.uploads()?;
+            let object = ObjectRef::new(bucket, format!("{prefix}{id}"));
+            match self.store().await.get(&object, max_bytes).await {
+                Ok(fetched) => Ok(fetched.bytes),
+                Err(f) => {
+                    let mut e = ApiError::from(f);
+                    if e.code == ErrorCode::NoSuchKey {
+                        e.message = format!("nothing uploaded under {id}");
+                    }
+                    Err(e)
+                }
             }
         })
     }

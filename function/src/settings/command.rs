@@ -103,9 +103,13 @@ pub struct FinetuneArgs {
     /// Expected SHA-256 of the base.
     #[arg(long, value_parser = parse_sha256)]
     pub(crate) base_sha256: Option<String>,
-    /// Folder with train/<label>/* (and optionally valid/<label>/*).
-    #[arg(long)]
-    pub(crate) data: PathBuf,
+    /// The photos: a folder with train/<label>/* (and optionally
+    /// valid/<label>/*), or with <label>/* (all for training, as
+    /// CATDOG_FEEDBACK stores corrections), or the same under
+    /// s3://bucket/prefix/. Repeat to merge sources by label, e.g.
+    /// `--data photos --data s3://bucket/feedback/`.
+    #[arg(long, required = true, value_parser = parse_data_source)]
+    pub(crate) data: Vec<crate::finetune::config::DataSource>,
     /// Where to write the fine-tuned model.
     #[arg(long)]
     pub(crate) out: PathBuf,

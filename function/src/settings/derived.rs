@@ -82,6 +82,22 @@ impl Settings {
         .map(|g| std::sync::Arc::new(g) as std::sync::Arc<dyn crate::objects::StoredPictures>)
     }
 
+    /// Where `POST /feedback` stores corrections; `None`: the route is off.
+    /// Refused when it overlaps the uploads or the records.
+    pub(crate) fn feedback_sink(
+        &self,
+    ) -> Result<Option<std::sync::Arc<dyn crate::feedback::FeedbackSink>>, crate::feedback::Overlap>
+    {
+        let Some(destination) = self.objects.feedback.as_ref() else {
+            return Ok(None);
+        };
+        destination.check_apart(self.objects.uploads.as_ref(), &self.objects.results_prefix)?;
+        Ok(Some(crate::feedback::sink(
+            destination,
+            &self.fetch_options(),
+        )))
+    }
+
     /// Which model to load, and how.
     pub fn model_spec(&self) -> ModelSpec {
         let m = &self.model;

@@ -188,6 +188,11 @@ pub struct ObjectSettings {
     /// `s3://bucket/prefix/` [default: none, /uploads off].
     #[arg(long, env = "CATDOG_UPLOADS", value_parser = parse_uploads)]
     pub uploads: Option<(String, String)>,
+    /// Where `POST /feedback` stores corrections, as `<label>/<sha256>.<ext>`
+    /// and a JSON sidecar: `s3://bucket/prefix/` or a folder [default: none,
+    /// /feedback off].
+    #[arg(long, env = "CATDOG_FEEDBACK", value_parser = parse_feedback)]
+    pub feedback: Option<crate::feedback::Destination>,
     /// Buckets `/predict {"s3": "s3://bucket/key"}` may read, comma-separated
     /// (the uploads bucket always may) [default: none].
     #[arg(long = "s3-allow", env = "CATDOG_S3_ALLOW", value_delimiter = ',', value_parser = parse_bucket)]

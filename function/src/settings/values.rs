@@ -240,6 +240,33 @@ pub(super) fn parse_uploads(s: &str) -> Result<(String, String), InvalidValue> {
     Ok((bucket, prefix))
 }
 
+/// `CATDOG_FEEDBACK`: `s3://bucket/prefix/` (as [`parse_uploads`]) or a folder.
+pub(super) fn parse_feedback(s: &str) -> Result<crate::feedback::Destination, InvalidValue> {
+    use crate::feedback::Destination;
+    let s = s.trim();
+    if s.starts_with("s3://") {
+        let (bucket, prefix) = parse_uploads(s)?;
+        return Ok(Destination::S3 { bucket, prefix });
+    }
+    if s.is_empty() || s.contains("://") {
+        return Err(InvalidValue(format!(
+            "{s:?} is neither s3://bucket/prefix/ nor a folder"
+        )));
+    }
+    Ok(Destination::Folder(std::path::PathBuf::from(s)))
+}
+
+/// A `--data` source: `s3://bucket/prefix/` (as [`parse_uploads`]) or a folder.
+pub(super) fn parse_data_source(
+    s: &str,
+) -> Result<crate::finetune::config::DataSource, InvalidValue> {
+    use crate::finetune::config::DataSource;
+    Ok(match parse_feedback(s)? {
+        crate::feedback::Destination::S3 { bucket, prefix } => DataSource::S3 { bucket, prefix },
+        crate::feedback::Destination::Folder(dir) => DataSource::Folder(dir),
+    })
+}
+
 /// `s3://bucket/key.checks.json`: where the PreTraffic hook reads the
 /// recorded answers (bucket, key).
 pub(super) fn parse_checks_uri(s: &str) -> Result<(String, String), InvalidValue> {

@@ -61,9 +61,14 @@ impl Progress for Terminal {
                 "{msg} {bar:40} {pos}/{len} eta {eta}",
                 format!("features ({set}, {view})"),
             ),
-            Event::Extracted(n) => self.with_bar(|b| b.inc(n as u64)),
+            Event::Fetching { source, total } => self.start(
+                total,
+                "{msg} {bar:40} {pos}/{len} eta {eta}",
+                format!("mirroring {source}"),
+            ),
+            Event::Extracted(n) | Event::Fetched(n) => self.with_bar(|b| b.inc(n as u64)),
             Event::Skipped { file, error } => self.suspended(|| log_skipped(file, error)),
-            Event::ExtractDone | Event::TrainDone => self.finish(),
+            Event::ExtractDone | Event::TrainDone | Event::FetchDone => self.finish(),
             Event::Training { epochs } => self.start(
                 epochs,
                 "training {bar:40} epoch {pos}/{len} (stops early when validation stops improving)",

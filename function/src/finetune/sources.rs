@@ -1,0 +1,205 @@
+//! Where the photos come from: each `--data` is a folder or
+//! `s3://bucket/prefix/`. A prefix is first mirrored into the cache folder
+//! (pictures and their sidecars; files gone from S3 are removed from the
+//! mirror, so a deleted correction is not trained on), then read as a
+//! folder, so one listing ([`super::data`]) reads both.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use super::config::{DataFetch, DataSource};
+use super::progress::{Event, Progress};
+use crate::aws::{s3_client, SdkRetries};
+use crate::objects::location::has_dot_segments;
+use crate::objects::store::ObjectStore;
+use crate::objects::{Failure, ObjectRef};
+
+/// Why a source could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("reading {source_uri}: {failure}")]
+    S3 {
+        source_uri: String,
+        failure: Failure,
+    },
+    #[error("{path}: {error}")]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+/// What mirroring one prefix did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Mirrored {
+    pub(crate) downloaded: usize,
+    pub(crate) kept: usize,
+    pub(crate) removed: usize,
+}
+
+/// The sources as local folders, in order (prefixes mirrored first).
+pub(crate) async fn local_folders(
+    sources: &[DataSource],
+    fetch: &DataFetch,
+    progress: &dyn Progress,
+) -> Result<Vec<PathBuf>, SourceError> {
+    let mut store = None;
+    let mut folders = Vec::with_capacity(sources.len());
+    for source in sources {
+        match source {
+            DataSource::Folder(dir) => folders.push(dir.clone()),
+            DataSource::S3 { bucket, prefix } => {
+                if store.is_none() {
+                    let client = s3_client(&fetch.fetch.s3, SdkRetries::ThisPolicy).await;
+                    store = Some(ObjectStore::new(client));
+                }
+                let store = store.as_ref().expect("made above");
+                let dir = fetch.mirrors.join(bucket).join(prefix);
+                let s3 = |failure| SourceError::S3 {
+                    source_uri: source.to_string(),
+                    failure,
+                };
+                let keys = list(store, bucket, prefix).await.map_err(s3)?;
+                let mirrored = mirror(store, bucket, prefix, &keys, &dir, fetch, progress).await?;
+                tracing::info!(source = %source, dir = %dir.display(), ?mirrored, "mirrored");
+                folders.push(dir);
+            }
+        }
+    }
+    Ok(folders)
+}
+
+/// The files a mirror takes: pictures and their JSON sidecars.
+fn wanted(relative: &str) -> bool {
+    let path = Path::new(relative);
+    !relative.is_empty()
+        && !relative.ends_with('/')
+        && !has_dot_segments(relative)
+        && (crate::files::is_picture(path) || path.extension().is_some_and(|e| e == "json"))
+}
+
+/// Every wanted key under `prefix`, relative to it, with its size.
+async fn list(
+    store: &ObjectStore,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<(String, Option<i64>)>, Failure> {
+    let mut keys = Vec::new();
+    let mut next = None;
+    loop {
+        let (page, token) = store.list_page_sized(bucket, prefix, next).await?;
+        for (object, size) in page {
+            let relative = object.key[prefix.len()..]
+                .trim_start_matches('/')
+                .to_string();
+            if wanted(&relative) {
+                keys.push((relative, size));
+            }
+        }
+        match token {
+            Some(t) => next = Some(t),
+            None => return Ok(keys),
+        }
+    }
+}
+
+/// Brings `dir` to the listed keys: downloads what is missing or of
+/// another size, removes wanted files that are no longer listed.
+async fn mirror(
+    store: &ObjectStore,
+    bucket: &str,
+    prefix: &str,
+    keys: &[(String, Option<i64>)],
+    dir: &Path,
+    fetch: &DataFetch,
+    progress: &dyn Progress,
+) -> Result<Mirrored, SourceError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| SourceError::Io { path, error }
+    };
+    let mut done = Mirrored::default();
+    let source = format!("s3://{bucket}/{prefix}");
+    progress.event(Event::Fetching {
+        source: &source,
+        total: keys.len(),
+    });
+    for (relative, size) in keys {
+        let path = dir.join(relative);
+        let have = std::fs::metadata(&path).ok().map(|m| m.len() as i64);
+        if have.is_some() && have == *size {
+            done.kept += 1;
+        } else {
+            let object = ObjectRef::new(bucket, format!("{prefix}{relative}"));
+            let fetched = store
+                .get(&object, fetch.max_object_bytes)
+                .await
+                .map_err(|failure| SourceError::S3 {
+                    source_uri: source.clone(),
+                    failure,
+                })?;
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            let partial = path.with_extension("partial");
+            std::fs::write(&partial, &fetched.bytes).map_err(io(&partial))?;
+            std::fs::rename(&partial, &path).map_err(io(&path))?;
+            done.downloaded += 1;
+        }
+        progress.event(Event::Fetched(1));
+    }
+    progress.event(Event::FetchDone);
+    let listed: BTreeSet<PathBuf> = keys.iter().map(|(k, _)| dir.join(k)).collect();
+    for stale in walk(dir)? {
+        let relative = stale.strip_prefix(dir).unwrap_or(&stale);
+        if wanted(&relative.to_string_lossy()) && !listed.contains(&stale) {
+            std::fs::remove_file(&stale).map_err(io(&stale))?;
+            done.removed += 1;
+        }
+    }
+    Ok(done)
+}
+
+/// Every file under `dir` (none when it does not exist).
+fn walk(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries {
+            let entry = entry.map_err(|error| SourceError::Io {
+                path: d.clone(),
+                error,
+            })?;
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_mirror_takes_pictures_and_sidecars_only() {
+        for yes in ["dog/ab.jpg", "train/cat/x.PNG", "dog/ab.json"] {
+            assert!(super::wanted(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "dog/",
+            "../x.jpg",
+            "a/./b.jpg",
+            "notes.txt",
+            "model.onnx",
+        ] {
+            assert!(!super::wanted(no), "{no}");
+        }
+    }
+}
