@@ -1057,3 +1057,200 @@ fn other_labels_get_a_named_rejecting_label() {
     assert!(said.values().all(|l| l == "red"), "{said:?}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `catdog` with the environment of a loopback S3 server and its own cache.
+fn run_with_s3(args: &[String], endpoint: &str, cache: &Path) -> Output {
+    let mut cmd = Command::new(catdog_bin());
+    cmd.args(args)
+        .env_remove("MODEL_URI")
+        .env("CATDOG_CACHE", cache);
+    for (k, v) in s3_env(endpoint) {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// Every file under `dir`, relative to it.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The shared training photos uploaded to moto: `finetune --data
+/// s3://…` mirrors them and writes the same model as from the folder (the
+/// same graph, byte for byte, with the same seed); a second run fetches
+/// nothing again, and a photo deleted from S3 leaves the mirror.
+#[test]
+fn finetune_from_s3_writes_the_same_model_as_from_the_folder() {
+    let Some(data) = shared_data("finetune_from_s3_writes_the_same_model_as_from_the_folder")
+    else {
+        return;
+    };
+    let dir = tmp("s3-data");
+    let cache = dir.join("cache");
+    let photos = data.join("catsdogs");
+    let (_moto, endpoint) = tokio_block(async {
+        let (moto, endpoint) = moto().await;
+        let s3 = s3_test_client(&endpoint);
+        s3.create_bucket().bucket("photos").send().await.unwrap();
+        for rel in files_under(&photos.join("train")) {
+            let body = std::fs::read(photos.join("train").join(&rel)).unwrap();
+            let key = format!("catsdogs/train/{}", rel.display());
+            s3.put_object()
+                .bucket("photos")
+                .key(key)
+                .body(body.into())
+                .send()
+                .await
+                .unwrap();
+        }
+        (moto, endpoint)
+    });
+    let fast = ["--mirror", "false", "--crop", "false"].map(String::from);
+    let from_folder = dir.join("folder.onnx");
+    let mut args = mobilenet_args(&data, &from_folder);
+    args.extend(fast.clone());
+    let o = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let from_s3 = dir.join("s3.onnx");
+    let mut args = mobilenet_args(&data, &from_s3);
+    args[6] = "s3://photos/catsdogs/".into();
+    args.extend(fast);
+    let o = run_with_s3(&args, &endpoint, &cache);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        summary["data"],
+        serde_json::json!(["s3://photos/catsdogs/"])
+    );
+    let mirror = cache.join("data/photos/catsdogs");
+    assert_eq!(
+        files_under(&mirror.join("train")),
+        files_under(&photos.join("train"))
+    );
+    let graph_of = |m: &Path| {
+        graph::parse(&std::fs::read(m).unwrap())
+            .unwrap()
+            .graph
+            .write_to_bytes()
+            .unwrap()
+    };
+    assert!(
+        graph_of(&from_folder) == graph_of(&from_s3),
+        "the graphs differ"
+    );
+
+    // Again: nothing fetched again; a photo deleted from S3 leaves the mirror.
+    let gone = files_under(&photos.join("train"))[0].clone();
+    tokio_block(async {
+        let key = format!("catsdogs/train/{}", gone.display());
+        let s3 = s3_test_client(&endpoint);
+        s3.delete_object()
+            .bucket("photos")
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    });
+    let stamp = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let kept = files_under(&mirror.join("train"))[1].clone();
+    let before = stamp(&mirror.join("train").join(&kept));
+    let o = run_with_s3(&args, &endpoint, &cache);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !mirror.join("train").join(&gone).exists(),
+        "{gone:?} is still mirrored"
+    );
+    assert_eq!(
+        stamp(&mirror.join("train").join(&kept)),
+        before,
+        "fetched again"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Corrections beside the photos: a second `--data` of class folders (one
+/// label only, as a feedback prefix may be), merged by label; the summary
+/// finds them by their sidecars and says how the model that answered them
+/// and the new one do.
+#[test]
+fn corrections_merge_in_and_the_summary_reports_them() {
+    let root = tmp("corrections");
+    colour_dataset(&root.join("photos/train"), 12, 1);
+    // Two "dogs" (bluish) that a model had called cat, as POST /feedback
+    // stores them, and one without a sidecar (not a correction).
+    let feedback = root.join("feedback");
+    std::fs::create_dir_all(feedback.join("dog")).unwrap();
+    for (i, rgb) in [[40u8, 50, 210], [50, 60, 190], [45, 45, 200]]
+        .iter()
+        .enumerate()
+    {
+        let png = solid(*rgb, 140, 150, ImageFormat::Png);
+        std::fs::write(feedback.join(format!("dog/{i}.png")), png).unwrap();
+        if i < 2 {
+            let side = serde_json::json!({"label": "dog", "answered": "cat", "confidence": 0.7,
+                "model": "catdog", "model_sha256": "ab".repeat(32), "time": "2026-12-07T05:00:00Z"});
+            std::fs::write(feedback.join(format!("dog/{i}.json")), side.to_string()).unwrap();
+        }
+    }
+    let base = fixture("tiny_vgg.onnx");
+    let out = root.join("m.onnx");
+    let o = run(&[
+        "finetune",
+        "--base",
+        base.to_str().unwrap(),
+        "--data",
+        root.join("photos").to_str().unwrap(),
+        "--data",
+        feedback.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "40",
+        "--allow-weak",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        summary["train_images"].as_u64().unwrap() + summary["valid_images"].as_u64().unwrap(),
+        27,
+        "24 photos and 3 from the second source: {summary}"
+    );
+    let c = &summary["corrections"];
+    assert_eq!(c["pictures"], 2, "{summary}");
+    assert_eq!(c["right_before"], 0, "{c}");
+    assert_eq!(c["models"], serde_json::json!(["ab".repeat(32)]));
+    let after = c["right_after"].as_u64().unwrap();
+    assert_eq!(
+        after + c["still_wrong"].as_array().unwrap().len() as u64,
+        2,
+        "{c}"
+    );
+    assert!(stderr.contains("2 corrected picture(s)"), "{stderr}");
+    // Alone, a folder of one class is refused as before.
+    let o = run(&[
+        "finetune",
+        "--base",
+        base.to_str().unwrap(),
+        "--data",
+        feedback.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("needs at least two class folders"));
+    let _ = std::fs::remove_dir_all(&root);
+}
