@@ -14,6 +14,14 @@ once per seed). test/ is never fitted on.
         --data ../shared/data --seeds 0 1 2
 
 prints a Markdown table (docs/models.md has the one measured).
+
+    python3 models/measure_neither.py --pets-cv ...
+
+cross-validates the default rule (fitted on the pets' photos alone) over
+the pets instead: all 140 shared cat and dog photos in 5 folds; each fold's
+model is fine-tuned on the other 4 (originals only: the rule is fitted on
+originals) and scored on the held-out pets (kept: answered cat or dog) and
+on the 40 photos of other things (rejected: answered `neither`).
 """
 
 import argparse
@@ -71,12 +79,15 @@ def main():
     ap.add_argument("--data", type=Path, help="the shared data folder (default: scripts/data_dir.sh's)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--pets-cv", action="store_true", help="cross-validate the default rule over the pets")
     a = ap.parse_args()
     a.data = a.data or Path(data_dir())
     base = a.data / "models/mobilenetv2-12-int8.onnx"
     photos, test = a.data / "catsdogs", a.data / "catsdogs/test"
     neither = a.data / "neither"
     others = sorted(p for p in neither.iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
+    if a.pets_cv:
+        return pets_cv(a, base, photos, neither)
     rows = {}
 
     def add(name, seed, figures):
@@ -123,6 +134,51 @@ def main():
             rest = " / ".join(str(r[2]) for _, r in results)
         print(f"| {name} | {pets} | {rest} |")
     print(f"\n(seeds {' / '.join(map(str, a.seeds))}; a fold row's pets are the range over its {a.folds} models)")
+
+
+def link_as(d, files):
+    """Links `files` into `d`, named by split and name (train/ and test/
+    share names)."""
+    d.mkdir(parents=True)
+    for f in files:
+        os.symlink(f.resolve(), d / f"{f.parent.parent.name}-{f.name}")
+
+
+def pets_cv(a, base, photos, neither):
+    """The default rule cross-validated over the pets (see the module's doc)."""
+    pets = sorted(p for split in ("train", "test") for label in ("cat", "dog")
+                  for p in (photos / split / label).iterdir())
+    kept = rejected = scored = 0
+    per_seed = []
+    for seed in a.seeds:
+        seed_kept = seed_rejected = 0
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            for f, held in enumerate(folds(pets, a.folds, seed)):
+                root = tmp / f"fold{f}"
+                for label in ("cat", "dog"):
+                    fit = [p for p in pets if p not in held and p.parent.name == label]
+                    link_as(root / "data/train" / label, fit)
+                    link_as(root / "held" / label, [p for p in held if p.parent.name == label])
+                model = root / "m.onnx"
+                run([a.catdog, "finetune", "--base", base, "--preprocessing", "torch",
+                     "--data", root / "data", "--out", model, "--seed", str(seed),
+                     "--mirror", "false", "--crop", "false"])
+                got = evaluate(a.catdog, model, root / "held", neither)
+                report = json.loads(run([a.catdog, "eval", "--json", "--png", root / "cm.png",
+                                         "--model", model, root / "held"]))
+                seed_kept += sum(x["predicted"] != "neither" for x in report["answers"])
+                seed_rejected += got[2]
+                scored += len(held)
+        per_seed.append((seed_kept, seed_rejected))
+        kept += seed_kept
+        rejected += seed_rejected
+    n = len(pets)
+    print("| rule | held-out pets kept (of %d) | other photos rejected (of 40, per fold) |" % n)
+    print("| --- | --- | --- |")
+    print("| %s | %s | %s |" % (a.catdog, " / ".join(str(k) for k, _ in per_seed),
+                                " / ".join("%.1f" % (r / a.folds) for _, r in per_seed)))
+    print(f"\n(seeds {' / '.join(map(str, a.seeds))}; {a.folds} folds over the {n} pets)")
 
 
 if __name__ == "__main__":

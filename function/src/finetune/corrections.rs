@@ -85,3 +85,21 @@ pub(crate) fn summarize(
     }
     Some(summary)
 }
+
+/// The corrected pictures the model had answered `neither` for and a
+/// person says are one of the labels, as (split, file): the rule must keep
+/// them.
+pub(crate) fn pets_said_neither(
+    found: &[Corrected],
+    splits: [&Split; 2],
+    plan: &Plan,
+) -> Vec<(usize, usize)> {
+    let Some(neither) = plan.answers.get(plan.pets) else {
+        return Vec::new();
+    };
+    found
+        .iter()
+        .filter(|c| c.answered == *neither && splits[c.split].files[c.file].1 < plan.pets)
+        .map(|c| (c.split, c.file))
+        .collect()
+}

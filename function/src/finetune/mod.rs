@@ -160,19 +160,22 @@ fn run(
     let t1 = Instant::now();
     let (trained, history) = train_head(cfg, &plan, &features, progress);
     let train_s = t1.elapsed().as_secs_f64();
+    let keep = corrections::pets_said_neither(&corrected, [&splits.train, &splits.valid], &plan);
     let rejection = neither::rule(
         cfg,
         &plan,
         domain.as_ref(),
         &features.photos,
         &features.others,
+        &keep,
     );
     let answers = evaluate::Answers::new(&trained, &plan, rejection.as_ref(), domain.as_ref());
     let valid_accuracy = answers.accuracy(&features.valid, &plan);
     let base_valid_accuracy = evaluate::base_accuracy(&plan, rejection.as_ref(), &features.valid);
     let neither = rejection.as_ref().map(|r| {
         let (photos, others) = (&features.photos, &features.others);
-        neither::summarize(&plan, r, domain.as_ref(), &answers, photos, others)
+        let files = [&splits.train, &splits.valid];
+        neither::summarize(&plan, r, domain.as_ref(), &answers, photos, others, files)
     });
     if let Some(n) = &neither {
         let labels = &plan.answers[..plan.pets];

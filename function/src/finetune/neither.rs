@@ -3,6 +3,7 @@
 //! class), and what that rule answers on the photos.
 
 use super::config::{FinetuneConfig, NeitherMode};
+use super::data::Split;
 use super::evaluate::Answers;
 use super::features::Extracted;
 use super::plan::Plan;
@@ -11,9 +12,14 @@ use super::summary::NeitherSummary;
 use super::train;
 use crate::model::{contract, imagenet};
 
-/// Share of the user's own photos a threshold chosen from them alone may
-/// reject: the rest is the room left for other things.
-pub(crate) const PETS_REJECTED: f64 = 0.02;
+/// How far below the user's photos a photo must be to count as a clear
+/// outlier: Tukey's fence, this many interquartile ranges under the lower
+/// quartile of the photos' evidence (in logit). 1.5 is Tukey's "outlier".
+pub(crate) const FENCE_IQRS: f64 = 1.5;
+
+/// How far under the lowest corrected photo (a pet a person said the model
+/// wrongly called `neither`) the threshold goes, so that photo is kept.
+const KEEP_MARGIN: f64 = 0.9;
 
 /// The base classes the labels are about, and where they came from, when
 /// the rejecting label needs them: the labels' ImageNet groups, else every
@@ -69,6 +75,7 @@ pub(super) fn rule(
     domain: Option<&(Vec<i64>, &str)>,
     photos: &[Extracted],
     others: &[Extracted],
+    keep: &[(usize, usize)],
 ) -> Option<contract::Rejection> {
     let evidence = |sets: &[Extracted]| -> Vec<f32> {
         let Some((d, _)) = domain else {
@@ -80,10 +87,23 @@ pub(super) fn rule(
             .collect()
     };
     let label = cfg.neither.as_ref()?.label.clone();
+    // The photos people said are pets although the model said `neither`:
+    // (split, file) of `photos`' rows.
+    let kept: Vec<f32> = domain
+        .map(|(d, _)| {
+            keep.iter()
+                .filter_map(|&(split, file)| {
+                    let ex = &photos[split];
+                    let row = ex.kept.iter().position(|&f| f == file)?;
+                    Some(ex.evidence(d)?[row])
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     match plan.mode? {
         NeitherMode::Threshold => Some(contract::Rejection {
             label,
-            below: choose_threshold(&evidence(photos), &evidence(others)),
+            below: choose_threshold(&evidence(photos), &evidence(others), &kept),
         }),
         NeitherMode::Class => Some(contract::Rejection { label, below: 0.5 }),
     }
@@ -97,6 +117,7 @@ pub(super) fn summarize(
     answers: &Answers,
     photos: &[Extracted],
     others: &[Extracted],
+    files: [&Split; 2],
 ) -> NeitherSummary {
     let neither = plan.answers.len() - 1;
     let rejected =
@@ -113,31 +134,76 @@ pub(super) fn summarize(
         photos_rejected: rejected(photos),
         other_photos: others.iter().map(|ex| ex.features.len()).sum(),
         other_photos_rejected: rejected(others),
+        rejected_photos: photos
+            .iter()
+            .zip(files)
+            .flat_map(|(ex, split)| {
+                (0..ex.features.len())
+                    .filter(|&i| answers.answer(ex, i) == neither)
+                    .map(|i| split.files[ex.kept[i]].0.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
     }
 }
 
 /// The threshold of the base's evidence for the labels' classes (see
-/// [`super::graph::Evidence`]). From the user's photos alone: the value that
-/// [`PETS_REJECTED`] of them fall under (interpolated in log), never above
-/// the ImageNet mode's own. With photos of other things too: the split
-/// between the two with the fewest errors (each side weighted by its
-/// size), at the middle (in log) of the best splits.
-pub(crate) fn choose_threshold(photos: &[f32], others: &[f32]) -> f32 {
-    let log = |v: &[f32]| -> Vec<f64> {
-        let mut l: Vec<f64> = v.iter().map(|&e| f64::from(e.max(1e-30)).ln()).collect();
-        l.sort_by(f64::total_cmp);
-        l
+/// [`super::graph::Evidence`]). From the user's photos alone: Tukey's
+/// lower fence of their evidence in logit ([`FENCE_IQRS`] interquartile
+/// ranges under the lower quartile), so every photo is kept unless it is
+/// a clear outlier, never above the ImageNet mode's own. With photos of
+/// other things too: the split between the two with the fewest errors
+/// (each side weighted by its size), at the middle (in log) of the best
+/// splits. Either way, never above `keep` (photos a person corrected from
+/// `neither`), less a margin.
+pub(crate) fn choose_threshold(photos: &[f32], others: &[f32], keep: &[f32]) -> f32 {
+    let t = if others.is_empty() {
+        fence(photos)
+    } else {
+        split(photos, others)
     };
-    let (photos, others) = (log(photos), log(others));
+    let floor = keep
+        .iter()
+        .map(|&e| f64::from(e) * KEEP_MARGIN)
+        .fold(f64::INFINITY, f64::min);
+    t.min(floor) as f32
+}
+
+fn sorted_log(v: &[f32]) -> Vec<f64> {
+    let mut l: Vec<f64> = v.iter().map(|&e| f64::from(e.max(1e-30)).ln()).collect();
+    l.sort_by(f64::total_cmp);
+    l
+}
+
+/// The `q` quantile of sorted `v` (interpolated).
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let pos = q * (v.len() - 1) as f64;
+    let (i, frac) = (pos.floor() as usize, pos.fract());
+    v[i] + frac * (v[(i + 1).min(v.len() - 1)] - v[i])
+}
+
+/// The photos' lower fence, in evidence (see [`choose_threshold`]).
+fn fence(photos: &[f32]) -> f64 {
     let cap = f64::from(imagenet::DEFAULT_NEITHER_BELOW);
     if photos.is_empty() {
-        return cap as f32;
+        return cap;
     }
-    if others.is_empty() {
-        let pos = PETS_REJECTED * (photos.len() - 1) as f64;
-        let (i, frac) = (pos.floor() as usize, pos.fract());
-        let next = photos[(i + 1).min(photos.len() - 1)];
-        return (photos[i] + frac * (next - photos[i])).exp().min(cap) as f32;
+    let logit = |e: f32| {
+        let e = f64::from(e).clamp(1e-12, 1.0 - 1e-12);
+        (e / (1.0 - e)).ln()
+    };
+    let mut x: Vec<f64> = photos.iter().map(|&e| logit(e)).collect();
+    x.sort_by(f64::total_cmp);
+    let (q1, q3) = (quantile(&x, 0.25), quantile(&x, 0.75));
+    let fence = q1 - FENCE_IQRS * (q3 - q1);
+    (1.0 / (1.0 + (-fence).exp())).min(cap)
+}
+
+/// The split between the photos and other things with the fewest errors.
+fn split(photos: &[f32], others: &[f32]) -> f64 {
+    let (photos, others) = (sorted_log(photos), sorted_log(others));
+    if photos.is_empty() {
+        return f64::from(imagenet::DEFAULT_NEITHER_BELOW);
     }
     let mut cuts: Vec<f64> = photos.iter().chain(&others).copied().collect();
     cuts.sort_by(f64::total_cmp);
@@ -160,7 +226,7 @@ pub(crate) fn choose_threshold(photos: &[f32], others: &[f32]) -> f32 {
         .collect();
     tied.sort_by(f64::total_cmp);
     let (lo, hi) = (tied[0], tied[tied.len() - 1]);
-    ((lo + hi) / 2.0).exp().min(0.5) as f32
+    ((lo + hi) / 2.0).exp().min(0.5)
 }
 
 #[cfg(test)]
@@ -168,29 +234,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_threshold_from_the_photos_alone_rejects_few_of_them() {
-        // 101 photos, evidence 0.01, 0.02, …: 2% of them fall under it.
-        let photos: Vec<f32> = (1..=101).map(|i| i as f32 / 101.0).collect();
-        let t = choose_threshold(&photos, &[]);
-        let under = photos.iter().filter(|&&e| e < t).count();
-        assert_eq!(under, 2, "threshold {t}");
+    fn a_threshold_from_the_photos_alone_keeps_all_but_clear_outliers() {
+        // 100 photos with evidence spread over logit 0..10, and one far
+        // below them: only that one falls under the fence.
+        let logistic = |x: f64| (1.0 / (1.0 + (-x).exp())) as f32;
+        let mut photos: Vec<f32> = (0..100).map(|i| logistic(f64::from(i) / 10.0)).collect();
+        let t = choose_threshold(&photos, &[], &[]);
+        assert!(photos.iter().all(|&e| e >= t), "threshold {t}");
+        photos.push(logistic(-20.0));
+        let t = choose_threshold(&photos, &[], &[]);
+        assert_eq!(
+            photos.iter().filter(|&&e| e < t).count(),
+            1,
+            "threshold {t}"
+        );
         // Never above the ImageNet mode's own.
         assert_eq!(
-            choose_threshold(&[0.9, 0.95, 0.99], &[]),
+            choose_threshold(&[0.9, 0.95, 0.99], &[], &[]),
             imagenet::DEFAULT_NEITHER_BELOW
         );
-        assert_eq!(choose_threshold(&[], &[]), imagenet::DEFAULT_NEITHER_BELOW);
+        assert_eq!(
+            choose_threshold(&[], &[], &[]),
+            imagenet::DEFAULT_NEITHER_BELOW
+        );
+        // A photo a person corrected from `neither` is kept, outlier or not.
+        let kept = logistic(-20.0);
+        let t = choose_threshold(&photos, &[], &[kept]);
+        assert!(kept >= t, "{kept} < {t}");
     }
 
     #[test]
     fn a_threshold_with_other_photos_splits_them_in_the_middle() {
         let photos = [0.5f32, 0.9, 0.99, 0.2];
         let others = [0.001f32, 0.0001, 0.002];
-        let t = choose_threshold(&photos, &others);
+        let t = choose_threshold(&photos, &others, &[]);
         // The middle (in log) of the gap between 0.002 and 0.2.
         assert!((t - (0.002f32 * 0.2).sqrt()).abs() < 1e-4, "{t}");
-        // Overlap: the split with fewest errors, one photo given up.
-        let t = choose_threshold(&[0.5, 0.9, 0.99, 0.0005], &others);
+        // Overlap: the split with fewest errors, one photo given up…
+        let t = choose_threshold(&[0.5, 0.9, 0.99, 0.0005], &others, &[]);
         assert!(t > 0.002 && t < 0.5, "{t}");
+        // …unless a person said it is a pet.
+        let t = choose_threshold(&[0.5, 0.9, 0.99, 0.0005], &others, &[0.0005]);
+        assert!(t <= 0.0005, "{t}");
     }
 }

@@ -116,7 +116,8 @@ impl fmt::Display for Note<'_> {
                     _ => "random",
                 },
             ),
-            Note::Neither { summary: n, labels } => write!(
+            Note::Neither { summary: n, labels } => {
+                write!(
                 f,
                 "`{}` {}: {} of the {} photos of {labels:?} and {} of {} photos of other things answer `{}`",
                 n.label,
@@ -132,7 +133,12 @@ impl fmt::Display for Note<'_> {
                 n.other_photos_rejected,
                 n.other_photos,
                 n.label,
-            ),
+            )?;
+                for file in &n.rejected_photos {
+                    write!(f, "\n  answered `{}`: {}", n.label, file.display())?;
+                }
+                Ok(())
+            }
             Note::Corrections(c) => {
                 write!(
                     f,

@@ -69,6 +69,9 @@ pub struct NeitherSummary {
     /// answers `label` for.
     pub other_photos: usize,
     pub other_photos_rejected: usize,
+    /// Each of the user's photos the rule answers `label` for (clear
+    /// outliers, or photos too near other things).
+    pub rejected_photos: Vec<std::path::PathBuf>,
 }
 
 /// What fine-tuning says about the corrected pictures it read.
