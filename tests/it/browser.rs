@@ -301,3 +301,128 @@ async fn a_picture_over_the_body_limit_reaches_the_page_through_s3() {
     assert!(img.width() >= 800);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The loop from the page: a real cat photo shows its overlay; pressing
+/// "Wrong? It is a dog" stores it under `dog/` in the S3 test server (the
+/// uploads bucket's feedback prefix, as template.yaml sets it up), with its
+/// sidecar; and `catdog finetune --data … --data s3://…/feedback/` reads it.
+#[tokio::test(flavor = "multi_thread")]
+async fn pressing_wrong_stores_the_picture_where_the_next_finetune_reads_it() {
+    let Some(data) =
+        shared_data("pressing_wrong_stores_the_picture_where_the_next_finetune_reads_it")
+    else {
+        return;
+    };
+    let model = data.join("models/mobilenetv2-12-int8.onnx");
+    let feedback = format!("s3://{}/feedback/", presigned::BUCKET);
+    let (_moto, _server, base, endpoint) = presigned::uploads_stack_with(
+        &model,
+        &["--preprocessing", "torch", "--feedback", &feedback],
+        &[],
+    )
+    .await;
+    let photo = data.join("catsdogs/test/cat/cat.002.jpg");
+    let shots = workspace().join("target/screenshots");
+    let out = tokio::task::spawn_blocking({
+        let (base, photo, shots) = (base.clone(), photo.clone(), shots.clone());
+        move || {
+            Command::new(python())
+                .arg(workspace().join("tests/browser/feedback.py"))
+                .arg(&base)
+                .arg(&photo)
+                .arg("dog")
+                .arg(&shots)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "browser script failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page: Value = serde_json::from_slice(
+        out.stdout
+            .trim_ascii_end()
+            .rsplit(|b| *b == b'\n')
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    println!("page: {page}");
+    assert_eq!(page["label"], "cat", "{page}");
+    assert_eq!(page["preview_is_overlay"], true, "{page}");
+    assert_eq!(page["wrong_shown"], true, "{page}");
+    assert_eq!(
+        page["buttons"],
+        serde_json::json!(["dog", "neither"]),
+        "{page}"
+    );
+    assert!(
+        page["wrong_status"]
+            .as_str()
+            .unwrap()
+            .contains("kept as dog"),
+        "{page}"
+    );
+
+    let bytes = std::fs::read(&photo).unwrap();
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    let s3 = s3_test_client(&endpoint);
+    let read = |key: String| {
+        let s3 = s3.clone();
+        async move {
+            let o = s3
+                .get_object()
+                .bucket(presigned::BUCKET)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            o.body.collect().await.unwrap().into_bytes().to_vec()
+        }
+    };
+    assert!(read(format!("feedback/dog/{sha}.jpg")).await == bytes);
+    let side: Value =
+        serde_json::from_slice(&read(format!("feedback/dog/{sha}.json")).await).unwrap();
+    assert_eq!(
+        (side["label"].as_str(), side["answered"].as_str()),
+        (Some("dog"), Some("cat"))
+    );
+
+    let dir = std::env::temp_dir().join(format!("catdog-page-loop-{}", free_port()));
+    let out = tokio::process::Command::new(catdog_bin())
+        .args(["finetune", "--base"])
+        .arg(&model)
+        .args(["--preprocessing", "torch", "--data"])
+        .arg(data.join("catsdogs"))
+        .args(["--data", &feedback, "--out"])
+        .arg(dir.join("m.onnx"))
+        .args(["--mirror", "false", "--crop", "false"])
+        .env("CATDOG_CACHE", dir.join("cache"))
+        .env_remove("MODEL_URI")
+        .envs(s3_env(&endpoint))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["corrections"]["pictures"], 1, "{summary}");
+    assert_eq!(summary["corrections"]["right_before"], 0, "{summary}");
+    assert!(dir
+        .join(format!(
+            "cache/data/{}/feedback/dog/{sha}.jpg",
+            presigned::BUCKET
+        ))
+        .exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
