@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::eval::{EvalError, EvalReport};
 use crate::finetune::{Event, Progress};
 use crate::host::commands::{self, CommandError, FinetuneOutcome, Finetuned};
-use crate::model::publish::{self, Published};
+use crate::model::publish;
 use crate::model::Classifier;
 use crate::notebook::shared_data;
 use crate::settings::{Cli, Command, Settings};
@@ -118,7 +118,12 @@ pub fn finetune_command(settings: &Settings) -> Result<Vec<String>, TutorialErro
 /// Runs `catdog finetune` as [`finetune_command`] says, printing its
 /// progress (each epoch) as the command does; blocking.
 pub fn finetune(settings: &Settings) -> Result<Finetuned, TutorialError> {
-    let argv = finetune_command(settings)?;
+    run_finetune(finetune_command(settings)?)
+}
+
+/// Runs the `catdog finetune` command line `argv`, printing it and its
+/// progress.
+fn run_finetune(argv: Vec<String>) -> Result<Finetuned, TutorialError> {
     println!("$ {}", argv.join(" "));
     let cli = Cli::try_from_args(&argv).map_err(|e| TutorialError::Flags(e.to_string()))?;
     let Some(Command::Finetune(args)) = &cli.command else {
@@ -132,6 +137,51 @@ pub fn finetune(settings: &Settings) -> Result<Finetuned, TutorialError> {
         FinetuneOutcome::Written(tuned) => Ok(*tuned),
         FinetuneOutcome::CrossValidated(_) => Err(TutorialError::CrossValidated),
     }
+}
+
+/// Where the notebook's server keeps corrections: `CATDOG_FEEDBACK` when
+/// set, else a folder in catdog's cache, which this sets (the notebook
+/// says so; its server listens on loopback, and a tunnel needs a guard).
+pub fn keep_corrections(settings: &mut Settings) -> String {
+    let folder = settings.cache_dir().join("notebook/feedback");
+    let destination = settings
+        .objects
+        .feedback
+        .get_or_insert(crate::feedback::Destination::Folder(folder));
+    destination.to_string()
+}
+
+/// The photos `report` says the model answered wrong, with the label that
+/// is right (their folder's), at most `most` of them.
+pub fn wrong_answers(report: &EvalReport, most: usize) -> Vec<(PathBuf, String)> {
+    report
+        .misclassified
+        .iter()
+        .take(most)
+        .map(|m| (PathBuf::from(&m.file), m.label.clone()))
+        .collect()
+}
+
+/// [`finetune`] again with the corrections stored so far as a second
+/// `--data` (the folder `CATDOG_FEEDBACK` names, when it holds any), into
+/// a new file beside the first (the server maps the one it serves).
+pub fn finetune_with_corrections(settings: &Settings) -> Result<Finetuned, TutorialError> {
+    let mut argv = finetune_command(settings)?;
+    if let Some(out) = argv.iter().position(|a| a == "--out").map(|i| i + 1) {
+        let first = PathBuf::from(&argv[out]);
+        argv[out] = first.with_extension("corrected.onnx").display().to_string();
+    }
+    match &settings.objects.feedback {
+        Some(crate::feedback::Destination::Folder(dir)) if !dir.is_dir() => {
+            println!(
+                "no corrections in {} yet: fine-tuning on the photos alone",
+                dir.display()
+            );
+        }
+        Some(destination) => argv.extend(["--data".to_string(), destination.to_string()]),
+        None => println!("CATDOG_FEEDBACK is not set: fine-tuning on the photos alone"),
+    }
+    run_finetune(argv)
 }
 
 /// The labelled photos to score a model fine-tuned on `data` with: its
@@ -169,7 +219,8 @@ pub fn evaluate(
 /// What publishing did.
 #[derive(Debug)]
 pub enum Publishing {
-    Published(Published),
+    /// The model, and the answers recorded for the checks pictures.
+    Published(Box<commands::Uploaded>),
     /// Not published, and why (no destination, no credentials).
     Skipped(String),
 }
@@ -178,25 +229,30 @@ pub enum Publishing {
 /// waits on the network).
 const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `catdog upload` of `model` to `CATDOG_UPLOAD_TO`, when that is set and
-/// AWS credentials are found; otherwise it says why and skips. Blocking.
-pub fn publish(settings: &Settings, model: &Path) -> Result<Publishing, TutorialError> {
+/// `catdog upload --checks CHECKS…` of `model` to `CATDOG_UPLOAD_TO`, when
+/// that is set and AWS credentials are found; otherwise it says why and
+/// skips. The checks are the pictures a deploy's PreTraffic hook asks the
+/// new version again. Blocking.
+pub fn publish(
+    settings: &Settings,
+    model: &Path,
+    checks: &[PathBuf],
+) -> Result<Publishing, TutorialError> {
     let Some(to) = settings.notebook.upload_to.as_deref() else {
         return Ok(Publishing::Skipped(
             "CATDOG_UPLOAD_TO is not set: not publishing (set it to s3://bucket/key)".into(),
         ));
     };
     let runtime = tokio::runtime::Runtime::new().map_err(TutorialError::Runtime)?;
-    let opts = settings.fetch_options();
     if let Err(why) = runtime.block_on(publish::credentials(CREDENTIALS_TIMEOUT)) {
         return Ok(Publishing::Skipped(format!(
             "not publishing to {to}: {why}"
         )));
     }
-    let done = runtime
-        .block_on(publish::upload(model, to, &opts))
-        .map_err(CommandError::from)?;
-    Ok(Publishing::Published(done))
+    let mut settings = settings.clone();
+    settings.model.uri = Some(model.display().to_string());
+    let done = runtime.block_on(commands::upload(&settings, to, checks))?;
+    Ok(Publishing::Published(Box::new(done)))
 }
 
 #[cfg(test)]
@@ -207,7 +263,7 @@ mod tests {
     fn without_a_destination_publishing_says_so_and_skips() {
         let mut settings = Settings::from_args(std::iter::empty::<&str>()).unwrap();
         settings.notebook.upload_to = None;
-        match publish(&settings, Path::new("model.onnx")).unwrap() {
+        match publish(&settings, Path::new("model.onnx"), &[]).unwrap() {
             Publishing::Skipped(why) => {
                 assert!(why.starts_with("CATDOG_UPLOAD_TO is not set"), "{why}")
             }

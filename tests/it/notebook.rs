@@ -189,6 +189,9 @@ fn the_notebook_runs_headless_and_shows_the_same_answers_as_the_cli() {
         .env("HOST", "127.0.0.1")
         .env("CATDOG_API_KEY", NOTEBOOK_KEY)
         .env("CATDOG_FINETUNE", &finetune)
+        // Corrections in a folder of this run's own (the default, in
+        // catdog's cache, keeps them between runs).
+        .env("CATDOG_FEEDBACK", work.join("feedback"))
         // A destination but no AWS credentials anywhere: publishing must say
         // so and skip (the upload itself is `catdog upload`'s, tested on moto).
         .env("CATDOG_UPLOAD_TO", "s3://catdog-models/notebook/tuned.onnx")
@@ -386,6 +389,35 @@ fn the_notebook_runs_headless_and_shows_the_same_answers_as_the_cli() {
             "a neither row of the 3×3 matrix: {scored}"
         );
     }
+
+    // The loop: the wrong answers corrected through POST /feedback (stored
+    // once each, 201), the fine-tune again with them, its summary of them.
+    let corrected = cell("code-correct", "stream:stdout");
+    let sent: Vec<&str> = corrected
+        .lines()
+        .filter(|l| l.starts_with("POST /feedback?label="))
+        .collect();
+    assert!(sent.iter().all(|l| l.contains(" -> 201 ")), "{corrected}");
+    let retuned = cell("code-refinetune", "stream:stdout");
+    if sent.is_empty() {
+        assert!(corrected.contains("nothing to correct"), "{corrected}");
+    } else {
+        assert!(
+            retuned.contains(&format!("corrections: {} picture(s)", sent.len())),
+            "{retuned}"
+        );
+        assert!(
+            retuned.contains("--data") && retuned.contains("feedback"),
+            "{retuned}"
+        );
+    }
+    if !real.is_empty() {
+        // The default rule keeps the pets and lets the one photo of other
+        // things nearest the pets (an oystercatcher) through: there is
+        // something to correct.
+        assert!(!sent.is_empty(), "{corrected}");
+    }
+    assert!(retuned.contains("now serving "), "{retuned}");
 
     // Publishing says why it does not, and the notebook goes on.
     let published = cell("code-publish", "stream:stdout");

@@ -90,6 +90,9 @@ pub(crate) struct NeitherConfig {
     pub(crate) photos: Option<PathBuf>,
     /// With photos: threshold or class (without, always threshold).
     pub(crate) mode: NeitherMode,
+    /// Without photos of other things: how many interquartile ranges under
+    /// the photos' lower quartile (evidence in logit) the threshold sits.
+    pub(crate) fence: f64,
 }
 
 /// What to fine-tune on what.

@@ -272,6 +272,7 @@ fn finetune_config(settings: &Settings, args: &FinetuneArgs) -> FinetuneConfig {
             label: args.neither_label.clone(),
             photos: args.neither.clone(),
             mode: args.neither_mode,
+            fence: args.neither_fence,
         }),
     }
 }

@@ -177,6 +177,14 @@ pub struct FinetuneArgs {
     /// The name of the label that means "none of the others".
     #[arg(long, default_value = "neither", value_parser = parse_label)]
     pub(crate) neither_label: String,
+    /// Without photos of other things: a photo of the labels counts as a
+    /// clear outlier (answered `neither`, and named in the summary) when the
+    /// base's evidence for it is this many interquartile ranges under the
+    /// photos' lower quartile (in logit); the threshold sits there. Larger
+    /// keeps more unusual pets and lets more non-pets through
+    /// (models/README.md).
+    #[arg(long, default_value_t = crate::finetune::neither::FENCE_IQRS, value_parser = parse_fence)]
+    pub(crate) neither_fence: f64,
     /// Every answer is one of the labels (the tutorial's forced two-way model).
     #[arg(long)]
     pub(crate) no_neither: bool,

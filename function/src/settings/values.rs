@@ -256,6 +256,16 @@ pub(super) fn parse_feedback(s: &str) -> Result<crate::feedback::Destination, In
     Ok(Destination::Folder(std::path::PathBuf::from(s)))
 }
 
+/// `--neither-fence`: interquartile ranges, 0–10.
+pub(super) fn parse_fence(s: &str) -> Result<f64, InvalidValue> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=10.0).contains(&v) => Ok(v),
+        _ => Err(InvalidValue(format!(
+            "{s:?} is not a number of interquartile ranges from 0 to 10"
+        ))),
+    }
+}
+
 /// A `--data` source: `s3://bucket/prefix/` (as [`parse_uploads`]) or a folder.
 pub(super) fn parse_data_source(
     s: &str,
