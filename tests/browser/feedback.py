@@ -8,22 +8,15 @@ object with what the page showed.
 import json
 import os
 import sys
-import tempfile
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+import chromium  # tests/browser/chromium.py
+
 base, picture, label, out = sys.argv[1:5]
 os.makedirs(out, exist_ok=True)
-opts = webdriver.ChromeOptions()
-opts.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--window-size=900,900", f"--user-data-dir={tempfile.mkdtemp()}"):
-    opts.add_argument(flag)
-driver = webdriver.Chrome(service=Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")), options=opts)
+driver = chromium.headless()
 result = {}
 try:
     wait = WebDriverWait(driver, 60)

@@ -9,21 +9,14 @@ Prints one JSON object {picture: {"cat": float, "dog": float} | {"status": str}}
 import json
 import os
 import sys
-import tempfile
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+import chromium  # tests/browser/chromium.py
+
 page, backend, pictures = sys.argv[1], sys.argv[2], sys.argv[3:]
-opts = webdriver.ChromeOptions()
-opts.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tempfile.mkdtemp()}"):
-    opts.add_argument(flag)
-driver = webdriver.Chrome(service=Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")), options=opts)
+driver = chromium.headless()
 out = {}
 try:
     driver.get(f"{page}?backend={backend}")

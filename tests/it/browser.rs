@@ -73,14 +73,7 @@ async fn upload_page_works_in_headless_chromium() {
         "browser script failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let page: Value = serde_json::from_slice(
-        out.stdout
-            .trim_ascii_end()
-            .rsplit(|b| *b == b'\n')
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    let page: Value = last_json_line(&out.stdout);
     println!("page: {page}");
     assert!(page["title"].as_str().unwrap().contains("catdog"));
     assert_eq!(page["photo_label"], want, "{page}");
@@ -264,14 +257,7 @@ async fn a_picture_over_the_body_limit_reaches_the_page_through_s3() {
         "browser script failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let page: Value = serde_json::from_slice(
-        out.stdout
-            .trim_ascii_end()
-            .rsplit(|b| *b == b'\n')
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    let page: Value = last_json_line(&out.stdout);
     println!("page: {page}");
     assert_eq!(page["max_body"], (6 * 1024 * 1024).to_string(), "{page}");
     assert_eq!(page["status"], "", "no error shown: {page}");
@@ -343,14 +329,7 @@ async fn pressing_wrong_stores_the_picture_where_the_next_finetune_reads_it() {
         "browser script failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let page: Value = serde_json::from_slice(
-        out.stdout
-            .trim_ascii_end()
-            .rsplit(|b| *b == b'\n')
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    let page: Value = last_json_line(&out.stdout);
     println!("page: {page}");
     assert_eq!(page["label"], "cat", "{page}");
     assert_eq!(page["preview_is_overlay"], true, "{page}");
@@ -373,19 +352,9 @@ async fn pressing_wrong_stores_the_picture_where_the_next_finetune_reads_it() {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(&bytes))
     };
-    let s3 = s3_test_client(&endpoint);
     let read = |key: String| {
-        let s3 = s3.clone();
-        async move {
-            let o = s3
-                .get_object()
-                .bucket(presigned::BUCKET)
-                .key(key)
-                .send()
-                .await
-                .unwrap();
-            o.body.collect().await.unwrap().into_bytes().to_vec()
-        }
+        let endpoint = endpoint.clone();
+        async move { s3_get(&endpoint, presigned::BUCKET, &key).await.0 }
     };
     assert!(read(format!("feedback/dog/{sha}.jpg")).await == bytes);
     let side: Value =

@@ -224,23 +224,9 @@ async fn a_correction_by_upload_id_lands_in_the_bucket_once() {
     let (status, v) = post(&url, by_id.clone().into(), "application/json").await;
     assert_eq!(status, 201, "{v}");
     assert_eq!(v["stored"], format!("dog/{sha}.png"));
-    let s3 = s3_test_client(&endpoint);
     let get = |key: String| {
-        let s3 = s3.clone();
-        async move {
-            let o = s3
-                .get_object()
-                .bucket(presigned::BUCKET)
-                .key(key)
-                .send()
-                .await
-                .unwrap();
-            let content_type = o.content_type().unwrap_or_default().to_string();
-            (
-                o.body.collect().await.unwrap().into_bytes().to_vec(),
-                content_type,
-            )
-        }
+        let endpoint = endpoint.clone();
+        async move { s3_get(&endpoint, presigned::BUCKET, &key).await }
     };
     let (bytes, content_type) = get(format!("feedback/dog/{sha}.png")).await;
     assert_eq!((bytes == png, content_type.as_str()), (true, "image/png"));
@@ -252,7 +238,7 @@ async fn a_correction_by_upload_id_lands_in_the_bucket_once() {
     );
     let (status, v) = post(&url, by_id.into(), "application/json").await;
     assert_eq!((status, &v["new"]), (200, &json!(false)), "{v}");
-    let listed = s3
+    let listed = s3_test_client(&endpoint)
         .list_objects_v2()
         .bucket(presigned::BUCKET)
         .prefix("feedback/")

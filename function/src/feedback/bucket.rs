@@ -3,22 +3,18 @@
 //! under the prefix and nothing else.
 
 use futures_util::future::BoxFuture;
-use tokio::sync::OnceCell;
 
 use super::{files, Correction, FeedbackSink, Stored};
-use crate::aws::{s3_client, SdkRetries};
 use crate::error::ApiError;
 use crate::model::source::FetchOptions;
-use crate::objects::store::ObjectStore;
+use crate::objects::store::LazyStore;
 use crate::objects::ObjectRef;
 
 pub(crate) struct BucketSink {
     bucket: String,
     prefix: String,
-    fetch: FetchOptions,
-    /// Made at the first correction: a server that never gets one never
-    /// looks for credentials.
-    store: OnceCell<ObjectStore>,
+    /// Made at the first correction.
+    store: LazyStore,
 }
 
 impl BucketSink {
@@ -26,33 +22,25 @@ impl BucketSink {
         Self {
             bucket,
             prefix,
-            fetch,
-            store: OnceCell::new(),
+            store: LazyStore::new(fetch.s3),
         }
-    }
-
-    async fn store(&self) -> &ObjectStore {
-        self.store
-            .get_or_init(|| async {
-                ObjectStore::new(s3_client(&self.fetch.s3, SdkRetries::ThisPolicy).await)
-            })
-            .await
     }
 }
 
 impl FeedbackSink for BucketSink {
     fn store(&self, correction: Correction) -> BoxFuture<'_, Result<Stored, ApiError>> {
         Box::pin(async move {
-            let store = self.store().await;
-            let mut new = Vec::new();
-            for (key, bytes, content_type) in files(&correction) {
-                let object = ObjectRef::new(&self.bucket, format!("{}{key}", self.prefix));
-                new.push(store.create(&object, bytes, content_type).await?);
-            }
-            Ok(Stored {
-                key: correction.picture_key(),
-                new: new[0],
-            })
+            let store = self.store.get().await;
+            let at = |key: &str| ObjectRef::new(&self.bucket, format!("{}{key}", self.prefix));
+            let [(key, picture, picture_type), (sidecar_key, sidecar, sidecar_type)] =
+                files(&correction);
+            let new = store.create(&at(&key), picture, picture_type).await?;
+            // Also when the picture was there: a sidecar lost between the two
+            // writes is written by the next correction.
+            store
+                .create(&at(&sidecar_key), sidecar, sidecar_type)
+                .await?;
+            Ok(Stored { key, new })
         })
     }
 }

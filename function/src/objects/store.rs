@@ -15,6 +15,31 @@ use super::record::ObjectRecord;
 use crate::aws::sdk_error_message;
 use crate::error::ErrorCode;
 
+/// An [`ObjectStore`] made at its first use: a server that never calls S3
+/// never looks for credentials.
+pub(crate) struct LazyStore {
+    s3: crate::aws::S3Options,
+    store: tokio::sync::OnceCell<ObjectStore>,
+}
+
+impl LazyStore {
+    pub(crate) fn new(s3: crate::aws::S3Options) -> Self {
+        Self {
+            s3,
+            store: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub(crate) async fn get(&self) -> &ObjectStore {
+        self.store
+            .get_or_init(|| async {
+                let client = crate::aws::s3_client(&self.s3, crate::aws::SdkRetries::ThisPolicy);
+                ObjectStore::new(client.await)
+            })
+            .await
+    }
+}
+
 /// An object's bytes, and the version and ETag they are.
 pub(crate) struct Fetched {
     pub(crate) bytes: Bytes,

@@ -11,17 +11,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use tokio::sync::OnceCell;
 
 use super::location::{has_dot_segments, ObjectRef};
 use super::results::ResultsConfig;
-use super::store::ObjectStore;
+use super::store::{LazyStore, ObjectStore};
 use super::worker::{ObjectWorker, Outcome};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::aws::s3_client;
-use crate::aws::SdkRetries;
 use crate::error::{ApiError, ErrorCode};
 use crate::limits::Limits;
 use crate::model::source::FetchOptions;
@@ -107,8 +104,7 @@ pub(crate) struct S3StoredPictures {
     /// Buckets `/predict {"s3": …}` may read besides the uploads'.
     allowed: Vec<String>,
     results: ResultsConfig,
-    fetch: FetchOptions,
-    store: OnceCell<ObjectStore>,
+    store: LazyStore,
 }
 
 impl S3StoredPictures {
@@ -124,17 +120,12 @@ impl S3StoredPictures {
             uploads,
             allowed,
             results,
-            fetch,
-            store: OnceCell::new(),
+            store: LazyStore::new(fetch.s3),
         })
     }
 
     async fn store(&self) -> &ObjectStore {
-        self.store
-            .get_or_init(|| async {
-                ObjectStore::new(s3_client(&self.fetch.s3, SdkRetries::ThisPolicy).await)
-            })
-            .await
+        self.store.get().await
     }
 
     fn uploads(&self) -> Result<(&str, &str), ApiError> {

@@ -592,6 +592,34 @@ with open(path, "rb") as f:
     );
 }
 
+/// The last line of a script's stdout, as JSON (the browser scripts print
+/// one object last).
+pub fn last_json_line(stdout: &[u8]) -> serde_json::Value {
+    let line = stdout
+        .trim_ascii_end()
+        .rsplit(|b| *b == b'\n')
+        .next()
+        .unwrap_or_default();
+    serde_json::from_slice(line)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(stdout)))
+}
+
+/// An object's bytes and Content-Type, read with the tests' own client.
+pub async fn s3_get(endpoint: &str, bucket: &str, key: &str) -> (Vec<u8>, String) {
+    let o = s3_test_client(endpoint)
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("s3://{bucket}/{key}: {e:?}"));
+    let content_type = o.content_type().unwrap_or_default().to_string();
+    (
+        o.body.collect().await.unwrap().into_bytes().to_vec(),
+        content_type,
+    )
+}
+
 /// POSTs a picture to `{base}/predict` and returns the JSON answer.
 pub async fn predict_json(
     base: &str,
