@@ -1,4 +1,5 @@
-//! `CATDOG_FEEDBACK`: where corrections are stored.
+//! `CATDOG_FEEDBACK`: where corrections are stored (and, as a `--data`
+//! source, where fine-tuning reads photos).
 
 use std::path::PathBuf;
 
@@ -34,34 +35,39 @@ pub struct Overlap {
 }
 
 impl Destination {
-    /// Refuses a prefix in the uploads bucket that is, or is under, or
-    /// holds, the uploads prefix (S3 events classify what lands there) or
-    /// the results prefix (records).
+    /// Refuses a prefix that is, is under, or holds the uploads prefix (S3
+    /// events classify what lands there) or, in the bucket records go to
+    /// (`results.0`, else the uploads bucket), the results prefix.
     pub(crate) fn check_apart(
         &self,
         uploads: Option<&(String, String)>,
-        results_prefix: &str,
+        results: (Option<&str>, &str),
     ) -> Result<(), Overlap> {
-        let (Destination::S3 { bucket, prefix }, Some((uploads_bucket, uploads_prefix))) =
-            (self, uploads)
-        else {
+        let Destination::S3 { bucket, prefix } = self else {
             return Ok(());
         };
-        if bucket != uploads_bucket {
-            return Ok(());
-        }
+        let uploads_bucket = uploads.map(|(b, _)| b.as_str());
+        let records_bucket = results.0.or(uploads_bucket);
+        let apart = [
+            (
+                "the uploads",
+                uploads_bucket,
+                uploads.map(|(_, p)| p.as_str()),
+            ),
+            ("the records", records_bucket, Some(results.1)),
+        ];
         let overlaps =
             |other: &str| prefix.starts_with(other) || other.starts_with(prefix.as_str());
-        for (what, other) in [
-            ("the uploads", uploads_prefix.as_str()),
-            ("the records", results_prefix),
-        ] {
-            if overlaps(other) {
+        for (what, other_bucket, other_prefix) in apart {
+            let (Some(other_bucket), Some(other_prefix)) = (other_bucket, other_prefix) else {
+                continue;
+            };
+            if other_bucket == bucket && overlaps(other_prefix) {
                 return Err(Overlap {
                     feedback: self.to_string(),
                     what,
                     bucket: bucket.clone(),
-                    prefix: other.to_string(),
+                    prefix: other_prefix.to_string(),
                 });
             }
         }
@@ -80,7 +86,7 @@ mod tests {
             prefix: prefix.into(),
         };
         let uploads = ("b".to_string(), "incoming/".to_string());
-        let check = |d: Destination| d.check_apart(Some(&uploads), "catdog-results/");
+        let check = |d: Destination| d.check_apart(Some(&uploads), (None, "catdog-results/"));
         assert!(check(at("feedback/")).is_ok());
         for bad in ["incoming/", "incoming/feedback/", "", "catdog-results/x/"] {
             assert!(check(at(bad)).is_err(), "{bad:?}");
@@ -91,5 +97,16 @@ mod tests {
         };
         assert!(check(elsewhere).is_ok());
         assert!(check(Destination::Folder("incoming".into())).is_ok());
+        // Records in a bucket of their own: their prefix is apart there.
+        let records = Destination::S3 {
+            bucket: "records".into(),
+            prefix: "catdog-results/".into(),
+        };
+        assert!(records
+            .check_apart(Some(&uploads), (Some("records"), "catdog-results/"))
+            .is_err());
+        assert!(at("catdog-results/")
+            .check_apart(Some(&uploads), (Some("records"), "catdog-results/"))
+            .is_ok());
     }
 }

@@ -8,6 +8,7 @@ use futures_util::future::BoxFuture;
 use super::{files, Correction, FeedbackSink, Stored};
 use crate::error::ApiError;
 
+#[derive(Clone)]
 pub(crate) struct FolderSink {
     root: PathBuf,
 }
@@ -43,19 +44,24 @@ impl FolderSink {
 
 impl FeedbackSink for FolderSink {
     fn store(&self, correction: Correction) -> BoxFuture<'_, Result<Stored, ApiError>> {
-        Box::pin(async move {
+        let sink = self.clone();
+        // Files, synced: off the async workers.
+        let written = tokio::task::spawn_blocking(move || {
             let [(key, picture, _), (sidecar_key, sidecar, _)] = files(&correction);
-            let write = |key: &str, bytes: &[u8]| {
-                self.create(key, bytes).map_err(|e| {
+            let new = sink.create(&key, &picture)?;
+            // Also when the picture was there: a sidecar lost to a crash
+            // between the two writes is written by the next correction.
+            sink.create(&sidecar_key, &sidecar)?;
+            Ok::<_, std::io::Error>(Stored { key, new })
+        });
+        Box::pin(async move {
+            written
+                .await
+                .map_err(|e| ApiError::internal(format!("the correction's writer failed: {e}")))?
+                .map_err(|e| {
                     tracing::error!(error = %e, "storing a correction in the feedback folder");
                     ApiError::internal("the correction could not be stored (see the server's log)")
                 })
-            };
-            let new = write(&key, &picture)?;
-            // Also when the picture was there: a sidecar lost to a crash
-            // between the two writes is written by the next correction.
-            write(&sidecar_key, &sidecar)?;
-            Ok(Stored { key, new })
         })
     }
 }

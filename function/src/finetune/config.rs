@@ -119,25 +119,9 @@ pub(crate) struct FinetuneConfig {
     pub(crate) neither: Option<NeitherConfig>,
 }
 
-/// One `--data`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DataSource {
-    Folder(PathBuf),
-    /// The prefix ends in `/` (or is empty: the whole bucket).
-    S3 {
-        bucket: String,
-        prefix: String,
-    },
-}
-
-impl std::fmt::Display for DataSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DataSource::Folder(dir) => write!(f, "{}", dir.display()),
-            DataSource::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
-        }
-    }
-}
+/// One `--data`: a folder or an S3 prefix, as `CATDOG_FEEDBACK` names
+/// where corrections go (so one can be read where the other writes).
+pub(crate) use crate::feedback::Destination as DataSource;
 
 /// How prefixes are read: the S3 options of serving, where the mirrors go,
 /// and the largest object read.

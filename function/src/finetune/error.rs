@@ -19,7 +19,7 @@ pub enum FinetuneError {
     #[error(transparent)]
     Data(#[from] data::DataError),
     #[error(transparent)]
-    Source(#[from] super::sources::SourceError),
+    Mirror(#[from] super::sources::MirrorError),
     #[error(transparent)]
     Contract(#[from] crate::model::contract::ContractError),
     #[error("the base model has no `preprocessing` metadata: pass --preprocessing caffe|torch|JSON (the one it was trained with)")]

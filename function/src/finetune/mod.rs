@@ -8,7 +8,7 @@
 //! ([`cv`]), fit the rejecting label ([`neither`]), score ([`evaluate`]),
 //! and write ([`write`]). What happens on the way goes to a [`Progress`].
 
-pub mod config;
+pub(crate) mod config;
 pub(crate) mod corrections;
 pub(crate) mod cv;
 pub(crate) mod data;
@@ -169,13 +169,24 @@ fn run(
         &features.others,
         &keep,
     );
+    let (rejection, moved) = rejection.unzip();
+    let moved = moved.flatten();
     let answers = evaluate::Answers::new(&trained, &plan, rejection.as_ref(), domain.as_ref());
     let valid_accuracy = answers.accuracy(&features.valid, &plan);
     let base_valid_accuracy = evaluate::base_accuracy(&plan, rejection.as_ref(), &features.valid);
     let neither = rejection.as_ref().map(|r| {
         let (photos, others) = (&features.photos, &features.others);
         let files = [&splits.train, &splits.valid];
-        neither::summarize(&plan, r, domain.as_ref(), &answers, photos, others, files)
+        neither::summarize(
+            &plan,
+            r,
+            domain.as_ref(),
+            &answers,
+            photos,
+            others,
+            files,
+            moved,
+        )
     });
     if let Some(n) = &neither {
         let labels = &plan.answers[..plan.pets];

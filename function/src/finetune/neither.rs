@@ -78,7 +78,7 @@ pub(super) fn rule(
     photos: &[Extracted],
     others: &[Extracted],
     keep: &[(usize, usize)],
-) -> Option<contract::Rejection> {
+) -> Option<(contract::Rejection, Option<f32>)> {
     let evidence = |sets: &[Extracted]| -> Vec<f32> {
         let Some((d, _)) = domain else {
             return Vec::new();
@@ -103,16 +103,15 @@ pub(super) fn rule(
         })
         .unwrap_or_default();
     match plan.mode? {
-        NeitherMode::Threshold => Some(contract::Rejection {
-            label,
-            below: choose_threshold(
-                &evidence(photos),
-                &evidence(others),
-                &kept,
-                cfg.neither.as_ref()?.fence,
-            ),
-        }),
-        NeitherMode::Class => Some(contract::Rejection { label, below: 0.5 }),
+        NeitherMode::Threshold => {
+            let (photos, others) = (evidence(photos), evidence(others));
+            let fence = cfg.neither.as_ref()?.fence;
+            let below = choose_threshold(&photos, &others, &kept, fence);
+            let unmoved = choose_threshold(&photos, &others, &[], fence);
+            let moved = (below < unmoved).then_some(unmoved);
+            Some((contract::Rejection { label, below }, moved))
+        }
+        NeitherMode::Class => Some((contract::Rejection { label, below: 0.5 }, None)),
     }
 }
 
@@ -125,6 +124,7 @@ pub(super) fn summarize(
     photos: &[Extracted],
     others: &[Extracted],
     files: [&Split; 2],
+    moved: Option<f32>,
 ) -> NeitherSummary {
     let neither = plan.answers.len() - 1;
     let rejected =
@@ -141,6 +141,7 @@ pub(super) fn summarize(
         photos_rejected: rejected(photos),
         other_photos: others.iter().map(|ex| ex.features.len()).sum(),
         other_photos_rejected: rejected(others),
+        below_without_corrections: moved,
         rejected_photos: photos
             .iter()
             .zip(files)
@@ -162,17 +163,20 @@ pub(super) fn summarize(
 /// other things too: the split between the two with the fewest errors
 /// (each side weighted by its size), at the middle (in log) of the best
 /// splits. Either way, never above `keep` (photos a person corrected from
-/// `neither`), less a margin.
+/// `neither`), less a margin, down to the fence twice as far out.
 pub(crate) fn choose_threshold(photos: &[f32], others: &[f32], keep: &[f32], iqrs: f64) -> f32 {
     let t = if others.is_empty() {
         fence(photos, iqrs)
     } else {
         split(photos, others)
     };
+    // Never under the fence twice as far out: one correction must not turn
+    // the rule off.
     let floor = keep
         .iter()
         .map(|&e| f64::from(e) * KEEP_MARGIN)
-        .fold(f64::INFINITY, f64::min);
+        .fold(f64::INFINITY, f64::min)
+        .max(fence(photos, 2.0 * iqrs).min(t));
     t.min(floor) as f32
 }
 
@@ -264,10 +268,15 @@ mod tests {
             choose_threshold(&[], &[], &[], FENCE_IQRS),
             imagenet::DEFAULT_NEITHER_BELOW
         );
-        // A photo a person corrected from `neither` is kept, outlier or not.
-        let kept = logistic(-20.0);
-        let t = choose_threshold(&photos, &[], &[kept], FENCE_IQRS);
-        assert!(kept >= t, "{kept} < {t}");
+        // A photo a person corrected from `neither` is kept, down to the
+        // fence twice as far out; one far beyond it is not.
+        let near = logistic(-3.0);
+        photos.push(near);
+        let t = choose_threshold(&photos, &[], &[near], FENCE_IQRS);
+        assert!(near >= t, "{near} < {t}");
+        let far = logistic(-20.0);
+        let t = choose_threshold(&photos, &[], &[far], FENCE_IQRS);
+        assert!(far < t, "{far} >= {t}: one correction turned the rule off");
     }
 
     #[test]

@@ -9,6 +9,9 @@ use super::error::{FinetuneError, NoZeroShot};
 use super::progress::{Note, Progress};
 use crate::model::imagenet;
 
+/// Fewest photos of other things `neither` is trained from as a class.
+pub(crate) const MIN_CLASS_PHOTOS: usize = 10;
+
 /// What the choices, the photos and the base settle on before any picture
 /// is run through the base.
 pub(crate) struct Plan {
@@ -58,8 +61,22 @@ impl Plan {
         } else {
             Init::Random
         };
+        let others = train.files.iter().chain(&valid.files);
+        let others = others
+            .filter(|(_, c)| rejecting && *c == labels.len() - 1)
+            .count();
         let mode = match (&cfg.neither, rejecting, logits.is_some()) {
             (None, ..) => None,
+            // A class is not learnt from a handful of photos (a few
+            // corrections): they place the threshold instead.
+            (Some(n), true, true) if n.mode == NeitherMode::Class && others < MIN_CLASS_PHOTOS => {
+                progress.note(Note::FewOthers {
+                    label: &n.label,
+                    photos: others,
+                    least: MIN_CLASS_PHOTOS,
+                });
+                Some(NeitherMode::Threshold)
+            }
             (Some(n), true, true) => Some(n.mode),
             (Some(_), true, false) => Some(NeitherMode::Class),
             (Some(_), false, true) => Some(NeitherMode::Threshold),

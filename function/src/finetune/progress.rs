@@ -68,6 +68,13 @@ pub enum Note<'a> {
     },
     /// Files that were not usable pictures were left out.
     Skipped(usize),
+    /// Too few photos of other things to learn `label` as a class: they set
+    /// the threshold instead.
+    FewOthers {
+        label: &'a str,
+        photos: usize,
+        least: usize,
+    },
     /// What the head is about to be trained on.
     Plan {
         train: usize,
@@ -97,6 +104,15 @@ impl fmt::Display for Note<'_> {
                  to train `{label}` as a class)"
             ),
             Note::Skipped(n) => write!(f, "skipped {n} file(s) that are not usable pictures"),
+            Note::FewOthers {
+                label,
+                photos,
+                least,
+            } => write!(
+                f,
+                "{photos} photo(s) of other things, fewer than the {least} a `{label}` class is \
+                 trained from: they set the threshold instead (--neither-mode threshold)"
+            ),
             Note::Plan {
                 train,
                 augment,
@@ -134,6 +150,12 @@ impl fmt::Display for Note<'_> {
                 n.other_photos,
                 n.label,
             )?;
+                if let Some(before) = n.below_without_corrections {
+                    write!(
+                        f,
+                        " (lowered from {before:.4} to keep the pets people corrected)"
+                    )?;
+                }
                 for file in &n.rejected_photos {
                     write!(f, "\n  answered `{}`: {}", n.label, file.display())?;
                 }

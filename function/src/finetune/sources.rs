@@ -16,7 +16,7 @@ use crate::objects::{Failure, ObjectRef};
 
 /// Why a source could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum SourceError {
+pub enum MirrorError {
     #[error("reading {source_uri}: {failure}")]
     S3 {
         source_uri: String,
@@ -42,7 +42,7 @@ pub(crate) async fn local_folders(
     sources: &[DataSource],
     fetch: &DataFetch,
     progress: &dyn Progress,
-) -> Result<Vec<PathBuf>, SourceError> {
+) -> Result<Vec<PathBuf>, MirrorError> {
     let mut store = None;
     let mut folders = Vec::with_capacity(sources.len());
     for source in sources {
@@ -54,8 +54,10 @@ pub(crate) async fn local_folders(
                     store = Some(ObjectStore::new(client));
                 }
                 let store = store.as_ref().expect("made above");
+                // The prefix has no dot segments (settings refuse them), so
+                // the mirror stays under `mirrors`, and only its own files go.
                 let dir = fetch.mirrors.join(bucket).join(prefix);
-                let s3 = |failure| SourceError::S3 {
+                let s3 = |failure| MirrorError::S3 {
                     source_uri: source.to_string(),
                     failure,
                 };
@@ -113,10 +115,10 @@ async fn mirror(
     dir: &Path,
     fetch: &DataFetch,
     progress: &dyn Progress,
-) -> Result<Mirrored, SourceError> {
+) -> Result<Mirrored, MirrorError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |error| SourceError::Io { path, error }
+        move |error| MirrorError::Io { path, error }
     };
     let mut done = Mirrored::default();
     let source = format!("s3://{bucket}/{prefix}");
@@ -134,7 +136,7 @@ async fn mirror(
             let fetched = store
                 .get(&object, fetch.max_object_bytes)
                 .await
-                .map_err(|failure| SourceError::S3 {
+                .map_err(|failure| MirrorError::S3 {
                     source_uri: source.clone(),
                     failure,
                 })?;
@@ -161,7 +163,7 @@ async fn mirror(
 }
 
 /// Every file under `dir` (none when it does not exist).
-fn walk(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
+fn walk(dir: &Path) -> Result<Vec<PathBuf>, MirrorError> {
     let mut files = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
@@ -169,7 +171,7 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
             continue;
         };
         for entry in entries {
-            let entry = entry.map_err(|error| SourceError::Io {
+            let entry = entry.map_err(|error| MirrorError::Io {
                 path: d.clone(),
                 error,
             })?;

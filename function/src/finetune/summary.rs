@@ -69,6 +69,10 @@ pub struct NeitherSummary {
     /// answers `label` for.
     pub other_photos: usize,
     pub other_photos_rejected: usize,
+    /// The threshold before corrections lowered it to keep pets a person
+    /// said the model wrongly called `label` (absent: they did not move it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub below_without_corrections: Option<f32>,
     /// Each of the user's photos the rule answers `label` for (clear
     /// outliers, or photos too near other things).
     pub rejected_photos: Vec<std::path::PathBuf>,

@@ -63,6 +63,8 @@ pub async fn run(settings: &Settings) -> Result<(), LambdaError> {
     let api = runtime_api(settings, "lambda")?;
     let ready = async {
         let access = crate::host::secret_key::access(settings).await?;
+        // Settings are refused before the model is fetched, not after.
+        let feedback = settings.feedback_sink()?;
         let classifier = load::load_classifier_with_retries(
             &settings.model_spec(),
             settings.retry_policy(),
@@ -72,7 +74,7 @@ pub async fn run(settings: &Settings) -> Result<(), LambdaError> {
         let state = AppState::loading(settings.request_limits(), access)
             .with_emf(settings.emf())
             .with_stored_pictures(settings.stored_pictures())
-            .with_feedback(settings.feedback_sink()?);
+            .with_feedback(feedback);
         state.set_ready(std::sync::Arc::new(classifier));
         Ok::<_, LambdaError>(state)
     };

@@ -207,27 +207,33 @@ impl ObjectStore {
     }
 
     /// Creates `object` with `bytes` unless it exists (`If-None-Match: *`):
-    /// `false` when it was there already (412).
+    /// `false` when it was there already (412). Two such PUTs racing on one
+    /// key get 409 (`ConditionalRequestConflict`) and S3 asks for a retry,
+    /// which then finds the winner's object.
     pub(crate) async fn create(
         &self,
         object: &ObjectRef,
         bytes: Bytes,
         content_type: &str,
     ) -> Result<bool, Failure> {
-        let put = self
-            .client
-            .put_object()
-            .bucket(&object.bucket)
-            .key(&object.key)
-            .content_type(content_type)
-            .if_none_match("*")
-            .body(ByteStream::from(bytes))
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(true),
-            Err(e) if status_of(&e) == Some(412) => Ok(false),
-            Err(e) => Err(sorted(e, "writing", object)),
+        let mut conflicts = 0;
+        loop {
+            let put = self
+                .client
+                .put_object()
+                .bucket(&object.bucket)
+                .key(&object.key)
+                .content_type(content_type)
+                .if_none_match("*")
+                .body(ByteStream::from(bytes.clone()))
+                .send()
+                .await;
+            match put {
+                Ok(_) => return Ok(true),
+                Err(e) if status_of(&e) == Some(412) => return Ok(false),
+                Err(e) if status_of(&e) == Some(409) && conflicts < 2 => conflicts += 1,
+                Err(e) => return Err(sorted(e, "writing", object)),
+            }
         }
     }
 

@@ -108,7 +108,7 @@ pub struct FinetuneArgs {
     /// CATDOG_FEEDBACK stores corrections), or the same under
     /// s3://bucket/prefix/. Repeat to merge sources by label, e.g.
     /// `--data photos --data s3://bucket/feedback/`.
-    #[arg(long, required = true, value_parser = parse_data_source)]
+    #[arg(long, required = true, value_parser = parse_feedback)]
     pub(crate) data: Vec<crate::finetune::config::DataSource>,
     /// Where to write the fine-tuned model.
     #[arg(long)]

@@ -91,7 +91,11 @@ impl Settings {
         let Some(destination) = self.objects.feedback.as_ref() else {
             return Ok(None);
         };
-        destination.check_apart(self.objects.uploads.as_ref(), &self.objects.results_prefix)?;
+        let results = (
+            self.objects.results_bucket.as_deref(),
+            self.objects.results_prefix.as_str(),
+        );
+        destination.check_apart(self.objects.uploads.as_ref(), results)?;
         Ok(Some(crate::feedback::sink(
             destination,
             &self.fetch_options(),

@@ -91,6 +91,26 @@ mod tests {
     }
 
     #[test]
+    fn prefixes_never_climb_out_of_their_folder() {
+        for bad in [
+            "s3://bucket/../../home/",
+            "s3://bucket/a/./b/",
+            "s3://bucket/a\\b/",
+        ] {
+            let e = Settings::from_args(["--feedback", bad]).unwrap_err();
+            assert!(e.to_string().contains("segments"), "{bad}: {e}");
+            assert!(
+                cli(&["finetune", "--base", "m.onnx", "--out", "o.onnx", "--data", bad]).is_err()
+            );
+        }
+        let ok = Settings::from_args(["--feedback", "s3://bucket/feedback"]).unwrap();
+        assert_eq!(
+            ok.objects.feedback.unwrap().to_string(),
+            "s3://bucket/feedback/"
+        );
+    }
+
+    #[test]
     fn a_flag_applies_only_to_the_commands_it_means_something_to() {
         let refused = |args: &[&str], flag: &str| {
             let e = cli(args).expect_err(&format!("{args:?} was accepted"));

@@ -232,6 +232,13 @@ pub(super) fn parse_uploads(s: &str) -> Result<(String, String), InvalidValue> {
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     let bucket = parse_bucket(bucket)?;
     let prefix = prefix.trim_start_matches('/');
+    // A prefix is also a folder name (a `--data` prefix's mirror): never
+    // one that climbs out of it.
+    if crate::objects::location::has_dot_segments(prefix) || prefix.contains('\\') {
+        return Err(InvalidValue(format!(
+            "{s:?}: a prefix with `.` or `..` segments (or a backslash) is not taken"
+        )));
+    }
     let prefix = if prefix.is_empty() || prefix.ends_with('/') {
         prefix.to_string()
     } else {
@@ -240,7 +247,8 @@ pub(super) fn parse_uploads(s: &str) -> Result<(String, String), InvalidValue> {
     Ok((bucket, prefix))
 }
 
-/// `CATDOG_FEEDBACK`: `s3://bucket/prefix/` (as [`parse_uploads`]) or a folder.
+/// `CATDOG_FEEDBACK` or a `--data` source: `s3://bucket/prefix/` (as
+/// [`parse_uploads`]) or a folder.
 pub(super) fn parse_feedback(s: &str) -> Result<crate::feedback::Destination, InvalidValue> {
     use crate::feedback::Destination;
     let s = s.trim();
@@ -264,17 +272,6 @@ pub(super) fn parse_fence(s: &str) -> Result<f64, InvalidValue> {
             "{s:?} is not a number of interquartile ranges from 0 to 10"
         ))),
     }
-}
-
-/// A `--data` source: `s3://bucket/prefix/` (as [`parse_uploads`]) or a folder.
-pub(super) fn parse_data_source(
-    s: &str,
-) -> Result<crate::finetune::config::DataSource, InvalidValue> {
-    use crate::finetune::config::DataSource;
-    Ok(match parse_feedback(s)? {
-        crate::feedback::Destination::S3 { bucket, prefix } => DataSource::S3 { bucket, prefix },
-        crate::feedback::Destination::Folder(dir) => DataSource::Folder(dir),
-    })
 }
 
 /// `s3://bucket/key.checks.json`: where the PreTraffic hook reads the
