@@ -167,9 +167,23 @@ pub fn wrong_answers(report: &EvalReport, most: usize) -> Vec<(PathBuf, String)>
 /// a new file beside the first (the server maps the one it serves).
 pub fn finetune_with_corrections(settings: &Settings) -> Result<Finetuned, TutorialError> {
     let mut argv = finetune_command(settings)?;
-    if let Some(out) = argv.iter().position(|a| a == "--out").map(|i| i + 1) {
-        let first = PathBuf::from(&argv[out]);
-        argv[out] = first.with_extension("corrected.onnx").display().to_string();
+    let out = argv
+        .iter()
+        .position(|a| a == "--out" || a.starts_with("--out="));
+    if let Some(i) = out {
+        let (flag, first) = match argv[i].strip_prefix("--out=") {
+            Some(path) => (i, PathBuf::from(path)),
+            None => (
+                i + 1,
+                PathBuf::from(argv.get(i + 1).cloned().unwrap_or_default()),
+            ),
+        };
+        let new = unused(&first);
+        argv[flag] = if flag == i {
+            format!("--out={}", new.display())
+        } else {
+            new.display().to_string()
+        };
     }
     match &settings.objects.feedback {
         Some(crate::feedback::Destination::Folder(dir)) if !dir.is_dir() => {
@@ -182,6 +196,18 @@ pub fn finetune_with_corrections(settings: &Settings) -> Result<Finetuned, Tutor
         None => println!("CATDOG_FEEDBACK is not set: fine-tuning on the photos alone"),
     }
     run_finetune(argv)
+}
+
+/// `MODEL.corrected.onnx` beside `first`, or `MODEL.corrected-2.onnx`, …:
+/// a file not there yet (the server may be serving, mapped, the last one).
+fn unused(first: &Path) -> PathBuf {
+    (1..)
+        .map(|n| match n {
+            1 => first.with_extension("corrected.onnx"),
+            n => first.with_extension(format!("corrected-{n}.onnx")),
+        })
+        .find(|p| !p.exists())
+        .expect("an unused name")
 }
 
 /// The labelled photos to score a model fine-tuned on `data` with: its

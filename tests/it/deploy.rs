@@ -146,7 +146,8 @@ fn a_public_url_is_capped_and_access_is_scoped() {
         [
             &serde_json::json!({"Fn::If": ["HasFeedback", {
             "Sid": "StoreCorrections", "Effect": "Allow", "Action": "s3:PutObject",
-            "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::${UploadsBucketName}/${FeedbackPrefix}*"}
+            "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::${UploadsBucketName}/${FeedbackPrefix}*"},
+            "Condition": {"Null": {"s3:if-none-match": "false"}}
         }, {"Ref": "AWS::NoValue"}]}),
             &serde_json::json!({"Fn::If": ["HasApiKey", {
             "Sid": "ReadTheApiKeyOnly", "Effect": "Allow",

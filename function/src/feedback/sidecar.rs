@@ -34,21 +34,18 @@ pub(crate) struct Correction {
     pub(crate) picture: Bytes,
     pub(crate) sha256: String,
     ext: &'static str,
+    content_type: &'static str,
     pub(crate) sidecar: Sidecar,
 }
 
-/// A picture's type, as its bytes say: the file extension fine-tuning
-/// reads and the Content-Type it is stored with.
+/// A picture's type, as its bytes say, among those uploads may be: its
+/// Content-Type and the extension fine-tuning reads.
 fn picture_type(bytes: &[u8]) -> Option<(&'static str, &'static str)> {
-    use image::ImageFormat as F;
-    Some(match image::guess_format(bytes).ok()? {
-        F::Jpeg => ("jpg", "image/jpeg"),
-        F::Png => ("png", "image/png"),
-        F::WebP => ("webp", "image/webp"),
-        F::Gif => ("gif", "image/gif"),
-        F::Bmp => ("bmp", "image/bmp"),
-        _ => return None,
-    })
+    let mime = image::guess_format(bytes).ok()?.to_mime_type();
+    crate::objects::UPLOAD_TYPES
+        .iter()
+        .find(|(t, _)| *t == mime)
+        .map(|(t, ext)| (*t, ext.trim_start_matches('.')))
 }
 
 impl Correction {
@@ -60,7 +57,7 @@ impl Correction {
         answered: &Prediction,
         model: &crate::model::Classifier,
     ) -> Result<Self, ApiError> {
-        let (ext, _) = picture_type(&picture).ok_or_else(|| {
+        let (content_type, ext) = picture_type(&picture).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::UnsupportedImageFormat,
                 "corrections are stored as JPEG, PNG, WebP, GIF or BMP: send the picture in one of them",
@@ -70,6 +67,7 @@ impl Correction {
             sha256: hex::encode(Sha256::digest(&picture)),
             picture,
             ext,
+            content_type,
             sidecar: Sidecar {
                 label,
                 answered: answered.label.clone(),
@@ -94,7 +92,7 @@ impl Correction {
     }
 
     pub(crate) fn content_type(&self) -> &'static str {
-        picture_type(&self.picture).map_or("application/octet-stream", |(_, t)| t)
+        self.content_type
     }
 
     pub(crate) fn sidecar_json(&self) -> Vec<u8> {

@@ -160,48 +160,16 @@ fn run(
     let t1 = Instant::now();
     let (trained, history) = train_head(cfg, &plan, &features, progress);
     let train_s = t1.elapsed().as_secs_f64();
-    let keep = corrections::pets_said_neither(&corrected, [&splits.train, &splits.valid], &plan);
-    let rejection = neither::rule(
-        cfg,
-        &plan,
-        domain.as_ref(),
-        &features.photos,
-        &features.others,
-        &keep,
+    let judged = judge(
+        cfg, &plan, &domain, &features, &splits, &corrected, &trained, progress,
     );
-    let (rejection, moved) = rejection.unzip();
-    let moved = moved.flatten();
-    let answers = evaluate::Answers::new(&trained, &plan, rejection.as_ref(), domain.as_ref());
-    let valid_accuracy = answers.accuracy(&features.valid, &plan);
-    let base_valid_accuracy = evaluate::base_accuracy(&plan, rejection.as_ref(), &features.valid);
-    let neither = rejection.as_ref().map(|r| {
-        let (photos, others) = (&features.photos, &features.others);
-        let files = [&splits.train, &splits.valid];
-        neither::summarize(
-            &plan,
-            r,
-            domain.as_ref(),
-            &answers,
-            photos,
-            others,
-            files,
-            moved,
-        )
-    });
-    if let Some(n) = &neither {
-        let labels = &plan.answers[..plan.pets];
-        progress.note(Note::Neither { summary: n, labels });
-    }
-    let corrections = corrections::summarize(
-        &corrected,
-        [&splits.train, &splits.valid],
-        [&features.train, &features.valid],
-        &answers,
-        &plan,
-    );
-    if let Some(c) = &corrections {
-        progress.note(Note::Corrections(c));
-    }
+    let Judged {
+        rejection,
+        neither,
+        corrections,
+        valid_accuracy,
+        base_valid_accuracy,
+    } = judged;
     let weak = evaluate::weakness(
         &cfg.accept,
         neither.as_ref(),
@@ -242,6 +210,60 @@ fn run(
     };
     write::model(&cfg.out, probe, &plan, &trained, &summary, extras)?;
     Ok(Outcome::Written(Box::new(summary)))
+}
+
+/// The rejecting label's rule and the written model's answers, judged:
+/// on the validation photos, on the user's photos and other things, and
+/// on the corrected pictures.
+struct Judged {
+    rejection: Option<crate::model::contract::Rejection>,
+    neither: Option<summary::NeitherSummary>,
+    corrections: Option<summary::CorrectionsSummary>,
+    valid_accuracy: f64,
+    base_valid_accuracy: Option<f64>,
+}
+
+/// Fits the rejecting label's rule (kept above the pets people corrected
+/// from it), then scores the written model's answers, telling `progress`.
+#[allow(clippy::too_many_arguments)]
+fn judge(
+    cfg: &FinetuneConfig,
+    plan: &Plan,
+    domain: &Option<(Vec<i64>, &'static str)>,
+    features: &Features,
+    splits: &Splits,
+    corrected: &[corrections::Corrected],
+    trained: &SoftmaxHead,
+    progress: &dyn Progress,
+) -> Judged {
+    let files = [&splits.train, &splits.valid];
+    let keep = corrections::pets_said_neither(corrected, files, plan);
+    let (photos, others) = (&features.photos, &features.others);
+    let rule = neither::rule(cfg, plan, domain.as_ref(), photos, others, &keep);
+    let (rejection, moved) = rule.unzip();
+    let answers = evaluate::Answers::new(trained, plan, rejection.as_ref(), domain.as_ref());
+    let neither = rejection.as_ref().map(|r| {
+        let domain = domain.as_ref();
+        let mut n = neither::summarize(plan, r, domain, &answers, photos, others, files);
+        n.below_without_corrections = moved.flatten();
+        n
+    });
+    if let Some(n) = &neither {
+        let labels = &plan.answers[..plan.pets];
+        progress.note(Note::Neither { summary: n, labels });
+    }
+    let sets = [&features.train, &features.valid];
+    let corrections = corrections::summarize(corrected, files, sets, &answers, plan);
+    if let Some(c) = &corrections {
+        progress.note(Note::Corrections(c));
+    }
+    Judged {
+        valid_accuracy: answers.accuracy(&features.valid, plan),
+        base_valid_accuracy: evaluate::base_accuracy(plan, rejection.as_ref(), &features.valid),
+        rejection,
+        neither,
+        corrections,
+    }
 }
 
 /// `--cv K`: the candidate settings by k-fold cross-validation over train/

@@ -124,7 +124,6 @@ pub(super) fn summarize(
     photos: &[Extracted],
     others: &[Extracted],
     files: [&Split; 2],
-    moved: Option<f32>,
 ) -> NeitherSummary {
     let neither = plan.answers.len() - 1;
     let rejected =
@@ -141,7 +140,7 @@ pub(super) fn summarize(
         photos_rejected: rejected(photos),
         other_photos: others.iter().map(|ex| ex.features.len()).sum(),
         other_photos_rejected: rejected(others),
-        below_without_corrections: moved,
+        below_without_corrections: None,
         rejected_photos: photos
             .iter()
             .zip(files)

@@ -132,39 +132,12 @@ impl fmt::Display for Note<'_> {
                     _ => "random",
                 },
             ),
-            Note::Neither { summary: n, labels } => {
-                write!(
-                f,
-                "`{}` {}: {} of the {} photos of {labels:?} and {} of {} photos of other things answer `{}`",
-                n.label,
-                match n.mode {
-                    NeitherMode::Threshold => format!(
-                        "when the base gives the labels' classes less than {:.4} in all",
-                        n.below
-                    ),
-                    NeitherMode::Class => "as a trained class".to_string(),
-                },
-                n.photos_rejected,
-                n.photos,
-                n.other_photos_rejected,
-                n.other_photos,
-                n.label,
-            )?;
-                if let Some(before) = n.below_without_corrections {
-                    write!(
-                        f,
-                        " (lowered from {before:.4} to keep the pets people corrected)"
-                    )?;
-                }
-                for file in &n.rejected_photos {
-                    write!(f, "\n  answered `{}`: {}", n.label, file.display())?;
-                }
-                Ok(())
-            }
+            Note::Neither { summary: n, labels } => neither(f, n, labels),
             Note::Corrections(c) => {
                 write!(
                     f,
-                    "{} corrected picture(s) ({} trained on): the model that answered them had {} right, the new one has {} right",
+                    "{} corrected picture(s) ({} trained on): the model that answered them \
+                     had {} right, the new one has {} right",
                     c.pictures, c.trained_on, c.right_before, c.right_after
                 )?;
                 for file in &c.still_wrong {
@@ -177,4 +150,32 @@ impl fmt::Display for Note<'_> {
             }
         }
     }
+}
+
+/// [`Note::Neither`]: the rule, what it answers on the photos, and each of
+/// the user's photos it rejects.
+fn neither(f: &mut fmt::Formatter<'_>, n: &NeitherSummary, labels: &[String]) -> fmt::Result {
+    let rule = match n.mode {
+        NeitherMode::Threshold => format!(
+            "when the base gives the labels' classes less than {:.4} in all",
+            n.below
+        ),
+        NeitherMode::Class => "as a trained class".to_string(),
+    };
+    write!(
+        f,
+        "`{}` {rule}: {} of the {} photos of {labels:?} and {} of {} photos of other \
+         things answer `{}`",
+        n.label, n.photos_rejected, n.photos, n.other_photos_rejected, n.other_photos, n.label,
+    )?;
+    if let Some(before) = n.below_without_corrections {
+        write!(
+            f,
+            " (lowered from {before:.4} to keep the pets people corrected)"
+        )?;
+    }
+    for file in &n.rejected_photos {
+        write!(f, "\n  answered `{}`: {}", n.label, file.display())?;
+    }
+    Ok(())
 }

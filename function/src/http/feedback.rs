@@ -14,7 +14,7 @@ use axum::Json;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::feedback::{Correction, FeedbackSink};
-use crate::http::input::OtherTypes;
+use crate::http::input::{check_count, OtherTypes};
 use crate::http::query::FeedbackQuery;
 use crate::http::routes::{request_pictures, with_timings};
 use crate::http::state::AppState;
@@ -55,17 +55,10 @@ pub(crate) async fn feedback(
     let started = Instant::now();
     let ready = state.ready_model()?;
     let label = known_label(&ready.classifier.info().labels, query.label)?;
-    let mut pictures = request_pictures(&state, &headers, body, OtherTypes::Refuse).await?;
-    if pictures.len() != 1 {
-        return Err(ApiError::new(
-            ErrorCode::TooManyImages,
-            format!(
-                "{} pictures: a correction is about one picture",
-                pictures.len()
-            ),
-        ));
-    }
-    let picture = pictures.remove(0);
+    let pictures = request_pictures(&state, &headers, body, OtherTypes::Refuse).await?;
+    // A correction is about one picture.
+    check_count(pictures.len(), 1).map_err(ApiError::from)?;
+    let picture = pictures.into_iter().next().unwrap_or_default();
     let read = started.elapsed().as_secs_f64() * 1e3;
     let payload = Payload::Encoded(vec![picture.clone()]);
     let (answers, timings) =

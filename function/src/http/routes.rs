@@ -21,7 +21,7 @@ use crate::http::types::{
     ErrorBody, HealthAnswer, HealthStatus, JsonPictures, KeyRequired, LegacyAnswer, ModelRef,
     Picture, PredictAnswer, RequestErrors, Timings, UploadForm,
 };
-use crate::http::uploads::is_upload_id;
+use crate::http::uploads::check_upload_id;
 use crate::model::output::Prediction;
 use crate::objects::uploads_off;
 use crate::pipeline::{self, Payload, RETRY_AFTER_S};
@@ -35,33 +35,25 @@ pub(crate) async fn request_pictures(
     body: Body,
     other: OtherTypes,
 ) -> Result<Vec<Bytes>, ApiError> {
-    let no_bucket = |code, message: String| ApiError::new(code, message);
-    let stored = || state.stored_pictures.as_ref();
     let max = state.limits.max_object_bytes;
-    Ok(
-        match read_images(headers, body, &state.limits, other).await? {
-            Pictures::Bytes(images) => images,
-            Pictures::Stored(uri) => {
-                let stored = stored().ok_or_else(|| {
-                no_bucket(
-                    ErrorCode::S3NotAllowed,
-                    format!("{uri}: this server reads no bucket (CATDOG_S3_ALLOW names those it may)"),
-                )
-            })?;
-                vec![stored.fetch(uri, max).await?]
-            }
-            Pictures::Uploaded(id) => {
-                let stored = stored().ok_or_else(uploads_off)?;
-                if !is_upload_id(&id) {
-                    return Err(ApiError::new(
-                    ErrorCode::InvalidUploadId,
-                    format!("{id:?} is not an upload id (32 hex digits and an extension, as POST /uploads gives)"),
-                ));
-                }
-                vec![stored.fetch_upload(id, max).await?]
-            }
-        },
-    )
+    let stored = state.stored_pictures.as_ref();
+    match read_images(headers, body, &state.limits, other).await? {
+        Pictures::Bytes(images) => Ok(images),
+        Pictures::Stored(uri) => {
+            let Some(stored) = stored else {
+                let message = format!(
+                    "{uri}: this server reads no bucket (CATDOG_S3_ALLOW names those it may)"
+                );
+                return Err(ApiError::new(ErrorCode::S3NotAllowed, message));
+            };
+            Ok(vec![stored.fetch(uri, max).await?])
+        }
+        Pictures::Uploaded(id) => {
+            let stored = stored.ok_or_else(uploads_off)?;
+            check_upload_id(&id)?;
+            Ok(vec![stored.fetch_upload(id, max).await?])
+        }
+    }
 }
 
 /// Reads, decodes and classifies the pictures of a request.

@@ -92,12 +92,7 @@ pub(crate) async fn upload_result(
     PathParams(id): PathParams<String>,
 ) -> Result<Response, ApiError> {
     let stored = stored_pictures(&state)?.clone();
-    if !is_upload_id(&id) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidUploadId,
-            format!("{id:?} is not an upload id (32 hex digits and an extension, as POST /uploads gives)"),
-        ));
-    }
+    check_upload_id(&id)?;
     let (record, existing) = stored
         .upload_result(state.model_slot(), state.limits, id)
         .await?;
@@ -111,6 +106,17 @@ pub(crate) async fn upload_result(
         HeaderValue::from_static(if existing { "existing" } else { "written" }),
     );
     Ok(res)
+}
+
+/// `invalid_upload_id` unless `id` is one `POST /uploads` makes.
+pub(crate) fn check_upload_id(id: &str) -> Result<(), ApiError> {
+    if is_upload_id(id) {
+        return Ok(());
+    }
+    let message = format!(
+        "{id:?} is not an upload id (32 hex digits and an extension, as POST /uploads gives)"
+    );
+    Err(ApiError::new(ErrorCode::InvalidUploadId, message))
 }
 
 /// An id as `POST /uploads` makes them: 32 lowercase hex digits, and a
