@@ -32,7 +32,7 @@ pub(crate) struct Stored {
     pub(crate) new: bool,
 }
 
-/// Writes corrections (a folder or S3; the tests' own in memory).
+/// Writes corrections: a folder or S3.
 pub(crate) trait FeedbackSink: Send + Sync {
     /// Stores the picture and its sidecar, creating only.
     fn store(&self, correction: Correction) -> BoxFuture<'_, Result<Stored, ApiError>>;
