@@ -1214,6 +1214,20 @@ fn corrections_merge_in_and_the_summary_reports_them() {
             std::fs::write(feedback.join(format!("dog/{i}.json")), side.to_string()).unwrap();
         }
     }
+    // A copy of a photo under its own label (kept once), and one under the
+    // other label (people disagree: left out, both copies).
+    let photos = root.join("photos/train");
+    std::fs::create_dir_all(feedback.join("cat")).unwrap();
+    std::fs::copy(
+        photos.join("cat/cat000.png"),
+        feedback.join("cat/again.png"),
+    )
+    .unwrap();
+    std::fs::copy(
+        photos.join("cat/cat001.png"),
+        feedback.join("dog/disputed.png"),
+    )
+    .unwrap();
     let base = fixture("tiny_vgg.onnx");
     let out = root.join("m.onnx");
     let o = run(&[
@@ -1235,8 +1249,24 @@ fn corrections_merge_in_and_the_summary_reports_them() {
     let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
         summary["train_images"].as_u64().unwrap() + summary["valid_images"].as_u64().unwrap(),
-        27,
-        "24 photos and 3 from the second source: {summary}"
+        26,
+        "24 photos and 5 from the second source, less a copy and a disputed pair: {summary}"
+    );
+    assert_eq!(summary["duplicates"], 1, "{summary}");
+    let disputed: Vec<&str> = summary["conflicting"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(disputed.len(), 2, "{summary}");
+    assert!(
+        disputed.iter().any(|p| p.ends_with("dog/disputed.png")),
+        "{summary}"
+    );
+    assert!(
+        disputed.iter().any(|p| p.ends_with("cat/cat001.png")),
+        "{summary}"
     );
     let c = &summary["corrections"];
     assert_eq!(c["pictures"], 2, "{summary}");
@@ -1250,12 +1280,15 @@ fn corrections_merge_in_and_the_summary_reports_them() {
     );
     assert!(stderr.contains("2 corrected picture(s)"), "{stderr}");
     // Alone, a folder of one class is refused as before.
+    let one = root.join("one");
+    std::fs::create_dir_all(one.join("dog")).unwrap();
+    std::fs::copy(feedback.join("dog/0.png"), one.join("dog/0.png")).unwrap();
     let o = run(&[
         "finetune",
         "--base",
         base.to_str().unwrap(),
         "--data",
-        feedback.to_str().unwrap(),
+        one.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
     ]);

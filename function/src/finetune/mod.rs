@@ -12,6 +12,7 @@ pub(crate) mod config;
 pub(crate) mod corrections;
 pub(crate) mod cv;
 pub(crate) mod data;
+pub(crate) mod dedupe;
 pub(crate) mod error;
 pub(crate) mod evaluate;
 pub(crate) mod features;
@@ -112,6 +113,13 @@ fn run(
     mut splits: Splits,
     progress: &dyn Progress,
 ) -> Result<Outcome, FinetuneError> {
+    let deduped = dedupe::dedupe([&mut splits.train, &mut splits.valid])?;
+    if deduped != dedupe::Deduped::default() {
+        progress.note(Note::Deduped {
+            duplicates: deduped.duplicates,
+            conflicting: &deduped.conflicting,
+        });
+    }
     let logits = probe.logits.as_deref();
     let plan = Plan::settle(cfg, logits, &mut splits.train, &mut splits.valid, progress)?;
     let corrected = corrections::find([&splits.train, &splits.valid]);
@@ -197,6 +205,8 @@ fn run(
         neither,
         corrections,
         data: splits.sources.clone(),
+        duplicates: deduped.duplicates,
+        conflicting: deduped.conflicting,
         data_folders: splits.folders.clone(),
         weak: weak.is_some(),
         extract_s: features.extract_s,

@@ -90,6 +90,12 @@ pub enum Note<'a> {
     },
     /// A weak head is written because `--allow-weak` asked for it.
     WritingWeak(&'a str),
+    /// Copies of pictures were kept once, and pictures under two labels
+    /// left out.
+    Deduped {
+        duplicates: usize,
+        conflicting: &'a [std::path::PathBuf],
+    },
     /// Corrected pictures were among the photos.
     Corrections(&'a super::summary::CorrectionsSummary),
 }
@@ -133,6 +139,22 @@ impl fmt::Display for Note<'_> {
                 },
             ),
             Note::Neither { summary: n, labels } => neither(f, n, labels),
+            Note::Deduped {
+                duplicates,
+                conflicting,
+            } => {
+                write!(
+                    f,
+                    "{duplicates} copies of a picture among the photos kept once"
+                )?;
+                if !conflicting.is_empty() {
+                    write!(f, "; left out, under more than one label:")?;
+                }
+                for file in *conflicting {
+                    write!(f, "\n  {}", file.display())?;
+                }
+                Ok(())
+            }
             Note::Corrections(c) => {
                 write!(
                     f,

@@ -40,6 +40,11 @@ pub struct Summary {
     pub corrections: Option<CorrectionsSummary>,
     /// The `--data` sources, as given.
     pub data: Vec<String>,
+    /// Copies of a picture among the photos, trained on once.
+    pub duplicates: usize,
+    /// Pictures found under more than one label (every copy), left out.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conflicting: Vec<std::path::PathBuf>,
     /// The same as local folders (an S3 prefix's mirror).
     #[serde(skip)]
     pub data_folders: Vec<std::path::PathBuf>,
