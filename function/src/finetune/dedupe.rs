@@ -62,7 +62,9 @@ pub(crate) fn dedupe(splits: [&mut Split; 2]) -> Result<Deduped, DataError> {
     Ok(done)
 }
 
+// Tests make their own temporary folder.
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 
