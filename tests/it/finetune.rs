@@ -123,16 +123,12 @@ fn mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves() {
     let threshold = neither["below"].as_f64().unwrap();
     assert!(threshold > 0.0 && threshold <= 0.2, "{summary}");
     // Every photo is kept unless it is a clear outlier (under the fence of
-    // their evidence): of the 94 shared photos, one cat whose evidence
-    // (0.005) is a seventh of the next lowest. The summary names it.
-    assert_eq!(neither["photos_rejected"], 1, "{summary}");
-    let named = neither["rejected_photos"].as_array().unwrap();
-    assert_eq!(named.len(), 1, "{summary}");
-    assert!(
-        named[0]
-            .as_str()
-            .unwrap()
-            .ends_with("train/cat/cat.024.jpg"),
+    // their evidence): none of the 94 shared photos is. The summary names
+    // each it rejects.
+    assert_eq!(neither["photos_rejected"], 0, "{summary}");
+    assert_eq!(
+        neither["rejected_photos"],
+        serde_json::json!([]),
         "{summary}"
     );
     // No valid/ folder: 20% of each class carved from the 94 training photos.
@@ -647,7 +643,9 @@ fn finetune_tiny(root: &Path, extra: &[&str]) -> Output {
 
 #[test]
 fn a_weak_result_is_refused_unless_allowed() {
-    // Both classes hold the same pictures: nothing can be learned.
+    // Both classes hold the same pictures (the dogs' re-encoded as BMP, so
+    // their bytes differ and they are not left out as disputed copies):
+    // nothing can be learned.
     let root = tmp("weak");
     colour_dataset(&root.join("train/cat"), 6, 1);
     colour_dataset(&root.join("train/dog"), 6, 1);
@@ -661,7 +659,16 @@ fn a_weak_result_is_refused_unless_allowed() {
                     dir.file_name().unwrap().to_str().unwrap(),
                     img.file_name().unwrap().to_str().unwrap()
                 );
-                std::fs::rename(&img, root.join("train").join(label).join(name)).unwrap();
+                let to = root.join("train").join(label).join(name);
+                if label == "dog" {
+                    image::open(&img)
+                        .unwrap()
+                        .save(to.with_extension("bmp"))
+                        .unwrap();
+                    std::fs::remove_file(&img).unwrap();
+                } else {
+                    std::fs::rename(&img, to).unwrap();
+                }
             }
             std::fs::remove_dir(&dir).unwrap();
         }
@@ -1300,7 +1307,7 @@ fn corrections_merge_in_and_the_summary_reports_them() {
 /// The default rule keeps the user's photos unless they are clear
 /// outliers, and names each it rejects; a person's correction of a
 /// `neither` answer moves it. A photo of a goose (evidence 0.0019, under
-/// the fence of the shared pets' evidence, about 0.035) filed as a cat:
+/// the fence of the shared pets' evidence, about 0.004) filed as a cat:
 /// without a sidecar it is an outlier the summary names; corrected (its
 /// sidecar says the model answered `neither`), the threshold goes under it.
 #[test]

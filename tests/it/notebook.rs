@@ -378,10 +378,18 @@ fn the_notebook_runs_headless_and_shows_the_same_answers_as_the_cli() {
     assert_eq!(matrix.len(), 1, "the confusion matrix, inline");
     assert!(matrix[0].width() > 200);
     if !real.is_empty() {
-        // Real photos: the default model says `neither` for what is no pet
-        // (the red and blue squares), and eval shows the 3×3 matrix.
-        assert_eq!(after["red.jpg"].0, "neither", "{after:?}");
-        assert!(cards.contains("data-label=\"neither\""), "{cards}");
+        // Real photos: the red and blue squares are no pets, but their
+        // evidence (0.011–0.017) is above the fence that keeps the user's
+        // pets (about 0.004: models/README.md's trade-off), so whatever
+        // label the model picks it gives them under 5%; eval shows the
+        // 3×3 matrix.
+        for square in ["red.jpg", "blue.png"] {
+            let (label, confidence) = &after[square];
+            assert!(
+                label == "neither" || *confidence < 0.05,
+                "{square}: {after:?}"
+            );
+        }
         assert!(
             scored
                 .lines()

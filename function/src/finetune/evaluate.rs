@@ -127,8 +127,10 @@ pub(crate) fn weakness(
     base_accuracy: Option<f64>,
 ) -> Option<String> {
     let floor = accept.min_accuracy;
+    // A handful of photos of other things (a few corrections) is not a
+    // sample to judge the rule by: they only place it (neither::above_a_few).
     if let Some(n) = neither.filter(|n| {
-        n.other_photos > 0
+        n.other_photos >= super::plan::MIN_CLASS_PHOTOS
             && (n.other_photos_rejected as f64) + 1e-6 < floor * n.other_photos as f64
     }) {
         return Some(format!(
