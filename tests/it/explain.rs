@@ -242,10 +242,21 @@ async fn the_pet_in_a_collage_is_where_the_explanation_is_strongest() {
                 .max_by(|a, b| a.1.as_f64().unwrap().total_cmp(&b.1.as_f64().unwrap()))
                 .map(|(l, _)| l.clone())
                 .unwrap();
+            // How much of a pet the model sees in the collage at all.
+            let evidence = 1.0
+                - scores
+                    .get("neither")
+                    .and_then(|n| n.as_f64())
+                    .unwrap_or(0.0);
             if v["label"] == "neither" {
                 // Three quarters of other things can make it `neither`; the
                 // strongest other label is then explained, wherever it is.
                 assert_eq!(e["label"], strongest_other.as_str(), "{what}");
+            } else if evidence < 0.05 {
+                // Or a pet answer of under 5% (the rule keeps the user's
+                // unusual pets, so little evidence can pass: models/README.md);
+                // the answer's label is explained, wherever it is.
+                assert_eq!(e["label"], v["label"], "{what}");
             } else {
                 assert_eq!(v["label"], *label, "{what}: {}", v["scores"]);
                 assert_eq!(e["label"], *label, "{what}");
