@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::package::target_dir;
 use crate::support::*;
 use serde_json::Value;
 
@@ -169,6 +170,12 @@ fn the_notebook_runs_headless_and_shows_the_same_answers_as_the_cli() {
         finetuned_dir.join("tuned.onnx").display()
     );
 
+    // evcxr builds the cells in a crate of its own, 2 GB once compiled. In a
+    // temporary folder it outlives the kernel (nbconvert's shutdown skips
+    // evcxr's clean-up), a leak per run; in target/ it is cleaned with the
+    // checkout and a rerun reuses the compiled dependencies.
+    let evcxr_crate = target_dir().join("notebook-evcxr");
+    std::fs::create_dir_all(&evcxr_crate).unwrap();
     let notebook_dir = workspace().join("notebook");
     let status = Command::new(&jupyter)
         .args([
@@ -183,6 +190,7 @@ fn the_notebook_runs_headless_and_shows_the_same_answers_as_the_cli() {
         .arg(&work)
         .args(["--output", "executed.ipynb", "catdog.ipynb"])
         .current_dir(&notebook_dir)
+        .env("EVCXR_TMPDIR", &evcxr_crate)
         .env("MODEL_URI", &model)
         .env("CATDOG_PHOTOS", &photos)
         .env("PORT", "0")
