@@ -56,3 +56,92 @@ pub async fn s3_client(opts: &S3Options, retries: SdkRetries) -> aws_sdk_s3::Cli
     }
     aws_sdk_s3::Client::from_conf(builder.build())
 }
+
+/// An S3 client made at its first use, so that a host that never calls S3
+/// never looks for credentials; and made again after [`forget_made`] (a
+/// SnapStart snapshot), so that a restored environment does not use the
+/// credentials and connections of the one that was snapshotted.
+pub(crate) struct LazyClient {
+    opts: S3Options,
+    retries: SdkRetries,
+    client: tokio::sync::Mutex<Option<aws_sdk_s3::Client>>,
+}
+
+/// Every [`LazyClient`] alive in this process: a snapshot is of the whole
+/// process, so the hook must reach them all, wherever they were made.
+static MADE: std::sync::Mutex<Vec<std::sync::Weak<LazyClient>>> = std::sync::Mutex::new(Vec::new());
+
+impl LazyClient {
+    pub(crate) fn new(opts: S3Options, retries: SdkRetries) -> std::sync::Arc<Self> {
+        let lazy = std::sync::Arc::new(Self {
+            opts,
+            retries,
+            client: tokio::sync::Mutex::new(None),
+        });
+        let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
+        made.retain(|w| w.strong_count() > 0);
+        made.push(std::sync::Arc::downgrade(&lazy));
+        lazy
+    }
+
+    /// The client, made now if there is none (callers at first use wait
+    /// for the one being made).
+    pub(crate) async fn get(&self) -> aws_sdk_s3::Client {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = &*slot {
+            return client.clone();
+        }
+        let client = s3_client(&self.opts, self.retries).await;
+        *slot = Some(client.clone());
+        client
+    }
+
+    /// Drops the client: its pooled connections close with it, and its
+    /// cached credentials are gone. True if there was one.
+    async fn forget(&self) -> bool {
+        self.client.lock().await.take().is_some()
+    }
+}
+
+/// Drops every [`LazyClient`]'s client (the next use makes a new one, from
+/// the environment as it is then); returns how many there were.
+pub(crate) async fn forget_made() -> usize {
+    let alive: Vec<_> = MADE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(std::sync::Weak::upgrade)
+        .collect();
+    let mut forgotten = 0;
+    for lazy in alive {
+        forgotten += usize::from(lazy.forget().await);
+    }
+    forgotten
+}
+
+/// Why no credentials could be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NoCredentials {
+    #[error("the AWS environment names no credentials provider")]
+    NoProvider,
+    #[error("no AWS credentials: {0}")]
+    Provider(String),
+}
+
+/// Reads credentials from the standard AWS environment now, through a new
+/// provider chain (no client's cache), and forgets them: a check that the
+/// clients made next will have some.
+pub(crate) async fn read_credentials() -> Result<(), NoCredentials> {
+    use aws_sdk_s3::config::ProvideCredentials;
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let provider = shared
+        .credentials_provider()
+        .ok_or(NoCredentials::NoProvider)?;
+    provider
+        .provide_credentials()
+        .await
+        .map(|_| ())
+        .map_err(|e| NoCredentials::Provider(crate::messages::with_causes(&e)))
+}

@@ -34,6 +34,57 @@ pub(crate) enum EventError {
     },
 }
 
+/// The router with its answers' bodies read into memory: lambda_http's
+/// adapter keeps a reference to the response type across an await, which is
+/// `Send` only for a `Sync` body (axum's is not), and invokes that run at
+/// once (Managed Instances) need a `Send` handler. A Lambda answer is
+/// buffered whole anyway.
+#[derive(Clone)]
+struct Buffered(axum::Router);
+
+impl Service<lambda_http::Request> for Buffered {
+    type Response = http::Response<lambda_http::Body>;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        Service::<lambda_http::Request>::poll_ready(&mut self.0, cx)
+    }
+
+    fn call(&mut self, request: lambda_http::Request) -> Self::Future {
+        let answer = self.0.call(request);
+        Box::pin(async move {
+            let answer = answer.await?;
+            Ok(match buffer(answer).await {
+                Ok(buffered) => buffered,
+                // The router's bodies are in memory: reading one cannot fail.
+                Err(e) => {
+                    tracing::error!(error = %e, "reading an answer's body");
+                    let failed = crate::error::ApiError::internal("the answer could not be read");
+                    buffer(axum::response::IntoResponse::into_response(failed))
+                        .await
+                        .unwrap_or_default()
+                }
+            })
+        })
+    }
+}
+
+/// `response` with its body read whole.
+async fn buffer(
+    response: axum::response::Response,
+) -> Result<http::Response<lambda_http::Body>, axum::Error> {
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await?;
+    Ok(http::Response::from_parts(
+        parts,
+        lambda_http::Body::from(bytes.to_vec()),
+    ))
+}
+
 /// How S3-side events are worked through.
 #[derive(Debug, Clone)]
 pub(crate) struct EventOptions {
@@ -78,7 +129,7 @@ impl EventHandler {
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(15 * 60));
         match EventKind::identify(payload)? {
             EventKind::Http(request) => {
-                let mut adapter = Adapter::from(self.router.clone());
+                let mut adapter = Adapter::from(Buffered(self.router.clone()));
                 let response = match adapter.call(LambdaEvent::new(*request, context)).await {
                     Ok(r) => r,
                     Err(never) => match never {},

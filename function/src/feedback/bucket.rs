@@ -7,14 +7,14 @@ use futures_util::future::BoxFuture;
 use super::{files, Correction, FeedbackSink, Stored};
 use crate::error::ApiError;
 use crate::model::source::FetchOptions;
-use crate::objects::store::LazyStore;
+use crate::objects::store::ObjectStore;
 use crate::objects::ObjectRef;
 
 pub(crate) struct BucketSink {
     bucket: String,
     prefix: String,
     /// Made at the first correction.
-    store: LazyStore,
+    store: ObjectStore,
 }
 
 impl BucketSink {
@@ -22,7 +22,7 @@ impl BucketSink {
         Self {
             bucket,
             prefix,
-            store: LazyStore::new(fetch.s3),
+            store: ObjectStore::lazy(fetch.s3),
         }
     }
 }
@@ -30,7 +30,7 @@ impl BucketSink {
 impl FeedbackSink for BucketSink {
     fn store(&self, correction: Correction) -> BoxFuture<'_, Result<Stored, ApiError>> {
         Box::pin(async move {
-            let store = self.store.get().await;
+            let store = &self.store;
             let at = |key: &str| ObjectRef::new(&self.bucket, format!("{}{key}", self.prefix));
             let [(key, picture, picture_type), (sidecar_key, sidecar, sidecar_type)] =
                 files(&correction);

@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use lambda_http::lambda_runtime::{self, Diagnostic};
 
-use crate::aws::s3_client;
-use crate::aws::SdkRetries;
 use crate::events::dispatch::EventError;
 use crate::events::EventHandler;
+use crate::host::snapstart::AwsClients;
 use crate::http::access::AccessError;
 use crate::http::state::AppState;
 use crate::model::load::{self, LoadError};
@@ -85,25 +84,37 @@ pub async fn run(settings: &Settings) -> Result<(), LambdaError> {
             return Err(e);
         }
     };
-    let handler = event_handler(settings, state).await;
-    lambda_runtime::run(lambda_runtime::service_fn(
+    let handler = event_handler(settings, state);
+    let service = lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
             let handler = handler.clone();
             async move { handler.handle(event).await.map_err(diagnostic) }
         },
-    ))
-    .await
-    .map_err(|e| LambdaError::Runtime(e.to_string()))
+    );
+    tracing::info!(
+        invokes_at_once = settings.lambda_concurrency(),
+        snapstart = settings.snapstart(),
+        "taking invokes"
+    );
+    // One loop, or AWS_LAMBDA_MAX_CONCURRENCY loops (Managed Instances)
+    // into the same router and micro-batcher; SnapStart's hooks run first
+    // when AWS_LAMBDA_INITIALIZATION_TYPE says so.
+    lambda_runtime::Runtime::new(service)
+        .layer(lambda_runtime::layers::TracingLayer::new())
+        .register_snapstart_resource(std::sync::Arc::new(AwsClients))
+        .run_concurrent()
+        .await
+        .map_err(|e| LambdaError::Runtime(e.to_string()))
 }
 
-/// The handler of every event kind, over the router and an S3 client (the
-/// SDK retries throttling by itself, within the settings' retry policy,
-/// before an object's failure is reported as one that may pass).
-pub(crate) async fn event_handler(settings: &Settings, state: AppState) -> EventHandler {
+/// The handler of every event kind, over the router and an S3 client made
+/// at its first use (the SDK retries throttling by itself, within the
+/// settings' retry policy, before an object's failure is reported as one
+/// that may pass).
+pub(crate) fn event_handler(settings: &Settings, state: AppState) -> EventHandler {
     let fetch = settings.fetch_options();
-    let client = s3_client(&fetch.s3, SdkRetries::ThisPolicy).await;
     let worker = ObjectWorker::new(
-        ObjectStore::new(client),
+        ObjectStore::lazy(fetch.s3),
         state.model_slot(),
         state.limits,
         settings.results_config(),

@@ -17,4 +17,5 @@ pub mod logging;
 pub mod pretraffic;
 pub(crate) mod secret_key;
 pub mod serve;
+pub(crate) mod snapstart;
 pub mod tunnel;

@@ -12,33 +12,9 @@ use super::failure::Failure;
 use super::failure::FailureCode;
 use super::location::{unquote, ObjectRef};
 use super::record::ObjectRecord;
+use crate::aws::s3::LazyClient;
 use crate::aws::sdk_error_message;
 use crate::error::ErrorCode;
-
-/// An [`ObjectStore`] made at its first use: a server that never calls S3
-/// never looks for credentials.
-pub(crate) struct LazyStore {
-    s3: crate::aws::S3Options,
-    store: tokio::sync::OnceCell<ObjectStore>,
-}
-
-impl LazyStore {
-    pub(crate) fn new(s3: crate::aws::S3Options) -> Self {
-        Self {
-            s3,
-            store: tokio::sync::OnceCell::new(),
-        }
-    }
-
-    pub(crate) async fn get(&self) -> &ObjectStore {
-        self.store
-            .get_or_init(|| async {
-                let client = crate::aws::s3_client(&self.s3, crate::aws::SdkRetries::ThisPolicy);
-                ObjectStore::new(client.await)
-            })
-            .await
-    }
-}
 
 /// An object's bytes, and the version and ETag they are.
 pub(crate) struct Fetched {
@@ -50,12 +26,38 @@ pub(crate) struct Fetched {
 /// The S3 side of object classification.
 #[derive(Clone)]
 pub(crate) struct ObjectStore {
-    client: Client,
+    client: Source,
+}
+
+/// Where an [`ObjectStore`]'s client comes from.
+#[derive(Clone)]
+enum Source {
+    /// Made by the caller, for the store's life (a command).
+    Fixed(Client),
+    /// Made at first use, and again after a SnapStart restore (a server).
+    Lazy(std::sync::Arc<LazyClient>),
 }
 
 impl ObjectStore {
     pub(crate) fn new(client: Client) -> Self {
-        Self { client }
+        Self {
+            client: Source::Fixed(client),
+        }
+    }
+
+    /// A store whose client is made at its first call: a server that never
+    /// calls S3 never looks for credentials.
+    pub(crate) fn lazy(s3: crate::aws::S3Options) -> Self {
+        Self {
+            client: Source::Lazy(LazyClient::new(s3, crate::aws::SdkRetries::ThisPolicy)),
+        }
+    }
+
+    async fn client(&self) -> Client {
+        match &self.client {
+            Source::Fixed(client) => client.clone(),
+            Source::Lazy(lazy) => lazy.get().await,
+        }
     }
 
     /// The object's bytes (its version, when named), refused before they
@@ -66,7 +68,8 @@ impl ObjectStore {
         max_bytes: usize,
     ) -> Result<Fetched, Failure> {
         let out = self
-            .client
+            .client()
+            .await
             .get_object()
             .bucket(&object.bucket)
             .key(&object.key)
@@ -116,7 +119,8 @@ impl ObjectStore {
         let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires)
             .map_err(|e| Failure::permanent(FailureCode::S3Error, format!("presigning: {e}")))?;
         let request = self
-            .client
+            .client()
+            .await
             .put_object()
             .bucket(&object.bucket)
             .key(&object.key)
@@ -137,7 +141,8 @@ impl ObjectStore {
     /// were not told which bytes they are about (Batch Operations tasks).
     pub(crate) async fn head(&self, object: &ObjectRef) -> Result<ObjectRef, Failure> {
         let out = self
-            .client
+            .client()
+            .await
             .head_object()
             .bucket(&object.bucket)
             .key(&object.key)
@@ -164,7 +169,8 @@ impl ObjectStore {
     ) -> Result<Option<ObjectRecord>, Failure> {
         let at = ObjectRef::new(bucket, key);
         match self
-            .client
+            .client()
+            .await
             .get_object()
             .bucket(bucket)
             .key(key)
@@ -194,7 +200,8 @@ impl ObjectStore {
         record: &ObjectRecord,
     ) -> Result<(), Failure> {
         let body = serde_json::to_vec_pretty(record).expect("a record serializes");
-        self.client
+        self.client()
+            .await
             .put_object()
             .bucket(bucket)
             .key(key)
@@ -219,7 +226,8 @@ impl ObjectStore {
         let mut conflicts = 0;
         loop {
             let put = self
-                .client
+                .client()
+                .await
                 .put_object()
                 .bucket(&object.bucket)
                 .key(&object.key)
@@ -240,7 +248,8 @@ impl ObjectStore {
     /// The object's tags.
     pub(crate) async fn tags(&self, object: &ObjectRef) -> Result<Vec<(String, String)>, Failure> {
         let out = self
-            .client
+            .client()
+            .await
             .get_object_tagging()
             .bucket(&object.bucket)
             .key(&object.key)
@@ -270,7 +279,8 @@ impl ObjectStore {
             .set_tag_set(Some(set))
             .build()
             .map_err(|e| Failure::permanent(FailureCode::TagLimit, e.to_string()))?;
-        self.client
+        self.client()
+            .await
             .put_object_tagging()
             .bucket(&object.bucket)
             .key(&object.key)
@@ -302,7 +312,8 @@ impl ObjectStore {
         continuation: Option<String>,
     ) -> Result<(Vec<(ObjectRef, Option<i64>)>, Option<String>), Failure> {
         let out = self
-            .client
+            .client()
+            .await
             .list_objects_v2()
             .bucket(bucket)
             .prefix(prefix)

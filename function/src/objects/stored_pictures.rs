@@ -14,7 +14,7 @@ use futures_util::future::BoxFuture;
 
 use super::location::{has_dot_segments, ObjectRef};
 use super::results::ResultsConfig;
-use super::store::{LazyStore, ObjectStore};
+use super::store::ObjectStore;
 use super::worker::{ObjectWorker, Outcome};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -104,7 +104,8 @@ pub(crate) struct S3StoredPictures {
     /// Buckets `/predict {"s3": …}` may read besides the uploads'.
     allowed: Vec<String>,
     results: ResultsConfig,
-    store: LazyStore,
+    /// Its client is made at first use.
+    store: ObjectStore,
 }
 
 impl S3StoredPictures {
@@ -120,12 +121,12 @@ impl S3StoredPictures {
             uploads,
             allowed,
             results,
-            store: LazyStore::new(fetch.s3),
+            store: ObjectStore::lazy(fetch.s3),
         })
     }
 
-    async fn store(&self) -> &ObjectStore {
-        self.store.get().await
+    fn store(&self) -> &ObjectStore {
+        &self.store
     }
 
     fn uploads(&self) -> Result<(&str, &str), ApiError> {
@@ -174,7 +175,6 @@ impl StoredPictures for S3StoredPictures {
             let object = ObjectRef::new(bucket, format!("{prefix}{id}"));
             let (url, headers) = self
                 .store()
-                .await
                 .presign_put(
                     &object,
                     request.bytes.into(),
@@ -211,7 +211,7 @@ impl StoredPictures for S3StoredPictures {
     ) -> BoxFuture<'_, Result<(String, bool), ApiError>> {
         Box::pin(async move {
             let (bucket, prefix) = self.uploads()?;
-            let store = self.store().await.clone();
+            let store = self.store().clone();
             let object = ObjectRef::new(bucket, format!("{prefix}{id}"));
             // Which bytes these are (the record must be theirs); also a
             // clean 404 before the picture is uploaded, with no failure
@@ -243,7 +243,7 @@ impl StoredPictures for S3StoredPictures {
         Box::pin(async move {
             let (bucket, prefix) = self.uploads()?;
             let object = ObjectRef::new(bucket, format!("{prefix}{id}"));
-            match self.store().await.get(&object, max_bytes).await {
+            match self.store().get(&object, max_bytes).await {
                 Ok(fetched) => Ok(fetched.bytes),
                 Err(f) => {
                     let mut e = ApiError::from(f);
@@ -283,7 +283,6 @@ impl StoredPictures for S3StoredPictures {
             let object = ObjectRef::new(bucket, key);
             let fetched = self
                 .store()
-                .await
                 .get(&object, max_bytes)
                 .await
                 .map_err(ApiError::from)?;

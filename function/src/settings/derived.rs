@@ -31,6 +31,29 @@ impl Settings {
         self.process.lambda_runtime_api.is_some()
     }
 
+    /// Whether Lambda initialises this environment once, for a snapshot
+    /// that new environments resume from (SnapStart).
+    pub(crate) fn snapstart(&self) -> bool {
+        self.on_lambda() && self.process.lambda_initialization_type.as_deref() == Some("snap-start")
+    }
+
+    /// Invokes this environment takes at once: Lambda Managed Instances'
+    /// `AWS_LAMBDA_MAX_CONCURRENCY`, else 1.
+    pub(crate) fn lambda_concurrency(&self) -> u32 {
+        self.process
+            .lambda_max_concurrency
+            .as_deref()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .filter(|&n| n > 0 && self.on_lambda())
+            .unwrap_or(1)
+    }
+
+    /// Whether pictures from different requests meet in this process: a
+    /// server, or a Lambda environment that takes several invokes at once.
+    fn shares_requests(&self) -> bool {
+        !self.on_lambda() || self.lambda_concurrency() > 1
+    }
+
     /// Whether requests' figures go out as CloudWatch EMF lines (see [`ProcessSettings::emf`]).
     pub(crate) fn emf(&self) -> bool {
         self.process.emf.unwrap_or_else(|| self.on_lambda())
@@ -129,12 +152,14 @@ impl Settings {
             // Pre-packed weights cost a transient copy at load (fp32 VGG16:
             // +0.5–1.0 s of cold start, peak +120 MB) and 4 clients get 9–11% more throughput (ONNX
             // Runtime repacks a 411 MB fc1 for every batch otherwise): worth it
-            // for a server; on Lambda (one request at a time, cold starts seen
-            // by users) only for quantized models, which need it.
+            // where requests share the process (a server, Managed Instances)
+            // and under SnapStart (paid once, when the version is published);
+            // on on-demand Lambda (one request at a time, cold starts seen by
+            // users) only for quantized models, which need it.
             prepack: self
                 .model
                 .prepack
-                .or_else(|| (!self.on_lambda()).then_some(true)),
+                .or_else(|| (self.shares_requests() || self.snapstart()).then_some(true)),
             zero_copy: self.model.zero_copy.unwrap_or(true),
             ort_library: self.process.ort_lib.clone(),
             cache_dir: self.cache_dir(),
@@ -179,11 +204,14 @@ impl Settings {
                 ..DecodeLimits::default()
             },
             batching: BatchPolicy {
-                window: Duration::from_millis(l.batch_window_ms.unwrap_or(if self.on_lambda() {
-                    0
-                } else {
-                    crate::limits::DEFAULT_BATCH_WINDOW_MS
-                })),
+                // Alone in its environment, a request has nobody to wait for.
+                window: Duration::from_millis(l.batch_window_ms.unwrap_or(
+                    if self.shares_requests() {
+                        crate::limits::DEFAULT_BATCH_WINDOW_MS
+                    } else {
+                        0
+                    },
+                )),
                 max_pictures: l.max_batch,
                 max_queued: l.max_queued,
             },

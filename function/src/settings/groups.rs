@@ -304,6 +304,15 @@ pub struct ProcessSettings {
     #[arg(long, env = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", hide = true,
           value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub lambda_memory_mb: Option<u64>,
+    /// Set by AWS Lambda: how this environment was made (`on-demand`,
+    /// `provisioned-concurrency`, `snap-start`, `lambda-managed-instances`).
+    #[arg(long, env = "AWS_LAMBDA_INITIALIZATION_TYPE", hide = true)]
+    pub lambda_initialization_type: Option<String>,
+    /// Set by Lambda Managed Instances: how many invokes one environment
+    /// takes at once. Read as lambda_runtime reads it (a positive integer,
+    /// else one at a time), so an odd value cannot stop the bootstrap.
+    #[arg(long, env = "AWS_LAMBDA_MAX_CONCURRENCY", hide = true)]
+    pub lambda_max_concurrency: Option<String>,
     /// Read by lambda_http; catdog sets it to `true` on Lambda unless given.
     #[arg(long, env = "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", hide = true)]
     pub lambda_ignore_stage: Option<String>,

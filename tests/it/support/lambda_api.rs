@@ -1,8 +1,11 @@
 //! A stand-in Lambda Runtime API on loopback: the same HTTP protocol the
 //! Lambda service speaks to a `bootstrap` (`/invocation/next`, `/response`,
-//! `/error`, `/init/error`), so the real binary runs as it would on Lambda.
+//! `/error`, `/init/error`, and SnapStart's `/restore/next` and
+//! `/restore/error`), so the real binary runs as it would on Lambda. Events
+//! wait in a queue that any number of `/next` calls take from at once, as
+//! Lambda Managed Instances hand them out.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +17,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use base64::Engine;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::{catdog_bin, workspace, Proc};
 
@@ -24,20 +27,56 @@ pub enum Reply {
     #[allow(dead_code)] // printed when a test expects another reply
     Error(String, Value),
     InitError(Value),
+    /// `/restore/error`: the error type header and the body.
+    RestoreError(String, Value),
 }
 
 #[derive(Clone)]
 struct RuntimeApi {
     /// Each invoke's time from `/next` to its deadline; far off when unset.
     deadline_in: Arc<Mutex<Option<Duration>>>,
-    queue: Arc<Mutex<VecDeque<(String, Value)>>>,
-    ready: Arc<Notify>,
+    /// Events not yet handed out. Each `/next` takes the lock and waits for
+    /// one, so waiting calls queue fairly and no event wakes nobody.
+    queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<(String, Value)>>>,
     replies: mpsc::UnboundedSender<Reply>,
+    /// Set once the function has asked for `/restore/next` (its snapshot).
+    snapshotted: watch::Sender<bool>,
+    /// A permit per restore the test allows.
+    restores: Arc<Semaphore>,
+}
+
+/// SnapStart: the function is initialised and ready to be snapshotted; it
+/// resumes when the test restores it.
+async fn restore_next(State(api): State<RuntimeApi>) -> StatusCode {
+    api.snapshotted.send_replace(true);
+    match api.restores.acquire().await {
+        Ok(permit) => permit.forget(),
+        Err(_) => return StatusCode::GONE,
+    }
+    StatusCode::OK
+}
+
+async fn restore_error(
+    State(api): State<RuntimeApi>,
+    headers: HeaderMap,
+    body: String,
+) -> StatusCode {
+    let kind = headers
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let _ = api.replies.send(Reply::RestoreError(
+        kind,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    ));
+    StatusCode::ACCEPTED
 }
 
 async fn next(State(api): State<RuntimeApi>) -> impl IntoResponse {
-    loop {
-        if let Some((id, event)) = api.queue.lock().unwrap().pop_front() {
+    let taken = api.queue.lock().await.recv().await;
+    match taken {
+        Some((id, event)) => {
             let mut h = HeaderMap::new();
             h.insert("lambda-runtime-aws-request-id", id.parse().unwrap());
             // As Lambda sends it: milliseconds since the Unix epoch.
@@ -60,9 +99,9 @@ async fn next(State(api): State<RuntimeApi>) -> impl IntoResponse {
                 "lambda-runtime-trace-id",
                 "Root=1-5759e988-bd862e3fe1be46a994272793".parse().unwrap(),
             );
-            return (h, event.to_string());
+            (StatusCode::OK, h, event.to_string())
         }
-        api.ready.notified().await;
+        None => (StatusCode::GONE, HeaderMap::new(), String::new()),
     }
 }
 
@@ -95,6 +134,7 @@ async fn init_error(State(api): State<RuntimeApi>, body: String) -> StatusCode {
 
 pub struct Harness {
     api: RuntimeApi,
+    events: mpsc::UnboundedSender<(String, Value)>,
     pub replies: mpsc::UnboundedReceiver<Reply>,
     addr: String,
     _server: tokio::task::JoinHandle<()>,
@@ -103,11 +143,13 @@ pub struct Harness {
 impl Harness {
     pub async fn start() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (events, queue) = mpsc::unbounded_channel();
         let api = RuntimeApi {
             deadline_in: Default::default(),
-            queue: Default::default(),
-            ready: Arc::new(Notify::new()),
+            queue: Arc::new(tokio::sync::Mutex::new(queue)),
             replies: tx,
+            snapshotted: watch::Sender::new(false),
+            restores: Arc::new(Semaphore::new(0)),
         };
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
@@ -117,6 +159,8 @@ impl Harness {
             )
             .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
             .route("/2018-06-01/runtime/init/error", post(init_error))
+            .route("/2018-06-01/runtime/restore/next", get(restore_next))
+            .route("/2018-06-01/runtime/restore/error", post(restore_error))
             .with_state(api.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -125,6 +169,7 @@ impl Harness {
         });
         Self {
             api,
+            events,
             replies: rx,
             addr,
             _server: server,
@@ -139,17 +184,50 @@ impl Harness {
 
     /// Invokes the function with `event` and returns what it answered.
     pub async fn invoke(&mut self, id: &str, event: Value) -> Reply {
-        self.api
-            .queue
-            .lock()
-            .unwrap()
-            .push_back((id.to_string(), event));
-        self.api.ready.notify_waiters();
-        self.api.ready.notify_one();
+        self.events.send((id.to_string(), event)).unwrap();
+        self.reply().await
+    }
+
+    /// The function's next reply (of any kind).
+    pub async fn reply(&mut self) -> Reply {
         tokio::time::timeout(Duration::from_secs(60), self.replies.recv())
             .await
             .expect("no reply from the function within 60 s")
             .expect("runtime API closed")
+    }
+
+    /// Queues every event at once (as many `/next` calls as the function
+    /// makes take them together) and returns the replies by request id.
+    pub async fn invoke_all(&mut self, events: Vec<(String, Value)>) -> HashMap<String, Reply> {
+        let n = events.len();
+        for (id, event) in events {
+            self.events.send((id, event)).unwrap();
+        }
+        let mut replies = HashMap::new();
+        while replies.len() < n {
+            let reply = self.reply().await;
+            let id = match &reply {
+                Reply::Response(id, _) | Reply::Error(id, _) => id.clone(),
+                other => panic!("expected an invoke's reply, got {other:?}"),
+            };
+            replies.insert(id, reply);
+        }
+        replies
+    }
+
+    /// Waits until the function asks for `/restore/next`: its init is done
+    /// and SnapStart would snapshot it now.
+    pub async fn snapshotted(&self) {
+        let mut seen = self.api.snapshotted.subscribe();
+        tokio::time::timeout(Duration::from_secs(60), seen.wait_for(|s| *s))
+            .await
+            .expect("the function did not ask for /restore/next within 60 s")
+            .unwrap();
+    }
+
+    /// Lets the function resume from its snapshot (`/restore/next` answers).
+    pub fn restore(&self) {
+        self.api.restores.add_permits(1);
     }
 
     pub fn bootstrap(&self, env: &[(String, String)]) -> Proc {
