@@ -161,22 +161,6 @@ async fn init_failure_is_reported_to_the_runtime_api() {
     );
 }
 
-trait OutputRef {
-    fn wait_with_output_ref(&mut self) -> String;
-}
-
-impl OutputRef for std::process::Child {
-    fn wait_with_output_ref(&mut self) -> String {
-        use std::io::Read;
-        let _ = self.wait();
-        let mut s = String::new();
-        if let Some(mut e) = self.stderr.take() {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn unreachable_s3_is_retried_then_named_in_the_init_error() {
     // Nothing listens at the endpoint: 3 tries with 200 ms, 400 ms pauses,
@@ -362,4 +346,66 @@ async fn each_request_writes_one_emf_line_of_the_specified_shape() {
     assert_eq!(model[0]["ModelUriScheme"], "s3");
     assert!(model[0]["ModelFetchTime"].as_f64().unwrap() > 0.0);
     assert_eq!(docs.len(), 6, "nothing else on stdout: {docs:?}");
+}
+
+/// Lambda Managed Instances: with `AWS_LAMBDA_MAX_CONCURRENCY=8` the one
+/// environment takes 8 invokes at once (the stand-in hands them to 8 `/next`
+/// calls together); they meet in the micro-batcher, and each is answered
+/// with its own picture's label and its own EMF line.
+#[tokio::test(flavor = "multi_thread")]
+async fn eight_invokes_at_once_share_batches_and_each_gets_its_own_answer() {
+    let (_moto, mut env) = model_in_s3("tiny_torch_nchw.onnx").await;
+    env.push(("AWS_LAMBDA_MAX_CONCURRENCY".into(), "8".into()));
+    // Wide enough that 8 invokes handed out together meet on a busy machine.
+    env.push(("BATCH_WINDOW_MS".into(), "300".into()));
+    let mut h = Harness::start().await;
+    let out_path = std::env::temp_dir().join(format!("catdog-mi-{}.log", std::process::id()));
+    let mut boot = h.bootstrap_to(&env, std::fs::File::create(&out_path).unwrap().into());
+    let red = std::fs::read(fixture("images/red.png")).unwrap();
+    let blue = std::fs::read(fixture("images/blue.jpg")).unwrap();
+    let want = |i: usize| if i.is_multiple_of(2) { "cat" } else { "dog" };
+    let events = (0..8)
+        .map(|i| {
+            let (img, ctype) = if want(i) == "cat" {
+                (&red, "image/png")
+            } else {
+                (&blue, "image/jpeg")
+            };
+            (
+                format!("mi-{i}"),
+                with_body(event("function-url.json"), img, ctype),
+            )
+        })
+        .collect();
+    let mut replies = h.invoke_all(events).await;
+    let mut largest = 0;
+    for i in 0..8 {
+        let id = format!("mi-{i}");
+        let (status, body) = http_of(replies.remove(&id).unwrap(), &id);
+        assert_eq!(
+            (status, body["label"].as_str()),
+            (200, Some(want(i))),
+            "{id}: {body}"
+        );
+        largest = largest.max(body["timings_ms"]["batch_images"].as_u64().unwrap());
+    }
+    assert!(largest > 1, "8 invokes at once never shared a batch");
+
+    let _ = boot.child.kill();
+    let logs = boot.child.wait_with_output_ref();
+    let taking: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "taking invokes")
+        .collect();
+    assert_eq!(taking.len(), 1, "{logs}");
+    assert_eq!(taking[0]["invokes_at_once"], 8, "{logs}");
+    let emf: Vec<Value> = std::fs::read_to_string(&out_path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &Value| v.get("_aws").is_some() && v.get("Requests").is_some())
+        .collect();
+    let _ = std::fs::remove_file(&out_path);
+    assert_eq!(emf.len(), 8, "one EMF line per invoke: {emf:?}");
 }

@@ -73,6 +73,8 @@ mod s3_events;
 mod s3_faults;
 // The simulated S3 (s3s-fs behind s3_throttle) is real enough to measure.
 mod s3_sim;
+// SnapStart: the hooks around the snapshot, credentials after the restore.
+mod snapstart;
 // The shape ARCHITECTURE.md promises, checked on the sources.
 mod structure;
 // `catdog serve --ngrok` without network: fast failure, local serving.

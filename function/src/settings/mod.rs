@@ -232,6 +232,39 @@ mod tests {
     }
 
     #[test]
+    fn managed_instances_batch_and_prepack_and_snapstart_prepacks() {
+        let api = ["--lambda-runtime-api", "127.0.0.1:9001"];
+        let with = |extra: &[&str]| parse(&[&api[..], extra].concat()).unwrap();
+        let shared = with(&["--lambda-max-concurrency", "8"]);
+        assert_eq!(shared.lambda_concurrency(), 8);
+        assert_eq!(
+            shared.request_limits().batching.window,
+            Duration::from_millis(crate::limits::DEFAULT_BATCH_WINDOW_MS)
+        );
+        assert_eq!(shared.session_options().prepack, Some(true));
+        // Read as lambda_runtime reads it: anything but a positive integer is one.
+        for odd in ["0", "-3", "eight", ""] {
+            let one = with(&[&format!("--lambda-max-concurrency={odd}")]);
+            assert_eq!(one.lambda_concurrency(), 1, "{odd:?}");
+            assert_eq!(one.request_limits().batching.window, Duration::ZERO);
+        }
+        let snap = with(&["--lambda-initialization-type", "snap-start"]);
+        assert!(snap.snapstart());
+        assert_eq!(
+            snap.session_options().prepack,
+            Some(true),
+            "paid at publish"
+        );
+        assert_eq!(snap.request_limits().batching.window, Duration::ZERO);
+        let on_demand = with(&["--lambda-initialization-type", "on-demand"]);
+        assert!(!on_demand.snapstart());
+        assert_eq!(on_demand.session_options().prepack, None);
+        // Outside Lambda the variables mean nothing.
+        let here = parse(&["--lambda-initialization-type", "snap-start"]).unwrap();
+        assert!(!here.snapstart());
+    }
+
+    #[test]
     fn lambda_does_not_wait_for_company_that_cannot_come() {
         let lambda = parse(&["--lambda-runtime-api", "127.0.0.1:9001"]).unwrap();
         assert_eq!(lambda.request_limits().batching.window, Duration::ZERO);

@@ -236,7 +236,21 @@ impl Harness {
 
     /// [`Harness::bootstrap`] with its stdout (the EMF lines) sent to `stdout`.
     pub fn bootstrap_to(&self, env: &[(String, String)], stdout: Stdio) -> Proc {
+        self.bootstrap_without(env, &[], stdout)
+    }
+
+    /// [`Harness::bootstrap_to`], with the variables `unset` taken out of the
+    /// environment it would inherit.
+    pub fn bootstrap_without(
+        &self,
+        env: &[(String, String)],
+        unset: &[&str],
+        stdout: Stdio,
+    ) -> Proc {
         let mut cmd = std::process::Command::new(catdog_bin());
+        for key in unset {
+            cmd.env_remove(key);
+        }
         cmd.env("AWS_LAMBDA_RUNTIME_API", &self.addr)
             .env("AWS_LAMBDA_FUNCTION_NAME", "catdog")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "3008")
@@ -295,5 +309,22 @@ pub fn http_of(reply: Reply, id: &str) -> (u16, Value) {
             )
         }
         other => panic!("expected a response, got {other:?}"),
+    }
+}
+
+/// A bootstrap's stderr (its log), once it has stopped.
+pub trait OutputRef {
+    fn wait_with_output_ref(&mut self) -> String;
+}
+
+impl OutputRef for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> String {
+        use std::io::Read;
+        let _ = self.wait();
+        let mut s = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
     }
 }
