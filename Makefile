@@ -22,7 +22,7 @@ LIBDIR = $(PREFIX)/lib/catdog
 PROFILE ?= release
 CARGO_PROFILE = $(if $(filter debug,$(PROFILE)),dev,$(PROFILE))
 
-.PHONY: runtime setup build serve install install-files uninstall test lint lock bench bench-objects bench-explain bench-memory bench-cpus prices soak fuzz build-CatdogFunction build-PreTrafficHook
+.PHONY: runtime setup build serve install install-files uninstall test lint lock bench bench-objects bench-explain bench-concurrency bench-memory bench-cpus prices soak fuzz build-CatdogFunction build-PreTrafficHook
 
 # Only what running catdog needs: the ONNX Runtime shared library, into
 # ~/.cache/catdog/, where the binary finds it with no variable set
@@ -79,6 +79,11 @@ bench-objects:
 # What explain=true costs, in the graph and by occlusion: BENCHMARKS.md's "Explanations" section.
 bench-explain:
 	@bench/explain.sh
+
+# One Lambda environment taking 1, 4, 8 invokes at once (Managed Instances) beside catdog serve:
+# BENCHMARKS.md's "Many invokes per environment" section.
+bench-concurrency:
+	@bench/concurrency.sh
 
 # Peak memory under 40-megapixel pictures, on both hosts: BENCHMARKS.md's "Memory" section.
 bench-memory:

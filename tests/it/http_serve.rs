@@ -580,3 +580,91 @@ print(json.dumps(out))
     let _ = std::fs::remove_file(&file);
     still_serves(&base).await;
 }
+
+/// The nice value of each of `pid`'s threads named `name` (Linux's
+/// /proc/PID/task/TID/stat, field 19).
+fn nice_of_threads(pid: u32, name: &str) -> Vec<i64> {
+    let mut nice = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        let (head, rest) = stat.rsplit_once(") ").unwrap();
+        if head.split_once(" (").unwrap().1 != name {
+            continue;
+        }
+        // Fields from the third (state) on: nice is the 19th.
+        nice.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
+    }
+    nice
+}
+
+async fn model_weights(base: &str) -> String {
+    let v: Value = reqwest::get(format!("{base}/model"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["weights"].as_str().unwrap().to_string()
+}
+
+/// A server's default (`CATDOG_PREPACK=later`): it answers with plain
+/// weights as soon as the model is loaded, builds packed ones on a thread of
+/// low priority, and swaps them in; the packed model answers the same, and
+/// its ONNX Runtime threads run at normal priority. Set, `true` packs at
+/// load and `false` never.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_answers_at_once_and_swaps_in_packed_weights_later() {
+    let model = fixture("tiny_torch_nchw.onnx");
+    let model = model.to_str().unwrap();
+    let refused = catdog_command()
+        .args(["serve", "--model", model, "--prepack", "soon"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("none of true"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let (server, base) = serve(&["--model", model], &[]).await;
+    wait_ready(&base).await;
+    let first = model_weights(&base).await;
+    assert!(first == "packing" || first == "packed", "{first}");
+    let (status, before) = post(&base, "/predict", Some("image/png"), img("red.png")).await;
+    assert_eq!(
+        (status, before["label"].as_str()),
+        (200, Some("cat")),
+        "{before}"
+    );
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while model_weights(&base).await != "packed" {
+        assert!(std::time::Instant::now() < until, "never packed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, after) = post(&base, "/predict", Some("image/png"), img("red.png")).await;
+    assert_eq!(status, 200, "{after}");
+    for label in ["cat", "dog"] {
+        let (b, a) = (
+            before["scores"][label].as_f64().unwrap(),
+            after["scores"][label].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-4, "{label}: {b} plain, {a} packed");
+    }
+    // The plain session's pool is gone with it; the packed one's runs at
+    // the process's priority, not the packing thread's.
+    let nice = nice_of_threads(server.child.id(), "ort-intra-op");
+    assert!(!nice.is_empty());
+    assert!(nice.iter().all(|&n| n == 0), "{nice:?}");
+
+    for (setting, weights) in [("true", "packed"), ("false", "plain")] {
+        let (_server, base) = serve(&["--model", model, "--prepack", setting], &[]).await;
+        wait_ready(&base).await;
+        assert_eq!(model_weights(&base).await, weights, "--prepack {setting}");
+    }
+}

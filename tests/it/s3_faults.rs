@@ -121,6 +121,30 @@ async fn dropped_connections_resume_and_unreachable_servers_fail_fast() {
         );
     }
 
+    // In memory (SnapStart): the same bytes, from a memfd, nothing on disk.
+    let (proxy, _) = cutting_proxy(upstream.clone(), 3, 3 << 20).await;
+    let opts = FetchOptions {
+        s3: S3Options {
+            endpoint: Some(proxy),
+            ..S3Options::default()
+        },
+        in_memory: true,
+        ..FetchOptions::new(std::env::temp_dir().join("catdog-never-written"))
+    };
+    let (fetched, sha256) = fetch_remote(&uri, Some(&want), &opts).await.unwrap();
+    assert_eq!(sha256, want);
+    assert!(
+        fetched.path.starts_with("/proc/self/fd"),
+        "{:?}",
+        fetched.path
+    );
+    assert!(
+        std::fs::read(&fetched.path).unwrap() == data,
+        "in memory: bytes differ"
+    );
+    assert!(!opts.download_dir.exists(), "the download folder was used");
+    drop(fetched);
+
     // Nobody listening: a clear error naming the object, in seconds.
     let nobody = FetchOptions {
         s3: S3Options {

@@ -1,7 +1,7 @@
 //! SnapStart's lifecycle in the real bootstrap, driven by the stand-in
 //! Runtime API: with `AWS_LAMBDA_INITIALIZATION_TYPE=snap-start` the
-//! bootstrap loads its model (from moto's S3, through a TCP proxy that
-//! counts connections), drops its S3 connections, asks for `/restore/next`
+//! bootstrap loads its model into memory (from moto's S3, through a TCP
+//! proxy that counts connections), drops its S3 connections, asks for `/restore/next`
 //! (the snapshot), and once restored reads its credentials again from the
 //! container credentials endpoint Lambda gives SnapStart functions (served
 //! here by the test, which changes them while the function is "frozen").
@@ -142,11 +142,18 @@ async fn snapstart_stack() -> (
         ("AWS_LAMBDA_INITIALIZATION_TYPE", "snap-start"),
         ("MODEL_URI", "s3://catdog-models/v1/model.onnx"),
         ("CATDOG_UPLOADS", "s3://uploads/in/"),
+        ("CATDOG_DOWNLOAD_DIR", download_dir().to_str().unwrap()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     (moto, proxy, env, key, asked)
+}
+
+/// Where the bootstrap would write its model if it used a disk (SnapStart's
+/// /tmp holds 512 MB at most: it must hold it in memory instead).
+fn download_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("catdog-snapstart-{}", std::process::id()))
 }
 
 /// Variables of this process the bootstrap must not inherit: it is to find
@@ -186,8 +193,9 @@ async fn restored_environments_use_new_connections_new_credentials_and_their_own
     for h in &harnesses {
         h.snapshotted().await;
     }
-    // Init fetched the model with the init credentials; at the snapshot no
-    // S3 connection is left open.
+    // Init fetched the model with the init credentials, into memory; at the
+    // snapshot no S3 connection is left open.
+    assert!(!download_dir().exists(), "the model went through the disk");
     assert!(
         asked.load(Ordering::SeqCst) >= 1,
         "init read no credentials"

@@ -58,7 +58,7 @@ pub enum CommandError {
 
 async fn classifier(settings: &Settings) -> Result<Classifier, CommandError> {
     Ok(load::load_classifier_with_retries(
-        &settings.model_spec(),
+        &settings.model_spec().for_command(),
         settings.retry_policy(),
         |_, _, _| {},
     )
@@ -234,7 +234,7 @@ pub async fn finetune(
 }
 
 fn finetune_config(settings: &Settings, args: &FinetuneArgs) -> FinetuneConfig {
-    let mut base = settings.model_spec();
+    let mut base = settings.model_spec().for_command();
     base.uri = Some(args.base.clone());
     base.sha256 = args.base_sha256.clone();
     let data_fetch = crate::finetune::config::DataFetch {
@@ -379,7 +379,7 @@ async fn record_checks(
     // The deployed function reads the model as it is (template.yaml gives it
     // no labels, preprocessing or threshold of its own): record it so too,
     // whatever this shell's MODEL_LABELS and the like say.
-    let mut spec = settings.model_spec();
+    let mut spec = settings.model_spec().for_command();
     spec.contract = crate::model::ContractOverrides::default();
     let classifier =
         load::load_classifier_with_retries(&spec, settings.retry_policy(), |_, _, _| {}).await?;

@@ -287,9 +287,14 @@ impl Server {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
+        self.state.wait_for_packing(PACKING_AT_STOP);
         result
     }
 }
+
+/// How long stopping waits for the weights being packed (seconds for
+/// VGG16; the process must not exit under ONNX Runtime's feet).
+const PACKING_AT_STOP: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The router as the local port serves it: on a loopback address without
 /// an API key, only for requests that name a local host

@@ -30,6 +30,8 @@ pub struct AppState {
     pub(crate) stored_pictures: Option<Arc<dyn StoredPictures>>,
     /// Where `POST /feedback` stores corrections; `None`: off.
     pub(crate) feedback: Option<Arc<dyn FeedbackSink>>,
+    /// The thread packing the model's weights, while it runs.
+    packing: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl AppState {
@@ -43,6 +45,7 @@ impl AppState {
             emf: false,
             stored_pictures: None,
             feedback: None,
+            packing: Arc::default(),
         }
     }
 
@@ -64,10 +67,20 @@ impl AppState {
         self
     }
 
-    /// A state with a model ready (owned, or shared with other users of it).
+    /// A state with a model ready (owned, or shared with other users of
+    /// it), its weights packed now if they were to be packed later.
     pub fn ready(classifier: impl Into<Arc<Classifier>>, limits: Limits, access: Access) -> Self {
         let state = Self::loading(limits, access);
-        state.set_ready(classifier.into());
+        let classifier = classifier.into();
+        let classifier = match classifier.pack() {
+            Some(Ok(packed)) => Arc::new(packed),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "packing the weights failed; answering with plain ones");
+                classifier
+            }
+            None => classifier,
+        };
+        state.set_ready(classifier);
         state
     }
 
@@ -95,10 +108,88 @@ impl AppState {
             "memory budget for decoding pictures"
         );
         self.set(ModelState::Ready(Ready {
-            classifier,
+            classifier: classifier.clone(),
             batcher,
             budget,
         }));
+        self.pack_later(classifier);
+    }
+
+    /// For a model answering with plain weights until packed ones are
+    /// built (`CATDOG_PREPACK=later`): builds them on a thread of low
+    /// priority, then puts the packed model in its place, unless another
+    /// model took it meanwhile. Requests in flight finish on the plain one.
+    fn pack_later(&self, plain: Arc<Classifier>) {
+        if !plain.packs_later() {
+            return;
+        }
+        let state = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("catdog-prepack".into())
+            .spawn(move || {
+                use crate::model::session::threads::{lower_this_threads_priority, Background};
+                lower_this_threads_priority(Background::Low);
+                let started = std::time::Instant::now();
+                let packed = match plain.pack() {
+                    Some(Ok(packed)) => Arc::new(packed),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "packing the weights failed; answering with plain ones");
+                        return;
+                    }
+                    None => return,
+                };
+                let pack_ms = started.elapsed().as_secs_f64() * 1e3;
+                if state.replace_model(&plain, packed) {
+                    tracing::info!(pack_ms, "weights packed in the background and swapped in");
+                } else {
+                    tracing::info!(pack_ms, "weights packed, but another model was loaded meanwhile");
+                }
+            });
+        match spawned {
+            Ok(thread) => *self.packing.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start packing the weights; answering with plain ones")
+            }
+        }
+    }
+
+    /// Waits up to `bound` for the weights being packed: a process that
+    /// exits while ONNX Runtime builds a session on another thread tears
+    /// the library down under it.
+    pub(crate) fn wait_for_packing(&self, bound: std::time::Duration) {
+        let Some(thread) = self
+            .packing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let until = std::time::Instant::now() + bound;
+        while !thread.is_finished() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        } else {
+            tracing::warn!("stopping while the weights are still being packed");
+        }
+    }
+
+    /// Puts `next` where `current` answers, keeping its memory budget;
+    /// false if `current` no longer answers.
+    fn replace_model(&self, current: &Arc<Classifier>, next: Arc<Classifier>) -> bool {
+        let batcher = Batcher::start(next.clone(), self.batch_policy(), self.metrics.batch_size());
+        self.model.replace_if(|state| match state {
+            ModelState::Ready(ready) if Arc::ptr_eq(&ready.classifier, current) => {
+                Some(ModelState::Ready(Ready {
+                    classifier: next,
+                    batcher,
+                    budget: ready.budget.clone(),
+                }))
+            }
+            _ => None,
+        })
     }
 
     /// A fetch failed and will be tried again.

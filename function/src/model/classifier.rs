@@ -18,7 +18,7 @@ use crate::model::explain::{self, at_load::LoadEdit, Explains, Heatmap, Method};
 use crate::model::imagenet;
 use crate::model::output::{self, AnswerRule, Prediction};
 use crate::model::quantized;
-use crate::model::session::{self, InferTimings, Runner, SessionOptions};
+use crate::model::session::{self, InferTimings, Prepack, Runner, SessionOptions};
 use crate::model::source::FetchedModel;
 use crate::preprocess::{Layout, Preprocessing, Preprocessor, TensorRow};
 
@@ -80,6 +80,10 @@ pub struct ModelInfo {
     /// How `explain=true` explains an answer: in the graph (`cam`,
     /// `grad-cam`) or, for a model of another shape, by `occlusion`.
     pub explanation: Method,
+    /// The weights' layout: `packed` (ONNX Runtime's own, built at load),
+    /// `packing` (plain, while a packed session is built in the background
+    /// to replace this one) or `plain` (`CATDOG_PREPACK`).
+    pub weights: &'static str,
 }
 
 /// Which 8-bit integers a quantized model multiplies, on which CPU.
@@ -139,8 +143,19 @@ pub(crate) const VERSION_CHARS: usize = 12;
 /// One picture's answer and, when asked, its explanation from the graph.
 pub(crate) type Answer = (Prediction, Option<Heatmap>);
 
+/// What a classifier answering with plain weights keeps to build its
+/// packed successor ([`Classifier::pack`]): the model (a download's file
+/// stays until then) and how it was loaded.
+struct PackLater {
+    model: FetchedModel,
+    contract: ContractOverrides,
+    opts: SessionOptions,
+}
+
 /// A loaded model, safe to share between threads.
 pub struct Classifier {
+    /// Taken by the one [`Classifier::pack`] call.
+    later: std::sync::Mutex<Option<PackLater>>,
     runner: Runner,
     /// The graph's explanation branch, if it has one.
     explains: Option<Explains>,
@@ -163,13 +178,14 @@ impl Classifier {
     /// Builds the session and resolves the contract. `digest` holds the
     /// model's SHA-256, now or once known.
     pub fn load(
-        model: &FetchedModel,
+        model: FetchedModel,
         contract: &ContractOverrides,
         opts: &SessionOptions,
         digest: DigestSlot,
     ) -> Result<Self, ModelError> {
         let started = Instant::now();
-        let (opened, explains) = open_explainable(model, opts, contract)?;
+        let (opened, explains) = open_explainable(&model, opts, contract)?;
+        let prepack = opened.prepack;
         let (spec, pre_source) = contract::resolve(
             contract.preprocessing.clone(),
             opened.metadata.preprocessing.as_deref(),
@@ -233,9 +249,20 @@ impl Classifier {
             threads: opened.threads,
             int8: opened.int8.map(Int8Info::on_this_cpu),
             explanation: explains.as_ref().map_or(Method::Occlusion, |e| e.method),
+            weights: match prepack {
+                Prepack::Now => "packed",
+                Prepack::Later => "packing",
+                Prepack::Off => "plain",
+            },
         };
         warn_if_it_may_saturate(&info);
+        let later = (prepack == Prepack::Later).then(|| PackLater {
+            model,
+            contract: contract.clone(),
+            opts: opts.clone(),
+        });
         Ok(Self {
+            later: std::sync::Mutex::new(later),
             runner,
             explains,
             head,
@@ -244,6 +271,36 @@ impl Classifier {
             info,
             digest,
         })
+    }
+
+    /// Builds the same model again with packed weights, when this one was
+    /// loaded to be packed later; `None` otherwise, or once asked. Blocking
+    /// (seconds for VGG16): call it off the async workers.
+    pub(crate) fn pack(&self) -> Option<Result<Classifier, ModelError>> {
+        let PackLater {
+            model,
+            contract,
+            mut opts,
+        } = self
+            .later
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        opts.prepack = opts.prepack.at_load();
+        Some(Classifier::load(
+            model,
+            &contract,
+            &opts,
+            self.digest.clone(),
+        ))
+    }
+
+    /// Whether [`Classifier::pack`] has a packed successor to build.
+    pub(crate) fn packs_later(&self) -> bool {
+        self.later
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     /// The batch size the graph insists on, if any (`None`: any batch size).

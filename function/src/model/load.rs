@@ -31,6 +31,15 @@ pub struct ModelSpec {
     pub(crate) fetch: FetchOptions,
 }
 
+impl ModelSpec {
+    /// For a command, which answers once and swaps nothing in: weights a
+    /// server would pack in the background are packed at load.
+    pub(crate) fn for_command(mut self) -> Self {
+        self.session.prepack = self.session.prepack.at_load();
+        self
+    }
+}
+
 /// Why the model could not be made ready.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -68,7 +77,7 @@ pub async fn load_classifier(spec: &ModelSpec) -> Result<Classifier, LoadError> 
     let contract = spec.contract.clone();
     let session = spec.session.clone();
     let classifier = load_with(spec, DigestTiming::Background, move |model, digest| {
-        Classifier::load(&model, &contract, &session, digest)
+        Classifier::load(model, &contract, &session, digest)
     })
     .await?
     .0;
@@ -250,7 +259,7 @@ fn hash_in_background(path: PathBuf, slot: DigestSlot) -> Result<(), LoadError> 
     std::thread::Builder::new()
         .name("catdog-digest".into())
         .spawn(move || {
-            lower_priority();
+            crate::model::session::threads::lower_this_threads_priority(crate::model::session::threads::Background::Idle);
             // Only between inferences: hashing beside a run stalls ONNX
             // Runtime's threads (measured as the fp32 p99 tail at one client).
             let idle = crate::model::session::inference_idle;
@@ -264,19 +273,4 @@ fn hash_in_background(path: PathBuf, slot: DigestSlot) -> Result<(), LoadError> 
         })
         .map(drop)
         .map_err(|e| LoadError::Model(ModelError::Onnx(format!("cannot start the digest thread: {e}"))))
-}
-
-/// Lowers the calling thread's CPU priority so background work only uses
-/// cycles the requests leave idle: SCHED_IDLE (runs only on an otherwise idle
-/// core), else nice 19. Best effort.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: plain syscalls on the calling thread's own id.
-    unsafe {
-        let param = libc::sched_param { sched_priority: 0 };
-        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
-            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, 19);
-        }
-    }
 }

@@ -46,10 +46,21 @@ impl SpooledFile {
     }
 }
 
+impl SpooledFile {
+    fn in_memory(path: PathBuf, held: File) -> Self {
+        Self(path, Some(held))
+    }
+
+    /// Whether it is a name to remove (not a memfd's, not handed over).
+    fn removable(&self) -> bool {
+        !self.0.as_os_str().is_empty() && !self.0.starts_with(MEMORY_PATHS)
+    }
+}
+
 impl Drop for SpooledFile {
     fn drop(&mut self) {
         // Empty once handed over by `Spool::finish`.
-        if !self.0.as_os_str().is_empty() {
+        if self.removable() {
             let _ = std::fs::remove_file(&self.0);
         }
     }
@@ -126,14 +137,14 @@ impl Spool {
     /// A new file of `total` bytes in `dir`, filled in parts of `part` bytes
     /// (the last may be shorter). The space is reserved up front, so a full
     /// disk is found before anything is downloaded.
-    pub(crate) fn create(dir: &Path, total: u64, part: u64) -> Result<Spool, SpoolError> {
+    pub(crate) fn create(at: SpoolAt<'_>, total: u64, part: u64) -> Result<Spool, SpoolError> {
         let needed = format!("{:.0} MB", total as f64 / 1e6);
         let create_err = |error| SpoolError::Create {
-            dir: dir.display().to_string(),
+            dir: at.to_string(),
             needed: needed.clone(),
             error,
         };
-        let (file, path) = new_file(dir, &needed)?;
+        let (file, path) = new_file(at, &needed)?;
         reserve(&file, total).map_err(create_err)?;
         let part = part.max(1);
         let parts = total.div_ceil(part).max(1) as usize;
@@ -307,20 +318,65 @@ fn hash_as_written(file: &File, shared: &Shared) -> Option<String> {
 
 /// A new, empty download file in `dir` (for a stream of unknown length),
 /// removed when its guard is dropped.
-pub(crate) fn create_file(dir: &Path) -> Result<(File, SpooledFile), SpoolError> {
-    new_file(dir, "the model's size")
+pub(crate) fn create_file(at: SpoolAt<'_>) -> Result<(File, SpooledFile), SpoolError> {
+    new_file(at, "the model's size")
 }
 
-/// A new download file in `dir` (created if needed), after removing stale ones.
-fn new_file(dir: &Path, needed: &str) -> Result<(File, SpooledFile), SpoolError> {
+/// Where a model held in memory is named: its descriptor's path.
+pub(crate) const MEMORY_PATHS: &str = "/proc/self/fd";
+
+/// Where a download is written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SpoolAt<'a> {
+    /// A file in this folder (`/tmp` on Lambda).
+    Dir(&'a Path),
+    /// Anonymous memory (a memfd, which ONNX Runtime opens by its
+    /// `/proc/self/fd` path): for SnapStart, whose /tmp holds 512 MB at
+    /// most, and whose snapshot holds memory anyway.
+    Memory,
+}
+
+impl std::fmt::Display for SpoolAt<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpoolAt::Dir(dir) => write!(f, "{}", dir.display()),
+            SpoolAt::Memory => f.write_str("memory"),
+        }
+    }
+}
+
+/// A new download file (in a folder, created if needed, after removing
+/// stale ones; or in memory).
+fn new_file(at: SpoolAt<'_>, needed: &str) -> Result<(File, SpooledFile), SpoolError> {
     let create_err = |error| SpoolError::Create {
-        dir: dir.display().to_string(),
+        dir: at.to_string(),
         needed: needed.to_string(),
         error,
     };
-    std::fs::create_dir_all(dir).map_err(create_err)?;
-    sweep_stale(dir);
-    create_unique(dir).map_err(create_err)
+    match at {
+        SpoolAt::Dir(dir) => {
+            std::fs::create_dir_all(dir).map_err(create_err)?;
+            sweep_stale(dir);
+            create_unique(dir).map_err(create_err)
+        }
+        SpoolAt::Memory => create_in_memory().map_err(create_err),
+    }
+}
+
+/// A memfd and its `/proc/self/fd` path, held open by the guard (which
+/// has nothing to remove: the memory goes with the last descriptor or map).
+fn create_in_memory() -> std::io::Result<(File, SpooledFile)> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: a plain syscall; the descriptor it returns is owned by the File.
+    let fd = unsafe { libc::memfd_create(c"catdog-model".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor nothing else owns.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let held = file.try_clone()?;
+    let path = Path::new(MEMORY_PATHS).join(held.as_raw_fd().to_string());
+    Ok((file, SpooledFile::in_memory(path, held)))
 }
 
 /// A new file in `dir` that no one else has (O_EXCL), readable and writable,
@@ -390,7 +446,7 @@ mod tests {
     fn parts_written_in_any_order_give_the_file_and_its_digest() {
         let dir = std::env::temp_dir().join(format!("catdog-spool-test-{}", std::process::id()));
         let bytes = data(10 * 1024 + 7);
-        let spool = Spool::create(&dir, bytes.len() as u64, 1024).unwrap();
+        let spool = Spool::create(SpoolAt::Dir(&dir), bytes.len() as u64, 1024).unwrap();
         assert_eq!(spool.parts(), 11);
         // Last part first, each in two writes: the digest still follows file order.
         for i in (0..spool.parts()).rev() {
@@ -414,10 +470,10 @@ mod tests {
     #[test]
     fn an_unfinished_or_abandoned_spool_leaves_nothing() {
         let dir = std::env::temp_dir().join(format!("catdog-spool-test2-{}", std::process::id()));
-        let spool = Spool::create(&dir, 3000, 1000).unwrap();
+        let spool = Spool::create(SpoolAt::Dir(&dir), 3000, 1000).unwrap();
         spool.writer(0).write(&[1; 1000]).unwrap();
         assert!(matches!(spool.finish(), Err(SpoolError::Incomplete(1))));
-        let spool = Spool::create(&dir, 3000, 1000).unwrap();
+        let spool = Spool::create(SpoolAt::Dir(&dir), 3000, 1000).unwrap();
         spool.writer(2).write(&[1; 10]).unwrap();
         drop(spool);
         assert_eq!(
@@ -437,13 +493,13 @@ mod tests {
         std::fs::write(&stale, [0u8; 4096]).unwrap();
         let other = dir.join("notes.txt");
         std::fs::write(&other, "kept").unwrap();
-        let live = Spool::create(&dir, 10, 10).unwrap();
+        let live = Spool::create(SpoolAt::Dir(&dir), 10, 10).unwrap();
         assert!(!stale.exists(), "the stale download is removed");
         assert!(other.exists(), "other files are not touched");
         live.writer(0).write(&[7; 10]).unwrap();
         let done = live.finish().unwrap();
         // A second download while the first is still in use keeps the first.
-        let (_file, second) = create_file(&dir).unwrap();
+        let (_file, second) = create_file(SpoolAt::Dir(&dir)).unwrap();
         assert!(done.file.path().exists(), "a live download is kept");
         drop(done);
         drop(second);
@@ -458,7 +514,7 @@ mod tests {
     #[test]
     fn a_disk_too_small_is_refused_before_downloading_with_what_to_change() {
         // /dev/full-like: a folder that cannot be created.
-        let e = Spool::create(Path::new("/proc/catdog-no"), 1 << 20, 1024)
+        let e = Spool::create(SpoolAt::Dir(Path::new("/proc/catdog-no")), 1 << 20, 1024)
             .err()
             .unwrap();
         let msg = e.to_string();

@@ -47,6 +47,19 @@ impl ModelSlot {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = state;
     }
 
+    /// Replaces the state with what `next` makes of it, if anything,
+    /// atomically; whether it did.
+    pub(crate) fn replace_if(&self, next: impl FnOnce(&ModelState) -> Option<ModelState>) -> bool {
+        let mut state = self.0.write().unwrap_or_else(|p| p.into_inner());
+        match next(&state) {
+            Some(new) => {
+                *state = new;
+                true
+            }
+            None => false,
+        }
+    }
+
     pub(crate) fn get(&self) -> ModelState {
         self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

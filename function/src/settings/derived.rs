@@ -9,11 +9,15 @@ use crate::decode::DecodeLimits;
 use crate::http::access::{self, Access};
 use crate::limits::{BatchPolicy, Limits};
 use crate::model::load::ModelSpec;
-use crate::model::session::SessionOptions;
+use crate::model::session::{Prepack, PrepackPolicy, SessionOptions};
 use crate::model::source::FetchOptions;
 use crate::model::ContractOverrides;
 
 use super::*;
+
+/// Lambda's memory for one vCPU (AWS: "at 1,769 MB, a function has the
+/// equivalent of one vCPU").
+const LAMBDA_MB_PER_VCPU: u64 = 1769;
 
 impl Settings {
     /// Tells lambda_http to leave an API Gateway stage ("/prod") out of the
@@ -149,20 +153,48 @@ impl Settings {
     pub(crate) fn session_options(&self) -> SessionOptions {
         SessionOptions {
             threads: self.model.threads.map(usize::from),
-            // Pre-packed weights cost a transient copy at load (fp32 VGG16:
-            // +0.5–1.0 s of cold start, peak +120 MB) and 4 clients get 9–11% more throughput (ONNX
-            // Runtime repacks a 411 MB fc1 for every batch otherwise): worth it
-            // where requests share the process (a server, Managed Instances)
-            // and under SnapStart (paid once, when the version is published);
-            // on on-demand Lambda (one request at a time, cold starts seen by
-            // users) only for quantized models, which need it.
-            prepack: self
-                .model
-                .prepack
-                .or_else(|| (self.shares_requests() || self.snapstart()).then_some(true)),
+            prepack: self.prepack_policy(),
             zero_copy: self.model.zero_copy.unwrap_or(true),
             ort_library: self.process.ort_lib.clone(),
             cache_dir: self.cache_dir(),
+        }
+    }
+
+    /// When weights are pre-packed. Packing costs an fp32 VGG16 0.5–1.0 s
+    /// of a core and a transient copy; without it ONNX Runtime repacks fc1
+    /// (411 MB) for every batch: 2% slower alone, 9–11% fewer images a
+    /// second at 4 clients. int8 runs 2× slower unpacked.
+    fn prepack_policy(&self) -> PrepackPolicy {
+        if let Some(set) = self.model.prepack {
+            return PrepackPolicy::always(set);
+        }
+        if self.snapstart() {
+            // Paid once, when the version is published, never by a user.
+            return PrepackPolicy::always(Prepack::Now);
+        }
+        if self.shares_requests() {
+            // A server, Managed Instances: answer at once, pack meanwhile.
+            return PrepackPolicy::always(Prepack::Later);
+        }
+        // On-demand Lambda: one invoke at a time, with CPU in proportion to
+        // memory (1,769 MB is one vCPU), and the environment frozen between
+        // invokes, so background work only runs while one is in flight.
+        // With a whole vCPU spare (3,538 MB and more) an fp32 pack runs on
+        // it beside the invokes and wins its 2% for the environment's life;
+        // with less it would take the core those invokes need, for an
+        // environment that may see only a few. Quantized graphs pack at
+        // load: unpacked they are 2× slower.
+        let spare_vcpu = self
+            .process
+            .lambda_memory_mb
+            .is_some_and(|mb| mb >= 2 * LAMBDA_MB_PER_VCPU);
+        PrepackPolicy {
+            fp32: if spare_vcpu {
+                Prepack::Later
+            } else {
+                Prepack::Off
+            },
+            int8: Prepack::Now,
         }
     }
 
@@ -175,6 +207,7 @@ impl Settings {
                 .download_dir
                 .clone()
                 .unwrap_or_else(std::env::temp_dir),
+            in_memory: self.snapstart(),
             s3: S3Options {
                 read_timeout: Duration::from_secs_f64(self.fetch.s3_read_timeout_s),
                 endpoint: self.fetch.s3_endpoint.clone(),

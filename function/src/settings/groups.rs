@@ -39,9 +39,10 @@ pub struct ModelSettings {
     /// ONNX Runtime threads [default: the cores this process may use].
     #[arg(long, env = "CATDOG_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
-    /// ONNX Runtime weight pre-packing, true/false [default: on; on Lambda for quantized models only].
-    #[arg(long, env = "CATDOG_PREPACK")]
-    pub prepack: Option<bool>,
+    /// ONNX Runtime weight pre-packing: true (at load), later (in the
+    /// background once serving), false [default: later on a server; see docs/configuration.md for Lambda].
+    #[arg(long, env = "CATDOG_PREPACK", value_parser = parse_prepack)]
+    pub prepack: Option<crate::model::session::Prepack>,
     /// Hand a model file's weights to ONNX Runtime in place instead of letting
     /// it parse and copy them, true/false [default: true; false is the plain load].
     #[arg(long, env = "CATDOG_ZERO_COPY")]

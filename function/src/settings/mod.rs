@@ -84,6 +84,7 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::session::{Prepack, PrepackPolicy};
     use std::time::Duration;
 
     fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
@@ -241,7 +242,10 @@ mod tests {
             shared.request_limits().batching.window,
             Duration::from_millis(crate::limits::DEFAULT_BATCH_WINDOW_MS)
         );
-        assert_eq!(shared.session_options().prepack, Some(true));
+        assert_eq!(
+            shared.session_options().prepack,
+            PrepackPolicy::always(Prepack::Later)
+        );
         // Read as lambda_runtime reads it: anything but a positive integer is one.
         for odd in ["0", "-3", "eight", ""] {
             let one = with(&[&format!("--lambda-max-concurrency={odd}")]);
@@ -252,13 +256,45 @@ mod tests {
         assert!(snap.snapstart());
         assert_eq!(
             snap.session_options().prepack,
-            Some(true),
+            PrepackPolicy::always(Prepack::Now),
             "paid at publish"
         );
         assert_eq!(snap.request_limits().batching.window, Duration::ZERO);
         let on_demand = with(&["--lambda-initialization-type", "on-demand"]);
         assert!(!on_demand.snapstart());
-        assert_eq!(on_demand.session_options().prepack, None);
+        let quantized_only = PrepackPolicy {
+            fp32: Prepack::Off,
+            int8: Prepack::Now,
+        };
+        assert_eq!(on_demand.session_options().prepack, quantized_only);
+        // With a whole vCPU to spare (3,538 MB), fp32 packs beside the invokes.
+        let roomy = with(&["--lambda-memory-mb", "4096"]);
+        assert_eq!(
+            roomy.session_options().prepack,
+            PrepackPolicy {
+                fp32: Prepack::Later,
+                int8: Prepack::Now
+            }
+        );
+        assert_eq!(
+            with(&["--lambda-memory-mb", "3008"])
+                .session_options()
+                .prepack,
+            quantized_only
+        );
+        // Set, it is what it says everywhere.
+        assert_eq!(
+            with(&["--prepack", "later"]).session_options().prepack,
+            PrepackPolicy::always(Prepack::Later)
+        );
+        assert_eq!(
+            parse(&["--prepack", "false"])
+                .unwrap()
+                .session_options()
+                .prepack,
+            PrepackPolicy::always(Prepack::Off)
+        );
+        assert!(parse(&["--prepack", "soon"]).is_err());
         // Outside Lambda the variables mean nothing.
         let here = parse(&["--lambda-initialization-type", "snap-start"]).unwrap();
         assert!(!here.snapstart());
@@ -270,10 +306,14 @@ mod tests {
         assert_eq!(lambda.request_limits().batching.window, Duration::ZERO);
         assert_eq!(
             lambda.session_options().prepack,
-            None,
+            PrepackPolicy::default(),
             "Lambda: quantized models only"
         );
-        assert_eq!(parse(&[]).unwrap().session_options().prepack, Some(true));
+        assert_eq!(
+            parse(&[]).unwrap().session_options().prepack,
+            PrepackPolicy::always(Prepack::Later),
+            "a server packs once it answers"
+        );
         assert!(lambda.emf(), "Lambda: figures as EMF lines");
         assert!(!parse(&[]).unwrap().emf(), "elsewhere: /metrics only");
         assert!(

@@ -287,3 +287,17 @@ pub(super) fn parse_checks_uri(s: &str) -> Result<(String, String), InvalidValue
         .ok_or_else(|| format!("{s:?} is not s3://bucket/<model key>.checks.json"))?;
     Ok((parse_bucket(bucket)?, key.to_string()))
 }
+
+/// `CATDOG_PREPACK`: `true` (at load), `later` (in the background, once
+/// serving), `false` (never).
+pub(super) fn parse_prepack(s: &str) -> Result<crate::model::session::Prepack, InvalidValue> {
+    use crate::model::session::Prepack;
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "on" | "now" => Ok(Prepack::Now),
+        "later" => Ok(Prepack::Later),
+        "false" | "off" => Ok(Prepack::Off),
+        other => Err(InvalidValue(format!(
+            "CATDOG_PREPACK: {other:?} is none of true (at load), later (once serving), false"
+        ))),
+    }
+}

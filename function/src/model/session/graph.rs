@@ -33,6 +33,13 @@ pub(super) fn graph_of(
     zero_copy: bool,
 ) -> Result<(Graph, Option<quantized::Int8Scheme>), ModelError> {
     let file_err = |e: std::io::Error| ModelError::Onnx(format!("cannot read the model file: {e}"));
+    // A model held in memory (a memfd) has no folder for external data to
+    // be found in: ONNX Runtime reads it by its descriptor's path.
+    if model.in_memory() {
+        let map = source::map_file(&model.path).map_err(file_err)?;
+        let scheme = quantized::int8_scheme(&map).map_err(onnx_err)?;
+        return Ok((Graph::File(model.path.clone()), scheme));
+    }
     // ONNX Runtime checks that external data stays inside the folder after
     // resolving links, so name the real file.
     let real = std::fs::canonicalize(&model.path).map_err(file_err)?;

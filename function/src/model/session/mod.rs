@@ -10,7 +10,7 @@
 
 mod graph;
 pub(crate) mod runner;
-mod threads;
+pub(crate) mod threads;
 
 use std::path::{Path, PathBuf};
 
@@ -32,10 +32,8 @@ use threads::NamedThreads;
 pub struct SessionOptions {
     /// Intra-op threads [default: the cores this process may use].
     pub(crate) threads: Option<usize>,
-    /// Weight pre-packing; `None` = on for quantized graphs only. Measured on
-    /// VGG16 (bench/README.md): off, an fp32 session builds ~0.5 s faster at
-    /// the same speed, while int8 runs 2× slower.
-    pub(crate) prepack: Option<bool>,
+    /// When weights are pre-packed, for fp32 and for quantized graphs.
+    pub(crate) prepack: PrepackPolicy,
     /// Model files: let ONNX Runtime map the weights from the file in place
     /// (see [`weights`]). Off: it parses and copies them.
     pub(crate) zero_copy: bool,
@@ -43,6 +41,68 @@ pub struct SessionOptions {
     pub(crate) ort_library: Option<PathBuf>,
     /// catdog's cache folder, where `make setup` puts the library.
     pub(crate) cache_dir: PathBuf,
+}
+
+/// When ONNX Runtime pre-packs a session's weights (its own layout of each
+/// weight for its matrix kernels). Measured on VGG16 (bench/README.md):
+/// packing adds 0.5–1.0 s and a transient copy to an fp32 session's build,
+/// and without it ONNX Runtime repacks the 411 MB fc1 for every batch (4
+/// clients get 9–11% fewer images a second); int8 runs 2× slower unpacked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prepack {
+    /// While the session builds, before its first answer.
+    Now,
+    /// Answer at once with plain weights; a packed session is built in the
+    /// background, at low priority, and swapped in (a server's model slot
+    /// does this; anything else that loads a model packs it [`Prepack::Now`]).
+    Later,
+    /// Never.
+    Off,
+}
+
+/// [`Prepack`] for plain and for quantized graphs (known once the graph is read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrepackPolicy {
+    pub(crate) fp32: Prepack,
+    pub(crate) int8: Prepack,
+}
+
+impl PrepackPolicy {
+    /// The same for every graph.
+    pub(crate) fn always(when: Prepack) -> Self {
+        Self {
+            fp32: when,
+            int8: when,
+        }
+    }
+
+    /// For a load nothing will swap later (a command): packed at load
+    /// where a server would pack it later.
+    pub(crate) fn at_load(self) -> Self {
+        let now = |p| if p == Prepack::Later { Prepack::Now } else { p };
+        Self {
+            fp32: now(self.fp32),
+            int8: now(self.int8),
+        }
+    }
+
+    fn for_graph(self, quantized: bool) -> Prepack {
+        if quantized {
+            self.int8
+        } else {
+            self.fp32
+        }
+    }
+}
+
+impl Default for PrepackPolicy {
+    /// Quantized graphs, which need it; fp32 ones do without.
+    fn default() -> Self {
+        Self {
+            fp32: Prepack::Off,
+            int8: Prepack::Now,
+        }
+    }
 }
 
 impl SessionOptions {
@@ -77,6 +137,8 @@ pub(crate) struct Opened {
     pub(crate) metadata: Metadata,
     /// Which 8-bit integers the graph multiplies; `None` when it is not quantized.
     pub(crate) int8: Option<quantized::Int8Scheme>,
+    /// Whether its weights are packed, or are to be in another session.
+    pub(crate) prepack: Prepack,
 }
 
 /// Builds a session for `model`, after `edit` if given.
@@ -88,6 +150,7 @@ pub(crate) fn open(
     let env = crate::runtime::environment(opts.ort_library.as_deref(), &opts.cache_dir)?;
     let threads = opts.threads();
     let (graph, int8) = graph_of(model, opts.zero_copy)?;
+    let prepack = opts.prepack.for_graph(int8.is_some());
     let graph = match (graph, edit) {
         (g, None) => g,
         (Graph::Memory { graph, folder }, Some(edit)) => Graph::Memory {
@@ -111,7 +174,7 @@ pub(crate) fn open(
         .map_err(onnx_err)?
         .with_thread_manager(NamedThreads)
         .map_err(onnx_err)?
-        .with_prepacking(opts.prepack.unwrap_or(int8.is_some()))
+        .with_prepacking(prepack == Prepack::Now)
         .map_err(onnx_err)?;
     let path = Some(model.path.as_path());
     let session = match graph {
@@ -143,6 +206,7 @@ pub(crate) fn open(
         input,
         metadata,
         int8,
+        prepack,
     })
 }
 

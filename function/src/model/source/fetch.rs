@@ -33,6 +33,11 @@ impl FetchedModel {
         map_file(&self.path)
     }
 
+    /// Whether it is held in memory (a memfd, named by its descriptor).
+    pub(crate) fn in_memory(&self) -> bool {
+        self.path.starts_with(crate::model::spool::MEMORY_PATHS)
+    }
+
     /// The file name weights are found under by external-data references
     /// (the model file's own name, links resolved).
     pub(crate) fn location(&self) -> String {
@@ -69,7 +74,7 @@ pub async fn fetch_remote(
                 error: std::io::Error::other("a local file is not downloaded"),
             })
         }
-        ModelUri::Http(url) => http::fetch(url, &uri.to_string(), &opts.download_dir).await?,
+        ModelUri::Http(url) => http::fetch(url, &uri.to_string(), opts.spool_at()).await?,
         ModelUri::S3 { bucket, key } => s3::fetch(bucket, key, opts).await?,
     };
     let fetch_ms = started.elapsed().as_secs_f64() * 1e3;

@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::Path;
 
 use futures_util::TryStreamExt;
 
@@ -15,8 +14,12 @@ use crate::model::spool::{self, SpoolError, Spooled};
 
 /// Streams `url` into a new download file in `dir`, hashing it on the way.
 /// `shown` names it in messages (no credentials or query).
-pub(crate) async fn fetch(url: &str, shown: &str, dir: &Path) -> Result<Spooled, SourceError> {
-    let (file, path) = spool::create_file(dir)?;
+pub(crate) async fn fetch(
+    url: &str,
+    shown: &str,
+    at: spool::SpoolAt<'_>,
+) -> Result<Spooled, SourceError> {
+    let (file, path) = spool::create_file(at)?;
     let (_, sha256) = download_into(url, shown, file, |e| {
         SourceError::Spool(SpoolError::Write(e))
     })

@@ -18,16 +18,29 @@ pub struct FetchOptions {
     pub s3_concurrency: usize,
     /// Where remote models are written (`/tmp` on Lambda).
     pub download_dir: PathBuf,
+    /// Hold remote models in memory instead (SnapStart, whose /tmp holds
+    /// 512 MB at most).
+    pub in_memory: bool,
     /// How S3 is reached.
     pub s3: S3Options,
 }
 
 impl FetchOptions {
+    /// Where a remote model is written.
+    pub(crate) fn spool_at(&self) -> crate::model::spool::SpoolAt<'_> {
+        if self.in_memory {
+            crate::model::spool::SpoolAt::Memory
+        } else {
+            crate::model::spool::SpoolAt::Dir(&self.download_dir)
+        }
+    }
+
     /// The defaults, with downloads written into `download_dir`.
     pub fn new(download_dir: PathBuf) -> Self {
         Self {
             s3_concurrency: S3_CONCURRENCY,
             download_dir,
+            in_memory: false,
             s3: S3Options::default(),
         }
     }

@@ -60,7 +60,7 @@ pub(crate) async fn fetch(
     } else {
         S3_PART_BYTES
     };
-    let spool = Spool::create(&opts.download_dir, total, part)?;
+    let spool = Spool::create(opts.spool_at(), total, part)?;
     let bar = progress::bar(Some(total), "fetching model");
     let range = Range {
         client: &client,
