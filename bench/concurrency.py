@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import queue
+import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,12 @@ class RuntimeApi:
 
             def log_message(self, *a):
                 pass
+
+            def setup(self):
+                super().setup()
+                # Headers and body go out in two writes: without this, Nagle's
+                # algorithm holds the body for the client's delayed ACK.
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def do_GET(self):
                 rid, body = api.events.get()

@@ -639,7 +639,11 @@ def report(args, results, raw, s3, threads, nphotos, lam):
                           f"{f['cold_s']:.2f} s) and had swapped in packed weights after {c['packed_s']:.2f} s; "
                           f"packed at load it answered after {now['cold_s']:.2f} s. Throughput is measured "
                           f"once packed: {c['rps4']:.2f} img/s at 4 clients against {now['rps4']:.2f} packed "
-                          f"at load and {npk['rps4']:.2f} never packed.", ""]
+                          f"at load and {npk['rps4']:.2f} never packed. The cost is memory: for those "
+                          f"{c['packed_s'] - c['cold_s']:.2f} s the plain session and the packed one being built "
+                          f"are both in memory, a peak RSS of {c['rss_mb']:.0f} MB against {now['rss_mb']:.0f} "
+                          f"packed at load ({ratio(c['rss_mb'], now['rss_mb']):.2f}×) and {npk['rss_mb']:.0f} "
+                          f"never packed.", ""]
     nb = by.get("catdog serve (fp32, no batching)")
     if nb:
         lines.append(f"| fp32: micro-batching on ÷ off, img/s at 4 clients | "
