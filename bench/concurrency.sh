@@ -4,10 +4,8 @@
 # (bench/concurrency.py), fp32 and int8 VGG16.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(scripts/setup.sh --test-tools)"
-source scripts/data_dir.sh # CATDOG_DATA
-DATA=$CATDOG_DATA
-[[ -d "$DATA/catsdogs" ]] || { echo "bench: photos not found at $DATA/catsdogs (set CATDOG_DATA)"; exit 2; }
+source bench/prepare.sh
+bench_prepare
 source scripts/tools.sh
 apt_from_lock wrk
 cargo build --release --locked -p catdog

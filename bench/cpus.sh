@@ -7,10 +7,8 @@
 # About 15 minutes on 2 cores, most of it emulation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(scripts/setup.sh --test-tools)"
-source scripts/data_dir.sh # CATDOG_DATA
-DATA=$CATDOG_DATA
-[[ -d "$DATA/catsdogs" ]] || { echo "bench: photos not found at $DATA/catsdogs (set CATDOG_DATA)"; exit 2; }
+source bench/prepare.sh
+bench_prepare
 # qemu-user at the version tools/apt.txt locks, as the test command installs it.
 source scripts/tools.sh
 apt_from_lock qemu-user

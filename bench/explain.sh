@@ -4,10 +4,8 @@
 # shared MobileNetV2 int8 (CAM), each with and without explain=true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(scripts/setup.sh --test-tools)"
-source scripts/data_dir.sh # CATDOG_DATA
-DATA=$CATDOG_DATA
-[[ -d "$DATA/catsdogs" ]] || { echo "bench: photos not found at $DATA/catsdogs (set CATDOG_DATA)"; exit 2; }
+source bench/prepare.sh
+bench_prepare
 cargo build --release --locked -p catdog
 "$CATDOG_PYTHON" bench/make_vgg16.py target/bench/models "$DATA/catsdogs/train"
 "$CATDOG_PYTHON" bench/explain.py --catdog target/release/catdog --photos "$DATA/catsdogs/test" \

@@ -7,10 +7,8 @@
 #   bench/memory.sh soak [--minutes 10] [--clients 8]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(scripts/setup.sh --test-tools)"
-source scripts/data_dir.sh # CATDOG_DATA
-DATA=$CATDOG_DATA
-[[ -d "$DATA/catsdogs" ]] || { echo "bench: photos not found at $DATA/catsdogs (set CATDOG_DATA)"; exit 2; }
+source bench/prepare.sh
+bench_prepare
 cargo build --release --locked -p catdog
 "$CATDOG_PYTHON" tests/fixtures/make_fixtures.py target/fixtures "$DATA" > /dev/null
 "$CATDOG_PYTHON" bench/memory.py "$@" --catdog target/release/catdog --fixtures target/fixtures --data "$DATA" \

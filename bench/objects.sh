@@ -4,10 +4,8 @@
 # mode, the S3 simulation's proxy and the full-size VGG16 models, then runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(scripts/setup.sh --test-tools)"
-source scripts/data_dir.sh # CATDOG_DATA
-DATA=$CATDOG_DATA
-[[ -d "$DATA/catsdogs" ]] || { echo "bench: photos not found at $DATA/catsdogs (set CATDOG_DATA)"; exit 2; }
+source bench/prepare.sh
+bench_prepare
 cargo build --release --locked -p catdog
 cargo build --locked -p catdog-tests --bin s3_throttle
 "$CATDOG_PYTHON" bench/make_vgg16.py target/bench/models "$DATA/catsdogs/train"

@@ -6,10 +6,8 @@
 # `bench/run.sh --only-s3`, `--s3-mbps 90`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(CATDOG_WITH_KERAS=1 scripts/setup.sh --test-tools)"
-source scripts/data_dir.sh # CATDOG_DATA
-DATA=$CATDOG_DATA
-[[ -d "$DATA/catsdogs" ]] || { echo "bench: photos not found at $DATA/catsdogs (set CATDOG_DATA)"; exit 2; }
+source bench/prepare.sh
+bench_prepare --keras
 
 # wrk at the version tools/apt.txt locks, as the test command installs its packages.
 source scripts/tools.sh
