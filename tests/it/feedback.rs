@@ -37,14 +37,26 @@ fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
 
+/// The model's SHA-256, once the server knows it (a local file's is
+/// computed in the background, on otherwise idle cores).
 async fn model_sha(base: &str) -> String {
-    let m: Value = reqwest::get(format!("{base}/model"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    m["sha256"].as_str().unwrap().to_string()
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let m: Value = reqwest::get(format!("{base}/model"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(sha) = m["sha256"].as_str() {
+            return sha.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no digest within 60 s: {m}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 fn sidecar(root: &Path, label: &str, sha: &str) -> Value {
@@ -67,6 +79,8 @@ async fn a_correction_is_stored_once_where_finetune_reads_it() {
     )
     .await;
     wait_ready(&base).await;
+    // Known before the first correction, so that its sidecar records it.
+    let model_sha256 = model_sha(&base).await;
     let red = std::fs::read(fixture("images/red.jpg")).unwrap();
     let sha = sha256(&red);
     let url = format!("{base}/feedback?label=dog");
@@ -88,7 +102,7 @@ async fn a_correction_is_stored_once_where_finetune_reads_it() {
     let first = sidecar(&root, "dog", &sha);
     assert_eq!(first["answered"], "cat");
     assert_eq!(first["label"], "dog");
-    assert_eq!(first["model_sha256"], model_sha(&base).await);
+    assert_eq!(first["model_sha256"], model_sha256);
     let time = first["time"].as_str().unwrap();
     assert!(time.starts_with("20") && time.ends_with('Z'), "{time}");
 

@@ -145,3 +145,40 @@ pub(crate) async fn read_credentials() -> Result<(), NoCredentials> {
         .map(|_| ())
         .map_err(|e| NoCredentials::Provider(crate::messages::with_causes(&e)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+
+    /// A client that never connects (made here, not from the environment).
+    fn offline_client() -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(
+                "AKIDEXAMPLE",
+                "secret",
+                None,
+                None,
+                "test",
+            ))
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    #[tokio::test]
+    async fn every_client_made_is_dropped_before_a_snapshot() {
+        let lazy = LazyClient::new(S3Options::default(), SdkRetries::Off);
+        assert!(lazy.client.lock().await.is_none(), "made at first use only");
+        *lazy.client.lock().await = Some(offline_client());
+        let other = LazyClient::new(S3Options::default(), SdkRetries::Off);
+        *other.client.lock().await = Some(offline_client());
+        assert_eq!(forget_made().await, 2);
+        assert!(lazy.client.lock().await.is_none());
+        assert!(other.client.lock().await.is_none());
+        // A dropped one leaves the list; the next snapshot finds nothing.
+        drop(other);
+        assert_eq!(forget_made().await, 0);
+    }
+}

@@ -64,9 +64,11 @@ impl Service<lambda_http::Request> for Buffered {
                 Err(e) => {
                     tracing::error!(error = %e, "reading an answer's body");
                     let failed = crate::error::ApiError::internal("the answer could not be read");
+                    let mut bare = http::Response::new(lambda_http::Body::Empty);
+                    *bare.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
                     buffer(axum::response::IntoResponse::into_response(failed))
                         .await
-                        .unwrap_or_default()
+                        .unwrap_or(bare)
                 }
             })
         })

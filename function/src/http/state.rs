@@ -30,8 +30,8 @@ pub struct AppState {
     pub(crate) stored_pictures: Option<Arc<dyn StoredPictures>>,
     /// Where `POST /feedback` stores corrections; `None`: off.
     pub(crate) feedback: Option<Arc<dyn FeedbackSink>>,
-    /// The thread packing the model's weights, while it runs.
-    packing: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// The threads packing models' weights (one per model loaded).
+    packing: Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>>,
 }
 
 impl AppState {
@@ -124,19 +124,23 @@ impl AppState {
             return;
         }
         let state = self.clone();
+        let keep = plain.clone();
+        // This thread keeps normal priority: what it starts (the packed
+        // model's inference thread) must not inherit the packing's.
         let spawned = std::thread::Builder::new()
             .name("catdog-prepack".into())
             .spawn(move || {
-                use crate::model::session::threads::{lower_this_threads_priority, Background};
-                lower_this_threads_priority(Background::Low);
+                if !state.answers_with(&plain) {
+                    plain.give_up_packing();
+                    return;
+                }
                 let started = std::time::Instant::now();
-                let packed = match plain.pack() {
-                    Some(Ok(packed)) => Arc::new(packed),
-                    Some(Err(e)) => {
+                let packed = match pack_at_low_priority(&plain) {
+                    Ok(packed) => Arc::new(packed),
+                    Err(e) => {
                         tracing::warn!(error = %e, "packing the weights failed; answering with plain ones");
                         return;
                     }
-                    None => return,
                 };
                 let pack_ms = started.elapsed().as_secs_f64() * 1e3;
                 if state.replace_model(&plain, packed) {
@@ -146,33 +150,38 @@ impl AppState {
                 }
             });
         match spawned {
-            Ok(thread) => *self.packing.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread),
+            Ok(thread) => self
+                .packing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(thread),
             Err(e) => {
+                keep.give_up_packing();
                 tracing::warn!(error = %e, "cannot start packing the weights; answering with plain ones")
             }
         }
+    }
+
+    /// Whether `classifier` is the one answering.
+    fn answers_with(&self, classifier: &Arc<Classifier>) -> bool {
+        matches!(self.model(), ModelState::Ready(ready) if Arc::ptr_eq(&ready.classifier, classifier))
     }
 
     /// Waits up to `bound` for the weights being packed: a process that
     /// exits while ONNX Runtime builds a session on another thread tears
     /// the library down under it.
     pub(crate) fn wait_for_packing(&self, bound: std::time::Duration) {
-        let Some(thread) = self
-            .packing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        else {
-            return;
-        };
+        let threads = std::mem::take(&mut *self.packing.lock().unwrap_or_else(|e| e.into_inner()));
         let until = std::time::Instant::now() + bound;
-        while !thread.is_finished() && std::time::Instant::now() < until {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        if thread.is_finished() {
-            let _ = thread.join();
-        } else {
-            tracing::warn!("stopping while the weights are still being packed");
+        for thread in threads {
+            while !thread.is_finished() && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                tracing::warn!("stopping while the weights are still being packed");
+            }
         }
     }
 
@@ -244,5 +253,25 @@ fn model_labels(c: &Classifier) -> ModelLabels {
         sha256: c.sha256().unwrap_or_default().to_string(),
         uri_scheme: metrics::uri_scheme(&c.info().uri).to_string(),
         kind: c.info().kind.to_string(),
+    }
+}
+
+/// `plain`'s packed successor, built on a thread of its own at low
+/// priority (ONNX Runtime's pool threads it starts keep normal priority).
+fn pack_at_low_priority(plain: &Arc<Classifier>) -> Result<Classifier, crate::model::ModelError> {
+    use crate::model::session::threads::{lower_this_threads_priority, Background};
+    let plain = plain.clone();
+    let packing = std::thread::Builder::new()
+        .name("catdog-pack".into())
+        .spawn(move || {
+            lower_this_threads_priority(Background::Low);
+            plain.pack()
+        });
+    let not_packed = |why: String| crate::model::ModelError::Onnx(why);
+    match packing.map(|t| t.join()) {
+        Ok(Ok(Some(packed))) => packed,
+        Ok(Ok(None)) => Err(not_packed("nothing to pack".into())),
+        Ok(Err(_)) => Err(not_packed("the packing thread panicked".into())),
+        Err(e) => Err(not_packed(format!("cannot start the packing thread: {e}"))),
     }
 }

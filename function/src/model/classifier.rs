@@ -156,6 +156,8 @@ struct PackLater {
 pub struct Classifier {
     /// Taken by the one [`Classifier::pack`] call.
     later: std::sync::Mutex<Option<PackLater>>,
+    /// Set when no packed successor will come: the weights stay plain.
+    packing_given_up: std::sync::atomic::AtomicBool,
     runner: Runner,
     /// The graph's explanation branch, if it has one.
     explains: Option<Explains>,
@@ -263,6 +265,7 @@ impl Classifier {
         });
         Ok(Self {
             later: std::sync::Mutex::new(later),
+            packing_given_up: std::sync::atomic::AtomicBool::new(false),
             runner,
             explains,
             head,
@@ -287,12 +290,19 @@ impl Classifier {
             .unwrap_or_else(|e| e.into_inner())
             .take()?;
         opts.prepack = opts.prepack.at_load();
-        Some(Classifier::load(
-            model,
-            &contract,
-            &opts,
-            self.digest.clone(),
-        ))
+        let packed = Classifier::load(model, &contract, &opts, self.digest.clone());
+        if packed.is_err() {
+            self.give_up_packing();
+        }
+        Some(packed)
+    }
+
+    /// No packed successor will be built: this one says its weights are
+    /// plain, and lets go of the model it kept for packing.
+    pub(crate) fn give_up_packing(&self) {
+        self.later.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.packing_given_up
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Whether [`Classifier::pack`] has a packed successor to build.
@@ -327,8 +337,12 @@ impl Classifier {
 
     /// [`ModelInfo`] with the digest as known now.
     pub fn info_now(&self) -> ModelInfo {
+        let given_up = self
+            .packing_given_up
+            .load(std::sync::atomic::Ordering::Acquire);
         ModelInfo {
             sha256: self.sha256().map(str::to_owned),
+            weights: if given_up { "plain" } else { self.info.weights },
             ..self.info.clone()
         }
     }

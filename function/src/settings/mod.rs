@@ -247,7 +247,7 @@ mod tests {
             PrepackPolicy::always(Prepack::Later)
         );
         // Read as lambda_runtime reads it: anything but a positive integer is one.
-        for odd in ["0", "-3", "eight", ""] {
+        for odd in ["0", "-3", "eight", "", " 8"] {
             let one = with(&[&format!("--lambda-max-concurrency={odd}")]);
             assert_eq!(one.lambda_concurrency(), 1, "{odd:?}");
             assert_eq!(one.request_limits().batching.window, Duration::ZERO);
@@ -260,6 +260,18 @@ mod tests {
             "paid at publish"
         );
         assert_eq!(snap.request_limits().batching.window, Duration::ZERO);
+        // `later` would be finished by every restored environment: at load.
+        assert_eq!(
+            with(&[
+                "--lambda-initialization-type",
+                "snap-start",
+                "--prepack",
+                "later"
+            ])
+            .session_options()
+            .prepack,
+            PrepackPolicy::always(Prepack::Now)
+        );
         let on_demand = with(&["--lambda-initialization-type", "on-demand"]);
         assert!(!on_demand.snapstart());
         let quantized_only = PrepackPolicy {
