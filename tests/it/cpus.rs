@@ -258,13 +258,25 @@ async fn run(
         let answer = invoke_event(&cargo_lambda, port, &file).await;
         answers.push((name.clone(), answer));
     }
-    let threads = std::fs::read_dir(format!("/proc/{}/task", boot.child.id()))
-        .unwrap()
-        .filter(|t| {
-            let comm = std::fs::read_to_string(t.as_ref().unwrap().path().join("comm"));
-            comm.is_ok_and(|c| c.trim_end() == catdog::model::session::INTRA_OP_THREAD_NAME)
-        })
-        .count();
+    let pool_threads = || {
+        std::fs::read_dir(format!("/proc/{}/task", boot.child.id()))
+            .unwrap()
+            .filter(|t| {
+                let comm = std::fs::read_to_string(t.as_ref().unwrap().path().join("comm"));
+                comm.is_ok_and(|c| c.trim_end() == catdog::model::session::INTRA_OP_THREAD_NAME)
+            })
+            .count()
+    };
+    // A model packed in the background (fp32 from 3,538 MB) has a second
+    // session, with its own pool, until the packed one is swapped in and
+    // the plain one dropped: count the pool once that is done.
+    let one_pool = std::thread::available_parallelism().unwrap().get() - 1;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut threads = pool_threads();
+    while threads != one_pool && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        threads = pool_threads();
+    }
     // What the process sees, through its own mount namespace.
     let possible = std::fs::read_to_string(format!(
         "/proc/{}/root/sys/devices/system/cpu/possible",

@@ -18,6 +18,38 @@ fn schemathesis() -> std::path::PathBuf {
         .unwrap_or_else(|| "schemathesis".into())
 }
 
+/// The model's version (its digest's first digits), once the server knows
+/// it: a local file's digest is computed in the background, on otherwise
+/// idle cores, so it may come after the model answers. Without the key
+/// (where the route answers 401) there is none to know: `unknown`.
+async fn model_version(base: &str, headers: &[&str]) -> String {
+    let key = headers
+        .iter()
+        .find_map(|h| h.strip_prefix("X-API-Key: "))
+        .unwrap_or("");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let res = reqwest::Client::new()
+            .get(format!("{base}/v2/models/catdog"))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 401 {
+            return "unknown".into();
+        }
+        let model: Value = res.json().await.unwrap();
+        if let Some(version) = model["versions"][0].as_str() {
+            return version.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no model version within 60 s: {model}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Runs schemathesis against `base` and panics with its report unless clean.
 /// `positive_data_acceptance` is left out: it expects every schema-valid body
 /// to be accepted, but random bytes (or random base64) are schema-valid and
@@ -45,25 +77,7 @@ fn schemathesis() -> std::path::PathBuf {
 /// The server has an uploads bucket (moto) with one picture uploaded, whose
 /// id is `upload_id`: `/uploads/{id}` is then reached as the `/v2` routes are.
 async fn run_schemathesis(base: &str, headers: &[&str], upload_id: &str) -> String {
-    let model: Value = reqwest::Client::new()
-        .get(format!("{base}/v2/models/catdog"))
-        .header(
-            "x-api-key",
-            headers
-                .iter()
-                .find_map(|h| h.strip_prefix("X-API-Key: "))
-                .unwrap_or(""),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let version = model["versions"][0]
-        .as_str()
-        .unwrap_or("unknown")
-        .to_string();
+    let version = model_version(base, headers).await;
     let config = std::env::temp_dir().join(format!(
         "catdog-schemathesis-{}-{}.toml",
         std::process::id(),
