@@ -37,28 +37,6 @@ fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
 
-/// The model's SHA-256, once the server knows it (a local file's is
-/// computed in the background, on otherwise idle cores).
-async fn model_sha(base: &str) -> String {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let m: Value = reqwest::get(format!("{base}/model"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(sha) = m["sha256"].as_str() {
-            return sha.to_string();
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "no digest within 60 s: {m}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 fn sidecar(root: &Path, label: &str, sha: &str) -> Value {
     let text = std::fs::read(root.join(label).join(format!("{sha}.json"))).unwrap();
     serde_json::from_slice(&text).unwrap()

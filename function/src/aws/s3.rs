@@ -146,26 +146,28 @@ pub(crate) async fn read_credentials() -> Result<(), NoCredentials> {
         .map_err(|e| NoCredentials::Provider(crate::messages::with_causes(&e)))
 }
 
+/// A client that signs with made-up credentials and never connects (made
+/// here, not from the environment): for tests of what needs no S3.
+#[cfg(test)]
+pub(crate) fn offline_client() -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "AKIDEXAMPLE",
+            "secret",
+            None,
+            None,
+            "test",
+        ))
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-
-    /// A client that never connects (made here, not from the environment).
-    fn offline_client() -> aws_sdk_s3::Client {
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(
-                "AKIDEXAMPLE",
-                "secret",
-                None,
-                None,
-                "test",
-            ))
-            .build();
-        aws_sdk_s3::Client::from_conf(config)
-    }
 
     #[tokio::test]
     async fn every_client_made_is_dropped_before_a_snapshot() {

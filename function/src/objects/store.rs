@@ -388,23 +388,10 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 
-    /// A client that signs with made-up credentials and never connects:
-    /// presigning is local.
+    /// A store that never connects: presigning is local.
     fn offline_store() -> ObjectStore {
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(
-                "AKIDEXAMPLE",
-                "secret",
-                None,
-                None,
-                "test",
-            ))
-            .build();
-        ObjectStore::new(Client::from_conf(config))
+        ObjectStore::new(crate::aws::s3::offline_client())
     }
 
     #[tokio::test]

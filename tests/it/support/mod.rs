@@ -648,3 +648,25 @@ pub fn solid(rgb: [u8; 3], w: u32, h: u32, format: image::ImageFormat) -> Vec<u8
 
 pub const RED: [u8; 3] = [220, 30, 30];
 pub const BLUE: [u8; 3] = [30, 30, 220];
+
+/// The model's SHA-256, once the server knows it (a local file's is
+/// computed in the background, on otherwise idle cores).
+pub async fn model_sha(base: &str) -> String {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let m: serde_json::Value = reqwest::get(format!("{base}/model"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(sha) = m["sha256"].as_str() {
+            return sha.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no digest within 60 s: {m}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
