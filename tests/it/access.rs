@@ -248,6 +248,20 @@ async fn get_as(base: &str, path: &str, host: &str, key: Option<&str>) -> (u16, 
     )
 }
 
+/// A local file's digest is computed in the background once the model
+/// answers (null until then, docs/api.md): wait for it, so every detail of
+/// /health is there.
+async fn wait_for_digest(base: &str, host: &str, key: Option<&str>) {
+    let digest_known = async {
+        while !get_as(base, "/health", host, key).await.1["model"]["sha256"].is_string() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), digest_known)
+        .await
+        .expect("the model's digest within 60 s");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_keyless_loopback_server_answers_only_requests_for_a_local_name() {
     let model = fixture("tiny_caffe_nhwc.onnx");
@@ -270,18 +284,8 @@ async fn a_keyless_loopback_server_answers_only_requests_for_a_local_name() {
         body["error"].as_str().unwrap().contains("CATDOG_API_KEY"),
         "{body}"
     );
-    // The machine's own names pass, and see /health's details. A local
-    // file's digest is computed in the background once the model answers
-    // (null until then, docs/api.md): wait for it, so every detail is there.
-    let local = format!("127.0.0.1:{port}");
-    let digest_known = async {
-        while !get_as(&base, "/health", &local, None).await.1["model"]["sha256"].is_string() {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(60), digest_known)
-        .await
-        .expect("the model's digest within 60 s");
+    // The machine's own names pass, and see /health's details.
+    wait_for_digest(&base, &format!("127.0.0.1:{port}"), None).await;
     for host in [
         format!("localhost:{port}"),
         format!("127.0.0.1:{port}"),
@@ -305,6 +309,7 @@ async fn with_a_key_health_tells_details_only_to_the_keyed_and_logs_hold_no_uplo
     // /health: the status for anyone, which model only with the key.
     let (status, anonymous) = get_as(&base, "/health", "catdog.example.com", None).await;
     assert_eq!((status, &anonymous), (200, &json!({"status": "ok"})));
+    wait_for_digest(&base, "catdog.example.com", Some(KEY)).await;
     let (_, keyed) = get_as(&base, "/health", "catdog.example.com", Some(KEY)).await;
     assert!(keyed["model"]["sha256"].is_string(), "{keyed}");
     // An upload id is the capability to read its answer: the log names the
