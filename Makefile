@@ -22,7 +22,7 @@ LIBDIR = $(PREFIX)/lib/catdog
 PROFILE ?= release
 CARGO_PROFILE = $(if $(filter debug,$(PROFILE)),dev,$(PROFILE))
 
-.PHONY: runtime setup build serve install install-files uninstall test lint lock bench bench-objects bench-explain bench-concurrency bench-memory bench-cpus prices soak fuzz build-CatdogFunction build-PreTrafficHook
+.PHONY: runtime setup build serve install install-files uninstall test lint lock bench bench-objects bench-explain bench-concurrency bench-memory bench-cpus prices soak fuzz image build-CatdogFunction build-CatdogManagedFunction build-PreTrafficHook
 
 # Only what running catdog needs: the ONNX Runtime shared library, into
 # ~/.cache/catdog/, where the binary finds it with no variable set
@@ -106,6 +106,12 @@ soak:
 fuzz:
 	@scripts/fuzz.sh
 
+# The Lambda package as an OCI image, built without Docker (umoci): target/image/$(ARCH)/oci,
+# tag catdog (docs/deploy.md, "A container image"). MODEL=file.onnx MODEL_SHA256=<hex> puts
+# the model inside. The Dockerfile builds the same on AWS's base image from what this packs.
+image:
+	@scripts/image.sh --arch $(ARCH) $(if $(MODEL),--model "$(MODEL)" --model-sha256 "$(MODEL_SHA256)")
+
 # cargo fmt --check, cargo machete, cargo clippy -D warnings: the same
 # script the test command runs (it installs cargo-machete's locked version).
 lint:
@@ -134,7 +140,8 @@ define lambda-bootstrap
 	fi
 endef
 
-build-CatdogFunction:
+# template.yaml's CatdogManagedFunction (Hosting ManagedInstances) is the same package.
+build-CatdogFunction build-CatdogManagedFunction:
 	$(lambda-bootstrap)
 	@ORT_ARCH=$(ARCH) scripts/setup.sh --lambda-lib "$(ARTIFACTS_DIR)"
 

@@ -34,6 +34,9 @@ apt_from_lock chromium chromium-driver
 # aarch64 C and C++ runtimes as its sysroot) and the x86_64 one under
 # qemu-x86_64 -cpu Haswell; cargo-lambda builds the arm64 one with Rust's
 # aarch64 standard library.
+echo "== Debian packages (tools/apt.txt): umoci (the container image, built without Docker)"
+apt_from_lock umoci
+
 echo "== Debian packages (tools/apt.txt): qemu-user + libc6-arm64-cross + libstdc++6-arm64-cross (other CPUs' tests)"
 apt_from_lock qemu-user libc6-arm64-cross libstdc++6-arm64-cross
 # From the Rust toolchain's own distribution server, as the toolchain itself

@@ -21,6 +21,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use serde_json::json;
+
 use crate::support::package::*;
 use crate::support::*;
 
@@ -137,8 +139,12 @@ fn a_public_url_is_capped_and_access_is_scoped() {
     // The function may read the model object; read and tag the uploads;
     // read and write records under the results prefix; list the uploads
     // bucket (so a missing key is a 404): nothing else, no wildcard action.
-    assert_eq!(f["Policies"].as_array().unwrap().len(), 1);
-    let all = f["Policies"][0]["Statement"].as_array().unwrap();
+    assert_eq!(f["Policies"], serde_json::json!([{"Ref": "CatdogAccess"}]));
+    let access = &t["Resources"]["CatdogAccess"];
+    assert_eq!(access["Type"], "AWS::IAM::ManagedPolicy");
+    let all = access["Properties"]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap();
     let (statements, optional): (Vec<_>, Vec<_>) =
         all.iter().partition(|s| s.get("Fn::If").is_none());
     assert_eq!(
@@ -401,6 +407,144 @@ fn actions(statement: &serde_json::Value) -> Vec<String> {
     }
 }
 
+/// The function resources of template.yaml, each with the Hosting that
+/// makes it (its condition).
+const HOSTED: [(&str, &str); 3] = [
+    ("CatdogFunction", "OnDemand"),
+    ("CatdogSnapStartFunction", "SnapStart"),
+    ("CatdogManagedFunction", "ManagedInstances"),
+];
+
+/// What the template writes where it means "the classifier": `of` each
+/// function resource, chosen by Hosting.
+fn hosted(of: impl Fn(&str) -> serde_json::Value) -> serde_json::Value {
+    let ((first, on), rest) = HOSTED.split_first().unwrap();
+    let tail = match rest {
+        [(second, on2), (third, _)] => {
+            serde_json::json!({"Fn::If": [on2, of(second), of(third)]})
+        }
+        _ => unreachable!(),
+    };
+    serde_json::json!({"Fn::If": [on, of(first), tail]})
+}
+
+/// The three function resources are one function run three ways: every
+/// property but those that say how it runs is the same in each (an edit to
+/// one copy alone fails here), and each has only its own.
+#[test]
+fn every_hosting_runs_the_same_function_and_differs_only_in_how() {
+    let t = decoded_template();
+    let r = &t["Resources"];
+    let own: [&[&str]; 3] = [
+        // the zip on demand; provisioned concurrency may keep some warm
+        &[
+            "CodeUri",
+            "Handler",
+            "Runtime",
+            "EphemeralStorage",
+            "ProvisionedConcurrencyConfig",
+        ],
+        // the image, snapshotted at publish; /tmp at SnapStart's 512 MB
+        &["PackageType", "ImageUri", "SnapStart", "EphemeralStorage"],
+        // the zip on the capacity provider's instances
+        &[
+            "CodeUri",
+            "Handler",
+            "Runtime",
+            "EphemeralStorage",
+            "CapacityProviderConfig",
+        ],
+    ];
+    let props = |name: &str| r[name]["Properties"].as_object().unwrap().clone();
+    let (first, _) = HOSTED[0];
+    let first_props = props(first);
+    let shared: Vec<String> = first_props
+        .keys()
+        .filter(|k| !own[0].contains(&k.as_str()))
+        .cloned()
+        .collect();
+    for (i, (name, hosting)) in HOSTED.iter().enumerate() {
+        assert_eq!(r[name]["Type"], "AWS::Serverless::Function");
+        assert_eq!(r[name]["Condition"], *hosting, "{name}");
+        let p = props(name);
+        for key in &shared {
+            assert_eq!(
+                p.get(key),
+                first_props.get(key),
+                "{name}: {key} differs from {first}'s"
+            );
+        }
+        let mut keys: Vec<&str> = p
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !shared.iter().any(|s| s == k))
+            .collect();
+        keys.sort_unstable();
+        let mut want = own[i].to_vec();
+        want.sort_unstable();
+        assert_eq!(keys, want, "{name}'s own properties");
+    }
+    for key in [
+        "Environment",
+        "Policies",
+        "DeploymentPreference",
+        "Events",
+        "FunctionUrlConfig",
+    ] {
+        assert!(
+            shared.iter().any(|k| k == key),
+            "{key} is not shared: {shared:?}"
+        );
+    }
+    assert_eq!(t["Parameters"]["Hosting"]["Default"], "OnDemand");
+    // The zip on demand is what a deploy without parameters makes.
+    for (name, hosting) in HOSTED {
+        let on = evaluate(&json!({ "Condition": hosting }), &t, &json!({}));
+        assert_eq!(on, json!(name == "CatdogFunction"), "{name}");
+    }
+}
+
+/// What AWS would refuse halfway through a deploy is refused before it
+/// starts, saying what to change.
+#[test]
+fn a_hosting_without_what_it_needs_cannot_be_deployed() {
+    let t = decoded_template();
+    let refused = |given: serde_json::Value| refused_by_rules(&t, given);
+    let image = IMAGE;
+    let said = refused(json!({"Hosting": "SnapStart"}));
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains("ImageUri") && said[0].contains("make image"),
+        "{said:?}"
+    );
+    let said =
+        refused(json!({"Hosting": "SnapStart", "ImageUri": image, "ProvisionedConcurrency": 2}));
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].contains("ProvisionedConcurrency"), "{said:?}");
+    assert_eq!(
+        refused(json!({"Hosting": "SnapStart", "ImageUri": image})),
+        Vec::<String>::new()
+    );
+
+    let said = refused(json!({"Hosting": "ManagedInstances"}));
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].contains("SubnetIds"), "{said:?}");
+    let subnets = "subnet-0a,subnet-0b";
+    let said = refused(
+        json!({"Hosting": "ManagedInstances", "SubnetIds": subnets, "ProvisionedConcurrency": 1}),
+    );
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert_eq!(
+        refused(json!({"Hosting": "ManagedInstances", "SubnetIds": subnets})),
+        Vec::<String>::new()
+    );
+    // On demand needs neither.
+    assert_eq!(
+        refused(json!({"ProvisionedConcurrency": 3})),
+        Vec::<String>::new()
+    );
+}
+
 #[test]
 fn deploys_shift_the_live_alias_by_canary_and_roll_back_on_alarms() {
     let t = decoded_template();
@@ -440,8 +584,9 @@ fn deploys_shift_the_live_alias_by_canary_and_roll_back_on_alarms() {
         serde_json::json!([{"Ref": "LiveErrorsAlarm"}, {"Ref": "LiveThrottlesAlarm"}])
     );
     let live = serde_json::json!([
-        {"Name": "FunctionName", "Value": {"Ref": "CatdogFunction"}},
-        {"Name": "Resource", "Value": {"Fn::Sub": "${CatdogFunction}:live"}},
+        {"Name": "FunctionName", "Value": hosted(|f| serde_json::json!({"Ref": f}))},
+        {"Name": "Resource", "Value": {"Fn::Sub": ["${Function}:live",
+            {"Function": hosted(|f| serde_json::json!({"Ref": f}))}]}},
     ]);
     for alarm in ["LiveErrorsAlarm", "LiveThrottlesAlarm"] {
         assert_eq!(r[alarm]["Type"], "AWS::CloudWatch::Alarm", "{alarm}");
@@ -523,11 +668,11 @@ fn deploys_shift_the_live_alias_by_canary_and_roll_back_on_alarms() {
     assert_eq!(actions(invoke[0]), ["lambda:InvokeFunction"]);
     assert_eq!(
         invoke[0]["Resource"],
-        serde_json::json!({"Ref": "CatdogFunction.Alias"})
+        hosted(|f| serde_json::json!({"Ref": format!("{f}.Alias")}))
     );
     assert_eq!(
         t["Outputs"]["FunctionAliasArn"]["Value"],
-        serde_json::json!({"Ref": "CatdogFunction.Alias"})
+        hosted(|f| serde_json::json!({"Ref": format!("{f}.Alias")}))
     );
     for (permission, action) in [
         ("PublicUrlInvokeFunctionUrl", "lambda:InvokeFunctionUrl"),
@@ -538,7 +683,7 @@ fn deploys_shift_the_live_alias_by_canary_and_roll_back_on_alarms() {
         assert_eq!(p["Properties"]["Action"], action, "{permission}");
         assert_eq!(
             p["Properties"]["FunctionName"],
-            serde_json::json!({"Ref": "CatdogFunction.Alias"}),
+            hosted(|f| serde_json::json!({"Ref": format!("{f}.Alias")})),
             "{permission}"
         );
     }
@@ -568,7 +713,7 @@ fn the_hook_is_the_same_build_with_the_narrowest_permissions() {
     let vars = &h["Environment"]["Variables"];
     assert_eq!(
         vars["CATDOG_CHECK_FUNCTION"],
-        serde_json::json!({"Ref": "CatdogFunction.Version"})
+        hosted(|f| serde_json::json!({"Ref": format!("{f}.Version")}))
     );
     assert_eq!(
         sub_of(&vars["CATDOG_CHECKS"]),
@@ -620,7 +765,7 @@ fn the_hook_is_the_same_build_with_the_narrowest_permissions() {
         [
             (
                 vec!["lambda:InvokeFunction".to_string()],
-                serde_json::json!({"Ref": "CatdogFunction.Version"})
+                hosted(|f| serde_json::json!({"Ref": format!("{f}.Version")}))
             ),
             (
                 vec!["codedeploy:PutLifecycleEventHookExecutionStatus".to_string()],
@@ -643,7 +788,11 @@ fn the_hook_is_the_same_build_with_the_narrowest_permissions() {
     // Its make target reuses the function's build and takes no ONNX Runtime.
     let makefile = std::fs::read_to_string(workspace().join("Makefile")).unwrap();
     let recipe = |target: &str| -> Vec<String> {
-        let mut lines = makefile.lines().skip_while(|l| *l != format!("{target}:"));
+        // The rule whose targets (before its colon) include `target`.
+        let mut lines = makefile.lines().skip_while(|l| {
+            !l.split_once(':')
+                .is_some_and(|(targets, _)| targets.split_whitespace().any(|t| t == target))
+        });
         lines
             .next()
             .unwrap_or_else(|| panic!("Makefile has no {target}"));
@@ -653,6 +802,11 @@ fn the_hook_is_the_same_build_with_the_narrowest_permissions() {
             .collect()
     };
     assert_eq!(recipe("build-PreTrafficHook"), ["$(lambda-bootstrap)"]);
+    // Managed Instances run the same package as on demand.
+    assert_eq!(
+        recipe("build-CatdogManagedFunction"),
+        recipe("build-CatdogFunction")
+    );
     let function = recipe("build-CatdogFunction");
     assert_eq!(function[0], "$(lambda-bootstrap)");
     assert!(function[1].contains("--lambda-lib"), "{function:?}");
@@ -690,6 +844,9 @@ print(json.dumps(transform(tpl, json.loads(sys.argv[2]), NoManagedPolicies()), d
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// An image in ECR, as `ImageUri` names it.
+const IMAGE: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/catdog:v1";
+
 #[test]
 fn the_sam_transform_points_every_caller_at_the_alias_and_gates_it_with_the_hook() {
     const TEST: &str =
@@ -708,70 +865,142 @@ fn the_sam_transform_points_every_caller_at_the_alias_and_gates_it_with_the_hook
     let t = sam_transformed(
         &python,
         serde_json::json!({"ModelBucket": "models", "UploadsBucketName": "uploads",
-                           "ModelSha256": "0".repeat(64)}),
+                           "ModelSha256": "0".repeat(64), "ImageUri": IMAGE}),
     );
     // The rules reach CloudFormation, which checks them before it deploys.
     assert_eq!(t["Rules"], decoded_template()["Rules"]);
     let r = &t["Resources"];
-    let alias_ref = serde_json::json!({"Ref": "CatdogFunctionAliaslive"});
-    assert_eq!(r["CatdogFunctionAliaslive"]["Properties"]["Name"], "live");
-    // The URL and the queue's event source mapping serve the alias.
-    assert_eq!(
-        r["CatdogFunctionUrl"]["Properties"]["TargetFunctionArn"],
-        alias_ref
-    );
-    assert_eq!(
-        r["CatdogFunctionUploads"]["Type"],
-        "AWS::Lambda::EventSourceMapping"
-    );
-    assert_eq!(
-        r["CatdogFunctionUploads"]["Properties"]["FunctionName"],
-        alias_ref
-    );
-    // Traffic moves only through CodeDeploy, after the hook.
-    let update = &r["CatdogFunctionAliaslive"]["UpdatePolicy"]["CodeDeployLambdaAliasUpdate"];
-    assert_eq!(
-        update["BeforeAllowTrafficHook"],
-        serde_json::json!({"Ref": "PreTrafficHook"})
-    );
-    let group = &r["CatdogFunctionDeploymentGroup"]["Properties"];
-    assert_eq!(
-        group["DeploymentConfigName"]["Fn::Sub"][1]["ConfigName"],
-        "Canary10Percent5Minutes"
-    );
-    assert_eq!(group["AlarmConfiguration"]["Enabled"], true);
-    assert_eq!(
-        group["AlarmConfiguration"]["Alarms"],
-        serde_json::json!([{"Name": {"Ref": "LiveErrorsAlarm"}}, {"Name": {"Ref": "LiveThrottlesAlarm"}}])
-    );
-    assert!(group["AutoRollbackConfiguration"]["Events"]
-        .to_string()
-        .contains("DEPLOYMENT_STOP_ON_ALARM"));
+    // SAM leaves conditions to CloudFormation: each way of running is in
+    // the output, everything SAM makes of it under the Hosting's condition.
+    let mut versions = Vec::new();
+    for (name, hosting) in HOSTED {
+        let alias = format!("{name}Aliaslive");
+        let alias_ref = serde_json::json!({ "Ref": alias });
+        assert_eq!(r[&alias]["Properties"]["Name"], "live", "{name}");
+        for made in [
+            name.to_string(),
+            alias.clone(),
+            format!("{name}Url"),
+            format!("{name}Uploads"),
+            format!("{name}Role"),
+        ] {
+            assert_eq!(r[&made]["Condition"], hosting, "{made}");
+        }
+        // The URL and the queue's event source mapping serve the alias.
+        assert_eq!(
+            r[format!("{name}Url")]["Properties"]["TargetFunctionArn"],
+            alias_ref,
+            "{name}"
+        );
+        let uploads = &r[format!("{name}Uploads")];
+        assert_eq!(uploads["Type"], "AWS::Lambda::EventSourceMapping");
+        assert_eq!(uploads["Properties"]["FunctionName"], alias_ref, "{name}");
+        // Traffic moves only through CodeDeploy, after the hook.
+        let update = &r[&alias]["UpdatePolicy"]["CodeDeployLambdaAliasUpdate"];
+        assert_eq!(
+            update["BeforeAllowTrafficHook"],
+            serde_json::json!({"Ref": "PreTrafficHook"}),
+            "{name}"
+        );
+        let group = &r[format!("{name}DeploymentGroup")]["Properties"];
+        assert_eq!(
+            group["DeploymentConfigName"]["Fn::Sub"][1]["ConfigName"],
+            "Canary10Percent5Minutes"
+        );
+        assert_eq!(group["AlarmConfiguration"]["Enabled"], true);
+        assert_eq!(
+            group["AlarmConfiguration"]["Alarms"],
+            serde_json::json!([{"Name": {"Ref": "LiveErrorsAlarm"}}, {"Name": {"Ref": "LiveThrottlesAlarm"}}])
+        );
+        assert!(group["AutoRollbackConfiguration"]["Events"]
+            .to_string()
+            .contains("DEPLOYMENT_STOP_ON_ALARM"));
+        let version = r
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(k, v)| {
+                v["Type"] == "AWS::Lambda::Version" && k.starts_with(&format!("{name}Version"))
+            })
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| panic!("{name}: a published version"));
+        versions.push((name, version));
+    }
     // The role CodeDeploy invokes the hook with: invoking CodeDeployHook_* only.
     assert_eq!(
         r["CodeDeployServiceRole"]["Properties"]["ManagedPolicyArns"],
         serde_json::json!(["arn:aws:iam::aws:policy/service-role/AWSCodeDeployRoleForLambda"])
     );
     // The hook may invoke the version this deploy published, not the alias.
-    let version = r
-        .as_object()
-        .unwrap()
-        .iter()
-        .find(|(_, v)| v["Type"] == "AWS::Lambda::Version")
-        .map(|(k, _)| k.clone())
-        .expect("a published version");
-    let hook_policy = r["PreTrafficHookRole"]["Properties"]["Policies"].to_string();
+    let published = hosted(|f| {
+        let (_, v) = versions.iter().find(|(n, _)| *n == f).unwrap();
+        serde_json::json!({ "Ref": v })
+    });
+    let hook_policy = &r["PreTrafficHookRole"]["Properties"]["Policies"];
     assert!(
-        hook_policy.contains(&format!("{{\"Ref\":\"{version}\"}}")),
+        hook_policy.to_string().contains(&published.to_string()),
         "{hook_policy}"
     );
     assert_eq!(
         r["PreTrafficHook"]["Properties"]["Environment"]["Variables"]["CATDOG_CHECK_FUNCTION"],
-        serde_json::json!({"Ref": version})
+        published
     );
+    // Provisioned concurrency: on demand only.
     assert_eq!(
         r["CatdogFunctionAliaslive"]["Properties"]["ProvisionedConcurrencyConfig"]["Fn::If"][0],
         "HasProvisionedConcurrency"
+    );
+    for other in [
+        "CatdogSnapStartFunctionAliaslive",
+        "CatdogManagedFunctionAliaslive",
+    ] {
+        assert!(
+            r[other]["Properties"]
+                .get("ProvisionedConcurrencyConfig")
+                .is_none(),
+            "{other}"
+        );
+    }
+    // SnapStart: the image, snapshotted when a version is published, /tmp
+    // at SnapStart's limit.
+    let snap = &r["CatdogSnapStartFunction"]["Properties"];
+    assert_eq!(snap["PackageType"], "Image");
+    assert_eq!(snap["Code"], serde_json::json!({ "ImageUri": IMAGE }));
+    assert_eq!(
+        snap["SnapStart"],
+        serde_json::json!({"ApplyOn": "PublishedVersions"})
+    );
+    assert_eq!(snap["EphemeralStorage"], serde_json::json!({"Size": 512}));
+    // Managed Instances: the zip on the capacity provider's instances, so
+    // many invokes at once per environment.
+    let managed = &r["CatdogManagedFunction"]["Properties"];
+    let config = &managed["CapacityProviderConfig"]["LambdaManagedInstancesCapacityProviderConfig"];
+    assert_eq!(
+        config["PerExecutionEnvironmentMaxConcurrency"],
+        serde_json::json!({"Ref": "InvokesPerEnvironment"})
+    );
+    assert!(
+        config["CapacityProviderArn"]["Fn::Sub"]
+            .as_str()
+            .unwrap()
+            .ends_with(":capacity-provider:${CatdogCapacityProvider}"),
+        "{config}"
+    );
+    let provider = &r["CatdogCapacityProvider"];
+    assert_eq!(provider["Type"], "AWS::Lambda::CapacityProvider");
+    assert_eq!(provider["Condition"], "ManagedInstances");
+    let p = &provider["Properties"];
+    assert_eq!(
+        p["VpcConfig"]["SubnetIds"],
+        serde_json::json!({"Ref": "SubnetIds"})
+    );
+    assert_eq!(
+        p["CapacityProviderScalingConfig"]["MaxVCpuCount"],
+        serde_json::json!({"Ref": "MaxVCpuCount"})
+    );
+    assert_eq!(
+        p["InstanceRequirements"]["Architectures"],
+        serde_json::json!([{"Ref": "Architecture"}])
     );
 
     // AllAtOnce when asked for.

@@ -41,6 +41,8 @@ mod finetune;
 mod http_serve;
 // Keep-alive after early answers; the limit on the request's head.
 mod keep_alive;
+// `make image` unpacked and run chrooted, as the zip package answers.
+mod image;
 // `models/keras_to_onnx.py`: catdog's answers equal Keras's.
 mod keras;
 // The binary as a Lambda bootstrap under a stand-in Runtime API.

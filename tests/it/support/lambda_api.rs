@@ -251,6 +251,17 @@ impl Harness {
         for key in unset {
             cmd.env_remove(key);
         }
+        self.bootstrap_command(cmd, env, stdout)
+    }
+
+    /// Starts `cmd` (a bootstrap run some other way: from an image) as
+    /// Lambda would, with this Runtime API and `env`.
+    pub fn bootstrap_command(
+        &self,
+        mut cmd: std::process::Command,
+        env: &[(String, String)],
+        stdout: Stdio,
+    ) -> Proc {
         cmd.env("AWS_LAMBDA_RUNTIME_API", &self.addr)
             .env("AWS_LAMBDA_FUNCTION_NAME", "catdog")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "3008")

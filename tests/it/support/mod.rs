@@ -6,6 +6,7 @@
 pub mod emulator;
 pub mod lambda_api;
 pub mod package;
+pub mod package_run;
 pub mod presigned;
 pub mod skips;
 

@@ -137,6 +137,17 @@ pub fn evaluate(
         "Fn::And" => Value::Bool(all().all(|b| b.as_bool().unwrap())),
         "Fn::Or" => Value::Bool(all().any(|b| b.as_bool().unwrap())),
         "Condition" => evaluate(&t["Conditions"][args.as_str().unwrap()], t, given),
+        // A CommaDelimitedList's value is its text, members between commas.
+        "Fn::EachMemberEquals" => {
+            let list = arg(0);
+            let value = arg(1);
+            Value::Bool(
+                list.as_str()
+                    .unwrap_or_else(|| panic!("a list parameter's text: {list}"))
+                    .split(',')
+                    .all(|member| member == value.as_str().unwrap()),
+            )
+        }
         other => panic!("rule function {other} is not evaluated here"),
     }
 }

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# make image: the Lambda package (bootstrap + its ONNX Runtime library) as an
+# OCI image, built without a container engine (umoci), for `PackageType: Image`
+# and SnapStart (docs/deploy.md, "A container image without Docker").
+#
+#   scripts/image.sh [--arch x86_64|arm64] [--package DIR] [--model FILE --model-sha256 HEX] [--out DIR]
+#
+# --package  a built package folder (bootstrap + libonnxruntime.so.*); default:
+#            `make build-CatdogFunction` into OUT/package
+# --model    put the model in the image (/opt/catdog/model.onnx, MODEL_URI points
+#            at it): no S3 fetch at init, and nothing of it in /tmp under SnapStart
+# --out      default target/image/ARCH; the image is OUT/oci, tag `catdog`
+#
+# The root filesystem holds only what the bootstrap needs: its C and C++
+# runtimes (this machine's, or Debian's aarch64 cross runtimes for arm64, as
+# found through the ELF files' NEEDED entries), the CA bundle the AWS SDK's
+# TLS reads, and the label that lets Lambda snapshot it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+arch=${ARCH:-x86_64} package="" model="" model_sha="" out=""
+while (($#)); do
+  case $1 in
+    --arch) arch=$2; shift 2 ;;
+    --package) package=$2; shift 2 ;;
+    --model) model=$2; shift 2 ;;
+    --model-sha256) model_sha=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    *) echo "image: unknown argument $1 (see the top of $0)" >&2; exit 2 ;;
+  esac
+done
+log() { printf 'image: %s\n' "$*" >&2; }
+die() { log "$*"; exit 2; }
+
+case $arch in
+  x86_64) oci_arch=amd64 multiarch=x86_64-linux-gnu sysroot="" libdirs=(/lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu) ;;
+  arm64) oci_arch=arm64 multiarch=aarch64-linux-gnu sysroot=/usr/aarch64-linux-gnu libdirs=(/usr/aarch64-linux-gnu/lib) ;;
+  *) die "--arch $arch: x86_64 or arm64" ;;
+esac
+if [[ -n $model && ! $model_sha =~ ^[0-9a-fA-F]{64}$ ]]; then
+  die "--model needs --model-sha256 (64 hex digits, as \`catdog upload\` prints): the function serves only the bytes it names"
+fi
+command -v umoci > /dev/null || {
+  if command -v apt-get > /dev/null; then
+    source scripts/tools.sh
+    apt_from_lock umoci
+  else
+    die "umoci is not installed (Debian: apt-get install umoci; https://github.com/opencontainers/umoci)"
+  fi
+}
+out=${out:-target/image/$arch}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+if [[ -z $package ]]; then
+  package=$out/package
+  rm -rf "$package" && mkdir -p "$package"
+  log "building the $arch package into $package"
+  make --no-print-directory build-CatdogFunction ARTIFACTS_DIR="$package" ARCH="$arch" >&2
+fi
+bootstrap=$package/bootstrap
+library=$(compgen -G "$package/libonnxruntime.so*" | head -n 1) || true
+[[ -x $bootstrap && -f $library ]] || die "$package holds no bootstrap and libonnxruntime.so*"
+
+# The root filesystem, staged: what Lambda's provided.al2023 image has where
+# catdog looks (the bootstrap and its library in /var/runtime).
+root=$out/rootfs
+rm -rf "$root"
+mkdir -p "$root"/{var/runtime,var/task,tmp,etc/ssl/certs,lib/$multiarch}
+chmod 1777 "$root/tmp"
+cp "$bootstrap" "$library" "$root/var/runtime/"
+
+# The shared libraries the two ELF files need, and theirs, by name.
+needed() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; }
+find_lib() {
+  local dir
+  for dir in "${libdirs[@]}"; do
+    [[ -e $dir/$1 ]] && { echo "$dir/$1"; return 0; }
+  done
+  return 1
+}
+declare -A seen=()
+queue=("$bootstrap" "$library")
+while ((${#queue[@]})); do
+  file=${queue[0]} queue=("${queue[@]:1}")
+  for name in $(needed "$file"); do
+    [[ -n ${seen[$name]:-} || $name == libonnxruntime.so* ]] && continue
+    seen[$name]=1
+    lib=$(find_lib "$name") || die "$name (needed by $(basename "$file")) is in none of ${libdirs[*]}"
+    cp -L "$lib" "$root/lib/$multiarch/$name"
+    queue+=("$root/lib/$multiarch/$name")
+  done
+done
+interp=$(readelf -l "$bootstrap" | sed -n 's/.*interpreter: \(.*\)]/\1/p')
+[[ -n $interp ]] || die "$bootstrap names no program interpreter"
+mkdir -p "$root$(dirname "$interp")"
+cp -L "$sysroot$interp" "$root$interp"
+# The loader looks in the multiarch folder through its cache: made here for
+# the image's own files, so it never depends on the loader's built-in paths.
+echo "/lib/$multiarch" > "$root/etc/ld.so.conf"
+ldconfig -r "$root" 2> /dev/null || log "ldconfig -r failed: the loader falls back to its built-in paths"
+# Names resolve as glibc's default would, written down.
+printf 'hosts: files dns\n' > "$root/etc/nsswitch.conf"
+printf '127.0.0.1 localhost\n::1 localhost\n' > "$root/etc/hosts"
+cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt" \
+  || die "no CA bundle at /etc/ssl/certs/ca-certificates.crt (Debian: apt-get install ca-certificates)"
+
+# The image: one layer for the runtime, one for the model (when given), so
+# a new model reuses the runtime layer and the other way round.
+oci=$out/oci
+rm -rf "$oci"
+umoci init --layout "$oci"
+umoci new --image "$oci:catdog"
+umoci insert --image "$oci:catdog" "$root" / > /dev/null
+env=(--config.env "PATH=/usr/local/bin:/usr/bin:/bin"
+  --config.env "LAMBDA_TASK_ROOT=/var/task" --config.env "LAMBDA_RUNTIME_DIR=/var/runtime")
+if [[ -n $model ]]; then
+  umoci insert --image "$oci:catdog" "$model" /opt/catdog/model.onnx > /dev/null
+  env+=(--config.env "MODEL_URI=/opt/catdog/model.onnx" --config.env "MODEL_SHA256=$model_sha")
+fi
+umoci config --image "$oci:catdog" --os linux --architecture "$oci_arch" \
+  --config.entrypoint /var/runtime/bootstrap --config.workingdir /var/task "${env[@]}" \
+  --config.label com.amazonaws.lambda.feature.snapstart=Allow \
+  --config.label org.opencontainers.image.title=catdog
+umoci gc --layout "$oci"
+log "built $oci (tag catdog, $oci_arch$([[ -n $model ]] && echo ', model inside'))"
+echo "$oci:catdog"

@@ -1,0 +1,301 @@
+//! The container image (`make image`: scripts/image.sh, umoci, no container
+//! engine). Built from the zip package `sam build` makes, unpacked as an OCI
+//! runtime would (`umoci unpack`), its entrypoint run chrooted in its own
+//! root filesystem: it answers every event of `events/` as the zip package
+//! does, in cargo-lambda's emulator against the model on s3s-fs. An image
+//! with the model inside goes through SnapStart's lifecycle on the stand-in
+//! Runtime API and answers from the model it carries, with no S3 at all.
+//! The Dockerfile for users with Docker says what the image says.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+use crate::support::lambda_api::*;
+use crate::support::package::{runs, sam_cli, target_dir};
+use crate::support::package_run::*;
+use crate::support::*;
+
+/// The label that lets Lambda publish a SnapStart version of an image whose
+/// runtime may not call `/restore/next` itself.
+const SNAPSTART_LABEL: (&str, &str) = ("com.amazonaws.lambda.feature.snapstart", "Allow");
+
+/// The tools: the SAM CLI and cargo-lambda (the package), umoci (the image),
+/// and a mount namespace (the image's /proc, /dev and /sys; CI runs as root).
+fn tools(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let Some(sam) = sam_cli() else {
+        skip_or_fail(test, "the SAM CLI is not installed (make test installs it)");
+        return None;
+    };
+    let cargo_lambda = crate::support::emulator::cargo_lambda();
+    if !runs(&cargo_lambda, &["lambda", "--version"]) {
+        skip_or_fail(
+            test,
+            "cargo-lambda is not installed (make test installs it)",
+        );
+        return None;
+    }
+    if !runs(Path::new("umoci"), &["--version"]) {
+        skip_or_fail(test, "umoci is not installed (make test installs it)");
+        return None;
+    }
+    let namespace = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "true"])
+        .stderr(Stdio::null())
+        .status();
+    if !namespace.is_ok_and(|s| s.success()) {
+        skip_or_fail(
+            test,
+            "`unshare -m` cannot make a mount namespace here (these tests run as root)",
+        );
+        return None;
+    }
+    Some((sam, cargo_lambda))
+}
+
+/// `scripts/image.sh` over the package `pkg` (and `model` inside, with its
+/// digest), into `out`; then the image unpacked into `out/bundle`.
+fn build_image(pkg: &Package, out: &Path, model: Option<(&Path, &str)>) -> (PathBuf, Package) {
+    let _ = std::fs::remove_dir_all(out);
+    let mut cmd = Command::new(workspace().join("scripts/image.sh"));
+    cmd.arg("--package")
+        .arg(&pkg.dir)
+        .arg("--out")
+        .arg(out)
+        .args(["--arch", pkg.arch]);
+    if let Some((file, sha)) = model {
+        cmd.arg("--model").arg(file).args(["--model-sha256", sha]);
+    }
+    let built = succeed(&mut cmd);
+    let reference = String::from_utf8(built.stdout).unwrap();
+    assert_eq!(reference.trim(), format!("{}/oci:catdog", out.display()));
+    let bundle = out.join("bundle");
+    succeed(
+        Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(reference.trim())
+            .arg(&bundle),
+    );
+    (out.join("oci"), Package::from_image(pkg.arch, &bundle))
+}
+
+/// A blob of an OCI layout, by its digest (`sha256:…`), as JSON.
+fn blob(layout: &Path, digest: &Value) -> Value {
+    let hex = digest.as_str().unwrap().strip_prefix("sha256:").unwrap();
+    serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+}
+
+/// The image configuration of the layout's `catdog` tag.
+fn image_config(layout: &Path) -> Value {
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let tagged = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "catdog")
+        .unwrap_or_else(|| panic!("no catdog tag in {index}"));
+    let manifest = blob(layout, &tagged["digest"]);
+    blob(layout, &manifest["config"]["digest"])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_image_answers_every_event_as_the_zip_package_does() {
+    const TEST: &str = "image::the_image_answers_every_event_as_the_zip_package_does";
+    let Some((sam, cargo_lambda)) = tools(TEST) else {
+        return;
+    };
+    let zip = Package::build(&sam, &cargo_lambda, "x86_64", "image");
+    let out = target_dir().join(format!("image-test-{}", std::process::id()));
+    let (layout, image) = build_image(&zip, &out.join("plain"), None);
+
+    // What Lambda reads of the image: the label, the entrypoint, the CPU.
+    let config = image_config(&layout);
+    assert_eq!(config["architecture"], "amd64", "{config}");
+    assert_eq!(config["os"], "linux", "{config}");
+    let (label, value) = SNAPSTART_LABEL;
+    assert_eq!(config["config"]["Labels"][label], value, "{config}");
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        json!(["/var/runtime/bootstrap"])
+    );
+    // The zip's two files, byte for byte, and the runtimes they need.
+    for (inside, from) in [
+        ("/var/runtime/bootstrap", zip.bootstrap()),
+        (
+            &format!(
+                "/var/runtime/{}",
+                zip.library().file_name().unwrap().to_str().unwrap()
+            )[..],
+            zip.library(),
+        ),
+    ] {
+        let got = std::fs::read(image.image.as_ref().unwrap().path(inside)).unwrap();
+        assert!(got == std::fs::read(&from).unwrap(), "{inside} differs");
+    }
+    let root = &image.image.as_ref().unwrap().root;
+    let certs = std::fs::read_to_string(root.join("etc/ssl/certs/ca-certificates.crt")).unwrap();
+    assert!(
+        certs.matches("BEGIN CERTIFICATE").count() > 100,
+        "the CA bundle the AWS SDK's TLS reads"
+    );
+
+    let models = [(&TINY, fixture("tiny_torch_nchw.onnx"))];
+    let Some((_s3, endpoint)) = s3_with_models(TEST, &models).await else {
+        return;
+    };
+    let events = events();
+    assert!(events.len() >= 7, "events/ holds {} events", events.len());
+    for (name, _) in &events {
+        let key = format!("incoming/{}/my cat.jpg", name.trim_end_matches(".json"));
+        s3_put(&endpoint, "uploads", &key, event_photo()).await;
+    }
+    let mut runs = Vec::new();
+    for (pkg, what) in [(&zip, "zip"), (&image, "image")] {
+        let prefix = format!("results-{what}/");
+        let run = run(pkg, &endpoint, &TINY, &events, false, &prefix).await;
+        let records = records(&endpoint, &prefix, &events).await;
+        runs.push((run, records));
+    }
+    let ((z, z_records), (i, i_records)) = (&runs[0], &runs[1]);
+    // The image's bootstrap ran in the image's root, with its libraries.
+    assert_eq!(z.root, Path::new("/"));
+    assert_eq!(i.root, image.image.as_ref().unwrap().root);
+    let of = |answers: &[(String, Value)], records: &[(String, Value)], name: &str| {
+        let in_event = answers.iter().chain(records).filter(|(n, _)| n == name);
+        in_event
+            .flat_map(|(_, v)| predictions(v))
+            .collect::<Vec<_>>()
+    };
+    for ((name, za), (_, ia)) in z.answers.iter().zip(&i.answers) {
+        assert_eq!(
+            za.get("statusCode"),
+            ia.get("statusCode"),
+            "{name}: zip {za}\nimage {ia}\nimage log:\n{}",
+            i.log
+        );
+        // The same binary and library on the same CPU: the same numbers.
+        let (pz, pi) = (
+            of(&z.answers, z_records, name),
+            of(&i.answers, i_records, name),
+        );
+        assert_same_predictions(&format!("image {name}"), &pz, &pi, 0.0);
+    }
+    assert_eq!(z_records.len(), events.len() - 2, "{z_records:?}");
+    assert_eq!(i_records.len(), z_records.len(), "records written");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_with_the_model_inside_restores_and_answers_without_s3() {
+    const TEST: &str = "image::an_image_with_the_model_inside_restores_and_answers_without_s3";
+    let Some((sam, cargo_lambda)) = tools(TEST) else {
+        return;
+    };
+    let zip = Package::build(&sam, &cargo_lambda, "x86_64", "image-model");
+    let model = fixture("tiny_torch_nchw.onnx");
+    let sha = catdog::model::source::sha256_hex(&std::fs::read(&model).unwrap());
+    let out = target_dir().join(format!("image-model-test-{}", std::process::id()));
+    let (_, image) = build_image(&zip, &out, Some((&model, &sha)));
+    let inside = image.image.as_ref().unwrap();
+    assert!(
+        inside
+            .env
+            .contains(&("MODEL_URI".into(), "/opt/catdog/model.onnx".into())),
+        "{:?}",
+        inside.env
+    );
+
+    // SnapStart, and no S3 anywhere: an endpoint nothing listens on.
+    let mut harness = Harness::start().await;
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let env: Vec<(String, String)> = [
+        ("AWS_LAMBDA_INITIALIZATION_TYPE", "snap-start"),
+        ("AWS_ENDPOINT_URL_S3", closed.as_str()),
+        ("AWS_ACCESS_KEY_ID", "AKIAIMAGETEST"),
+        ("AWS_SECRET_ACCESS_KEY", "secret-of-the-test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let scratch = out.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let mut cmd = image.command(&scratch, false);
+    cmd.env_clear().envs(image.image_env());
+    let mut boot = harness.bootstrap_command(cmd, &env, Stdio::null());
+    harness.snapshotted().await;
+    harness.restore();
+    let red = std::fs::read(fixture("images/red.png")).unwrap();
+    let reply = harness
+        .invoke(
+            "r1",
+            with_body(event("function-url.json"), &red, "image/png"),
+        )
+        .await;
+    let (status, body) = http_of(reply, "r1");
+    let _ = boot.child.kill();
+    let log = boot.child.wait_with_output_ref();
+    assert_eq!(status, 200, "{body}\nlog:\n{log}");
+    // A local file is named by its file name alone (no paths in answers).
+    assert_eq!(body["model"]["uri"], "model.onnx", "{body}");
+    assert_eq!(body["model"]["sha256"], sha.as_str(), "{body}");
+    assert!(body["label"].is_string(), "{body}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Users with Docker build the same image on AWS's provided.al2023 base:
+/// the Dockerfile copies what `make image` packs, from where it puts it, and
+/// carries the same label.
+#[test]
+fn the_dockerfile_builds_on_provided_al2023_what_make_image_packs() {
+    let dockerfile = std::fs::read_to_string(workspace().join("Dockerfile")).unwrap();
+    let instructions: Vec<(&str, &str)> = dockerfile
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split_once(' '))
+        .collect();
+    let all = |word: &str| -> Vec<&str> {
+        instructions
+            .iter()
+            .filter(|(w, _)| *w == word)
+            .map(|(_, rest)| rest.trim())
+            .collect()
+    };
+    assert_eq!(all("FROM"), ["public.ecr.aws/lambda/provided:al2023"]);
+    let (label, value) = SNAPSTART_LABEL;
+    assert_eq!(all("LABEL"), [format!("{label}=\"{value}\"")]);
+    // The base image's entrypoint runs /var/runtime/bootstrap with the
+    // handler as its argument.
+    assert_eq!(all("CMD"), ["[\"bootstrap\"]"]);
+    let package = all("ARG")
+        .iter()
+        .find_map(|a| a.strip_prefix("PACKAGE="))
+        .expect("ARG PACKAGE=… names the package folder")
+        .to_string();
+    assert_eq!(
+        package, "target/image/x86_64/package",
+        "make image's folder"
+    );
+    let script = std::fs::read_to_string(workspace().join("scripts/image.sh")).unwrap();
+    assert!(
+        script.contains("out=${out:-target/image/$arch}")
+            && script.contains("package=$out/package"),
+        "scripts/image.sh builds the package where the Dockerfile reads it"
+    );
+    assert!(
+        script.contains(&format!("--config.label {label}={value}")),
+        "the same label in both"
+    );
+    assert_eq!(
+        all("COPY"),
+        ["${PACKAGE}/bootstrap ${PACKAGE}/libonnxruntime.so* /var/runtime/"]
+    );
+    let ignore = std::fs::read_to_string(workspace().join(".dockerignore")).unwrap();
+    assert!(
+        ignore.lines().any(|l| l == "!target/image/*/package/"),
+        "the build context is the package alone: {ignore}"
+    );
+}
