@@ -107,10 +107,11 @@ fuzz:
 	@scripts/fuzz.sh
 
 # The Lambda package as an OCI image, built without Docker (umoci): target/image/$(ARCH)/oci,
-# tag catdog (docs/deploy.md, "A container image"). MODEL=file.onnx MODEL_SHA256=<hex> puts
-# the model inside. The Dockerfile builds the same on AWS's base image from what this packs.
+# tag catdog (docs/deploy.md, "A container image"). MODEL=file.onnx puts the model inside
+# (MODEL_SHA256=<hex> checks it is that one). The Dockerfile builds the same on AWS's base
+# image from what this packs.
 image:
-	@scripts/image.sh --arch $(ARCH) $(if $(MODEL),--model "$(MODEL)" --model-sha256 "$(MODEL_SHA256)")
+	@scripts/image.sh --arch $(ARCH) $(if $(MODEL),--model "$(MODEL)") $(if $(MODEL_SHA256),--model-sha256 "$(MODEL_SHA256)")
 
 # cargo fmt --check, cargo machete, cargo clippy -D warnings: the same
 # script the test command runs (it installs cargo-machete's locked version).

@@ -3,13 +3,16 @@
 # OCI image, built without a container engine (umoci), for `PackageType: Image`
 # and SnapStart (docs/deploy.md, "A container image without Docker").
 #
-#   scripts/image.sh [--arch x86_64|arm64] [--package DIR] [--model FILE --model-sha256 HEX] [--out DIR]
+#   scripts/image.sh [--arch x86_64|arm64] [--package DIR] [--model FILE [--model-sha256 HEX]] [--out DIR]
 #
 # --package  a built package folder (bootstrap + libonnxruntime.so.*); default:
 #            `make build-CatdogFunction` into OUT/package
-# --model    put the model in the image (/opt/catdog/model.onnx, MODEL_URI points
-#            at it): no S3 fetch at init, and nothing of it in /tmp under SnapStart
-# --out      default target/image/ARCH; the image is OUT/oci, tag `catdog`
+# --model    put the model in the image (/opt/catdog/model.onnx, MODEL_URI and
+#            MODEL_SHA256 name it): no S3 fetch at init, nothing of it in /tmp;
+#            --model-sha256, when given, must be its digest
+# --out      default target/image/ARCH; the image is OUT/oci, tag `catdog`, and
+#            the package it holds is in OUT/package (what the Dockerfile copies)
+# --where    print OUT and stop
 #
 # The root filesystem holds only what the bootstrap needs: its C and C++
 # runtimes (this machine's, or Debian's aarch64 cross runtimes for arm64, as
@@ -18,14 +21,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-arch=${ARCH:-x86_64} package="" model="" model_sha="" out=""
+arch=${ARCH:-x86_64} package="" model="" model_sha="" out="" where=""
 while (($#)); do
   case $1 in
-    --arch) arch=$2; shift 2 ;;
-    --package) package=$2; shift 2 ;;
-    --model) model=$2; shift 2 ;;
-    --model-sha256) model_sha=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
+    --arch) arch=${2:?--arch needs x86_64 or arm64}; shift 2 ;;
+    --package) package=${2:?--package needs a folder}; shift 2 ;;
+    --model) model=${2:?--model needs a file}; shift 2 ;;
+    --model-sha256) model_sha=${2:?--model-sha256 needs 64 hex digits}; shift 2 ;;
+    --out) out=${2:?--out needs a folder}; shift 2 ;;
+    --where) where=1; shift ;;
     *) echo "image: unknown argument $1 (see the top of $0)" >&2; exit 2 ;;
   esac
 done
@@ -37,9 +41,18 @@ case $arch in
   arm64) oci_arch=arm64 multiarch=aarch64-linux-gnu sysroot=/usr/aarch64-linux-gnu libdirs=(/usr/aarch64-linux-gnu/lib) ;;
   *) die "--arch $arch: x86_64 or arm64" ;;
 esac
-if [[ -n $model && ! $model_sha =~ ^[0-9a-fA-F]{64}$ ]]; then
-  die "--model needs --model-sha256 (64 hex digits, as \`catdog upload\` prints): the function serves only the bytes it names"
+out=${out:-target/image/$arch}
+[[ -z $where ]] || { echo "$out"; exit 0; }
+if [[ -n $model ]]; then
+  [[ -f $model ]] || die "--model $model: no such file"
+  digest=$(sha256sum "$model" | cut -c1-64)
+  if [[ -n $model_sha && ${model_sha,,} != "$digest" ]]; then
+    die "--model-sha256 $model_sha is not the digest of $model ($digest)"
+  fi
+  model_sha=$digest
 fi
+# readelf's words, whatever the user's language.
+export LC_ALL=C
 command -v umoci > /dev/null || {
   if command -v apt-get > /dev/null; then
     source scripts/tools.sh
@@ -48,7 +61,6 @@ command -v umoci > /dev/null || {
     die "umoci is not installed (Debian: apt-get install umoci; https://github.com/opencontainers/umoci)"
   fi
 }
-out=${out:-target/image/$arch}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
@@ -57,10 +69,17 @@ if [[ -z $package ]]; then
   rm -rf "$package" && mkdir -p "$package"
   log "building the $arch package into $package"
   make --no-print-directory build-CatdogFunction ARTIFACTS_DIR="$package" ARCH="$arch" >&2
+elif [[ $(cd "$package" && pwd) != "$out/package" ]]; then
+  # Where the Dockerfile reads it, whichever package went in.
+  rm -rf "$out/package" && cp -r "$package" "$out/package"
 fi
 bootstrap=$package/bootstrap
-library=$(compgen -G "$package/libonnxruntime.so*" | head -n 1) || true
-[[ -x $bootstrap && -f $library ]] || die "$package holds no bootstrap and libonnxruntime.so*"
+shopt -s nullglob
+libraries=("$package"/libonnxruntime.so*)
+shopt -u nullglob
+[[ -x $bootstrap && ${#libraries[@]} == 1 ]] \
+  || die "$package must hold a bootstrap and one libonnxruntime.so* (it holds ${#libraries[@]})"
+library=${libraries[0]}
 
 # The root filesystem, staged: what Lambda's provided.al2023 image has where
 # catdog looks (the bootstrap and its library in /var/runtime).
@@ -83,7 +102,8 @@ declare -A seen=()
 queue=("$bootstrap" "$library")
 while ((${#queue[@]})); do
   file=${queue[0]} queue=("${queue[@]:1}")
-  for name in $(needed "$file"); do
+  names=$(needed "$file") || die "readelf cannot read $file"
+  for name in $names; do
     [[ -n ${seen[$name]:-} || $name == libonnxruntime.so* ]] && continue
     seen[$name]=1
     lib=$(find_lib "$name") || die "$name (needed by $(basename "$file")) is in none of ${libdirs[*]}"
@@ -91,14 +111,16 @@ while ((${#queue[@]})); do
     queue+=("$root/lib/$multiarch/$name")
   done
 done
-interp=$(readelf -l "$bootstrap" | sed -n 's/.*interpreter: \(.*\)]/\1/p')
+interp=$(readelf -l "$bootstrap" | sed -n 's/.*interpreter: \(.*\)]/\1/p') || die "readelf cannot read $bootstrap"
 [[ -n $interp ]] || die "$bootstrap names no program interpreter"
 mkdir -p "$root$(dirname "$interp")"
 cp -L "$sysroot$interp" "$root$interp"
-# The loader looks in the multiarch folder through its cache: made here for
-# the image's own files, so it never depends on the loader's built-in paths.
+# The loader finds the multiarch folder through its cache, made here for the
+# image's own files (Debian's loader also searches it by default; the
+# x86_64 image is tested, the arm64 one is built, not run, here).
 echo "/lib/$multiarch" > "$root/etc/ld.so.conf"
-ldconfig -r "$root" 2> /dev/null || log "ldconfig -r failed: the loader falls back to its built-in paths"
+ldconfig=$(PATH=$PATH:/sbin:/usr/sbin command -v ldconfig) || die "no ldconfig (Debian: libc-bin)"
+"$ldconfig" -r "$root" || die "ldconfig -r $root failed"
 # Names resolve as glibc's default would, written down.
 printf 'hosts: files dns\n' > "$root/etc/nsswitch.conf"
 printf '127.0.0.1 localhost\n::1 localhost\n' > "$root/etc/hosts"

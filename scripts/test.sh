@@ -30,13 +30,14 @@ source scripts/tools.sh
 echo "== Debian packages (tools/apt.txt): chromium + chromium-driver (browser test of the upload page)"
 apt_from_lock chromium chromium-driver
 
+# tests/it/image.rs builds the container image with umoci.
+echo "== Debian packages (tools/apt.txt): umoci (the container image, built without Docker)"
+apt_from_lock umoci
+
 # tests/it/cpus.rs runs the arm64 package under qemu-aarch64 (with Debian's
 # aarch64 C and C++ runtimes as its sysroot) and the x86_64 one under
 # qemu-x86_64 -cpu Haswell; cargo-lambda builds the arm64 one with Rust's
 # aarch64 standard library.
-echo "== Debian packages (tools/apt.txt): umoci (the container image, built without Docker)"
-apt_from_lock umoci
-
 echo "== Debian packages (tools/apt.txt): qemu-user + libc6-arm64-cross + libstdc++6-arm64-cross (other CPUs' tests)"
 apt_from_lock qemu-user libc6-arm64-cross libstdc++6-arm64-cross
 # From the Rust toolchain's own distribution server, as the toolchain itself

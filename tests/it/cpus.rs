@@ -19,24 +19,14 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::support::package::{package_inputs, runs, sam_cli};
+use crate::support::package::{package_inputs, runs};
 use crate::support::package_run::*;
 use crate::support::*;
 
-/// The tools these tests need, or why not.
+/// The tools these tests need beyond a package's: qemu and the aarch64
+/// runtimes, for the other CPUs.
 fn tools(test: &str) -> Option<(PathBuf, PathBuf)> {
-    let Some(sam) = sam_cli() else {
-        skip_or_fail(test, "the SAM CLI is not installed (make test installs it)");
-        return None;
-    };
-    let cargo_lambda = crate::support::emulator::cargo_lambda();
-    if !runs(&cargo_lambda, &["lambda", "--version"]) {
-        skip_or_fail(
-            test,
-            "cargo-lambda is not installed (make test installs it)",
-        );
-        return None;
-    }
+    let tools = package_tools(test)?;
     if !runs(Path::new("qemu-aarch64"), &["--version"])
         || !runs(Path::new("qemu-x86_64"), &["--version"])
         || !Path::new(ARM_SYSROOT).join("lib/libstdc++.so.6").exists()
@@ -48,20 +38,7 @@ fn tools(test: &str) -> Option<(PathBuf, PathBuf)> {
         );
         return None;
     }
-    // The ARM /proc/cpuinfo and the hidden CPU lists are bind mounts in a
-    // mount namespace of the run's own: root's right (CI runs as root).
-    let namespace = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "true"])
-        .stderr(Stdio::null())
-        .status();
-    if !namespace.is_ok_and(|s| s.success()) {
-        skip_or_fail(
-            test,
-            "`unshare -m` cannot make a mount namespace here (these tests run as root)",
-        );
-        return None;
-    }
-    Some((sam, cargo_lambda))
+    Some(tools)
 }
 
 /// Whether Rust's aarch64 standard library is installed (cargo-lambda's
@@ -132,15 +109,6 @@ async fn the_arm64_package_answers_every_event_as_the_x86_64_package_does() {
             runs.push((run, records));
         }
         let ((x, x_records), (a, a_records)) = (&runs[0], &runs[1]);
-        // Each event's predictions: in its answer (HTTP bodies, Batch
-        // results) and in the record its object got (S3, SQS, EventBridge,
-        // Batch); together never empty.
-        let of = |answers: &[(String, Value)], records: &[(String, Value)], name: &str| {
-            let in_event = answers.iter().chain(records).filter(|(n, _)| n == name);
-            in_event
-                .flat_map(|(_, v)| predictions(v))
-                .collect::<Vec<_>>()
-        };
         for ((name, xa), (_, aa)) in x.answers.iter().zip(&a.answers) {
             assert_eq!(
                 xa.get("statusCode"),
@@ -149,8 +117,8 @@ async fn the_arm64_package_answers_every_event_as_the_x86_64_package_does() {
                 a.log
             );
             let (px, pa) = (
-                of(&x.answers, x_records, name),
-                of(&a.answers, a_records, name),
+                event_predictions(&x.answers, x_records, name),
+                event_predictions(&a.answers, a_records, name),
             );
             let diff = assert_same_predictions(&format!("{what} {name}"), &px, &pa, ACROSS_CPUS);
             eprintln!(

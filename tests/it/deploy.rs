@@ -466,13 +466,29 @@ fn every_hosting_runs_the_same_function_and_differs_only_in_how() {
     for (i, (name, hosting)) in HOSTED.iter().enumerate() {
         assert_eq!(r[name]["Type"], "AWS::Serverless::Function");
         assert_eq!(r[name]["Condition"], *hosting, "{name}");
-        let p = props(name);
+        let mut p = props(name);
+        if *hosting == "SnapStart" {
+            // Its one difference: the model may come from the image.
+            let uri = &mut p["Environment"]["Variables"]["MODEL_URI"];
+            let s3 = &first_props["Environment"]["Variables"]["MODEL_URI"];
+            assert_eq!(
+                *uri,
+                json!({"Fn::If": ["ModelFromTheImage", {"Ref": "AWS::NoValue"}, s3]})
+            );
+            *uri = s3.clone();
+        }
         for key in &shared {
             assert_eq!(
                 p.get(key),
                 first_props.get(key),
                 "{name}: {key} differs from {first}'s"
             );
+        }
+        // The two zips are the same package, /tmp alike.
+        if *hosting == "ManagedInstances" {
+            for key in ["CodeUri", "Handler", "Runtime", "EphemeralStorage"] {
+                assert_eq!(p.get(key), first_props.get(key), "{name}: {key}");
+            }
         }
         let mut keys: Vec<&str> = p
             .keys()
@@ -534,10 +550,28 @@ fn a_hosting_without_what_it_needs_cannot_be_deployed() {
         json!({"Hosting": "ManagedInstances", "SubnetIds": subnets, "ProvisionedConcurrency": 1}),
     );
     assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].contains("ProvisionedConcurrency"), "{said:?}");
     assert_eq!(
         refused(json!({"Hosting": "ManagedInstances", "SubnetIds": subnets})),
         Vec::<String>::new()
     );
+    // A model inside an image: only the image can carry it.
+    let said = refused(json!({"ModelInImage": "true"}));
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].contains("SnapStart"), "{said:?}");
+    let inside = json!({"Hosting": "SnapStart", "ImageUri": image, "ModelInImage": "true"});
+    assert_eq!(refused(inside.clone()), Vec::<String>::new());
+    // ... and then the function names no S3 model, so the image's applies.
+    let env = &t["Resources"]["CatdogSnapStartFunction"]["Properties"]["Environment"]["Variables"];
+    let from_image = evaluate(&json!({"Condition": "ModelFromTheImage"}), &t, &inside);
+    assert_eq!(from_image, json!(true));
+    let not_asked = evaluate(
+        &json!({"Condition": "ModelFromTheImage"}),
+        &t,
+        &json!({"Hosting": "SnapStart"}),
+    );
+    assert_eq!(not_asked, json!(false));
+    assert_eq!(env["MODEL_URI"]["Fn::If"][0], "ModelFromTheImage");
     // On demand needs neither.
     assert_eq!(
         refused(json!({"ProvisionedConcurrency": 3})),

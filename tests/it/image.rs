@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use serde_json::{json, Value};
 
 use crate::support::lambda_api::*;
-use crate::support::package::{runs, sam_cli, target_dir};
+use crate::support::package::{runs, target_dir};
 use crate::support::package_run::*;
 use crate::support::*;
 
@@ -21,41 +21,18 @@ use crate::support::*;
 /// runtime may not call `/restore/next` itself.
 const SNAPSTART_LABEL: (&str, &str) = ("com.amazonaws.lambda.feature.snapstart", "Allow");
 
-/// The tools: the SAM CLI and cargo-lambda (the package), umoci (the image),
-/// and a mount namespace (the image's /proc, /dev and /sys; CI runs as root).
+/// Besides what any package run takes, umoci, which builds the image.
 fn tools(test: &str) -> Option<(PathBuf, PathBuf)> {
-    let Some(sam) = sam_cli() else {
-        skip_or_fail(test, "the SAM CLI is not installed (make test installs it)");
-        return None;
-    };
-    let cargo_lambda = crate::support::emulator::cargo_lambda();
-    if !runs(&cargo_lambda, &["lambda", "--version"]) {
-        skip_or_fail(
-            test,
-            "cargo-lambda is not installed (make test installs it)",
-        );
-        return None;
-    }
+    let tools = package_tools(test)?;
     if !runs(Path::new("umoci"), &["--version"]) {
         skip_or_fail(test, "umoci is not installed (make test installs it)");
         return None;
     }
-    let namespace = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "true"])
-        .stderr(Stdio::null())
-        .status();
-    if !namespace.is_ok_and(|s| s.success()) {
-        skip_or_fail(
-            test,
-            "`unshare -m` cannot make a mount namespace here (these tests run as root)",
-        );
-        return None;
-    }
-    Some((sam, cargo_lambda))
+    Some(tools)
 }
 
-/// `scripts/image.sh` over the package `pkg` (and `model` inside, with its
-/// digest), into `out`; then the image unpacked into `out/bundle`.
+/// `scripts/image.sh` over the package `pkg` (and `model` inside, checked
+/// against its digest), into `out`; then the image unpacked into `out/bundle`.
 fn build_image(pkg: &Package, out: &Path, model: Option<(&Path, &str)>) -> (PathBuf, Package) {
     let _ = std::fs::remove_dir_all(out);
     let mut cmd = Command::new(workspace().join("scripts/image.sh"));
@@ -162,12 +139,6 @@ async fn the_image_answers_every_event_as_the_zip_package_does() {
     // The image's bootstrap ran in the image's root, with its libraries.
     assert_eq!(z.root, Path::new("/"));
     assert_eq!(i.root, image.image.as_ref().unwrap().root);
-    let of = |answers: &[(String, Value)], records: &[(String, Value)], name: &str| {
-        let in_event = answers.iter().chain(records).filter(|(n, _)| n == name);
-        in_event
-            .flat_map(|(_, v)| predictions(v))
-            .collect::<Vec<_>>()
-    };
     for ((name, za), (_, ia)) in z.answers.iter().zip(&i.answers) {
         assert_eq!(
             za.get("statusCode"),
@@ -177,8 +148,8 @@ async fn the_image_answers_every_event_as_the_zip_package_does() {
         );
         // The same binary and library on the same CPU: the same numbers.
         let (pz, pi) = (
-            of(&z.answers, z_records, name),
-            of(&i.answers, i_records, name),
+            event_predictions(&z.answers, z_records, name),
+            event_predictions(&i.answers, i_records, name),
         );
         assert_same_predictions(&format!("image {name}"), &pz, &pi, 0.0);
     }
@@ -197,8 +168,27 @@ async fn an_image_with_the_model_inside_restores_and_answers_without_s3() {
     let model = fixture("tiny_torch_nchw.onnx");
     let sha = catdog::model::source::sha256_hex(&std::fs::read(&model).unwrap());
     let out = target_dir().join(format!("image-model-test-{}", std::process::id()));
+    // A digest that is not the model's is refused before anything is built.
+    let wrong = Command::new(workspace().join("scripts/image.sh"))
+        .arg("--package")
+        .arg(&zip.dir)
+        .arg("--out")
+        .arg(&out)
+        .arg("--model")
+        .arg(&model)
+        .args(["--model-sha256", &"0".repeat(64)])
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(said.contains("is not the digest of"), "{said}");
     let (_, image) = build_image(&zip, &out, Some((&model, &sha)));
     let inside = image.image.as_ref().unwrap();
+    assert!(
+        inside.env.contains(&("MODEL_SHA256".into(), sha.clone())),
+        "{:?}",
+        inside.env
+    );
     assert!(
         inside
             .env
@@ -238,6 +228,9 @@ async fn an_image_with_the_model_inside_restores_and_answers_without_s3() {
     let (status, body) = http_of(reply, "r1");
     let _ = boot.child.kill();
     let log = boot.child.wait_with_output_ref();
+    // Nothing of the model went through the image's /tmp.
+    let tmp: Vec<_> = std::fs::read_dir(inside.path("/tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
     assert_eq!(status, 200, "{body}\nlog:\n{log}");
     // A local file is named by its file name alone (no paths in answers).
     assert_eq!(body["model"]["uri"], "model.onnx", "{body}");
@@ -247,10 +240,19 @@ async fn an_image_with_the_model_inside_restores_and_answers_without_s3() {
 }
 
 /// Users with Docker build the same image on AWS's provided.al2023 base:
-/// the Dockerfile copies what `make image` packs, from where it puts it, and
-/// carries the same label.
-#[test]
-fn the_dockerfile_builds_on_provided_al2023_what_make_image_packs() {
+/// the Dockerfile copies what `make image` packs, from where it puts it, to
+/// the folder the image's entrypoint is in, and carries the image's labels.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dockerfile_builds_what_make_image_makes_on_provided_al2023() {
+    const TEST: &str = "image::the_dockerfile_builds_what_make_image_makes_on_provided_al2023";
+    let Some((sam, cargo_lambda)) = tools(TEST) else {
+        return;
+    };
+    let zip = Package::build(&sam, &cargo_lambda, "x86_64", "image-docker");
+    let out = target_dir().join(format!("image-docker-test-{}", std::process::id()));
+    let (layout, image) = build_image(&zip, &out, None);
+    let config = image_config(&layout)["config"].clone();
+
     let dockerfile = std::fs::read_to_string(workspace().join("Dockerfile")).unwrap();
     let instructions: Vec<(&str, &str)> = dockerfile
         .lines()
@@ -265,37 +267,65 @@ fn the_dockerfile_builds_on_provided_al2023_what_make_image_packs() {
             .collect()
     };
     assert_eq!(all("FROM"), ["public.ecr.aws/lambda/provided:al2023"]);
-    let (label, value) = SNAPSTART_LABEL;
-    assert_eq!(all("LABEL"), [format!("{label}=\"{value}\"")]);
+    let labels: Vec<String> = config["Labels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("com.amazonaws.lambda."))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    assert_eq!(all("LABEL"), labels, "{config}");
     // The base image's entrypoint runs /var/runtime/bootstrap with the
-    // handler as its argument.
+    // handler as its argument; ours is that file.
     assert_eq!(all("CMD"), ["[\"bootstrap\"]"]);
+    assert_eq!(config["Entrypoint"], json!(["/var/runtime/bootstrap"]));
     let package = all("ARG")
         .iter()
         .find_map(|a| a.strip_prefix("PACKAGE="))
         .expect("ARG PACKAGE=… names the package folder")
         .to_string();
-    assert_eq!(
-        package, "target/image/x86_64/package",
-        "make image's folder"
+    // Where `make image` (no --out) puts the package.
+    let made = succeed(
+        Command::new(workspace().join("scripts/image.sh"))
+            .args(["--arch", "x86_64", "--where"])
+            .current_dir(workspace()),
     );
-    let script = std::fs::read_to_string(workspace().join("scripts/image.sh")).unwrap();
-    assert!(
-        script.contains("out=${out:-target/image/$arch}")
-            && script.contains("package=$out/package"),
-        "scripts/image.sh builds the package where the Dockerfile reads it"
-    );
-    assert!(
-        script.contains(&format!("--config.label {label}={value}")),
-        "the same label in both"
-    );
-    assert_eq!(
-        all("COPY"),
-        ["${PACKAGE}/bootstrap ${PACKAGE}/libonnxruntime.so* /var/runtime/"]
-    );
+    let default_out = String::from_utf8(made.stdout).unwrap();
+    assert_eq!(format!("{}/package", default_out.trim()), package);
+    // ... a copy of the package the image holds, whichever went in.
+    for file in [zip.bootstrap(), zip.library()] {
+        let copied = out.join("package").join(file.file_name().unwrap());
+        assert!(
+            std::fs::read(&copied).unwrap() == std::fs::read(&file).unwrap(),
+            "{copied:?}"
+        );
+    }
+    let copy = all("COPY");
+    assert_eq!(copy.len(), 1, "{copy:?}");
+    let (sources, target) = copy[0].rsplit_once(' ').unwrap();
+    assert_eq!(target, "/var/runtime/");
+    // Every file of the image's /var/runtime comes from the package.
+    let runtime: Vec<String> = std::fs::read_dir(image.image.as_ref().unwrap().path(target))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for file in &runtime {
+        let copied = sources.split_whitespace().any(|pattern| {
+            let pattern = pattern.replace("${PACKAGE}/", "");
+            match pattern.strip_suffix('*') {
+                Some(prefix) => file.starts_with(prefix),
+                None => *file == pattern,
+            }
+        });
+        assert!(
+            copied,
+            "{file} of the image is not in the Dockerfile's COPY {sources}"
+        );
+    }
     let ignore = std::fs::read_to_string(workspace().join(".dockerignore")).unwrap();
     assert!(
         ignore.lines().any(|l| l == "!target/image/*/package/"),
         "the build context is the package alone: {ignore}"
     );
+    let _ = std::fs::remove_dir_all(&out);
 }

@@ -180,11 +180,41 @@ impl Package {
 
     /// The command that starts the bootstrap as Lambda would on this
     /// package's CPU: directly on x86_64, under qemu-aarch64 with an ARM
-    /// /proc/cpuinfo on arm64; with `hide_cpu_lists`, over empty
-    /// /sys/devices/system/cpu/{possible,present} as on Lambda arm64.
+    /// /proc/cpuinfo on arm64, chrooted in an image's root; with
+    /// `hide_cpu_lists`, over empty /sys/devices/system/cpu/{possible,present}
+    /// as on Lambda arm64.
     pub fn command(&self, scratch: &Path, hide_cpu_lists: bool) -> Command {
-        // An image's root gets what Lambda mounts into every environment,
-        // and every path below is the image's.
+        assert!(
+            self.image.is_none() || self.arch == "x86_64",
+            "an arm64 image runs under no emulator here: qemu is not inside its root"
+        );
+        let mounts = self.mounts(scratch, hide_cpu_lists);
+        let program = self.program();
+        if mounts.is_empty() {
+            let mut cmd = Command::new(&program[0]);
+            cmd.args(&program[1..]);
+            return cmd;
+        }
+        // sh binds each pair, then becomes the program: the same process, so
+        // its pid is the bootstrap's (or qemu's, whose threads are the guest's).
+        let mut script = String::from("set -e\n");
+        for (i, _) in mounts.iter().enumerate() {
+            script += &format!("mount --bind \"${}\" \"${}\"\n", 2 * i + 1, 2 * i + 2);
+        }
+        script += &format!("shift {}\nexec \"$@\"\n", 2 * mounts.len());
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"]);
+        for (from, to) in &mounts {
+            cmd.arg(from).arg(to);
+        }
+        cmd.args(&program);
+        cmd
+    }
+
+    /// What is bind-mounted where before the bootstrap starts. An image's
+    /// root gets what Lambda mounts into every environment, and every path
+    /// after that is the image's.
+    fn mounts(&self, scratch: &Path, hide_cpu_lists: bool) -> Vec<(PathBuf, PathBuf)> {
         let mut mounts = Vec::new();
         let at = |path: &str| match &self.image {
             Some(image) => image.path(path),
@@ -211,13 +241,14 @@ impl Package {
                 ));
             }
         }
-        assert!(
-            self.image.is_none() || self.arch == "x86_64",
-            "an arm64 image runs under no emulator here: qemu is not inside its root"
-        );
+        mounts
+    }
+
+    /// The bootstrap's command line: chrooted into an image (then chdir,
+    /// then exec: still the same process), under qemu on arm64.
+    fn program(&self) -> Vec<PathBuf> {
         let mut program: Vec<PathBuf> = Vec::new();
         if let Some(image) = &self.image {
-            // chroot and chdir, then exec: still the same process.
             program.push("unshare".into());
             program.push(format!("--root={}", image.root.display()).into());
             program.push(format!("--wd={}", image.cwd).into());
@@ -229,26 +260,38 @@ impl Package {
             Some(image) => program.extend(image.args.iter().map(PathBuf::from)),
             None => program.push(self.bootstrap()),
         }
-        if mounts.is_empty() {
-            let mut cmd = Command::new(&program[0]);
-            cmd.args(&program[1..]);
-            return cmd;
-        }
-        // sh binds each pair, then becomes the program: the same process, so
-        // its pid is the bootstrap's (or qemu's, whose threads are the guest's).
-        let mut script = String::from("set -e\n");
-        for (i, _) in mounts.iter().enumerate() {
-            script += &format!("mount --bind \"${}\" \"${}\"\n", 2 * i + 1, 2 * i + 2);
-        }
-        script += &format!("shift {}\nexec \"$@\"\n", 2 * mounts.len());
-        let mut cmd = Command::new("unshare");
-        cmd.args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"]);
-        for (from, to) in &mounts {
-            cmd.arg(from).arg(to);
-        }
-        cmd.args(&program);
-        cmd
+        program
     }
+}
+
+/// What running a package takes: the SAM CLI and cargo-lambda (to build
+/// it, and its emulator to run it) and a mount namespace (the bind mounts
+/// above are root's right; CI runs as root), or why a test cannot run.
+pub fn package_tools(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let Some(sam) = super::package::sam_cli() else {
+        skip_or_fail(test, "the SAM CLI is not installed (make test installs it)");
+        return None;
+    };
+    let cargo_lambda = crate::support::emulator::cargo_lambda();
+    if !super::package::runs(&cargo_lambda, &["lambda", "--version"]) {
+        skip_or_fail(
+            test,
+            "cargo-lambda is not installed (make test installs it)",
+        );
+        return None;
+    }
+    let namespace = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "true"])
+        .stderr(Stdio::null())
+        .status();
+    if !namespace.is_ok_and(|s| s.success()) {
+        skip_or_fail(
+            test,
+            "`unshare -m` cannot make a mount namespace here (these tests run as root)",
+        );
+        return None;
+    }
+    Some((sam, cargo_lambda))
 }
 
 /// The model and its settings a run uses.
@@ -302,7 +345,7 @@ pub async fn run(
     let digest =
         catdog::model::source::sha256_hex(&stored.body.collect().await.unwrap().into_bytes());
     let scratch = std::env::temp_dir().join(format!(
-        "catdog-cpus-{}-{}-{}",
+        "catdog-package-run-{}-{}-{}",
         std::process::id(),
         pkg.arch,
         results_prefix.trim_end_matches('/')
@@ -418,33 +461,52 @@ fn collect_predictions(v: &Value, out: &mut Vec<(String, BTreeMap<String, f32>)>
     }
 }
 
+/// The predictions of the event `name`: in its answer (HTTP bodies, Batch
+/// results) and in the record its object got (S3, SQS, EventBridge, Batch);
+/// together never empty.
+pub fn event_predictions(
+    answers: &[(String, Value)],
+    records: &[(String, Value)],
+    name: &str,
+) -> Vec<(String, BTreeMap<String, f32>)> {
+    let in_event = answers.iter().chain(records).filter(|(n, _)| n == name);
+    in_event.flat_map(|(_, v)| predictions(v)).collect()
+}
+
 /// Asserts two runs' predictions agree: labels equal, scores within `tol`;
 /// returns the largest score difference.
 pub fn assert_same_predictions(
     what: &str,
-    x86: &[(String, BTreeMap<String, f32>)],
-    arm: &[(String, BTreeMap<String, f32>)],
+    expected: &[(String, BTreeMap<String, f32>)],
+    actual: &[(String, BTreeMap<String, f32>)],
     tol: f32,
 ) -> f32 {
     let mut largest = 0f32;
     assert!(
-        !x86.is_empty(),
-        "{what}: no prediction in the x86_64 answer"
+        !expected.is_empty(),
+        "{what}: no prediction in the expected answer"
     );
-    assert_eq!(x86.len(), arm.len(), "{what}: {x86:?}\nvs arm64 {arm:?}");
-    for ((lx, sx), (la, sa)) in x86.iter().zip(arm) {
-        assert_eq!(lx, la, "{what}: labels differ: x86_64 {sx:?}, arm64 {sa:?}");
+    assert_eq!(
+        expected.len(),
+        actual.len(),
+        "{what}: expected {expected:?}\nactual {actual:?}"
+    );
+    for ((le, se), (la, sa)) in expected.iter().zip(actual) {
         assert_eq!(
-            sx.keys().collect::<Vec<_>>(),
+            le, la,
+            "{what}: labels differ: expected {se:?}, actual {sa:?}"
+        );
+        assert_eq!(
+            se.keys().collect::<Vec<_>>(),
             sa.keys().collect::<Vec<_>>(),
             "{what}"
         );
-        for (k, x) in sx {
+        for (k, e) in se {
             let a = sa[k];
-            largest = largest.max((x - a).abs());
+            largest = largest.max((e - a).abs());
             assert!(
-                (x - a).abs() <= tol,
-                "{what}: score {k} {x} on x86_64, {a} on arm64 (tolerance {tol})"
+                (e - a).abs() <= tol,
+                "{what}: score {k} {e} expected, {a} actual (tolerance {tol})"
             );
         }
     }
