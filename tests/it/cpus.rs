@@ -91,10 +91,7 @@ async fn the_arm64_package_answers_every_event_as_the_x86_64_package_does() {
     };
     let events = events();
     assert!(events.len() >= 7, "events/ holds {} events", events.len());
-    for (name, _) in &events {
-        let key = format!("incoming/{}/my cat.jpg", name.trim_end_matches(".json"));
-        s3_put(&endpoint, "uploads", &key, event_photo()).await;
-    }
+    put_event_photos(&endpoint, &events).await;
     let url_event = only(events.clone(), "function-url.json");
 
     for (model, events, what) in [
@@ -103,30 +100,13 @@ async fn the_arm64_package_answers_every_event_as_the_x86_64_package_does() {
     ] {
         let mut runs = Vec::new();
         for pkg in [&x86, &arm] {
-            let prefix = format!("results-{}-{what}/", pkg.arch);
-            let run = run(pkg, &endpoint, model, events, false, &prefix).await;
-            let records = records(&endpoint, &prefix, events).await;
-            runs.push((run, records));
+            let tag = format!("{}-{what}", pkg.arch);
+            runs.push(run_with_records(pkg, &endpoint, model, events, &tag).await);
         }
-        let ((x, x_records), (a, a_records)) = (&runs[0], &runs[1]);
-        for ((name, xa), (_, aa)) in x.answers.iter().zip(&a.answers) {
-            assert_eq!(
-                xa.get("statusCode"),
-                aa.get("statusCode"),
-                "{what} {name}: x86_64 {xa}\narm64 {aa}\narm64 log:\n{}",
-                a.log
-            );
-            let (px, pa) = (
-                event_predictions(&x.answers, x_records, name),
-                event_predictions(&a.answers, a_records, name),
-            );
-            let diff = assert_same_predictions(&format!("{what} {name}"), &px, &pa, ACROSS_CPUS);
-            eprintln!(
-                "{what} {name}: {} prediction(s) alike, largest score difference {diff:e}",
-                px.len()
-            );
+        for (name, n, diff) in assert_runs_agree(what, &runs[0], &runs[1], ACROSS_CPUS) {
+            eprintln!("{what} {name}: {n} prediction(s) alike, largest score difference {diff:e}");
         }
-        assert_eq!(x_records.len(), a_records.len(), "{what}: records written");
+        let x_records = &runs[0].1;
         if what == "tiny" {
             // Every S3 event's object was classified and recorded.
             assert_eq!(x_records.len(), events.len() - 2, "{x_records:?}");

@@ -124,37 +124,15 @@ async fn the_image_answers_every_event_as_the_zip_package_does() {
     };
     let events = events();
     assert!(events.len() >= 7, "events/ holds {} events", events.len());
-    for (name, _) in &events {
-        let key = format!("incoming/{}/my cat.jpg", name.trim_end_matches(".json"));
-        s3_put(&endpoint, "uploads", &key, event_photo()).await;
-    }
-    let mut runs = Vec::new();
-    for (pkg, what) in [(&zip, "zip"), (&image, "image")] {
-        let prefix = format!("results-{what}/");
-        let run = run(pkg, &endpoint, &TINY, &events, false, &prefix).await;
-        let records = records(&endpoint, &prefix, &events).await;
-        runs.push((run, records));
-    }
-    let ((z, z_records), (i, i_records)) = (&runs[0], &runs[1]);
+    put_event_photos(&endpoint, &events).await;
+    let zipped = run_with_records(&zip, &endpoint, &TINY, &events, "zip").await;
+    let imaged = run_with_records(&image, &endpoint, &TINY, &events, "image").await;
     // The image's bootstrap ran in the image's root, with its libraries.
-    assert_eq!(z.root, Path::new("/"));
-    assert_eq!(i.root, image.image.as_ref().unwrap().root);
-    for ((name, za), (_, ia)) in z.answers.iter().zip(&i.answers) {
-        assert_eq!(
-            za.get("statusCode"),
-            ia.get("statusCode"),
-            "{name}: zip {za}\nimage {ia}\nimage log:\n{}",
-            i.log
-        );
-        // The same binary and library on the same CPU: the same numbers.
-        let (pz, pi) = (
-            event_predictions(&z.answers, z_records, name),
-            event_predictions(&i.answers, i_records, name),
-        );
-        assert_same_predictions(&format!("image {name}"), &pz, &pi, 0.0);
-    }
-    assert_eq!(z_records.len(), events.len() - 2, "{z_records:?}");
-    assert_eq!(i_records.len(), z_records.len(), "records written");
+    assert_eq!(zipped.0.root, Path::new("/"));
+    assert_eq!(imaged.0.root, image.image.as_ref().unwrap().root);
+    // The same binary and library on the same CPU: the same numbers.
+    assert_runs_agree("image", &zipped, &imaged, 0.0);
+    assert_eq!(zipped.1.len(), events.len() - 2, "{:?}", zipped.1);
     let _ = std::fs::remove_dir_all(&out);
 }
 

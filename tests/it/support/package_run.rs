@@ -473,6 +473,61 @@ pub fn event_predictions(
     in_event.flat_map(|(_, v)| predictions(v)).collect()
 }
 
+/// Puts the photo the events name at each S3 event's own key in `uploads`.
+pub async fn put_event_photos(endpoint: &str, events: &[(String, Value)]) {
+    for (name, _) in events {
+        let key = format!("incoming/{}/my cat.jpg", name.trim_end_matches(".json"));
+        s3_put(endpoint, "uploads", &key, event_photo()).await;
+    }
+}
+
+/// Runs `pkg` over `events` (see [`run`]), its records written under a
+/// prefix of its own (`tag`), and reads them back.
+pub async fn run_with_records(
+    pkg: &Package,
+    endpoint: &str,
+    model: &ModelUnderTest,
+    events: &[(String, Value)],
+    tag: &str,
+) -> (Run, Vec<(String, Value)>) {
+    let prefix = format!("results-{tag}/");
+    let run = run(pkg, endpoint, model, events, false, &prefix).await;
+    let records = records(endpoint, &prefix, events).await;
+    (run, records)
+}
+
+/// Asserts two runs over the same events answered alike, event by event:
+/// the same statuses, the same labels, scores within `tol`, as many
+/// records. Returns each event's name, predictions and largest difference.
+pub fn assert_runs_agree(
+    what: &str,
+    (expected, expected_records): &(Run, Vec<(String, Value)>),
+    (actual, actual_records): &(Run, Vec<(String, Value)>),
+    tol: f32,
+) -> Vec<(String, usize, f32)> {
+    let mut out = Vec::new();
+    for ((name, e), (_, a)) in expected.answers.iter().zip(&actual.answers) {
+        assert_eq!(
+            e.get("statusCode"),
+            a.get("statusCode"),
+            "{what} {name}: expected {e}\nactual {a}\nits log:\n{}",
+            actual.log
+        );
+        let (pe, pa) = (
+            event_predictions(&expected.answers, expected_records, name),
+            event_predictions(&actual.answers, actual_records, name),
+        );
+        let diff = assert_same_predictions(&format!("{what} {name}"), &pe, &pa, tol);
+        out.push((name.clone(), pe.len(), diff));
+    }
+    assert_eq!(
+        expected_records.len(),
+        actual_records.len(),
+        "{what}: records written"
+    );
+    out
+}
+
 /// Asserts two runs' predictions agree: labels equal, scores within `tol`;
 /// returns the largest score difference.
 pub fn assert_same_predictions(
