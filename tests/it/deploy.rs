@@ -418,14 +418,8 @@ const HOSTED: [(&str, &str); 3] = [
 /// What the template writes where it means "the classifier": `of` each
 /// function resource, chosen by Hosting.
 fn hosted(of: impl Fn(&str) -> serde_json::Value) -> serde_json::Value {
-    let ((first, on), rest) = HOSTED.split_first().unwrap();
-    let tail = match rest {
-        [(second, on2), (third, _)] => {
-            serde_json::json!({"Fn::If": [on2, of(second), of(third)]})
-        }
-        _ => unreachable!(),
-    };
-    serde_json::json!({"Fn::If": [on, of(first), tail]})
+    let [(first, on_first), (second, on_second), (third, _)] = HOSTED;
+    json!({"Fn::If": [on_first, of(first), {"Fn::If": [on_second, of(second), of(third)]}]})
 }
 
 /// The three function resources are one function run three ways: every

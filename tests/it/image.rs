@@ -35,16 +35,7 @@ fn tools(test: &str) -> Option<(PathBuf, PathBuf)> {
 /// against its digest), into `out`; then the image unpacked into `out/bundle`.
 fn build_image(pkg: &Package, out: &Path, model: Option<(&Path, &str)>) -> (PathBuf, Package) {
     let _ = std::fs::remove_dir_all(out);
-    let mut cmd = Command::new(workspace().join("scripts/image.sh"));
-    cmd.arg("--package")
-        .arg(&pkg.dir)
-        .arg("--out")
-        .arg(out)
-        .args(["--arch", pkg.arch]);
-    if let Some((file, sha)) = model {
-        cmd.arg("--model").arg(file).args(["--model-sha256", sha]);
-    }
-    let built = succeed(&mut cmd);
+    let built = succeed(&mut image_sh(pkg, out, model));
     let reference = String::from_utf8(built.stdout).unwrap();
     assert_eq!(reference.trim(), format!("{}/oci:catdog", out.display()));
     let bundle = out.join("bundle");
@@ -55,6 +46,21 @@ fn build_image(pkg: &Package, out: &Path, model: Option<(&Path, &str)>) -> (Path
             .arg(&bundle),
     );
     (out.join("oci"), Package::from_image(pkg.arch, &bundle))
+}
+
+/// `scripts/image.sh` over `pkg` into `out`, with `model` and the digest
+/// it is said to have.
+fn image_sh(pkg: &Package, out: &Path, model: Option<(&Path, &str)>) -> Command {
+    let mut cmd = Command::new(workspace().join("scripts/image.sh"));
+    cmd.arg("--package")
+        .arg(&pkg.dir)
+        .arg("--out")
+        .arg(out)
+        .args(["--arch", pkg.arch]);
+    if let Some((file, sha)) = model {
+        cmd.arg("--model").arg(file).args(["--model-sha256", sha]);
+    }
+    cmd
 }
 
 /// A blob of an OCI layout, by its digest (`sha256:…`), as JSON.
@@ -147,14 +153,7 @@ async fn an_image_with_the_model_inside_restores_and_answers_without_s3() {
     let sha = catdog::model::source::sha256_hex(&std::fs::read(&model).unwrap());
     let out = target_dir().join(format!("image-model-test-{}", std::process::id()));
     // A digest that is not the model's is refused before anything is built.
-    let wrong = Command::new(workspace().join("scripts/image.sh"))
-        .arg("--package")
-        .arg(&zip.dir)
-        .arg("--out")
-        .arg(&out)
-        .arg("--model")
-        .arg(&model)
-        .args(["--model-sha256", &"0".repeat(64)])
+    let wrong = image_sh(&zip, &out, Some((&model, &"0".repeat(64))))
         .output()
         .unwrap();
     assert_eq!(wrong.status.code(), Some(2));

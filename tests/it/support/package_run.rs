@@ -475,9 +475,10 @@ pub fn event_predictions(
 
 /// Puts the photo the events name at each S3 event's own key in `uploads`.
 pub async fn put_event_photos(endpoint: &str, events: &[(String, Value)]) {
+    let photo = event_photo();
     for (name, _) in events {
         let key = format!("incoming/{}/my cat.jpg", name.trim_end_matches(".json"));
-        s3_put(endpoint, "uploads", &key, event_photo()).await;
+        s3_put(endpoint, "uploads", &key, photo.clone()).await;
     }
 }
 
