@@ -42,6 +42,29 @@ fn jupyter() -> Option<PathBuf> {
     found
 }
 
+/// How long each code cell ran (nbclient's timing metadata), printed for a
+/// run that needs to know where the notebook's time goes.
+fn print_cell_times(executed: &Value) {
+    let seconds = |t: &Value| clock_seconds(t.as_str().unwrap_or_default());
+    for c in executed["cells"].as_array().into_iter().flatten() {
+        let timing = &c["metadata"]["execution"];
+        if let (Some(a), Some(b)) = (
+            seconds(&timing["iopub.execute_input"]),
+            seconds(&timing["shell.execute_reply"]),
+        ) {
+            println!("cell {}: {:.1} s", c["id"].as_str().unwrap_or("?"), b - a);
+        }
+    }
+}
+
+/// Seconds since midnight of an ISO 8601 time (`…T12:34:56.789Z`): cells
+/// never span a day in a test.
+fn clock_seconds(t: &str) -> Option<f64> {
+    let clock = t.split('T').nth(1)?.trim_end_matches('Z');
+    let mut parts = clock.split(':').map(|p| p.parse::<f64>().ok());
+    Some(parts.next()?? * 3600.0 + parts.next()?? * 60.0 + parts.next()??)
+}
+
 /// All text a cell printed or displayed, by output kind.
 fn outputs(cell: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -223,6 +246,7 @@ fn the_notebook_runs_headless_and_shows_the_same_answers_as_the_cli() {
     let executed: Value =
         serde_json::from_slice(&std::fs::read(work.join("executed.ipynb")).unwrap()).unwrap();
 
+    print_cell_times(&executed);
     let code_cells: Vec<&Value> = executed["cells"]
         .as_array()
         .unwrap()
