@@ -39,7 +39,7 @@ impl Probe {
         let logits = (head.base_classes == imagenet::NUM_CLASSES)
             .then(|| graph::logits_tensor(&graph))
             .flatten();
-        let edit = |g: &[u8]| {
+        let edit = |g: &[u8], _: &weights::Stored| {
             graph::parse(g)
                 .and_then(|m| graph::with_feature_output(&m, &head, logits.as_deref()))
                 .map_err(|e| ModelError::Onnx(e.to_string()))

@@ -52,17 +52,22 @@ pub(crate) fn model(
         evidence.as_ref(),
         &metadata,
     )?;
+    // The weights the new graph still refers to, in the base's file.
+    let view = probe.model.view().map_err(FinetuneError::Read)?;
+    let location = probe.model.location();
+    let stored = weights::Stored {
+        base: &view,
+        location: &location,
+    };
     let graph = with_explanation(
         graph,
         probe,
+        &stored,
         &summary.labels,
         extras.rejection,
         prior.as_ref(),
     )?;
-    // The weights the new graph still refers to, taken back from the base.
-    let view = probe.model.view().map_err(FinetuneError::Read)?;
-    let bytes =
-        weights::inline(&graph, &view, &probe.model.location()).map_err(graph::GraphError::from)?;
+    let bytes = weights::inline(&graph, &view, &location).map_err(graph::GraphError::from)?;
     std::fs::write(out, bytes).map_err(|error| FinetuneError::Write {
         path: out.to_path_buf(),
         error,
@@ -76,6 +81,7 @@ pub(crate) fn model(
 fn with_explanation(
     graph_bytes: Vec<u8>,
     probe: &Probe,
+    stored: &weights::Stored,
     labels: &[String],
     rejection: Option<&contract::Rejection>,
     prior: Option<&graph::Prior>,
@@ -131,7 +137,7 @@ fn with_explanation(
             }),
         },
     };
-    match explain::add_branch(&mut model, &plan) {
+    match explain::add_branch(&mut model, stored, &plan) {
         Ok(_) => Ok(graph::serialize(&model)?),
         Err(why) => {
             tracing::info!(reason = %why, "the fine-tuned model is explained by occlusion");

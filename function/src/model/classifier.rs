@@ -20,6 +20,7 @@ use crate::model::output::{self, AnswerRule, Prediction};
 use crate::model::quantized;
 use crate::model::session::{self, InferTimings, Prepack, Runner, SessionOptions};
 use crate::model::source::FetchedModel;
+use crate::model::weights::Stored;
 use crate::preprocess::{Layout, Preprocessing, Preprocessor, TensorRow};
 
 /// Where a model's SHA-256 goes once known (at load, or later from a
@@ -426,7 +427,7 @@ fn open_explainable(
     contract: &ContractOverrides,
 ) -> Result<(session::Opened, Option<Explains>), ModelError> {
     let edit = LoadEdit::new(contract.labels.clone());
-    let apply = |bytes: &[u8]| edit.apply(bytes);
+    let apply = |bytes: &[u8], stored: &Stored| edit.apply(bytes, stored);
     let opened = match session::open(model, opts, Some(&apply)) {
         Ok(opened) => opened,
         Err(error) if matches!(edit.outcome(), Some(explain::at_load::Outcome::Added(_))) => {

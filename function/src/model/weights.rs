@@ -199,28 +199,72 @@ pub enum InlineError {
     Outside(String),
 }
 
+/// Where a graph's tensors keep their bytes: in themselves, or as external
+/// data in `base`, the model file named `location` that [`split`] cut them
+/// from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stored<'a> {
+    pub(crate) base: &'a [u8],
+    pub(crate) location: &'a str,
+}
+
+impl Stored<'static> {
+    /// A graph whose tensors all hold their own bytes.
+    pub(crate) const INLINE: Self = Stored {
+        base: &[],
+        location: "",
+    };
+}
+
+impl<'a> Stored<'a> {
+    /// The raw (little-endian) bytes of `t`: its own, or its external data
+    /// in this file. `None` for typed fields (`float_data`, …) and for
+    /// external data elsewhere.
+    pub(crate) fn raw<'t>(&self, t: &'t onnx_protobuf::TensorProto) -> Option<&'t [u8]>
+    where
+        'a: 't,
+    {
+        if !t.raw_data.is_empty() {
+            return Some(&t.raw_data);
+        }
+        self.external(t)?.ok()
+    }
+
+    /// `t`'s bytes in `base` when it refers to this file: `Err` when the
+    /// reference points outside it.
+    fn external(&self, t: &onnx_protobuf::TensorProto) -> Option<Result<&'a [u8], ()>> {
+        let get = |key: &str| {
+            t.external_data
+                .iter()
+                .find(|e| e.key == key)
+                .map(|e| e.value.as_str())
+        };
+        if get("location")? != self.location {
+            return None;
+        }
+        let number = |key: &str| get(key).and_then(|v| v.parse::<usize>().ok());
+        let (offset, length) = (number("offset").unwrap_or(0), number("length"));
+        Some(
+            length
+                .and_then(|n| self.base.get(offset..offset.checked_add(n)?))
+                .ok_or(()),
+        )
+    }
+}
+
 /// The inverse of [`split`]: the serialized model `graph` with every tensor
 /// that refers to external data in `location` given its bytes back from
 /// `base` (the whole model file those references point into), as one
 /// self-contained ONNX file.
 pub(crate) fn inline(graph: &[u8], base: &[u8], location: &str) -> Result<Vec<u8>, InlineError> {
     use protobuf::Message;
+    let stored = Stored { base, location };
     let mut m = onnx_protobuf::ModelProto::parse_from_bytes(graph)?;
     for t in m.graph.mut_or_insert_default().initializer.iter_mut() {
-        let get = |key: &str| {
-            t.external_data
-                .iter()
-                .find(|e| e.key == key)
-                .map(|e| e.value.clone())
+        let bytes = match stored.external(t) {
+            None => continue,
+            Some(found) => found.map_err(|()| InlineError::Outside(t.name.clone()))?,
         };
-        if get("location").as_deref() != Some(location) {
-            continue;
-        }
-        let number = |key: &str| get(key).and_then(|v| v.parse::<usize>().ok());
-        let (offset, length) = (number("offset").unwrap_or(0), number("length"));
-        let bytes = length
-            .and_then(|n| base.get(offset..offset.checked_add(n)?))
-            .ok_or_else(|| InlineError::Outside(t.name.clone()))?;
         t.raw_data = bytes.to_vec();
         t.external_data.clear();
         t.data_location =

@@ -10,6 +10,7 @@ use super::{add_branch, ExplainGraphError, Explains, MAP};
 use crate::model::contract::{self, Rejection};
 use crate::model::graph::{self, find_head, metadata};
 use crate::model::imagenet;
+use crate::model::weights::Stored;
 use crate::model::ModelError;
 
 /// What happened to the graph.
@@ -39,9 +40,10 @@ impl LoadEdit {
         }
     }
 
-    /// The graph with the branch when one can be added, else as it was.
-    pub(crate) fn apply(&self, bytes: &[u8]) -> Result<Vec<u8>, ModelError> {
-        let (edited, outcome) = match self.edit(bytes) {
+    /// The graph with the branch when one can be added, else as it was;
+    /// `stored` holds its large weights.
+    pub(crate) fn apply(&self, bytes: &[u8], stored: &Stored) -> Result<Vec<u8>, ModelError> {
+        let (edited, outcome) = match self.edit(bytes, stored) {
             Ok((edited, explains)) => (edited, Outcome::Added(explains)),
             Err(ExplainGraphError::AlreadyThere) => (bytes.to_vec(), Outcome::Present),
             Err(why) => (bytes.to_vec(), Outcome::Without(why)),
@@ -58,7 +60,11 @@ impl LoadEdit {
             .clone()
     }
 
-    fn edit(&self, bytes: &[u8]) -> Result<(Vec<u8>, Explains), ExplainGraphError> {
+    fn edit(
+        &self,
+        bytes: &[u8],
+        stored: &Stored,
+    ) -> Result<(Vec<u8>, Explains), ExplainGraphError> {
         let unsupported = |e: graph::GraphError| ExplainGraphError::Unsupported(e.to_string());
         let mut model = graph::parse(bytes).map_err(unsupported)?;
         let has_branch = model
@@ -97,7 +103,7 @@ impl LoadEdit {
             }
         };
         let plan = for_model(&model, &answers)?;
-        let explains = add_branch(&mut model, &plan)?;
+        let explains = add_branch(&mut model, stored, &plan)?;
         let bytes = graph::serialize(&model).map_err(unsupported)?;
         Ok((bytes, explains))
     }

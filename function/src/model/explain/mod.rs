@@ -12,6 +12,7 @@
 //! the class activation map (CAM).
 
 pub(crate) mod at_load;
+mod channel_sums;
 mod nodes;
 pub(crate) mod plan;
 pub(crate) mod score;
@@ -22,6 +23,7 @@ use onnx_protobuf::{AttributeProto, GraphProto, ModelProto, TensorProto};
 use serde::{Deserialize, Serialize};
 
 use crate::model::graph::build::{opset, tensor_value_info};
+use crate::model::weights::Stored;
 use nodes::Nodes;
 pub(crate) use score::{Layer, ScoreLayers, Targets};
 pub(crate) use tail::{Tail, Weight};
@@ -132,9 +134,11 @@ pub(crate) struct Plan {
     pub(crate) layers: ScoreLayers,
 }
 
-/// Adds the explanation branch to `model`; returns what it explains.
+/// Adds the explanation branch to `model` (whose large weights `stored`
+/// holds); returns what it explains.
 pub(crate) fn add_branch(
     model: &mut ModelProto,
+    stored: &Stored,
     plan: &Plan,
 ) -> Result<Explains, ExplainGraphError> {
     let graph = model.graph.as_ref().ok_or(ExplainGraphError::Empty)?;
@@ -142,13 +146,17 @@ pub(crate) fn add_branch(
         return Err(ExplainGraphError::AlreadyThere);
     }
     plan.targets.check()?;
-    let tail = Tail::find(model, &plan.features)?;
+    let tail = Tail::find(model, stored, &plan.features)?;
     let mut n = Nodes::new(opset(model));
     let chosen = plan.targets.choose(&mut n);
     let gradient = plan.layers.gradient(&mut n, &chosen).ok_or_else(|| {
         ExplainGraphError::Unsupported("no layer gives the labels' scores".into())
     })?;
     let map = tail.grad_cam(&mut n, &gradient);
+    tracing::debug!(
+        first_dense_summed = tail.sums_first_dense(),
+        "explanation branch built"
+    );
     let explains = Explains {
         method: if tail.is_pooled() {
             Method::Cam

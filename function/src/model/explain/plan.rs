@@ -80,7 +80,8 @@ pub(crate) fn final_layer(model: &ModelProto, head: &FinalLayer) -> Option<Layer
             weight: Weight::Int8 {
                 values: node.input.get(3)?.clone(),
                 scale: node.input.get(4)?.clone(),
-                zero: node.input.get(5)?.clone(),
+                zero: Some(node.input.get(5)?.clone()),
+                axis: 1,
             },
             transposed: false,
         }),

@@ -8,13 +8,17 @@
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::{GraphProto, ModelProto, NodeProto};
 
+use super::channel_sums::{self, ChannelSums};
 use super::nodes::{MapLayout, Nodes};
 use super::ExplainGraphError;
 use crate::model::graph::inspect::initializer;
+use crate::model::weights::Stored;
 
 /// The most weights of an int8 dense layer dequantized for one explanation
-/// (VGG16's fc2 has 16.8 M; fc1's 102.8 M would be 411 MB per explanation,
-/// so such a model is explained by occlusion).
+/// (VGG16's fc2 has 16.8 M; a layer of fc1's 102.8 M would be 411 MB per
+/// explanation, so a model that needs one dequantized is explained by
+/// occlusion; fc1 itself is summed per channel instead, see
+/// [`channel_sums`]).
 const MAX_DEQUANTIZED_WEIGHTS: usize = 32 << 20;
 
 /// Layers are followed back this far at most.
@@ -22,13 +26,15 @@ const MAX_STEPS: usize = 48;
 
 /// One layer on the way back, with what its backward pass needs.
 #[derive(Debug, Clone)]
-enum Step {
+pub(super) enum Step {
     /// The gradient goes through unchanged (Identity, Dropout, a
     /// quantization boundary, adding a constant).
     Same,
-    /// Flatten/Reshape/Squeeze/Unsqueeze: the gradient takes the input's shape.
+    /// Flatten/Reshape/Squeeze/Unsqueeze: the gradient takes the input's
+    /// shape. `flat`: the output is `[N, everything else]`.
     Reshape {
         input: String,
+        flat: bool,
     },
     Transpose {
         perm: Vec<i64>,
@@ -54,7 +60,10 @@ pub(crate) enum Weight {
     Int8 {
         values: String,
         scale: String,
-        zero: String,
+        /// Absent: 0 (a DequantizeLinear without one).
+        zero: Option<String>,
+        /// The matrix axis a per-output scale runs along (1: columns).
+        axis: usize,
     },
 }
 
@@ -67,12 +76,28 @@ impl Weight {
                 values,
                 scale,
                 zero,
+                axis,
             } => {
                 let to_float = || vec![Nodes::int_attr("to", DataType::FLOAT as i64)];
+                // Per row: `[out]` becomes `[out, 1]`, to broadcast along rows.
+                let along = |n: &mut Nodes, t: &str| match axis {
+                    0 => {
+                        let column = n.int64s(&[-1, 1]);
+                        n.op("Reshape", &[t, &column], vec![])
+                    }
+                    _ => t.to_string(),
+                };
                 let q = n.op("Cast", &[values], to_float());
-                let z = n.op("Cast", &[zero], to_float());
-                let centred = n.op("Sub", &[&q, &z], vec![]);
-                n.op("Mul", &[&centred, scale], vec![])
+                let centred = match zero {
+                    Some(zero) => {
+                        let z = n.op("Cast", &[zero], to_float());
+                        let z = along(n, &z);
+                        n.op("Sub", &[&q, &z], vec![])
+                    }
+                    None => q,
+                };
+                let scale = along(n, scale);
+                n.op("Mul", &[&centred, &scale], vec![])
             }
         }
     }
@@ -91,6 +116,7 @@ impl Weight {
                 values,
                 scale,
                 zero,
+                ..
             } => {
                 // Int8 weights come from QLinearMatMul: `[in, out]`, with a
                 // scale and zero point per tensor or per output column.
@@ -107,11 +133,12 @@ impl Weight {
                     )
                 };
                 let scale = per_output(n, scale);
-                let zero = per_output(n, zero);
+                let zero = zero.as_ref().map(|z| per_output(n, z));
                 Weight::Int8 {
                     values: picked,
                     scale,
                     zero,
+                    axis: 1,
                 }
                 .float(n)
             }
@@ -143,11 +170,19 @@ pub(crate) struct Tail {
     pool: Pool,
     /// From the pooling's output to the features, in forward order.
     steps: Vec<Step>,
+    /// The first dense layer summed per channel, when that layer's backward
+    /// pass can be skipped.
+    sums: Option<ChannelSums>,
 }
 
 impl Tail {
-    /// Reads the chain back from `features` (the input of the final layer).
-    pub(crate) fn find(model: &ModelProto, features: &str) -> Result<Self, ExplainGraphError> {
+    /// Reads the chain back from `features` (the input of the final layer);
+    /// `stored` says where the graph's weights are.
+    pub(crate) fn find(
+        model: &ModelProto,
+        stored: &Stored,
+        features: &str,
+    ) -> Result<Self, ExplainGraphError> {
         let graph = model.graph.as_ref().ok_or(ExplainGraphError::Empty)?;
         let mut steps = Vec::new();
         let mut cur = features.to_string();
@@ -163,6 +198,7 @@ impl Tail {
                 "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" => (
                     Step::Reshape {
                         input: node.input[0].clone(),
+                        flat: flattens(model, node),
                     },
                     node.input[0].clone(),
                 ),
@@ -186,13 +222,20 @@ impl Tail {
                 _ => {
                     let (map, quant, layout, pool) = pooling(model, node)?;
                     steps.reverse();
-                    return Ok(Self {
+                    let sums = match pool {
+                        Pool::Max { .. } => channel_sums::find(model, stored, &map, &steps),
+                        Pool::Average => None,
+                    };
+                    let tail = Self {
                         map,
                         quant,
                         layout,
                         pool,
                         steps,
-                    });
+                        sums,
+                    };
+                    tail.check_dequantized(model)?;
+                    return Ok(tail);
                 }
             };
             steps.push(step);
@@ -216,40 +259,33 @@ impl Tail {
     /// channel weights (the gradient's spatial mean), their weighted sum of
     /// the map's channels and its positive part. Returns the `[N, H, W]` map.
     pub(crate) fn grad_cam(&self, n: &mut Nodes, gradient: &str) -> String {
+        let first = self.sums.as_ref().map_or(0, |s| s.dense_step + 1);
         let mut g = gradient.to_string();
-        for step in self.steps.iter().rev() {
+        for step in self.steps[first..].iter().rev() {
             g = backward(n, step, &g);
         }
         let map = match &self.quant {
             Some((scale, zero)) => n.op("DequantizeLinear", &[&self.map, scale, zero], vec![]),
             None => self.map.clone(),
         };
-        let (map, weights) = match &self.pool {
-            Pool::Average => {
-                // The pooling's output is `[N, C, 1, 1]` (or `[N, 1, 1, C]`)
-                // and so is `g`: every cell's gradient is `g / (H·W)`, which
-                // is also the cells' mean.
-                // `g` may have dropped the pooled axes (keepdims=0): it
-                // takes the map's shape with those axes 1.
-                let pooled_shape = n.pooled_shape(&map, self.layout);
-                let g = n.op("Reshape", &[&g, &pooled_shape], vec![]);
+        let (map, weights) = match (&self.pool, &self.sums) {
+            (_, Some(sums)) => {
+                // The channels' summed gradient, over the map's cells.
+                n.constants.push(sums.matrix.clone());
+                let summed = n.op(
+                    "Gemm",
+                    &[&g, &sums.matrix.name],
+                    vec![
+                        Nodes::float_attr("alpha", sums.alpha),
+                        Nodes::int_attr("transB", 1),
+                    ],
+                );
                 let cells = n.spatial_cells(&map, self.layout);
-                let weights = n.op("Div", &[&g, &cells], vec![]);
-                (map, weights)
+                let mean = n.op("Div", &[&summed, &cells], vec![]);
+                let pooled_shape = n.pooled_shape(&map, self.layout);
+                (map, n.op("Reshape", &[&mean, &pooled_shape], vec![]))
             }
-            Pool::Max { attributes } => {
-                let shape = n.op("Shape", &[&map], vec![]);
-                let indices = n.max_pool_indices(&map, attributes.clone());
-                let mut unpool_attrs: Vec<_> = attributes
-                    .iter()
-                    .filter(|a| ["kernel_shape", "strides", "pads"].contains(&a.name.as_str()))
-                    .cloned()
-                    .collect();
-                unpool_attrs.sort_by(|a, b| a.name.cmp(&b.name));
-                let cells_gradient = n.op("MaxUnpool", &[&g, &indices, &shape], unpool_attrs);
-                let weights = n.op("GlobalAveragePool", &[&cells_gradient], vec![]);
-                (map, weights)
-            }
+            (pool, None) => self.pooled_weights(n, map, pool, &g),
         };
         let (map, weights) = match self.layout {
             MapLayout::Nchw => (map, weights),
@@ -264,6 +300,68 @@ impl Tail {
         let weighted = n.op("Mul", &[&map, &weights], vec![]);
         let summed = n.reduce_sum(&weighted, &[1], false);
         n.op("Relu", &[&summed], vec![])
+    }
+
+    /// Whether the first dense layer's backward pass is replaced by its
+    /// channel sums.
+    pub(crate) fn sums_first_dense(&self) -> bool {
+        self.sums.is_some()
+    }
+
+    /// Refuses a chain whose backward pass would dequantize too large an
+    /// int8 layer per explanation.
+    fn check_dequantized(&self, model: &ModelProto) -> Result<(), ExplainGraphError> {
+        let first = self.sums.as_ref().map_or(0, |s| s.dense_step + 1);
+        for step in &self.steps[first..] {
+            let Step::Dense {
+                weight: Weight::Int8 { values, .. },
+                ..
+            } = step
+            else {
+                continue;
+            };
+            let count: i64 = initializer(model, values)
+                .map(|w| w.dims.iter().product())
+                .unwrap_or(0);
+            if count as usize > MAX_DEQUANTIZED_WEIGHTS {
+                return Err(ExplainGraphError::Unsupported(format!(
+                    "an int8 dense layer of {count} weights (over {MAX_DEQUANTIZED_WEIGHTS} \
+                     to dequantize per explanation)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The channel weights from the gradient at the pooling's output.
+    fn pooled_weights(&self, n: &mut Nodes, map: String, pool: &Pool, g: &str) -> (String, String) {
+        match pool {
+            Pool::Average => {
+                // The pooling's output is `[N, C, 1, 1]` (or `[N, 1, 1, C]`)
+                // and so is `g`: every cell's gradient is `g / (H·W)`, which
+                // is also the cells' mean.
+                // `g` may have dropped the pooled axes (keepdims=0): it
+                // takes the map's shape with those axes 1.
+                let pooled_shape = n.pooled_shape(&map, self.layout);
+                let g = n.op("Reshape", &[g, &pooled_shape], vec![]);
+                let cells = n.spatial_cells(&map, self.layout);
+                let weights = n.op("Div", &[&g, &cells], vec![]);
+                (map, weights)
+            }
+            Pool::Max { attributes } => {
+                let shape = n.op("Shape", &[&map], vec![]);
+                let indices = n.max_pool_indices(&map, attributes.clone());
+                let mut unpool_attrs: Vec<_> = attributes
+                    .iter()
+                    .filter(|a| ["kernel_shape", "strides", "pads"].contains(&a.name.as_str()))
+                    .cloned()
+                    .collect();
+                unpool_attrs.sort_by(|a, b| a.name.cmp(&b.name));
+                let cells_gradient = n.op("MaxUnpool", &[g, &indices, &shape], unpool_attrs);
+                let weights = n.op("GlobalAveragePool", &[&cells_gradient], vec![]);
+                (map, weights)
+            }
+        }
     }
 }
 
@@ -308,57 +406,92 @@ fn ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
 }
 
 fn dense_gemm(model: &ModelProto, node: &NodeProto) -> Result<Step, ExplainGraphError> {
-    if int_attr(node, "transA").unwrap_or(0) != 0 || initializer(model, &node.input[1]).is_none() {
-        return Err(ExplainGraphError::Unsupported(
-            "a Gemm whose weight is not a constant".into(),
-        ));
-    }
+    let transposed = int_attr(node, "transB").unwrap_or(0) == 1;
+    let weight = (int_attr(node, "transA").unwrap_or(0) == 0)
+        .then(|| constant_weight(model, &node.input[1], transposed))
+        .flatten()
+        .ok_or_else(|| {
+            ExplainGraphError::Unsupported("a Gemm whose weight is not a constant".into())
+        })?;
     let alpha = node
         .attribute
         .iter()
         .find(|a| a.name == "alpha")
         .map_or(1.0, |a| a.f);
     Ok(Step::Dense {
-        weight: Weight::Float(node.input[1].clone()),
-        transposed: int_attr(node, "transB").unwrap_or(0) == 1,
+        weight,
+        transposed,
         alpha,
     })
 }
 
 fn dense_matmul(model: &ModelProto, node: &NodeProto) -> Result<Step, ExplainGraphError> {
-    match initializer(model, &node.input[1]) {
-        Some(w) if w.dims.len() == 2 => Ok(Step::Dense {
-            weight: Weight::Float(node.input[1].clone()),
-            transposed: false,
-            alpha: 1.0,
-        }),
-        _ => Err(ExplainGraphError::Unsupported(
-            "a MatMul whose weight is not a constant matrix".into(),
-        )),
+    let weight = constant_weight(model, &node.input[1], false).ok_or_else(|| {
+        ExplainGraphError::Unsupported("a MatMul whose weight is not a constant matrix".into())
+    })?;
+    Ok(Step::Dense {
+        weight,
+        transposed: false,
+        alpha: 1.0,
+    })
+}
+
+/// A dense layer's weight matrix: a float initializer, or 8-bit values a
+/// DequantizeLinear turns into floats (a QDQ model) per tensor or per
+/// output (the last axis of `[in, out]`, the first of `[out, in]`).
+fn constant_weight(model: &ModelProto, name: &str, transposed: bool) -> Option<Weight> {
+    let matrix = |t: &str| initializer(model, t).filter(|w| w.dims.len() == 2);
+    if matrix(name).is_some() {
+        return Some(Weight::Float(name.to_string()));
+    }
+    let dq = producer(model.graph.as_ref()?, name)?;
+    let (values, scale) = (dq.input.first()?, dq.input.get(1)?);
+    let zero = dq.input.get(2).filter(|z| !z.is_empty());
+    let per_tensor = initializer(model, scale)?.dims.iter().product::<i64>() == 1;
+    let axis = int_attr(dq, "axis").unwrap_or(1);
+    let output_axis = if transposed { [0, -2] } else { [1, -1] };
+    let constants = matrix(values).is_some()
+        && zero.is_none_or(|z| initializer(model, z).is_some())
+        && (per_tensor || output_axis.contains(&axis));
+    (dq.op_type == "DequantizeLinear" && constants).then(|| Weight::Int8 {
+        values: values.clone(),
+        scale: scale.clone(),
+        zero: zero.cloned(),
+        axis: usize::from(!transposed),
+    })
+}
+
+/// Whether a Flatten/Reshape makes `[N, everything else]`: Flatten at axis
+/// 1, or a Reshape to a constant shape of two.
+fn flattens(model: &ModelProto, node: &NodeProto) -> bool {
+    match node.op_type.as_str() {
+        "Flatten" => int_attr(node, "axis").unwrap_or(1) == 1,
+        "Reshape" => node
+            .input
+            .get(1)
+            .and_then(|s| initializer(model, s))
+            .is_some_and(|s| s.dims.iter().product::<i64>() == 2),
+        _ => false,
     }
 }
 
 /// An int8 dense layer: its weight is dequantized in the branch (per
-/// tensor or per output column), only when an explanation is asked for.
+/// tensor or per output column), only when an explanation is asked for
+/// (see [`Tail::check_dequantized`] for the limit).
 fn dense_qlinear(model: &ModelProto, node: &NodeProto) -> Result<Step, ExplainGraphError> {
     let unsupported =
         |why: &str| ExplainGraphError::Unsupported(format!("an int8 dense layer {why}"));
     let weight = initializer(model, &node.input[3])
         .ok_or_else(|| unsupported("whose weight is not a constant"))?;
-    let [rows, cols] = weight.dims[..] else {
+    if weight.dims.len() != 2 {
         return Err(unsupported("whose weight is not a matrix"));
-    };
-    let count = (rows * cols) as usize;
-    if count > MAX_DEQUANTIZED_WEIGHTS {
-        return Err(unsupported(&format!(
-            "of {rows}×{cols} weights (over {MAX_DEQUANTIZED_WEIGHTS} to dequantize per explanation)"
-        )));
     }
     Ok(Step::Dense {
         weight: Weight::Int8 {
             values: node.input[3].clone(),
             scale: node.input[4].clone(),
-            zero: node.input[5].clone(),
+            zero: Some(node.input[5].clone()),
+            axis: 1,
         },
         transposed: false,
         alpha: 1.0,
@@ -440,7 +573,7 @@ fn pooling(
 fn backward(n: &mut Nodes, step: &Step, g: &str) -> String {
     match step {
         Step::Same => g.to_string(),
-        Step::Reshape { input } => {
+        Step::Reshape { input, .. } => {
             let shape = n.op("Shape", &[input], vec![]);
             n.op("Reshape", &[g, &shape], vec![])
         }
@@ -478,5 +611,86 @@ fn backward(n: &mut Nodes, step: &Step, g: &str) -> String {
                 ],
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::graph::build::{float_tensor, int64_tensor, node};
+
+    /// conv (4 channels) → relu → max-pool → `between` → flatten → dense 16
+    /// → relu → dense 8 (the features' layer is the caller's).
+    fn vgg_like(between: Option<NodeProto>) -> ModelProto {
+        let mut g = GraphProto::new();
+        g.initializer = vec![
+            float_tensor("conv.w", &[4, 3, 3, 3], &[0.1; 108]),
+            float_tensor("fc1.w", &[4 * 2 * 2, 16], &[0.5; 256]),
+            float_tensor("fc2.w", &[16, 8], &[0.25; 128]),
+            int64_tensor("flat.shape", &[-1, 16]),
+        ];
+        let pool = node("MaxPool", &["conv_relu"], "pool", vec![]);
+        let mut nodes = vec![
+            node("Conv", &["input", "conv.w"], "conv", vec![]),
+            node("Relu", &["conv"], "conv_relu", vec![]),
+            pool,
+        ];
+        let flat_input = match between {
+            Some(n) => {
+                let out = n.output[0].clone();
+                nodes.push(n);
+                out
+            }
+            None => "pool".to_string(),
+        };
+        nodes.extend([
+            node("Reshape", &[&flat_input, "flat.shape"], "flat", vec![]),
+            node("MatMul", &["flat", "fc1.w"], "fc1", vec![]),
+            node("Relu", &["fc1"], "fc1_relu", vec![]),
+            node("MatMul", &["fc1_relu", "fc2.w"], "fc2", vec![]),
+            node("Relu", &["fc2"], "features", vec![]),
+        ]);
+        g.node = nodes;
+        let mut m = ModelProto::new();
+        m.graph = protobuf::MessageField::some(g);
+        m
+    }
+
+    fn ops(n: &Nodes) -> Vec<&str> {
+        n.nodes.iter().map(|n| n.op_type.as_str()).collect()
+    }
+
+    #[test]
+    fn a_max_pooled_flatten_skips_the_first_dense_layers_backward_pass() {
+        let nhwc = node(
+            "Transpose",
+            &["pool"],
+            "pool_nhwc",
+            vec![Nodes::ints_attr("perm", &[0, 2, 3, 1])],
+        );
+        for model in [vgg_like(None), vgg_like(Some(nhwc))] {
+            let tail = Tail::find(&model, &Stored::INLINE, "features").unwrap();
+            let sums = tail.sums.as_ref().expect("the channel sums are used");
+            // fc1's 16 inputs are 4 channels × 4 cells of 0.5.
+            assert_eq!(sums.matrix.dims, [4, 16]);
+            let mut n = Nodes::new(13);
+            tail.grad_cam(&mut n, "gradient");
+            let ops = ops(&n);
+            assert!(!ops.contains(&"MaxUnpool"), "{ops:?}");
+            // One Gemm for fc2's backward pass, one for the sums.
+            assert_eq!(ops.iter().filter(|&&o| o == "Gemm").count(), 2, "{ops:?}");
+        }
+    }
+
+    #[test]
+    fn anything_else_between_the_pooling_and_the_flatten_takes_the_whole_way_back() {
+        let odd = node("Sigmoid", &["pool"], "pool_odd", vec![]);
+        assert!(Tail::find(&vgg_like(Some(odd)), &Stored::INLINE, "features").is_err());
+        let squeezed = node("Unsqueeze", &["pool"], "pool_more", vec![]);
+        let tail = Tail::find(&vgg_like(Some(squeezed)), &Stored::INLINE, "features").unwrap();
+        assert!(tail.sums.is_none());
+        let mut n = Nodes::new(13);
+        tail.grad_cam(&mut n, "gradient");
+        assert!(ops(&n).contains(&"MaxUnpool"));
     }
 }

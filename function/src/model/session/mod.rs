@@ -24,6 +24,7 @@ use crate::model::contract;
 use crate::model::error::{onnx_err, ModelError};
 use crate::model::quantized;
 use crate::model::source::FetchedModel;
+use crate::model::weights::Stored;
 use graph::{folder_of, graph_of, Graph, EXTERNAL_FOLDER_KEY};
 use threads::NamedThreads;
 
@@ -114,7 +115,9 @@ impl SessionOptions {
 
 /// A change to the graph before the session is built (fine-tuning adds the
 /// feature tensor as an output). Given and giving a serialized `ModelProto`.
-pub(crate) type GraphEdit<'a> = &'a dyn Fn(&[u8]) -> Result<Vec<u8>, ModelError>;
+/// An edit of a model's graph before ONNX Runtime gets it; the graph's
+/// large weights may lie in the model file, which [`Stored`] reads.
+pub(crate) type GraphEdit<'a> = &'a dyn Fn(&[u8], &Stored) -> Result<Vec<u8>, ModelError>;
 
 /// The contract keys a model's metadata carries (models/README.md).
 #[derive(Debug, Clone, Default)]
@@ -153,15 +156,25 @@ pub(crate) fn open(
     let prepack = opts.prepack.for_graph(int8.is_some());
     let graph = match (graph, edit) {
         (g, None) => g,
-        (Graph::Memory { graph, folder }, Some(edit)) => Graph::Memory {
-            graph: edit(&graph)?,
-            folder,
-        },
+        (Graph::Memory { graph, folder }, Some(edit)) => {
+            let base = model
+                .view()
+                .map_err(|e| ModelError::Onnx(format!("cannot read the model file: {e}")))?;
+            let location = model.location();
+            let stored = Stored {
+                base: &base,
+                location: &location,
+            };
+            Graph::Memory {
+                graph: edit(&graph, &stored)?,
+                folder,
+            }
+        }
         (Graph::File(path), Some(edit)) => {
             let bytes = std::fs::read(&path)
                 .map_err(|e| ModelError::Onnx(format!("cannot read the model file: {e}")))?;
             Graph::Memory {
-                graph: edit(&bytes)?,
+                graph: edit(&bytes, &Stored::INLINE)?,
                 folder: folder_of(&path),
             }
         }
