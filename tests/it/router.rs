@@ -27,7 +27,13 @@ const KEY: &str = "router-test-key-0123456789";
 fn classifier() -> Arc<Classifier> {
     static MODEL: OnceLock<Arc<Classifier>> = OnceLock::new();
     MODEL
-        .get_or_init(|| load(&["--model", fixture("tiny_torch_nchw.onnx").to_str().unwrap()]))
+        .get_or_init(|| {
+            // Packed at load: a state made ready with a model that packs
+            // later would leave ONNX Runtime building a session on another
+            // thread as the test's process exits, which crashes it.
+            let model = fixture("tiny_torch_nchw.onnx");
+            load(&["--model", model.to_str().unwrap(), "--prepack", "true"])
+        })
         .clone()
 }
 

@@ -14,9 +14,9 @@
 //! is exact even where windows overlap.
 
 use onnx_protobuf::tensor_proto::DataType;
-use onnx_protobuf::{GraphProto, ModelProto, NodeProto, TensorProto};
+use onnx_protobuf::{ModelProto, TensorProto};
 
-use super::tail::{Step, Weight};
+use super::steps::{producer, Step, Weight};
 use crate::model::graph::build::float_tensor;
 use crate::model::graph::inspect::initializer;
 use crate::model::weights::Stored;
@@ -125,13 +125,6 @@ fn channels_of(model: &ModelProto, map: &str) -> Option<usize> {
         return usize::try_from(*dims.first()?).ok().filter(|&c| c > 0);
     }
     None
-}
-
-fn producer<'a>(graph: &'a GraphProto, tensor: &str) -> Option<&'a NodeProto> {
-    graph
-        .node
-        .iter()
-        .find(|n| n.output.iter().any(|o| o == tensor))
 }
 
 /// A dense layer's weights, read: `(q − zero) · scale`, or floats.

@@ -16,6 +16,7 @@ mod channel_sums;
 mod nodes;
 pub(crate) mod plan;
 pub(crate) mod score;
+mod steps;
 pub(crate) mod tail;
 
 use onnx_protobuf::tensor_proto::DataType;
@@ -26,7 +27,8 @@ use crate::model::graph::build::{opset, tensor_value_info};
 use crate::model::weights::Stored;
 use nodes::Nodes;
 pub(crate) use score::{Layer, ScoreLayers, Targets};
-pub(crate) use tail::{Tail, Weight};
+pub(crate) use steps::Weight;
+pub(crate) use tail::Tail;
 
 /// The boolean input that asks for the explanation (an initializer, so a
 /// run that does not feed it gets `false`).

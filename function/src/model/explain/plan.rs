@@ -5,7 +5,7 @@
 use onnx_protobuf::ModelProto;
 
 use super::score::{Grouped, Layer, ScoreLayers, Targets};
-use super::tail::Weight;
+use super::steps::Weight;
 use super::{ExplainGraphError, Plan};
 use crate::model::graph::{find_head, logits_tensor, FinalLayer};
 

@@ -9,7 +9,7 @@
 //! the softmax within the group: no general differentiation is needed.
 
 use super::nodes::Nodes;
-use super::tail::Weight;
+use super::steps::Weight;
 
 /// The labels a branch can explain and how they are ranked.
 #[derive(Debug, Clone)]
