@@ -13,6 +13,8 @@
 //! as floats, which cost more than 1.15× the answer's own run), and the sum
 //! is exact even where windows overlap.
 
+use std::borrow::Cow;
+
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::{ModelProto, TensorProto};
 
@@ -137,7 +139,8 @@ struct DenseValues<'a> {
 }
 
 enum Values<'a> {
-    Float(Vec<f32>),
+    /// Little-endian f32s, as stored (a copy only for `float_data`).
+    Float(Cow<'a, [u8]>),
     /// 8-bit values with a scale and zero point per tensor or per output.
     Int8 {
         raw: &'a [u8],
@@ -158,7 +161,7 @@ impl<'a> DenseValues<'a> {
         let (stored_as, values) = match weight {
             Weight::Float(name) => {
                 let t = tensor(name)?;
-                (t, Values::Float(floats(stored, t)?))
+                (t, Values::Float(float_bytes(stored, t)?))
             }
             Weight::Int8 {
                 values,
@@ -204,7 +207,7 @@ impl<'a> DenseValues<'a> {
         let cells = self.inputs * self.outputs;
         let per = |n: usize| n == 1 || n == self.outputs;
         match &self.values {
-            Values::Float(v) => v.len() == cells,
+            Values::Float(v) => v.len() == cells * 4,
             Values::Int8 {
                 raw, scale, zero, ..
             } => raw.len() == cells && per(scale.len()) && per(zero.len()),
@@ -217,25 +220,36 @@ impl<'a> DenseValues<'a> {
             return None;
         }
         let cells = self.inputs / channels;
-        let channel_of = |i: usize| match order {
-            Order::ChannelsFirst => i / cells,
-            Order::ChannelsLast => i % channels,
-        };
         let (ins, outs) = (self.inputs, self.outputs);
-        let at = |i: usize, o: usize| {
-            if self.transposed {
-                o * ins + i
-            } else {
-                i * outs + o
-            }
-        };
+        let channel: Vec<usize> = (0..ins)
+            .map(|i| match order {
+                Order::ChannelsFirst => i / cells,
+                Order::ChannelsLast => i % channels,
+            })
+            .collect();
+        // Read in the order the weights are stored (fc1 is hundreds of MB,
+        // and a column-wise walk would miss the cache at every weight):
+        // `[in, out]` adds each input's row to its channel's row of sums;
+        // `[out, in]` adds each output's row into that output's column.
         let mut sums = vec![0f64; channels * outs];
+        let mut add = |i: usize, o: usize, v: f64| sums[channel[i] * outs + o] += v;
         match &self.values {
+            Values::Float(w) if !self.transposed => {
+                for (i, row) in w.chunks_exact(outs * 4).enumerate() {
+                    let target = &mut sums[channel[i] * outs..][..outs];
+                    for (s, v) in target.iter_mut().zip(row.chunks_exact(4)) {
+                        *s += f64::from(f32::from_le_bytes([v[0], v[1], v[2], v[3]]));
+                    }
+                }
+            }
             Values::Float(w) => {
-                for i in 0..ins {
-                    let row = &mut sums[channel_of(i) * outs..][..outs];
-                    for (o, s) in row.iter_mut().enumerate() {
-                        *s += f64::from(w[at(i, o)]);
+                for (o, row) in w.chunks_exact(ins * 4).enumerate() {
+                    for (i, v) in row.chunks_exact(4).enumerate() {
+                        add(
+                            i,
+                            o,
+                            f64::from(f32::from_le_bytes([v[0], v[1], v[2], v[3]])),
+                        );
                     }
                 }
             }
@@ -245,18 +259,27 @@ impl<'a> DenseValues<'a> {
                 scale,
                 zero,
             } => {
-                for i in 0..ins {
-                    let row = &mut sums[channel_of(i) * outs..][..outs];
-                    for (o, s) in row.iter_mut().enumerate() {
-                        let b = raw[at(i, o)];
+                let (rows, cols) = if self.transposed {
+                    (outs, ins)
+                } else {
+                    (ins, outs)
+                };
+                for (r, row) in raw.chunks_exact(cols).enumerate() {
+                    for (c, &b) in row.iter().enumerate() {
+                        let (i, o) = if self.transposed { (c, r) } else { (r, c) };
                         let q = if *signed {
                             i32::from(b as i8)
                         } else {
                             i32::from(b)
                         };
-                        *s += f64::from(q - pick(zero, o)) * f64::from(pick(scale, o));
+                        add(
+                            i,
+                            o,
+                            f64::from(q - pick(zero, o)) * f64::from(pick(scale, o)),
+                        );
                     }
                 }
+                debug_assert_eq!(raw.len(), rows * cols);
             }
         }
         Some(sums.into_iter().map(|s| s as f32).collect())
@@ -270,6 +293,20 @@ fn pick<T: Copy>(values: &[T], o: usize) -> T {
     } else {
         values[o]
     }
+}
+
+/// A float tensor's little-endian bytes: where they are stored, or made
+/// from `float_data`.
+fn float_bytes<'a>(stored: &Stored<'a>, t: &'a TensorProto) -> Option<Cow<'a, [u8]>> {
+    if t.data_type != DataType::FLOAT as i32 {
+        return None;
+    }
+    if !t.float_data.is_empty() {
+        return Some(Cow::Owned(
+            t.float_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+    }
+    stored.raw(t).map(Cow::Borrowed)
 }
 
 /// A float tensor's values, from its raw bytes or `float_data`.
@@ -310,7 +347,9 @@ mod tests {
             inputs,
             outputs,
             transposed: false,
-            values: Values::Float(values),
+            values: Values::Float(Cow::Owned(
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )),
         }
     }
 
@@ -327,6 +366,30 @@ mod tests {
             Some(vec![5.0, 10.0])
         );
         assert_eq!(d.channel_sums(3, Order::ChannelsFirst), None);
+    }
+
+    #[test]
+    fn weights_stored_out_by_in_sum_the_same() {
+        // The [in, out] matrix [[1, 10], [2, 20], [4, 40], [8, 80]] stored [out, in].
+        let d = DenseValues {
+            inputs: 4,
+            outputs: 2,
+            transposed: true,
+            values: Values::Float(Cow::Owned(
+                [1f32, 2.0, 4.0, 8.0, 10.0, 20.0, 40.0, 80.0]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+            )),
+        };
+        assert_eq!(
+            d.channel_sums(2, Order::ChannelsFirst),
+            Some(vec![3.0, 30.0, 12.0, 120.0])
+        );
+        assert_eq!(
+            d.channel_sums(2, Order::ChannelsLast),
+            Some(vec![5.0, 50.0, 10.0, 100.0])
+        );
     }
 
     #[test]

@@ -148,6 +148,7 @@ pub(crate) fn add_branch(
         return Err(ExplainGraphError::AlreadyThere);
     }
     plan.targets.check()?;
+    let started = std::time::Instant::now();
     let tail = Tail::find(model, stored, &plan.features)?;
     let mut n = Nodes::new(opset(model));
     let chosen = plan.targets.choose(&mut n);
@@ -157,6 +158,7 @@ pub(crate) fn add_branch(
     let map = tail.grad_cam(&mut n, &gradient);
     tracing::debug!(
         first_dense_summed = tail.sums_first_dense(),
+        build_ms = started.elapsed().as_secs_f64() * 1e3,
         "explanation branch built"
     );
     let explains = Explains {
