@@ -109,9 +109,8 @@ impl Tail {
     /// channel weights (the gradient's spatial mean), their weighted sum of
     /// the map's channels and its positive part. Returns the `[N, H, W]` map.
     pub(crate) fn grad_cam(&self, n: &mut Nodes, gradient: &str) -> String {
-        let first = self.sums.as_ref().map_or(0, |s| s.dense_step + 1);
         let mut g = gradient.to_string();
-        for step in self.steps[first..].iter().rev() {
+        for step in self.walked_back().iter().rev() {
             g = backward(n, step, &g);
         }
         let map = match &self.quant {
@@ -158,11 +157,17 @@ impl Tail {
         self.sums.is_some()
     }
 
+    /// The steps the branch walks back through (forward order): all of
+    /// them, or those after the layer the channel sums stand for.
+    fn walked_back(&self) -> &[Step] {
+        let first = self.sums.as_ref().map_or(0, |s| s.dense_step + 1);
+        &self.steps[first..]
+    }
+
     /// Refuses a chain whose backward pass would dequantize too large an
     /// int8 layer per explanation.
     fn check_dequantized(&self, model: &ModelProto) -> Result<(), ExplainGraphError> {
-        let first = self.sums.as_ref().map_or(0, |s| s.dense_step + 1);
-        for step in &self.steps[first..] {
+        for step in self.walked_back() {
             let Step::Dense {
                 weight: Weight::Int8 { values, .. },
                 ..
