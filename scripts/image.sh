@@ -19,22 +19,28 @@
 # found through the ELF files' NEEDED entries), the CA bundle the AWS SDK's
 # TLS reads, and the label that lets Lambda snapshot it.
 set -euo pipefail
+log() { printf 'image: %s\n' "$*" >&2; }
+die() { log "$*"; exit 2; }
+# Paths given on the command line are the caller's, read from where they
+# ran it: the script works from the checkout's top.
+caller=$PWD
+from_caller() { [[ $1 == /* ]] && echo "$1" || echo "$caller/$1"; }
 cd "$(dirname "$0")/.."
 
 arch=${ARCH:-x86_64} package="" model="" model_sha="" out="" where=""
+# A flag's value is the next word, never absent nor another flag.
+value() { [[ -n $2 && $2 != --* ]] || die "$1 needs $3 (see the top of $0)"; }
 while (($#)); do
   case $1 in
-    --arch) arch=${2:?--arch needs x86_64 or arm64}; shift 2 ;;
-    --package) package=${2:?--package needs a folder}; shift 2 ;;
-    --model) model=${2:?--model needs a file}; shift 2 ;;
-    --model-sha256) model_sha=${2:?--model-sha256 needs 64 hex digits}; shift 2 ;;
-    --out) out=${2:?--out needs a folder}; shift 2 ;;
+    --arch) value "$1" "${2-}" "x86_64 or arm64"; arch=$2; shift 2 ;;
+    --package) value "$1" "${2-}" "a folder"; package=$(from_caller "$2"); shift 2 ;;
+    --model) value "$1" "${2-}" "a file"; model=$(from_caller "$2"); shift 2 ;;
+    --model-sha256) value "$1" "${2-}" "64 hex digits"; model_sha=$2; shift 2 ;;
+    --out) value "$1" "${2-}" "a folder"; out=$(from_caller "$2"); shift 2 ;;
     --where) where=1; shift ;;
-    *) echo "image: unknown argument $1 (see the top of $0)" >&2; exit 2 ;;
+    *) die "unknown argument $1 (see the top of $0)" ;;
   esac
 done
-log() { printf 'image: %s\n' "$*" >&2; }
-die() { log "$*"; exit 2; }
 
 case $arch in
   x86_64) oci_arch=amd64 multiarch=x86_64-linux-gnu sysroot="" libdirs=(/lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu) ;;
@@ -51,6 +57,17 @@ if [[ -n $model ]]; then
   fi
   model_sha=$digest
 fi
+# A package holds the bootstrap and exactly one ONNX Runtime library.
+check_package() {
+  [[ -d $1 ]] || die "--package $1: no such folder"
+  shopt -s nullglob
+  libraries=("$1"/libonnxruntime.so*)
+  shopt -u nullglob
+  [[ -x $1/bootstrap && ${#libraries[@]} == 1 ]] \
+    || die "$1 must hold an executable bootstrap and one libonnxruntime.so* (it holds ${#libraries[@]})"
+}
+# A given package is checked before anything is installed or replaced.
+[[ -z $package ]] || check_package "$package"
 # readelf's words, whatever the user's language.
 export LC_ALL=C
 command -v umoci > /dev/null || {
@@ -69,16 +86,12 @@ if [[ -z $package ]]; then
   rm -rf "$package" && mkdir -p "$package"
   log "building the $arch package into $package"
   make --no-print-directory build-CatdogFunction ARTIFACTS_DIR="$package" ARCH="$arch" >&2
+  check_package "$package"
 elif [[ $(cd "$package" && pwd) != "$out/package" ]]; then
   # Where the Dockerfile reads it, whichever package went in.
   rm -rf "$out/package" && cp -r "$package" "$out/package"
 fi
 bootstrap=$package/bootstrap
-shopt -s nullglob
-libraries=("$package"/libonnxruntime.so*)
-shopt -u nullglob
-[[ -x $bootstrap && ${#libraries[@]} == 1 ]] \
-  || die "$package must hold a bootstrap and one libonnxruntime.so* (it holds ${#libraries[@]})"
 library=${libraries[0]}
 
 # The root filesystem, staged: what Lambda's provided.al2023 image has where

@@ -387,6 +387,7 @@ fn the_shared_packages_are_keyed_by_what_the_build_reads() {
         "template.yaml",
         "samconfig.toml",
         "scripts/setup.sh",
+        "scripts/tools.sh",
         "tools/python/onnxruntime.txt",
         "tools/python/tests.txt",
     ] {
@@ -402,6 +403,8 @@ fn the_shared_packages_are_keyed_by_what_the_build_reads() {
         "events/s3-put.json",
         ".config/nextest.toml",
         "Dockerfile",
+        "scripts/image.sh",
+        "scripts/test.sh",
     ] {
         assert!(!has(not_read), "{not_read} is among the package's inputs");
     }

@@ -5,7 +5,9 @@
 //! does, in cargo-lambda's emulator against the model on s3s-fs. An image
 //! with the model inside goes through SnapStart's lifecycle on the stand-in
 //! Runtime API and answers from the model it carries, with no S3 at all.
-//! The Dockerfile for users with Docker says what the image says.
+//! The Dockerfile for users with Docker says what the image says. The
+//! script reads paths from the caller's folder and refuses bad arguments
+//! (status 2) before it installs or replaces anything.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -305,4 +307,68 @@ async fn the_dockerfile_builds_what_make_image_makes_on_provided_al2023() {
         "the build context is the package alone: {ignore}"
     );
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// `scripts/image.sh` run from `dir` with `args`, expected to refuse them
+/// (exit status 2, as for any usage error); what it said.
+fn refused(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(workspace().join("scripts/image.sh"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {said}");
+    said
+}
+
+#[test]
+fn the_script_reads_paths_from_the_callers_folder_and_refuses_before_it_replaces() {
+    let caller = target_dir().join(format!("image-args-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&caller);
+    std::fs::create_dir_all(caller.join("out/package")).unwrap();
+
+    // A flag without its value says which value it needs.
+    for (args, needs) in [
+        (&["--arch"][..], "--arch needs x86_64 or arm64"),
+        (&["--arch", "--where"][..], "--arch needs x86_64 or arm64"),
+        (&["--package"][..], "--package needs a folder"),
+        (&["--out", "--arch", "x86_64"][..], "--out needs a folder"),
+    ] {
+        let said = refused(&caller, args);
+        assert!(said.contains(needs), "{args:?}: {said}");
+    }
+
+    // Relative paths are the caller's: --out, --where ...
+    let made = succeed(
+        Command::new(workspace().join("scripts/image.sh"))
+            .args(["--out", "out", "--where"])
+            .current_dir(&caller),
+    );
+    let said_out = String::from_utf8(made.stdout).unwrap();
+    assert_eq!(Path::new(said_out.trim()), caller.join("out"));
+    // ... and --model: the file in the caller's folder is found and read.
+    std::fs::write(caller.join("m.onnx"), b"not a model, but a file").unwrap();
+    let zeros = "0".repeat(64);
+    let said = refused(&caller, &["--model", "m.onnx", "--model-sha256", &zeros]);
+    let expected = format!("is not the digest of {}", caller.join("m.onnx").display());
+    assert!(said.contains(&expected), "{said}");
+
+    // A package without a bootstrap is refused before OUT's package is
+    // replaced with it.
+    let kept = caller.join("out/package/bootstrap");
+    std::fs::write(&kept, b"the package OUT held").unwrap();
+    std::fs::create_dir_all(caller.join("empty")).unwrap();
+    let said = refused(&caller, &["--package", "empty", "--out", "out"]);
+    assert!(
+        said.contains(&format!(
+            "{} must hold an executable bootstrap",
+            caller.join("empty").display()
+        )),
+        "{said}"
+    );
+    assert_eq!(std::fs::read(&kept).unwrap(), b"the package OUT held");
+    let said = refused(&caller, &["--package", "nowhere"]);
+    assert!(said.contains("no such folder"), "{said}");
+    let _ = std::fs::remove_dir_all(&caller);
 }

@@ -362,9 +362,10 @@ pub fn shared_package(sam: &Path, cargo_lambda: &Path, arch: &str, tag: &str) ->
 /// notebook, the sample events and docs/ (read by tests alone: `function/`
 /// includes `docs/api.md` and `events/` only under `cfg(test)`), the model
 /// recipes, the image's Dockerfile, clippy's settings, and the prose at the
-/// top. So a change to any of them reuses both packages; a change to the
-/// code or the build files (manifests, lock, Makefile, template, scripts/,
-/// tools/) does not.
+/// top, and the scripts the build never runs. So a change to any of them
+/// reuses both packages; a change to the code or the build files
+/// (manifests, lock, Makefile, template, scripts/setup.sh and the
+/// scripts/tools.sh it sources, tools/) does not.
 fn built_from_nothing_here(path: &[u8]) -> bool {
     let under = |dir: &[u8]| path.starts_with(dir);
     let top_level_prose = !path.contains(&b'/') && path.ends_with(b".md");
@@ -384,7 +385,13 @@ fn built_from_nothing_here(path: &[u8]) -> bool {
         b"clippy.toml",
         b".gitignore",
     ];
+    // The Makefile's package targets run scripts/setup.sh, which sources
+    // scripts/tools.sh; the other scripts (tests, lint, image, locks) are
+    // never run by the build.
+    let script_not_built_with =
+        under(b"scripts/") && path != b"scripts/setup.sh" && path != b"scripts/tools.sh";
     (under(b"tests/") && path != b"tests/Cargo.toml")
+        || script_not_built_with
         || dirs.iter().any(|dir| under(dir))
         || files.contains(&path)
         || top_level_prose
