@@ -1194,6 +1194,46 @@ fn finetune_from_s3_writes_the_same_model_as_from_the_folder() {
         before,
         "fetched again"
     );
+
+    // An object replaced at the same size (another photo, padded after its
+    // end) has another ETag: fetched again.
+    let sizes: Vec<(PathBuf, u64)> = files_under(&photos.join("train"))
+        .into_iter()
+        .filter(|rel| *rel != gone && *rel != kept)
+        .map(|rel| {
+            let size = std::fs::metadata(photos.join("train").join(&rel))
+                .unwrap()
+                .len();
+            (rel, size)
+        })
+        .collect();
+    let kept_size = std::fs::metadata(mirror.join("train").join(&kept))
+        .unwrap()
+        .len();
+    let (other, _) = sizes
+        .iter()
+        .find(|(_, size)| *size < kept_size)
+        .expect("a photo smaller than the kept one");
+    let mut replaced = std::fs::read(photos.join("train").join(other)).unwrap();
+    replaced.resize(kept_size as usize, 0);
+    tokio_block(async {
+        let key = format!("catsdogs/train/{}", kept.display());
+        let s3 = s3_test_client(&endpoint);
+        let body = replaced.clone().into();
+        s3.put_object()
+            .bucket("photos")
+            .key(key)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+    });
+    let o = run_with_s3(&args, &endpoint, &cache);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        std::fs::read(mirror.join("train").join(&kept)).unwrap() == replaced,
+        "{kept:?}: the mirror kept the old bytes of the same size"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

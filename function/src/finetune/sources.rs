@@ -2,9 +2,11 @@
 //! `s3://bucket/prefix/`. A prefix is first mirrored into the cache folder
 //! (pictures and their sidecars; files gone from S3 are removed from the
 //! mirror, so a deleted correction is not trained on), then read as a
-//! folder, so one listing ([`super::data`]) reads both.
+//! folder, so one listing ([`super::data`]) reads both. A mirrored file is
+//! fresh while S3 lists it with the ETag it was fetched with: a sidecar
+//! rewritten at the same size (a picture corrected again) is fetched anew.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::config::{DataFetch, DataSource};
@@ -80,12 +82,16 @@ fn wanted(relative: &str) -> bool {
         && (crate::files::is_picture(path) || path.extension().is_some_and(|e| e == "json"))
 }
 
-/// Every wanted key under `prefix`, relative to it, with its size.
-async fn list(
-    store: &ObjectStore,
-    bucket: &str,
-    prefix: &str,
-) -> Result<Vec<(String, Option<i64>)>, Failure> {
+/// One wanted object under a prefix, as S3 lists it.
+struct Listed {
+    /// Its key, relative to the prefix.
+    relative: String,
+    size: Option<i64>,
+    etag: Option<String>,
+}
+
+/// Every wanted key under `prefix`, with its size and ETag.
+async fn list(store: &ObjectStore, bucket: &str, prefix: &str) -> Result<Vec<Listed>, Failure> {
     let mut keys = Vec::new();
     let mut next = None;
     loop {
@@ -95,7 +101,11 @@ async fn list(
                 .trim_start_matches('/')
                 .to_string();
             if wanted(&relative) {
-                keys.push((relative, size));
+                keys.push(Listed {
+                    relative,
+                    size,
+                    etag: object.etag,
+                });
             }
         }
         match token {
@@ -105,13 +115,26 @@ async fn list(
     }
 }
 
-/// Brings `dir` to the listed keys: downloads what is missing or of
-/// another size, removes wanted files that are no longer listed.
+/// The file beside a mirror's folders that records each mirrored file's
+/// ETag (hidden: never read as a label's folder).
+const ETAGS: &str = ".catdog-etags.json";
+
+/// Each mirrored file's ETag as fetched, by its relative path; empty when
+/// none was recorded (an older mirror: its files are fetched again once).
+fn recorded_etags(dir: &Path) -> BTreeMap<String, String> {
+    std::fs::read(dir.join(ETAGS))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+/// Brings `dir` to the listed keys: downloads what is missing, of another
+/// size or of another ETag, removes wanted files that are no longer listed.
 async fn mirror(
     store: &ObjectStore,
     bucket: &str,
     prefix: &str,
-    keys: &[(String, Option<i64>)],
+    keys: &[Listed],
     dir: &Path,
     fetch: &DataFetch,
     progress: &dyn Progress,
@@ -126,13 +149,19 @@ async fn mirror(
         source: &source,
         total: keys.len(),
     });
-    for (relative, size) in keys {
-        let path = dir.join(relative);
+    let recorded = recorded_etags(dir);
+    let mut etags = BTreeMap::new();
+    for key in keys {
+        let path = dir.join(&key.relative);
         let have = std::fs::metadata(&path).ok().map(|m| m.len() as i64);
-        if have.is_some() && have == *size {
+        let same_etag = key.etag.is_none() || recorded.get(&key.relative) == key.etag.as_ref();
+        if have.is_some() && have == key.size && same_etag {
             done.kept += 1;
+            if let Some(etag) = &key.etag {
+                etags.insert(key.relative.clone(), etag.clone());
+            }
         } else {
-            let object = ObjectRef::new(bucket, format!("{prefix}{relative}"));
+            let object = ObjectRef::new(bucket, format!("{prefix}{}", key.relative));
             let fetched = store
                 .get(&object, fetch.max_object_bytes)
                 .await
@@ -146,12 +175,15 @@ async fn mirror(
             let partial = path.with_extension("partial");
             std::fs::write(&partial, &fetched.bytes).map_err(io(&partial))?;
             std::fs::rename(&partial, &path).map_err(io(&path))?;
+            if let Some(etag) = fetched.etag {
+                etags.insert(key.relative.clone(), etag);
+            }
             done.downloaded += 1;
         }
         progress.event(Event::Fetched(1));
     }
     progress.event(Event::FetchDone);
-    let listed: BTreeSet<PathBuf> = keys.iter().map(|(k, _)| dir.join(k)).collect();
+    let listed: BTreeSet<PathBuf> = keys.iter().map(|k| dir.join(&k.relative)).collect();
     for stale in walk(dir)? {
         let relative = stale.strip_prefix(dir).unwrap_or(&stale);
         if wanted(&relative.to_string_lossy()) && !listed.contains(&stale) {
@@ -159,6 +191,10 @@ async fn mirror(
             done.removed += 1;
         }
     }
+    let record = dir.join(ETAGS);
+    let json = serde_json::to_vec(&etags).unwrap_or_default();
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    std::fs::write(&record, json).map_err(io(&record))?;
     Ok(done)
 }
 
