@@ -107,8 +107,10 @@ pub(super) fn rule(
             let (photos, others) = (evidence(photos), evidence(others));
             let fence = cfg.neither.as_ref()?.fence;
             let below = choose_threshold(&photos, &others, &kept, fence);
-            let unmoved = choose_threshold(&photos, &others, &[], fence);
-            let moved = (below < unmoved).then_some(unmoved);
+            // Where it would be without the corrections, when they moved it.
+            let moved = (!kept.is_empty())
+                .then(|| choose_threshold(&photos, &others, &[], fence))
+                .filter(|&unmoved| below < unmoved);
             Some((contract::Rejection { label, below }, moved))
         }
         NeitherMode::Class => Some((contract::Rejection { label, below: 0.5 }, None)),
