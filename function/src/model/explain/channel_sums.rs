@@ -13,12 +13,10 @@
 //! as floats, which cost more than 1.15× the answer's own run), and the sum
 //! is exact even where windows overlap.
 
-use std::borrow::Cow;
-
-use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::{ModelProto, TensorProto};
 
-use super::steps::{producer, Step, Weight};
+use super::dense::{pick, DenseValues, Values};
+use super::steps::{producer, Step};
 use crate::model::graph::build::float_tensor;
 use crate::model::graph::inspect::initializer;
 use crate::model::weights::Stored;
@@ -65,7 +63,7 @@ pub(super) fn find(
     };
     let channels = channels_of(model, map)?;
     let values = DenseValues::read(model, stored, weight, *transposed)?;
-    let matrix = values.channel_sums(channels, order)?;
+    let matrix = channel_sums(&values, channels, order)?;
     let name = format!("{}.channel_sums", super::nodes::PREFIX);
     Some(ChannelSums {
         matrix: float_tensor(&name, &[channels as i64, values.outputs as i64], &matrix),
@@ -129,218 +127,82 @@ fn channels_of(model: &ModelProto, map: &str) -> Option<usize> {
     None
 }
 
-/// A dense layer's weights, read: `(q − zero) · scale`, or floats.
-struct DenseValues<'a> {
-    inputs: usize,
-    outputs: usize,
-    /// `[out, in]` rather than `[in, out]`.
-    transposed: bool,
-    values: Values<'a>,
-}
-
-enum Values<'a> {
-    /// Little-endian f32s, as stored (a copy only for `float_data`).
-    Float(Cow<'a, [u8]>),
-    /// 8-bit values with a scale and zero point per tensor or per output.
-    Int8 {
-        raw: &'a [u8],
-        signed: bool,
-        scale: Vec<f32>,
-        zero: Vec<i32>,
-    },
-}
-
-impl<'a> DenseValues<'a> {
-    fn read(
-        model: &'a ModelProto,
-        stored: &Stored<'a>,
-        weight: &Weight,
-        transposed: bool,
-    ) -> Option<Self> {
-        let tensor = |name: &str| initializer(model, name);
-        let (stored_as, values) = match weight {
-            Weight::Float(name) => {
-                let t = tensor(name)?;
-                (t, Values::Float(float_bytes(stored, t)?))
-            }
-            Weight::Int8 {
-                values,
-                scale,
-                zero,
-                ..
-            } => {
-                let t = tensor(values)?;
-                let signed = t.data_type == DataType::INT8 as i32;
-                if !signed && t.data_type != DataType::UINT8 as i32 {
-                    return None;
-                }
-                let zero = match zero {
-                    Some(z) => zero_points(stored, tensor(z)?)?,
-                    None => vec![0],
-                };
-                let values = Values::Int8 {
-                    raw: stored.raw(t)?,
-                    signed,
-                    scale: floats(stored, tensor(scale)?)?,
-                    zero,
-                };
-                (t, values)
-            }
-        };
-        let [a, b] = stored_as.dims[..] else {
-            return None;
-        };
-        let (a, b) = (usize::try_from(a).ok()?, usize::try_from(b).ok()?);
-        let (inputs, outputs) = if transposed { (b, a) } else { (a, b) };
-        let dense = Self {
-            inputs,
-            outputs,
-            transposed,
-            values,
-        };
-        dense.is_whole().then_some(dense)
-    }
-
-    /// Whether the values fill the matrix, with a scale and zero point per
-    /// tensor or per output.
-    fn is_whole(&self) -> bool {
-        let cells = self.inputs * self.outputs;
-        let per = |n: usize| n == 1 || n == self.outputs;
-        match &self.values {
-            Values::Float(v) => v.len() == cells * 4,
-            Values::Int8 {
-                raw, scale, zero, ..
-            } => raw.len() == cells && per(scale.len()) && per(zero.len()),
-        }
-    }
-
-    /// `M[c, o]`: the weights of output `o` summed over channel `c`'s inputs.
-    fn channel_sums(&self, channels: usize, order: Order) -> Option<Vec<f32>> {
-        if channels == 0 || !self.inputs.is_multiple_of(channels) {
-            return None;
-        }
-        let cells = self.inputs / channels;
-        let (ins, outs) = (self.inputs, self.outputs);
-        let channel: Vec<usize> = (0..ins)
-            .map(|i| match order {
-                Order::ChannelsFirst => i / cells,
-                Order::ChannelsLast => i % channels,
-            })
-            .collect();
-        // Read in the order the weights are stored (fc1 is hundreds of MB,
-        // and a column-wise walk would miss the cache at every weight):
-        // `[in, out]` adds each input's row to its channel's row of sums;
-        // `[out, in]` adds each output's row into that output's column.
-        let mut sums = vec![0f64; channels * outs];
-        let mut add = |i: usize, o: usize, v: f64| sums[channel[i] * outs + o] += v;
-        match &self.values {
-            Values::Float(w) if !self.transposed => {
-                for (i, row) in w.chunks_exact(outs * 4).enumerate() {
-                    let target = &mut sums[channel[i] * outs..][..outs];
-                    for (s, v) in target.iter_mut().zip(row.chunks_exact(4)) {
-                        *s += f64::from(f32::from_le_bytes([v[0], v[1], v[2], v[3]]));
-                    }
-                }
-            }
-            Values::Float(w) => {
-                for (o, row) in w.chunks_exact(ins * 4).enumerate() {
-                    for (i, v) in row.chunks_exact(4).enumerate() {
-                        add(
-                            i,
-                            o,
-                            f64::from(f32::from_le_bytes([v[0], v[1], v[2], v[3]])),
-                        );
-                    }
-                }
-            }
-            Values::Int8 {
-                raw,
-                signed,
-                scale,
-                zero,
-            } => {
-                let (rows, cols) = if self.transposed {
-                    (outs, ins)
-                } else {
-                    (ins, outs)
-                };
-                for (r, row) in raw.chunks_exact(cols).enumerate() {
-                    for (c, &b) in row.iter().enumerate() {
-                        let (i, o) = if self.transposed { (c, r) } else { (r, c) };
-                        let q = if *signed {
-                            i32::from(b as i8)
-                        } else {
-                            i32::from(b)
-                        };
-                        add(
-                            i,
-                            o,
-                            f64::from(q - pick(zero, o)) * f64::from(pick(scale, o)),
-                        );
-                    }
-                }
-                debug_assert_eq!(raw.len(), rows * cols);
-            }
-        }
-        Some(sums.into_iter().map(|s| s as f32).collect())
-    }
-}
-
-/// A per-tensor or per-output value: the one, or output `o`'s.
-fn pick<T: Copy>(values: &[T], o: usize) -> T {
-    if values.len() == 1 {
-        values[0]
-    } else {
-        values[o]
-    }
-}
-
-/// A float tensor's little-endian bytes: where they are stored, or made
-/// from `float_data`.
-fn float_bytes<'a>(stored: &Stored<'a>, t: &'a TensorProto) -> Option<Cow<'a, [u8]>> {
-    if t.data_type != DataType::FLOAT as i32 {
+/// `M[c, o]`: the weights of output `o` summed over channel `c`'s inputs.
+fn channel_sums(dense: &DenseValues, channels: usize, order: Order) -> Option<Vec<f32>> {
+    if channels == 0 || !dense.inputs.is_multiple_of(channels) {
         return None;
     }
-    if !t.float_data.is_empty() {
-        return Some(Cow::Owned(
-            t.float_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ));
+    let cells = dense.inputs / channels;
+    let (ins, outs) = (dense.inputs, dense.outputs);
+    let channel: Vec<usize> = (0..ins)
+        .map(|i| match order {
+            Order::ChannelsFirst => i / cells,
+            Order::ChannelsLast => i % channels,
+        })
+        .collect();
+    // Read in the order the weights are stored (fc1 is hundreds of MB,
+    // and a column-wise walk would miss the cache at every weight):
+    // `[in, out]` adds each input's row to its channel's row of sums;
+    // `[out, in]` adds each output's row into that output's column.
+    let mut sums = vec![0f64; channels * outs];
+    let mut add = |i: usize, o: usize, v: f64| sums[channel[i] * outs + o] += v;
+    match &dense.values {
+        Values::Float(w) if !dense.transposed => {
+            for (i, row) in w.chunks_exact(outs * 4).enumerate() {
+                let target = &mut sums[channel[i] * outs..][..outs];
+                for (s, v) in target.iter_mut().zip(row.chunks_exact(4)) {
+                    *s += f64::from(f32::from_le_bytes([v[0], v[1], v[2], v[3]]));
+                }
+            }
+        }
+        Values::Float(w) => {
+            for (o, row) in w.chunks_exact(ins * 4).enumerate() {
+                for (i, v) in row.chunks_exact(4).enumerate() {
+                    add(
+                        i,
+                        o,
+                        f64::from(f32::from_le_bytes([v[0], v[1], v[2], v[3]])),
+                    );
+                }
+            }
+        }
+        Values::Int8 {
+            raw,
+            signed,
+            scale,
+            zero,
+        } => {
+            let (rows, cols) = if dense.transposed {
+                (outs, ins)
+            } else {
+                (ins, outs)
+            };
+            for (r, row) in raw.chunks_exact(cols).enumerate() {
+                for (c, &b) in row.iter().enumerate() {
+                    let (i, o) = if dense.transposed { (c, r) } else { (r, c) };
+                    let q = if *signed {
+                        i32::from(b as i8)
+                    } else {
+                        i32::from(b)
+                    };
+                    add(
+                        i,
+                        o,
+                        f64::from(q - pick(zero, o)) * f64::from(pick(scale, o)),
+                    );
+                }
+            }
+            debug_assert_eq!(raw.len(), rows * cols);
+        }
     }
-    stored.raw(t).map(Cow::Borrowed)
-}
-
-/// A float tensor's values, from its raw bytes or `float_data`.
-fn floats(stored: &Stored, t: &TensorProto) -> Option<Vec<f32>> {
-    if t.data_type != DataType::FLOAT as i32 {
-        return None;
-    }
-    if !t.float_data.is_empty() {
-        return Some(t.float_data.clone());
-    }
-    let raw = stored.raw(t)?;
-    Some(
-        raw.chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-    )
-}
-
-/// An 8-bit zero point tensor's values.
-fn zero_points(stored: &Stored, t: &TensorProto) -> Option<Vec<i32>> {
-    if !t.int32_data.is_empty() {
-        return Some(t.int32_data.clone());
-    }
-    let raw = stored.raw(t)?;
-    Some(if t.data_type == DataType::INT8 as i32 {
-        raw.iter().map(|&b| i32::from(b as i8)).collect()
-    } else {
-        raw.iter().map(|&b| i32::from(b)).collect()
-    })
+    Some(sums.into_iter().map(|s| s as f32).collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::borrow::Cow;
 
     fn dense(values: Vec<f32>, inputs: usize, outputs: usize) -> DenseValues<'static> {
         DenseValues {
@@ -358,14 +220,14 @@ mod tests {
         // 2 channels × 2 cells, 1 output: inputs 0..4 with weights 1, 2, 4, 8.
         let d = dense(vec![1.0, 2.0, 4.0, 8.0], 4, 1);
         assert_eq!(
-            d.channel_sums(2, Order::ChannelsFirst),
+            channel_sums(&d, 2, Order::ChannelsFirst),
             Some(vec![3.0, 12.0])
         );
         assert_eq!(
-            d.channel_sums(2, Order::ChannelsLast),
+            channel_sums(&d, 2, Order::ChannelsLast),
             Some(vec![5.0, 10.0])
         );
-        assert_eq!(d.channel_sums(3, Order::ChannelsFirst), None);
+        assert_eq!(channel_sums(&d, 3, Order::ChannelsFirst), None);
     }
 
     #[test]
@@ -383,11 +245,11 @@ mod tests {
             )),
         };
         assert_eq!(
-            d.channel_sums(2, Order::ChannelsFirst),
+            channel_sums(&d, 2, Order::ChannelsFirst),
             Some(vec![3.0, 30.0, 12.0, 120.0])
         );
         assert_eq!(
-            d.channel_sums(2, Order::ChannelsLast),
+            channel_sums(&d, 2, Order::ChannelsLast),
             Some(vec![5.0, 50.0, 10.0, 100.0])
         );
     }
@@ -408,7 +270,7 @@ mod tests {
         };
         // One channel: output 0 sums (3−1)·0.5 + (5−1)·0.5, output 1 (1−1)·2 + (7−1)·2.
         assert_eq!(
-            d.channel_sums(1, Order::ChannelsFirst),
+            channel_sums(&d, 1, Order::ChannelsFirst),
             Some(vec![3.0, 12.0])
         );
     }

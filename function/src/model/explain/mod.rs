@@ -13,6 +13,7 @@
 
 pub(crate) mod at_load;
 mod channel_sums;
+mod dense;
 mod nodes;
 pub(crate) mod plan;
 pub(crate) mod score;
@@ -23,7 +24,7 @@ use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::{AttributeProto, GraphProto, ModelProto, TensorProto};
 use serde::{Deserialize, Serialize};
 
-use crate::model::graph::build::{opset, tensor_value_info};
+use crate::model::graph::build::tensor_value_info;
 use crate::model::weights::Stored;
 use nodes::Nodes;
 pub(crate) use score::{Layer, ScoreLayers, Targets};
@@ -150,13 +151,17 @@ pub(crate) fn add_branch(
     plan.targets.check()?;
     let started = std::time::Instant::now();
     let tail = Tail::find(model, stored, &plan.features)?;
-    let mut n = Nodes::new(opset(model));
+    let mut n = Nodes::new();
     let chosen = plan.targets.choose(&mut n);
-    let gradient = plan.layers.gradient(&mut n, &chosen).ok_or_else(|| {
-        ExplainGraphError::Unsupported("no layer gives the labels' scores".into())
-    })?;
+    let gradient = plan
+        .layers
+        .gradient(&mut n, &chosen, model, stored)
+        .ok_or_else(|| {
+            ExplainGraphError::Unsupported("no layer gives the labels' scores".into())
+        })?;
     let map = tail.grad_cam(&mut n, &gradient);
     tracing::debug!(
+        ops = n.nodes.len(),
         first_dense_summed = tail.sums_first_dense(),
         build_ms = started.elapsed().as_secs_f64() * 1e3,
         "explanation branch built"
@@ -170,7 +175,7 @@ pub(crate) fn add_branch(
         labels: plan.targets.labels.clone(),
     };
     let then_branch = branch_graph(n, &map, &chosen);
-    let else_branch = nothing_graph(opset(model));
+    let else_branch = nothing_graph();
     let g = model.graph.mut_or_insert_default();
     g.input
         .push(tensor_value_info(FLAG, DataType::BOOL, Some(vec![])));
@@ -233,8 +238,8 @@ fn branch_graph(mut n: Nodes, map: &str, chosen: &str) -> GraphProto {
 }
 
 /// The branch a run takes when it does not ask: two empty outputs.
-fn nothing_graph(opset: i64) -> GraphProto {
-    let mut n = Nodes::new(opset);
+fn nothing_graph() -> GraphProto {
+    let mut n = Nodes::new();
     let map_out = format!("{MAP}.else");
     let target_out = format!("{TARGET}.else");
     let mut empty_map = TensorProto::new();

@@ -1,5 +1,5 @@
 //! Writing the explanation branch's nodes: fresh tensor names, constants,
-//! and the operators whose form changed between opsets (reductions).
+//! and the few compound steps the branch takes more than once.
 
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::DataType;
@@ -18,21 +18,16 @@ pub(crate) enum MapLayout {
 pub(crate) const PREFIX: &str = "catdog.explain";
 
 /// The nodes and constants of a subgraph being written.
+#[derive(Default)]
 pub(crate) struct Nodes {
-    pub(crate) opset: i64,
     pub(crate) nodes: Vec<NodeProto>,
     pub(crate) constants: Vec<TensorProto>,
     next: usize,
 }
 
 impl Nodes {
-    pub(crate) fn new(opset: i64) -> Self {
-        Self {
-            opset,
-            nodes: Vec::new(),
-            constants: Vec::new(),
-            next: 0,
-        }
+    pub(crate) fn new() -> Self {
+        Self::default()
     }
 
     fn fresh(&mut self, what: &str) -> String {
@@ -108,33 +103,43 @@ impl Nodes {
         )
     }
 
-    /// A feature map's shape with its spatial axes 1 (what its global
-    /// average pooling keeps).
-    pub(crate) fn pooled_shape(&mut self, map: &str, layout: MapLayout) -> String {
-        let shape = self.op("Shape", &[map], vec![]);
-        let (keep, ones) = match layout {
-            MapLayout::Nchw => ([1, 1, 0, 0], [0, 0, 1, 1]),
-            MapLayout::Nhwc => ([1, 0, 0, 1], [0, 1, 1, 0]),
+    /// `[N, H, W]`: the channels of `map` (whose shape `shape_of` has)
+    /// summed with per-picture `weights` (`N × C` values in channel
+    /// order), as one batched MatMul over the map's cells.
+    pub(crate) fn channels_weighted(
+        &mut self,
+        map: &str,
+        shape_of: &str,
+        weights: &str,
+        layout: MapLayout,
+    ) -> String {
+        let shape = self.op("Shape", &[shape_of], vec![]);
+        let (spatial, product) = match layout {
+            MapLayout::Nchw => {
+                // [N, 1, C] · [N, C, H·W]
+                let row = self.int64s(&[0, 1, -1]);
+                let w = self.op("Reshape", &[weights, &row], vec![]);
+                let cells = self.int64s(&[0, 0, -1]);
+                let m = self.op("Reshape", &[map, &cells], vec![]);
+                ([0, 2, 3], self.op("MatMul", &[&w, &m], vec![]))
+            }
+            MapLayout::Nhwc => {
+                // [N, H·W, C] · [N, C, 1]
+                let column = self.int64s(&[0, -1, 1]);
+                let w = self.op("Reshape", &[weights, &column], vec![]);
+                let first = self.int64s(&[0]);
+                let last = self.int64s(&[3]);
+                let n = self.op("Gather", &[&shape, &first], vec![]);
+                let c = self.op("Gather", &[&shape, &last], vec![]);
+                let any = self.int64s(&[-1]);
+                let rows = self.op("Concat", &[&n, &any, &c], vec![Self::int_attr("axis", 0)]);
+                let m = self.op("Reshape", &[map, &rows], vec![]);
+                ([0, 1, 2], self.op("MatMul", &[&m, &w], vec![]))
+            }
         };
-        let keep = self.int64s(&keep);
-        let ones = self.int64s(&ones);
-        let kept = self.op("Mul", &[&shape, &keep], vec![]);
-        self.op("Add", &[&kept, &ones], vec![])
-    }
-
-    /// `ReduceSum` over `axes`: an attribute before opset 13, an input since.
-    pub(crate) fn reduce_sum(&mut self, input: &str, axes: &[i64], keep: bool) -> String {
-        let keepdims = Self::int_attr("keepdims", i64::from(keep));
-        if self.opset >= 13 {
-            let axes = self.int64s(axes);
-            self.op("ReduceSum", &[input, &axes], vec![keepdims])
-        } else {
-            self.op(
-                "ReduceSum",
-                &[input],
-                vec![Self::ints_attr("axes", axes), keepdims],
-            )
-        }
+        let axes = self.int64s(&spatial);
+        let out_shape = self.op("Gather", &[&shape, &axes], vec![]);
+        self.op("Reshape", &[&product, &out_shape], vec![])
     }
 
     pub(crate) fn int_attr(name: &str, v: i64) -> AttributeProto {

@@ -8,8 +8,12 @@
 //! the gradient is the trained column plus the base's weights averaged by
 //! the softmax within the group: no general differentiation is needed.
 
+use onnx_protobuf::ModelProto;
+
+use super::dense::DenseValues;
 use super::nodes::Nodes;
 use super::steps::Weight;
+use crate::model::weights::Stored;
 
 /// The labels a branch can explain and how they are ranked.
 #[derive(Debug, Clone)]
@@ -120,8 +124,16 @@ const EXCLUDED: f32 = -1e30;
 
 impl ScoreLayers {
     /// `[N, F]`: per picture, the chosen target's score gradient; `None`
-    /// when there is no layer to take it from.
-    pub(crate) fn gradient(&self, n: &mut Nodes, chosen: &str) -> Option<String> {
+    /// when there is no layer to take it from. `model`'s weights (large
+    /// ones in `stored`) are read where the branch can use them as
+    /// constants.
+    pub(crate) fn gradient(
+        &self,
+        n: &mut Nodes,
+        chosen: &str,
+        model: &ModelProto,
+        stored: &Stored,
+    ) -> Option<String> {
         let trained = self.trained.as_ref().map(|(layer, columns)| {
             let columns = n.int64s(columns);
             let column = n.op(
@@ -162,13 +174,27 @@ impl ScoreLayers {
             let within = n.op("Add", &[&logits, &mask], vec![]);
             let shares = n.op("Softmax", &[&within], vec![Nodes::int_attr("axis", 1)]);
             let layer = &grouped.layer;
-            let weight = layer.weight.outputs(n, &indices, layer.transposed);
-            // shares [N, members] · Wᵀ: W is [features, members] unless transposed.
-            let trans_b = i64::from(!layer.transposed);
+            // The members' columns, read once here as floats `[features,
+            // members]` (for an 8-bit head, dequantizing them on every run
+            // cost more than the rest of the map); else gathered in the
+            // branch, `[members, features]` when the layer is transposed.
+            let read = DenseValues::read(model, stored, &layer.weight, layer.transposed)
+                .and_then(|dense| Some((dense.inputs, dense.columns(&members)?)));
+            let (weight, features_first) = match read {
+                Some((features, columns)) => {
+                    let dims = [features as i64, members.len() as i64];
+                    (n.constant(&dims, &columns), true)
+                }
+                None => (
+                    layer.weight.outputs(n, &indices, layer.transposed),
+                    !layer.transposed,
+                ),
+            };
+            // shares [N, members] · Wᵀ.
             n.op(
                 "Gemm",
                 &[&shares, &weight],
-                vec![Nodes::int_attr("transB", trans_b)],
+                vec![Nodes::int_attr("transB", i64::from(features_first))],
             )
         });
         match (trained, base) {

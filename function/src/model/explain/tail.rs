@@ -37,6 +37,15 @@ enum Pool {
     },
 }
 
+/// Per picture, one weight per channel of the map, in its own order (any
+/// shape holding `N × C` values in that order).
+enum Weights {
+    /// The gradient's means over the map's cells (Grad-CAM's weights).
+    Means(String),
+    /// Its sums over the cells: the means times the number of cells.
+    Sums(String),
+}
+
 /// The chain from the feature map to the features.
 #[derive(Debug, Clone)]
 pub(crate) struct Tail {
@@ -117,7 +126,11 @@ impl Tail {
             Some((scale, zero)) => n.op("DequantizeLinear", &[&self.map, scale, zero], vec![]),
             None => self.map.clone(),
         };
-        let (map, weights) = match (&self.pool, &self.sums) {
+        // Shapes are read off the map as stored: an 8-bit map's one
+        // consumer is then the weighted sum, and ONNX Runtime does not
+        // dequantize it once per consumer.
+        let shape_of = self.map.clone();
+        let weights = match (&self.pool, &self.sums) {
             (_, Some(sums)) => {
                 // The channels' summed gradient, over the map's cells.
                 n.constants.push(sums.matrix.clone());
@@ -129,26 +142,23 @@ impl Tail {
                         Nodes::int_attr("transB", 1),
                     ],
                 );
-                let cells = n.spatial_cells(&map, self.layout);
-                let mean = n.op("Div", &[&summed, &cells], vec![]);
-                let pooled_shape = n.pooled_shape(&map, self.layout);
-                (map, n.op("Reshape", &[&mean, &pooled_shape], vec![]))
+                Weights::Sums(summed)
             }
-            (pool, None) => self.pooled_weights(n, map, pool, &g),
+            (pool, None) => self.pooled_weights(n, &map, &shape_of, pool, &g),
         };
-        let (map, weights) = match self.layout {
-            MapLayout::Nchw => (map, weights),
-            MapLayout::Nhwc => {
-                let to_nchw = || vec![Nodes::ints_attr("perm", &[0, 3, 1, 2])];
-                (
-                    n.op("Transpose", &[&map], to_nchw()),
-                    n.op("Transpose", &[&weights], to_nchw()),
-                )
-            }
+        let (weights, summed) = match weights {
+            Weights::Means(w) => (w, false),
+            Weights::Sums(w) => (w, true),
         };
-        let weighted = n.op("Mul", &[&map, &weights], vec![]);
-        let summed = n.reduce_sum(&weighted, &[1], false);
-        n.op("Relu", &[&summed], vec![])
+        let weighted = n.channels_weighted(&map, &shape_of, &weights, self.layout);
+        let positive = n.op("Relu", &[&weighted], vec![]);
+        if !summed {
+            return positive;
+        }
+        // Sums made means: divided once, on the `[N, H, W]` map, not per
+        // channel (ReLU keeps a positive factor).
+        let cells = n.spatial_cells(&shape_of, self.layout);
+        n.op("Div", &[&positive, &cells], vec![])
     }
 
     /// Whether the first dense layer's backward pass is replaced by its
@@ -189,23 +199,22 @@ impl Tail {
     }
 
     /// The channel weights from the gradient at the pooling's output.
-    fn pooled_weights(&self, n: &mut Nodes, map: String, pool: &Pool, g: &str) -> (String, String) {
+    fn pooled_weights(
+        &self,
+        n: &mut Nodes,
+        map: &str,
+        shape_of: &str,
+        pool: &Pool,
+        g: &str,
+    ) -> Weights {
         match pool {
-            Pool::Average => {
-                // The pooling's output is `[N, C, 1, 1]` (or `[N, 1, 1, C]`)
-                // and so is `g`: every cell's gradient is `g / (H·W)`, which
-                // is also the cells' mean.
-                // `g` may have dropped the pooled axes (keepdims=0): it
-                // takes the map's shape with those axes 1.
-                let pooled_shape = n.pooled_shape(&map, self.layout);
-                let g = n.op("Reshape", &[g, &pooled_shape], vec![]);
-                let cells = n.spatial_cells(&map, self.layout);
-                let weights = n.op("Div", &[&g, &cells], vec![]);
-                (map, weights)
-            }
+            // Every cell's gradient is `g / (H·W)`, which is also the cells'
+            // mean; `g` holds one value per channel whether the pooling kept
+            // its spatial axes or not.
+            Pool::Average => Weights::Sums(g.to_string()),
             Pool::Max { attributes } => {
-                let shape = n.op("Shape", &[&map], vec![]);
-                let indices = n.max_pool_indices(&map, attributes.clone());
+                let shape = n.op("Shape", &[shape_of], vec![]);
+                let indices = n.max_pool_indices(map, attributes.clone());
                 let mut unpool_attrs: Vec<_> = attributes
                     .iter()
                     .filter(|a| ["kernel_shape", "strides", "pads"].contains(&a.name.as_str()))
@@ -213,8 +222,7 @@ impl Tail {
                     .collect();
                 unpool_attrs.sort_by(|a, b| a.name.cmp(&b.name));
                 let cells_gradient = n.op("MaxUnpool", &[g, &indices, &shape], unpool_attrs);
-                let weights = n.op("GlobalAveragePool", &[&cells_gradient], vec![]);
-                (map, weights)
+                Weights::Means(n.op("GlobalAveragePool", &[&cells_gradient], vec![]))
             }
         }
     }
@@ -351,7 +359,7 @@ mod tests {
             let sums = tail.sums.as_ref().expect("the channel sums are used");
             // fc1's 16 inputs are 4 channels × 4 cells of 0.5.
             assert_eq!(sums.matrix.dims, [4, 16]);
-            let mut n = Nodes::new(13);
+            let mut n = Nodes::new();
             tail.grad_cam(&mut n, "gradient");
             let ops = ops(&n);
             assert!(!ops.contains(&"MaxUnpool"), "{ops:?}");
@@ -367,7 +375,7 @@ mod tests {
         let squeezed = node("Unsqueeze", &["pool"], "pool_more", vec![]);
         let tail = Tail::find(&vgg_like(Some(squeezed)), &Stored::INLINE, "features").unwrap();
         assert!(tail.sums.is_none());
-        let mut n = Nodes::new(13);
+        let mut n = Nodes::new();
         tail.grad_cam(&mut n, "gradient");
         assert!(ops(&n).contains(&"MaxUnpool"));
     }
