@@ -76,6 +76,8 @@ pub(super) fn find(
 /// to one flatten, which must end the steps.
 fn flattened_order(steps: &[Step]) -> Option<Order> {
     let mut axes = [0usize, 1, 2, 3];
+    // Quantization boundaries that cannot clip pass the gradient as it is.
+    let steps: Vec<&Step> = steps.iter().filter(|s| !matches!(s, Step::Same)).collect();
     let (last, before) = steps.split_last()?;
     for step in before {
         match step {

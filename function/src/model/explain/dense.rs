@@ -41,6 +41,8 @@ impl<'a> DenseValues<'a> {
     ) -> Option<Self> {
         let tensor = |name: &str| initializer(model, name);
         let (stored_as, values) = match weight {
+            // Read already.
+            Weight::Read(_) => return None,
             Weight::Float(name) => {
                 let t = tensor(name)?;
                 (t, Values::Float(float_bytes(stored, t)?))
@@ -122,6 +124,49 @@ impl<'a> DenseValues<'a> {
             picked.extend(outputs.iter().map(|&o| self.value(i, o)));
         }
         Some(picked)
+    }
+
+    /// The whole matrix as floats, `[inputs, outputs]` row-major.
+    pub(super) fn all(&self) -> Vec<f32> {
+        let mut all = Vec::with_capacity(self.inputs * self.outputs);
+        for i in 0..self.inputs {
+            all.extend((0..self.outputs).map(|o| self.value(i, o)));
+        }
+        all
+    }
+
+    /// For [`super::nodes::Nodes::int8_product`]: the 8-bit values as
+    /// `[outputs, inputs]` and each output's scale (times `alpha`), when
+    /// they are signed, centred on 0 and within ±64 (so the u8·s8 kernels
+    /// of CPUs without VNNI, which add two products in 16 bits, cannot
+    /// saturate: what `models/quantize.py` writes); else `None`.
+    pub(super) fn int8_transposed(&self, alpha: f32) -> Option<(Vec<u8>, Vec<f32>)> {
+        let Values::Int8 {
+            raw,
+            signed: true,
+            scale,
+            zero,
+        } = &self.values
+        else {
+            return None;
+        };
+        let small = raw.iter().all(|&b| (b as i8).unsigned_abs() <= 64);
+        if zero.iter().any(|&z| z != 0) || !small {
+            return None;
+        }
+        let (ins, outs) = (self.inputs, self.outputs);
+        let mut by_output = vec![0u8; raw.len()];
+        if self.transposed {
+            by_output.copy_from_slice(raw);
+        } else {
+            for (i, row) in raw.chunks_exact(outs).enumerate() {
+                for (o, &b) in row.iter().enumerate() {
+                    by_output[o * ins + i] = b;
+                }
+            }
+        }
+        let scales = (0..outs).map(|o| pick(scale, o) * alpha).collect();
+        Some((by_output, scales))
     }
 
     /// Whether the values fill the matrix, with a scale and zero point per

@@ -85,6 +85,35 @@ impl Nodes {
         indices
     }
 
+    /// `g · Wᵀ` for 8-bit `W` (`transposed`: `Wᵀ` as `[K, M]` int8, a
+    /// constant of the branch) and per-row scales folded into `g` first
+    /// (`scales`, `[K]`): `g` quantized to 8 bits on the fly, one integer
+    /// matrix product, rescaled. About 1 % off the float product, and it
+    /// reads a quarter of the bytes.
+    pub(crate) fn int8_product(&mut self, g: &str, transposed: &str, scales: &str) -> String {
+        let scaled = self.op("Mul", &[g, scales], vec![]);
+        let (q, scale, zero) = (self.fresh("gq"), self.fresh("gscale"), self.fresh("gzero"));
+        self.op_into(
+            "DynamicQuantizeLinear",
+            &[&scaled],
+            &[&q, &scale, &zero],
+            vec![],
+        );
+        let none = self.fresh("wzero");
+        let mut t = TensorProto::new();
+        t.name = none.clone();
+        t.data_type = DataType::INT8 as i32;
+        t.raw_data = vec![0];
+        self.constants.push(t);
+        let product = self.op("MatMulInteger", &[&q, transposed, &zero, &none], vec![]);
+        let product = self.op(
+            "Cast",
+            &[&product],
+            vec![Self::int_attr("to", DataType::FLOAT as i64)],
+        );
+        self.op("Mul", &[&product, &scale], vec![])
+    }
+
     /// The number of cells of a feature map (`H·W`), as a float scalar.
     pub(crate) fn spatial_cells(&mut self, map: &str, layout: MapLayout) -> String {
         let shape = self.op("Shape", &[map], vec![]);

@@ -5,7 +5,7 @@
 use onnx_protobuf::ModelProto;
 
 use super::score::{Grouped, Layer, ScoreLayers, Targets};
-use super::steps::Weight;
+use super::steps::{constant_weight, Weight};
 use super::{ExplainGraphError, Plan};
 use crate::model::graph::{find_head, logits_tensor, FinalLayer};
 
@@ -69,13 +69,16 @@ pub(crate) fn final_layer(model: &ModelProto, head: &FinalLayer) -> Option<Layer
     let graph = model.graph.as_ref()?;
     let node = graph.node.get(*head.nodes.last()?)?;
     match node.op_type.as_str() {
-        "Gemm" | "MatMul" => Some(Layer {
-            weight: Weight::Float(node.input.get(1)?.clone()),
-            transposed: node
+        "Gemm" | "MatMul" => {
+            let transposed = node
                 .attribute
                 .iter()
-                .any(|a| a.name == "transB" && a.i == 1),
-        }),
+                .any(|a| a.name == "transB" && a.i == 1);
+            Some(Layer {
+                weight: constant_weight(model, node.input.get(1)?, transposed)?,
+                transposed,
+            })
+        }
         "QLinearMatMul" => Some(Layer {
             weight: Weight::Int8 {
                 values: node.input.get(3)?.clone(),

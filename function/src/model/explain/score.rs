@@ -135,13 +135,31 @@ impl ScoreLayers {
         stored: &Stored,
     ) -> Option<String> {
         let trained = self.trained.as_ref().map(|(layer, columns)| {
-            let columns = n.int64s(columns);
-            let column = n.op(
-                "Gather",
-                &[&columns, chosen],
-                vec![Nodes::int_attr("axis", 0)],
+            // Each target's column, read once as a row of floats
+            // (`[targets, features]`), when the weights are at hand.
+            let read = DenseValues::read(model, stored, &layer.weight, layer.transposed).and_then(
+                |dense| {
+                    let wanted: Vec<usize> = columns.iter().map(|&c| c as usize).collect();
+                    let by_feature = dense.columns(&wanted)?;
+                    Some(rows_by_target(&by_feature, wanted.len()))
+                },
             );
-            rows_of(n, layer, &column)
+            match read {
+                Some((rows, features)) => {
+                    let dims = [columns.len() as i64, features as i64];
+                    let rows = n.constant(&dims, &rows);
+                    n.op("Gather", &[&rows, chosen], vec![Nodes::int_attr("axis", 0)])
+                }
+                None => {
+                    let columns = n.int64s(columns);
+                    let column = n.op(
+                        "Gather",
+                        &[&columns, chosen],
+                        vec![Nodes::int_attr("axis", 0)],
+                    );
+                    rows_of(n, layer, &column)
+                }
+            }
         });
         let base = self.base.as_ref().map(|grouped| {
             // Only the groups' classes count (123 of ImageNet's 1000 for cat
@@ -202,6 +220,19 @@ impl ScoreLayers {
             (one, other) => one.or(other),
         }
     }
+}
+
+/// `[features, targets]` row-major as `[targets, features]`, and the
+/// number of features.
+fn rows_by_target(by_feature: &[f32], targets: usize) -> (Vec<f32>, usize) {
+    let features = by_feature.len() / targets.max(1);
+    let mut rows = vec![0f32; by_feature.len()];
+    for (f, row) in by_feature.chunks_exact(targets.max(1)).enumerate() {
+        for (t, &v) in row.iter().enumerate() {
+            rows[t * features + f] = v;
+        }
+    }
+    (rows, features)
 }
 
 /// `[N, F]`: the layer's weights of each picture's `column` (`[N]`).

@@ -5,7 +5,7 @@
 //! chain as a whole, from the pooling to the features, is the tail's.
 
 use onnx_protobuf::tensor_proto::DataType;
-use onnx_protobuf::{GraphProto, ModelProto, NodeProto};
+use onnx_protobuf::{GraphProto, ModelProto, NodeProto, TensorProto};
 
 use super::nodes::Nodes;
 use super::ExplainGraphError;
@@ -30,6 +30,20 @@ pub(crate) enum Step {
     Relu {
         output: String,
     },
+    /// A QuantizeLinear right after a layer (a QDQ model's ReLU is often
+    /// folded into it): the gradient where the 8-bit output is not clipped
+    /// to the ends of its range (`low`, `high`).
+    Clip {
+        output: String,
+        low: f32,
+        high: f32,
+    },
+    /// An 8-bit dense layer read once ([`Nodes::int8_product`]): its
+    /// values as `[out, in]` int8, and each output's scale times `alpha`.
+    Int8Dense {
+        by_output: ReadWeight,
+        scales: ReadWeight,
+    },
     /// `y = alpha · x · W` (W as stored, `[in, out]`, or `[out, in]` when
     /// `transposed`): `g_x = alpha · g · Wᵀ`.
     Dense {
@@ -39,10 +53,12 @@ pub(crate) enum Step {
     },
 }
 
-/// A constant weight matrix as the graph stores it.
+/// A constant weight matrix as the graph stores it, or read as floats.
 #[derive(Debug, Clone)]
 pub(crate) enum Weight {
     Float(String),
+    /// Read when the branch was built, `[in, out]`: the branch holds it.
+    Read(ReadWeight),
     /// 8-bit values with a scale and zero point per tensor or per column.
     Int8 {
         values: String,
@@ -54,11 +70,26 @@ pub(crate) enum Weight {
     },
 }
 
+/// A weight matrix read as floats (shared: a plan is cloned).
+#[derive(Clone)]
+pub(crate) struct ReadWeight(pub(super) std::sync::Arc<TensorProto>);
+
+impl std::fmt::Debug for ReadWeight {
+    // Its name and shape: the values are megabytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReadWeight({} {:?})", self.0.name, self.0.dims)
+    }
+}
+
 impl Weight {
     /// The weight as floats, in the branch.
     pub(crate) fn float(&self, n: &mut Nodes) -> String {
         match self {
             Weight::Float(name) => name.clone(),
+            Weight::Read(read) => {
+                n.constants.push(TensorProto::clone(&read.0));
+                read.0.name.clone()
+            }
             Weight::Int8 {
                 values,
                 scale,
@@ -99,6 +130,10 @@ impl Weight {
         };
         match self {
             Weight::Float(name) => gather(n, name),
+            Weight::Read(_) => {
+                let all = self.float(n);
+                gather(n, &all)
+            }
             Weight::Int8 {
                 values,
                 scale,
@@ -142,7 +177,8 @@ pub(super) fn step_of(
 ) -> Result<Option<(Step, String)>, ExplainGraphError> {
     let input = node.input[0].clone();
     let step = match node.op_type.as_str() {
-        "Identity" | "Dropout" | "DequantizeLinear" | "QuantizeLinear" => Step::Same,
+        "Identity" | "Dropout" | "DequantizeLinear" => Step::Same,
+        "QuantizeLinear" => clip_of(model, node),
         "Add" => return Ok(Some((Step::Same, data_input(model, node, &[0, 1])?))),
         "QLinearAdd" => return Ok(Some((Step::Same, data_input(model, node, &[0, 3])?))),
         "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" => Step::Reshape {
@@ -163,6 +199,41 @@ pub(super) fn step_of(
         _ => return Ok(None),
     };
     Ok(Some((step, input)))
+}
+
+/// A QuantizeLinear: a clip where it quantizes a layer's output, which may
+/// fall outside its range (its ReLU folded in, or values past the
+/// calibrated range); the same gradient where it quantizes again what a
+/// DequantizeLinear made through a pooling or a reshape, which it cannot
+/// clip.
+fn clip_of(model: &ModelProto, node: &NodeProto) -> Step {
+    let made_by = model
+        .graph
+        .as_ref()
+        .and_then(|g| producer(g, &node.input[0]))
+        .map(|p| p.op_type.as_str());
+    let layer = matches!(
+        made_by,
+        Some("Gemm" | "MatMul" | "Conv" | "Add" | "Relu" | "Clip")
+    );
+    if !layer {
+        return Step::Same;
+    }
+    let signed = node
+        .input
+        .get(2)
+        .and_then(|z| initializer(model, z))
+        .is_some_and(|z| z.data_type == DataType::INT8 as i32);
+    let (low, high) = if signed {
+        (-128.0, 127.0)
+    } else {
+        (0.0, 255.0)
+    };
+    Step::Clip {
+        output: node.output[0].clone(),
+        low,
+        high,
+    }
 }
 
 /// The node that makes `tensor`.
@@ -239,7 +310,7 @@ fn dense_matmul(model: &ModelProto, node: &NodeProto) -> Result<Step, ExplainGra
 /// A dense layer's weight matrix: a float initializer, or 8-bit values a
 /// DequantizeLinear turns into floats (a QDQ model) per tensor or per
 /// output (the last axis of `[in, out]`, the first of `[out, in]`).
-fn constant_weight(model: &ModelProto, name: &str, transposed: bool) -> Option<Weight> {
+pub(super) fn constant_weight(model: &ModelProto, name: &str, transposed: bool) -> Option<Weight> {
     let matrix = |t: &str| initializer(model, t).filter(|w| w.dims.len() == 2);
     if matrix(name).is_some() {
         return Some(Weight::Float(name.to_string()));
@@ -322,6 +393,21 @@ pub(super) fn backward(n: &mut Nodes, step: &Step, g: &str) -> String {
                 vec![Nodes::int_attr("to", DataType::FLOAT as i64)],
             );
             n.op("Mul", &[g, &mask], vec![])
+        }
+        Step::Clip { output, low, high } => {
+            let to_float = || vec![Nodes::int_attr("to", DataType::FLOAT as i64)];
+            let q = n.op("Cast", &[output], to_float());
+            let (low, high) = (n.scalar(*low), n.scalar(*high));
+            let above = n.op("Greater", &[&q, &low], vec![]);
+            let below = n.op("Less", &[&q, &high], vec![]);
+            let inside = n.op("And", &[&above, &below], vec![]);
+            let mask = n.op("Cast", &[&inside], to_float());
+            n.op("Mul", &[g, &mask], vec![])
+        }
+        Step::Int8Dense { by_output, scales } => {
+            n.constants.push(TensorProto::clone(&by_output.0));
+            n.constants.push(TensorProto::clone(&scales.0));
+            n.int8_product(g, &by_output.0.name, &scales.0.name)
         }
         Step::Dense {
             weight,

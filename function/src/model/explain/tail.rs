@@ -5,20 +5,23 @@
 //! other layer means the model's shape is unknown here (the caller then
 //! explains by occlusion).
 
-use onnx_protobuf::{ModelProto, NodeProto};
+use onnx_protobuf::{ModelProto, NodeProto, TensorProto};
 
 use super::channel_sums::{self, ChannelSums};
+use super::dense::DenseValues;
 use super::nodes::{MapLayout, Nodes};
-use super::steps::{backward, int_attr, ints, producer, step_of, Step, Weight};
+use super::steps::{backward, int_attr, ints, producer, step_of, ReadWeight, Step, Weight};
 use super::ExplainGraphError;
+use crate::model::graph::build::float_tensor;
 use crate::model::graph::inspect::initializer;
 use crate::model::weights::Stored;
 
-/// The most weights of an int8 dense layer dequantized for one explanation
-/// (VGG16's fc2 has 16.8 M; a layer of fc1's 102.8 M would be 411 MB per
-/// explanation, so a model that needs one dequantized is explained by
+/// The most weights of an int8 dense layer the branch holds as floats to
+/// walk back through (VGG16's fc2 has 16.8 M, 67 MB as floats; a layer of
+/// fc1's 102.8 M would be 411 MB, so a model that needs one is explained by
 /// occlusion; fc1 itself is summed per channel instead, see
-/// [`channel_sums`]).
+/// [`channel_sums`]). Dequantizing it on every explanation instead cost
+/// 35 ms for fc2 on 2 cores, most of an int8 VGG16's own run.
 const MAX_DEQUANTIZED_WEIGHTS: usize = 32 << 20;
 
 /// Layers are followed back this far at most.
@@ -85,7 +88,7 @@ impl Tail {
                         Pool::Max { .. } => channel_sums::find(model, stored, &map, &steps),
                         Pool::Average => None,
                     };
-                    let tail = Self {
+                    let mut tail = Self {
                         map,
                         quant,
                         layout,
@@ -94,6 +97,7 @@ impl Tail {
                         sums,
                     };
                     tail.check_dequantized(model)?;
+                    tail.read_int8_layers(model, stored);
                     return Ok(tail);
                 }
             };
@@ -170,12 +174,59 @@ impl Tail {
     /// The steps the branch walks back through (forward order): all of
     /// them, or those after the layer the channel sums stand for.
     fn walked_back(&self) -> &[Step] {
-        let first = self.sums.as_ref().map_or(0, |s| s.dense_step + 1);
-        &self.steps[first..]
+        &self.steps[self.first_walked_back()..]
     }
 
-    /// Refuses a chain whose backward pass would dequantize too large an
-    /// int8 layer per explanation.
+    /// Where [`Tail::walked_back`] starts among the steps.
+    fn first_walked_back(&self) -> usize {
+        self.sums.as_ref().map_or(0, |s| s.dense_step + 1)
+    }
+
+    /// The int8 dense layers the branch walks back through, read once: as
+    /// 8-bit values for an integer product when they allow it, else as
+    /// floats (`[in, out]`); a layer whose weights are not at hand stays as
+    /// it is, dequantized in the branch.
+    fn read_int8_layers(&mut self, model: &ModelProto, stored: &Stored) {
+        let first = self.first_walked_back();
+        for (at, step) in self.steps.iter_mut().enumerate().skip(first) {
+            let Step::Dense {
+                weight: weight @ Weight::Int8 { .. },
+                transposed,
+                alpha,
+            } = step
+            else {
+                continue;
+            };
+            let Some(dense) = DenseValues::read(model, stored, weight, *transposed) else {
+                continue;
+            };
+            let name = format!("{}.dense{at}", super::nodes::PREFIX);
+            let (ins, outs) = (dense.inputs as i64, dense.outputs as i64);
+            let shared = |t: TensorProto| ReadWeight(std::sync::Arc::new(t));
+            *step = match dense.int8_transposed(*alpha) {
+                Some((by_output, scales)) => {
+                    let mut values = TensorProto::new();
+                    values.name = format!("{name}.int8");
+                    values.data_type = onnx_protobuf::tensor_proto::DataType::INT8 as i32;
+                    values.dims = vec![outs, ins];
+                    values.raw_data = by_output;
+                    let scales = float_tensor(&format!("{name}.scales"), &[outs], &scales);
+                    Step::Int8Dense {
+                        by_output: shared(values),
+                        scales: shared(scales),
+                    }
+                }
+                None => Step::Dense {
+                    weight: Weight::Read(shared(float_tensor(&name, &[ins, outs], &dense.all()))),
+                    transposed: false,
+                    alpha: *alpha,
+                },
+            };
+        }
+    }
+
+    /// Refuses a chain whose backward pass would hold too large an int8
+    /// layer as floats.
     fn check_dequantized(&self, model: &ModelProto) -> Result<(), ExplainGraphError> {
         for step in self.walked_back() {
             let Step::Dense {
@@ -191,7 +242,7 @@ impl Tail {
             if count as usize > MAX_DEQUANTIZED_WEIGHTS {
                 return Err(ExplainGraphError::Unsupported(format!(
                     "an int8 dense layer of {count} weights (over {MAX_DEQUANTIZED_WEIGHTS} \
-                     to dequantize per explanation)"
+                     to hold as floats for explanations)"
                 )));
             }
         }
@@ -303,7 +354,8 @@ fn pooling(
 mod tests {
     use super::*;
     use crate::model::graph::build::{float_tensor, int64_tensor, node};
-    use onnx_protobuf::GraphProto;
+    use onnx_protobuf::tensor_proto::DataType;
+    use onnx_protobuf::{GraphProto, TensorProto};
 
     /// conv (4 channels) → relu → max-pool → `between` → flatten → dense 16
     /// → relu → dense 8 (the features' layer is the caller's).
@@ -366,6 +418,154 @@ mod tests {
             // One Gemm for fc2's backward pass, one for the sums.
             assert_eq!(ops.iter().filter(|&&o| o == "Gemm").count(), 2, "{ops:?}");
         }
+    }
+
+    /// An 8-bit tensor (`INT8`, or `UINT8` when not `signed`).
+    fn bytes_tensor(name: &str, dims: &[i64], values: &[u8], signed: bool) -> TensorProto {
+        let mut t = TensorProto::new();
+        t.name = name.into();
+        t.dims = dims.to_vec();
+        t.data_type = if signed {
+            DataType::INT8
+        } else {
+            DataType::UINT8
+        } as i32;
+        t.raw_data = values.to_vec();
+        t
+    }
+
+    /// [`vgg_like`] as a QDQ model writes it: ReLUs folded into the
+    /// QuantizeLinear after each layer, activations quantized again after
+    /// the pooling and the flatten, dense weights 8-bit behind a
+    /// DequantizeLinear with a scale per output (fc2's all `fc2_value`).
+    fn vgg_like_qdq(fc2_value: u8) -> ModelProto {
+        let mut g = GraphProto::new();
+        let (s, z) = ("act.scale", "act.zero");
+        g.initializer = vec![
+            float_tensor("conv.w", &[4, 3, 3, 3], &[0.1; 108]),
+            float_tensor(s, &[], &[0.05]),
+            bytes_tensor(z, &[], &[0], false),
+            bytes_tensor("fc1.q", &[16, 16], &[2; 256], true),
+            float_tensor("fc1.scale", &[16], &[0.25; 16]),
+            bytes_tensor("fc2.q", &[16, 8], &[fc2_value; 128], true),
+            float_tensor(
+                "fc2.scale",
+                &[8],
+                &(0..8).map(|o| 0.5 + o as f32).collect::<Vec<_>>(),
+            ),
+            int64_tensor("flat.shape", &[-1, 16]),
+        ];
+        let axis = || vec![Nodes::int_attr("axis", 1)];
+        let qdq = |x: &str| {
+            [
+                node("QuantizeLinear", &[x, s, z], &format!("{x}.q"), vec![]),
+                node(
+                    "DequantizeLinear",
+                    &[&format!("{x}.q"), s, z],
+                    &format!("{x}.dq"),
+                    vec![],
+                ),
+            ]
+        };
+        let mut nodes = vec![node("Conv", &["input", "conv.w"], "conv", vec![])];
+        nodes.extend(qdq("conv"));
+        nodes.push(node("MaxPool", &["conv.dq"], "pool", vec![]));
+        nodes.extend(qdq("pool"));
+        nodes.push(node("Reshape", &["pool.dq", "flat.shape"], "flat", vec![]));
+        nodes.extend(qdq("flat"));
+        for (layer, input) in [("fc1", "flat.dq"), ("fc2", "fc1.dq")] {
+            let (q, scale, w) = (
+                format!("{layer}.q"),
+                format!("{layer}.scale"),
+                format!("{layer}.w"),
+            );
+            nodes.push(node("DequantizeLinear", &[&q, &scale], &w, axis()));
+            nodes.push(node("MatMul", &[input, &w], layer, vec![]));
+            nodes.extend(qdq(layer));
+        }
+        g.node = nodes;
+        let mut m = ModelProto::new();
+        m.graph = protobuf::MessageField::some(g);
+        m
+    }
+
+    #[test]
+    fn a_qdq_model_is_walked_back_with_clips_and_weights_read_once() {
+        let model = vgg_like_qdq(3);
+        let tail = Tail::find(&model, &Stored::INLINE, "fc2.dq").unwrap();
+        let sums = tail.sums.as_ref().expect("fc1 is summed per channel");
+        // fc1's 16 inputs are 4 channels × 4 cells of 2 · 0.25.
+        assert_eq!(sums.matrix.dims, [4, 16]);
+        assert!(sums
+            .matrix
+            .raw_data
+            .chunks_exact(4)
+            .all(|b| b == 2f32.to_le_bytes()));
+        // The quantizations after fc1 and fc2 clip; those after the pooling
+        // and the flatten (of values they made themselves) do not.
+        let clips = tail
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Clip { .. }))
+            .count();
+        assert_eq!(clips, 2, "{:?}", tail.steps);
+        // fc2 (7-bit values, zero points 0): read once for an 8-bit product.
+        let [Step::Int8Dense { by_output, scales }] = &tail
+            .walked_back()
+            .iter()
+            .filter(|s| matches!(s, Step::Int8Dense { .. } | Step::Dense { .. }))
+            .collect::<Vec<_>>()[..]
+        else {
+            panic!("fc2 is not an 8-bit product: {:?}", tail.steps);
+        };
+        assert_eq!(by_output.0.dims, [8, 16]);
+        assert!(by_output.0.raw_data.iter().all(|&b| b == 3));
+        let scales: Vec<f32> = scales
+            .0
+            .raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert_eq!(scales, (0..8).map(|o| 0.5 + o as f32).collect::<Vec<_>>());
+        let mut n = Nodes::new();
+        tail.grad_cam(&mut n, "gradient");
+        let ops = ops(&n);
+        assert_eq!(ops.iter().filter(|&&o| o == "And").count(), 2, "{ops:?}");
+        assert!(ops.contains(&"MatMulInteger"), "{ops:?}");
+        assert!(
+            !ops.contains(&"DequantizeLinear"),
+            "no weight dequantized per run: {ops:?}"
+        );
+        assert!(!ops.contains(&"MaxUnpool"), "{ops:?}");
+    }
+
+    #[test]
+    fn full_range_int8_weights_are_read_as_floats() {
+        // Values past ±64 could saturate the 16-bit sums of CPUs without VNNI.
+        let tail = Tail::find(&vgg_like_qdq(100), &Stored::INLINE, "fc2.dq").unwrap();
+        let read: Vec<&ReadWeight> = tail
+            .walked_back()
+            .iter()
+            .filter_map(|s| match s {
+                Step::Dense {
+                    weight: Weight::Read(r),
+                    transposed: false,
+                    ..
+                } => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(read.len(), 1, "fc2 is read as floats: {:?}", tail.steps);
+        assert_eq!(read[0].0.dims, [16, 8]);
+        let first_row: Vec<f32> = read[0].0.raw_data[..32]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let expected: Vec<f32> = (0..8).map(|o| 100.0 * (0.5 + o as f32)).collect();
+        assert_eq!(first_row, expected);
+        let mut n = Nodes::new();
+        tail.grad_cam(&mut n, "gradient");
+        assert!(!ops(&n).contains(&"MatMulInteger"));
     }
 
     #[test]

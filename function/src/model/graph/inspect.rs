@@ -46,10 +46,11 @@ fn scalar_zero_point(t: &TensorProto) -> Option<i32> {
     })
 }
 
-/// Walks back from the graph output through Softmax / DequantizeLinear /
+/// Walks back from the graph output through Softmax / (De)QuantizeLinear /
 /// Identity / (QLinear)Add-with-a-constant to the Gemm, MatMul or
-/// QLinearMatMul whose weight is an initializer: that is the final layer, and
-/// its data input is the feature tensor (fc2's ReLU output for VGG16).
+/// QLinearMatMul whose weight is an initializer (or, in a QDQ model, the
+/// DequantizeLinear of one): that is the final layer, and its data input is
+/// the feature tensor (fc2's ReLU output for VGG16).
 pub fn find_head(model: &ModelProto) -> Result<FinalLayer, GraphError> {
     let graph = model.graph.as_ref().ok_or(GraphError::Empty)?;
     let out = graph.output.first().ok_or(GraphError::Empty)?;
@@ -68,7 +69,9 @@ pub fn find_head(model: &ModelProto) -> Result<FinalLayer, GraphError> {
         let n = &graph.node[idx];
         nodes.push(idx);
         match n.op_type.as_str() {
-            "Softmax" | "DequantizeLinear" | "Identity" => cur = n.input[0].clone(),
+            "Softmax" | "DequantizeLinear" | "QuantizeLinear" | "Identity" => {
+                cur = n.input[0].clone()
+            }
             "Add" => {
                 cur = match (is_const(&n.input[0]), is_const(&n.input[1])) {
                     (false, true) => n.input[0].clone(),
@@ -84,7 +87,7 @@ pub fn find_head(model: &ModelProto) -> Result<FinalLayer, GraphError> {
                 }
             }
             "Gemm" | "MatMul" => {
-                let w = initializer(model, &n.input[1])
+                let w = constant_or_dequantized(model, &n.input[1])
                     .ok_or_else(|| GraphError::NoHead(format!("{}'s weight is not a constant", n.op_type)))?;
                 let trans_b = n.attribute.iter().any(|a| a.name == "transB" && a.i == 1);
                 let (f, c) = match (w.dims.as_slice(), trans_b) {
@@ -119,6 +122,18 @@ pub fn find_head(model: &ModelProto) -> Result<FinalLayer, GraphError> {
     Err(GraphError::NoHead(
         "no Gemm/MatMul within 8 nodes of the output".into(),
     ))
+}
+
+/// The initializer `name`, or the one a DequantizeLinear makes `name` of.
+fn constant_or_dequantized<'a>(model: &'a ModelProto, name: &str) -> Option<&'a TensorProto> {
+    initializer(model, name).or_else(|| {
+        let dq = model
+            .graph
+            .node
+            .iter()
+            .find(|n| n.op_type == "DequantizeLinear" && n.output.iter().any(|o| o == name))?;
+        initializer(model, dq.input.first()?)
+    })
 }
 
 /// The tensor holding the base's raw class scores: the graph output, or the
