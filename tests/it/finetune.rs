@@ -504,6 +504,77 @@ fn vgg_shaped_model_goes_through_finetune_predict_and_serve() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// A QDQ int8 base (`models/quantize.py`'s recipe of the tiny VGG: the
+/// final layer behind a QuantizeLinear, its weight behind a
+/// DequantizeLinear) fine-tunes as the float one does, and the written
+/// model keeps nothing of the old head: no node whose output nothing reads.
+#[test]
+fn a_qdq_int8_base_fine_tunes_and_leaves_nothing_of_its_old_head() {
+    let root = tmp("vgg-int8");
+    colour_dataset(&root.join("train"), 12, 1);
+    colour_dataset(&root.join("valid"), 4, 2);
+    colour_dataset(&root.join("test"), 6, 3);
+    let out = root.join("vgg-int8-catdog.onnx");
+    let base = fixture("tiny_vgg_recipe_int8.onnx");
+    let res = run(&[
+        "finetune",
+        "--base",
+        base.to_str().unwrap(),
+        "--data",
+        root.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "30",
+        "--lr",
+        "1e-2",
+        "--batch",
+        "8",
+        // A head of its own alone: neither a prior nor a rejecting label
+        // keeps the base's final layer.
+        "--init",
+        "random",
+        "--no-neither",
+    ]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let (right, n) = accuracy(&predict(&out, &root.join("test")));
+    assert_eq!((right, n), (12, 12));
+    let model = graph::parse(&std::fs::read(&out).unwrap()).unwrap();
+    let g = model.graph.as_ref().unwrap();
+    let read: std::collections::HashSet<&String> = g
+        .node
+        .iter()
+        .flat_map(|n| &n.input)
+        .chain(g.output.iter().map(|o| &o.name))
+        .collect();
+    let dead: Vec<&str> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type != "If" && n.output.iter().all(|o| !read.contains(o)))
+        .map(|n| n.name.as_str())
+        .collect();
+    assert!(
+        dead.is_empty(),
+        "nodes whose outputs nothing reads: {dead:?}"
+    );
+    let base_model = graph::parse(&std::fs::read(&base).unwrap()).unwrap();
+    let head = graph::find_head(&base_model).unwrap();
+    let old_weight = &base_model.graph.node[*head.nodes.last().unwrap()].input[1];
+    assert!(
+        g.node.iter().all(|n| !n.output.contains(old_weight)),
+        "the old head's weight ({old_weight}) is still made"
+    );
+    assert_eq!(
+        graph::metadata(&model, "explanation").unwrap(),
+        r#"{"method":"grad-cam","labels":["cat","dog"]}"#
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 /// A MatMul + Softmax head (no Gemm, NHWC, Keras-like) is replaced as well.
 #[test]
 fn matmul_softmax_head_is_replaced_too() {
@@ -1197,25 +1268,7 @@ fn finetune_from_s3_writes_the_same_model_as_from_the_folder() {
 
     // An object replaced at the same size (another photo, padded after its
     // end) has another ETag: fetched again.
-    let sizes: Vec<(PathBuf, u64)> = files_under(&photos.join("train"))
-        .into_iter()
-        .filter(|rel| *rel != gone && *rel != kept)
-        .map(|rel| {
-            let size = std::fs::metadata(photos.join("train").join(&rel))
-                .unwrap()
-                .len();
-            (rel, size)
-        })
-        .collect();
-    let kept_size = std::fs::metadata(mirror.join("train").join(&kept))
-        .unwrap()
-        .len();
-    let (other, _) = sizes
-        .iter()
-        .find(|(_, size)| *size < kept_size)
-        .expect("a photo smaller than the kept one");
-    let mut replaced = std::fs::read(photos.join("train").join(other)).unwrap();
-    replaced.resize(kept_size as usize, 0);
+    let replaced = same_size_other_photo(&photos.join("train"), &kept, &gone);
     tokio_block(async {
         let key = format!("catsdogs/train/{}", kept.display());
         let s3 = s3_test_client(&endpoint);
@@ -1235,6 +1288,21 @@ fn finetune_from_s3_writes_the_same_model_as_from_the_folder() {
         "{kept:?}: the mirror kept the old bytes of the same size"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Another photo of `dir` than `kept` and `gone`, smaller than `kept`,
+/// padded with zeros after its end to `kept`'s size (decoders stop at the
+/// end of a JPEG): the same size, other bytes.
+fn same_size_other_photo(dir: &Path, kept: &Path, gone: &Path) -> Vec<u8> {
+    let size = |rel: &Path| std::fs::metadata(dir.join(rel)).unwrap().len();
+    let kept_size = size(kept);
+    let other = files_under(dir)
+        .into_iter()
+        .find(|rel| rel != kept && rel != gone && size(rel) < kept_size)
+        .expect("a photo smaller than the kept one");
+    let mut bytes = std::fs::read(dir.join(other)).unwrap();
+    bytes.resize(kept_size as usize, 0);
+    bytes
 }
 
 /// Corrections beside the photos: a second `--data` of class folders (one

@@ -5,6 +5,7 @@
 //! folder, so one listing ([`super::data`]) reads both. A mirrored file is
 //! fresh while S3 lists it with the ETag it was fetched with: a sidecar
 //! rewritten at the same size (a picture corrected again) is fetched anew.
+//! Where S3 lists no ETag, a file of the listed size is taken as fresh.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -73,12 +74,15 @@ pub(crate) async fn local_folders(
     Ok(folders)
 }
 
-/// The files a mirror takes: pictures and their JSON sidecars.
+/// The files a mirror takes: pictures and their JSON sidecars, never a
+/// hidden one (the mirror's own record is hidden).
 fn wanted(relative: &str) -> bool {
     let path = Path::new(relative);
+    let hidden = relative.split('/').any(|segment| segment.starts_with('.'));
     !relative.is_empty()
         && !relative.ends_with('/')
         && !has_dot_segments(relative)
+        && !hidden
         && (crate::files::is_picture(path) || path.extension().is_some_and(|e| e == "json"))
 }
 
@@ -192,9 +196,11 @@ async fn mirror(
         }
     }
     let record = dir.join(ETAGS);
+    let partial = record.with_extension("partial");
     let json = serde_json::to_vec(&etags).unwrap_or_default();
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    std::fs::write(&record, json).map_err(io(&record))?;
+    std::fs::write(&partial, json).map_err(io(&partial))?;
+    std::fs::rename(&partial, &record).map_err(io(&record))?;
     Ok(done)
 }
 
@@ -236,6 +242,8 @@ mod tests {
             "a/./b.jpg",
             "notes.txt",
             "model.onnx",
+            ".catdog-etags.json",
+            "dog/.hidden.jpg",
         ] {
             assert!(!super::wanted(no), "{no}");
         }

@@ -124,8 +124,10 @@ pub(crate) fn replace_head(
         DataType::FLOAT,
         Some(vec![batch, (Some(outputs as i64), String::new())]),
     );
+    let fed = drop_old_feeders(g, &removed);
     // Value infos of the removed tensors would now be stale.
-    let removed_outputs: HashSet<&String> = removed.iter().flat_map(|n| &n.output).collect();
+    let removed_outputs: HashSet<&String> =
+        removed.iter().chain(&fed).flat_map(|n| &n.output).collect();
     g.value_info.retain(|v| !removed_outputs.contains(&v.name));
     set_metadata(&mut m, metadata);
     serialize(&m)
@@ -173,11 +175,37 @@ fn drop_old_head(
         }
     }
     g.node = kept;
+    removed
+}
+
+/// Once the new head is in: removes the nodes that only fed the old one
+/// (in a QDQ model, the DequantizeLinear of its weight and bias) and what
+/// only fed them, then the initializers only they read; returns the nodes.
+fn drop_old_feeders(g: &mut GraphProto, removed: &[NodeProto]) -> Vec<NodeProto> {
+    let mut head_inputs: HashSet<String> = removed.iter().flat_map(|n| n.input.clone()).collect();
+    let mut fed = Vec::new();
+    loop {
+        let used: HashSet<&String> = g
+            .node
+            .iter()
+            .flat_map(|n| &n.input)
+            .chain(g.output.iter().map(|o| &o.name))
+            .collect();
+        let dead = g.node.iter().position(|n| {
+            n.output.iter().any(|o| head_inputs.contains(o))
+                && n.output.iter().all(|o| !used.contains(o))
+        });
+        let Some(dead) = dead else {
+            break;
+        };
+        let node = g.node.remove(dead);
+        head_inputs.extend(node.input.iter().cloned());
+        fed.push(node);
+    }
     let still_used: HashSet<&String> = g.node.iter().flat_map(|n| &n.input).collect();
-    let head_inputs: HashSet<&String> = removed.iter().flat_map(|n| &n.input).collect();
     g.initializer
         .retain(|t| still_used.contains(&t.name) || !head_inputs.contains(&t.name));
-    removed
+    fed
 }
 
 /// The base's logits keep flowing; when they were the graph output, they

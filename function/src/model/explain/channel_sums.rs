@@ -15,10 +15,10 @@
 
 use onnx_protobuf::{ModelProto, TensorProto};
 
-use super::dense::{pick, DenseValues, Values};
+use super::dense::{level, pick, DenseValues, Values};
 use super::steps::{producer, Step};
 use crate::model::graph::build::float_tensor;
-use crate::model::graph::inspect::initializer;
+use crate::model::graph::inspect::constant_or_dequantized;
 use crate::model::weights::Stored;
 
 /// The first dense layer, summed per channel of the feature map.
@@ -81,7 +81,6 @@ fn flattened_order(steps: &[Step]) -> Option<Order> {
     let (last, before) = steps.split_last()?;
     for step in before {
         match step {
-            Step::Same => {}
             Step::Transpose { perm } if perm.len() == 4 => {
                 let mut next = [0usize; 4];
                 for (slot, &p) in next.iter_mut().zip(perm) {
@@ -119,11 +118,8 @@ fn channels_of(model: &ModelProto, map: &str) -> Option<usize> {
             }
             _ => return None,
         };
-        let dims = match initializer(model, weight) {
-            Some(w) => &w.dims,
-            // A quantized model's weight is dequantized in the graph (QDQ).
-            None => &initializer(model, producer(graph, weight)?.input.first()?)?.dims,
-        };
+        // In a QDQ model, the weight a DequantizeLinear makes.
+        let dims = &constant_or_dequantized(model, weight)?.dims;
         return usize::try_from(*dims.first()?).ok().filter(|&c| c > 0);
     }
     None
@@ -182,11 +178,7 @@ fn channel_sums(dense: &DenseValues, channels: usize, order: Order) -> Option<Ve
             for (r, row) in raw.chunks_exact(cols).enumerate() {
                 for (c, &b) in row.iter().enumerate() {
                     let (i, o) = if dense.transposed { (c, r) } else { (r, c) };
-                    let q = if *signed {
-                        i32::from(b as i8)
-                    } else {
-                        i32::from(b)
-                    };
+                    let q = level(b, *signed);
                     add(
                         i,
                         o,

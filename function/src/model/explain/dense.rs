@@ -75,6 +75,9 @@ impl<'a> DenseValues<'a> {
             return None;
         };
         let (a, b) = (usize::try_from(a).ok()?, usize::try_from(b).ok()?);
+        if a == 0 || b == 0 {
+            return None;
+        }
         let (inputs, outputs) = if transposed { (b, a) } else { (a, b) };
         let dense = Self {
             inputs,
@@ -102,14 +105,7 @@ impl<'a> DenseValues<'a> {
                 signed,
                 scale,
                 zero,
-            } => {
-                let q = if *signed {
-                    i32::from(raw[at] as i8)
-                } else {
-                    i32::from(raw[at])
-                };
-                (q - pick(zero, o)) as f32 * pick(scale, o)
-            }
+            } => (level(raw[at], *signed) - pick(zero, o)) as f32 * pick(scale, o),
         }
     }
 
@@ -180,6 +176,15 @@ impl<'a> DenseValues<'a> {
                 raw, scale, zero, ..
             } => raw.len() == cells && per(scale.len()) && per(zero.len()),
         }
+    }
+}
+
+/// The integer an 8-bit weight stands for.
+pub(super) fn level(b: u8, signed: bool) -> i32 {
+    if signed {
+        i32::from(b as i8)
+    } else {
+        i32::from(b)
     }
 }
 

@@ -24,7 +24,7 @@ use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::{AttributeProto, GraphProto, ModelProto, TensorProto};
 use serde::{Deserialize, Serialize};
 
-use crate::model::graph::build::tensor_value_info;
+use crate::model::graph::build::{opset, tensor_value_info};
 use crate::model::weights::Stored;
 use nodes::Nodes;
 pub(crate) use score::{Layer, ScoreLayers, Targets};
@@ -151,7 +151,7 @@ pub(crate) fn add_branch(
     plan.targets.check()?;
     let started = std::time::Instant::now();
     let tail = Tail::find(model, stored, &plan.features)?;
-    let mut n = Nodes::new();
+    let mut n = Nodes::new(opset(model));
     let chosen = plan.targets.choose(&mut n);
     let gradient = plan
         .layers
@@ -175,7 +175,7 @@ pub(crate) fn add_branch(
         labels: plan.targets.labels.clone(),
     };
     let then_branch = branch_graph(n, &map, &chosen);
-    let else_branch = nothing_graph();
+    let else_branch = nothing_graph(opset(model));
     let g = model.graph.mut_or_insert_default();
     g.input
         .push(tensor_value_info(FLAG, DataType::BOOL, Some(vec![])));
@@ -238,8 +238,8 @@ fn branch_graph(mut n: Nodes, map: &str, chosen: &str) -> GraphProto {
 }
 
 /// The branch a run takes when it does not ask: two empty outputs.
-fn nothing_graph() -> GraphProto {
-    let mut n = Nodes::new();
+fn nothing_graph(opset: i64) -> GraphProto {
+    let mut n = Nodes::new(opset);
     let map_out = format!("{MAP}.else");
     let target_out = format!("{TARGET}.else");
     let mut empty_map = TensorProto::new();

@@ -5,7 +5,7 @@ use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::{AttributeProto, NodeProto, TensorProto};
 
-use crate::model::graph::build::{float_tensor, int64_tensor};
+use crate::model::graph::build::{float_tensor, int64_tensor, int8_tensor};
 
 /// How a feature map is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,17 +17,23 @@ pub(crate) enum MapLayout {
 /// Prefix of every tensor and node the branch adds.
 pub(crate) const PREFIX: &str = "catdog.explain";
 
-/// The nodes and constants of a subgraph being written.
-#[derive(Default)]
+/// The nodes and constants of a subgraph being written, for a graph of
+/// this opset.
 pub(crate) struct Nodes {
     pub(crate) nodes: Vec<NodeProto>,
     pub(crate) constants: Vec<TensorProto>,
     next: usize,
+    opset: i64,
 }
 
 impl Nodes {
-    pub(crate) fn new() -> Self {
-        Self::default()
+    pub(crate) fn new(opset: i64) -> Self {
+        Self {
+            nodes: Vec::new(),
+            constants: Vec::new(),
+            next: 0,
+            opset,
+        }
     }
 
     fn fresh(&mut self, what: &str) -> String {
@@ -85,6 +91,16 @@ impl Nodes {
         indices
     }
 
+    /// `g` where the boolean `keep` is true, 0 elsewhere.
+    pub(crate) fn masked(&mut self, g: &str, keep: &str) -> String {
+        let mask = self.op(
+            "Cast",
+            &[keep],
+            vec![Self::int_attr("to", DataType::FLOAT as i64)],
+        );
+        self.op("Mul", &[g, &mask], vec![])
+    }
+
     /// `g · Wᵀ` for 8-bit `W` (`transposed`: `Wᵀ` as `[K, M]` int8, a
     /// constant of the branch) and per-row scales folded into `g` first
     /// (`scales`, `[K]`): `g` quantized to 8 bits on the fly, one integer
@@ -92,26 +108,49 @@ impl Nodes {
     /// reads a quarter of the bytes.
     pub(crate) fn int8_product(&mut self, g: &str, transposed: &str, scales: &str) -> String {
         let scaled = self.op("Mul", &[g, scales], vec![]);
+        // Each picture's row brought to [-1, 1] first: the quantization's
+        // one scale then fits every picture of a batch alike.
+        let magnitude = self.op("Abs", &[&scaled], vec![]);
+        let largest = self.reduce_max(&magnitude, 1);
+        let tiny = self.scalar(f32::MIN_POSITIVE);
+        let largest = self.op("Max", &[&largest, &tiny], vec![]);
+        let unit = self.op("Div", &[&scaled, &largest], vec![]);
         let (q, scale, zero) = (self.fresh("gq"), self.fresh("gscale"), self.fresh("gzero"));
         self.op_into(
             "DynamicQuantizeLinear",
-            &[&scaled],
+            &[&unit],
             &[&q, &scale, &zero],
             vec![],
         );
         let none = self.fresh("wzero");
-        let mut t = TensorProto::new();
-        t.name = none.clone();
-        t.data_type = DataType::INT8 as i32;
-        t.raw_data = vec![0];
-        self.constants.push(t);
+        self.constants.push(int8_tensor(&none, &[], &[0]));
         let product = self.op("MatMulInteger", &[&q, transposed, &zero, &none], vec![]);
         let product = self.op(
             "Cast",
             &[&product],
             vec![Self::int_attr("to", DataType::FLOAT as i64)],
         );
-        self.op("Mul", &[&product, &scale], vec![])
+        let product = self.op("Mul", &[&product, &scale], vec![]);
+        self.op("Mul", &[&product, &largest], vec![])
+    }
+
+    /// Whether [`Nodes::int8_product`] can be written (DynamicQuantizeLinear
+    /// came with opset 11).
+    pub(crate) fn has_int8_product(opset: i64) -> bool {
+        opset >= 11
+    }
+
+    /// `ReduceMax` over `axis`, kept: an attribute before opset 18, an
+    /// input since.
+    fn reduce_max(&mut self, input: &str, axis: i64) -> String {
+        let keep = Self::int_attr("keepdims", 1);
+        if self.opset >= 18 {
+            let axes = self.int64s(&[axis]);
+            self.op("ReduceMax", &[input, &axes], vec![keep])
+        } else {
+            let axes = Self::ints_attr("axes", &[axis]);
+            self.op("ReduceMax", &[input], vec![axes, keep])
+        }
     }
 
     /// The number of cells of a feature map (`H·W`), as a float scalar.

@@ -134,92 +134,117 @@ impl ScoreLayers {
         model: &ModelProto,
         stored: &Stored,
     ) -> Option<String> {
-        let trained = self.trained.as_ref().map(|(layer, columns)| {
-            // Each target's column, read once as a row of floats
-            // (`[targets, features]`), when the weights are at hand.
-            let read = DenseValues::read(model, stored, &layer.weight, layer.transposed).and_then(
-                |dense| {
-                    let wanted: Vec<usize> = columns.iter().map(|&c| c as usize).collect();
-                    let by_feature = dense.columns(&wanted)?;
-                    Some(rows_by_target(&by_feature, wanted.len()))
-                },
-            );
-            match read {
-                Some((rows, features)) => {
-                    let dims = [columns.len() as i64, features as i64];
-                    let rows = n.constant(&dims, &rows);
-                    n.op("Gather", &[&rows, chosen], vec![Nodes::int_attr("axis", 0)])
-                }
-                None => {
-                    let columns = n.int64s(columns);
-                    let column = n.op(
-                        "Gather",
-                        &[&columns, chosen],
-                        vec![Nodes::int_attr("axis", 0)],
-                    );
-                    rows_of(n, layer, &column)
-                }
-            }
-        });
-        let base = self.base.as_ref().map(|grouped| {
-            // Only the groups' classes count (123 of ImageNet's 1000 for cat
-            // and dog): their logits and weights alone are taken.
-            let mut members: Vec<usize> = grouped.groups.iter().flatten().copied().collect();
-            members.sort_unstable();
-            members.dedup();
-            let count = grouped.groups.len();
-            let mut masks = vec![EXCLUDED; count * members.len()];
-            for (t, group) in grouped.groups.iter().enumerate() {
-                for c in group {
-                    if let Ok(at) = members.binary_search(c) {
-                        masks[t * members.len() + at] = 0.0;
-                    }
-                }
-            }
-            let indices: Vec<i64> = members.iter().map(|&c| c as i64).collect();
-            let indices = n.int64s(&indices);
-            let logits = n.op(
-                "Gather",
-                &[&grouped.logits, &indices],
-                vec![Nodes::int_attr("axis", 1)],
-            );
-            let masks = n.constant(&[count as i64, members.len() as i64], &masks);
-            let mask = n.op(
-                "Gather",
-                &[&masks, chosen],
-                vec![Nodes::int_attr("axis", 0)],
-            );
-            let within = n.op("Add", &[&logits, &mask], vec![]);
-            let shares = n.op("Softmax", &[&within], vec![Nodes::int_attr("axis", 1)]);
-            let layer = &grouped.layer;
-            // The members' columns, read once here as floats `[features,
-            // members]` (for an 8-bit head, dequantizing them on every run
-            // cost more than the rest of the map); else gathered in the
-            // branch, `[members, features]` when the layer is transposed.
-            let read = DenseValues::read(model, stored, &layer.weight, layer.transposed)
-                .and_then(|dense| Some((dense.inputs, dense.columns(&members)?)));
-            let (weight, features_first) = match read {
-                Some((features, columns)) => {
-                    let dims = [features as i64, members.len() as i64];
-                    (n.constant(&dims, &columns), true)
-                }
-                None => (
-                    layer.weight.outputs(n, &indices, layer.transposed),
-                    !layer.transposed,
-                ),
-            };
-            // shares [N, members] · Wᵀ.
-            n.op(
-                "Gemm",
-                &[&shares, &weight],
-                vec![Nodes::int_attr("transB", i64::from(features_first))],
-            )
-        });
+        let trained = self
+            .trained
+            .as_ref()
+            .map(|(layer, columns)| trained_gradient(n, chosen, layer, columns, model, stored));
+        let base = self
+            .base
+            .as_ref()
+            .map(|grouped| base_gradient(n, chosen, grouped, model, stored));
         match (trained, base) {
             (Some(a), Some(b)) => Some(n.op("Add", &[&a, &b], vec![])),
             (one, other) => one.or(other),
         }
     }
+}
+
+/// `[N, F]`: the trained layer's column of each picture's chosen target.
+fn trained_gradient(
+    n: &mut Nodes,
+    chosen: &str,
+    layer: &Layer,
+    columns: &[i64],
+    model: &ModelProto,
+    stored: &Stored,
+) -> String {
+    // Each target's column, read once as a row of floats
+    // (`[targets, features]`), when the weights are at hand.
+    let read =
+        DenseValues::read(model, stored, &layer.weight, layer.transposed).and_then(|dense| {
+            let wanted: Vec<usize> = columns.iter().map(|&c| c as usize).collect();
+            let by_feature = dense.columns(&wanted)?;
+            Some(rows_by_target(&by_feature, wanted.len()))
+        });
+    match read {
+        Some((rows, features)) => {
+            let dims = [columns.len() as i64, features as i64];
+            let rows = n.constant(&dims, &rows);
+            n.op("Gather", &[&rows, chosen], vec![Nodes::int_attr("axis", 0)])
+        }
+        None => {
+            let columns = n.int64s(columns);
+            let column = n.op(
+                "Gather",
+                &[&columns, chosen],
+                vec![Nodes::int_attr("axis", 0)],
+            );
+            rows_of(n, layer, &column)
+        }
+    }
+}
+
+/// `[N, F]`: the base's weights of the chosen target's group of classes,
+/// averaged by the softmax within the group.
+fn base_gradient(
+    n: &mut Nodes,
+    chosen: &str,
+    grouped: &Grouped,
+    model: &ModelProto,
+    stored: &Stored,
+) -> String {
+    // Only the groups' classes count (123 of ImageNet's 1000 for cat
+    // and dog): their logits and weights alone are taken.
+    let mut members: Vec<usize> = grouped.groups.iter().flatten().copied().collect();
+    members.sort_unstable();
+    members.dedup();
+    let count = grouped.groups.len();
+    let mut masks = vec![EXCLUDED; count * members.len()];
+    for (t, group) in grouped.groups.iter().enumerate() {
+        for c in group {
+            if let Ok(at) = members.binary_search(c) {
+                masks[t * members.len() + at] = 0.0;
+            }
+        }
+    }
+    let indices: Vec<i64> = members.iter().map(|&c| c as i64).collect();
+    let indices = n.int64s(&indices);
+    let logits = n.op(
+        "Gather",
+        &[&grouped.logits, &indices],
+        vec![Nodes::int_attr("axis", 1)],
+    );
+    let masks = n.constant(&[count as i64, members.len() as i64], &masks);
+    let mask = n.op(
+        "Gather",
+        &[&masks, chosen],
+        vec![Nodes::int_attr("axis", 0)],
+    );
+    let within = n.op("Add", &[&logits, &mask], vec![]);
+    let shares = n.op("Softmax", &[&within], vec![Nodes::int_attr("axis", 1)]);
+    let layer = &grouped.layer;
+    // The members' columns, read once here as floats `[features,
+    // members]` (for an 8-bit head, dequantizing them on every run
+    // cost more than the rest of the map); else gathered in the
+    // branch, `[members, features]` when the layer is transposed.
+    let read = DenseValues::read(model, stored, &layer.weight, layer.transposed)
+        .and_then(|dense| Some((dense.inputs, dense.columns(&members)?)));
+    let (weight, features_first) = match read {
+        Some((features, columns)) => {
+            let dims = [features as i64, members.len() as i64];
+            (n.constant(&dims, &columns), true)
+        }
+        None => (
+            layer.weight.outputs(n, &indices, layer.transposed),
+            !layer.transposed,
+        ),
+    };
+    // shares [N, members] · Wᵀ.
+    n.op(
+        "Gemm",
+        &[&shares, &weight],
+        vec![Nodes::int_attr("transB", i64::from(features_first))],
+    )
 }
 
 /// `[features, targets]` row-major as `[targets, features]`, and the

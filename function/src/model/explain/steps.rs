@@ -53,6 +53,13 @@ pub(crate) enum Step {
     },
 }
 
+impl Step {
+    /// Whether it is a dense layer, in whatever form it was read.
+    pub(super) fn is_dense(&self) -> bool {
+        matches!(self, Step::Dense { .. } | Step::Int8Dense { .. })
+    }
+}
+
 /// A constant weight matrix as the graph stores it, or read as floats.
 #[derive(Debug, Clone)]
 pub(crate) enum Weight {
@@ -178,7 +185,7 @@ pub(super) fn step_of(
     let input = node.input[0].clone();
     let step = match node.op_type.as_str() {
         "Identity" | "Dropout" | "DequantizeLinear" => Step::Same,
-        "QuantizeLinear" => clip_of(model, node),
+        "QuantizeLinear" => clip_of(model, node)?,
         "Add" => return Ok(Some((Step::Same, data_input(model, node, &[0, 1])?))),
         "QLinearAdd" => return Ok(Some((Step::Same, data_input(model, node, &[0, 3])?))),
         "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" => Step::Reshape {
@@ -201,39 +208,54 @@ pub(super) fn step_of(
     Ok(Some((step, input)))
 }
 
-/// A QuantizeLinear: a clip where it quantizes a layer's output, which may
-/// fall outside its range (its ReLU folded in, or values past the
-/// calibrated range); the same gradient where it quantizes again what a
-/// DequantizeLinear made through a pooling or a reshape, which it cannot
-/// clip.
-fn clip_of(model: &ModelProto, node: &NodeProto) -> Step {
-    let made_by = model
-        .graph
-        .as_ref()
-        .and_then(|g| producer(g, &node.input[0]))
-        .map(|p| p.op_type.as_str());
-    let layer = matches!(
-        made_by,
-        Some("Gemm" | "MatMul" | "Conv" | "Add" | "Relu" | "Clip")
-    );
-    if !layer {
-        return Step::Same;
+/// A QuantizeLinear: the same gradient where it quantizes again, with the
+/// same scale and zero point, what a DequantizeLinear made through a
+/// max-pool or a change of shape (values it cannot clip); else a clip (a
+/// layer's output: its ReLU folded in, values past the calibrated range).
+/// Refused when its range is not known to be 8-bit.
+fn clip_of(model: &ModelProto, node: &NodeProto) -> Result<Step, ExplainGraphError> {
+    let graph = model.graph.as_ref().ok_or(ExplainGraphError::Empty)?;
+    let quantization = |n: &NodeProto| (n.input.get(1).cloned(), n.input.get(2).cloned());
+    let requantized = producer(graph, &node.input[0])
+        .filter(|p| {
+            matches!(
+                p.op_type.as_str(),
+                "MaxPool"
+                    | "Reshape"
+                    | "Flatten"
+                    | "Transpose"
+                    | "Squeeze"
+                    | "Unsqueeze"
+                    | "Identity"
+            )
+        })
+        .and_then(|p| producer(graph, p.input.first()?))
+        .is_some_and(|dq| {
+            dq.op_type == "DequantizeLinear" && quantization(dq) == quantization(node)
+        });
+    if requantized {
+        return Ok(Step::Same);
     }
-    let signed = node
-        .input
-        .get(2)
-        .and_then(|z| initializer(model, z))
-        .is_some_and(|z| z.data_type == DataType::INT8 as i32);
-    let (low, high) = if signed {
-        (-128.0, 127.0)
-    } else {
-        (0.0, 255.0)
+    let zero = node.input.get(2).filter(|z| !z.is_empty());
+    let data_type = match zero {
+        Some(z) => initializer(model, z).map(|t| t.data_type),
+        // Without a zero point, uint8.
+        None => Some(DataType::UINT8 as i32),
     };
-    Step::Clip {
+    let (low, high) = match data_type {
+        Some(t) if t == DataType::UINT8 as i32 => (0.0, 255.0),
+        Some(t) if t == DataType::INT8 as i32 => (-128.0, 127.0),
+        _ => {
+            return Err(ExplainGraphError::Unsupported(
+                "a QuantizeLinear whose range is not known to be 8-bit".into(),
+            ))
+        }
+    };
+    Ok(Step::Clip {
         output: node.output[0].clone(),
         low,
         high,
-    }
+    })
 }
 
 /// The node that makes `tensor`.
@@ -346,9 +368,10 @@ fn flattens(model: &ModelProto, node: &NodeProto) -> bool {
     }
 }
 
-/// An int8 dense layer: its weight is dequantized in the branch (per
-/// tensor or per output column), only when an explanation is asked for
-/// (see `Tail::check_dequantized` for the limit).
+/// An int8 dense layer (QOperator form): its 8-bit weight with its scale
+/// and zero point per tensor or per output column, read when the branch is
+/// built (see `Tail::read_int8_layers` and, for the limit,
+/// `Tail::check_dequantized`).
 fn dense_qlinear(model: &ModelProto, node: &NodeProto) -> Result<Step, ExplainGraphError> {
     let unsupported =
         |why: &str| ExplainGraphError::Unsupported(format!("an int8 dense layer {why}"));
@@ -387,22 +410,19 @@ pub(super) fn backward(n: &mut Nodes, step: &Step, g: &str) -> String {
         Step::Relu { output } => {
             let zero = n.scalar(0.0);
             let positive = n.op("Greater", &[output, &zero], vec![]);
-            let mask = n.op(
-                "Cast",
-                &[&positive],
-                vec![Nodes::int_attr("to", DataType::FLOAT as i64)],
-            );
-            n.op("Mul", &[g, &mask], vec![])
+            n.masked(g, &positive)
         }
         Step::Clip { output, low, high } => {
-            let to_float = || vec![Nodes::int_attr("to", DataType::FLOAT as i64)];
-            let q = n.op("Cast", &[output], to_float());
+            let q = n.op(
+                "Cast",
+                &[output],
+                vec![Nodes::int_attr("to", DataType::FLOAT as i64)],
+            );
             let (low, high) = (n.scalar(*low), n.scalar(*high));
             let above = n.op("Greater", &[&q, &low], vec![]);
             let below = n.op("Less", &[&q, &high], vec![]);
             let inside = n.op("And", &[&above, &below], vec![]);
-            let mask = n.op("Cast", &[&inside], to_float());
-            n.op("Mul", &[g, &mask], vec![])
+            n.masked(g, &inside)
         }
         Step::Int8Dense { by_output, scales } => {
             n.constants.push(TensorProto::clone(&by_output.0));

@@ -12,16 +12,16 @@ use super::dense::DenseValues;
 use super::nodes::{MapLayout, Nodes};
 use super::steps::{backward, int_attr, ints, producer, step_of, ReadWeight, Step, Weight};
 use super::ExplainGraphError;
-use crate::model::graph::build::float_tensor;
+use crate::model::graph::build::{float_tensor, int8_tensor, opset};
 use crate::model::graph::inspect::initializer;
 use crate::model::weights::Stored;
 
-/// The most weights of an int8 dense layer the branch holds as floats to
-/// walk back through (VGG16's fc2 has 16.8 M, 67 MB as floats; a layer of
-/// fc1's 102.8 M would be 411 MB, so a model that needs one is explained by
-/// occlusion; fc1 itself is summed per channel instead, see
-/// [`channel_sums`]). Dequantizing it on every explanation instead cost
-/// 35 ms for fc2 on 2 cores, most of an int8 VGG16's own run.
+/// The most weights of an int8 dense layer the branch holds to walk back
+/// through, as 8-bit values or as floats (VGG16's fc2 has 16.8 M: 16.8 MB,
+/// or 67 MB as floats; a layer of fc1's 102.8 M would be 103 or 411 MB, so
+/// a model that needs one is explained by occlusion; fc1 itself is summed
+/// per channel instead, see [`channel_sums`]). Dequantizing fc2 on every
+/// explanation instead cost 35 ms on 2 cores, most of an int8 VGG16's run.
 const MAX_DEQUANTIZED_WEIGHTS: usize = 32 << 20;
 
 /// Layers are followed back this far at most.
@@ -113,8 +113,7 @@ impl Tail {
     /// explanation is the class activation map itself (CAM), not a gradient
     /// through dense layers (Grad-CAM).
     pub(crate) fn is_pooled(&self) -> bool {
-        matches!(self.pool, Pool::Average)
-            && self.steps.iter().all(|s| !matches!(s, Step::Dense { .. }))
+        matches!(self.pool, Pool::Average) && !self.steps.iter().any(Step::is_dense)
     }
 
     /// Grad-CAM from `gradient` (of the explained score with respect to
@@ -203,13 +202,12 @@ impl Tail {
             let name = format!("{}.dense{at}", super::nodes::PREFIX);
             let (ins, outs) = (dense.inputs as i64, dense.outputs as i64);
             let shared = |t: TensorProto| ReadWeight(std::sync::Arc::new(t));
-            *step = match dense.int8_transposed(*alpha) {
+            let int8 = Nodes::has_int8_product(opset(model))
+                .then(|| dense.int8_transposed(*alpha))
+                .flatten();
+            *step = match int8 {
                 Some((by_output, scales)) => {
-                    let mut values = TensorProto::new();
-                    values.name = format!("{name}.int8");
-                    values.data_type = onnx_protobuf::tensor_proto::DataType::INT8 as i32;
-                    values.dims = vec![outs, ins];
-                    values.raw_data = by_output;
+                    let values = int8_tensor(&format!("{name}.int8"), &[outs, ins], &by_output);
                     let scales = float_tensor(&format!("{name}.scales"), &[outs], &scales);
                     Step::Int8Dense {
                         by_output: shared(values),
@@ -226,7 +224,7 @@ impl Tail {
     }
 
     /// Refuses a chain whose backward pass would hold too large an int8
-    /// layer as floats.
+    /// layer.
     fn check_dequantized(&self, model: &ModelProto) -> Result<(), ExplainGraphError> {
         for step in self.walked_back() {
             let Step::Dense {
@@ -242,7 +240,7 @@ impl Tail {
             if count as usize > MAX_DEQUANTIZED_WEIGHTS {
                 return Err(ExplainGraphError::Unsupported(format!(
                     "an int8 dense layer of {count} weights (over {MAX_DEQUANTIZED_WEIGHTS} \
-                     to hold as floats for explanations)"
+                     to hold for explanations)"
                 )));
             }
         }
@@ -411,7 +409,7 @@ mod tests {
             let sums = tail.sums.as_ref().expect("the channel sums are used");
             // fc1's 16 inputs are 4 channels × 4 cells of 0.5.
             assert_eq!(sums.matrix.dims, [4, 16]);
-            let mut n = Nodes::new();
+            let mut n = Nodes::new(13);
             tail.grad_cam(&mut n, "gradient");
             let ops = ops(&n);
             assert!(!ops.contains(&"MaxUnpool"), "{ops:?}");
@@ -422,15 +420,10 @@ mod tests {
 
     /// An 8-bit tensor (`INT8`, or `UINT8` when not `signed`).
     fn bytes_tensor(name: &str, dims: &[i64], values: &[u8], signed: bool) -> TensorProto {
-        let mut t = TensorProto::new();
-        t.name = name.into();
-        t.dims = dims.to_vec();
-        t.data_type = if signed {
-            DataType::INT8
-        } else {
-            DataType::UINT8
-        } as i32;
-        t.raw_data = values.to_vec();
+        let mut t = int8_tensor(name, dims, values);
+        if !signed {
+            t.data_type = DataType::UINT8 as i32;
+        }
         t
     }
 
@@ -486,6 +479,9 @@ mod tests {
         g.node = nodes;
         let mut m = ModelProto::new();
         m.graph = protobuf::MessageField::some(g);
+        let mut onnx = onnx_protobuf::OperatorSetIdProto::new();
+        onnx.version = 13;
+        m.opset_import.push(onnx);
         m
     }
 
@@ -513,7 +509,7 @@ mod tests {
         let [Step::Int8Dense { by_output, scales }] = &tail
             .walked_back()
             .iter()
-            .filter(|s| matches!(s, Step::Int8Dense { .. } | Step::Dense { .. }))
+            .filter(|s| s.is_dense())
             .collect::<Vec<_>>()[..]
         else {
             panic!("fc2 is not an 8-bit product: {:?}", tail.steps);
@@ -527,7 +523,7 @@ mod tests {
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         assert_eq!(scales, (0..8).map(|o| 0.5 + o as f32).collect::<Vec<_>>());
-        let mut n = Nodes::new();
+        let mut n = Nodes::new(13);
         tail.grad_cam(&mut n, "gradient");
         let ops = ops(&n);
         assert_eq!(ops.iter().filter(|&&o| o == "And").count(), 2, "{ops:?}");
@@ -537,6 +533,12 @@ mod tests {
             "no weight dequantized per run: {ops:?}"
         );
         assert!(!ops.contains(&"MaxUnpool"), "{ops:?}");
+        // A layer read for an 8-bit product is still a dense layer: behind
+        // an average pooling, its map is Grad-CAM's, not CAM.
+        let mut pooled = tail.clone();
+        pooled.pool = Pool::Average;
+        pooled.steps.retain(|s| !matches!(s, Step::Dense { .. }));
+        assert!(!pooled.is_pooled());
     }
 
     #[test]
@@ -563,7 +565,7 @@ mod tests {
             .collect();
         let expected: Vec<f32> = (0..8).map(|o| 100.0 * (0.5 + o as f32)).collect();
         assert_eq!(first_row, expected);
-        let mut n = Nodes::new();
+        let mut n = Nodes::new(13);
         tail.grad_cam(&mut n, "gradient");
         assert!(!ops(&n).contains(&"MatMulInteger"));
     }
@@ -575,7 +577,7 @@ mod tests {
         let squeezed = node("Unsqueeze", &["pool"], "pool_more", vec![]);
         let tail = Tail::find(&vgg_like(Some(squeezed)), &Stored::INLINE, "features").unwrap();
         assert!(tail.sums.is_none());
-        let mut n = Nodes::new();
+        let mut n = Nodes::new(13);
         tail.grad_cam(&mut n, "gradient");
         assert!(ops(&n).contains(&"MaxUnpool"));
     }

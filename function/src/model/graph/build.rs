@@ -52,6 +52,16 @@ pub(crate) fn opset(model: &ModelProto) -> i64 {
         .map_or(1, |o| o.version)
 }
 
+/// A signed 8-bit tensor of `values` (each byte an `i8`).
+pub(crate) fn int8_tensor(name: &str, dims: &[i64], values: &[u8]) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.to_string();
+    t.dims = dims.to_vec();
+    t.data_type = DataType::INT8 as i32;
+    t.raw_data = values.to_vec();
+    t
+}
+
 pub(crate) fn float_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
     let mut t = TensorProto::new();
     t.name = name.to_string();

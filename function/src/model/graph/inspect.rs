@@ -125,7 +125,10 @@ pub fn find_head(model: &ModelProto) -> Result<FinalLayer, GraphError> {
 }
 
 /// The initializer `name`, or the one a DequantizeLinear makes `name` of.
-fn constant_or_dequantized<'a>(model: &'a ModelProto, name: &str) -> Option<&'a TensorProto> {
+pub(crate) fn constant_or_dequantized<'a>(
+    model: &'a ModelProto,
+    name: &str,
+) -> Option<&'a TensorProto> {
     initializer(model, name).or_else(|| {
         let dq = model
             .graph
