@@ -423,21 +423,7 @@ fn vgg_shaped_model_goes_through_finetune_predict_and_serve() {
     colour_dataset(&root.join("valid"), 4, 2);
     colour_dataset(&root.join("test"), 6, 3);
     let out = root.join("vgg-catdog.onnx");
-    let res = run(&[
-        "finetune",
-        "--base",
-        fixture("tiny_vgg.onnx").to_str().unwrap(),
-        "--data",
-        root.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--epochs",
-        "30",
-        "--lr",
-        "1e-2",
-        "--batch",
-        "8",
-    ]);
+    let res = run(&vgg_finetune(&fixture("tiny_vgg.onnx"), &root, &out, &[]));
     assert!(
         res.status.success(),
         "{}",
@@ -504,19 +490,15 @@ fn vgg_shaped_model_goes_through_finetune_predict_and_serve() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
-/// A QDQ int8 base (`models/quantize.py`'s recipe of the tiny VGG: the
-/// final layer behind a QuantizeLinear, its weight behind a
-/// DequantizeLinear) fine-tunes as the float one does, and the written
-/// model keeps nothing of the old head: no node whose output nothing reads.
-#[test]
-fn a_qdq_int8_base_fine_tunes_and_leaves_nothing_of_its_old_head() {
-    let root = tmp("vgg-int8");
-    colour_dataset(&root.join("train"), 12, 1);
-    colour_dataset(&root.join("valid"), 4, 2);
-    colour_dataset(&root.join("test"), 6, 3);
-    let out = root.join("vgg-int8-catdog.onnx");
-    let base = fixture("tiny_vgg_recipe_int8.onnx");
-    let res = run(&[
+/// `finetune` of the tiny VGG `base` on the colour folders under `root`
+/// into `out` (30 epochs, lr 0.01, batches of 8), then `more`.
+fn vgg_finetune<'a>(
+    base: &'a Path,
+    root: &'a Path,
+    out: &'a Path,
+    more: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
         "finetune",
         "--base",
         base.to_str().unwrap(),
@@ -530,12 +512,27 @@ fn a_qdq_int8_base_fine_tunes_and_leaves_nothing_of_its_old_head() {
         "1e-2",
         "--batch",
         "8",
-        // A head of its own alone: neither a prior nor a rejecting label
-        // keeps the base's final layer.
-        "--init",
-        "random",
-        "--no-neither",
-    ]);
+    ];
+    args.extend(more);
+    args
+}
+
+/// A QDQ int8 base (`models/quantize.py`'s recipe of the tiny VGG: the
+/// final layer behind a QuantizeLinear, its weight behind a
+/// DequantizeLinear) fine-tunes as the float one does, and the written
+/// model keeps nothing of the old head: no node whose output nothing reads.
+#[test]
+fn a_qdq_int8_base_fine_tunes_and_leaves_nothing_of_its_old_head() {
+    let root = tmp("vgg-int8");
+    colour_dataset(&root.join("train"), 12, 1);
+    colour_dataset(&root.join("valid"), 4, 2);
+    colour_dataset(&root.join("test"), 6, 3);
+    let out = root.join("vgg-int8-catdog.onnx");
+    let base = fixture("tiny_vgg_recipe_int8.onnx");
+    // A head of its own alone: neither a prior nor a rejecting label
+    // keeps the base's final layer.
+    let own_head = ["--init", "random", "--no-neither"];
+    let res = run(&vgg_finetune(&base, &root, &out, &own_head));
     assert!(
         res.status.success(),
         "{}",

@@ -250,18 +250,7 @@ mod tests {
 
     #[test]
     fn int8_weights_are_summed_after_their_scale_and_zero_point() {
-        let raw: &'static [u8] = &[3, 1, 5, 7];
-        let d = DenseValues {
-            inputs: 2,
-            outputs: 2,
-            transposed: false,
-            values: Values::Int8 {
-                raw,
-                signed: false,
-                scale: vec![0.5, 2.0],
-                zero: vec![1, 1],
-            },
-        };
+        let d = super::super::dense::small_int8();
         // One channel: output 0 sums (3−1)·0.5 + (5−1)·0.5, output 1 (1−1)·2 + (7−1)·2.
         assert_eq!(
             channel_sums(&d, 1, Order::ChannelsFirst),

@@ -240,6 +240,23 @@ fn zero_points(stored: &Stored, t: &TensorProto) -> Option<Vec<i32>> {
     })
 }
 
+/// `[[3, 1], [5, 7]]` (`[in, out]`, uint8) with scales 0.5 and 2 and zero
+/// points 1, for tests.
+#[cfg(test)]
+pub(super) fn small_int8() -> DenseValues<'static> {
+    DenseValues {
+        inputs: 2,
+        outputs: 2,
+        transposed: false,
+        values: Values::Int8 {
+            raw: &[3, 1, 5, 7],
+            signed: false,
+            scale: vec![0.5, 2.0],
+            zero: vec![1, 1],
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,18 +282,7 @@ mod tests {
             assert_eq!(d.columns(&[2, 0]), Some(vec![100.0, 1.0, 200.0, 2.0]));
             assert_eq!(d.columns(&[3]), None);
         }
-        let raw: &'static [u8] = &[3, 1, 5, 7];
-        let d = DenseValues {
-            inputs: 2,
-            outputs: 2,
-            transposed: false,
-            values: Values::Int8 {
-                raw,
-                signed: false,
-                scale: vec![0.5, 2.0],
-                zero: vec![1, 1],
-            },
-        };
-        assert_eq!(d.columns(&[1]), Some(vec![0.0, 12.0]));
+        // Output 1: (1 − 1)·2 and (7 − 1)·2.
+        assert_eq!(small_int8().columns(&[1]), Some(vec![0.0, 12.0]));
     }
 }
