@@ -149,8 +149,8 @@ fn mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves() {
 
     // deterministic: same seed, same bytes
     let again = out_dir.join("again.onnx");
-    let mut args2 = args.clone();
-    args2[8] = again.to_str().unwrap();
+    let args2 = mobilenet_args(&data, &again);
+    let args2: Vec<&str> = args2.iter().map(String::as_str).collect();
     assert!(run(&args2).status.success());
     assert!(
         std::fs::read(&out).unwrap() == std::fs::read(&again).unwrap(),
@@ -364,26 +364,28 @@ fn mobilenet_finetune_beats_zero_shot_changes_only_the_head_and_serves() {
     let _ = std::fs::remove_dir_all(&out_dir);
 }
 
-/// `catdog finetune` of the shared MobileNetV2 on the shared photos into
-/// `out`, with the default training flags and seed 1 (`args[8]` is `out`).
-fn mobilenet_args(data: &Path, out: &Path) -> Vec<String> {
+/// `catdog finetune --base BASE --data DATA --out OUT`, then `more`.
+fn finetune_args(base: &Path, data: &str, out: &Path, more: &[&str]) -> Vec<String> {
+    let core = ["finetune", "--base", base.to_str().unwrap(), "--data", data];
+    let out = ["--out", out.to_str().unwrap()];
+    core.iter()
+        .chain(&out)
+        .chain(more)
+        .map(|a| a.to_string())
+        .collect()
+}
+
+/// `catdog finetune` of the shared MobileNetV2 on `photos` (a folder or an
+/// `s3://` prefix) into `out`, with the default training flags and seed 1.
+fn mobilenet_args_from(data: &Path, photos: &str, out: &Path) -> Vec<String> {
     let base = data.join("models/mobilenetv2-12-int8.onnx");
-    let photos = data.join("catsdogs");
-    [
-        "finetune",
-        "--base",
-        base.to_str().unwrap(),
-        "--preprocessing",
-        "torch",
-        "--data",
-        photos.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--seed",
-        "1",
-    ]
-    .map(String::from)
-    .to_vec()
+    let flags = ["--preprocessing", "torch", "--seed", "1"];
+    finetune_args(&base, photos, out, &flags)
+}
+
+/// [`mobilenet_args_from`] the shared photos.
+fn mobilenet_args(data: &Path, out: &Path) -> Vec<String> {
+    mobilenet_args_from(data, data.join("catsdogs").to_str().unwrap(), out)
 }
 
 fn tokio_block<F: std::future::Future>(f: F) -> F::Output {
@@ -423,7 +425,8 @@ fn vgg_shaped_model_goes_through_finetune_predict_and_serve() {
     colour_dataset(&root.join("valid"), 4, 2);
     colour_dataset(&root.join("test"), 6, 3);
     let out = root.join("vgg-catdog.onnx");
-    let res = run(&vgg_finetune(&fixture("tiny_vgg.onnx"), &root, &out, &[]));
+    let args = vgg_finetune(&fixture("tiny_vgg.onnx"), &root, &out, &[]);
+    let res = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
         res.status.success(),
         "{}",
@@ -492,29 +495,10 @@ fn vgg_shaped_model_goes_through_finetune_predict_and_serve() {
 
 /// `finetune` of the tiny VGG `base` on the colour folders under `root`
 /// into `out` (30 epochs, lr 0.01, batches of 8), then `more`.
-fn vgg_finetune<'a>(
-    base: &'a Path,
-    root: &'a Path,
-    out: &'a Path,
-    more: &[&'a str],
-) -> Vec<&'a str> {
-    let mut args = vec![
-        "finetune",
-        "--base",
-        base.to_str().unwrap(),
-        "--data",
-        root.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--epochs",
-        "30",
-        "--lr",
-        "1e-2",
-        "--batch",
-        "8",
-    ];
-    args.extend(more);
-    args
+fn vgg_finetune(base: &Path, root: &Path, out: &Path, more: &[&str]) -> Vec<String> {
+    let training = ["--epochs", "30", "--lr", "1e-2", "--batch", "8"];
+    let flags: Vec<&str> = training.iter().chain(more).copied().collect();
+    finetune_args(base, root.to_str().unwrap(), out, &flags)
 }
 
 /// A QDQ int8 base (`models/quantize.py`'s recipe of the tiny VGG: the
@@ -532,7 +516,8 @@ fn a_qdq_int8_base_fine_tunes_and_leaves_nothing_of_its_old_head() {
     // A head of its own alone: neither a prior nor a rejecting label
     // keeps the base's final layer.
     let own_head = ["--init", "random", "--no-neither"];
-    let res = run(&vgg_finetune(&base, &root, &out, &own_head));
+    let args = vgg_finetune(&base, &root, &out, &own_head);
+    let res = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
         res.status.success(),
         "{}",
@@ -1209,8 +1194,7 @@ fn finetune_from_s3_writes_the_same_model_as_from_the_folder() {
     let o = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let from_s3 = dir.join("s3.onnx");
-    let mut args = mobilenet_args(&data, &from_s3);
-    args[6] = "s3://photos/catsdogs/".into();
+    let mut args = mobilenet_args_from(&data, "s3://photos/catsdogs/", &from_s3);
     args.extend(fast);
     let o = run_with_s3(&args, &endpoint, &cache);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
