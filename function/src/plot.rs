@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::finetune::train::EpochStats;
@@ -50,11 +51,43 @@ fn err(e: impl std::fmt::Display) -> PlotError {
     PlotError(e.to_string())
 }
 
+/// The canvas a chart draws on.
+type Canvas<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+
+/// Draws a `width` × `height` chart into memory and writes it as a PNG with
+/// the `image` crate catdog decodes pictures with: plotters' own encoder
+/// would build a second, older `image` and `png` into every build.
+fn write_png(
+    path: &Path,
+    (width, height): (u32, u32),
+    draw: impl FnOnce(&Canvas<'_>) -> PlotResult,
+) -> PlotResult {
+    let mut rgb = vec![0u8; width as usize * height as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        draw(&root)?;
+        root.present().map_err(err)?;
+    }
+    image::save_buffer_with_format(
+        path,
+        &rgb,
+        width,
+        height,
+        image::ExtendedColorType::Rgb8,
+        image::ImageFormat::Png,
+    )
+    .map_err(err)
+}
+
 /// Loss and accuracy per epoch (train, and valid when present).
 pub(crate) fn training_curves(history: &[EpochStats], path: &Path) -> PlotResult {
     let text = font();
-    let root = BitMapBackend::new(path, (900, 420)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
+    write_png(path, (900, 420), |root| draw_curves(root, history, text))
+}
+
+/// The loss chart on the left half, the accuracy chart on the right.
+fn draw_curves(root: &Canvas<'_>, history: &[EpochStats], text: bool) -> PlotResult {
     let (left, right) = root.split_horizontally(450);
     let n = history.len().max(1) as f32;
     let max_loss = history
@@ -134,7 +167,7 @@ pub(crate) fn training_curves(history: &[EpochStats], path: &Path) -> PlotResult
                 .map_err(err)?;
         }
     }
-    root.present().map_err(err)
+    Ok(())
 }
 
 /// A confusion matrix: rows are true classes, columns predicted ones.
@@ -149,8 +182,18 @@ pub fn confusion_matrix(
     let (ox, oy) = (150i32, 70i32);
     let w = (ox + cell * cols.len() as i32 + 30) as u32;
     let h = (oy + cell * rows.len() as i32 + 30) as u32;
-    let root = BitMapBackend::new(path, (w.max(320), h)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
+    write_png(path, (w.max(320), h), |root| {
+        draw_matrix(root, (rows, cols, counts), (cell, ox, oy), text)
+    })
+}
+
+/// Shaded cells with their counts, and the class names when there is a font.
+fn draw_matrix(
+    root: &Canvas<'_>,
+    (rows, cols, counts): (&[String], &[String], &[Vec<usize>]),
+    (cell, ox, oy): (i32, i32, i32),
+    text: bool,
+) -> PlotResult {
     let max = counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
     for (r, row) in counts.iter().enumerate() {
         for (c, &v) in row.iter().enumerate() {
@@ -200,5 +243,5 @@ pub fn confusion_matrix(
             .map_err(err)?;
         }
     }
-    root.present().map_err(err)
+    Ok(())
 }
