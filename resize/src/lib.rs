@@ -12,8 +12,6 @@
 //! every source pixel, ~25× slower unoptimised, and the tests send
 //! 40-megapixel pictures through the debug build.
 
-use fast_image_resize::images::{Image, ImageRef};
-use fast_image_resize::{PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
@@ -227,34 +225,42 @@ impl Coeffs {
     }
 }
 
+/// Each output pixel copies one source pixel, as Pillow's affine scale
+/// picks it: a region is the same crop of the same whole by construction.
 fn nearest(picture: &RgbImage, full: (u32, u32), region: (u32, u32, u32, u32)) -> RgbImage {
     let (left, top, width, height) = region;
-    if full != (width, height) {
-        // Pillow's affine nearest: source = floor((x + 0.5) * scale).
-        let sx = f64::from(picture.width()) / f64::from(full.0);
-        let sy = f64::from(picture.height()) / f64::from(full.1);
-        return RgbImage::from_fn(width, height, |x, y| {
-            let ix = (((f64::from(x + left) + 0.5) * sx) as u32).min(picture.width() - 1);
-            let iy = (((f64::from(y + top) + 0.5) * sy) as u32).min(picture.height() - 1);
-            *picture.get_pixel(ix, iy)
-        });
+    let (in_w, in_h) = picture.dimensions();
+    let columns = nearest_sources(in_w, full.0);
+    let rows = nearest_sources(in_h, full.1);
+    let columns = &columns[left as usize..][..width as usize];
+    let rows = &rows[top as usize..][..height as usize];
+    let stride = in_w as usize * 3;
+    let src = picture.as_raw();
+    let mut out = Vec::with_capacity(width as usize * height as usize * 3);
+    for &y in rows {
+        let row = &src[y * stride..][..stride];
+        for &x in columns {
+            out.extend_from_slice(&row[x * 3..][..3]);
+        }
     }
-    let src = ImageRef::new(
-        picture.width(),
-        picture.height(),
-        picture.as_raw(),
-        PixelType::U8x3,
-    )
-    .expect("an RgbImage buffer always matches its dimensions");
-    let mut dst = Image::new(width, height, PixelType::U8x3);
-    Resizer::new()
-        .resize(
-            &src,
-            &mut dst,
-            &ResizeOptions::new().resize_alg(ResizeAlg::Nearest),
-        )
-        .expect("same pixel type on both sides and non-zero sizes");
-    RgbImage::from_raw(width, height, dst.into_vec()).expect("buffer size matches")
+    RgbImage::from_raw(width, height, out).expect("buffer size matches")
+}
+
+/// The source index of each of `target` columns (or rows): s/2, then the
+/// scale s added one at a time, as Pillow's `ImagingScaleAffine` does. The
+/// product s/2 + s·x lands one pixel away at some sizes (640, 1024 or 1920
+/// wide to 224, among others), as `fast_image_resize` 5 did for columns.
+fn nearest_sources(source: u32, target: u32) -> Vec<usize> {
+    let scale = f64::from(source) / f64::from(target);
+    let last = source.saturating_sub(1) as usize;
+    let mut at = scale * 0.5;
+    (0..target)
+        .map(|_| {
+            let index = (at as usize).min(last);
+            at += scale;
+            index
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -309,6 +315,35 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The pixels Pillow 13 picks (`Image.resize(size, Image.NEAREST)`, the
+    /// Keras preset's resize) where a product of the scale picks others:
+    /// column 16 of 224 → 33 is source 111, not 112.
+    #[test]
+    fn nearest_picks_the_pixels_pillow_picks() {
+        let pillow_224_to_33: [u8; 33] = [
+            3, 10, 16, 23, 30, 37, 44, 50, 57, 64, 71, 78, 84, 91, 98, 105, 111, 118, 125, 132,
+            139, 145, 152, 159, 166, 173, 179, 186, 193, 200, 207, 213, 220,
+        ];
+        let wide = RgbImage::from_fn(224, 1, |x, _| Rgb([x as u8, 0, 0]));
+        let out = resize_rgb(&wide, 33, 1, Filter::Nearest);
+        assert_eq!(
+            out.pixels().map(|p| p[0]).collect::<Vec<_>>(),
+            pillow_224_to_33
+        );
+        let tall = RgbImage::from_fn(1, 224, |_, y| Rgb([0, y as u8, 0]));
+        let out = resize_rgb(&tall, 1, 33, Filter::Nearest);
+        assert_eq!(
+            out.pixels().map(|p| p[1]).collect::<Vec<_>>(),
+            pillow_224_to_33
+        );
+        let two = RgbImage::from_fn(2, 1, |x, _| Rgb([x as u8, 0, 0]));
+        let out = resize_rgb(&two, 7, 1, Filter::Nearest);
+        assert_eq!(
+            out.pixels().map(|p| p[0]).collect::<Vec<_>>(),
+            [0, 0, 0, 0, 1, 1, 1]
+        );
     }
 
     /// Values printed by Pillow 12 for the same inputs (`Image.resize`).
